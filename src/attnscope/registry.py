@@ -52,3 +52,10 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+# The three registries of DESIGN.md. Entries are added by the modules that define them
+# (`attnscope.models`, `attnscope.explain`, `attnscope.data`) when those are imported.
+METHODS: Registry = Registry("method")
+MODELS: Registry = Registry("model")
+DATASETS: Registry = Registry("dataset")

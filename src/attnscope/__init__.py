@@ -1,0 +1,12 @@
+"""attnscope: the attention of image models — trainable, transformer and post-hoc maps,
+whether they can be trusted, and how they come about during training."""
+
+from __future__ import annotations
+
+from attnscope import data, errors, models
+from attnscope.explain import explain, list_methods
+from attnscope.maps import AttentionMap
+
+__version__ = "0.1.0"
+
+__all__ = ["AttentionMap", "data", "errors", "explain", "list_methods", "models", "__version__"]
