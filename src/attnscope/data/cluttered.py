@@ -71,6 +71,7 @@ class ClutteredDigits(Dataset):
         self.decoy_size, self.noise = decoy_size, noise
         self.glyphs, self.labels = source_digits(split)  # raises on a bad split
         self.num_classes = 10
+        self.kind = "classification"
 
     def __len__(self) -> int:
         return self.n
