@@ -1,4 +1,8 @@
-"""Offline data with ground truth, generated from scikit-learn's bundled digits; users' own folders."""
+"""Offline data with ground truth, generated from scikit-learn's bundled digits; users' own folders.
+
+Built-in data sets are found by name: `get(name, split, n, seed, **cfg)`, `names()`. Every one
+has `kind` ("classification" with `num_classes`, or "captioning" with `vocabulary()`).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,22 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from attnscope.data.cluttered import ClutteredDigits, ClutterSample
+from attnscope.data.folder import FolderSample, ImageFolderData, load_images, read_image
+from attnscope.data.scenes import DigitScenes, SceneObject, SceneSample, Token
+from attnscope.data.vocab import CaptionBatch, Vocabulary, collate_captions, tokenize
+from attnscope.errors import InputError
 from attnscope.registry import DATASETS
 
-DATASETS.register("clutter", lambda split, n, seed, **cfg: ClutteredDigits(split, n, seed=seed, **cfg))
-DATASETS.register("clutter-decoy", lambda split, n, seed, **cfg: ClutteredDigits(split, n, seed=seed, decoy=True, **cfg))
+register = DATASETS.register
 
 
-def get(name: str, split: str, n: int, seed: int = 0, **cfg: Any) -> Dataset:
-    """Data set `name` (see `names()`), split "train" or "test", `n` samples, generated from `seed`."""
-    return DATASETS.get(name)(split, n, seed, **cfg)
+def get(name: str, split: str = "train", n: int = 10_000, seed: int = 0, **cfg: Any) -> Dataset:
+    """Build data set `name` (`n` samples of `split`, from `seed`); unknown names and options raise."""
+    builder = DATASETS.get(name)
+    try:
+        return builder(split, n, seed, **cfg)
+    except TypeError as e:  # an option the data set does not take
+        raise InputError(f"data set {name!r}: {e}") from None
 
 
 def names() -> list[str]:
@@ -23,4 +34,38 @@ def names() -> list[str]:
     return DATASETS.names()
 
 
-__all__ = ["ClutterSample", "ClutteredDigits", "get", "names"]
+# One builder signature for all: builder(split, n, seed, **cfg) -> Dataset.
+@register("clutter")
+def _clutter(split: str, n: int, seed: int, **cfg: Any) -> ClutteredDigits:
+    return ClutteredDigits(split, n, seed=seed, **cfg)
+
+
+@register("clutter-decoy")
+def _clutter_decoy(split: str, n: int, seed: int, **cfg: Any) -> ClutteredDigits:
+    return ClutteredDigits(split, n, seed=seed, decoy=True, **cfg)
+
+
+@register("scenes")
+def _scenes(split: str, n: int, seed: int, **cfg: Any) -> DigitScenes:
+    return DigitScenes(split, n, seed=seed, **cfg)
+
+
+__all__ = [
+    "CaptionBatch",
+    "ClutterSample",
+    "ClutteredDigits",
+    "DigitScenes",
+    "FolderSample",
+    "ImageFolderData",
+    "SceneObject",
+    "SceneSample",
+    "Token",
+    "Vocabulary",
+    "collate_captions",
+    "get",
+    "load_images",
+    "names",
+    "read_image",
+    "register",
+    "tokenize",
+]
