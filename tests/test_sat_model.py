@@ -1,0 +1,138 @@
+"""Show, Attend and Tell: shapes, the attention formula, soft vs hard, teacher forcing vs generation, checkpoints."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnscope import models
+from attnscope.data import DigitScenes, Vocabulary, collate_captions
+from attnscope.errors import CheckpointError, InputError
+from attnscope.models import checkpoint
+from attnscope.models.sat import ShowAttendTell
+
+VOCAB = DigitScenes.vocabulary()
+SMALL = dict(encoder_widths=[8, 16, 16], embed_dim=16, hidden_dim=24, attn_dim=12, dropout=0.0, max_len=7)
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and do not stall when the machine is busy)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+
+def tiny(**cfg) -> ShowAttendTell:
+    return models.get("sat", vocab=VOCAB.to_json(), **{**SMALL, **cfg})
+
+
+@pytest.fixture(scope="module")
+def batch():
+    ds = DigitScenes("train", 4, size=48, digit_size=(10, 14), gap=2)
+    return collate_captions([ds[i] for i in range(4)], VOCAB)
+
+
+def test_shapes_through_encoder_and_decoder_and_alpha_is_a_distribution(batch):
+    model = tiny()
+    a, grid = model.encoder(batch.images)
+    assert grid == (12, 12) and a.shape == (4, 144, 16)  # 48 px, two halvings, 16 channels
+    out = model(batch.images, batch.captions)
+    steps = batch.captions.shape[1] - 1
+    assert out.logits.shape == (4, steps, len(VOCAB)) and out.alphas.shape == (4, steps, 144)
+    assert out.betas.shape == (4, steps) and ((out.betas > 0) & (out.betas < 1)).all()
+    assert (out.alphas >= 0).all() and torch.allclose(out.alphas.sum(-1), torch.ones(4, steps), atol=1e-6)
+    assert not out.sampled.any() and (out.log_q == 0).all()  # soft attention samples nothing
+
+
+def test_attention_is_the_papers_mlp_and_softmax_on_hand_set_weights():
+    dec = tiny(hidden_dim=2, attn_dim=2).decoder
+    with torch.no_grad():
+        dec.att_hid.weight.copy_(torch.eye(2))
+        dec.att_out.weight.copy_(torch.tensor([[1.0, -1.0]]))
+        dec.att_out.bias.fill_(0.5)
+    keys = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])  # W_a a_i + b for three positions
+    h = torch.tensor([[0.5, 0.0]])
+    e = [math.tanh(0.5) + 0.5, math.tanh(1.5) + 0.5, math.tanh(0.5) - math.tanh(1.0) + 0.5]
+    expected = torch.tensor([math.exp(v) for v in e]) / sum(math.exp(v) for v in e)
+    assert torch.allclose(dec.attend(keys, h)[0], expected, atol=1e-6)
+
+
+def test_hard_attention_on_a_one_hot_alpha_equals_soft_and_samples_follow_alpha(batch):
+    model = tiny(attention="hard")
+    with torch.no_grad():  # attention all but certain of position 5: e_5 = 50, others 0
+        model.decoder.att_out.weight.zero_()
+        model.decoder.att_out.bias.zero_()
+        model.decoder.att_ctx.weight.zero_()
+        model.decoder.att_ctx.bias.zero_()
+        model.decoder.att_ctx.bias[0] = 1.0
+        model.decoder.att_out.weight[0, 0] = 50.0
+        model.decoder.att_ctx.register_forward_hook(lambda m, i, o: o * (torch.arange(144) == 5)[None, :, None])
+    soft = model(batch.images, batch.captions, sample=False)
+    steps = batch.captions.shape[1] - 1
+    forced = model(batch.images, batch.captions, locations=torch.full((4, steps), 5))
+    assert torch.allclose(soft.logits, forced.logits, atol=1e-4) and forced.sampled.all()
+    assert torch.allclose(forced.log_q, torch.zeros(4, steps), atol=1e-6)  # log α_5 ≈ 0
+    elsewhere = model(batch.images, batch.captions, locations=torch.full((4, steps), 7))
+    assert not torch.allclose(soft.logits, elsewhere.logits, atol=1e-3)  # a different location changes z
+    model.train()
+    torch.manual_seed(1)
+    drawn = model(batch.images, batch.captions)  # expectation_prob 0.5: some captions sample
+    assert drawn.sampled.any() and ((drawn.log_q == 0) | drawn.sampled[:, None]).all()
+
+
+def test_greedy_score_is_the_teacher_forced_log_probability_of_its_own_caption(batch):
+    model = tiny().eval()
+    with torch.no_grad():
+        model.decoder.out.bias[VOCAB.end_id] = 3.0  # so that some captions end within max_len
+    found = model.caption(batch.images)
+    assert found.tokens.shape[0] == 4 and found.alphas.shape[:2] == found.tokens.shape
+    assert found.finished.any()
+    ids = torch.cat([torch.full((4, 1), VOCAB.start_id), found.tokens], 1)
+    out = model(batch.images, ids)
+    logits = out.logits.index_fill(2, torch.tensor([VOCAB.pad_id, VOCAB.start_id]), float("-inf"))
+    logp = F.log_softmax(logits, -1).gather(2, found.tokens[..., None]).squeeze(2)  # (B, T)
+    emitted = torch.ones_like(found.tokens, dtype=torch.bool)
+    for i, row in enumerate(found.tokens.tolist()):
+        if VOCAB.end_id in row:
+            emitted[i, row.index(VOCAB.end_id) + 1 :] = False
+    assert torch.allclose((logp * emitted).sum(1), found.scores, atol=1e-4)
+    h, w = out.grid
+    alphas = out.alphas.view(4, -1, h, w) * emitted[..., None, None]
+    assert torch.allclose(alphas, found.alphas, atol=1e-6)
+
+
+def test_checkpoint_rebuilds_the_vocabulary_and_other_vocabularies_refuse_the_weights(tmp_path, batch):
+    model = tiny().eval()
+    path = checkpoint.save(model, tmp_path / "sat.safetensors")
+    loaded, header = checkpoint.load(path)
+    assert loaded.vocab == VOCAB and header["model"]["config"]["vocab"] == VOCAB.to_json()
+    assert torch.equal(loaded(batch.images, batch.captions).logits, model(batch.images, batch.captions).logits)
+    swapped = VOCAB.words[:]
+    swapped[0], swapped[1] = swapped[1], swapped[0]  # same size, other words: only the fingerprint tells
+    other = models.get("sat", vocab=Vocabulary(swapped).to_json(), **SMALL)
+    with pytest.raises(CheckpointError, match="another vocabulary"):
+        other.load_state_dict(model.state_dict())
+    with pytest.raises(InputError, match="needs a vocabulary"):
+        models.get("sat")
+    with pytest.raises(InputError, match="attention must be one of"):
+        tiny(attention="sharp")
+
+
+def test_torchvision_backbone_truncated_frozen_and_loaded_from_a_local_file(tmp_path):
+    import torchvision
+
+    reference = torchvision.models.resnet18(num_classes=3)
+    torch.save(reference.state_dict(), tmp_path / "r18.pt")
+    model = tiny(encoder="resnet18", encoder_layer="layer2", freeze_encoder=True, weights=str(tmp_path / "r18.pt"))
+    assert "weights" not in model.attnscope_spec["config"]
+    a, grid = model.encoder(torch.rand(2, 3, 64, 64))
+    assert grid == (8, 8) and a.shape == (2, 64, 128)  # layer2 of ResNet-18: stride 8, 128 channels
+    assert torch.equal(model.encoder.body.conv1.weight, reference.conv1.weight)
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    model.train()
+    assert not model.encoder.body.training and model.decoder.training  # frozen BatchNorm keeps its statistics
+    with pytest.raises(InputError, match="encoder_layer must name a module of resnet18"):
+        tiny(encoder="resnet18", encoder_layer="layer9")
