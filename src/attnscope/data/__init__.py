@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from attnscope.data.cluttered import ClutteredDigits, ClutterSample
 from attnscope.data.folder import FolderSample, ImageFolderData, load_images, read_image
+from attnscope.data.karpathy import CaptionSample, KarpathyCaptions
 from attnscope.data.scenes import DigitScenes, SceneObject, SceneSample, Token
 from attnscope.data.vocab import CaptionBatch, Vocabulary, collate_captions, tokenize
 from attnscope.errors import InputError
@@ -50,13 +51,23 @@ def _scenes(split: str, n: int, seed: int, **cfg: Any) -> DigitScenes:
     return DigitScenes(split, n, seed=seed, **cfg)
 
 
+@register("karpathy")
+def _karpathy(split: str, n: int, seed: int, **cfg: Any) -> KarpathyCaptions:
+    """Options json=PATH (Karpathy-split JSON) and images=DIR are required; `n` caps the images, `seed` is unused."""
+    if "json" not in cfg or "images" not in cfg:
+        raise InputError("data set 'karpathy' needs json=PATH (a Karpathy-split JSON file) and images=DIR")
+    return KarpathyCaptions(cfg.pop("json"), cfg.pop("images"), split, n, **cfg)
+
+
 __all__ = [
     "CaptionBatch",
+    "CaptionSample",
     "ClutterSample",
     "ClutteredDigits",
     "DigitScenes",
     "FolderSample",
     "ImageFolderData",
+    "KarpathyCaptions",
     "SceneObject",
     "SceneSample",
     "Token",
