@@ -26,6 +26,8 @@ from attnscope.cli.options import parse_settings
 @click.option("--gamma", default=0.5, show_default=True, type=float, help="LR factor per drop (step).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of initialisation and shuffling.")
 @click.option("--data-seed", default=0, show_default=True, type=int, help="Seed of the generated data.")
+@click.option("--attention", type=click.Choice(["soft", "hard"]), default=None,
+              help="Show, Attend and Tell's attention (model sat); the same as --model-opt attention=...")
 @click.option("--model-opt", multiple=True, metavar="KEY=VALUE", help="Model option, e.g. widths=[16,32,64].")
 @click.option("--data-opt", multiple=True, metavar="KEY=VALUE", help="Data set option, e.g. size=96.")
 @click.option("--task-opt", multiple=True, metavar="KEY=VALUE", help="Task option (loss settings).")
@@ -35,8 +37,8 @@ from attnscope.cli.options import parse_settings
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
 @click.option("--list", "list_", is_flag=True, help="List model and data set names, then exit.")
 def train_command(model, data, out, epochs, n, n_test, batch_size, optimizer, lr, momentum, weight_decay,
-                  schedule, step_size, gamma, seed, data_seed, model_opt, data_opt, task_opt, device, workers,
-                  resume, quiet, list_) -> None:
+                  schedule, step_size, gamma, seed, data_seed, attention, model_opt, data_opt, task_opt, device,
+                  workers, resume, quiet, list_) -> None:
     """Train MODEL on DATA; checkpoints each epoch (safetensors + JSON), metrics.jsonl, --resume.
 
     Runs unchanged under `torchrun --nproc_per_node=N` (DistributedDataParallel; rank 0 writes).
@@ -49,11 +51,14 @@ def train_command(model, data, out, epochs, n, n_test, batch_size, optimizer, lr
         click.echo("models: " + ", ".join(models.names()))
         click.echo("data:   " + ", ".join(datasets.names()))
         return
+    model_cfg = parse_settings(model_opt, "--model-opt")
+    if attention is not None:
+        model_cfg["attention"] = attention
     config = TrainConfig(
         model=model, data=data, out=out, epochs=epochs, n=n, n_test=n_test, batch_size=batch_size,
         optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
         step_size=step_size, gamma=gamma, seed=seed, data_seed=data_seed, device=device, workers=workers,
-        resume=resume, quiet=quiet, model_cfg=parse_settings(model_opt, "--model-opt"),
+        resume=resume, quiet=quiet, model_cfg=model_cfg,
         data_cfg=parse_settings(data_opt, "--data-opt"), task_cfg=parse_settings(task_opt, "--task-opt"),
     )
     models.MODELS.get(model)  # unknown names fail before any work

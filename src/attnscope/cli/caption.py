@@ -1,0 +1,151 @@
+"""`attnscope caption`: captions of images by a trained Show, Attend and Tell model, with a strip of
+per-word attention overlays per image (as in the paper's figures), and BLEU / grounding when the
+images come from a captioning data set with references.
+
+Everything is written into a temporary folder that is renamed to `--out` at the end, so a failed
+run never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+from attnscope import console, fileio
+from attnscope.cli import cli
+from attnscope.cli.options import parse_settings
+from attnscope.errors import InputError
+
+
+@cli.command("caption")
+@click.option("--checkpoint", required=True, help="Run folder or .safetensors of a trained sat model.")
+@click.option("--images", required=True,
+              help="An image file or folder, or a captioning data set name (scenes, karpathy).")
+@click.option("--out", required=True, help="Folder to write captions.json and attention/*.png into.")
+@click.option("--n", "n", default=16, show_default=True, type=int, help="Images to caption from a data set.")
+@click.option("--split", default="test", show_default=True, help="Split of a data set.")
+@click.option("--data-opt", multiple=True, metavar="KEY=VALUE", help="Data set option (default: the training run's).")
+@click.option("--beam-size", default=1, show_default=True, type=int, help="1: greedy; more: beam search.")
+@click.option("--max-len", default=None, type=int, help="Longest caption (default: the model's).")
+@click.option("--size", default=None, type=int, help="Resize images from a folder to size × size.")
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def caption_command(checkpoint: str, images: str, out: str, n: int, split: str, data_opt: tuple[str, ...],
+                    beam_size: int, max_len: int | None, size: int | None, batch_size: int, quiet: bool) -> None:
+    """Caption IMAGES with the model in CHECKPOINT; write captions.json and per-word attention strips."""
+    from attnscope.models import checkpoint as ckpt
+
+    if n < 1 or batch_size < 1 or beam_size < 1:
+        raise InputError("--n, --batch-size and --beam-size must be >= 1")
+    model, header = ckpt.load(checkpoint)
+    if not callable(getattr(model, "caption", None)):
+        raise InputError(f"{checkpoint} holds a {header['model']['name']!r} model, not a captioning model (sat)")
+    source = _source(images, header, n, split, parse_settings(data_opt, "--data-opt"), size)
+    final = Path(out)
+    if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / "captions.json").exists())):
+        raise InputError(f"--out {final} exists and is not an earlier caption output; choose another folder")
+    partial = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        summary = write_captions(model, source, partial, beam_size, max_len, batch_size, quiet)
+        summary["checkpoint"] = str(checkpoint)
+        fileio.write_json(partial / "captions.json", summary)
+        if final.exists():
+            shutil.rmtree(final)
+        partial.rename(final)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    for key, value in summary.get("metrics", {}).items():
+        click.echo(f"{key}: {value:.4f}")
+    click.echo(f"wrote {final}/ (captions.json, attention/*.png for {len(summary['images'])} images)")
+
+
+def _source(images: str, header: dict[str, Any], n: int, split: str, data_cfg: dict[str, Any],
+            size: int | None) -> dict[str, Any]:
+    """The images to caption: from a path (no references) or from a captioning data set (with them)."""
+    from attnscope import data
+
+    path = Path(images)
+    if path.exists():
+        batch, paths = data.load_images(path, size=size)  # (N, 3, H, W)
+        return {"images": batch, "names": [p.name for p in paths], "samples": None}
+    if images not in data.names():
+        raise InputError(f"--images {images!r} is neither an existing file or folder nor a data set "
+                         f"({', '.join(data.names())})")
+    info = header.get("info", {})
+    cfg = {**(info.get("data_cfg", {}) if info.get("data") == images else {}), **data_cfg}
+    dataset = data.get(images, split, n, 0, **cfg)
+    if getattr(dataset, "kind", None) != "captioning":
+        raise InputError(f"data set {images!r} has no captions; pass a captioning data set or an image folder")
+    samples = [dataset[i] for i in range(min(n, len(dataset)))]
+    names = [getattr(s, "filename", None) or f"{images}-{split}-{i:05d}" for i, s in enumerate(samples)]
+    return {"images": torch.stack([s.image for s in samples]), "names": names, "samples": samples,
+            "vocabulary": dataset.vocabulary()}
+
+
+def write_captions(model: torch.nn.Module, source: dict[str, Any], out: Path, beam_size: int, max_len: int | None,
+                   batch_size: int, quiet: bool) -> dict[str, Any]:
+    """Caption every image of `source`; write one attention strip per image; return the summary."""
+    from attnscope.explain import explain
+    from attnscope.explain.captioning import captions_of
+    from attnscope.train.caption_eval import CaptionScores
+
+    images, names, samples = source["images"], source["names"], source["samples"]
+    vocab = source.get("vocabulary")
+    if vocab is not None and vocab != model.vocab:
+        warnings.warn("the data set's vocabulary differs from the model's: reference words the model never "
+                      "learnt count as misses in BLEU", stacklevel=2)
+    options = {"sat": {"beam_size": beam_size, "max_len": max_len}}
+    scores, records = CaptionScores(), []
+    stems = _unique_stems(names)
+    with console.progress(len(images), "caption", not quiet) as bar:
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            maps = explain(model, chunk, ("sat",), options=options)
+            words = captions_of(maps)
+            steps = sorted(k for k in maps if k.startswith("sat/t"))
+            lowres = torch.stack([maps[k].lowres for k in steps], 1).cpu()  # (b, steps, h, w)
+            values = torch.stack([maps[k].values for k in steps], 1).cpu()  # (b, steps, H, W)
+            if samples is not None:
+                part = samples[start : start + len(chunk)]
+                scores.add(words, lowres, part)
+                if hasattr(part[0], "alignments"):  # boxes per reference word: ground the first reference too
+                    first = {"sat": {"captions": [s.captions[0] for s in part]}}
+                    forced = explain(model, chunk, ("sat",), options=first)
+                    keys = sorted(k for k in forced if k.startswith("sat/t"))
+                    scores.add_reference(torch.stack([forced[k].lowres for k in keys], 1).cpu(), part)
+            for i, w in enumerate(words):
+                k = start + i
+                strip = Path("attention") / f"{stems[k]}.png"
+                _write_strip(out / strip, chunk[i].cpu(), w, values[i])
+                record = {"image": names[k], "caption": " ".join(w), "words": w, "strip": str(strip)}
+                if samples is not None:
+                    record["references"] = list(samples[k].captions)
+                records.append(record)
+            bar.advance(len(chunk))
+    summary: dict[str, Any] = {"beam_size": beam_size, "images": records}
+    if samples is not None:
+        summary["metrics"] = scores.result()
+    return summary
+
+
+def _write_strip(path: Path, image: torch.Tensor, words: list[str], values: torch.Tensor) -> None:
+    """The image, then the attention of each word over it, the word above (as in the paper's figures)."""
+    from attnscope.report import figures
+
+    maps = {f"{t + 1} {w}": values[t][None] for t, w in enumerate(words)}
+    figures.save_png(path, figures.grid(image[None], maps))
+
+
+def _unique_stems(names: list[str]) -> list[str]:
+    """File-name stems for the strips, one per image, made unique by their index where needed."""
+    stems = [Path(n).stem.replace("/", "_") or "image" for n in names]
+    seen: dict[str, int] = {}
+    for s in stems:
+        seen[s] = seen.get(s, 0) + 1
+    return [f"{i:05d}-{s}" if seen[s] > 1 else s for i, s in enumerate(stems)]
