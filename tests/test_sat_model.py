@@ -136,3 +136,13 @@ def test_torchvision_backbone_truncated_frozen_and_loaded_from_a_local_file(tmp_
     assert not model.encoder.body.training and model.decoder.training  # frozen BatchNorm keeps its statistics
     with pytest.raises(InputError, match="encoder_layer must name a module of resnet18"):
         tiny(encoder="resnet18", encoder_layer="layer9")
+
+
+def test_smallcnn_encoder_starts_from_a_smallcnn_classifier_checkpoint(tmp_path):
+    classifier = models.get("smallcnn", widths=[8, 16, 16], num_classes=10)
+    path = checkpoint.save(classifier, tmp_path / "cnn.safetensors")
+    model = tiny(weights=str(path))
+    for key, value in classifier.features.state_dict().items():
+        assert torch.equal(model.encoder.body.state_dict()[key], value)
+    with pytest.raises(CheckpointError, match="does not fit the smallcnn encoder"):
+        tiny(weights=str(path), encoder_widths=[8, 16, 32])

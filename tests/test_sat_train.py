@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from attnscope import models
-from attnscope.data import DigitScenes, collate_captions
+from attnscope.data import DigitScenes, Vocabulary, collate_captions
 from attnscope.errors import InputError
 from attnscope.train import TrainConfig, fit
 from attnscope.train.captioning import (
@@ -69,11 +69,11 @@ def test_task_loss_of_a_padded_batch_is_the_mean_of_each_caption_alone():
         Captioning(TrainConfig(model="sat", data="scenes", task_cfg={"lambda": 1}))
 
 
-def _toy():
+def _toy(expectation_prob=0.0):
     """A hard-attention SAT on one 4×4 image: 2×2 = 4 locations, a two-step caption, 16 location paths."""
     torch.manual_seed(3)
     model = models.get("sat", vocab=VOCAB.to_json(), attention="hard", encoder_widths=[4, 6], embed_dim=6,
-                       hidden_dim=8, attn_dim=5, dropout=0.0, expectation_prob=0.0).eval()
+                       hidden_dim=8, attn_dim=5, dropout=0.0, expectation_prob=expectation_prob).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.7)
@@ -117,8 +117,7 @@ def _estimates(model, image, caption, baseline, reinforce=True, chunks=24, n=400
 
 @pytest.mark.parametrize("expectation_prob", [0.0, 0.5])
 def test_hard_attention_gradient_estimator_is_unbiased_and_the_score_term_is_needed(expectation_prob):
-    model, image, caption = _toy()
-    model.config.__dict__["expectation_prob"] = expectation_prob  # frozen dataclass: set for the test
+    model, image, caption = _toy(expectation_prob)
     torch.manual_seed(0)
     exact = _exact_grad(model, image, caption, soft_weight=expectation_prob)
     mean, se = _estimates(model, image, caption, baseline=-2.0)  # any baseline keeps it unbiased
@@ -145,3 +144,7 @@ def test_fit_on_scenes_writes_caption_metrics_and_a_checkpoint_with_the_vocabula
 
     loaded, _ = checkpoint.load(tmp_path / "run")
     assert loaded.vocab == VOCAB and loaded.config.attention == "hard"
+    other = Vocabulary(list(reversed(VOCAB.words))).to_json()
+    with pytest.raises(InputError, match="vocabulary differs from the data's"):
+        fit(TrainConfig(**{**cfg.to_dict(), "out": str(tmp_path / "other"), "model_cfg": {**cfg.model_cfg,
+                                                                                          "vocab": other}}))

@@ -91,10 +91,11 @@ class Encoder(nn.Module):
             self.body = _torchvision_trunk(config.encoder, config.encoder_layer, weights)
             self.register_buffer("mean", torch.tensor(IMAGENET_MEAN)[:, None, None], persistent=False)
             self.register_buffer("std", torch.tensor(IMAGENET_STD)[:, None, None], persistent=False)
+        was = self.body.training
+        self.body.eval()  # a trial pass for the channel count must leave BatchNorm statistics as they are
         with torch.no_grad():
-            was = self.body.training
             self.dim = int(self._features(torch.zeros(1, 3, 64, 64).to(self.mean)).shape[1])
-            self.body.train(was)
+        self.body.train(was)
         if self.frozen:
             self.body.requires_grad_(False)
 

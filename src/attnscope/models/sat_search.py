@@ -2,12 +2,14 @@
 
 A decoder is a function `step(words (N,), state) -> (log_probs (N, V), state, extra (N, ...))`
 whose state is a tuple of tensors with N rows. `extra` (the attention, for Show, Attend and Tell)
-is recorded for every emitted token. Beam search keeps `beam_size` live hypotheses per image,
-moves a hypothesis that emits <end> from the beam to the image's finished set (as the authors'
-`gen_sample` in arctic-captions does), and returns, per image, the best finished hypothesis by
-total log-probability (or per token with `length_norm`, as their `generate_caps.py` offers).
-When no hypothesis of an image reaches <end> within `max_len`, the best live one is returned
-with `finished=False`. Beam indices come from integer division of flat candidate indices.
+is recorded for every emitted token. Beam search moves a hypothesis that emits <end> out of the
+beam into the image's finished set, as the authors' `gen_sample` (arctic-captions) does, but keeps
+`beam_size` live hypotheses (theirs shrinks by one per finished hypothesis). It stops when an image
+has `beam_size` finished hypotheses (their rule) or, without `length_norm`, when its best finished
+score beats every live one (log-probabilities only fall). It returns, per image, the best finished
+hypothesis by total log-probability (or per token with `length_norm`, as their `generate_caps.py`
+offers); when none reaches <end> within `max_len`, the best live one, with `finished=False`.
+Beam and word of a candidate come from integer division of its flat index.
 """
 
 from __future__ import annotations

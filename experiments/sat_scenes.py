@@ -1,0 +1,153 @@
+"""Show, Attend and Tell on DigitScenes: soft and hard attention, with and without the doubly stochastic term.
+
+Steps (each skipped when its run folder is already complete, so the script can be re-run):
+1. the encoder: as the paper starts from a CNN trained on another task and keeps it fixed (VGG on
+   ImageNet), a SmallCNN is trained to classify the 60 (digit, colour) pairs of ClutteredDigits
+   (single digits among clutter; the colour read from the digit's ink) and then frozen;
+2. four captioning runs on DigitScenes with that encoder: soft / hard × λ = 1 / λ = 0;
+3. every final model scored on the test scenes with greedy decoding and with beam search;
+   the table goes to `<out>/summary.md` and `<out>/summary.json`.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/sat_scenes.py --out runs/sat_scenes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from attnscope import data, fileio
+from attnscope.data.digits import COLOURS
+from attnscope.models import checkpoint
+from attnscope.train import TrainConfig, fit
+from attnscope.train.captioning import Captioning
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "soft": {"attention": "soft", "doubly_stochastic": 1.0},
+    "soft, no DS": {"attention": "soft", "doubly_stochastic": 0.0},
+    "hard": {"attention": "hard", "doubly_stochastic": 1.0},
+    "hard, no DS": {"attention": "hard", "doubly_stochastic": 0.0},
+}
+COLUMNS = ("bleu1", "bleu2", "bleu3", "bleu4", "grounding", "grounding_mass", "hallucinated", "grounding_ref",
+           "grounding_ref_mass", "nll")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="runs/sat_scenes")
+    p.add_argument("--size", type=int, default=64, help="DigitScenes canvas (px); digits scale with it")
+    p.add_argument("--n", type=int, default=8000, help="training scenes")
+    p.add_argument("--n-test", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--encoder-n", type=int, default=6000)
+    p.add_argument("--encoder-epochs", type=int, default=4)
+    p.add_argument("--beam", type=int, default=3, help="beam size of the final scoring (besides greedy)")
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    scale = args.size / 96
+    scenes = {"size": args.size, "digit_size": [round(22 * scale), round(34 * scale)]}
+    encoder = pretrain_encoder(out / "encoder", args.encoder_n, args.encoder_epochs)
+    results = {}
+    for name in args.variants:
+        v = VARIANTS[name]
+        cfg = TrainConfig(
+            model="sat", data="scenes", out=str(out / name.replace(", ", "-").replace(" ", "_")), n=args.n,
+            n_test=args.n_test, epochs=args.epochs, batch_size=32, lr=args.lr, quiet=True, data_cfg=scenes,
+            model_cfg={"attention": v["attention"], "weights": str(encoder), "freeze_encoder": True, "dropout": 0.1,
+                       "embed_dim": 32, "hidden_dim": 128, "attn_dim": 64},
+            task_cfg={"doubly_stochastic": v["doubly_stochastic"], "eval_n": 300},
+        )
+        results[name] = train_and_score(cfg, args.beam)
+        print(name, {k: round(x, 4) for k, x in results[name]["greedy"].items()}, flush=True)
+    summary = {"command": _command(args), "data": scenes, "results": results}
+    fileio.write_json(out / "summary.json", summary)
+    fileio.write_text(out / "summary.md", markdown(summary))
+    print(markdown(summary))
+
+
+class ColourDigits(Dataset):
+    """ClutteredDigits labelled with (digit, colour): label = digit + 10 · colour index (60 classes)."""
+
+    kind, num_classes = "classification", 10 * len(COLOURS)
+
+    def __init__(self, split: str, n: int, seed: int, **cfg: Any) -> None:
+        self.base = data.ClutteredDigits(split, n, seed=seed, **cfg)
+        self.table = torch.tensor(list(COLOURS.values()))  # (6, 3)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        s = self.base[index]
+        ink = s.image[:, s.mask].mean(dim=1)  # (3,) the digit's colour times its brightness
+        scale = (self.table @ ink) / (self.table * self.table).sum(1)  # best brightness per named colour
+        colour = int(((scale[:, None] * self.table - ink) ** 2).sum(1).argmin())
+        return s.image, s.label + 10 * colour
+
+
+def pretrain_encoder(out: Path, n: int, epochs: int) -> Path:
+    """A SmallCNN classifier of (digit, colour) on ClutteredDigits; its `features` become the encoder."""
+    if "clutter-colour" not in data.names():
+        data.register("clutter-colour", ColourDigits)
+    weights = out / checkpoint.RUN_WEIGHTS
+    if not (weights.exists() and _epochs_done(out) >= epochs):
+        fit(TrainConfig(model="smallcnn", data="clutter-colour", out=str(out), n=n, n_test=500, epochs=epochs,
+                        batch_size=64, lr=3e-3, quiet=True, resume=(out / "config.json").exists()))
+    acc = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["test_acc"]
+    print(f"encoder: SmallCNN on ClutteredDigits (digit, colour), test accuracy {acc:.3f}", flush=True)
+    return weights
+
+
+def train_and_score(cfg: TrainConfig, beam: int) -> dict[str, Any]:
+    """Train (or finish training) one captioner; score its final model greedily and with a beam."""
+    out = Path(cfg.out)
+    started = time.perf_counter()
+    if _epochs_done(out) < cfg.epochs:
+        fit(TrainConfig(**{**cfg.to_dict(), "resume": (out / "config.json").exists()}))
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    model, _ = checkpoint.load(out)
+    test = data.get("scenes", "test", cfg.n_test, seed=cfg.data_seed, **cfg.data_cfg)
+    scores = {}
+    for label, size in (("greedy", 1), (f"beam{beam}", beam)):
+        task = Captioning(TrainConfig(**{**cfg.to_dict(), "task_cfg": {**cfg.task_cfg, "beam_size": size}}))
+        task.model_kwargs(test)
+        metrics = task.evaluate(model, test, torch.device("cpu"), 64)
+        scores[label] = {k.removeprefix("test_"): v for k, v in metrics.items()}
+    return {"config": cfg.to_dict(), "train_s": sum(r["train_time_s"] for r in history),
+            "wall_s": round(time.perf_counter() - started, 1), "history": history, **scores}
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines = []
+    for decoding in ("greedy", *(k for k in next(iter(summary["results"].values())) if k.startswith("beam"))):
+        lines += [f"**{decoding}**", "", "| variant | " + " | ".join(COLUMNS) + " | train s |",
+                  "| --- " * (len(COLUMNS) + 2) + "|"]
+        for name, r in summary["results"].items():
+            cells = [f"{r[decoding].get(c, float('nan')):.3f}" for c in COLUMNS]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['train_s']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _epochs_done(out: Path) -> int:
+    path = out / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    return "OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/sat_scenes.py " + " ".join(
+        f"--{k.replace('_', '-')} {' '.join(repr(x) for x in v) if isinstance(v, list) else v}"
+        for k, v in vars(args).items())
+
+
+if __name__ == "__main__":
+    main()
