@@ -47,6 +47,15 @@ def test_shapes_through_encoder_and_decoder_and_alpha_is_a_distribution(batch):
     assert not out.sampled.any() and (out.log_q == 0).all()  # soft attention samples nothing
 
 
+def test_decoder_starts_as_capgen_does_small_gaussian_orthogonal_recurrent_zero_biases():
+    dec = tiny(hidden_dim=32, attn_dim=32).decoder.requires_grad_(False)
+    assert abs(float(dec.att_ctx.weight.std()) - 0.01) < 0.002 and abs(float(dec.embed.weight.std()) - 0.01) < 0.002
+    assert torch.allclose(dec.att_hid.weight @ dec.att_hid.weight.T, torch.eye(32), atol=1e-5)  # square: orthogonal
+    for gate in dec.lstm.weight_hh.view(4, 32, 32):
+        assert torch.allclose(gate @ gate.T, torch.eye(32), atol=1e-5)
+    assert all(float(b.abs().max()) == 0 for n, b in dec.named_parameters() if n.endswith("bias") or "bias_" in n)
+
+
 def test_attention_is_the_papers_mlp_and_softmax_on_hand_set_weights():
     dec = tiny(hidden_dim=2, attn_dim=2).decoder
     with torch.no_grad():

@@ -130,6 +130,28 @@ class Decoder(nn.Module):
         self.out_h, self.out_z = nn.Linear(h, e), nn.Linear(ctx_dim, e)  # L_h, L_z
         self.out = nn.Linear(e, vocab_size)  # L_o
         self.drop = nn.Dropout(config.dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """capgen.py's initialisation: N(0, 0.01²) weights, orthogonal square ones, zero biases.
+
+        Small weights matter: with PyTorch's default ones, W_a a_i of CNN features (values in the
+        tens) saturates the attention's tanh and α never learns to move.
+        """
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                if module.weight.shape[0] == module.weight.shape[1]:
+                    nn.init.orthogonal_(module.weight)
+                else:
+                    nn.init.normal_(module.weight, 0.0, 0.01)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+        h = self.lstm.hidden_size
+        nn.init.normal_(self.lstm.weight_ih, 0.0, 0.01)
+        for gate in range(4):  # one orthogonal block per gate, as `ortho_weight` in param_init_lstm_cond
+            nn.init.orthogonal_(self.lstm.weight_hh.data[gate * h : (gate + 1) * h])
+        nn.init.zeros_(self.lstm.bias_ih)
+        nn.init.zeros_(self.lstm.bias_hh)
 
     def init_state(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(h0, c0), each (B, hidden), from the mean annotation."""
