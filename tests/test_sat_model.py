@@ -102,6 +102,7 @@ def test_greedy_score_is_the_teacher_forced_log_probability_of_its_own_caption(b
     ids = torch.cat([torch.full((4, 1), VOCAB.start_id), found.tokens], 1)
     out = model(batch.images, ids)
     logits = out.logits.index_fill(2, torch.tensor([VOCAB.pad_id, VOCAB.start_id]), float("-inf"))
+    logits[:, 0, VOCAB.end_id] = float("-inf")  # nor an empty caption
     logp = F.log_softmax(logits, -1).gather(2, found.tokens[..., None]).squeeze(2)  # (B, T)
     emitted = torch.ones_like(found.tokens, dtype=torch.bool)
     for i, row in enumerate(found.tokens.tolist()):

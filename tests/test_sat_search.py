@@ -126,7 +126,9 @@ def test_beam_size_one_equals_greedy_on_the_sat_model():
 
     def step(words, state):
         logit, state, alpha, _, _ = model.decoder.step(words, state, a, keys)
-        return torch.log_softmax(logit.index_fill(1, torch.tensor([0, 1]), float("-inf")), 1), state, alpha
+        logit = logit.index_fill(1, torch.tensor([0, 1]), float("-inf"))
+        logit[words == START, END] = float("-inf")
+        return torch.log_softmax(logit, 1), state, alpha
 
     with torch.no_grad():
         one = bs(step, model.decoder.init_state(a), 6, 1, max_len=9, **IDS)

@@ -256,10 +256,13 @@ class ShowAttendTell(nn.Module):
         keys = self.decoder.att_ctx(a)
 
         never = torch.tensor([self.vocab.pad_id, self.vocab.start_id], device=a.device)
+        end = self.vocab.end_id
 
         def step(words: torch.Tensor, state: tuple[torch.Tensor, ...]):
             logit, state, alpha, _, _ = self.decoder.step(words, state, a, keys)
             logit = logit.index_fill(1, never, float("-inf"))  # a caption never emits <pad> or <start>
+            first = (words == self.vocab.start_id)[:, None] & (torch.arange(logit.shape[1], device=a.device) == end)
+            logit = logit.masked_fill(first, float("-inf"))  # and has at least one word
             return F.log_softmax(logit, dim=1), state, alpha
 
         state = self.decoder.init_state(a)
