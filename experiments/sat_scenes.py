@@ -162,7 +162,7 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += [f"**{decoding}**", "", "| variant | " + " | ".join(COLUMNS) + " | train s |",
                   "| --- " * (len(COLUMNS) + 2) + "|"]
         for name, r in summary["results"].items():
-            cells = [f"{r[decoding].get(c, float('nan')):.3f}" for c in COLUMNS]
+            cells = [f"{r[decoding][c]:.3f}" if c in r[decoding] else "–" for c in COLUMNS]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['train_s']:.0f} |")
         lines.append("")
     return "\n".join(lines)
