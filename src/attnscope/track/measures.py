@@ -1,0 +1,53 @@
+"""What the tracker measures on each snapshot of maps: one flat dict of means over the probe images.
+
+Keys (every value the mean over the probe's P images):
+
+    probe_acc                   share of probe images the model classifies correctly
+    {map}/pointing@{region}     pointing game against the region's boxes (Zhang et al. 2016)
+    {map}/energy@{region}       share of positive map mass inside the region's boxes
+    {map}/entropy               normalised entropy of the positive mass (0 peaked … 1 flat)
+    {map}/change                1 − Spearman ρ against the same map at the previous epoch's end
+    agreement/{a}~{b}           Spearman ρ between two maps of the same snapshot
+
+Regions are the probe's named boxes: "box" (the object), "decoy" (a shortcut patch) when present.
+All measures are taken on the maps as the store holds them (float16), so they can be recomputed
+from the store alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from itertools import combinations
+
+import torch
+
+from attnscope.metrics import energy_in_box, pointing_game
+from attnscope.metrics.agreement import correlation, entropy, ranks
+from attnscope.track.store import Probe
+
+
+def measure(
+    maps: Mapping[str, torch.Tensor],
+    probe: Probe,
+    predictions: torch.Tensor,
+    previous: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, float | None]:
+    """The measures of one snapshot: `maps` (P, H, W) per key and `previous`, both as stored."""
+    out: dict[str, float | None] = {"probe_acc": _mean((predictions.cpu() == probe.labels.cpu()).float())}
+    ranked = {k: ranks(v.flatten(1)) for k, v in maps.items()}  # (P, H·W) each, shared by all ρ below
+    for key, values in maps.items():
+        for region, boxes in probe.regions.items():
+            out[f"{key}/pointing@{region}"] = _mean(pointing_game(values, boxes))
+            out[f"{key}/energy@{region}"] = _mean(energy_in_box(values, boxes))
+        out[f"{key}/entropy"] = _mean(entropy(values))
+        if previous is not None and key in previous:
+            out[f"{key}/change"] = _mean(1 - correlation(ranks(previous[key].flatten(1)), ranked[key]))
+    for a, b in combinations(maps, 2):
+        out[f"agreement/{a}~{b}"] = _mean(correlation(ranked[a], ranked[b]))
+    return out
+
+
+def _mean(values: torch.Tensor) -> float | None:
+    m = float(values.double().mean())
+    return round(m, 6) if math.isfinite(m) else None
