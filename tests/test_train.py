@@ -49,7 +49,8 @@ def test_resume_drops_metrics_of_an_epoch_past_its_checkpoint(tmp_path):
 
 def test_run_folder_and_checkpoint_round_trip(tmp_path):
     run = fit(TrainConfig(out=str(tmp_path), **{**TINY, "epochs": 1}))
-    for name in ("config.json", "metrics.jsonl", "model.safetensors", "model.json", "checkpoints/epoch_001.safetensors"):
+    for name in ("config.json", "metrics.jsonl", "model.safetensors", "model.json",
+                 "checkpoints/epoch_001.safetensors"):
         assert (tmp_path / name).is_file(), name
     model, header = checkpoint.load(tmp_path)
     assert header["model"]["name"] == "smallcnn" and header["info"]["epoch"] == 1
