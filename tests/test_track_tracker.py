@@ -110,8 +110,14 @@ def test_tensorboard_logging_or_a_clear_error(tmp_path, monkeypatch):
         with pytest.raises(InputError, match="pip install tensorboard"):
             AttentionTracker(["saliency"], tensorboard=True)
         return
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     fit(tiny_config(tmp_path / "tb", epochs=1), callbacks=(AttentionTracker(["saliency"], probe=4, tensorboard=True),))
-    assert list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("track/saliency/energy@box")] == [0, 3]
+    assert [e.step for e in events.Images("maps/saliency")] == [0, 3]
+    assert events.Images("maps/saliency")[0].width == 4 * 32  # 4 probe images side by side
     monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)
     with pytest.raises(InputError, match="pip install tensorboard"):
         AttentionTracker(["saliency"], tensorboard=True)

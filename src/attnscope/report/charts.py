@@ -47,12 +47,14 @@ def line_chart(
         f'<text x="{pad_l}" y="15" class="title">{html.escape(title)}</text>',
         f'<rect x="{pad_l}" y="{pad_t}" width="{plot_w}" height="{plot_h}" class="frame"/>',
     ]
-    for t in _ticks(y0, y1):
+    y_ticks, x_ticks = _ticks(y0, y1), _ticks(x0, x1)
+    for t in y_ticks:
         parts.append(f'<line x1="{pad_l}" x2="{pad_l + plot_w}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
-                     f'<text x="{pad_l - 4}" y="{sy(t) + 3:.1f}" class="tick" text-anchor="end">{_fmt(t)}</text>')
-    for t in _ticks(x0, x1):
-        parts.append(f'<text x="{sx(t):.1f}" y="{pad_t + plot_h + 13}" class="tick" text-anchor="middle">{_fmt(t)}'
-                     '</text>')
+                     f'<text x="{pad_l - 4}" y="{sy(t) + 3:.1f}" class="tick" text-anchor="end">'
+                     f'{_fmt(t, y_ticks)}</text>')
+    for t in x_ticks:
+        parts.append(f'<text x="{sx(t):.1f}" y="{pad_t + plot_h + 13}" class="tick" text-anchor="middle">'
+                     f'{_fmt(t, x_ticks)}</text>')
     parts.append(f'<text x="{pad_l + plot_w / 2}" y="{pad_t + plot_h + 27}" class="tick" text-anchor="middle">'
                  f'{html.escape(x_label)}</text>')
     for i, (name, pts) in enumerate(series.items()):
@@ -106,5 +108,10 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
+def _fmt(v: float, ticks: Sequence[float]) -> str:
+    """A tick label with just enough decimals to tell neighbouring ticks apart."""
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else abs(v) or 1.0
+    if step < 1e-3 or max(abs(t) for t in ticks) >= 1e5:
+        return f"{v:.2e}"
+    decimals = next(d for d in range(8) if all(abs(round(t, d) - t) < 1e-3 * step for t in ticks) or d == 7)
+    return f"{v:.{decimals}f}"

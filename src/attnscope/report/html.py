@@ -30,17 +30,19 @@ REGION_COLOURS = {"box": (255, 255, 255), "decoy": (255, 40, 40)}
 SKIP_CURVES = {"epoch", "step", "train_time_s", "track_s"}
 
 
-def build(run_dir: str | Path, out: str | Path | None = None, images: int = 8, max_frames: int = 60) -> Path:
+def build(run_dir: str | Path, out: str | Path | None = None, images: int = 8, max_frames: int = 60,
+          title: str | None = None) -> Path:
     """Write the report of the run in `run_dir` to `out` (default `run_dir/report.html`); returns its path.
 
     `images`: probe images shown per map; `max_frames`: most snapshots the slider steps through
-    (every epoch end is kept; step snapshots are thinned evenly to fit).
+    (every epoch end is kept; step snapshots are thinned evenly to fit); `title`: the page's
+    heading (default: "attnscope report: " and the folder's name).
     """
     src = read_run(run_dir)
     out = Path(out) if out is not None else Path(run_dir) / "report.html"
-    title = f"attnscope report: {src.folder.resolve().name}"
+    title = title or f"attnscope report: {src.folder.resolve().name}"
     sections = [
-        _header(src),
+        _header(src, title),
         _training(src.metrics),
         _maps(src.store, images, max_frames) if src.store else "",
         _measures(src.store, src.metrics) if src.store else "",
@@ -60,14 +62,14 @@ def build(run_dir: str | Path, out: str | Path | None = None, images: int = 8, m
     return out
 
 
-def _header(src: RunSources) -> str:
+def _header(src: RunSources, title: str) -> str:
     cfg, last = src.config, (src.metrics[-1] if src.metrics else {})
     facts = [f"model <b>{html.escape(str(cfg['model']))}</b>" if "model" in cfg else "",
              f"data <b>{html.escape(str(cfg['data']))}</b>" if "data" in cfg else "",
              f"{last['epoch']} epochs" if "epoch" in last else "",
              f"test accuracy <b>{last['test_acc']:.4f}</b>" if "test_acc" in last else "",
              f"guidance <b>{html.escape(str(cfg['guide']))}</b>" if cfg.get("guide") else ""]
-    return (f"<h1>attnscope report: {html.escape(src.folder.resolve().name)}</h1>"
+    return (f"<h1>{html.escape(title)}</h1>"
             f'<p class="sub">{" · ".join(f for f in facts if f)}</p>')
 
 
