@@ -31,7 +31,8 @@ from attnscope.train import TrainConfig, fit
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/guidance_decoy")
-    p.add_argument("--runs", default="none,cam:1,rrr:10", help="guide:weight list; 'none' trains without guidance")
+    p.add_argument("--runs", default="none,cam:1,rrr:10,rrr:1",
+                   help="guide:weight list; 'none' trains without guidance")
     p.add_argument("--n", type=int, default=4000)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--probe", type=int, default=64)
@@ -84,21 +85,25 @@ def summarise(run: Path, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _cells(s: dict[str, Any], methods: list[str]) -> list[str]:
+    """Per method: pointing on the decoy / on the digit, then energy in the decoy / in the digit's box."""
+    return [f"{s[f'{m}/pointing@decoy']:.2f} / {s[f'{m}/pointing@box']:.2f} | "
+            f"{s[f'{m}/energy@decoy']:.3f} / {s[f'{m}/energy@box']:.3f}" for m in methods]
+
+
 def markdown(results: dict[str, dict[str, Any]], methods: list[str]) -> str:
-    lines = ["| run | train acc (decoy informative) | test acc (decoy random) | clean test acc | "
-             + " | ".join(f"{m} energy in decoy / digit box (last)" for m in methods) + " |",
-             "| --- " * (4 + len(methods)) + "|"]
+    heads = " | ".join(f"{m} pointing decoy / digit | {m} energy decoy / digit" for m in methods)
+    lines = ["| run | train acc (decoy informative) | test acc (decoy random) | clean test acc | " + heads + " |",
+             "| --- " * (4 + 2 * len(methods)) + "|"]
     for name, r in results.items():
-        last = r["series"][-1]
-        cells = [f"{last[f'{m}/energy@decoy']:.3f} / {last[f'{m}/energy@box']:.3f}" for m in methods]
         lines.append(f"| {name} | {r['train_acc']:.3f} | {r['decoy_random_test_acc']:.3f} | "
-                     f"{r['clean_test_acc']:.3f} | " + " | ".join(cells) + " |")
+                     f"{r['clean_test_acc']:.3f} | " + " | ".join(_cells(r["series"][-1], methods)) + " |")
     for name, r in results.items():
-        lines += ["", f"**{name}**: per snapshot, energy in the decoy box / in the digit's box, probe accuracy", "",
-                  "| epoch | step | " + " | ".join(methods) + " | probe acc |", "| --- " * (3 + len(methods)) + "|"]
+        lines += ["", f"**{name}**: per snapshot on the 64 training-split probe images", "",
+                  "| epoch | step | " + heads + " | probe acc |", "| --- " * (3 + 2 * len(methods)) + "|"]
         for s in r["series"]:
-            cells = [f"{s[f'{m}/energy@decoy']:.3f} / {s[f'{m}/energy@box']:.3f}" for m in methods]
-            lines.append(f"| {s['epoch']:g} | {s['step']} | " + " | ".join(cells) + f" | {s['probe_acc']:.3f} |")
+            lines.append(f"| {s['epoch']:g} | {s['step']} | " + " | ".join(_cells(s, methods))
+                         + f" | {s['probe_acc']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -65,6 +65,8 @@ def test_measures_of_hand_made_maps():
     assert out["a/change"] == pytest.approx(0.0)  # same maps as the previous epoch
     assert out["agreement/a~b"] == pytest.approx(-1.0)
     assert out["b/energy@box"] == 0.0  # no positive mass
+    flat = measure({"c": torch.zeros(2, 8, 8)}, probe, torch.tensor([0, 1]))
+    assert flat["c/pointing@box"] == 0.0 and flat["c/entropy"] == 1.0  # arg-max (0, 0) of a flat map is no hit
     assert "b/change" not in out  # no previous maps for b
 
 

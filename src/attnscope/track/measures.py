@@ -3,7 +3,8 @@
 Keys (every value the mean over the probe's P images):
 
     probe_acc                   share of probe images the model classifies correctly
-    {map}/pointing@{region}     pointing game against the region's boxes (Zhang et al. 2016)
+    {map}/pointing@{region}     pointing game against the region's boxes (Zhang et al. 2016); a flat
+                                map has no maximum and points nowhere (0)
     {map}/energy@{region}       share of positive map mass inside the region's boxes
     {map}/entropy               normalised entropy of the positive mass (0 peaked … 1 flat)
     {map}/change                1 − Spearman ρ against the same map at the previous epoch's end
@@ -37,8 +38,10 @@ def measure(
     out: dict[str, float | None] = {"probe_acc": _mean((predictions.cpu() == probe.labels.cpu()).float())}
     ranked = {k: ranks(v.flatten(1)) for k, v in maps.items()}  # (P, H·W) each, shared by all ρ below
     for key, values in maps.items():
+        flat = values.flatten(1)
+        peaked = (flat.amax(1) > flat.amin(1)).float()  # (P,) a flat map's "arg-max" is just pixel (0, 0)
         for region, boxes in probe.regions.items():
-            out[f"{key}/pointing@{region}"] = _mean(pointing_game(values, boxes))
+            out[f"{key}/pointing@{region}"] = _mean(pointing_game(values, boxes) * peaked)
             out[f"{key}/energy@{region}"] = _mean(energy_in_box(values, boxes))
         out[f"{key}/entropy"] = _mean(entropy(values))
         if previous is not None and key in previous:
