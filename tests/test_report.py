@@ -51,17 +51,24 @@ def test_report_is_one_self_contained_file_with_a_frame_per_snapshot(run_dir):
     assert "<h2>Sanity checks</h2>" not in page and "<h2>Leaderboard</h2>" not in page
 
 
-def test_sanity_and_leaderboard_tables_are_picked_up_when_present(run_dir, tmp_path):
-    folder = tmp_path / "with_tables"
+def test_sanity_and_leaderboard_tables_are_picked_up_when_present(run_dir, tmp_path, capsys):
+    # As `attnscope sanity --out` and `attnscope bench --out` write them (the leaderboard both as CSV and JSON).
+    folder, elsewhere = tmp_path / "with_tables", tmp_path / "bench_out"
     fileio.write_json(folder / "sanity" / "sanity.json",
-                      {"meta": {}, "steps": ["logits", "block4"], "rows": SANITY_ROWS})
-    fileio.write_text(folder / "bench" / "leaderboard.csv", "method,pointing,energy\ngradcam,0.81,0.55\nig,0.62,0.4\n")
+                      {"meta": {"test": "cascading"}, "steps": ["logits", "block4"], "rows": SANITY_ROWS})
+    fileio.write_text(elsewhere / "leaderboard.csv", "method,pointing,energy\ngradcam,0.81,0.55\nig,0.62,0.4\n")
+    fileio.write_json(elsewhere / "leaderboard.json", {"meta": {}, "rows": [{"method": "gradcam", "pointing": 0.81},
+                                                                           {"method": "ig", "pointing": 0.62}]})
     fileio.write_json(folder / "unrelated.json", {"rows": [{"a": 1}]})  # not a sanity table: ignored
-    page = build(folder, tmp_path / "r.html").read_text()
+    page = build(folder, tmp_path / "r.html", extra=[elsewhere]).read_text()
     assert "<h2>Sanity checks</h2>" in page and page.count('<svg class="chart"') == 1
-    assert "spearman_abs" in page and "0 = logits, 1 = block4" in page
-    assert "<h2>Leaderboard</h2>" in page and '<td class="num">0.81</td>' in page and "<td>ig</td>" in page
+    assert "spearman_abs" in page and "0 = logits, 1 = block4" in page and "sanity.json (cascading)" in page
+    assert "<h2>Leaderboard</h2>" in page and page.count("<h3>leaderboard") == 1  # the JSON; its CSV twin skipped
+    assert '<td class="num">0.81</td>' in page and "<td>ig</td>" in page
     assert "<h2>Maps during training</h2>" not in page and 'id="frames-data"' not in page
+    assert "<h2>Leaderboard</h2>" not in build(folder, tmp_path / "r2.html").read_text()
+    main(["report", str(folder), "--with", str(elsewhere), "--out", str(tmp_path / "r3.html")])
+    assert "<h2>Leaderboard</h2>" in (tmp_path / "r3.html").read_text()
 
 
 def test_pick_frames_keeps_every_epoch_and_thins_steps():

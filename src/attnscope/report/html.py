@@ -31,14 +31,15 @@ SKIP_CURVES = {"epoch", "step", "train_time_s", "track_s"}
 
 
 def build(run_dir: str | Path, out: str | Path | None = None, images: int = 8, max_frames: int = 60,
-          title: str | None = None) -> Path:
+          title: str | None = None, extra: Sequence[str | Path] = ()) -> Path:
     """Write the report of the run in `run_dir` to `out` (default `run_dir/report.html`); returns its path.
 
     `images`: probe images shown per map; `max_frames`: most snapshots the slider steps through
     (every epoch end is kept; step snapshots are thinned evenly to fit); `title`: the page's
-    heading (default: "attnscope report: " and the folder's name).
+    heading (default: "attnscope report: " and the folder's name); `extra`: more folders to take
+    sanity tables and leaderboards from (e.g. where `attnscope sanity --out` wrote them).
     """
-    src = read_run(run_dir)
+    src = read_run(run_dir, extra)
     out = Path(out) if out is not None else Path(run_dir) / "report.html"
     title = title or f"attnscope report: {src.folder.resolve().name}"
     sections = [
@@ -166,7 +167,9 @@ def _sanity(tables: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
                      for m in methods}
             charts.append(line_chart(series, str(metric), x_label="randomised up to block", bands=bands))
         order = ", ".join(f"{i} = {html.escape(str(s))}" for i, s in enumerate(steps))
-        parts.append(f"<h3>{html.escape(name)}</h3><p class='note'>Blocks: {order}.</p>"
+        test = table.get("meta", {}).get("test")
+        heading = f"{name} ({test})" if test else name
+        parts.append(f"<h3>{html.escape(str(heading))}</h3><p class='note'>Blocks: {order}.</p>"
                      f'<div class="charts">{"".join(charts)}</div>')
     return "<h2>Sanity checks</h2>" + "".join(parts) if parts else ""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,15 @@ class RunSources:
     leaderboards: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
 
 
-def read_run(folder: str | Path) -> RunSources:
-    """Read what a report needs from `folder`; a folder with nothing to report raises `DataError`."""
+def read_run(folder: str | Path, extra: Sequence[str | Path] = ()) -> RunSources:
+    """Read what a report needs from `folder` (and sanity/leaderboard tables from `extra` folders too).
+
+    A folder with nothing to report raises `DataError`.
+    """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"run folder not found: {folder}")
+    for f in (folder, *map(Path, extra)):
+        if not f.is_dir():
+            raise DataError(f"run folder not found: {f}")
     src = RunSources(folder)
     if (folder / "config.json").is_file():
         src.config = _json(folder / "config.json")
@@ -45,7 +50,7 @@ def read_run(folder: str | Path) -> RunSources:
         src.store = TrackStore.open(folder / "track")
     if (folder / "summary.json").is_file():
         src.summary = _json(folder / "summary.json")
-    for path in _candidates(folder):
+    for path in [p for f in (folder, *map(Path, extra)) for p in _candidates(f)]:
         if "leaderboard" in path.name:
             src.leaderboards.append((path.name, _rows(path)))
         elif path.suffix == ".json":
@@ -67,7 +72,8 @@ def _candidates(folder: Path) -> list[Path]:
             continue
         if path.suffix in (".json", ".csv") and path.name not in ("config.json", "summary.json", "model.json"):
             found.append(path)
-    return found
+    # A table written both ways (leaderboard.csv + leaderboard.json) is read once, from the JSON.
+    return [p for p in found if not (p.suffix == ".csv" and p.with_suffix(".json") in found)]
 
 
 def _sanity(path: Path) -> dict[str, Any] | None:
