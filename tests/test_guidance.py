@@ -74,22 +74,22 @@ def test_cam_penalty_is_the_share_of_explains_gradcam_and_cam_outside_the_box():
 class Attending(nn.Module):
     """Softmax attention over positions of a 1x1 conv score; logits from the attended features."""
 
-    def __init__(self, four_d: bool = False) -> None:
+    def __init__(self, form: str) -> None:
         super().__init__()
-        self.score, self.fc, self.four_d = nn.Conv2d(3, 1, 1), nn.Linear(3, 2), four_d
+        self.score, self.fc, self.form = nn.Conv2d(3, 1, 1), nn.Linear(3, 2), form
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         b, _, h, w = x.shape
         a = self.score(x).flatten(1).softmax(1).view(b, h, w)  # (B, H, W)
         logits = self.fc((a[:, None] * x).sum(dim=(2, 3)))
-        att = a[:, None] if self.four_d else a
-        return (logits, [att, att]) if return_attention else logits
+        forms = {"tensor": a, "list of (B, 1, H, W)": [a[:, None], a[:, None]], "dict (LTPA)": {"att2": a, "att3": a}}
+        return (logits, forms[self.form]) if return_attention else logits
 
 
-@pytest.mark.parametrize("four_d", [False, True])
-def test_ltpa_penalty_is_the_share_of_the_models_own_attention_outside(four_d):
+@pytest.mark.parametrize("form", ["tensor", "list of (B, 1, H, W)", "dict (LTPA)"])
+def test_ltpa_penalty_is_the_share_of_the_models_own_attention_outside(form):
     torch.manual_seed(0)
-    model, x = Attending(four_d), torch.rand(2, 3, 6, 6)
+    model, x = Attending(form), torch.rand(2, 3, 6, 6)
     outside = torch.zeros(2, 6, 6)
     outside[:, :, 3:] = 1.0
     logits, penalty = attention_mass(model, x, torch.tensor([0, 1]), outside)

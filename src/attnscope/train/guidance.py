@@ -13,7 +13,7 @@ Unlike `attnscope.explain`, whose maps are detached results, these penalties kee
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,11 +133,14 @@ def _gives_attention(model: nn.Module) -> str | None:
 def attention_mass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, outside: torch.Tensor):
     """Share of the model's own attention outside the region, averaged over its attention maps.
 
-    For models whose `forward(x, return_attention=True)` returns `(logits, maps)`, maps one (B, h, w)
-    tensor (or (B, 1, h, w)) or a sequence of them, e.g. LTPA's per-scale compatibility maps.
+    For models whose `forward(x, return_attention=True)` returns `(logits, maps)`: maps one (B, h, w)
+    tensor (or (B, 1, h, w)), a sequence of them, or a dict of them by layer (LTPA's per-stage maps).
     """
     logits, attention = model(x, return_attention=True)
-    maps = [attention] if isinstance(attention, torch.Tensor) else list(attention)
+    if isinstance(attention, torch.Tensor):
+        maps = [attention]
+    else:
+        maps = list(attention.values()) if isinstance(attention, Mapping) else list(attention)
     size = tuple(x.shape[-2:])
     shares = [_mass_outside(upsample(a.flatten(0, a.dim() - 3) if a.dim() == 4 else a, size), outside)
               for a in maps]
