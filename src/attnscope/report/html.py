@@ -94,7 +94,7 @@ def _maps(store: TrackStore, n_images: int, max_frames: int) -> str:
     n = min(n_images, probe.images.shape[0])
     frames = pick_frames(store.snapshots, max_frames)
     keys = list(dict.fromkeys(k for e in frames for k in e["maps"]))
-    scale = max(1, 128 // probe.images.shape[-1])
+    scale = max(1, min(128 // probe.images.shape[-1], 960 // (n * (probe.images.shape[-1] + 2))))  # fit ~960 px
     tile = (probe.images.shape[-1] + 2) * scale
     uris: dict[str, list[str]] = {k: [] for k in keys}
     frame_data = []
@@ -105,8 +105,8 @@ def _maps(store: TrackStore, n_images: int, max_frames: int) -> str:
         frame_data.append({"step": entry["step"], "epoch": entry["epoch"], "kind": entry["kind"],
                            "acc": entry["measures"].get("probe_acc"), "measures": entry["measures"],
                            "predictions": predictions[:n].tolist()})
-    measures = list(dict.fromkeys(m.split("/", 1)[1] for e in frames for m in e["measures"]
-                                  if "/" in m and m.split("/", 1)[0] in keys))
+    measures = list(dict.fromkeys(m.rpartition("/")[2] for e in frames for m in e["measures"]
+                                  if m.rpartition("/")[0] in keys))  # map keys may hold "/" (ltpa/stages.1)
     data = {"frames": frame_data, "keys": keys, "images": uris, "measures": measures,
             "labels": probe.labels[:n].tolist(), "tile": tile}
     width = n * tile
@@ -137,9 +137,11 @@ def _measures(store: TrackStore, metrics: Sequence[Mapping[str, Any]]) -> str:
     names = list(dict.fromkeys(m for e in entries for m in e["measures"]))
     groups: dict[str, dict[str, list[tuple[float, float | None]]]] = {}
     for name in names:
-        head, _, tail = name.rpartition("/")
-        title, series = (tail, head) if head and head != "agreement" else ((head or name), tail)
-        title = "agreement (Spearman ρ)" if head == "agreement" else title
+        if name.startswith("agreement/"):
+            title, series = "agreement (Spearman ρ)", name.removeprefix("agreement/")
+        else:
+            head, _, tail = name.rpartition("/")  # "{map}/{measure}", or a plain name such as probe_acc
+            title, series = (tail, head) if head else (name, name)
         groups.setdefault(title, {})[series] = [(e["epoch"], e["measures"].get(name)) for e in entries]
     if "probe_acc" in groups and metrics:
         groups["probe_acc"]["test_acc"] = [(r["epoch"], r.get("test_acc")) for r in metrics]
