@@ -35,6 +35,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--also", action="append", default=[], metavar="METHODS",
+                   help="another method list to time one snapshot of (no training run), e.g. smoothgrad,ig")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     return p.parse_args()
 
@@ -45,13 +47,13 @@ def timed_fit(config: TrainConfig, callbacks: tuple = ()) -> tuple[float, list[d
     return time.perf_counter() - started, run.history
 
 
-def snapshot_parts(methods: list[str], probe_n: int, run_dir: Path) -> dict[str, float]:
+def snapshot_parts(methods: list[str], probe_n: int, run_dir: Path, name: str = "bench_store") -> dict[str, float]:
     """Seconds of each part of one snapshot, on the trained model of `run_dir` (median of 5)."""
     from attnscope.models import checkpoint
 
     model, _ = checkpoint.load(run_dir)
     probe = probe_from(data.get("clutter", "test", probe_n), probe_n)
-    store = TrackStore.create(run_dir / "bench_store", {}, probe)
+    store = TrackStore.create(run_dir / name, {}, probe)
     parts: dict[str, list[float]] = {"explain": [], "predict": [], "measures": [], "write": []}
     for i in range(5):
         t0 = time.perf_counter()
@@ -80,9 +82,13 @@ def main() -> None:
         tracker = AttentionTracker(methods, probe=args.probe)
         wall_tracked, tracked = timed_fit(TrainConfig(**base, out=str(tmp / "tracked")), (tracker,))
         parts = snapshot_parts(methods, args.probe, tmp / "tracked")
+        also = {other: snapshot_parts(other.split(","), args.probe, tmp / "tracked", f"store_{i}")
+                for i, other in enumerate(args.also)}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     later = tracked[1:] or tracked
+    plain_later = plain[1:] or plain
+    plain_epoch_s = sum(r["train_time_s"] for r in plain_later) / len(plain_later)
     result = {
         "methods": methods, "probe": args.probe, "steps_per_epoch": tracked[0]["step"], "threads": args.threads,
         "track_s_per_epoch": [r["track_s"] for r in tracked],
@@ -92,6 +98,9 @@ def main() -> None:
         "wall_plain_s": round(wall_plain, 1), "wall_tracked_s": round(wall_tracked, 1),
         "wall_ratio": round(wall_tracked / wall_plain, 4),
         "snapshot_parts_s": {k: round(v, 4) for k, v in parts.items()},
+        "also": {k: {"snapshot_s": round(sum(v.values()), 4), "parts_s": {p: round(t, 4) for p, t in v.items()},
+                     "per_epoch_of_plain_training": round(sum(v.values()) / plain_epoch_s, 4)}
+                 for k, v in also.items()},
         "same_training": [r["test_loss"] for r in plain] == [r["test_loss"] for r in tracked],
     }
     print(json.dumps(result, indent=2))
