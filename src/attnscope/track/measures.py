@@ -28,15 +28,27 @@ from attnscope.metrics.agreement import correlation, entropy, ranks
 from attnscope.track.store import Probe
 
 
+def rank_maps(maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Average ranks (P, H·W) of each map's pixels, the input of every Spearman ρ below."""
+    return {k: ranks(v.flatten(1)) for k, v in maps.items()}
+
+
 def measure(
     maps: Mapping[str, torch.Tensor],
     probe: Probe,
     predictions: torch.Tensor,
     previous: Mapping[str, torch.Tensor] | None = None,
+    ranked: Mapping[str, torch.Tensor] | None = None,
+    previous_ranked: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, float | None]:
-    """The measures of one snapshot: `maps` (P, H, W) per key and `previous`, both as stored."""
+    """The measures of one snapshot: `maps` (P, H, W) per key and `previous`, both as stored.
+
+    `ranked` / `previous_ranked`: `rank_maps` of either, when the caller already has them.
+    """
     out: dict[str, float | None] = {"probe_acc": _mean((predictions.cpu() == probe.labels.cpu()).float())}
-    ranked = {k: ranks(v.flatten(1)) for k, v in maps.items()}  # (P, H·W) each, shared by all ρ below
+    ranked = rank_maps(maps) if ranked is None else ranked
+    if previous is not None and previous_ranked is None:
+        previous_ranked = rank_maps(previous)
     for key, values in maps.items():
         flat = values.flatten(1)
         peaked = (flat.amax(1) > flat.amin(1)).float()  # (P,) a flat map's "arg-max" is just pixel (0, 0)
@@ -44,8 +56,8 @@ def measure(
             out[f"{key}/pointing@{region}"] = _mean(pointing_game(values, boxes) * peaked)
             out[f"{key}/energy@{region}"] = _mean(energy_in_box(values, boxes))
         out[f"{key}/entropy"] = _mean(entropy(values))
-        if previous is not None and key in previous:
-            out[f"{key}/change"] = _mean(1 - correlation(ranks(previous[key].flatten(1)), ranked[key]))
+        if previous_ranked is not None and key in previous_ranked:
+            out[f"{key}/change"] = _mean(1 - correlation(previous_ranked[key], ranked[key]))
     for a, b in combinations(maps, 2):
         out[f"agreement/{a}~{b}"] = _mean(correlation(ranked[a], ranked[b]))
     return out

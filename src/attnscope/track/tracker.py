@@ -22,7 +22,7 @@ from attnscope.errors import InputError
 from attnscope.explain import explain
 from attnscope.explain.engine import model_guard
 from attnscope.registry import METHODS
-from attnscope.track.measures import measure
+from attnscope.track.measures import measure, rank_maps
 from attnscope.track.store import Probe, TrackStore, roundtrip
 
 if TYPE_CHECKING:  # the train layer sits above track; only its type is named here
@@ -72,7 +72,8 @@ class AttentionTracker:
         self._tensorboard = _tensorboard_writer_class() if tensorboard else None
         self.store: TrackStore | None = None
         self._probe: Probe | None = None
-        self._previous: dict[str, torch.Tensor] | None = None  # maps of the last epoch snapshot, as stored
+        self._previous: dict[str, torch.Tensor] | None = None  # ranks of the last epoch snapshot's maps
+        self._last: tuple[int, dict[str, torch.Tensor]] = (-1, {})  # step and ranks of the last snapshot
         self._writer: Any = None
         self._epoch_seconds = 0.0
 
@@ -105,7 +106,7 @@ class AttentionTracker:
             self.store = TrackStore.create(folder, self.settings, probe, steps_per_epoch(run))
         self._probe = self.store.probe()  # read back: a fresh and a resumed run explain the same tensors
         epochs = [e for e in self.store.snapshots if e["kind"] == "epoch"]
-        self._previous = self.store.maps(epochs[-1]["step"]) if epochs else None
+        self._previous = rank_maps(self.store.maps(epochs[-1]["step"])) if epochs else None
         if self._tensorboard is not None:
             self._writer = self._tensorboard(str(run.out / "tensorboard"), purge_step=run.step or None)
         if self.store.entry(run.step) is None:
@@ -126,7 +127,8 @@ class AttentionTracker:
             self._record(run, "epoch")
         else:  # a step snapshot at the epoch's last step: same weights, so it is the epoch's snapshot
             self.store.update(run.step, kind="epoch", epoch=run.epoch)
-            self._previous = self.store.maps(run.step)
+            last_step, last_ranked = self._last
+            self._previous = last_ranked if last_step == run.step else rank_maps(self.store.maps(run.step))
         seconds, self._epoch_seconds = self._epoch_seconds, 0.0
         if self._writer is not None:
             self._writer.flush()
@@ -146,14 +148,16 @@ class AttentionTracker:
                            options=self.options or None, batch_size=self.batch_size)
             predictions = predict(run.model, images, self.batch_size)
         values = {k: roundtrip(m.values) for k, m in maps.items()}  # (P, H, W) each, as the store keeps them
-        measures = measure(values, probe, predictions, self._previous)
+        ranked = rank_maps(values)
+        measures = measure(values, probe, predictions, ranked=ranked, previous_ranked=self._previous)
         spe = self.store.index.get("steps_per_epoch") or 1
         epoch = run.epoch if kind == "epoch" else round(run.step / spe, 4)
         seconds = time.perf_counter() - started
         self.store.add({"step": run.step, "epoch": epoch, "kind": kind, "measures": measures,
                         "seconds": round(seconds, 4)}, values, predictions)
+        self._last = (run.step, ranked)
         if kind == "epoch":
-            self._previous = values  # what `change` of later snapshots compares with
+            self._previous = ranked  # what `change` of later snapshots compares with
         self._epoch_seconds += time.perf_counter() - started
         if self._writer is not None:
             _log_tensorboard(self._writer, run.step, measures, probe, values)
