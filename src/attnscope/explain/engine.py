@@ -161,11 +161,10 @@ def capture(
             stack.enter_context(recording(layer, store, leaf=not from_input))
         if guided_grad:
             stack.enter_context(guided_relus(model, switch))
-        logits = run_model(model, x)
+        logits = run_model(model, x.clone())  # a model that edits its input in place edits a copy
         if layer is not None and len(store) != 1:
-            raise InputError(
-                f"the chosen layer ran {len(store)} times in one forward pass; choose a layer that runs once"
-            )
+            ran = "did not run" if not store else f"ran {len(store)} times"
+            raise InputError(f"the chosen layer {ran} in the forward pass; choose a layer that runs once")
         target = target if isinstance(target, Target) else resolve(target, logits)
         scores = target.score(logits)
         wrt = ([store[0]] if layer_grad else []) + ([x] if input_grad else [])
