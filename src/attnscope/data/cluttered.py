@@ -18,6 +18,7 @@ from attnscope.data.digits import (
     COLOURS,
     INK_THRESHOLD,
     ink_box,
+    paint,
     render_digit,
     sample_rng,
     source_digits,
@@ -47,6 +48,8 @@ class ClutteredDigits(Dataset):
     and drawn in a random colour; `n_fragments` random crops of other digits of the same split
     (`fragment_size` px) are scattered outside its box. Images carry mild noise.
     """
+
+    kind = "classification"
 
     def __init__(
         self,
@@ -115,16 +118,17 @@ class ClutteredDigits(Dataset):
         # Fragments of other digits, outside the digit's box.
         f = self.fragment_size
         for _ in range(self.n_fragments):
-            other = render_digit(self.glyphs[int(rng.integers(len(self.glyphs)))], int(rng.integers(*self.digit_size)))
+            glyph = self.glyphs[int(rng.integers(len(self.glyphs)))]
+            other = render_digit(glyph, int(rng.integers(*self.digit_size)))
             oy, ox = (int(v) for v in rng.integers(0, other.shape[0] - f + 1, size=2))
             piece = other[oy : oy + f, ox : ox + f]  # (f, f)
             for _attempt in range(20):
                 px, py = (int(v) for v in rng.integers(0, s - f + 1, size=2))
                 if px + f <= box[0] or px >= box[2] or py + f <= box[1] or py >= box[3]:
-                    _paint(canvas, piece, px, py, self._colour(rng))
+                    paint(canvas, piece, px, py, self._colour(rng))
                     break
 
-        _paint(canvas, ink, x, y, colour)
+        paint(canvas, ink, x, y, colour)
 
         decoy_box = torch.full((4,), -1)
         if self.decoy:
@@ -143,10 +147,3 @@ class ClutteredDigits(Dataset):
         names = list(COLOURS)
         base = torch.tensor(COLOURS[names[int(rng.integers(len(names)))]])
         return (base * float(rng.uniform(0.75, 1.0))).clamp(0, 1)  # (3,)
-
-
-def _paint(canvas: torch.Tensor, ink: torch.Tensor, x: int, y: int, colour: torch.Tensor) -> None:
-    """Alpha-composite a glyph of intensities `ink` (h, w) in `colour` onto `canvas` at (x, y)."""
-    h, w = ink.shape
-    region = canvas[:, y : y + h, x : x + w]
-    region.mul_(1 - ink).add_(ink * colour[:, None, None])

@@ -77,6 +77,13 @@ def render_digit(glyph: np.ndarray, size: int) -> torch.Tensor:
     return up[0, 0].clamp_(0.0, 1.0)  # (size, size)
 
 
+def paint(canvas: torch.Tensor, ink: torch.Tensor, x: int, y: int, colour: torch.Tensor) -> None:
+    """Alpha-composite glyph intensities `ink` (h, w) in `colour` (3,) onto `canvas` (3, H, W) at (x, y)."""
+    h, w = ink.shape
+    region = canvas[:, y : y + h, x : x + w]
+    region.mul_(1 - ink).add_(ink * colour[:, None, None])
+
+
 def ink_box(ink: torch.Tensor) -> tuple[int, int, int, int]:
     """Tight box `(x0, y0, x1, y1)` (x1, y1 exclusive) around a non-empty boolean mask."""
     ys = torch.nonzero(ink.any(dim=1)).flatten()

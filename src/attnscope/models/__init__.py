@@ -28,7 +28,8 @@ def get(name: str, **cfg: Any) -> nn.Module:
     except TypeError as e:  # an option the builder does not take
         raise InputError(f"model {name!r}: {e}") from None
     config = getattr(model, "config", None)
-    full = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else cfg
+    full = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(cfg)
+    full.pop("weights", None)  # a local weights file is loaded once; checkpoints carry the tensors
     model.attnscope_spec = {"name": name, "config": _jsonable(full)}
     return model
 

@@ -1,0 +1,61 @@
+"""Option parsing shared by commands: `key=value` settings, method lists, model sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from attnscope.errors import InputError
+
+
+def parse_settings(items: tuple[str, ...], what: str) -> dict[str, Any]:
+    """`("widths=[16,32]", "dropout=0.1")` → `{"widths": [16, 32], "dropout": 0.1}` (values as JSON, else text)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"{what} must look like key=value, got {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def parse_list(text: str, what: str) -> list[str]:
+    """"a,b, c" → ["a", "b", "c"]; an empty list raises."""
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise InputError(f"{what}: give at least one name")
+    return items
+
+
+def load_model(source: str, weights: str | None = None, num_classes: int | None = None):
+    """A model from a run folder / checkpoint file, or a registered model name (+ a local weights file).
+
+    Returns `(model in eval mode, info)`; info holds the checkpoint header or the model's spec.
+    """
+    from attnscope import models
+    from attnscope.models import checkpoint
+
+    path = Path(source)
+    if path.exists():
+        if weights is not None:
+            raise InputError("--weights goes with a model name, not with a checkpoint")
+        return checkpoint.load(path)
+    if source in models.names():
+        cfg: dict[str, Any] = {}
+        if weights is not None:
+            cfg["weights"] = weights
+        if num_classes is not None:
+            cfg["num_classes"] = num_classes
+        model = models.get(source, **cfg)
+        return model.eval(), {"model": model.attnscope_spec, "info": {}}
+    if any(ch in source for ch in "/\\.") :
+        raise InputError(f"checkpoint not found: {source}")
+    from attnscope.errors import UnknownNameError
+
+    raise UnknownNameError("model or checkpoint", source, models.names())
+
+

@@ -1,0 +1,50 @@
+"""Progress bars and tables on the terminal (rich). Below every layer, like `errors` and `fileio`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+class Bar:
+    """A handle on one progress bar: `advance(n, **fields)` moves it and updates its text fields."""
+
+    def __init__(self, progress: Progress | None, task: Any) -> None:
+        self._progress, self._task = progress, task
+
+    def advance(self, n: int = 1, **fields: Any) -> None:
+        if self._progress is not None:
+            info = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+            self._progress.update(self._task, advance=n, info=info)
+
+
+@contextmanager
+def progress(total: int, description: str, enabled: bool = True) -> Iterator[Bar]:
+    """A progress bar of `total` steps (shown on stderr; a no-op when disabled)."""
+    if not enabled:
+        yield Bar(None, None)
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+    )
+    with Progress(*columns, console=console, transient=False, disable=not sys.stderr) as p:
+        yield Bar(p, p.add_task(description, total=total, info=""))
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Print a table to the terminal; floats with 4 significant digits."""
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(str(c))
+    for row in rows:
+        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    Console().print(t)

@@ -1,0 +1,82 @@
+"""Atomic writes: every file that records a result is written to a temporary name, then renamed.
+
+Like `errors`, this module sits below every layer: any module may import it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` atomically (UTF-8)."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write `obj` as indented JSON to `path` atomically."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one JSON line; the whole file is rewritten atomically so a crash never leaves half a line."""
+    path = Path(path)
+    old = path.read_bytes() if path.exists() else b""
+    write_bytes(path, old + (json.dumps(record, default=_json_default) + "\n").encode("utf-8"))
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
+    """Save tensors as safetensors atomically; `metadata` (JSON-able) is stored in the file's header."""
+    from safetensors.torch import save_file
+
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    meta = {"attnscope": json.dumps(metadata, default=_json_default)} if metadata is not None else None
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata=meta)
+
+
+def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
+    """Run `writer(tmp_path)` and move its file to `path` atomically (for PNGs, npy, ...)."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

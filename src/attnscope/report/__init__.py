@@ -1,0 +1,7 @@
+"""Figures, reports and terminal tables (reads maps, metrics and run stores; never models)."""
+
+from __future__ import annotations
+
+from attnscope.report import figures
+
+__all__ = ["figures"]

@@ -1,0 +1,246 @@
+"""The training loop: deterministic given a seed, resumable at epoch boundaries, DDP-aware.
+
+Determinism: every epoch re-seeds torch from (seed, epoch, rank) and shuffles with a sampler
+seeded from (seed, epoch), so a run resumed from the checkpoint of epoch k repeats the
+uninterrupted run exactly. Under `torchrun`, each process takes an equal share of each global
+batch (DistributedSampler) and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from attnscope import console, data, fileio, models
+from attnscope.errors import CheckpointError, InputError
+from attnscope.models import checkpoint
+from attnscope.train import distributed, state
+from attnscope.train.config import TrainConfig
+from attnscope.train.tasks import TASKS, Task
+
+
+@dataclass
+class Run:
+    """What callbacks see: the run as it stands."""
+
+    config: TrainConfig
+    out: Path
+    model: nn.Module  # unwrapped (not the DDP wrapper)
+    task: Task
+    train_data: Dataset
+    test_data: Dataset
+    device: torch.device
+    world: distributed.World
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps taken
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Callback(Protocol):
+    """Optional hooks; each may be left out. `on_epoch_end` may return extra metrics for the record."""
+
+    def on_fit_start(self, run: Run) -> None: ...
+    def on_step_end(self, run: Run) -> None: ...
+    def on_epoch_end(self, run: Run) -> dict[str, Any] | None: ...
+
+
+def fit(config: TrainConfig, callbacks: tuple[Callback, ...] = (), until_epoch: int | None = None) -> Run:
+    """Train as `config` says; write the run folder (see README, "Where results go").
+
+    `until_epoch` stops after that epoch, leaving a run that `resume=True` continues exactly.
+    """
+    device = distributed.pick_device(config.device)
+    world = distributed.setup(device)
+    try:
+        return _fit(config, callbacks, device, world, until_epoch or config.epochs)
+    finally:
+        distributed.teardown(world)
+
+
+def _fit(config: TrainConfig, callbacks: tuple[Callback, ...], device: torch.device, world: distributed.World,
+         until_epoch: int) -> Run:
+    out = Path(config.out)
+    if config.batch_size % world.size:
+        raise InputError(f"batch size {config.batch_size} does not split evenly over {world.size} processes")
+    if world.main:
+        _check_out(out, config)
+    world.barrier()
+    train_data = Cached(data.get(config.data, "train", config.n, seed=config.data_seed, **config.data_cfg))
+    test_data = Cached(data.get(config.data, "test", config.n_test, seed=config.data_seed, **config.data_cfg))
+    task: Task = TASKS.get(train_data.kind)(config)
+
+    torch.manual_seed(config.seed)
+    model = models.get(config.model, **{**task.model_kwargs(train_data), **config.model_cfg}).to(device)
+    trained: nn.Module = model
+    if world.distributed:
+        if device.type == "cuda":
+            trained = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [device.index] if device.type == "cuda" else None
+        trained = nn.parallel.DistributedDataParallel(trained, device_ids=ids)
+    sampler = DistributedSampler(train_data, num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed)
+    loader = DataLoader(train_data, batch_size=config.batch_size // world.size, sampler=sampler,
+                        num_workers=config.workers, collate_fn=task.collate)
+    optimizer = _optimizer(config, model)
+    scheduler = _scheduler(config, optimizer, len(loader))
+
+    run = Run(config, out, model, task, train_data, test_data, device, world)
+    if config.resume:
+        _resume(run, optimizer, scheduler)
+    elif world.main:
+        fileio.write_json(out / "config.json", config.to_dict())
+    for cb in callbacks:
+        getattr(cb, "on_fit_start", lambda r: None)(run)
+
+    for epoch in range(run.epoch, min(until_epoch, config.epochs)):
+        torch.manual_seed(config.seed * 1_000_003 + epoch * 1_009 + world.rank)  # (seed, epoch, rank)
+        sampler.set_epoch(epoch)
+        trained.train()
+        sums: dict[str, float] = {"loss": 0.0}
+        started = time.perf_counter()
+        show = world.main and not config.quiet
+        with console.progress(len(loader), f"epoch {epoch + 1}/{config.epochs}", show) as bar:
+            for batch in loader:
+                loss, stats = task.loss(trained, batch, device)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {float(loss)} at step {run.step}; lower --lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                run.step += 1
+                sums["loss"] += loss.item() * stats["count"]
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0) + v
+                bar.advance(1, loss=sums["loss"] / sums["count"], **_rates(sums))
+                for cb in callbacks:
+                    getattr(cb, "on_step_end", lambda r: None)(run)
+        sums = _all_reduce(sums, world)
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": run.step,
+            "lr": scheduler.get_last_lr()[0],
+            "train_loss": sums["loss"] / sums["count"],
+            **{f"train_{k}": v for k, v in _rates(sums).items()},
+            "train_time_s": time.perf_counter() - started,
+        }
+        run.epoch = epoch + 1
+        if world.main:
+            model.eval()
+            record.update(task.evaluate(model, test_data, device, config.batch_size))
+            for cb in callbacks:
+                record.update(getattr(cb, "on_epoch_end", lambda r: None)(run) or {})
+            _save_epoch(run, optimizer, scheduler, record)
+            if not config.quiet:
+                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
+                console.console.print(f"epoch {epoch + 1}: {shown}")
+        run.history.append(record)
+        world.barrier()
+    return run
+
+
+def _rates(sums: dict[str, float]) -> dict[str, float]:
+    """Per-image rates of the summable statistics, e.g. `correct` → `acc`."""
+    names = {"correct": "acc"}
+    return {names.get(k, k): v / sums["count"] for k, v in sums.items() if k not in ("loss", "count")}
+
+
+def _all_reduce(sums: dict[str, float], world: distributed.World) -> dict[str, float]:
+    if not world.distributed:
+        return sums
+    keys = sorted(sums)
+    t = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return dict(zip(keys, t.tolist(), strict=True))
+
+
+def _save_epoch(run: Run, optimizer: torch.optim.Optimizer, scheduler: Any, record: dict[str, Any]) -> None:
+    """Metrics line, then training state, then the run's current model (each atomic)."""
+    fileio.append_jsonl(run.out / "metrics.jsonl", record)
+    state.save_state(run.out / "checkpoints" / state.state_name(run.epoch), run.model, optimizer, scheduler,
+                     run.epoch, run.config.to_dict())
+    info = {"epoch": run.epoch, "data": run.config.data, "data_cfg": run.config.data_cfg,
+            "metrics": {k: v for k, v in record.items() if isinstance(v, (int, float))}}
+    checkpoint.save(run.model, run.out / checkpoint.RUN_WEIGHTS, info)
+
+
+def _check_out(out: Path, config: TrainConfig) -> None:
+    has_run = (out / "config.json").exists() or (out / "checkpoints").exists()
+    if config.resume and not has_run:
+        raise CheckpointError(f"--resume: no run to resume in {out}")
+    if not config.resume and has_run:
+        raise InputError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+
+
+def _resume(run: Run, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+    path = state.latest_state(run.out / "checkpoints")
+    if path is None:
+        raise CheckpointError(f"--resume: no checkpoint in {run.out / 'checkpoints'}")
+    header = state.load_state(path, run.model, optimizer, scheduler)
+    saved = TrainConfig.from_dict(header["config"])
+    diff = saved.differences(run.config)
+    if diff:
+        raise InputError(f"--resume: the run in {run.out} was trained with different {', '.join(diff)}")
+    run.epoch = int(header["epoch"])
+    run.step = scheduler.last_epoch
+    metrics = run.out / "metrics.jsonl"
+    if metrics.exists():  # drop lines of an epoch that ran past its last checkpoint
+        import json
+
+        lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        run.history = [r for r in lines if r["epoch"] <= run.epoch]
+        if run.world.main:
+            fileio.write_text(metrics, "".join(json.dumps(r) + "\n" for r in run.history))
+    if run.world.main:
+        fileio.write_json(run.out / "config.json", run.config.to_dict())
+
+
+def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
+    """Per-step LR factor: one-cycle (20 % linear warm-up, cosine decay), cosine, step or constant."""
+    total = max(1, config.epochs * steps_per_epoch)
+    if config.schedule == "onecycle":
+        warm = max(1, int(0.2 * total))
+        def f(s: int) -> float:
+            if s < warm:
+                return 0.1 + 0.9 * s / warm
+            return 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))
+    elif config.schedule == "cosine":
+        f = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    elif config.schedule == "step":
+        f = lambda s: config.gamma ** (s // (config.step_size * steps_per_epoch))
+    else:
+        f = lambda s: 1.0
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
+
+
+class Cached(Dataset):
+    """Memoise a generated data set's samples: the first epoch generates, later epochs reuse."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset, self._cache = dataset, {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        if index not in self._cache:
+            self._cache[index] = self.dataset[index]
+        return self._cache[index]
+
+    def __getattr__(self, name: str) -> Any:  # num_classes, kind, vocabulary, ...
+        if name in ("dataset", "_cache"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)

@@ -1,0 +1,67 @@
+"""What a training step computes, by the kind of data set: "classification" (and later "captioning").
+
+A task knows how to build the model's data-dependent options, batch samples, compute the loss
+of a batch and evaluate a model. The loop in `loop.py` knows nothing else about the data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from attnscope.registry import Registry
+from attnscope.train.config import TrainConfig
+
+
+class Task(Protocol):
+    def model_kwargs(self, dataset: Dataset) -> dict[str, Any]:
+        """Options the model needs from the data (e.g. `num_classes`)."""
+
+    def collate(self, samples: list[Any]) -> Any:
+        """A batch from a list of samples."""
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean loss of the batch and summable statistics (`count` images, e.g. `correct`)."""
+
+    def evaluate(self, model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int) -> dict[str, float]:
+        """Test metrics of `model` (already in eval mode) on `dataset`."""
+
+
+TASKS: Registry[type] = Registry("task")
+
+
+@TASKS.register("classification")
+class Classification:
+    """Cross-entropy on logits (B, K); accuracy."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    def model_kwargs(self, dataset: Dataset) -> dict[str, Any]:
+        return {"num_classes": dataset.num_classes}
+
+    def collate(self, samples: list[Any]) -> Any:
+        return torch.utils.data.default_collate(samples)
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = batch[0].to(device), batch[1].to(device)  # (B, C, H, W), (B,)
+        logits = model(x)  # (B, K)
+        loss = F.cross_entropy(logits, y)
+        stats = {"count": len(y), "correct": int((logits.argmax(1) == y).sum())}
+        return loss, stats
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int) -> dict[str, float]:
+        loader = DataLoader(dataset, batch_size=max(batch_size, 256), collate_fn=self.collate)
+        loss_sum, correct, count = 0.0, 0, 0
+        for batch in loader:
+            x, y = batch[0].to(device), batch[1].to(device)
+            logits = model(x)
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            count += len(y)
+        return {"test_loss": loss_sum / count, "test_acc": correct / count}
