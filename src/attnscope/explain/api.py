@@ -139,9 +139,9 @@ class Context:
         """The explained score (N,) of inputs `x` for `target`, without gradients."""
         return engine.scores(self.model, x, target, chunk)
 
-    def logits(self, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, chunk: int | None = None, channels_last: bool = False) -> torch.Tensor:
         """The logits (N, K) of inputs `x`, without gradients."""
-        return engine.logits(self.model, x, chunk)
+        return engine.logits(self.model, x, chunk, channels_last)
 
     def logits_with_layer_output(self, image: int, output: torch.Tensor) -> torch.Tensor:
         """Logits (N, K) of image `image` of the batch when the chosen layer outputs `output` (N, ...)."""
