@@ -230,6 +230,50 @@ def bench_scorecam(repeats: int, steps: int, n_images: int, batch_size: int) -> 
         f"\nspeed-up: vs pytorch-grad-cam {vs_pgc:.2f}×, vs torchcam {vs_tc:.2f}× "
         f"({vs_tc_cl:.2f}× with channels_last=True)"
     )
+    bench_ablation(model, x, classes, repeats, batch_size)
+
+
+def bench_ablation(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, repeats: int, batch_size: int) -> None:
+    """Ablation-CAM on the same model and images: identical maps, and the time of each."""
+    import pytorch_grad_cam.ablation_cam as pgc_module  # its progress bar, off for the timing
+    from pytorch_grad_cam import AblationCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    pgc_module.tqdm = types.SimpleNamespace(tqdm=lambda iterable, **_: iterable)
+    targets = [ClassifierOutputTarget(int(c)) for c in classes]
+    pgc = AblationCAM(model=model, target_layers=[model.features], batch_size=batch_size)
+
+    def ours() -> ats.AttentionMap:
+        return ats.explain(
+            model,
+            x,
+            "ablationcam",
+            targets=classes,
+            layer="features",
+            options={"ablationcam": {"batch_size": batch_size}},
+        )["ablationcam"]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diff = (ours().normalized() - torch.from_numpy(pgc(input_tensor=x, targets=targets))).abs().max()
+        print(f"\nAblation-CAM: max |difference| of normalised maps vs pytorch-grad-cam {diff:.1e}")
+
+        def forward_no_grad() -> None:
+            with torch.no_grad():
+                model(x)
+
+        times = timed(
+            {
+                "forward (no_grad)": forward_no_grad,
+                "attnscope AblationCAM": ours,
+                "pytorch-grad-cam AblationCAM": lambda: pgc(input_tensor=x, targets=targets),
+            },
+            repeats,
+        )
+    report(f"Ablation-CAM, same SmallCNN and images, batch size {batch_size}", times, "forward (no_grad)", {})
+    print(
+        f"\nspeed-up: vs pytorch-grad-cam {times['pytorch-grad-cam AblationCAM'] / times['attnscope AblationCAM']:.2f}×"
+    )
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """`explain()`: any registered method, on any batch, from shared passes.
 
 A method is a small function `fn(ctx, **options)` registered with its kind and what it reads
-from the shared pass (`needs`). `Context` runs the shared forward + backward once, for the union
-of the needs of every method asked for, and memoises each method's result so that a method
-built on another (Guided Grad-CAM on Grad-CAM) reuses it.
+from the shared pass (`needs`). `Context` runs the shared forward (+ backward) once, for the union
+of the needs of every method asked for, and memoises each method's result (`ctx.result(name)`)
+so that a method built on another's map reuses it instead of recomputing it.
 """
 
 from __future__ import annotations

@@ -144,8 +144,8 @@ def occlusion(
     """Occlusion (Zeiler & Fergus, ECCV 2014): M_ij = mean over windows W ∋ (i, j) of y(x) − y(x_W),
     x_W the image with window W (all channels) set to the baseline.
 
-    Windows slide by `stride`; where the stride does not reach the edge a last window is aligned
-    to it, so every pixel is covered (captum's Occlusion leaves such a margin out).
+    Windows slide by `stride`; where the stride does not reach the edge a last full window is
+    aligned to it, so every pixel is covered (captum's Occlusion cuts a window at the edge instead).
     `channels_last=True` runs the occluded passes in NHWC layout (faster for many CNNs on a CPU).
     """
     positive_int("batch_size", batch_size)
