@@ -111,7 +111,7 @@ def ablationcam(ctx: Context, relu: bool = True, batch_size: int = 64) -> torch.
         for s in range(0, len(live), batch_size):
             k = live[s : s + batch_size]
             ablated = acts[i].expand(len(k), *acts.shape[1:]).clone()  # (N, C, h, w)
-            ablated[torch.arange(len(k)), k] = 0
+            ablated[torch.arange(len(k), device=k.device), k] = 0
             logits = ctx.logits_with_layer_output(i, ablated)
             y_k[i, k] = ctx.target.take(torch.full_like(k, i)).score(logits)
     return weighted_sum(acts, safe_div(y[:, None] - y_k, y[:, None].expand_as(y_k)), relu)
