@@ -14,14 +14,6 @@ from attnscope.cli import cli, main
 from attnscope.models import checkpoint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> str:
     torch.manual_seed(0)

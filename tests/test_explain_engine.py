@@ -14,14 +14,6 @@ from attnscope.maps import AttentionMap, normalize
 GRADIENT_CAMS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: thread start-up costs more than the work (20x slower on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 class Counting(nn.Module):
     """A SmallCNN-like net counting its forward passes and the backward passes reaching its logits."""

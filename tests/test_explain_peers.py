@@ -39,14 +39,6 @@ from attnscope.maps import normalize, upsample
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small inputs: on the shared 2-core machine two threads run these 3-7x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def resnet() -> nn.Module:
