@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -47,15 +48,17 @@ def timed_fit(config: TrainConfig, callbacks: tuple = ()) -> tuple[float, list[d
     return time.perf_counter() - started, run.history
 
 
-def snapshot_parts(methods: list[str], probe_n: int, run_dir: Path, name: str = "bench_store") -> dict[str, float]:
-    """Seconds of each part of one snapshot, on the trained model of `run_dir` (median of 5)."""
+def snapshot_parts(methods: list[str], probe_n: int, run_dir: Path, name: str = "bench_store",
+                   repeats: int = 5) -> dict[str, float]:
+    """Seconds of each part of one snapshot, on the trained model of `run_dir` (median of `repeats` after one
+    warm-up)."""
     from attnscope.models import checkpoint
 
     model, _ = checkpoint.load(run_dir)
     probe = probe_from(data.get("clutter", "test", probe_n), probe_n)
     store = TrackStore.create(run_dir / name, {}, probe)
     parts: dict[str, list[float]] = {"explain": [], "predict": [], "measures": [], "write": []}
-    for i in range(5):
+    for i in range(repeats + 1):
         t0 = time.perf_counter()
         maps = explain(model, probe.images, methods, targets=probe.labels)
         t1 = time.perf_counter()
@@ -67,8 +70,9 @@ def snapshot_parts(methods: list[str], probe_n: int, run_dir: Path, name: str = 
         store.add({"step": i, "epoch": i, "kind": "epoch", "measures": measures}, values, predictions)
         t4 = time.perf_counter()
         for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-            parts[key].append(seconds)
-    return {k: sorted(v)[2] for k, v in parts.items()}
+            if i:
+                parts[key].append(seconds)
+    return {k: statistics.median(v) for k, v in parts.items()}
 
 
 def main() -> None:
@@ -82,7 +86,7 @@ def main() -> None:
         tracker = AttentionTracker(methods, probe=args.probe)
         wall_tracked, tracked = timed_fit(TrainConfig(**base, out=str(tmp / "tracked")), (tracker,))
         parts = snapshot_parts(methods, args.probe, tmp / "tracked")
-        also = {other: snapshot_parts(other.split(","), args.probe, tmp / "tracked", f"store_{i}")
+        also = {other: snapshot_parts(other.split(","), args.probe, tmp / "tracked", f"store_{i}", repeats=1)
                 for i, other in enumerate(args.also)}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
