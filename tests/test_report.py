@@ -93,6 +93,10 @@ def test_cli_trains_with_tracking_and_writes_the_report(tmp_path, capsys):
           "--track-every", "1", *tiny])
     store = TrackStore.open(out / "track")
     assert store.settings["methods"] == ["gradcam", "saliency"] and [e["step"] for e in store.snapshots] == [0, 1, 2]
+    main(["train", "--data", "clutter-decoy", "--out", str(out), "--resume", *tiny[:-3], "--epochs", "2", "--quiet"])
+    store = TrackStore.open(out / "track")  # --resume without --track continues the recorded tracker
+    assert store.settings["methods"] == ["gradcam", "saliency"]
+    assert [e["step"] for e in store.snapshots] == [0, 1, 2, 3, 4]
     main(["report", str(out), "--images", "3"])
     assert f"wrote {out / 'report.html'}" in capsys.readouterr().out
     assert len(_frames((out / "report.html").read_text())["frames"][0]["predictions"]) == 3
