@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from attnscope.metrics.localisation import box_masks, energy_in_box, pointing_game
+from attnscope.metrics.masks import jaccard
 
-__all__ = ["box_masks", "energy_in_box", "pointing_game"]
+__all__ = ["box_masks", "energy_in_box", "jaccard", "pointing_game"]
