@@ -22,11 +22,18 @@ SaoYan's PyTorch `ProjectorBlock`). What this follows, and where it departs:
   feature comes from a fully connected layer after the last stage (the paper; the authors' code
   max-pools to 1×1 and applies `nn.Linear`), and u has no bias (SaoYan's `LinearAttentionBlock`).
 - Sigmoid: SaoYan's re-implementation averages a_i l_i over positions (divides by the number of
-  positions); here, as the issue asks, the sum is divided by Σ_i a_i, so g_a is a weighted average.
+  positions); here the sum is divided by Σ_i a_i, so g_a is a weighted average of the l_i.
 - `indep`: the authors' `pred-ensemble` models add the classifiers' raw scores and train with
   cross-entropy; summing log-probabilities differs from that sum only by a per-image constant
   (Σ_s log softmax(z_s) = Σ_s z_s − Σ_s logsumexp(z_s)), so softmax and cross-entropy over the
   returned logits are exactly those of the authors' model, and the plain training loop is right.
+- The head is one linear layer (the paper; SaoYan). `head_norm=True` adds the BatchNorm + ReLU
+  that the authors' Torch heads put on each g_a (they also add dropout 0.5; use `dropout` for g).
+
+Worth knowing: under softmax, ⟨u, g⟩ is the same at every position and cancels, so `pc` softmax
+attention does not depend on g at all; no gradient reaches g, the global layer or the last stage
+(they only matter for `dp` or `sigmoid`). This holds for the paper's equations and both reference
+codes; it is kept, not "fixed", and pinned in the tests.
 
 `forward(x, return_attention=True)` returns `(logits, {stage name: a (B, h, w)})`; this is the
 protocol `attnscope.explain`'s `ltpa` method reads (the model marks itself `attention_kind = "ltpa"`).
@@ -64,6 +71,7 @@ class LTPAConfig:
     head: str = "concat"  # "concat" or "indep"
     projection: str = "g-down"  # where widths differ: "g-down" (g → width of l) or "l-up" (l → width of g)
     dropout: float = 0.0  # before the global fully connected layer
+    head_norm: bool = False  # BatchNorm + ReLU on each g_a before the classifier (the authors' Torch `vgg_match`)
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
@@ -148,6 +156,8 @@ class LTPA(nn.Module):
         self.attended = tuple(range(last - config.estimators, last))  # indices of the attended stages
         self.estimators = nn.ModuleList(Estimator(widths[i], config.global_dim, config) for i in self.attended)
         dims = [e.dim for e in self.estimators]
+        norm = lambda d: nn.Sequential(nn.BatchNorm1d(d), nn.ReLU()) if config.head_norm else nn.Identity()  # noqa: E731
+        self.head_norms = nn.ModuleList(norm(d) for d in dims)
         if config.head == "concat":
             self.classifier = nn.Linear(sum(dims), config.num_classes)
         else:
@@ -172,6 +182,7 @@ class LTPA(nn.Module):
             a, g_a = estimator(locals_[i], g)  # (B, h, w), (B, D)
             maps[name] = a
             feats.append(g_a)
+        feats = [norm(f) for norm, f in zip(self.head_norms, feats, strict=True)]
         if self.config.head == "concat":
             logits = self.classifier(torch.cat(feats, dim=1))  # (B, K)
         else:  # Σ_s log p_s: a product of experts; see the module docstring for why cross-entropy fits
