@@ -160,6 +160,24 @@ def summarise(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figure(out: Path, path: str, n: int = 6) -> None:
+    """Maps of the seed-0 att3-pc-softmax LTPA and the CNN's Grad-CAM on the first `n` test images."""
+    from attnscope.models import checkpoint
+    from attnscope.report import figures
+
+    test = data.ClutteredDigits("test", n, seed=0, **HARD)
+    x = torch.stack([test[i].image for i in range(n)])
+    boxes = torch.stack([test[i].box for i in range(n)])
+    ltpa_model, _ = checkpoint.load(out / "att3-pc-softmax-s0")
+    cnn, _ = checkpoint.load(out / "cnn-s0")
+    lt = explain(ltpa_model, x, ("ltpa",))
+    columns = {f"ltpa {'x'.join(map(str, m.lowres.shape[-2:]))}": m.values for k, m in lt.items() if k != "ltpa"}
+    columns["ltpa mean"] = lt["ltpa"].values
+    columns["cnn gradcam 8x8"] = explain(cnn, x, ("gradcam",), layer="features.3.2")["gradcam"].values
+    columns["cnn gradcam 4x4"] = explain(cnn, x, ("gradcam",))["gradcam"].values
+    figures.save_png(path, figures.grid(x, columns, boxes))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/ltpa_clutter")
@@ -176,6 +194,7 @@ def main() -> None:
     p.add_argument("--step-size", type=int, default=2)
     p.add_argument("--gamma", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--figure", help="also draw maps of the seed-0 models into this PNG")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -197,6 +216,8 @@ def main() -> None:
     table = summarise([r for r in results if r["variant"] in args.variants and r["seed"] in args.seeds])
     fileio.write_text(out / "table.md", table)
     print(table, flush=True)
+    if args.figure:
+        figure(out, args.figure)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,15 @@ def test_softmax_and_sigmoid_attention_by_hand():
     torch.testing.assert_close(g_a, torch.tensor([[0.4 * 1 + 0.6 * 2, 0.4 * 3 + 0.6 * 0]]))
 
 
+def test_sigmoid_weighted_average_stays_finite_when_every_gate_underflows():
+    c = torch.full((1, 1, 2), -200.0)  # σ(−200) is 0 in float32: a / Σ a would be 0 / 0
+    c[0, 0, 1] = -201.0
+    a, g_a = attend(L, c, "sigmoid")
+    assert (a == 0).all() and torch.isfinite(g_a).all()
+    w = torch.tensor([1.0, math.exp(-1.0)]) / (1 + math.exp(-1.0))  # σ(c) ≈ e^c down there: softmax weights
+    torch.testing.assert_close(g_a, (w[None, :] * L.flatten(2)).sum(2))
+
+
 @pytest.mark.parametrize("projection", ["g-down", "l-up"])
 def test_projection_by_hand(projection):
     # One local channel l = (1, 2) and g = (1, 2) of width 2: project g down or l up, then dot product.

@@ -1,7 +1,8 @@
 """Intrinsic methods: the attention a model computes itself, read through the model's own protocol.
 
-`models` never imports `explain`; a model with trainable attention declares `attention_kind` and
-answers `forward(x, return_attention=True)` with `(logits, {layer name: a (B, h, w)})`.
+`models` never imports `explain`; a model with trainable attention declares `attention_kind`
+(and, for LTPA, `attention_normalisation`: "softmax" or "sigmoid") and answers
+`forward(x, return_attention=True)` with `(logits, {layer name: a (B, h, w)})`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def ltpa(ctx: Context) -> dict[str, AttentionMap]:
     with torch.no_grad():
         _, attention = ctx.model(ctx.images, return_attention=True)  # {layer: (B, h, w)}
     classes = ctx.target.classes
-    softmax = getattr(getattr(ctx.model, "config", None), "normalisation", "softmax") == "softmax"
+    softmax = getattr(ctx.model, "attention_normalisation", "softmax") == "softmax"
     meta = {
         "class_agnostic": True,
         "normalisation": "softmax" if softmax else "sigmoid",

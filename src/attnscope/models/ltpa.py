@@ -122,7 +122,8 @@ def attend(local: torch.Tensor, c: torch.Tensor, normalisation: str) -> tuple[to
         weights = a
     else:
         a = torch.sigmoid(c)  # (B, h, w) in (0, 1)
-        weights = a / a.flatten(1).sum(dim=1)[:, None, None]  # weighted average: Σ a_i l_i / Σ a_i
+        # a_i / Σ_j a_j as softmax(log σ(c)): the same weights, but finite even where every a_i underflows to 0
+        weights = F.logsigmoid(c).flatten(1).softmax(dim=1).view(b, h, w)
     g_a = torch.einsum("bhw,bdhw->bd", weights, local)  # (B, D)
     return a, g_a
 
@@ -162,6 +163,11 @@ class LTPA(nn.Module):
             self.classifier = nn.Linear(sum(dims), config.num_classes)
         else:
             self.classifiers = nn.ModuleList(nn.Linear(d, config.num_classes) for d in dims)
+
+    @property
+    def attention_normalisation(self) -> str:
+        """"softmax" (maps are distributions over positions) or "sigmoid" (gates); read by `explain`."""
+        return self.config.normalisation
 
     @property
     def layer_names(self) -> list[str]:
