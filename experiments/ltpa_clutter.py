@@ -160,7 +160,7 @@ def summarise(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(out: Path, path: str, n: int = 6) -> None:
+def figure(out: Path, path: str, n: int = 4) -> None:
     """Maps of the seed-0 att3-pc-softmax LTPA and the CNN's Grad-CAM on the first `n` test images."""
     from attnscope.models import checkpoint
     from attnscope.report import figures
