@@ -357,7 +357,7 @@ def test_capture_is_detached() -> None:
 def test_channels_last_passes_give_the_same_maps(name: str) -> None:
     model = Counting()
     opts = {"window": 4, "stride": 4} if name == "occlusion" else {}
-    plain = ats.explain(model, X, name, options={name: opts})[name].values
-    nhwc = ats.explain(model, X, name, options={name: {**opts, "channels_last": True}})[name].values
+    plain = ats.explain(model, X, name, options={name: {**opts, "channels_last": False}})[name].values
+    nhwc = ats.explain(model, X, name, options={name: opts})[name].values  # the default: channels-last
     # occlusion subtracts nearly equal scores: compare at the scale of the scores (~1e-2), not of the map
     torch.testing.assert_close(nhwc, plain, rtol=1e-4, atol=1e-7)
