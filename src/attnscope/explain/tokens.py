@@ -41,6 +41,13 @@ class TokenLayout:
         patches = tokens[:, self.prefix :]  # (B, h·w, D)
         return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *self.grid)
 
+    def to_tokens(self, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Patch features (N, D, h, w) back to tokens (N, T, D), the extra tokens taken from `tokens` (T, D)."""
+        self._check(tokens.shape[0])
+        n = features.shape[0]
+        patches = features.flatten(2).transpose(1, 2)  # (N, h·w, D)
+        return torch.cat([tokens[None, : self.prefix].expand(n, -1, -1), patches], dim=1)
+
     def _check(self, t: int) -> None:
         if t != self.tokens:
             raise InputError(f"{t} tokens do not fit the layout ({self.prefix} extra + {self.grid} grid)")

@@ -1,9 +1,10 @@
-"""Transformer attention maths: head fusion, rollout, gradient-weighted rollout, attention flow.
+"""Transformer attention: raw attention, rollout, gradient-weighted rollout and attention flow.
 
-Pure functions over the attention weights of one forward pass, one tensor (B, heads, T, T) per
-layer in forward order (row i: how token i attends to every token j; rows sum to 1). They return
-token-to-token relevance (B, T, T) or per-token scores (B, T); reading the CLS row and reshaping it
-to the patch grid is `tokens.TokenLayout.to_grid`.
+The maths are pure functions over the attention weights of one forward pass, one tensor
+(B, heads, T, T) per layer in forward order (row i: how token i attends to every token j; rows
+sum to 1). They return token-to-token relevance (B, T, T) or per-token scores (B, T). The
+registered methods read the weights (and their gradients) from the shared pass, take the CLS
+row and reshape its patch entries to the grid (B, h, w); `explain` upsamples that to the input.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from attnscope.errors import InputError
+from attnscope.errors import InputError, NotApplicableError
+from attnscope.explain.api import Context, register_method
+from attnscope.explain.attention import no_attention_reason
+from attnscope.explain.tokens import TokenLayout, detect_layout
 
 HEAD_FUSIONS = ("mean", "max", "min")
 FLOW_SCALE = 1 << 20  # capacities are rounded to multiples of 2⁻²⁰ for the integer max-flow solver
@@ -140,6 +144,52 @@ def attention_flow(
         for j in range(t):
             out[i, j] = maximum_flow(graph, j, n_layers * t + sink).flow_value / FLOW_SCALE
     return out.to(dtype=attentions[0].dtype, device=attentions[0].device)
+
+
+@register_method("attention", "transformer", needs={"attention"}, applies=no_attention_reason)
+def raw_attention(ctx: Context, head_fusion: str = "mean", layer_index: int = -1) -> torch.Tensor:
+    """Raw attention: the CLS token's attention to each patch, A_l[CLS, patches], heads fused; l = last by default."""
+    attentions, layout = _read(ctx)
+    if not -len(attentions) <= layer_index < len(attentions):
+        raise InputError(f"layer_index {layer_index} is out of range for {len(attentions)} attention layers")
+    return layout.to_grid(fuse_heads(attentions[layer_index], head_fusion)[:, layout.cls])
+
+
+@register_method("rollout", "transformer", needs={"attention"}, applies=no_attention_reason)
+def attention_rollout(ctx: Context, head_fusion: str = "mean", discard_ratio: float = 0.0) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema, ACL 2020): the CLS row of Â_L ··· Â_1, Â = (A + I) / 2 row-normalised."""
+    attentions, layout = _read(ctx)
+    return layout.to_grid(rollout(attentions, head_fusion, discard_ratio, layout.cls)[:, layout.cls])
+
+
+@register_method("grad-rollout", "transformer", needs={"attention", "attention_grad"}, applies=no_attention_reason)
+def gradient_rollout(ctx: Context) -> torch.Tensor:
+    """Gradient-weighted rollout (Chefer et al., ICCV 2021): CLS row of Π_l (I + E_h[(∇A_l ⊙ A_l)⁺]); class-specific."""
+    attentions, layout = _read(ctx)
+    return layout.to_grid(grad_rollout(attentions, ctx.capture.probe_grads)[:, layout.cls])
+
+
+@register_method("flow", "transformer", needs={"attention"}, applies=no_attention_reason)
+def flow(ctx: Context, head_fusion: str = "mean", max_edges: int = FLOW_MAX_EDGES) -> torch.Tensor:
+    """Attention flow (Abnar & Zuidema, ACL 2020): max-flow from each patch to the CLS output; small models only."""
+    attentions, layout = _read(ctx)
+    return layout.to_grid(attention_flow(attentions, head_fusion, layout.cls, max_edges))
+
+
+def _read(ctx: Context) -> tuple[list[torch.Tensor], TokenLayout]:
+    """The attention weights of the shared pass, in forward order, and the token layout they imply."""
+    attentions = list(ctx.capture.probes)
+    b = ctx.images.shape[0]
+    for name, attn in zip(ctx.attention_layers, attentions, strict=True):
+        if attn.dim() != 4 or attn.shape[0] != b or attn.shape[-1] != attn.shape[-2]:
+            raise NotApplicableError(
+                f"attention layer {name!r} gives weights {tuple(attn.shape)} for {b} images; attnscope reads "
+                f"global self-attention (B, heads, T, T), not windowed or cross-attention"
+            )
+    layout = detect_layout(ctx.model, attentions[-1].shape[-1], ctx.size)
+    if layout.cls is None:
+        raise NotApplicableError("transformer maps read the CLS token's row, and this model has no CLS token")
+    return attentions, layout
 
 
 def _check_attention(attn: torch.Tensor) -> None:
