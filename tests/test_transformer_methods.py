@@ -243,3 +243,47 @@ def test_options_are_checked():
     options = {"attention": {"layer_index": 0, "head_fusion": "max"}}
     maps = ats.explain(model, x, ["attention", "rollout"], options=options)
     assert maps["attention"].meta == {"head_fusion": "max", "layer_index": 0}
+
+
+def test_torchvision_attention_equals_multihead_attentions_own_weights():
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.vision_transformer.VisionTransformer(
+        image_size=16, patch_size=4, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
+    ).eval()
+    x = images(2)
+    inputs: list[torch.Tensor] = []
+    layers = [layer.self_attention for layer in model.encoder.layers]
+    handles = [m.register_forward_pre_hook(lambda _m, args: inputs.append(args[0])) for m in layers]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    for i, (mha, q) in enumerate(zip(layers, inputs, strict=True)):
+        with torch.no_grad():
+            weights = mha(q, q, q, need_weights=True, average_attn_weights=False)[1]  # (B, h, 17, 17)
+        mine = ats.explain(model, x, "attention", options={"attention": {"layer_index": i}})["attention"]
+        torch.testing.assert_close(mine.lowres, weights.mean(1)[:, 0, 1:].reshape(2, 4, 4))
+
+
+def test_timm_grad_rollout_equals_a_manual_explicit_pass():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=5, img_size=16, patch_size=4,
+                              depth=2, embed_dim=16, num_heads=2, reg_tokens=2).eval()
+    x, target = images(2), torch.tensor([1, 4])
+    attns: list[torch.Tensor] = []
+    for block in model.blocks:
+        block.attn.fused_attn = False
+    handles = [b.attn.attn_drop.register_forward_hook(lambda _m, _i, out: attns.append(out)) for b in model.blocks]
+    logits = model(x)
+    grads = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), attns)
+    for h in handles:
+        h.remove()
+    for block in model.blocks:
+        block.attn.fused_attn = True
+    expected = tf.grad_rollout([a.detach() for a in attns], grads)[:, 0, 3:].reshape(2, 4, 4)  # CLS + 2 registers
+    mine = ats.explain(model, x, "grad-rollout", targets=target)["grad-rollout"]
+    torch.testing.assert_close(mine.lowres, expected)
+    assert all(b.attn.fused_attn for b in model.blocks)
