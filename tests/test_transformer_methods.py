@@ -287,3 +287,23 @@ def test_timm_grad_rollout_equals_a_manual_explicit_pass():
     mine = ats.explain(model, x, "grad-rollout", targets=target)["grad-rollout"]
     torch.testing.assert_close(mine.lowres, expected)
     assert all(b.attn.fused_attn for b in model.blocks)
+
+
+def test_an_attention_layer_that_runs_twice_is_refused_by_name():
+    class Shared(nn.Module):
+        """One TinyViT block applied twice (weight sharing): its weights would be ambiguous."""
+
+        def __init__(self, vit: nn.Module) -> None:
+            super().__init__()
+            self.vit, self.num_prefix_tokens, self.cls_token = vit, 1, vit.cls_token
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            v = self.vit
+            tokens = torch.cat([v.cls_token.expand(len(x), -1, -1), v.patch_embed(x).flatten(2).transpose(1, 2)], 1)
+            tokens = v.blocks[0](v.blocks[0](tokens + v.pos_embed))
+            return v.head(v.norm(tokens)[:, 0])
+
+    model = Shared(tiny_vit(depth=1))
+    with pytest.raises(InputError, match="'vit.blocks.0.attn' ran 2 times"):
+        ats.explain(model, images(1), "rollout")
+    assert model.vit.blocks[0].attn.fused_attn

@@ -137,10 +137,10 @@ class Context:
                     layer_grad="layer_grad" in self.needs,
                     input_grad="input_grad" in self.needs,
                     guided_grad="guided_grad" in self.needs,
-                    probes=[layer.probe for layer in layers],
+                    probes=[(layer.name, layer.probe) for layer in layers],
                     probe_grad="attention_grad" in self.needs,
                 )
-            self.attention_layers = tuple(layers[i].name for i in capture.probe_order)
+            self.attention_layers = capture.probe_names
             self._capture = self._tokens_as_grid(capture)
         return self._capture
 

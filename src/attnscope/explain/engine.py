@@ -141,7 +141,7 @@ class Capture:
     guided_grad: torch.Tensor | None = None  # (B, C, H, W) d score / d input with guided ReLUs
     probes: tuple[torch.Tensor, ...] = ()  # outputs of the recorded modules (attention weights), forward order
     probe_grads: tuple[torch.Tensor, ...] = ()  # d score / d each of `probes`, same order
-    probe_order: tuple[int, ...] = ()  # index (in the `probes` argument) of the module behind each output
+    probe_names: tuple[str, ...] = ()  # the name of the module behind each of `probes`
 
 
 def run_model(model: nn.Module, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
@@ -167,7 +167,7 @@ def capture(
     layer_grad: bool = False,
     input_grad: bool = False,
     guided_grad: bool = False,
-    probes: Sequence[nn.Module] = (),
+    probes: Sequence[tuple[str, nn.Module]] = (),
     probe_grad: bool = False,
 ) -> tuple[Capture, Target]:
     """One forward pass (recording `layer` and each of `probes`) and the backward passes asked for.
@@ -175,7 +175,8 @@ def capture(
     Plain gradients (layer, input and/or probes) come from one backward; guided input gradients
     from a second backward over the same graph with the ReLUs switched to the guided rule, so
     Grad-CAM, saliency, Guided Backprop and gradient-weighted rollout asked together cost one
-    forward. Each probe must run exactly once; their outputs come back in the order they ran.
+    forward. `probes` are (name, module) pairs; each must run exactly once, and their outputs come
+    back in the order they ran.
     `target` may be unresolved (None, int, tensor, callable); it is resolved from this very pass.
     """
     store: list[torch.Tensor] = []
@@ -188,14 +189,14 @@ def capture(
         if layer is not None:
             stack.enter_context(recording(layer, store, leaf=not from_input))
         if probes:
-            stack.enter_context(recording_each(probes, seen))
+            stack.enter_context(recording_each([module for _, module in probes], seen))
         if guided_grad:
             stack.enter_context(guided_relus(model, switch))
         logits = run_model(model, x.clone())  # a model that edits its input in place edits a copy
         if layer is not None and len(store) != 1:
             ran = "did not run" if not store else f"ran {len(store)} times"
             raise InputError(f"the chosen layer {ran} in the forward pass; choose a layer that runs once")
-        _check_ran_once(len(probes), [i for i, _ in seen])
+        _check_ran_once([name for name, _ in probes], [i for i, _ in seen])
         target = target if isinstance(target, Target) else resolve(target, logits)
         scores = target.score(logits)
         outputs = [out for _, out in seen]
@@ -214,18 +215,18 @@ def capture(
             guided_grad=guided if guided_grad else None,
             probes=tuple(out.detach() for out in outputs),
             probe_grads=tuple(grads) if probe_grad else (),
-            probe_order=tuple(i for i, _ in seen),
+            probe_names=tuple(probes[i][0] for i, _ in seen),
         ),
         target,
     )
 
 
-def _check_ran_once(n: int, ran: list[int]) -> None:
-    counts = [ran.count(i) for i in range(n)]
-    bad = next((i for i, c in enumerate(counts) if c != 1), None)
-    if bad is not None:
-        times = "did not run" if counts[bad] == 0 else f"ran {counts[bad]} times"
-        raise InputError(f"recorded module {bad} (of {n}) {times} in the forward pass; each must run once")
+def _check_ran_once(names: list[str], ran: list[int]) -> None:
+    for i, name in enumerate(names):
+        count = ran.count(i)
+        if count != 1:
+            times = "did not run" if count == 0 else f"ran {count} times"
+            raise InputError(f"{name!r} {times} in the forward pass; a recorded module must run once")
 
 
 def _grad(scores: torch.Tensor, wrt: list[torch.Tensor], retain: bool) -> list[torch.Tensor]:
