@@ -20,7 +20,8 @@ from attnscope.registry import Registry
 
 Granularity = str | int | Sequence[str]
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-INITS: Registry[Callable[[list[tuple[str, nn.Module]]], None]] = Registry("re-initialisation")
+Init = Callable[[list[tuple[str, nn.Module]]], None]  # re-initialises (name, module) pairs in place
+INITS: Registry[Init] = Registry("re-initialisation")
 
 
 @dataclass(frozen=True)
@@ -139,10 +140,11 @@ def trunc_normal_init(parts: list[tuple[str, nn.Module]], std: float = 0.01) -> 
                 nn.init.trunc_normal_(p, std=std, a=-2 * std, b=2 * std)
 
 
-def reinitialise(block: Block, init: str, seed: int) -> None:
-    """Re-initialise `block` in place with `init`, drawing from the global generator seeded with `seed`
-    (as `torch.manual_seed(seed); module.reset_parameters()` would). The global random state is restored."""
-    fn = INITS.get(init)
+def reinitialise(block: Block, init: str | Init, seed: int) -> None:
+    """Re-initialise `block` in place with `init` (a name in `INITS` or a function of the block's
+    (name, module) parts), drawing from the global generator seeded with `seed` (as
+    `torch.manual_seed(seed); module.reset_parameters()` would). The global random state is restored."""
+    fn = INITS.get(init) if isinstance(init, str) else init
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=cuda), torch.no_grad():  # manual_seed seeds every device
         torch.manual_seed(seed)

@@ -23,7 +23,7 @@ from attnscope.explain.layers import LayerSpec, resolve_layer
 from attnscope.explain.targets import TargetSpec
 from attnscope.metrics.similarity import SIMILARITIES, compare, prepare, similarities
 from attnscope.registry import METHODS
-from attnscope.sanity.blocks import INITS, Block, Granularity, reinitialise, trace_blocks
+from attnscope.sanity.blocks import INITS, Block, Granularity, Init, reinitialise, trace_blocks
 from attnscope.sanity.calibration import CALIBRATIONS
 from attnscope.sanity.result import SanityResult
 
@@ -40,7 +40,7 @@ def model_randomization(
     targets: TargetSpec = None,
     mode: str = "cascading",
     blocks: Granularity = "layer",
-    init: str = "default",
+    init: str | Init = "default",
     seed: int = 0,
     block_seed: Callable[[int, str], int] | None = None,
     metrics: Sequence[str] = METRICS,
@@ -56,8 +56,9 @@ def model_randomization(
     `mode="cascading"`: blocks are re-initialised top-down from the logits, one more at each step,
     cumulatively; `"independent"`: one block at a time, the others trained. Blocks are found in
     execution order by tracing a forward pass (`blocks`: "layer", a name depth or names, see
-    `sanity.blocks`). `init`: "default" (each module's `reset_parameters`) or "trunc-normal"
-    (σ = 0.01); normalisation layers go back to identity with fresh running statistics. The block
+    `sanity.blocks`). `init`: "default" (each module's `reset_parameters`), "trunc-normal"
+    (σ = 0.01) or a function of a block's (name, module) parts; normalisation layers go back to
+    identity with fresh running statistics. The block
     at execution position i is drawn from `torch.manual_seed(block_seed(i, name))`, by default
     `seed + i`; the seeds are recorded in `meta`. `targets=None` explains each model's own predicted
     class (as the paper's code does); pass labels to fix the class. Similarities compare every
@@ -67,7 +68,8 @@ def model_randomization(
     methods = _checked(methods, metrics, calibration)
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
-    INITS.get(init)
+    if isinstance(init, str):
+        INITS.get(init)
     started = time.perf_counter()
     layer = _module_name(model, layer)
     work = copy.deepcopy(model).eval()  # the user's model is never touched
@@ -97,7 +99,7 @@ def model_randomization(
             result.maps[block.name] = _kept(maps, keep)
             bar.advance(1, block=block.name)
     result.meta = {
-        "test": mode, "init": init, "blocks": blocks if isinstance(blocks, (str, int)) else list(blocks),
+        "test": mode, "init": init if isinstance(init, str) else getattr(init, "__name__", repr(init)), "blocks": blocks if isinstance(blocks, (str, int)) else list(blocks),
         "seeds": seeds, "layer": layer, "targets": "predicted" if targets is None else "given",
         "metrics": list(metrics), "calibration": list(calibration), "images": int(images.shape[0]),
         "options": {k: dict(v) for k, v in (options or {}).items()}, "seconds": time.perf_counter() - started,
