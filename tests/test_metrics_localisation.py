@@ -35,11 +35,10 @@ def test_pointing_with_tolerance_matches_a_brute_force_disc():
     masks = torch.rand(40, 12, 12, generator=g) > 0.9
     for tol in (0, 1, 1.5, 3):
         expected = []
-        for m, gt in zip(maps, masks):
-            p = int(m.argmax())
-            py, px = divmod(p, 12)
-            ys, xs = torch.nonzero(gt, as_tuple=True)
-            expected.append(float(any((y - py) ** 2 + (x - px) ** 2 <= tol**2 for y, x in zip(ys.tolist(), xs.tolist()))))
+        for m, gt in zip(maps, masks, strict=True):
+            py, px = divmod(int(m.argmax()), 12)
+            points = torch.nonzero(gt).tolist()
+            expected.append(float(any((y - py) ** 2 + (x - px) ** 2 <= tol**2 for y, x in points)))
         assert pointing_game(maps, masks, tol).tolist() == expected
 
 

@@ -44,7 +44,8 @@ def test_spearman_matches_scipy_with_ties_and_signs():
     a = torch.randn(4, 16, 16).round(decimals=1)
     b = (a + torch.randn(4, 16, 16)).round(decimals=1)
     for ours, transform in ((spearman_signed, lambda t: t), (spearman_abs, np.abs)):
-        expected = [ss.spearmanr(transform(p.ravel()), transform(q.ravel()))[0] for p, q in zip(a.numpy(), b.numpy())]
+        pairs = zip(a.numpy(), b.numpy(), strict=True)
+        expected = [ss.spearmanr(transform(p.ravel()), transform(q.ravel()))[0] for p, q in pairs]
         assert np.allclose(ours(a, b).numpy(), expected, atol=1e-12)
 
 
@@ -52,7 +53,7 @@ def test_ssim_matches_scikit_image_on_normalised_maps():
     a, b = torch.randn(3, 40, 48), torch.randn(3, 40, 48)
     b = a + 0.5 * b
     expected = [structural_similarity(p, q, gaussian_weights=True, data_range=2.0)
-                for p, q in zip(normalize(a).double().numpy(), normalize(b).double().numpy())]
+                for p, q in zip(normalize(a).double().numpy(), normalize(b).double().numpy(), strict=True)]
     assert np.allclose(ssim(a, b).numpy(), expected, atol=1e-10)
     assert torch.allclose(ssim(a, a), torch.ones(3, dtype=torch.float64))
 
@@ -62,8 +63,9 @@ def test_hog_similarities_match_scipy_on_scikit_image_features():
     fa = [hog(m, pixels_per_cell=(16, 16)) for m in normalize(a).double().numpy()]
     fb = [hog(m, pixels_per_cell=(16, 16)) for m in normalize(b).double().numpy()]
     got = similarities(a, b, ["hog_pearson", "hog_spearman"])
-    assert np.allclose(got["hog_pearson"].numpy(), [ss.pearsonr(p, q)[0] for p, q in zip(fa, fb)], atol=1e-10)
-    assert np.allclose(got["hog_spearman"].numpy(), [ss.spearmanr(p, q)[0] for p, q in zip(fa, fb)], atol=1e-10)
+    pairs = list(zip(fa, fb, strict=True))
+    assert np.allclose(got["hog_pearson"].numpy(), [ss.pearsonr(p, q)[0] for p, q in pairs], atol=1e-10)
+    assert np.allclose(got["hog_spearman"].numpy(), [ss.spearmanr(p, q)[0] for p, q in pairs], atol=1e-10)
 
 
 def test_prepared_reference_gives_the_same_numbers():

@@ -147,8 +147,9 @@ def _permuted_model(checkpoint: str, header: dict[str, Any], probe: Probe, out: 
         return model, {"permuted_run": reuse, "fit_acc": metrics.get("fit_acc"), "test_acc": metrics.get("test_acc")}
     spec = header["model"]
     config = TrainConfig(model=spec["name"], model_cfg=dict(spec.get("config", {})), data=probe.data,
-                         data_cfg=probe.data_cfg, out=str(out / "permuted-run"), n=n, n_test=max(256, len(probe.labels)),
-                         epochs=epochs, lr=1e-3, weight_decay=0.0, schedule="constant", seed=seed, quiet=quiet)
+                         data_cfg=probe.data_cfg, out=str(out / "permuted-run"), n=n,
+                         n_test=max(256, len(probe.labels)), epochs=epochs, lr=1e-3, weight_decay=0.0,
+                         schedule="constant", seed=seed, quiet=quiet)
     run, reached = fit_permuted(config, target_acc)
     last = run.history[-1]
     if not reached:

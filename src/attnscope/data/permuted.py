@@ -22,7 +22,8 @@ class PermutedLabels(Dataset):
 
     def __init__(self, base: Dataset, label_seed: int = 0) -> None:
         if getattr(base, "kind", None) != "classification":
-            raise InputError(f"label permutation needs a classification data set, got kind {getattr(base, 'kind', None)!r}")
+            kind = getattr(base, "kind", None)
+            raise InputError(f"label permutation needs a classification data set, got kind {kind!r}")
         self.base, self.label_seed = base, label_seed
         self.kind, self.num_classes = "classification", base.num_classes
         labels = torch.tensor([int(base[i][1]) for i in range(len(base))])

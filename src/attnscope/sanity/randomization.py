@@ -99,7 +99,8 @@ def model_randomization(
             result.maps[block.name] = _kept(maps, keep)
             bar.advance(1, block=block.name)
     result.meta = {
-        "test": mode, "init": init if isinstance(init, str) else getattr(init, "__name__", repr(init)), "blocks": blocks if isinstance(blocks, (str, int)) else list(blocks),
+        "test": mode, "init": init if isinstance(init, str) else getattr(init, "__name__", repr(init)),
+        "blocks": blocks if isinstance(blocks, (str, int)) else list(blocks),
         "seeds": seeds, "layer": layer, "targets": "predicted" if targets is None else "given",
         "metrics": list(metrics), "calibration": list(calibration), "images": int(images.shape[0]),
         "options": {k: dict(v) for k, v in (options or {}).items()}, "seconds": time.perf_counter() - started,
