@@ -13,7 +13,8 @@ from attnscope.cli.options import parse_settings
 @click.option("--data", default="clutter", show_default=True, help="Data set name.")
 @click.option("--out", default="runs/train", show_default=True, help="Run folder to write.")
 @click.option("--epochs", default=5, show_default=True, type=int)
-@click.option("--n", "n", default=10_000, show_default=True, type=int, help="Training samples.")
+@click.option("--n", "--n-train", "n", default=10_000, show_default=True, type=int,
+              help="Training samples (under torchrun write --n-train: torchrun claims --n).")
 @click.option("--n-test", default=2_000, show_default=True, type=int, help="Test samples.")
 @click.option("--batch-size", default=64, show_default=True, type=int, help="Global batch size.")
 @click.option("--optimizer", default="adamw", show_default=True, type=click.Choice(["adamw", "sgd"]))
