@@ -9,7 +9,7 @@ import importlib
 
 from attnscope.explain.api import Context, Method, explain, list_methods, register_method
 
-for _family in ("cam", "gradient"):
+for _family in ("cam", "gradient", "sampled", "perturbation"):
     importlib.import_module(f"attnscope.explain.{_family}")
 
 __all__ = ["Context", "Method", "explain", "list_methods", "register_method"]

@@ -24,7 +24,7 @@ from attnscope.maps import AttentionMap, upsample
 from attnscope.registry import METHODS
 
 KINDS = ("cam", "gradient", "perturbation", "intrinsic", "transformer")
-NEEDS = ("layer", "layer_grad", "input_grad")
+NEEDS = ("layer", "layer_grad", "input_grad", "guided_grad")
 
 MethodResult = torch.Tensor | AttentionMap | Mapping[str, torch.Tensor | AttentionMap]
 
@@ -34,7 +34,9 @@ class Method:
     """A registered method: `fn(ctx, **options)` returns (B, h, w) or (B, H, W) maps.
 
     `needs` says what `fn` reads from the shared pass: "layer" (activations of the chosen layer),
-    "layer_grad" (their gradients), "input_grad" (d score / d input). `applies(model)` returns
+    "layer_grad" (their gradients), "input_grad" (d score / d input), "guided_grad" (d score / d
+    input with guided ReLUs). Every method can read the logits, scores and target of the shared
+    pass, which always runs (a plain no-grad forward when nothing is needed). `applies(model)` returns
     None when the method applies to `model`, else the reason it does not.
     """
 
@@ -114,24 +116,19 @@ class Context:
             self._capture, self._target = engine.capture(
                 self.model,
                 self.images,
-                self._target or self._target_spec,
+                self._target_spec,
                 layer=self.layer if uses_layer else None,
                 layer_grad="layer_grad" in self.needs,
                 input_grad="input_grad" in self.needs,
+                guided_grad="guided_grad" in self.needs,
             )
         return self._capture
 
     @property
     def target(self) -> Target:
-        """The resolved target; resolved from the shared pass if one runs, else from a plain forward."""
+        """The resolved target, from the shared pass."""
         if self._target is None:
-            if self.needs:
-                self.capture
-            else:
-                with torch.no_grad():
-                    from attnscope.explain.targets import resolve
-
-                    self._target = resolve(self._target_spec, engine.run_model(self.model, self.images))
+            _ = self.capture
         return self._target
 
     def input_gradients(self, x: torch.Tensor, target: Target, chunk: int | None = None) -> torch.Tensor:
@@ -141,6 +138,14 @@ class Context:
     def scores(self, x: torch.Tensor, target: Target, chunk: int | None = None) -> torch.Tensor:
         """The explained score (N,) of inputs `x` for `target`, without gradients."""
         return engine.scores(self.model, x, target, chunk)
+
+    def logits(self, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+        """The logits (N, K) of inputs `x`, without gradients."""
+        return engine.logits(self.model, x, chunk)
+
+    def logits_with_layer_output(self, image: int, output: torch.Tensor) -> torch.Tensor:
+        """Logits (N, K) of image `image` of the batch when the chosen layer outputs `output` (N, ...)."""
+        return engine.logits_with_layer_output(self.model, self.layer, self.images[image : image + 1], output)
 
     def result(self, name: str) -> MethodResult:
         """The (memoised) result of method `name` on this batch; lets one method build on another."""
@@ -175,9 +180,14 @@ def explain(
         reason = spec.applies(model)
         if reason is not None:
             usable = [m for m in METHODS if METHODS.get(m).applies(model) is None]
-            raise NotApplicableError(f"method {spec.name!r} does not apply to this model: {reason}. Methods that do: {', '.join(usable)}")
+            raise NotApplicableError(
+                f"method {spec.name!r} does not apply to this model: {reason}. "
+                f"Methods that do: {', '.join(usable)}"
+            )
     if isinstance(targets, torch.Tensor) and (targets.dim() != 1 or targets.shape[0] != images.shape[0]):
-        raise InputError(f"target tensor has shape {tuple(targets.shape)} but the batch has {images.shape[0]} images")
+        raise InputError(
+            f"target tensor has shape {tuple(targets.shape)} but the batch has {images.shape[0]} images"
+        )
     if batch_size is not None and batch_size < images.shape[0]:
         chunks = [
             explain(model, images[i : i + batch_size], methods,
@@ -240,10 +250,14 @@ def _check_options(specs: Sequence[Method], options: Mapping[str, Mapping[str, A
     asked = {s.name: s for s in specs}
     for name, opts in options.items():
         if name not in asked:
-            raise InputError(f"options given for {name!r}, which is not among the methods asked for: {sorted(asked)}")
+            raise InputError(
+                f"options given for {name!r}, which is not among the methods asked for: {sorted(asked)}"
+            )
         unknown = set(opts) - set(asked[name].defaults)
         if unknown:
-            raise InputError(f"method {name!r} has no option {sorted(unknown)}; it takes {sorted(asked[name].defaults)}")
+            raise InputError(
+                f"method {name!r} has no option {sorted(unknown)}; it takes {sorted(asked[name].defaults)}"
+            )
 
 
 def _device(model: nn.Module) -> torch.device:
