@@ -69,7 +69,7 @@ def similarity_plot(rows: Sequence[dict[str, Any]], steps: Sequence[str], title:
 
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    fig = Figure(figsize=(3.2 * len(metrics), 3.4), layout="constrained")
+    fig = Figure(figsize=(3.2 * len(metrics) + 1.4, 3.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     x = np.arange(1, len(steps) + 1)
@@ -89,7 +89,8 @@ def similarity_plot(rows: Sequence[dict[str, Any]], steps: Sequence[str], title:
         ax.set_ylim(-1.05, 1.05)
         ax.tick_params(axis="y", labelsize=7)
     axes[0].set_ylabel("similarity to the trained model's map", fontsize=8)
-    axes[-1].legend(fontsize=6, loc="lower left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=7)
     if title:
         fig.suptitle(f"{title} randomisation", fontsize=10)
     buf = io.BytesIO()
