@@ -91,7 +91,8 @@ def main() -> None:
         theirs_t.append(t)
 
     report = {"images": len(x), "threads": args.threads, "layers": result.steps, "methods": {}}
-    print(f"{len(x)} images, {len(result.steps)} layers, cascading top-down, Spearman of |maps|, {args.threads} thread(s)")
+    print(f"{len(x)} images, {len(result.steps)} layers, cascading top-down, Spearman of |maps|, "
+          f"{args.threads} thread(s)")
     print(f"{'method':<16} {'max |ours - quantus|':>21} {'ours: mean over layers':>23} "
           f"{'quantus avg (incl. original)':>29}")
     for name in METHODS:
