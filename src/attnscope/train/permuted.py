@@ -1,7 +1,7 @@
 """Training on permuted labels until the network has memorised them (the data randomisation test).
 
-Uses `fit` unchanged: it trains one epoch at a time (`until_epoch`, then `resume`) and stops as
-soon as the accuracy on the training set, measured in eval mode after the epoch, reaches the target.
+Uses `fit` with a callback that measures the accuracy on the training set in eval mode after each
+epoch and stops the run as soon as it reaches the target.
 """
 
 from __future__ import annotations
@@ -14,11 +14,16 @@ from attnscope.train.loop import Run, fit
 
 
 class FitAccuracy:
-    """Callback: accuracy on the training set in eval mode after each epoch, recorded as `fit_acc`."""
+    """Callback: accuracy on the training set in eval mode after each epoch, recorded as `fit_acc`;
+    stops the run once it reaches `target`."""
+
+    def __init__(self, target: float) -> None:
+        self.target = target
 
     def on_epoch_end(self, run: Run) -> dict[str, Any]:
-        metrics = run.task.evaluate(run.model, run.train_data, run.device, run.config.batch_size)
-        return {"fit_acc": metrics["test_acc"]}
+        acc = run.task.evaluate(run.model, run.train_data, run.device, run.config.batch_size)["test_acc"]
+        run.stop = acc >= self.target
+        return {"fit_acc": acc}
 
 
 def permuted_config(config: TrainConfig, label_seed: int = 0) -> TrainConfig:
@@ -34,11 +39,5 @@ def fit_permuted(config: TrainConfig, target_acc: float = 0.95, label_seed: int 
     Returns the run (its `history` has `fit_acc` and the test accuracy on true labels) and whether
     the target was reached. Use a small `config.n`: memorising noise takes many epochs.
     """
-    config = permuted_config(config, label_seed)
-    run: Run | None = None
-    for epoch in range(1, config.epochs + 1):
-        run = fit(dataclasses.replace(config, resume=epoch > 1), callbacks=(FitAccuracy(),), until_epoch=epoch)
-        if run.history[-1]["fit_acc"] >= target_acc:
-            return run, True
-    assert run is not None
-    return run, False
+    run = fit(permuted_config(config, label_seed), callbacks=(FitAccuracy(target_acc),))
+    return run, run.history[-1]["fit_acc"] >= target_acc
