@@ -47,11 +47,12 @@ def quantus_explain(model, inputs, targets, **kwargs):
     return attr.sum(dim=1, keepdim=True).detach().numpy()
 
 
-def run_quantus(model, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, dict[str, list[float]]], float]:
+def run_quantus(model, x: torch.Tensor, y: torch.Tensor, methods: list[str]):
     import quantus
 
     scores, started = {}, time.perf_counter()
-    for name, (_, kwargs) in METHODS.items():
+    for name in methods:
+        kwargs = METHODS[name][1]
         metric = quantus.MPRT(layer_order="top_down", seed=42, abs=True, normalise=True, disable_warnings=True,
                               return_average_correlation=False)
         scores[name] = metric(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=None,
@@ -60,11 +61,11 @@ def run_quantus(model, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, dict
     return scores, time.perf_counter() - started
 
 
-def run_ours(model, x: torch.Tensor, y: torch.Tensor):
+def run_ours(model, x: torch.Tensor, y: torch.Tensor, methods: list[str]):
     started = time.perf_counter()
-    result = model_randomization(model, x, list(METHODS), targets=y, mode="cascading", init="default",
+    result = model_randomization(model, x, methods, targets=y, mode="cascading", init="default",
                                  block_seed=lambda position, name: 43, metrics=("spearman_abs",), calibration=(),
-                                 options={k: v[0] for k, v in METHODS.items()}, keep=0)
+                                 options={k: METHODS[k][0] for k in methods}, keep=0)
     return result, time.perf_counter() - started
 
 
@@ -74,8 +75,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each (the best is kept)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="a subset of " + ", ".join(METHODS))
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     args = parser.parse_args()
+    methods = args.methods.split(",")
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
 
@@ -85,9 +88,9 @@ def main() -> None:
 
     ours_t, theirs_t = [], []
     for _ in range(args.repeats):  # alternate, so both see the same machine load
-        result, t = run_ours(model, x, y)
+        result, t = run_ours(model, x, y, methods)
         ours_t.append(t)
-        quantus_scores, t = run_quantus(model, x, y)
+        quantus_scores, t = run_quantus(model, x, y, methods)
         theirs_t.append(t)
 
     report = {"images": len(x), "threads": args.threads, "layers": result.steps, "methods": {}}
@@ -95,7 +98,7 @@ def main() -> None:
           f"{args.threads} thread(s)")
     print(f"{'method':<16} {'max |ours - quantus|':>21} {'ours: mean over layers':>23} "
           f"{'quantus avg (incl. original)':>29}")
-    for name in METHODS:
+    for name in methods:
         diffs = []
         for step in result.steps:
             ours = result.scores[name][step]["spearman_abs"].numpy()
