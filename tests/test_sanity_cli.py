@@ -103,3 +103,11 @@ def test_fit_permuted_stops_at_the_target(tmp_path):
     assert reached and len(run.history) == 1 and "fit_acc" in run.history[0]
     run, reached = fit_permuted(TrainConfig(out=str(tmp_path / "q"), **{**TINY, "n": 16, "epochs": 2}), 1.01)
     assert not reached and [h["epoch"] for h in run.history] == [1, 2]
+
+
+def test_table_csv_leaves_undefined_cells_empty():
+    from attnscope.report.sanity import table_csv
+
+    rows = [{"method": "gradcam", "block": "fc", "mean": float("nan"), "n": 0},
+            {"method": "x", "block": "fc", "mean": 0.5, "n": 3}]
+    assert table_csv(rows).splitlines() == ["method,block,mean,n", "gradcam,fc,,0", "x,fc,0.5,3"]
