@@ -14,14 +14,6 @@ from attnscope.maps import AttentionMap, normalize
 GRADIENT_CAMS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: thread start-up costs more than the work (20x slower on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 class Counting(nn.Module):
     """A SmallCNN-like net counting its forward passes and the backward passes reaching its logits."""
@@ -359,3 +351,13 @@ def test_capture_is_detached() -> None:
         cap, _ = engine.capture(model, X, None, layer=model.features, layer_grad=True, input_grad=True)
     for t in (cap.logits, cap.scores, cap.activations, cap.gradients, cap.input_grad):
         assert not t.requires_grad and t.grad_fn is None
+
+
+@pytest.mark.parametrize("name", ["scorecam", "occlusion"])
+def test_channels_last_passes_give_the_same_maps(name: str) -> None:
+    model = Counting()
+    opts = {"window": 4, "stride": 4} if name == "occlusion" else {}
+    plain = ats.explain(model, X, name, options={name: opts})[name].values
+    nhwc = ats.explain(model, X, name, options={name: {**opts, "channels_last": True}})[name].values
+    # occlusion subtracts nearly equal scores: compare at the scale of the scores (~1e-2), not of the map
+    torch.testing.assert_close(nhwc, plain, rtol=1e-4, atol=1e-7)

@@ -13,16 +13,6 @@ from torch import nn
 
 import attnscope as ats
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: thread start-up costs more than the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 X = torch.tensor([[[[1.0, 2.0], [3.0, -1.0]]]])  # (1, 1, 2, 2)
 A0 = torch.tensor([[[1.0, 2.0], [3.0, 0.0]]])  # (1, 2, 2)
 

@@ -11,16 +11,6 @@ from torch import nn
 
 import attnscope as ats
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: thread start-up costs more than the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 POSTHOC = [name for name, kind in ats.list_methods().items() if kind in ("cam", "gradient", "perturbation")]
 
 # Smaller settings for speed only; every method also runs with its defaults in the tests below.

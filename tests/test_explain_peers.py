@@ -39,6 +39,7 @@ from attnscope.maps import normalize, upsample
 TOL = 1e-4
 
 
+
 @pytest.fixture(scope="module")
 def resnet() -> nn.Module:
     """resnet18 with random weights and random BatchNorm statistics (so it has biases)."""
@@ -61,8 +62,8 @@ def images() -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def small() -> torch.Tensor:
-    """Two 64 px images for the methods that run many passes per image (IG, occlusion)."""
-    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    """Two 32 px images for the methods that run many passes per image (IG, occlusion)."""
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +76,9 @@ TARGETS = torch.tensor([3, 7])
 
 
 def ours(model, x, method, targets=TARGETS, layer="layer4", **options) -> ats.AttentionMap:
-    return ats.explain(
-        model, x, method, targets=targets, layer=layer, options={method: options} if options else None
-    )[method]
+    return ats.explain(model, x, method, targets=targets, layer=layer, options={method: options} if options else None)[
+        method
+    ]
 
 
 def assert_raw_close(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -92,9 +93,7 @@ def assert_normalized_close(a: torch.Tensor, b: torch.Tensor) -> None:
 def grad_cam_lib(cls, model, x, targets=TARGETS, layer="layer4") -> torch.Tensor:
     with warnings.catch_warnings(), cls(model=model, target_layers=[getattr(model, layer)]) as cam:
         warnings.simplefilter("ignore")
-        return torch.from_numpy(
-            cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
-        )
+        return torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets]))
 
 
 # --- captum -------------------------------------------------------------------------------------
@@ -127,9 +126,7 @@ def test_integrated_gradients_trapezoid_differs_from_captum_by_its_step_sum(resn
     # captum's trapezoid rule uses steps 1/n at n points from 0 to 1 (weights sum to (n-1)/n); ours uses
     # 1/(n-1) (weights sum to 1, the trapezoid rule). The maps differ exactly by that factor.
     n = 8
-    theirs = IntegratedGradients(resnet).attribute(
-        small, target=TARGETS, n_steps=n, method="riemann_trapezoid"
-    )
+    theirs = IntegratedGradients(resnet).attribute(small, target=TARGETS, n_steps=n, method="riemann_trapezoid")
     mine = ours(resnet, small, "ig", steps=n, rule="riemann-trapezoid")
     # (1e-3: captum's α come from a float32 linspace, one ulp off k/(n-1) at some steps)
     scale = theirs.abs().max()
@@ -140,9 +137,7 @@ def test_integrated_gradients_trapezoid_differs_from_captum_by_its_step_sum(resn
 def test_saliency_and_input_x_gradient_vs_captum(resnet, images) -> None:
     maps = ats.explain(resnet, images, ("saliency", "inputxgrad"), targets=TARGETS)
     assert_raw_close(maps["saliency"].values, Saliency(resnet).attribute(images, target=TARGETS).amax(dim=1))
-    assert_raw_close(
-        maps["inputxgrad"].values, InputXGradient(resnet).attribute(images, target=TARGETS).sum(dim=1)
-    )
+    assert_raw_close(maps["inputxgrad"].values, InputXGradient(resnet).attribute(images, target=TARGETS).sum(dim=1))
 
 
 def test_guided_backprop_vs_captum(resnet, images) -> None:
@@ -156,21 +151,17 @@ def test_guided_backprop_vs_captum(resnet, images) -> None:
 
 def test_guided_gradcam_vs_captum(resnet, images) -> None:
     # captum upsamples Grad-CAM with "nearest" by default; the paper (and we) use bilinear
-    theirs = GuidedGradCam(resnet, resnet.layer4).attribute(
-        images, target=TARGETS, interpolate_mode="bilinear"
-    )
+    theirs = GuidedGradCam(resnet, resnet.layer4).attribute(images, target=TARGETS, interpolate_mode="bilinear")
     for reduce, fn in (("sum", lambda t: t.sum(1)), ("abs-max", lambda t: t.abs().amax(1))):
         assert_raw_close(ours(resnet, images, "guided-gradcam", reduce=reduce).values, fn(theirs))
 
 
 def test_occlusion_vs_captum(resnet, small) -> None:
-    # 64 = 16 + 3 · 16: the windows tile the image, so captum covers every pixel as we do
+    # 32 = 8 + 3 · 8: the windows tile the image, so captum's windows are ours
     theirs = Occlusion(resnet).attribute(
-        small, target=TARGETS, sliding_window_shapes=(3, 16, 16), strides=(3, 16, 16), baselines=0.5
+        small, target=TARGETS, sliding_window_shapes=(3, 8, 8), strides=(3, 8, 8), baselines=0.5
     )
-    assert_raw_close(
-        ours(resnet, small, "occlusion", window=16, stride=16, baseline=0.5).values, theirs[:, 0]
-    )
+    assert_raw_close(ours(resnet, small, "occlusion", window=8, stride=8, baseline=0.5).values, theirs[:, 0])
 
 
 # --- pytorch-grad-cam (ReLU'd, min-max normalised maps) --------------------------------------------
@@ -196,9 +187,7 @@ def test_eigencam_vs_pytorch_grad_cam(resnet, images) -> None:
     theirs = grad_cam_lib(EigenCAM, resnet, images)
     raw = ours(resnet, images, "eigencam", center=True)
     for i in range(len(images)):
-        candidates = [
-            normalize(upsample((s * raw.lowres[i : i + 1]).clamp_min(0), (96, 96))) for s in (1, -1)
-        ]
+        candidates = [normalize(upsample((s * raw.lowres[i : i + 1]).clamp_min(0), (96, 96))) for s in (1, -1)]
         assert min(float((c - theirs[i]).abs().max()) for c in candidates) <= TOL
 
 

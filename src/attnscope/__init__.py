@@ -3,8 +3,8 @@ whether they can be trusted, and how they come about during training."""
 
 from __future__ import annotations
 
-from attnscope import data, errors, metrics, models, sanity
-from attnscope.explain import explain, list_methods
+from attnscope import data, errors, explain, metrics, models, sanity
+from attnscope.explain import list_methods
 from attnscope.maps import AttentionMap
 
 __version__ = "0.1.0"

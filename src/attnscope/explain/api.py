@@ -1,9 +1,9 @@
 """`explain()`: any registered method, on any batch, from shared passes.
 
 A method is a small function `fn(ctx, **options)` registered with its kind and what it reads
-from the shared pass (`needs`). `Context` runs the shared forward + backward once, for the union
-of the needs of every method asked for, and memoises each method's result so that a method
-built on another (Guided Grad-CAM on Grad-CAM) reuses it.
+from the shared pass (`needs`). `Context` runs the shared forward (+ backward) once, for the union
+of the needs of every method asked for, and memoises each method's result (`ctx.result(name)`)
+so that a method built on another's map reuses it instead of recomputing it.
 """
 
 from __future__ import annotations
@@ -139,9 +139,9 @@ class Context:
         """The explained score (N,) of inputs `x` for `target`, without gradients."""
         return engine.scores(self.model, x, target, chunk)
 
-    def logits(self, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, chunk: int | None = None, channels_last: bool = False) -> torch.Tensor:
         """The logits (N, K) of inputs `x`, without gradients."""
-        return engine.logits(self.model, x, chunk)
+        return engine.logits(self.model, x, chunk, channels_last)
 
     def logits_with_layer_output(self, image: int, output: torch.Tensor) -> torch.Tensor:
         """Logits (N, K) of image `image` of the batch when the chosen layer outputs `output` (N, ...)."""
