@@ -61,11 +61,11 @@ def run_quantus(model, x: torch.Tensor, y: torch.Tensor, methods: list[str]):
     return scores, time.perf_counter() - started
 
 
-def run_ours(model, x: torch.Tensor, y: torch.Tensor, methods: list[str]):
+def run_ours(model, x: torch.Tensor, y: torch.Tensor, methods: list[str], channels_last: bool):
     started = time.perf_counter()
     result = model_randomization(model, x, methods, targets=y, mode="cascading", init="default",
                                  block_seed=lambda position, name: 43, metrics=("spearman_abs",), calibration=(),
-                                 options={k: METHODS[k][0] for k in methods}, keep=0)
+                                 options={k: METHODS[k][0] for k in methods}, keep=0, channels_last=channels_last)
     return result, time.perf_counter() - started
 
 
@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each (the best is kept)")
     parser.add_argument("--methods", default=",".join(METHODS), help="a subset of " + ", ".join(METHODS))
+    parser.add_argument("--channels-last", action="store_true", help="our cascade in NHWC layout")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     args = parser.parse_args()
     methods = args.methods.split(",")
@@ -88,7 +89,7 @@ def main() -> None:
 
     ours_t, theirs_t = [], []
     for _ in range(args.repeats):  # alternate, so both see the same machine load
-        result, t = run_ours(model, x, y, methods)
+        result, t = run_ours(model, x, y, methods, args.channels_last)
         ours_t.append(t)
         quantus_scores, t = run_quantus(model, x, y, methods)
         theirs_t.append(t)

@@ -191,3 +191,12 @@ class _NoReset(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.scale(x).flatten(1))
+
+
+def test_channels_last_gives_the_same_numbers():
+    m, x = models.get("smallcnn", widths=[8, 16]), torch.rand(3, 3, 32, 32)
+    kw = dict(methods=("gradcam", "saliency"), metrics=("spearman_abs",), calibration=(), blocks=2)
+    plain, nhwc = model_randomization(m, x, **kw), model_randomization(m, x, channels_last=True, **kw)
+    for a, b in zip(plain.rows(), nhwc.rows(), strict=True):
+        assert (a["method"], a["block"]) == (b["method"], b["block"])
+        assert a["mean"] == pytest.approx(b["mean"], abs=1e-5)

@@ -99,14 +99,15 @@ def _blocks(text: str) -> str | int | list[str]:
 @click.option("--method-opt", multiple=True, metavar="METHOD.KEY=VALUE", help="Method option, e.g. ig.steps=16.")
 @click.option("--batch-size", default=None, type=int, help="Explain in chunks of this many images.")
 @click.option("--keep", default=2, show_default=True, type=int, help="Images whose maps are drawn.")
+@click.option("--channels-last", is_flag=True, help="Run the randomised copies in NHWC layout (often faster on CPU).")
 @click.option("--permuted-n", default=512, show_default=True, type=int, help="Data test: training images.")
 @click.option("--permuted-epochs", default=150, show_default=True, type=int, help="Data test: most epochs.")
 @click.option("--target-acc", default=0.95, show_default=True, type=float, help="Data test: training accuracy.")
 @click.option("--permuted-run", default=None, help="Data test: reuse this permuted-label run instead of training.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def sanity_command(checkpoint, methods, out, tests, n_images, data, blocks, init, seed, targets, metrics,
-                   method_opt, batch_size, keep, permuted_n, permuted_epochs, target_acc, permuted_run,
-                   quiet) -> None:
+                   method_opt, batch_size, keep, channels_last, permuted_n, permuted_epochs, target_acc,
+                   permuted_run, quiet) -> None:
     """Randomisation sanity checks of CHECKPOINT's maps: cascading / independent parameter
     randomisation and label randomisation (Adebayo et al. 2018)."""
     from attnscope.report import sanity as report
@@ -128,7 +129,7 @@ def sanity_command(checkpoint, methods, out, tests, n_images, data, blocks, init
             result = data_randomization(model, permuted, probe.images, info=info, **common)
         else:
             result = model_randomization(model, probe.images, mode=test, blocks=_blocks(blocks), init=init,
-                                         seed=seed, progress=not quiet, **common)
+                                         seed=seed, progress=not quiet, channels_last=channels_last, **common)
         result.meta.update(checkpoint=str(checkpoint), data=probe.data)
         paths = report.write(result, out, prefix=test)
         _print(result, metrics[0])

@@ -50,6 +50,7 @@ def model_randomization(
     batch_size: int | None = None,
     keep: int = 4,
     progress: bool = False,
+    channels_last: bool = False,
 ) -> SanityResult:
     """Model parameter randomisation test (Adebayo et al. 2018, §4).
 
@@ -63,7 +64,8 @@ def model_randomization(
     `seed + i`; the seeds are recorded in `meta`. `targets=None` explains each model's own predicted
     class (as the paper's code does); pass labels to fix the class. Similarities compare every
     step's maps with the trained model's (never the trained model with itself). `keep`: images whose
-    maps are kept for drawing.
+    maps are kept for drawing. `channels_last=True` runs the (copied) model and images in NHWC memory
+    layout: the same maps up to float rounding, often faster on CPUs (1.5× for SmallCNN), not always.
     """
     methods = _checked(methods, metrics, calibration)
     if mode not in MODES:
@@ -73,6 +75,9 @@ def model_randomization(
     started = time.perf_counter()
     layer = _module_name(model, layer)
     work = copy.deepcopy(model).eval()  # the user's model is never touched
+    if channels_last:
+        work = work.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
     order = list(reversed(trace_blocks(work, images[:1].to(_device(work)), blocks)))  # top-down: from the logits
     seeds = {b.name: int(block_seed(b.position, b.name)) if block_seed else seed + b.position for b in order}
     layer = _layer_name(work, images, methods, layer)
@@ -103,7 +108,8 @@ def model_randomization(
         "blocks": blocks if isinstance(blocks, (str, int)) else list(blocks),
         "seeds": seeds, "layer": layer, "targets": "predicted" if targets is None else "given",
         "metrics": list(metrics), "calibration": list(calibration), "images": int(images.shape[0]),
-        "options": {k: dict(v) for k, v in (options or {}).items()}, "seconds": time.perf_counter() - started,
+        "options": {k: dict(v) for k, v in (options or {}).items()}, "channels_last": channels_last,
+        "seconds": time.perf_counter() - started,
     }
     return result
 
