@@ -9,6 +9,7 @@ from torch import nn
 
 from attnscope.errors import InputError, UnknownNameError
 from attnscope.explain.attention import attention_modules
+from attnscope.explain.engine import model_guard
 
 LayerSpec = str | nn.Module
 
@@ -66,7 +67,7 @@ def _auto_layer(model: nn.Module, images: torch.Tensor) -> str:
 
     handles = [m.register_forward_hook(hook) for n, m in model.named_modules() if n]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), model_guard(model):  # eval mode: the trace must not touch BatchNorm statistics
             model(images[:1])
     finally:
         for h in handles:
@@ -104,7 +105,7 @@ def token_layer(model: nn.Module, images: torch.Tensor) -> str:
     handles = [m.register_forward_hook(done) for n, m in model.named_modules() if n and id(m) not in attention]
     handles += [m.register_forward_pre_hook(start) for n, m in model.named_modules() if id(m) in attention]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), model_guard(model):  # eval mode: the trace must not touch BatchNorm statistics
             model(images[:1])
     finally:
         for h in handles:
