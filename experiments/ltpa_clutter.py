@@ -160,6 +160,19 @@ def summarise(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compact(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """Per run: accuracy and, per map, the image-mean of each score (what the tables are made from)."""
+    runs = []
+    for r in results:
+        maps = {row: {"grid": s["grid"], "pointing": statistics.mean(s["pointing"]),
+                      "energy": statistics.mean(s["energy"]),
+                      "jaccard": {t: statistics.mean(v) for t, v in s["jaccard"].items()}}
+                for row, s in r["maps"].items()}
+        kept = ("variant", "seed", "test_acc", "train_acc", "history", "train_s")
+        runs.append({k: r[k] for k in kept} | {"maps": maps})
+    return {"settings": {**vars(args), "data": HARD, "backbone": BACKBONE}, "runs": runs}
+
+
 def figure(out: Path, path: str, n: int = 4) -> None:
     """Maps of the seed-0 att3-pc-softmax LTPA and the CNN's Grad-CAM on the first `n` test images."""
     from attnscope.models import checkpoint
@@ -215,6 +228,7 @@ def main() -> None:
                   f"in {time.perf_counter() - started:.0f} s", flush=True)
     table = summarise([r for r in results if r["variant"] in args.variants and r["seed"] in args.seeds])
     fileio.write_text(out / "table.md", table)
+    fileio.write_json(out / "summary.json", compact(results, args))
     print(table, flush=True)
     if args.figure:
         figure(out, args.figure)

@@ -174,9 +174,12 @@ def test_bad_config_raises():
 def test_explain_ltpa_gives_one_map_per_estimator_and_their_mean():
     model = tiny(estimators=3)
     model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.rand(5, 3, 16, 16)
     maps = explain(model, x, ("ltpa",))
-    assert model.training and list_methods()["ltpa"] == "intrinsic"
+    assert model.training and list_methods()["ltpa"] == "intrinsic"  # left as found: mode, buffers, no grads
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
     assert list(maps) == ["ltpa", "ltpa/stages.1", "ltpa/stages.2", "ltpa/stages.3"]
     with torch.no_grad():
         logits, attention = model.eval()(x, return_attention=True)
