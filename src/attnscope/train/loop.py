@@ -110,7 +110,7 @@ def _fit(config: TrainConfig, callbacks: tuple[Callback, ...], device: torch.dev
             for batch in loader:
                 loss, stats = task.loss(trained, batch, device)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {float(loss)} at step {run.step}; lower --lr")
+                    raise FloatingPointError(f"loss became {loss.item()} at step {run.step}; lower --lr")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
