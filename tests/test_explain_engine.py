@@ -357,7 +357,17 @@ def test_capture_is_detached() -> None:
 def test_channels_last_passes_give_the_same_maps(name: str) -> None:
     model = Counting()
     opts = {"window": 4, "stride": 4} if name == "occlusion" else {}
-    plain = ats.explain(model, X, name, options={name: opts})[name].values
-    nhwc = ats.explain(model, X, name, options={name: {**opts, "channels_last": True}})[name].values
+    plain = ats.explain(model, X, name, options={name: {**opts, "channels_last": False}})[name].values
+    nhwc = ats.explain(model, X, name, options={name: opts})[name].values  # the default: channels-last
     # occlusion subtracts nearly equal scores: compare at the scale of the scores (~1e-2), not of the map
     torch.testing.assert_close(nhwc, plain, rtol=1e-4, atol=1e-7)
+
+
+def test_auto_layer_trace_leaves_batch_norm_statistics_alone_even_in_train_mode() -> None:
+    from attnscope import models
+    from attnscope.explain.layers import resolve_layer
+
+    model = models.get("smallcnn", widths=[4, 8]).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert resolve_layer(model, "auto", torch.rand(2, 3, 16, 16))[0] == "features"
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

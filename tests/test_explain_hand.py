@@ -164,3 +164,20 @@ def test_guided_backprop_by_hand() -> None:
     torch.testing.assert_close(maps["saliency"].values, torch.tensor([[[-1 / 3, 0.0, 0.0]]]))
     # guided: the -1/3 reaching the inner ReLU is negative, so nothing passes
     torch.testing.assert_close(maps["guided-backprop"].values, torch.zeros(1, 1, 3))
+
+
+def test_cam_refuses_a_head_that_is_not_gap_plus_linear_over_the_layer():
+    """DenseNet applies a ReLU between `features` and its pooling; a ViT's head reads the CLS token."""
+    from attnscope import models
+    from attnscope.errors import NotApplicableError
+
+    x = torch.rand(2, 3, 64, 64)
+    for model in (models.get("densenet121", num_classes=4), models.get("vit")):
+        with pytest.raises(NotApplicableError, match="check_head=False"):
+            ats.explain(model, x, "cam")
+    forced = ats.explain(models.get("densenet121", num_classes=4), x, "cam", options={"cam": {"check_head": False}})
+    assert forced["cam"].lowres.shape == (2, 2, 2)
+    exact = models.get("smallcnn", widths=[4, 8]).eval()
+    m = ats.explain(exact, x, "cam", targets=1)["cam"]
+    # Exactness that the check relies on: mean of the CAM + bias is the logit.
+    torch.testing.assert_close(m.lowres.mean((1, 2)) + exact.fc.bias[1], exact(x)[:, 1])

@@ -259,7 +259,7 @@ def _manifest(checkpoint, info, sources, labels, predicted, maps, files, normali
         "normalize": normalize,
         "format": fmt,
         "methods": {
-            name: {"kind": kinds.get(name), "layer": m.layer, "options": m.meta,
+            name: {"kind": kinds.get(name.split("/")[0]), "layer": m.layer, "options": m.meta,
                    "shape": list(m.values.shape), "lowres_shape": None if m.lowres is None else list(m.lowres.shape)}
             for name, m in maps.items()
         },

@@ -50,6 +50,11 @@ def _scenes(split: str, n: int, seed: int, **cfg: Any) -> DigitScenes:
     return DigitScenes(split, n, seed=seed, **cfg)
 
 
+from attnscope.data.permuted import PermutedLabels, permuted  # noqa: E402
+
+register("permuted", permuted)
+
+
 __all__ = [
     "CaptionBatch",
     "ClutterSample",
@@ -59,6 +64,7 @@ __all__ = [
     "ImageFolderData",
     "SceneObject",
     "SceneSample",
+    "PermutedLabels",
     "Token",
     "Vocabulary",
     "collate_captions",

@@ -13,7 +13,7 @@ import types
 
 from attnscope.explain.api import Context, Method, explain, list_methods, register_method
 
-for _family in ("cam", "gradient", "sampled", "perturbation"):
+for _family in ("cam", "gradient", "sampled", "perturbation", "transformer", "intrinsic"):
     importlib.import_module(f"attnscope.explain.{_family}")
 
 

@@ -45,8 +45,14 @@ def _has_classifier(model: nn.Module) -> str | None:
 
 
 @register_method("cam", "cam", needs={"layer"}, applies=_has_classifier)
-def cam(ctx: Context, relu: bool = False) -> torch.Tensor:
-    """CAM (Zhou et al., CVPR 2016): M_c = Σ_k w_ck A_k, w the linear head after global average pooling."""
+def cam(ctx: Context, relu: bool = False, check_head: bool = True) -> torch.Tensor:
+    """CAM (Zhou et al., CVPR 2016): M_c = Σ_k w_ck A_k, w the linear head after global average pooling.
+
+    CAM is exact only when the logit is that head applied to the layer's global average:
+    y_c = mean_ij M_c,ij + b_c. `check_head=True` verifies this on the batch and raises otherwise
+    (e.g. a ViT, whose head reads the CLS token; DenseNet, which applies a ReLU after `features`);
+    `check_head=False` computes the map anyway.
+    """
     acts, fc = ctx.capture.activations, classifier(ctx.model)
     if fc is None or fc.in_features != acts.shape[1]:
         raise NotApplicableError(
@@ -56,7 +62,17 @@ def cam(ctx: Context, relu: bool = False) -> torch.Tensor:
     if ctx.target.fn is not None:
         raise NotApplicableError("CAM explains a class; a callable target has no class weights")
     weights = fc.weight.detach()[ctx.target.classes]  # (B, C)
-    return weighted_sum(acts, weights, relu)
+    maps = weighted_sum(acts, weights, relu=False)  # (B, h, w)
+    if check_head:
+        bias = 0.0 if fc.bias is None else fc.bias.detach()[ctx.target.classes]
+        implied = maps.mean(dim=(1, 2)) + bias  # (B,) the logit a GAP + linear head would give
+        if not torch.allclose(implied, ctx.capture.scores, rtol=1e-3, atol=1e-3):
+            raise NotApplicableError(
+                f"CAM: the logits are not the linear head applied to the global average of layer "
+                f"{ctx.layer_name!r} (off by up to {float((implied - ctx.capture.scores).abs().max()):.3g}); "
+                "choose the layer that feeds global average pooling, or pass check_head=False"
+            )
+    return maps.clamp_min(0) if relu else maps
 
 
 @register_method("gradcam", "cam", needs={"layer", "layer_grad"})

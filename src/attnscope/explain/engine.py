@@ -13,7 +13,7 @@ Two things keep the shared pass close to the cost of one plain forward:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
@@ -50,21 +50,42 @@ def recording(module: nn.Module, store: list[torch.Tensor], leaf: bool = False) 
     cannot overwrite the recorded activations or the tensor their gradient is taken for.
     `leaf=True` records a detached copy that requires grad: the graph then starts at the layer.
     """
-
-    def hook(_module: nn.Module, _inputs, output):
-        if not isinstance(output, torch.Tensor):
-            kind = type(output).__name__
-            raise InputError(f"the chosen layer returns {kind}, not a tensor; choose another layer")
-        if leaf:
-            output = output.detach().requires_grad_(torch.is_grad_enabled())
-        store.append(output)
-        return output.clone()
-
-    handle = module.register_forward_hook(hook)
+    handle = module.register_forward_hook(_recorder(store.append, leaf, "the chosen layer"))
     try:
         yield
     finally:
         handle.remove()
+
+
+@contextmanager
+def recording_each(modules: Sequence[nn.Module], store: list[tuple[int, torch.Tensor]]) -> Iterator[None]:
+    """Record the outputs of several modules into `store` as (index in `modules`, tensor), in the order they run.
+
+    Same hook as `recording` (a clone goes downstream), never a leaf: a gradient with respect to
+    an early module's output must flow through every later one.
+    """
+    handles = [
+        m.register_forward_hook(_recorder(lambda out, i=i: store.append((i, out)), False, "a recorded module"))
+        for i, m in enumerate(modules)
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _recorder(keep: Callable[[torch.Tensor], None], leaf: bool, what: str) -> Callable:
+    def hook(_module: nn.Module, _inputs, output):
+        if not isinstance(output, torch.Tensor):
+            kind = type(output).__name__
+            raise InputError(f"{what} returns {kind}, not a tensor; choose another layer")
+        if leaf:
+            output = output.detach().requires_grad_(torch.is_grad_enabled())
+        keep(output)
+        return output.clone()
+
+    return hook
 
 
 class _Switch:
@@ -118,6 +139,9 @@ class Capture:
     gradients: torch.Tensor | None = None  # (B, C, h, w) d score / d activations
     input_grad: torch.Tensor | None = None  # (B, C, H, W) d score / d input
     guided_grad: torch.Tensor | None = None  # (B, C, H, W) d score / d input with guided ReLUs
+    probes: tuple[torch.Tensor, ...] = ()  # outputs of the recorded modules (attention weights), forward order
+    probe_grads: tuple[torch.Tensor, ...] = ()  # d score / d each of `probes`, same order
+    probe_names: tuple[str, ...] = ()  # the name of the module behind each of `probes`
 
 
 def run_model(model: nn.Module, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
@@ -143,31 +167,40 @@ def capture(
     layer_grad: bool = False,
     input_grad: bool = False,
     guided_grad: bool = False,
+    probes: Sequence[tuple[str, nn.Module]] = (),
+    probe_grad: bool = False,
 ) -> tuple[Capture, Target]:
-    """One forward pass (recording `layer`) and the backward passes asked for.
+    """One forward pass (recording `layer` and each of `probes`) and the backward passes asked for.
 
-    Plain gradients (layer and/or input) come from one backward; guided input gradients from a
-    second backward over the same graph with the ReLUs switched to the guided rule, so Grad-CAM,
-    saliency and Guided Backprop asked together cost one forward. `target` may be unresolved
-    (None, int, tensor, callable); it is resolved from this very forward pass.
+    Plain gradients (layer, input and/or probes) come from one backward; guided input gradients
+    from a second backward over the same graph with the ReLUs switched to the guided rule, so
+    Grad-CAM, saliency, Guided Backprop and gradient-weighted rollout asked together cost one
+    forward. `probes` are (name, module) pairs; each must run exactly once, and their outputs come
+    back in the order they ran.
+    `target` may be unresolved (None, int, tensor, callable); it is resolved from this very pass.
     """
     store: list[torch.Tensor] = []
-    from_input = input_grad or guided_grad
+    seen: list[tuple[int, torch.Tensor]] = []
+    from_input = input_grad or guided_grad or probe_grad  # probe gradients need the whole graph
     x = x.detach().requires_grad_(from_input)
     switch = _Switch()
     with ExitStack() as stack:
         stack.enter_context(torch.set_grad_enabled(layer_grad or from_input))
         if layer is not None:
             stack.enter_context(recording(layer, store, leaf=not from_input))
+        if probes:
+            stack.enter_context(recording_each([module for _, module in probes], seen))
         if guided_grad:
             stack.enter_context(guided_relus(model, switch))
         logits = run_model(model, x.clone())  # a model that edits its input in place edits a copy
         if layer is not None and len(store) != 1:
             ran = "did not run" if not store else f"ran {len(store)} times"
             raise InputError(f"the chosen layer {ran} in the forward pass; choose a layer that runs once")
+        _check_ran_once([name for name, _ in probes], [i for i, _ in seen])
         target = target if isinstance(target, Target) else resolve(target, logits)
         scores = target.score(logits)
-        wrt = ([store[0]] if layer_grad else []) + ([x] if input_grad else [])
+        outputs = [out for _, out in seen]
+        wrt = ([store[0]] if layer_grad else []) + ([x] if input_grad else []) + (outputs if probe_grad else [])
         grads = _grad(scores, wrt, retain=guided_grad)
         if guided_grad:
             switch.on = True
@@ -180,9 +213,20 @@ def capture(
             gradients=grads.pop(0) if layer_grad else None,
             input_grad=grads.pop(0) if input_grad else None,
             guided_grad=guided if guided_grad else None,
+            probes=tuple(out.detach() for out in outputs),
+            probe_grads=tuple(grads) if probe_grad else (),
+            probe_names=tuple(probes[i][0] for i, _ in seen),
         ),
         target,
     )
+
+
+def _check_ran_once(names: list[str], ran: list[int]) -> None:
+    for i, name in enumerate(names):
+        count = ran.count(i)
+        if count != 1:
+            times = "did not run" if count == 0 else f"ran {count} times"
+            raise InputError(f"{name!r} {times} in the forward pass; a recorded module must run once")
 
 
 def _grad(scores: torch.Tensor, wrt: list[torch.Tensor], retain: bool) -> list[torch.Tensor]:
