@@ -11,7 +11,7 @@ from scipy.stats import spearmanr
 
 from attnscope import fileio
 from attnscope.errors import DataError
-from attnscope.metrics.agreement import entropy, rank_correlation
+from attnscope.metrics import entropy
 from attnscope.track import Probe, TrackStore, measure
 from attnscope.track.store import decode, encode
 
@@ -30,15 +30,20 @@ def test_float16_encoding_keeps_three_significant_digits_of_any_magnitude():
     assert (back[3] == 0).all()  # an all-zero map stays exactly zero
 
 
-def test_rank_correlation_is_scipys_spearman_with_ties():
+def test_agreement_and_change_are_scipys_spearman_with_ties():
     g = torch.Generator().manual_seed(3)
     a = torch.randint(0, 5, (4, 6, 6), generator=g).float()  # many ties
     b = a + torch.randint(0, 3, (4, 6, 6), generator=g).float()
-    ours = rank_correlation(a, b)
-    for i in range(4):
-        assert ours[i].item() == pytest.approx(spearmanr(a[i].flatten(), b[i].flatten()).statistic, abs=1e-6)
-    assert rank_correlation(a, -a).tolist() == pytest.approx([-1.0] * 4)
-    assert rank_correlation(torch.ones(1, 3, 3), a[:1, :3, :3]).item() == 0.0  # a constant map has no ranking
+    probe = Probe(torch.rand(4, 3, 6, 6), torch.arange(4))
+    out = measure({"a": a, "b": b}, probe, torch.arange(4), previous={"a": -a, "b": b})
+    rho = [spearmanr(a[i].flatten(), b[i].flatten()).statistic for i in range(4)]
+    assert out["agreement/a~b"] == pytest.approx(float(np.mean(rho)), abs=1e-6)
+    assert out["a/change"] == pytest.approx(2.0) and out["b/change"] == pytest.approx(0.0)
+    a[0] = 1.0  # a constant map has no ranking: image 0 is left out of the mean
+    out = measure({"a": a, "b": b}, probe, torch.arange(4))
+    assert out["agreement/a~b"] == pytest.approx(float(np.mean(rho[1:])), abs=1e-6)
+    assert measure({"a": torch.ones(2, 3, 3), "b": torch.ones(2, 3, 3)}, _probe(2, 3), torch.arange(2))[
+        "agreement/a~b"] is None
 
 
 def test_entropy_of_peaked_flat_and_empty_maps():

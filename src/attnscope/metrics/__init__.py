@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from attnscope.metrics.concentration import entropy
 from attnscope.metrics.faithfulness import (
     average_drop,
     deletion_auc,
@@ -22,6 +23,7 @@ __all__ = [
     "deletion_auc",
     "deletion_curve",
     "energy_in_box",
+    "entropy",
     "increase_in_confidence",
     "insertion_auc",
     "insertion_curve",

@@ -10,6 +10,9 @@ Keys (every value the mean over the probe's P images):
     {map}/change                1 − Spearman ρ against the same map at the previous epoch's end
     agreement/{a}~{b}           Spearman ρ between two maps of the same snapshot
 
+Spearman ρ (average ranks for ties) is undefined where a map is constant; those images are left
+out of the mean, and a mean over no image is None.
+
 Regions are the probe's named boxes: "box" (the object), "decoy" (a shortcut patch) when present.
 All measures are taken on the maps as the store holds them (float16), so they can be recomputed
 from the store alone.
@@ -23,14 +26,14 @@ from itertools import combinations
 
 import torch
 
-from attnscope.metrics import energy_in_box, pointing_game
-from attnscope.metrics.agreement import correlation, entropy, ranks
+from attnscope.metrics import energy_in_box, entropy, pointing_game
+from attnscope.metrics.similarity import pearson, rank
 from attnscope.track.store import Probe
 
 
 def rank_maps(maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Average ranks (P, H·W) of each map's pixels, the input of every Spearman ρ below."""
-    return {k: ranks(v.flatten(1)) for k, v in maps.items()}
+    return {k: rank(v.flatten(1)) for k, v in maps.items()}
 
 
 def measure(
@@ -57,12 +60,13 @@ def measure(
             out[f"{key}/energy@{region}"] = _mean(energy_in_box(values, boxes))
         out[f"{key}/entropy"] = _mean(entropy(values))
         if previous_ranked is not None and key in previous_ranked:
-            out[f"{key}/change"] = _mean(1 - correlation(previous_ranked[key], ranked[key]))
+            out[f"{key}/change"] = _mean(1 - pearson(previous_ranked[key], ranked[key]))
     for a, b in combinations(maps, 2):
-        out[f"agreement/{a}~{b}"] = _mean(correlation(ranked[a], ranked[b]))
+        out[f"agreement/{a}~{b}"] = _mean(pearson(ranked[a], ranked[b]))
     return out
 
 
 def _mean(values: torch.Tensor) -> float | None:
-    m = float(values.double().mean())
+    """Mean over the images where the value is defined (not NaN); None if it is defined nowhere."""
+    m = float(values.double().nanmean())
     return round(m, 6) if math.isfinite(m) else None
