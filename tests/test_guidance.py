@@ -99,6 +99,19 @@ def test_ltpa_penalty_is_the_share_of_the_models_own_attention_outside(form):
     assert torch.allclose(logits, model(x))
 
 
+def test_ltpa_penalty_on_the_ltpa_model_is_the_share_of_explains_ltpa_maps_outside():
+    torch.manual_seed(0)
+    model = models.get("ltpa", num_classes=4, widths=[4, 8, 8, 8], estimators=2, global_dim=8).eval()
+    x, y = torch.rand(2, 3, 32, 32), torch.tensor([1, 3])
+    outside = (~box_masks(torch.tensor([[4, 4, 20, 24], [10, 0, 32, 16]]), (32, 32))).float()
+    _, penalty = Guidance("ltpa", None, "box").spec.fn(model, x, y, outside)
+    maps = explain(model, x, "ltpa")
+    stages = [k for k in maps if k.startswith("ltpa/")]
+    assert len(stages) == 2
+    expected = sum(_share_outside(maps[k].values, outside) for k in stages) / 2
+    assert penalty.item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_a_guide_that_does_not_apply_names_those_that_do():
     batch = ClutterSample(None, None, torch.tensor([[0, 0, 4, 4]]), None)
     with pytest.raises(NotApplicableError, match="ltpa.*return_attention.*Guides that do: rrr, cam"):

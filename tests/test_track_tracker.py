@@ -121,3 +121,18 @@ def test_tensorboard_logging_or_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)
     with pytest.raises(InputError, match="pip install tensorboard"):
         AttentionTracker(["saliency"], tensorboard=True)
+
+
+def test_intrinsic_and_post_hoc_methods_are_tracked_alike(tmp_path):
+    ltpa = dict(model="ltpa", model_cfg={"widths": [4, 8, 8, 8], "estimators": 2, "global_dim": 8}, epochs=1)
+    tracked_run(tmp_path / "ltpa", every=None, methods=("ltpa", "gradcam"), **ltpa)
+    store = TrackStore.open(tmp_path / "ltpa" / "track")
+    maps = store.maps(3)
+    assert set(maps) == {"ltpa", "ltpa/stages.1", "ltpa/stages.2", "gradcam"}
+    model, _ = checkpoint.load(tmp_path / "ltpa")
+    probe = store.probe()
+    expected = explain(model, probe.images, ("ltpa", "gradcam"), targets=probe.labels)
+    for key, values in maps.items():
+        peak = expected[key].values.abs().flatten(1).amax(1)[:, None, None]
+        assert ((values - expected[key].values).abs() <= 2**-11 * peak + 1e-12).all(), key
+    assert "agreement/ltpa/stages.1~gradcam" in store.snapshots[-1]["measures"]
