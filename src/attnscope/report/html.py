@@ -94,8 +94,8 @@ def _maps(store: TrackStore, n_images: int, max_frames: int) -> str:
     n = min(n_images, probe.images.shape[0])
     frames = pick_frames(store.snapshots, max_frames)
     keys = list(dict.fromkeys(k for e in frames for k in e["maps"]))
-    scale = max(1, min(128 // probe.images.shape[-1], 960 // (n * (probe.images.shape[-1] + 2))))  # fit ~960 px
-    tile = (probe.images.shape[-1] + 2) * scale
+    native = probe.images.shape[-1] + 2  # one tile of a strip, in image pixels
+    tile = round(min(native * max(1, 128 // probe.images.shape[-1]), 980 / n), 2)  # up to 2x, ≤ 980 px in all
     uris: dict[str, list[str]] = {k: [] for k in keys}
     frame_data = []
     for entry in frames:
@@ -109,7 +109,7 @@ def _maps(store: TrackStore, n_images: int, max_frames: int) -> str:
                                   if m.rpartition("/")[0] in keys))  # map keys may hold "/" (ltpa/stages.1)
     data = {"frames": frame_data, "keys": keys, "images": uris, "measures": measures,
             "labels": probe.labels[:n].tolist(), "tile": tile}
-    width = n * tile
+    width = round(n * tile)
     settings = store.settings
     rows = [f'<div class="row"><div class="name">image</div><img alt="probe images" width="{width}" '
             f'src="{_png_uri(_strip(probe, n, None))}"></div>',
