@@ -57,6 +57,7 @@ def test_demo_writes_its_folder_and_replaces_it_whole(tmp_path, capsys):
         assert 0 <= scores["pointing"] <= 1 and 0 <= scores["energy_in_box"] <= 1
     for name in ("grid.png", "summary.md", "model.safetensors", "maps.safetensors", "probe.safetensors"):
         assert (out / name).is_file(), name
+    assert json.loads((out / "config.json").read_text())["out"] == str(out)
     (out / "stale.txt").write_text("from an older demo")
     main(argv)
     assert not (out / "stale.txt").exists()

@@ -83,3 +83,23 @@ def test_bad_ground_truth_raises():
         pointing_game(torch.rand(1, 4, 4), torch.tensor([[0, 0, 1, 1]]), tolerance=-1)
     with pytest.raises(InputError, match="NaN"):
         relevance_rank(torch.full((1, 4, 4), float("nan")), torch.ones(1, 4, 4, dtype=torch.bool))
+
+
+def test_a_constant_map_points_nowhere():
+    from attnscope.metrics import pointing_game
+
+    maps = torch.zeros(2, 4, 4)
+    maps[1, 2, 2] = 1.0
+    box = torch.tensor([[0, 0, 4, 4], [0, 0, 4, 4]])
+    assert pointing_game(maps, box).tolist() == [0.0, 1.0]
+
+
+def test_result_files_get_the_permissions_of_any_new_file(tmp_path):
+    import os
+
+    from attnscope import fileio
+
+    fileio.write_text(tmp_path / "r.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "r.txt").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -8,6 +8,7 @@ demo never leaves a half-written `runs/demo/`.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -39,6 +40,8 @@ def demo_command(out: str, probe: int, epochs: int, n: int, seed: int, quiet: bo
     shutil.rmtree(partial, ignore_errors=True)
     try:
         summary = run_demo(partial, probe=probe, epochs=epochs, n=n, seed=seed, quiet=quiet)
+        config = json.loads((partial / "config.json").read_text())
+        fileio.write_json(partial / "config.json", {**config, "out": str(final)})  # where the run now lives
         if final.exists():
             shutil.rmtree(final)
         partial.rename(final)

@@ -39,7 +39,8 @@ def pointing_game(maps: torch.Tensor, truth: torch.Tensor, tolerance: float = 0.
 
     A hit: some ground-truth pixel q has ‖p − q‖ ≤ tolerance, distances between pixel centres, p the
     first arg-max in raster order. tolerance=0 asks for p inside the truth; the paper uses 15 px.
-    (TorchRay tests ‖p − q‖ < tolerance, which differs only at exactly `tolerance` px.) Returns (B,) 0/1.
+    (TorchRay tests ‖p − q‖ < tolerance, which differs only at exactly `tolerance` px.) A constant map
+    points nowhere and scores 0. Returns (B,) 0/1.
     """
     masks = truth_masks(maps, truth)
     if not tolerance >= 0:
@@ -50,7 +51,9 @@ def pointing_game(maps: torch.Tensor, truth: torch.Tensor, tolerance: float = 0.
     ys = torch.arange(h, device=maps.device, dtype=torch.float32)[None, :, None]
     xs = torch.arange(w, device=maps.device, dtype=torch.float32)[None, None, :]
     dist2 = (ys - py[:, None, None]) ** 2 + (xs - px[:, None, None]) ** 2  # (B, H, W)
-    return ((dist2 <= float(tolerance) ** 2) & masks).flatten(1).any(1).float()
+    hit = ((dist2 <= float(tolerance) ** 2) & masks).flatten(1).any(1)
+    flat = maps.flatten(1).amax(1) == maps.flatten(1).amin(1)  # (B,) no maximum to point with
+    return (hit & ~flat).float()
 
 
 def relevance_mass(maps: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
