@@ -58,6 +58,7 @@ def test_sat_maps_are_the_attention_of_each_generated_word(model, images):
         assert torch.allclose(m.lowres, found.alphas[:, t])
         emitted = m.targets >= 0
         assert torch.allclose(m.lowres[emitted].sum((1, 2)), torch.ones(int(emitted.sum())), atol=1e-5)
+        assert torch.allclose(m.values[emitted].sum((1, 2)), torch.ones(int(emitted.sum())), atol=0.02)  # per pixel
         assert (m.lowres[~emitted] == 0).all() and torch.equal(m.targets[emitted], found.tokens[emitted, t])
     n_words = torch.tensor([len(w) for w in captions_of(maps)]).clamp_min(1)
     words = torch.stack([maps[f"sat/t{t:02d}"].lowres for t in range(9)], 1)  # (5, 9, 24, 24)
@@ -129,6 +130,10 @@ def test_caption_command_errors_leave_nothing_behind(run, tmp_path, capsys):
             main(["caption", "--checkpoint", str(run), *args, "--quiet"])
         assert info.value.code == 2 and message in capsys.readouterr().err
     assert [p.name for p in taken.iterdir()] == ["notes.txt"] and not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit):  # `attnscope explain` is for classifiers
+        main(["explain", "--checkpoint", str(run), "--images", "clutter", "--methods", "sat",
+              "--out", str(tmp_path / "e")])
+    assert "use `attnscope caption" in capsys.readouterr().err
     cnn = tmp_path / "cnn.safetensors"
     from attnscope.models import checkpoint
 

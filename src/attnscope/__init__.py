@@ -3,10 +3,11 @@ whether they can be trusted, and how they come about during training."""
 
 from __future__ import annotations
 
-from attnscope import data, errors, models
-from attnscope.explain import explain, list_methods
+from attnscope import data, errors, explain, metrics, models, sanity
+from attnscope.explain import list_methods
 from attnscope.maps import AttentionMap
 
 __version__ = "0.1.0"
 
-__all__ = ["AttentionMap", "data", "errors", "explain", "list_methods", "models", "__version__"]
+__all__ = ["AttentionMap", "__version__", "data", "errors", "explain", "list_methods", "metrics", "models",
+           "sanity"]

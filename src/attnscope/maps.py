@@ -76,12 +76,14 @@ def normalize(values: torch.Tensor) -> torch.Tensor:
     flat = values.flatten(1).float()
     lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
     span = hi - lo
-    out = torch.where(span > 0, (flat - lo) / span.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros_like(flat))
+    scaled = (flat - lo) / span.clamp_min(torch.finfo(flat.dtype).tiny)
+    out = torch.where(span > 0, scaled, torch.zeros_like(flat))
     return out.view_as(values)
 
 
-def upsample(lowres: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of (B, h, w) maps to (B, *size), as the CAM papers do."""
+def upsample(lowres: torch.Tensor, size: tuple[int, int], align_corners: bool = False) -> torch.Tensor:
+    """Bilinear resize of (B, h, w) maps to (B, *size), as the CAM papers do (pixel centres aligned)."""
     if tuple(lowres.shape[-2:]) == tuple(size):
         return lowres
-    return F.interpolate(lowres[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    out = F.interpolate(lowres[:, None], size=tuple(size), mode="bilinear", align_corners=align_corners)
+    return out[:, 0]

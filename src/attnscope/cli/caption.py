@@ -43,7 +43,7 @@ def caption_command(checkpoint: str, images: str, out: str, n: int, split: str, 
     if n < 1 or batch_size < 1 or beam_size < 1:
         raise InputError("--n, --batch-size and --beam-size must be >= 1")
     model, header = ckpt.load(checkpoint)
-    if not callable(getattr(model, "caption", None)):
+    if getattr(model, "attention_kind", None) != "sat":
         raise InputError(f"{checkpoint} holds a {header['model']['name']!r} model, not a captioning model (sat)")
     source = _source(images, header, n, split, parse_settings(data_opt, "--data-opt"), size)
     final = Path(out)

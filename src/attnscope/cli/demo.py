@@ -1,5 +1,6 @@
-"""`attnscope demo`: train SmallCNN on ClutteredDigits, explain a probe set with every post-hoc
-method, score the maps against the digits' boxes, and write `runs/demo/`.
+"""`attnscope demo`: train SmallCNN on ClutteredDigits while tracking two methods' maps, explain a probe
+set with every post-hoc method, score the maps against the digits' boxes, and write `runs/demo/`
+with its `report.html`.
 
 The folder is built under a temporary name and renamed at the end, so a failed or interrupted
 demo never leaves a half-written `runs/demo/`.
@@ -7,6 +8,7 @@ demo never leaves a half-written `runs/demo/`.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ from attnscope.cli import cli
 # The demo's training settings (README: measured accuracy and wall time on 2 CPU cores).
 DEMO_TRAIN = dict(model="smallcnn", data="clutter", n=8000, n_test=2000, epochs=6, batch_size=64, lr=3e-3)
 POST_HOC = ("cam", "gradient", "perturbation")
+TRACKED = ("gradcam", "saliency")  # recorded at every epoch end during the demo's training
 
 
 @cli.command("demo")
@@ -37,23 +40,27 @@ def demo_command(out: str, probe: int, epochs: int, n: int, seed: int, quiet: bo
     shutil.rmtree(partial, ignore_errors=True)
     try:
         summary = run_demo(partial, probe=probe, epochs=epochs, n=n, seed=seed, quiet=quiet)
+        config = json.loads((partial / "config.json").read_text())
+        fileio.write_json(partial / "config.json", {**config, "out": str(final)})  # where the run now lives
         if final.exists():
             shutil.rmtree(final)
         partial.rename(final)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     _print_summary(summary)
-    click.echo(f"wrote {final}/ (grid.png, summary.json, summary.md, model.safetensors, maps.safetensors)")
+    click.echo(f"wrote {final}/ (report.html, grid.png, summary.json, summary.md, model.safetensors, "
+               "maps.safetensors, track/)")
 
 
 def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool) -> dict[str, Any]:
     """The demo's steps; returns the summary it writes."""
     from attnscope import data
+    from attnscope.track import AttentionTracker
     from attnscope.train import TrainConfig, fit
 
     started = time.perf_counter()
     config = TrainConfig(**{**DEMO_TRAIN, "epochs": epochs, "n": n}, seed=seed, out=str(out), quiet=quiet)
-    run = fit(config)
+    run = fit(config, callbacks=(AttentionTracker(TRACKED, probe=probe),))
     train_s = time.perf_counter() - started
 
     test = data.get("clutter", "test", config.n_test, seed=config.data_seed)
@@ -82,6 +89,11 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool)
     }
     fileio.write_json(out / "summary.json", summary)
     fileio.write_text(out / "summary.md", _markdown(summary))
+    from attnscope.report import build
+
+    build(out, title="attnscope demo")
+    summary["total_wall_s"] = round(time.perf_counter() - started, 1)  # with the report
+    fileio.write_json(out / "summary.json", summary)
     return summary
 
 

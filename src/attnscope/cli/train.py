@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from attnscope.cli import cli
-from attnscope.cli.options import parse_settings
+from attnscope.cli.options import parse_list, parse_settings
 
 
 @cli.command("train")
@@ -13,7 +13,8 @@ from attnscope.cli.options import parse_settings
 @click.option("--data", default="clutter", show_default=True, help="Data set name.")
 @click.option("--out", default="runs/train", show_default=True, help="Run folder to write.")
 @click.option("--epochs", default=5, show_default=True, type=int)
-@click.option("--n", "n", default=10_000, show_default=True, type=int, help="Training samples.")
+@click.option("--n", "--n-train", "n", default=10_000, show_default=True, type=int,
+              help="Training samples (under torchrun write --n-train: torchrun claims --n).")
 @click.option("--n-test", default=2_000, show_default=True, type=int, help="Test samples.")
 @click.option("--batch-size", default=64, show_default=True, type=int, help="Global batch size.")
 @click.option("--optimizer", default="adamw", show_default=True, type=click.Choice(["adamw", "sgd"]))
@@ -35,21 +36,37 @@ from attnscope.cli.options import parse_settings
 @click.option("--workers", default=0, show_default=True, type=int, help="Data loader worker processes.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
+@click.option("--track", default=None, metavar="METHODS",
+              help="Record maps of these methods (e.g. gradcam,saliency,ltpa) on a probe set during training.")
+@click.option("--probe", default=64, show_default=True, type=int, help="Probe images the tracker explains.")
+@click.option("--track-every", default=None, type=int, metavar="STEPS",
+              help="Also record every STEPS optimizer steps (default: at epoch ends only).")
+@click.option("--track-split", default="test", show_default=True, type=click.Choice(["test", "train"]),
+              help="Split the probe images come from.")
+@click.option("--tensorboard", is_flag=True, help="Also log tracked measures and maps to OUT/tensorboard.")
+@click.option("--guide", default=None, metavar="NAME", help="Attention guidance loss: rrr, cam or ltpa.")
+@click.option("--guide-weight", default=None, type=float, help="Weight λ of the guidance loss (default: the guide's).")
+@click.option("--guide-region", default="box", show_default=True, type=click.Choice(["box", "mask"]),
+              help="Where attention is allowed: the object's box or its mask.")
 @click.option("--list", "list_", is_flag=True, help="List model and data set names, then exit.")
 def train_command(model, data, out, epochs, n, n_test, batch_size, optimizer, lr, momentum, weight_decay,
                   schedule, step_size, gamma, seed, data_seed, attention, model_opt, data_opt, task_opt, device,
-                  workers, resume, quiet, list_) -> None:
+                  workers, resume, quiet, track, probe, track_every, track_split, tensorboard, guide, guide_weight,
+                  guide_region, list_) -> None:
     """Train MODEL on DATA; checkpoints each epoch (safetensors + JSON), metrics.jsonl, --resume.
 
     Runs unchanged under `torchrun --nproc_per_node=N` (DistributedDataParallel; rank 0 writes).
+    With --track, maps of a probe set are recorded into OUT/track during training (see `attnscope report`).
     """
     from attnscope import data as datasets
     from attnscope import models
     from attnscope.train import TrainConfig, fit
+    from attnscope.train.guidance import GUIDES
 
     if list_:
         click.echo("models: " + ", ".join(models.names()))
         click.echo("data:   " + ", ".join(datasets.names()))
+        click.echo("guides: " + ", ".join(GUIDES.names()))
         return
     model_cfg = parse_settings(model_opt, "--model-opt")
     if attention is not None:
@@ -60,9 +77,32 @@ def train_command(model, data, out, epochs, n, n_test, batch_size, optimizer, lr
         step_size=step_size, gamma=gamma, seed=seed, data_seed=data_seed, device=device, workers=workers,
         resume=resume, quiet=quiet, model_cfg=model_cfg,
         data_cfg=parse_settings(data_opt, "--data-opt"), task_cfg=parse_settings(task_opt, "--task-opt"),
+        guide=guide, guide_weight=guide_weight, guide_region=guide_region,
     )
     models.MODELS.get(model)  # unknown names fail before any work
     datasets.DATASETS.get(data)
-    run = fit(config)
+    if guide is not None:
+        GUIDES.get(guide)
+    callbacks = tracking(out, resume, track, probe, track_every, track_split, tensorboard)
+    run = fit(config, callbacks=callbacks)
     if run.world.main and run.history:
         click.echo(f"trained {model} on {data}: {run.history[-1]} → {out}")
+
+
+def tracking(out: str, resume: bool, methods: str | None, probe: int, every: int | None, split: str,
+             tensorboard: bool) -> tuple:
+    """The tracker the options ask for; on --resume without --track, the run's own tracker continues."""
+    from pathlib import Path
+
+    from attnscope.errors import InputError
+    from attnscope.track import AttentionTracker, TrackStore
+
+    folder = Path(out) / "track"
+    if methods is None:
+        if resume and TrackStore.exists(folder):
+            return (AttentionTracker.from_store(folder, tensorboard=tensorboard),)
+        if tensorboard or every is not None:
+            raise InputError("--tensorboard and --track-every go with --track METHODS")
+        return ()
+    return (AttentionTracker(parse_list(methods, "--track"), probe=probe, every=every, split=split,
+                             tensorboard=tensorboard),)

@@ -51,6 +51,11 @@ def _scenes(split: str, n: int, seed: int, **cfg: Any) -> DigitScenes:
     return DigitScenes(split, n, seed=seed, **cfg)
 
 
+from attnscope.data.permuted import PermutedLabels, permuted  # noqa: E402
+
+register("permuted", permuted)
+
+
 @register("karpathy")
 def _karpathy(split: str, n: int, seed: int, **cfg: Any) -> KarpathyCaptions:
     """Options json=PATH (Karpathy-split JSON) and images=DIR are required; `n` caps the images, `seed` is unused."""
@@ -70,6 +75,7 @@ __all__ = [
     "KarpathyCaptions",
     "SceneObject",
     "SceneSample",
+    "PermutedLabels",
     "Token",
     "Vocabulary",
     "collate_captions",

@@ -1,15 +1,27 @@
 """Attention maps of a trained model: `explain(model, images, methods, targets, layer)`.
 
-Method families register themselves on import; each line below is one family.
+The package itself is callable — `attnscope.explain(model, images, ...)` is `explain.api.explain` —
+so that the public call of DESIGN.md and the package's submodules (`attnscope.explain.engine`, ...)
+live under one name. Method families register themselves on import; each line below is one family.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 from attnscope.explain.api import Context, Method, explain, list_methods, register_method
 
-for _family in ("cam", "gradient", "captioning"):
+for _family in ("cam", "gradient", "sampled", "perturbation", "transformer", "intrinsic", "captioning"):
     importlib.import_module(f"attnscope.explain.{_family}")
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        return explain(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["Context", "Method", "explain", "list_methods", "register_method"]

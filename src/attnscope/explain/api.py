@@ -1,15 +1,17 @@
 """`explain()`: any registered method, on any batch, from shared passes.
 
 A method is a small function `fn(ctx, **options)` registered with its kind and what it reads
-from the shared pass (`needs`). `Context` runs the shared forward + backward once, for the union
-of the needs of every method asked for, and memoises each method's result so that a method
-built on another (Guided Grad-CAM on Grad-CAM) reuses it.
+from the shared pass (`needs`). `Context` runs the shared forward (+ backward) once, for the union
+of the needs of every method asked for, and memoises each method's result (`ctx.result(name)`)
+so that a method built on another's map reuses it instead of recomputing it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,13 +20,15 @@ from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain import engine
+from attnscope.explain.attention import explicit_attention
 from attnscope.explain.layers import LayerSpec, resolve_layer
 from attnscope.explain.targets import Target, TargetSpec
+from attnscope.explain.tokens import TokenLayout, detect_layout
 from attnscope.maps import AttentionMap, upsample
 from attnscope.registry import METHODS
 
 KINDS = ("cam", "gradient", "perturbation", "intrinsic", "transformer")
-NEEDS = ("layer", "layer_grad", "input_grad")
+NEEDS = ("layer", "layer_grad", "input_grad", "guided_grad", "attention", "attention_grad")
 
 MethodResult = torch.Tensor | AttentionMap | Mapping[str, torch.Tensor | AttentionMap]
 
@@ -34,7 +38,10 @@ class Method:
     """A registered method: `fn(ctx, **options)` returns (B, h, w) or (B, H, W) maps.
 
     `needs` says what `fn` reads from the shared pass: "layer" (activations of the chosen layer),
-    "layer_grad" (their gradients), "input_grad" (d score / d input). `applies(model)` returns
+    "layer_grad" (their gradients), "input_grad" (d score / d input), "guided_grad" (d score / d
+    input with guided ReLUs), "attention" (every attention layer's weights, forced explicit for the
+    pass), "attention_grad" (their gradients). Every method can read the logits, scores and target of the shared
+    pass, which always runs (a plain no-grad forward when nothing is needed). `applies(model)` returns
     None when the method applies to `model`, else the reason it does not.
     """
 
@@ -87,6 +94,9 @@ class Context:
         self._capture: engine.Capture | None = None
         self._target: Target | None = None
         self._results: dict[str, MethodResult] = {}
+        self.attention_layers: tuple[str, ...] = ()  # names of the attention layers, in forward order
+        self.token_layout: TokenLayout | None = None  # set when the chosen layer outputs tokens (B, T, D)
+        self._tokens: torch.Tensor | None = None  # that layer's raw output (B, T, D)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -108,30 +118,50 @@ class Context:
 
     @property
     def capture(self) -> engine.Capture:
-        """The shared pass, run once for the union of the needs of the methods of this call."""
+        """The shared pass, run once for the union of the needs of the methods of this call.
+
+        With "attention" needed, the attention layers run their explicit path for the pass. A
+        chosen layer that outputs ViT tokens (B, T, D) is read as its patch grid (B, D, h, w).
+        """
         if self._capture is None:
             uses_layer = bool(self.needs & {"layer", "layer_grad"})
-            self._capture, self._target = engine.capture(
-                self.model,
-                self.images,
-                self._target or self._target_spec,
-                layer=self.layer if uses_layer else None,
-                layer_grad="layer_grad" in self.needs,
-                input_grad="input_grad" in self.needs,
-            )
+            with ExitStack() as stack:
+                layers = []
+                if self.needs & {"attention", "attention_grad"}:
+                    layers = stack.enter_context(explicit_attention(self.model))
+                capture, self._target = engine.capture(
+                    self.model,
+                    self.images,
+                    self._target_spec,
+                    layer=self.layer if uses_layer else None,
+                    layer_grad="layer_grad" in self.needs,
+                    input_grad="input_grad" in self.needs,
+                    guided_grad="guided_grad" in self.needs,
+                    probes=[(layer.name, layer.probe) for layer in layers],
+                    probe_grad="attention_grad" in self.needs,
+                )
+            self.attention_layers = capture.probe_names
+            self._capture = self._tokens_as_grid(capture)
         return self._capture
+
+    def _tokens_as_grid(self, capture: engine.Capture) -> engine.Capture:
+        acts = capture.activations
+        if acts is None or acts.dim() != 3:
+            return capture
+        self.token_layout = detect_layout(self.model, acts.shape[1], self.size)
+        self._tokens = acts
+        grads = capture.gradients
+        return dataclasses.replace(
+            capture,
+            activations=self.token_layout.to_feature_map(acts),
+            gradients=None if grads is None else self.token_layout.to_feature_map(grads),
+        )
 
     @property
     def target(self) -> Target:
-        """The resolved target; resolved from the shared pass if one runs, else from a plain forward."""
+        """The resolved target, from the shared pass."""
         if self._target is None:
-            if self.needs:
-                self.capture
-            else:
-                with torch.no_grad():
-                    from attnscope.explain.targets import resolve
-
-                    self._target = resolve(self._target_spec, engine.run_model(self.model, self.images))
+            _ = self.capture
         return self._target
 
     def input_gradients(self, x: torch.Tensor, target: Target, chunk: int | None = None) -> torch.Tensor:
@@ -141,6 +171,19 @@ class Context:
     def scores(self, x: torch.Tensor, target: Target, chunk: int | None = None) -> torch.Tensor:
         """The explained score (N,) of inputs `x` for `target`, without gradients."""
         return engine.scores(self.model, x, target, chunk)
+
+    def logits(self, x: torch.Tensor, chunk: int | None = None, channels_last: bool = False) -> torch.Tensor:
+        """The logits (N, K) of inputs `x`, without gradients."""
+        return engine.logits(self.model, x, chunk, channels_last)
+
+    def logits_with_layer_output(self, image: int, output: torch.Tensor) -> torch.Tensor:
+        """Logits (N, K) of image `image` of the batch when the chosen layer outputs `output` (N, ...).
+
+        For a token layer `output` is patch features (N, D, h, w); the extra tokens keep their values.
+        """
+        if self.token_layout is not None:
+            output = self.token_layout.to_tokens(output, self._tokens[image])
+        return engine.logits_with_layer_output(self.model, self.layer, self.images[image : image + 1], output)
 
     def result(self, name: str) -> MethodResult:
         """The (memoised) result of method `name` on this batch; lets one method build on another."""
@@ -175,9 +218,14 @@ def explain(
         reason = spec.applies(model)
         if reason is not None:
             usable = [m for m in METHODS if METHODS.get(m).applies(model) is None]
-            raise NotApplicableError(f"method {spec.name!r} does not apply to this model: {reason}. Methods that do: {', '.join(usable)}")
+            raise NotApplicableError(
+                f"method {spec.name!r} does not apply to this model: {reason}. "
+                f"Methods that do: {', '.join(usable)}"
+            )
     if isinstance(targets, torch.Tensor) and (targets.dim() != 1 or targets.shape[0] != images.shape[0]):
-        raise InputError(f"target tensor has shape {tuple(targets.shape)} but the batch has {images.shape[0]} images")
+        raise InputError(
+            f"target tensor has shape {tuple(targets.shape)} but the batch has {images.shape[0]} images"
+        )
     if batch_size is not None and batch_size < images.shape[0]:
         chunks = [
             explain(model, images[i : i + batch_size], methods,
@@ -240,10 +288,14 @@ def _check_options(specs: Sequence[Method], options: Mapping[str, Mapping[str, A
     asked = {s.name: s for s in specs}
     for name, opts in options.items():
         if name not in asked:
-            raise InputError(f"options given for {name!r}, which is not among the methods asked for: {sorted(asked)}")
+            raise InputError(
+                f"options given for {name!r}, which is not among the methods asked for: {sorted(asked)}"
+            )
         unknown = set(opts) - set(asked[name].defaults)
         if unknown:
-            raise InputError(f"method {name!r} has no option {sorted(unknown)}; it takes {sorted(asked[name].defaults)}")
+            raise InputError(
+                f"method {name!r} has no option {sorted(unknown)}; it takes {sorted(asked[name].defaults)}"
+            )
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -1,10 +1,11 @@
 """`sat`: the attention a Show, Attend and Tell captioner pays while it writes each word (Xu et al., ICML 2015).
 
 The map of word t is α_t (softmax over the L annotation positions), bilinearly resized to the
-image, as in the paper's figures. One call returns `sat/t00`, `sat/t01`, ... (one `AttentionMap`
-per step, `max_len` of them so that every batch has the same keys) and `sat`, the mean over each
-caption's words. The targets of `sat/tNN` are the ids of the words emitted at step NN (−1 after the
-caption's <end>), so captions survive chunking (`batch_size`); `captions_of(maps)` reads them back.
+image as in the paper's figures and spread over its pixels, so that it sums to ~1 (as `ltpa`'s).
+One call returns `sat/t00`, `sat/t01`, ... (one `AttentionMap` per step, `max_len` of them so that
+every batch has the same keys) and `sat`, the mean over each caption's words. The targets of
+`sat/tNN` are the ids of the words emitted at step NN (−1 after the caption's <end>), so captions
+survive chunking (`batch_size`); `captions_of(maps)` reads them back.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ def step_key(t: int) -> str:
 
 
 def _is_captioner(model: nn.Module) -> str | None:
-    if callable(getattr(model, "caption", None)) and getattr(model, "vocab", None) is not None:
+    if getattr(model, "attention_kind", None) == "sat":
         return None
-    return "it is not a captioning model with its own attention (Show, Attend and Tell: attnscope.models.get('sat'))"
+    return (f"{type(model).__name__} is not a captioning model with its own attention "
+            "(sat reads models that declare attention_kind = 'sat', e.g. attnscope.models.get('sat'))")
 
 
 @register_method("sat", "intrinsic", applies=_is_captioner)
@@ -51,7 +53,8 @@ def sat(ctx: Context, beam_size: int = 1, max_len: int | None = None, length_nor
     alphas = torch.cat([alphas, alphas.new_zeros(b, steps - t, *alphas.shape[2:])], 1)  # (B, steps, h, w)
     emitted = _emitted(tokens, model.vocab.end_id, model.vocab.pad_id)  # (B, steps)
     targets = torch.where(emitted, tokens, -1)
-    meta = {"beam_size": beam_size, "length_norm": length_norm, "words": model.vocab.itos}
+    meta = {"beam_size": beam_size, "length_norm": length_norm, "words": model.vocab.itos,
+            "units": "attention per input pixel (sums to ~1)"}
     out: dict[str, AttentionMap] = {}
     for s in range(steps):
         out[step_key(s)] = _map(step_key(s), alphas[:, s], targets[:, s], ctx.size, {**meta, "step": s})
@@ -100,5 +103,7 @@ def _emitted(tokens: torch.Tensor, end_id: int, pad_id: int) -> torch.Tensor:
 
 
 def _map(name: str, lowres: torch.Tensor, targets: torch.Tensor, size: tuple[int, int], meta: dict) -> AttentionMap:
+    """α (B, h, w) resized to the image and spread over its pixels (÷ pixels per cell, as `ltpa` does)."""
     lowres = lowres.detach().float()
-    return AttentionMap(values=upsample(lowres, size), method=name, targets=targets.long(), lowres=lowres, meta=meta)
+    values = upsample(lowres, size) * (lowres.shape[-2] * lowres.shape[-1]) / (size[0] * size[1])
+    return AttentionMap(values=values, method=name, targets=targets.long(), lowres=lowres, meta=meta)

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError, UnknownNameError
+from attnscope.explain.attention import attention_modules
+from attnscope.explain.engine import model_guard
 
 LayerSpec = str | nn.Module
 
@@ -18,10 +20,13 @@ _AUTO_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]] = weakref.We
 def resolve_layer(model: nn.Module, layer: LayerSpec, images: torch.Tensor) -> tuple[str, nn.Module]:
     """`(dotted name, module)` for `layer`.
 
-    "auto": the model's `cam_layer` attribute if it declares one, else the last module to finish
-    whose output is a spatial map (B, C, h, w) with h·w > 1 — the outermost module producing the
-    last feature map: `features` for SmallCNN, VGG, DenseNet, MobileNet, EfficientNet and ConvNeXt,
-    `layer4` for ResNet. Unknown names raise listing the closest module names.
+    "auto": the model's `cam_layer` attribute if it declares one, else the outermost module that
+    contains the last `nn.Conv2d` to run and outputs a spatial map (B, C, h, w) with h·w > 1:
+    `features` for SmallCNN, VGG, DenseNet, MobileNet, EfficientNet and ConvNeXt, `layer4` for
+    ResNet. Pooling after the last conv block (VGG's `avgpool`) is not picked. A model without
+    convolutions gets the last module to output a spatial map. A transformer (a model with
+    attention layers) gets the input of its last attention layer (`token_layer`). Unknown names
+    raise listing the closest module names.
     """
     names = dict(model.named_modules())
     if isinstance(layer, nn.Module):
@@ -30,7 +35,8 @@ def resolve_layer(model: nn.Module, layer: LayerSpec, images: torch.Tensor) -> t
                 return name, module
         raise InputError("the layer module given is not a submodule of the model")
     if not isinstance(layer, str):
-        raise InputError(f"layer must be 'auto', a dotted module name or an nn.Module, got {type(layer).__name__}")
+        kind = type(layer).__name__
+        raise InputError(f"layer must be 'auto', a dotted module name or an nn.Module, got {kind}")
     if layer == "auto":
         layer = getattr(model, "cam_layer", None) or _auto_layer(model, images)
     if layer not in names or layer == "":
@@ -43,16 +49,25 @@ def _auto_layer(model: nn.Module, images: torch.Tensor) -> str:
     cached = _AUTO_CACHE.get(model, {}).get(key)
     if cached is not None:
         return cached
-    finished: list[str] = []
-    ids = {id(m): n for n, m in model.named_modules() if n}
+    if attention_modules(model):
+        _AUTO_CACHE.setdefault(model, {})[key] = token_layer(model, images)
+        return _AUTO_CACHE[model][key]
+    spatial: set[str] = set()
+    finished: list[str] = []  # spatial outputs, in the order their modules finished
+    convs: list[str] = []
+    names = {id(m): n for n, m in model.named_modules() if n}
 
     def hook(module: nn.Module, _inputs, output) -> None:
+        name = names[id(module)]
+        if isinstance(module, nn.Conv2d):
+            convs.append(name)
         if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-1] * output.shape[-2] > 1:
-            finished.append(ids[id(module)])
+            spatial.add(name)
+            finished.append(name)
 
     handles = [m.register_forward_hook(hook) for n, m in model.named_modules() if n]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), model_guard(model):  # eval mode: the trace must not touch BatchNorm statistics
             model(images[:1])
     finally:
         for h in handles:
@@ -61,5 +76,42 @@ def _auto_layer(model: nn.Module, images: torch.Tensor) -> str:
         raise InputError(
             "layer='auto' found no module with a spatial output (B, C, h, w); pass layer= a module name"
         )
-    _AUTO_CACHE.setdefault(model, {})[key] = finished[-1]
-    return finished[-1]
+    chosen = finished[-1]
+    if convs:
+        parts = convs[-1].split(".")
+        ancestors = [".".join(parts[: i + 1]) for i in range(len(parts))]  # outermost first
+        chosen = next((a for a in ancestors if a in spatial), chosen)
+    _AUTO_CACHE.setdefault(model, {})[key] = chosen
+    return chosen
+
+
+def token_layer(model: nn.Module, images: torch.Tensor) -> str:
+    """The module whose tokens (B, T, D) feed the last attention layer to run (the block's first norm).
+
+    In a CLS-token ViT the last block's patch outputs never reach the head, so Grad-CAM reads the
+    input of the last attention instead (as pytorch-grad-cam advises for timm's `blocks[-1].norm1`).
+    """
+    attention = {id(m) for _, m in attention_modules(model)}
+    names = {id(m): n for n, m in model.named_modules() if n}
+    events: list[tuple[str, str]] = []  # ("done", name) for token outputs, ("attention", name) when one starts
+
+    def done(module: nn.Module, _inputs, output) -> None:
+        if isinstance(output, torch.Tensor) and output.dim() == 3:
+            events.append(("done", names[id(module)]))
+
+    def start(module: nn.Module, _inputs) -> None:
+        events.append(("attention", names[id(module)]))
+
+    handles = [m.register_forward_hook(done) for n, m in model.named_modules() if n and id(m) not in attention]
+    handles += [m.register_forward_pre_hook(start) for n, m in model.named_modules() if id(m) in attention]
+    try:
+        with torch.no_grad(), model_guard(model):  # eval mode: the trace must not touch BatchNorm statistics
+            model(images[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    last = max((i for i, (kind, _) in enumerate(events) if kind == "attention"), default=None)
+    before = [name for kind, name in events[: last or 0] if kind == "done"]
+    if not before:
+        raise InputError("layer='auto' found no token layer (B, T, D) before the last attention; pass layer=")
+    return before[-1]

@@ -30,10 +30,11 @@ class Target:
         return Target(self.classes[index], self.fn)
 
     def repeat(self, times: int) -> Target:
-        """The target of a batch repeated `times` times image-major ([x0, x0, ..., x1, x1, ...])."""
-        if self.fn is not None:
-            raise InputError("a callable target cannot be expanded for a method that repeats images")
-        return Target(self.classes.repeat_interleave(times))
+        """The target of a batch repeated `times` times image-major ([x0, x0, ..., x1, x1, ...]).
+
+        A callable target applies to the repeated batch as it is: it must score row by row.
+        """
+        return Target(self.classes.repeat_interleave(times), self.fn)
 
 
 def resolve(spec: TargetSpec, logits: torch.Tensor) -> Target:
@@ -41,7 +42,8 @@ def resolve(spec: TargetSpec, logits: torch.Tensor) -> Target:
 
     None → predicted class; int → that class for every image; LongTensor[B] → one class per
     image; callable(logits) → scores[B]. A tensor whose length is not B raises (never truncated),
-    and so does a class outside [0, K).
+    and so does a class outside [0, K). A callable must score row by row (row i of the logits
+    alone gives score i): methods that run many inputs per image call it on batches of any size.
     """
     b, k = logits.shape[0], logits.shape[-1]
     if spec is None:
@@ -63,7 +65,8 @@ def resolve(spec: TargetSpec, logits: torch.Tensor) -> Target:
             )
         classes = spec.to(device=logits.device, dtype=torch.long)
     else:
-        raise InputError(f"targets must be None, an int, a LongTensor[B] or a callable, got {type(spec).__name__}")
+        kind = type(spec).__name__
+        raise InputError(f"targets must be None, an int, a LongTensor[B] or a callable, got {kind}")
     bad = (classes < 0) | (classes >= k)
     if bad.any():
         raise InputError(f"target class {int(classes[bad][0])} is out of range for a model with {k} classes")

@@ -2,6 +2,37 @@
 
 from __future__ import annotations
 
-from attnscope.metrics.localisation import box_masks, energy_in_box, pointing_game
+from attnscope.metrics.concentration import entropy
+from attnscope.metrics.faithfulness import (
+    average_drop,
+    deletion_auc,
+    deletion_curve,
+    increase_in_confidence,
+    insertion_auc,
+    insertion_curve,
+    masked_scores,
+)
+from attnscope.metrics.localisation import box_masks, energy_in_box, pointing_game, relevance_mass, relevance_rank
+from attnscope.metrics.masks import jaccard
+from attnscope.metrics.similarity import SIMILARITIES, mean_ci, similarities, spearman
 
-__all__ = ["box_masks", "energy_in_box", "pointing_game"]
+__all__ = [
+    "SIMILARITIES",
+    "average_drop",
+    "box_masks",
+    "deletion_auc",
+    "deletion_curve",
+    "energy_in_box",
+    "entropy",
+    "increase_in_confidence",
+    "insertion_auc",
+    "insertion_curve",
+    "jaccard",
+    "masked_scores",
+    "mean_ci",
+    "pointing_game",
+    "relevance_mass",
+    "relevance_rank",
+    "similarities",
+    "spearman",
+]

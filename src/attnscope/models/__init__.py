@@ -49,9 +49,10 @@ def _jsonable(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 # Model modules register themselves on import. Each line is one family of models.
-for _module in ("smallcnn", "torchvision_models", "sat"):
+for _module in ("smallcnn", "torchvision_models", "vit", "ltpa", "sat"):
     importlib.import_module(f"attnscope.models.{_module}")
 
 from attnscope.models.smallcnn import SmallCNN, SmallCNNConfig  # noqa: E402
+from attnscope.models.vit import TinyViT, TinyViTConfig  # noqa: E402
 
-__all__ = ["MODELS", "SmallCNN", "SmallCNNConfig", "get", "names", "register"]
+__all__ = ["MODELS", "SmallCNN", "SmallCNNConfig", "TinyViT", "TinyViTConfig", "get", "names", "register"]

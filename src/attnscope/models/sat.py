@@ -189,6 +189,8 @@ class Decoder(nn.Module):
 class ShowAttendTell(nn.Module):
     """`forward(images, captions)` teacher-forces; `caption(images)` generates with the attention."""
 
+    attention_kind = "sat"  # what `explain`'s intrinsic method `sat` reads (via `caption` and `forward`)
+
     def __init__(self, config: SATConfig, weights: str | None = None) -> None:
         super().__init__()
         if config.vocab is None:

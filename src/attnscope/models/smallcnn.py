@@ -21,6 +21,7 @@ class SmallCNNConfig:
     widths: tuple[int, ...] = (16, 32, 64, 128)  # one block per width; all but the last halve H, W
     convs_per_block: int = 1
     dropout: float = 0.0
+    batch_norm: bool = True
 
 
 class SmallCNN(nn.Module):
@@ -33,7 +34,8 @@ class SmallCNN(nn.Module):
         for i, width in enumerate(config.widths):
             layers: list[nn.Module] = []
             for _ in range(config.convs_per_block):
-                layers += [nn.Conv2d(c_in, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+                norm = nn.BatchNorm2d(width) if config.batch_norm else nn.Identity()
+                layers += [nn.Conv2d(c_in, width, 3, padding=1, bias=not config.batch_norm), norm, nn.ReLU()]
                 c_in = width
             if i < len(config.widths) - 1:
                 layers.append(nn.MaxPool2d(2))

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from attnscope.report import figures
+from attnscope.report.html import build
 
-__all__ = ["figures"]
+__all__ = ["build", "figures"]

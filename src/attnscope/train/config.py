@@ -39,6 +39,9 @@ class TrainConfig:
     resume: bool = False
     quiet: bool = False
     task_cfg: dict[str, Any] = field(default_factory=dict)  # options of the task (e.g. captioning loss)
+    guide: str | None = None  # attention guidance (train/guidance.py: "rrr", "cam", "ltpa"); None: none
+    guide_weight: float | None = None  # λ of the guidance penalty; None: the guide's default
+    guide_region: str = "box"  # where attention is allowed: the object's "box" or its "mask"
 
     def __post_init__(self) -> None:
         checks = [
@@ -49,6 +52,8 @@ class TrainConfig:
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.step_size >= 1, f"step_size must be >= 1, got {self.step_size}"),
+            (self.guide_weight is None or self.guide_weight >= 0,
+             f"guide_weight must be >= 0, got {self.guide_weight}"),
         ]
         for ok, message in checks:
             if not ok:

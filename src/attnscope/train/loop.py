@@ -41,6 +41,7 @@ class Run:
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps taken
     history: list[dict[str, Any]] = field(default_factory=list)
+    stop: bool = False  # a callback sets it to end training after the current epoch (early stopping)
 
 
 class Callback(Protocol):
@@ -109,7 +110,7 @@ def _fit(config: TrainConfig, callbacks: tuple[Callback, ...], device: torch.dev
             for batch in loader:
                 loss, stats = task.loss(trained, batch, device)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {float(loss)} at step {run.step}; lower --lr")
+                    raise FloatingPointError(f"loss became {loss.item()} at step {run.step}; lower --lr")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -142,6 +143,8 @@ def _fit(config: TrainConfig, callbacks: tuple[Callback, ...], device: torch.dev
                 console.console.print(f"epoch {epoch + 1}: {shown}")
         run.history.append(record)
         world.barrier()
+        if _all_reduce({"stop": float(run.stop)}, world)["stop"] > 0:  # callbacks run on rank 0 only
+            break
     return run
 
 

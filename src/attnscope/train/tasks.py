@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from attnscope.registry import Registry
+from attnscope.train import guidance
 from attnscope.train.config import TrainConfig
 
 
@@ -36,10 +37,11 @@ TASKS: Registry[type] = Registry("task")
 
 @TASKS.register("classification")
 class Classification:
-    """Cross-entropy on logits (B, K); accuracy."""
+    """Cross-entropy on logits (B, K), plus λ · an attention-guidance penalty if the config asks; accuracy."""
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
+        self.guidance = guidance.build(config)
 
     def model_kwargs(self, dataset: Dataset) -> dict[str, Any]:
         return {"num_classes": dataset.num_classes}
@@ -49,9 +51,13 @@ class Classification:
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch[0].to(device), batch[1].to(device)  # (B, C, H, W), (B,)
-        logits = model(x)  # (B, K)
-        loss = F.cross_entropy(logits, y)
-        stats = {"count": len(y), "correct": int((logits.argmax(1) == y).sum())}
+        if self.guidance is None:
+            logits = model(x)  # (B, K)
+            return F.cross_entropy(logits, y), {"count": len(y), "correct": int((logits.argmax(1) == y).sum())}
+        logits, penalty = self.guidance(model, x, y, batch)
+        loss = F.cross_entropy(logits, y) + self.guidance.weight * penalty
+        stats = {"count": len(y), "correct": int((logits.argmax(1) == y).sum()),
+                 "guide": float(penalty.detach()) * len(y)}
         return loss, stats
 
     @torch.no_grad()

@@ -1,0 +1,297 @@
+"""Speed of attnscope's post-hoc maps against pytorch-grad-cam, captum and torchcam, in one process.
+
+Part "cams": torchvision resnet18 (random weights), batch 16, 224 px, CPU. Times one plain forward
+pass (no_grad: the limit), then the 5 gradient CAMs (Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM,
+LayerCAM) computed by attnscope in one call and by each peer with what it offers.
+Part "scorecam": Score-CAM on a SmallCNN trained here on ClutteredDigits; checks that the maps are
+identical to each peer's (under the peer's variant) and times them.
+
+Every timing is the median over `--repeats` rounds, methods interleaved within a round, and is
+reported as a ratio to the plain forward pass of the same rounds.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/explain_speed.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import types
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+import attnscope as ats
+from attnscope.maps import normalize
+
+CAMS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
+
+
+def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function over `repeats` interleaved rounds (after one warm-up each)."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def report(title: str, times: dict[str, float], base: str, notes: dict[str, str]) -> None:
+    print(f"\n{title}\n")
+    print("| what | seconds | × forward | note |\n| --- | ---: | ---: | --- |")
+    for name, sec in times.items():
+        print(f"| {name} | {sec:.3f} | {sec / times[base]:.2f} | {notes.get(name, '')} |")
+
+
+# --- part 1: the five gradient CAMs ---------------------------------------------------------------
+
+
+def peers_cams(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> dict[str, Callable[[], object]]:
+    import pytorch_grad_cam as pgc
+    import torchcam.methods as tc
+    from captum.attr import LayerGradCam, LayerGradientXActivation
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    targets = [ClassifierOutputTarget(int(c)) for c in classes]
+    pgc_classes = (pgc.GradCAM, pgc.GradCAMPlusPlus, pgc.XGradCAM, pgc.HiResCAM, pgc.LayerCAM)
+    pgc_cams = [cls(model=model, target_layers=[model.layer4]) for cls in pgc_classes]
+
+    def pgc_all() -> None:
+        for cam in pgc_cams:
+            cam(input_tensor=x, targets=targets)
+
+    def torchcam(classes_: tuple) -> Callable[[], None]:
+        def run() -> None:
+            for cls in classes_:
+                with cls(model, "layer4", input_shape=tuple(x.shape[1:])) as extractor:
+                    extractor(class_idx=classes.tolist(), scores=model(x))
+
+        return run
+
+    def captum_two() -> None:
+        LayerGradCam(model, model.layer4).attribute(x, target=classes, relu_attributions=True)
+        LayerGradientXActivation(model, model.layer4).attribute(x, target=classes).sum(dim=1).clamp_min(0)
+
+    return {
+        "pytorch-grad-cam, 5 CAMs": pgc_all,
+        "pytorch-grad-cam, Grad-CAM": lambda: pgc_cams[0](input_tensor=x, targets=targets),
+        "torchcam, 4 CAMs": torchcam((tc.GradCAM, tc.GradCAMpp, tc.XGradCAM, tc.LayerCAM)),
+        "torchcam, Grad-CAM": torchcam((tc.GradCAM,)),
+        "captum, 2 CAMs": captum_two,
+        "captum, Grad-CAM": lambda: LayerGradCam(model, model.layer4).attribute(x, target=classes),
+    }
+
+
+def bench_cams(repeats: int) -> None:
+    torch.manual_seed(0)
+    model = ats.models.get("resnet18").eval()
+    x = torch.randn(16, 3, 224, 224)
+    with torch.no_grad():
+        classes = model(x).argmax(dim=1)
+
+    def forward_no_grad() -> None:
+        with torch.no_grad():
+            model(x)
+
+    fns = {
+        "forward (no_grad)": forward_no_grad,
+        "forward + backward to the input": lambda: (
+            model(x.requires_grad_()).gather(1, classes[:, None]).sum().backward()
+        ),
+        "attnscope, 5 CAMs": lambda: ats.explain(model, x, CAMS, layer="layer4"),
+        "attnscope, Grad-CAM": lambda: ats.explain(model, x, "gradcam", layer="layer4"),
+        **peers_cams(model, x, classes),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        times = timed(fns, repeats)
+    notes = {
+        "attnscope, 5 CAMs": "one call, one forward + one backward, maps upsampled to 224 px",
+        "pytorch-grad-cam, 5 CAMs": "5 objects, each its own forward + backward, maps resized to 224 px",
+        "torchcam, 4 CAMs": "no HiResCAM; one forward + backward per method; maps at 7 × 7",
+        "captum, 2 CAMs": "LayerGradCam + LayerGradientXActivation (HiResCAM); captum has no other of the 5",
+        "captum, Grad-CAM": "maps at 7 × 7",
+    }
+    report(f"resnet18, batch 16, 224 px, {torch.get_num_threads()} thread(s)", times, "forward (no_grad)", notes)
+
+
+# --- part 2: Score-CAM on a trained SmallCNN ------------------------------------------------------
+
+
+def train_smallcnn(steps: int, seed: int = 0, n: int = 4000, batch: int = 32) -> nn.Module:
+    """A SmallCNN trained `steps` AdamW steps (one-cycle schedule) on `n` ClutteredDigits; in eval mode."""
+    torch.manual_seed(seed)
+    data = ats.data.ClutteredDigits("train", n=n, seed=seed)
+    images = torch.stack([data[i].image for i in range(n)])  # (n, 3, 64, 64), generated once
+    labels = torch.tensor([data[i].label for i in range(n)])
+    model = ats.models.get("smallcnn")
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    model.train()
+    for step in range(steps):
+        idx = torch.randint(n, (batch,), generator=torch.Generator().manual_seed(seed * 100_003 + step))
+        loss = nn.functional.cross_entropy(model(images[idx]), labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        schedule.step()
+    return model.eval()
+
+
+def bench_scorecam(repeats: int, steps: int, n_images: int, batch_size: int) -> None:
+    from pytorch_grad_cam import ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torchcam.methods import ScoreCAM as TorchcamScoreCAM
+
+    t = time.perf_counter()
+    model = train_smallcnn(steps)
+    test = ats.data.ClutteredDigits("test", n=n_images, seed=1)
+    x = torch.stack([test[i].image for i in range(n_images)])
+    labels = torch.tensor([test[i].label for i in range(n_images)])
+    with torch.no_grad():
+        classes = model(x).argmax(dim=1)
+    print(
+        f"\ntrained SmallCNN in {time.perf_counter() - t:.0f} s ({steps} steps); "
+        f"test accuracy on these {n_images} images: {(classes == labels).float().mean():.2f}"
+    )
+
+    with torch.no_grad():
+        acts = model.features(x)  # (B, C, h, w)
+    rows = normalize(acts.flatten(0, 1)).flatten(1)
+    constant = int((rows == 0).all(dim=1).sum())
+    distinct = sum(
+        len(torch.unique(normalize(a).flatten(1)[(normalize(a).flatten(1) != 0).any(1)], dim=0)) for a in acts
+    )
+    print(
+        f"layer `features`: {acts.shape[1]} channels × {n_images} images = {rows.shape[0]} masks, "
+        f"{constant} constant, {distinct} distinct non-constant → {distinct + 1} masked passes"
+    )
+
+    pgc_opts = {"weights": "channel-softmax", "align_corners": True, "batch_size": batch_size}
+    tc_opts = {"weights": "channel-softmax", "upsample_first": False, "batch_size": batch_size}
+    targets = [ClassifierOutputTarget(int(c)) for c in classes]
+    pgc = ScoreCAM(model=model, target_layers=[model.features])
+    pgc.batch_size = batch_size
+
+    def torchcam() -> torch.Tensor:
+        with TorchcamScoreCAM(model, "features", batch_size=batch_size, input_shape=(3, 64, 64)) as ext:
+            with torch.no_grad():
+                model(x)
+            return ext(class_idx=classes.tolist())[0]
+
+    def ours(opts: dict) -> Callable[[], ats.AttentionMap]:
+        return lambda: ats.explain(model, x, "scorecam", targets=classes, layer="features", options={"scorecam": opts})[
+            "scorecam"
+        ]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pytorch_grad_cam.score_cam as pgc_module  # its per-image progress bar, off for the timing
+
+        pgc_module.tqdm = types.SimpleNamespace(tqdm=lambda iterable, **_: iterable)
+        diff_pgc = (ours(pgc_opts)().normalized() - torch.from_numpy(pgc(input_tensor=x, targets=targets))).abs().max()
+        diff_tc = (normalize(ours(tc_opts)().lowres) - torchcam()).abs().max()
+        print(f"max |difference| of normalised maps: vs pytorch-grad-cam {diff_pgc:.1e}, vs torchcam {diff_tc:.1e}")
+
+        def forward_no_grad() -> None:
+            with torch.no_grad():
+                model(x)
+
+        times = timed(
+            {
+                "forward (no_grad)": forward_no_grad,
+                "attnscope (pytorch-grad-cam variant)": ours(pgc_opts),
+                "pytorch-grad-cam ScoreCAM": lambda: pgc(input_tensor=x, targets=targets),
+                "attnscope (torchcam variant)": ours(tc_opts),
+                "torchcam ScoreCAM": torchcam,
+                "attnscope (torchcam variant), NCHW": ours({**tc_opts, "channels_last": False}),
+                "attnscope, default (paper)": ours({"batch_size": batch_size}),
+            },
+            repeats,
+        )
+    report(
+        f"Score-CAM, SmallCNN, {n_images} images 64 px, layer `features`, batch size {batch_size}, "
+        f"{torch.get_num_threads()} thread(s)",
+        times,
+        "forward (no_grad)",
+        {},
+    )
+    vs_pgc = times["pytorch-grad-cam ScoreCAM"] / times["attnscope (pytorch-grad-cam variant)"]
+    vs_tc = times["torchcam ScoreCAM"] / times["attnscope (torchcam variant)"]
+    vs_tc_nchw = times["torchcam ScoreCAM"] / times["attnscope (torchcam variant), NCHW"]
+    print(
+        f"\nspeed-up (defaults, channels_last=True): vs pytorch-grad-cam {vs_pgc:.2f}×, vs torchcam {vs_tc:.2f}× "
+        f"({vs_tc_nchw:.2f}× vs torchcam with channels_last=False)"
+    )
+    bench_ablation(model, x, classes, repeats, batch_size)
+
+
+def bench_ablation(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, repeats: int, batch_size: int) -> None:
+    """Ablation-CAM on the same model and images: identical maps, and the time of each."""
+    import pytorch_grad_cam.ablation_cam as pgc_module  # its progress bar, off for the timing
+    from pytorch_grad_cam import AblationCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    pgc_module.tqdm = types.SimpleNamespace(tqdm=lambda iterable, **_: iterable)
+    targets = [ClassifierOutputTarget(int(c)) for c in classes]
+    pgc = AblationCAM(model=model, target_layers=[model.features], batch_size=batch_size)
+
+    def ours() -> ats.AttentionMap:
+        return ats.explain(
+            model,
+            x,
+            "ablationcam",
+            targets=classes,
+            layer="features",
+            options={"ablationcam": {"batch_size": batch_size}},
+        )["ablationcam"]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diff = (ours().normalized() - torch.from_numpy(pgc(input_tensor=x, targets=targets))).abs().max()
+        print(f"\nAblation-CAM: max |difference| of normalised maps vs pytorch-grad-cam {diff:.1e}")
+
+        def forward_no_grad() -> None:
+            with torch.no_grad():
+                model(x)
+
+        times = timed(
+            {
+                "forward (no_grad)": forward_no_grad,
+                "attnscope AblationCAM": ours,
+                "pytorch-grad-cam AblationCAM": lambda: pgc(input_tensor=x, targets=targets),
+            },
+            repeats,
+        )
+    report(f"Ablation-CAM, same SmallCNN and images, batch size {batch_size}", times, "forward (no_grad)", {})
+    print(
+        f"\nspeed-up: vs pytorch-grad-cam {times['pytorch-grad-cam AblationCAM'] / times['attnscope AblationCAM']:.2f}×"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("cams", "scorecam", "all"), default="all")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--train-steps", type=int, default=400)
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats} rounds")
+    if args.part in ("cams", "all"):
+        bench_cams(args.repeats)
+    if args.part in ("scorecam", "all"):
+        bench_scorecam(args.repeats, args.train_steps, args.images, args.batch_size)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Cascading model-parameter randomisation of 4 methods: attnscope vs Quantus' MPRT, in one process.
+
+Same model, same images, same labels, same re-initialisation (each layer's `reset_parameters()`
+after `torch.manual_seed(43)`, which is what Quantus does with seed=42), same similarity
+(Spearman rank correlation of absolute maps). Quantus runs one MPRT per method with its own
+explainers (captum); attnscope runs one cascade that explains the 4 methods from shared passes.
+
+    PYTHONPATH=src python bench/sanity_vs_quantus.py --checkpoint runs/sanity-base --images 32
+
+Prints per-method agreement (largest per-image difference over all layers) and the timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from attnscope.cli.options import load_model
+from attnscope.cli.sanity import load_probe
+from attnscope.sanity import model_randomization
+
+# attnscope method → (its options, the Quantus explain_func kwargs that compute the same map)
+METHODS = {
+    "gradcam": ({"relu": False}, {"method": "LayerGradCam", "gc_layer": "model.features",
+                                  "interpolate": (64, 64), "interpolate_mode": "bilinear"}),
+    "saliency": ({"reduce": "abs-sum"}, {"method": "Saliency"}),
+    "guided-backprop": ({"reduce": "sum"}, {"method": "GuidedBackprop"}),
+    "ig": ({"steps": 10, "rule": "riemann-trapezoid", "reduce": "sum"}, {"method": "IntegratedGradients"}),
+}
+
+
+def quantus_explain(model, inputs, targets, **kwargs):
+    """quantus.explain, plus captum's GuidedBackprop (which quantus.explain does not offer)."""
+    import quantus
+    from captum.attr import GuidedBackprop
+
+    if kwargs.get("method") != "GuidedBackprop":
+        return quantus.explain(model, inputs, targets, **kwargs)
+    model.eval()
+    x = torch.as_tensor(inputs).requires_grad_()
+    attr = GuidedBackprop(model).attribute(x, target=torch.as_tensor(targets))
+    return attr.sum(dim=1, keepdim=True).detach().numpy()
+
+
+def run_quantus(model, x: torch.Tensor, y: torch.Tensor, methods: list[str]):
+    import quantus
+
+    scores, started = {}, time.perf_counter()
+    for name in methods:
+        kwargs = METHODS[name][1]
+        metric = quantus.MPRT(layer_order="top_down", seed=42, abs=True, normalise=True, disable_warnings=True,
+                              return_average_correlation=False)
+        scores[name] = metric(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=None,
+                              explain_func=quantus_explain, explain_func_kwargs=kwargs, device="cpu",
+                              batch_size=len(x))
+    return scores, time.perf_counter() - started
+
+
+def run_ours(model, x: torch.Tensor, y: torch.Tensor, methods: list[str], channels_last: bool):
+    started = time.perf_counter()
+    result = model_randomization(model, x, methods, targets=y, mode="cascading", init="default",
+                                 block_seed=lambda position, name: 43, metrics=("spearman_abs",), calibration=(),
+                                 options={k: METHODS[k][0] for k in methods}, keep=0, channels_last=channels_last)
+    return result, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="runs/sanity-base")
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs of each (the best is kept)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="a subset of " + ", ".join(METHODS))
+    parser.add_argument("--channels-last", action="store_true", help="our cascade in NHWC layout")
+    parser.add_argument("--json", default=None, help="also write the numbers to this file")
+    args = parser.parse_args()
+    methods = args.methods.split(",")
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+
+    model, header = load_model(args.checkpoint)
+    probe = load_probe(args.checkpoint, header, None, args.images)
+    x, y = probe.images, probe.labels
+
+    ours_t, theirs_t = [], []
+    for _ in range(args.repeats):  # alternate, so both see the same machine load
+        result, t = run_ours(model, x, y, methods, args.channels_last)
+        ours_t.append(t)
+        quantus_scores, t = run_quantus(model, x, y, methods)
+        theirs_t.append(t)
+
+    report = {"images": len(x), "threads": args.threads, "layers": result.steps, "methods": {}}
+    print(f"{len(x)} images, {len(result.steps)} layers, cascading top-down, Spearman of |maps|, "
+          f"{args.threads} thread(s)")
+    print(f"{'method':<16} {'max |ours - quantus|':>21} {'ours: mean over layers':>23} "
+          f"{'quantus avg (incl. original)':>29}")
+    for name in methods:
+        diffs = []
+        for step in result.steps:
+            ours = result.scores[name][step]["spearman_abs"].numpy()
+            theirs = np.asarray(quantus_scores[name][step], dtype=float)
+            diffs.append(np.nanmax(np.abs(ours - theirs)))
+        ours_mean = np.nanmean([result.value(name, s, "spearman_abs") for s in result.steps])
+        with_original = np.nanmean([np.nanmean(v) for v in quantus_scores[name].values()])
+        report["methods"][name] = {"max_abs_diff": float(max(diffs)), "ours_mean_over_layers": float(ours_mean),
+                                   "quantus_mean_incl_original": float(with_original)}
+        print(f"{name:<16} {max(diffs):>21.2e} {ours_mean:>23.4f} {with_original:>29.4f}")
+    best_ours, best_theirs = min(ours_t), min(theirs_t)
+    report.update(ours_s=best_ours, quantus_s=best_theirs, speedup=best_theirs / best_ours)
+    print(f"attnscope {best_ours:.2f} s, Quantus {best_theirs:.2f} s (best of {args.repeats}): "
+          f"{best_theirs / best_ours:.1f}x faster")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""`attnscope bench`: the leaderboard of every applicable method × every ground-truth and
+faithfulness metric on a checkpoint's ClutteredDigits test images, with time per image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from attnscope import console, fileio
+from attnscope.cli import cli
+from attnscope.cli.options import load_model, parse_list
+from attnscope.cli.sanity import load_probe, method_options
+from attnscope.errors import InputError
+
+
+@cli.command("bench")
+@click.option("--checkpoint", required=True, help="Run folder or checkpoint file of a trained classifier.")
+@click.option("--out", required=True, help="Folder for leaderboard.csv and leaderboard.json.")
+@click.option("--images", "n_images", default=32, show_default=True, type=int, help="Test images to score.")
+@click.option("--data", default=None, help="Data set with boxes and masks (default: the checkpoint's).")
+@click.option("--methods", default="all", show_default=True, help="'all' applicable methods, or a comma list.")
+@click.option("--tolerance", default=0.0, show_default=True, type=float, help="Pointing game tolerance (px).")
+@click.option("--step", default=None, type=int, help="Deletion/insertion pixels per step (default: one row).")
+@click.option("--batch-size", default=256, show_default=True, type=int, help="Perturbed images per forward.")
+@click.option("--method-opt", multiple=True, metavar="METHOD.KEY=VALUE", help="Method option, e.g. ig.steps=16.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def bench_command(checkpoint, out, n_images, data, methods, tolerance, step, batch_size, method_opt, quiet) -> None:
+    """Score every applicable method (post-hoc and intrinsic) on CHECKPOINT's test images against the
+    digits' boxes and masks and by deletion/insertion, Average Drop and Increase in Confidence."""
+    from attnscope.report.sanity import table_csv
+    from attnscope.sanity.leaderboard import HIGHER_IS_BETTER, METRICS, leaderboard
+
+    model, header = load_model(checkpoint)
+    probe = load_probe(checkpoint, header, data, n_images)
+    if probe.boxes is None:
+        raise InputError(f"data set {probe.data!r} has no boxes and masks; the leaderboard needs ClutteredDigits-like "
+                         "ground truth (e.g. --data clutter)")
+    names = None if methods == "all" else parse_list(methods, "--methods")
+    rows = leaderboard(model, probe.images, probe.labels, probe.boxes, probe.masks, names,
+                       tolerance=tolerance, step=step, batch_size=batch_size,
+                       options=method_options(method_opt) or None, progress=not quiet)
+    out = Path(out)
+    meta = {"checkpoint": str(checkpoint), "data": probe.data, "images": n_images, "tolerance": tolerance,
+            "step": step, "targets": "label", "lower_is_better": [k for k, v in HIGHER_IS_BETTER.items() if not v]}
+    fileio.write_text(out / "leaderboard.csv", table_csv(rows))
+    fileio.write_json(out / "leaderboard.json", {"meta": meta, "rows": rows})
+    columns = ["method", "kind", *METRICS.names(), "ms_per_image"]
+    console.table(f"leaderboard: {n_images} {probe.data} test images, true class (↓: deletion, avg drop)",
+                  columns, [[r[c] for c in columns] for r in rows])
+    click.echo(f"wrote {out / 'leaderboard.csv'} and {out / 'leaderboard.json'}")

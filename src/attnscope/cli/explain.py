@@ -1,0 +1,271 @@
+"""`attnscope explain`: post-hoc maps of a trained model for images; overlays, raw maps, a manifest.
+
+The output folder is built under a temporary name beside `--out` and renamed at the end, so a
+failed or interrupted run never leaves a half-written folder. An existing `--out` is replaced
+only with `--overwrite`, and only if it holds an earlier `attnscope explain` output.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+from attnscope.cli import cli
+from attnscope.cli.options import load_model, parse_list
+from attnscope.errors import DataError, InputError
+
+MANIFEST = "manifest.json"
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # mean, std
+
+
+@cli.command("explain")
+@click.option("--checkpoint", required=True, metavar="RUN_OR_FILE",
+              help="Run folder or checkpoint file; or a model name (e.g. resnet18) with --weights.")
+@click.option("--weights", default=None, help="Local weights file (.safetensors, .pth) for a model name.")
+@click.option("--num-classes", default=None, type=int, help="Classes of a model given by name.")
+@click.option("--images", required=True, metavar="DIR|FILE|DATA",
+              help="A folder of images, one image, or a built-in data set (clutter, clutter-decoy).")
+@click.option("--n", "n", default=16, show_default=True, type=int, help="Images taken from a built-in data set.")
+@click.option("--data-seed", default=0, show_default=True, type=int, help="Seed of a built-in data set.")
+@click.option("--size", default=None, metavar="S|H,W", help="Resize images to S×S or H×W.")
+@click.option("--normalize", type=click.Choice(["none", "imagenet"]), default="none", show_default=True,
+              help="Input normalisation the model expects (overlays show the images as read).")
+@click.option("--methods", default="gradcam", show_default=True, help="Comma-separated method names.")
+@click.option("--targets", default="pred", show_default=True,
+              help="pred (the predicted class), label (built-in data), or a class index.")
+@click.option("--layer", default="auto", show_default=True, help="Layer of the CAM methods (a dotted name).")
+@click.option("--option", "method_opts", multiple=True, metavar="METHOD.KEY=VALUE",
+              help="A method option, e.g. ig.steps=64 or gradcam.relu=false.")
+@click.option("--batch-size", default=16, show_default=True, type=int, help="Images explained per call.")
+@click.option("--format", "fmt", type=click.Choice(["safetensors", "npy"]), default="safetensors",
+              show_default=True, help="File format of the raw maps.")
+@click.option("--out", required=True, help="Folder to write.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope explain` output.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size, normalize, methods, targets,
+                    layer, method_opts, batch_size, fmt, out, overwrite, device, quiet) -> None:
+    """Explain images with post-hoc methods; write overlays (PNG), raw maps and manifest.json."""
+    import attnscope.explain  # noqa: F401  (registers the methods)
+    from attnscope.registry import METHODS
+
+    started = time.perf_counter()
+    names = parse_list(methods, "--methods")
+    for name in names:
+        METHODS.get(name)  # unknown names fail before any work, listing close ones
+    options = _method_options(method_opts, names)
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    out = _check_out(Path(out), overwrite)
+    model, info = load_model(checkpoint, weights, num_classes)
+    if getattr(model, "attention_kind", None) == "sat":  # a captioner has no classes to explain
+        raise InputError(f"{checkpoint} is a captioning model: use `attnscope caption --checkpoint {checkpoint}`")
+    model.to(_device(device))
+    x, sources, labels = _read_images(images, n, data_seed, size)
+    target_spec = _targets(targets, labels)
+
+    maps, predicted = _explain(model, x, names, target_spec, layer, options, batch_size, normalize, quiet)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        files = _write(partial, x, sources, maps, fmt)
+        manifest = _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt,
+                             time.perf_counter() - started)
+        from attnscope import fileio
+
+        fileio.write_json(partial / MANIFEST, manifest)
+        if out.exists():
+            shutil.rmtree(out)
+        partial.rename(out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    click.echo(f"explained {len(x)} images with {', '.join(maps)} → {out}/ "
+               f"({files['maps'] if fmt == 'safetensors' else 'maps/'}, overlays/, grid.png, {MANIFEST})")
+
+
+def _method_options(items: tuple[str, ...], names: list[str]) -> dict[str, dict[str, Any]]:
+    """`("ig.steps=64",)` → `{"ig": {"steps": 64}}`; the method must be among those asked for."""
+    from attnscope.cli.options import parse_settings
+
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in parse_settings(items, "--option").items():
+        method, dot, option = key.rpartition(".")
+        if not dot or not method or not option:
+            raise InputError(f"--option must look like METHOD.KEY=VALUE (e.g. ig.steps=64), got {key!r}")
+        if method not in names:
+            raise InputError(f"--option {key}: {method!r} is not among --methods ({', '.join(names)})")
+        out.setdefault(method, {})[option] = value
+    return out
+
+
+def _check_out(out: Path, overwrite: bool) -> Path:
+    if out.exists():
+        if not out.is_dir():
+            raise InputError(f"--out {out} exists and is not a folder")
+        if any(out.iterdir()):
+            if not overwrite:
+                raise InputError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
+            if not (out / MANIFEST).is_file():
+                raise InputError(f"--out {out} does not hold an `attnscope explain` output ({MANIFEST}); "
+                                 "refusing to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _device(spec: str) -> torch.device:
+    from attnscope.train.distributed import pick_device
+
+    try:
+        device = pick_device(spec)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise InputError(f"--device {spec!r} is not usable here: {str(e).splitlines()[0]}") from None
+    return device
+
+
+def _read_images(source: str, n: int, seed: int, size: str | None):
+    """`(images (B, 3, H, W) in [0, 1], one description per image, labels (B,) or None)`."""
+    from attnscope import data
+
+    parsed = None if size is None else _parse_size(size)
+    if Path(source).exists():
+        images, paths = data.load_images(source, size=parsed)
+        return images, [{"name": p.stem, "path": str(p)} for p in paths], None
+    if source in data.names():
+        if n < 1:
+            raise InputError(f"--n must be >= 1, got {n}")
+        dataset = data.get(source, "test", n, seed=seed)
+        samples = [dataset[i] for i in range(n)]
+        if not hasattr(samples[0], "label"):
+            raise DataError(f"data set {source!r} has no class labels to explain; use a classification data set")
+        images = torch.stack([s.image for s in samples])
+        if parsed is not None:
+            images = torch.nn.functional.interpolate(images, size=parsed, mode="bilinear", align_corners=False)
+        labels = torch.tensor([int(s.label) for s in samples])
+        return images, [{"name": f"{source}-{i:04d}", "data": source, "index": i} for i in range(n)], labels
+    raise DataError(f"--images {source}: no such file or folder, and not a built-in data set "
+                    f"({', '.join(data.names())})")
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    parts = text.replace("x", ",").split(",")
+    try:
+        hw = [int(p) for p in parts]
+    except ValueError:
+        hw = []
+    if len(hw) == 1:
+        hw *= 2
+    if len(hw) != 2 or min(hw) < 1:
+        raise InputError(f"--size must be S or H,W (positive integers), got {text!r}")
+    return hw[0], hw[1]
+
+
+def _targets(spec: str, labels: torch.Tensor | None):
+    if spec == "pred":
+        return None
+    if spec == "label":
+        if labels is None:
+            raise InputError("--targets label needs a built-in data set (images from a folder have no labels)")
+        return labels
+    try:
+        return int(spec)
+    except ValueError:
+        raise InputError(f"--targets must be pred, label or a class index, got {spec!r}") from None
+
+
+def _explain(model, x, names, targets, layer, options, batch_size, normalize, quiet):
+    """Maps of every method, batch by batch (methods of one batch share their passes), on the CPU."""
+    from attnscope import console
+    from attnscope.explain import explain
+    from attnscope.maps import AttentionMap
+
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    chunks: dict[str, list[AttentionMap]] = {}
+    predicted = []
+    starts = range(0, len(x), batch_size)
+    with console.progress(len(starts), "explain", enabled=not quiet) as bar:
+        for i in starts:
+            batch = _normalized(x[i : i + batch_size], normalize).to(device)
+            t = targets[i : i + batch_size] if isinstance(targets, torch.Tensor) else targets
+            for name, amap in explain(model, batch, names, t, layer, options).items():
+                chunks.setdefault(name, []).append(amap.cpu())
+            with torch.no_grad():
+                predicted.append(model(batch).argmax(dim=1).cpu())
+            bar.advance(1, images=min(i + batch_size, len(x)))
+    return {k: AttentionMap.cat(v) for k, v in chunks.items()}, torch.cat(predicted)
+
+
+def _normalized(x: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "imagenet":
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in IMAGENET)
+        return (x - mean) / std
+    return x
+
+
+def _write(folder: Path, images: torch.Tensor, sources: list[dict], maps: dict, fmt: str) -> dict[str, Any]:
+    """Raw maps, one overlay PNG per image and method, and a grid; returns what was written where."""
+    from attnscope import fileio
+    from attnscope.report import figures
+
+    tensors = {name: m.values for name, m in maps.items()}
+    tensors |= {f"{name}.lowres": m.lowres for name, m in maps.items() if m.lowres is not None}
+    tensors |= {f"{name}.targets": m.targets for name, m in maps.items()}
+    if fmt == "safetensors":
+        fileio.save_tensors(folder / "maps.safetensors", tensors, {"images": [s["name"] for s in sources]})
+        files: dict[str, Any] = {"maps": "maps.safetensors"}
+    else:
+        for key, t in tensors.items():
+            fileio.write_with(folder / "maps" / f"{key}.npy", lambda tmp, t=t: _save_npy(tmp, t.numpy()))
+        files = {"maps": {key: f"maps/{key}.npy" for key in tensors}}
+    files["overlays"] = {}
+    for name, amap in maps.items():
+        for i, source in enumerate(sources):
+            rel = f"overlays/{name}/{i:04d}_{source['name']}.png"
+            figures.save_png(folder / rel, figures.overlay(images[i], amap.values[i]))
+            files["overlays"].setdefault(name, []).append(rel)
+    rows = min(len(images), 16)
+    figures.save_png(folder / "grid.png", figures.grid(images[:rows], {k: m.values[:rows] for k, m in maps.items()}))
+    files["grid"] = "grid.png"
+    return files
+
+
+def _save_npy(path: Path, array) -> None:
+    import numpy as np
+
+    with open(path, "wb") as f:
+        np.save(f, array)
+
+
+def _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt, seconds) -> dict[str, Any]:
+    from attnscope import __version__
+    from attnscope.explain import list_methods
+
+    kinds = list_methods()
+    images = []
+    for i, source in enumerate(sources):
+        entry = {**source, "predicted": int(predicted[i])}
+        if labels is not None:
+            entry["label"] = int(labels[i])
+        entry["targets"] = {name: int(m.targets[i]) for name, m in maps.items()}
+        images.append(entry)
+    return {
+        "attnscope": __version__,
+        "command": "explain",
+        "checkpoint": checkpoint,
+        "model": info.get("model"),
+        "normalize": normalize,
+        "format": fmt,
+        "methods": {
+            name: {"kind": kinds.get(name.split("/")[0]), "layer": m.layer, "options": m.meta,
+                   "shape": list(m.values.shape), "lowres_shape": None if m.lowres is None else list(m.lowres.shape)}
+            for name, m in maps.items()
+        },
+        "images": images,
+        "files": files,
+        "seconds": round(seconds, 2),
+    }

@@ -1,0 +1,137 @@
+"""Finding a transformer's attention layers and making them materialise their weights for a call.
+
+Fused attention (`F.scaled_dot_product_attention`, PyTorch's fast MHA path) never forms the
+weights (B, heads, T, T), so nothing could hook them. `explicit_attention(model)` switches every
+attention layer to its explicit path for a block and yields, per layer, the module whose output
+is the softmaxed weights (a "probe"); the hook engine records probes like any layer. Supported:
+
+- modules with a `fused_attn` flag (TinyViT, timm's ViT family): the flag is set to False; the
+  probe is the layer's `nn.Softmax` child if it has one (TinyViT), else its `attn_drop` (timm
+  applies it right after the softmax; it is the identity in eval mode);
+- `nn.MultiheadAttention` (torchvision's ViT): its forward is replaced by the textbook computation
+  with the same parameters, routed through a private `nn.Softmax`.
+
+Everything is restored when the block ends, also on error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import nn
+
+from attnscope.errors import NotApplicableError
+
+
+@dataclass(frozen=True)
+class AttentionLayer:
+    """One attention layer: its dotted `name`, the `module`, and the `probe` whose output is its weights."""
+
+    name: str
+    module: nn.Module
+    probe: nn.Module
+
+
+def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The attention layers of `model` (dotted name, module), in module order."""
+    return [(n, m) for n, m in model.named_modules() if _kind(m) is not None]
+
+
+def no_attention_reason(model: nn.Module) -> str | None:
+    """None when `model` has attention layers attnscope can read, else why not (for `applies`)."""
+    if attention_modules(model):
+        return None
+    return (
+        "it has no attention layers attnscope can read (an nn.MultiheadAttention, or a module with a "
+        "`fused_attn` flag and an nn.Softmax or `attn_drop` child, as in TinyViT and timm)"
+    )
+
+
+@contextmanager
+def explicit_attention(model: nn.Module) -> Iterator[list[AttentionLayer]]:
+    """Switch every attention layer of `model` to explicit weights for the block; yield its layers."""
+    found = attention_modules(model)
+    if not found:
+        raise NotApplicableError(f"this model {no_attention_reason(model)}")
+    for name, module in found:
+        if _kind(module) == "mha":
+            _check_mha(name, module)
+    restore: list[tuple[nn.Module, str, object]] = []
+    try:
+        layers = []
+        for name, module in found:
+            if _kind(module) == "mha":
+                probe = nn.Softmax(dim=-1)
+                restore.append((module, "forward", module.__dict__.get("forward")))
+                module.forward = _explicit_mha(module, probe)
+            else:
+                probe = _flag_probe(name, module)
+                restore.append((module, "fused_attn", module.fused_attn))
+                module.fused_attn = False
+            layers.append(AttentionLayer(name, module, probe))
+        yield layers
+    finally:
+        for module, attr, old in reversed(restore):
+            if attr == "forward" and old is None:
+                del module.forward
+            else:
+                setattr(module, attr, old)
+
+
+def _kind(module: nn.Module) -> str | None:
+    if isinstance(module, nn.MultiheadAttention):
+        return "mha"
+    if isinstance(getattr(module, "fused_attn", None), bool):
+        return "flag"
+    return None
+
+
+def _flag_probe(name: str, module: nn.Module) -> nn.Module:
+    softmaxes = [m for m in module.children() if isinstance(m, nn.Softmax)]
+    if len(softmaxes) == 1:
+        return softmaxes[0]
+    drop = getattr(module, "attn_drop", None)
+    if isinstance(drop, nn.Module):
+        return drop
+    raise NotApplicableError(
+        f"attention layer {name!r} has a `fused_attn` flag but no single nn.Softmax or `attn_drop` child "
+        f"whose output is its weights"
+    )
+
+
+def _check_mha(name: str, module: nn.MultiheadAttention) -> None:
+    if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
+        raise NotApplicableError(
+            f"attention layer {name!r}: attnscope reads nn.MultiheadAttention with one packed in-projection, "
+            f"no bias_k/bias_v and no add_zero_attn"
+        )
+
+
+def _explicit_mha(module: nn.MultiheadAttention, probe: nn.Softmax):
+    """`module.forward` for self-attention without masks, with the weights formed by `probe`."""
+
+    def forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                average_attn_weights=True, is_causal=False):
+        if key is not query or value is not query or key_padding_mask is not None or attn_mask is not None or is_causal:
+            raise NotApplicableError("attnscope reads nn.MultiheadAttention as self-attention without masks")
+        if query.dim() != 3:
+            raise NotApplicableError(f"nn.MultiheadAttention on unbatched input {tuple(query.shape)}")
+        x = query if module.batch_first else query.transpose(0, 1)  # (B, T, D)
+        b, t, d = x.shape
+        heads = module.num_heads
+        qkv = F.linear(x, module.in_proj_weight, module.in_proj_bias)  # (B, T, 3D)
+        q, k, v = qkv.view(b, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # 3 × (B, h, T, d/h)
+        attn = probe((q / math.sqrt(d // heads)) @ k.transpose(-2, -1))  # (B, h, T, T)
+        drop = F.dropout(attn, module.dropout, module.training)
+        out = (drop @ v).transpose(1, 2).reshape(b, t, d)  # (B, T, D)
+        out = F.linear(out, module.out_proj.weight, module.out_proj.bias)
+        out = out if module.batch_first else out.transpose(0, 1)
+        weights = (attn.mean(dim=1) if average_attn_weights else attn) if need_weights else None
+        return out, weights
+
+    return forward
+

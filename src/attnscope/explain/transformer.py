@@ -1,0 +1,209 @@
+"""Transformer attention: raw attention, rollout, gradient-weighted rollout and attention flow.
+
+The maths are pure functions over the attention weights of one forward pass, one tensor
+(B, heads, T, T) per layer in forward order (row i: how token i attends to every token j; rows
+sum to 1). They return token-to-token relevance (B, T, T) or per-token scores (B, T). The
+registered methods read the weights (and their gradients) from the shared pass, take the CLS
+row and reshape its patch entries to the grid (B, h, w); `explain` upsamples that to the input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from attnscope.errors import InputError, NotApplicableError
+from attnscope.explain.api import Context, register_method
+from attnscope.explain.attention import no_attention_reason
+from attnscope.explain.tokens import TokenLayout, detect_layout
+
+HEAD_FUSIONS = ("mean", "max", "min")
+FLOW_SCALE = 1 << 20  # capacities are rounded to multiples of 2⁻²⁰ for the integer max-flow solver
+FLOW_MAX_EDGES = 250_000  # layers · T² per image; above this `attention_flow` refuses (see its docstring)
+
+
+def fuse_heads(attn: torch.Tensor, how: str = "mean") -> torch.Tensor:
+    """(B, heads, T, T) → (B, T, T): the mean, max or min over heads."""
+    _check_attention(attn)
+    if how == "mean":
+        return attn.mean(dim=1)
+    if how == "max":
+        return attn.amax(dim=1)
+    if how == "min":
+        return attn.amin(dim=1)
+    raise InputError(f"head_fusion must be one of {HEAD_FUSIONS}, got {how!r}")
+
+
+def discard_lowest(a: torch.Tensor, ratio: float, keep: int = 0) -> torch.Tensor:
+    """Zero the ⌊ratio·T²⌋ smallest entries of each image's (T, T) matrix, never the entry [keep, keep].
+
+    As in the reference implementation of rollout, the protected entry is the CLS token's
+    attention to itself (`keep` = CLS index). (B, T, T) → (B, T, T).
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise InputError(f"discard_ratio must be in [0, 1), got {ratio}")
+    b, t, _ = a.shape
+    k = int(ratio * t * t)
+    if k == 0:
+        return a
+    flat = a.reshape(b, t * t)  # (B, T²)
+    protected = keep * t + keep
+    ranked = flat.clone()
+    ranked[:, protected] = torch.inf  # never among the smallest
+    drop = ranked.topk(k, dim=1, largest=False).indices  # (B, k)
+    return flat.scatter(1, drop, 0.0).view(b, t, t)
+
+
+def with_residual(a: torch.Tensor) -> torch.Tensor:
+    """Â = (A + I) / 2 with rows renormalised to sum to 1: the residual connection (Abnar & Zuidema 2020)."""
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    a = (a + eye) / 2
+    return a / a.sum(dim=-1, keepdim=True)  # (B, T, T)
+
+
+def rollout(
+    attentions: Sequence[torch.Tensor],
+    head_fusion: str = "mean",
+    discard_ratio: float = 0.0,
+    cls_index: int = 0,
+) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema, ACL 2020): R = Â_L · Â_{L-1} ··· Â_1, Â_l = with_residual(A_l).
+
+    A_l is layer l's attention with heads fused and, optionally, its smallest entries discarded
+    (never the [CLS, CLS] entry). Returns R (B, T, T): row i is output token i's relevance to
+    each input token.
+    """
+    joint = None
+    for attn in _checked_layers(attentions):
+        a = discard_lowest(fuse_heads(attn, head_fusion), discard_ratio, keep=cls_index)
+        a = with_residual(a)  # (B, T, T)
+        joint = a if joint is None else a @ joint  # later layers multiply from the left
+    return joint
+
+
+def grad_rollout(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Gradient-weighted rollout (Chefer et al., ICCV 2021): R_0 = I, R_l = R_{l-1} + Ā_l · R_{l-1}.
+
+    Ā_l = E_heads[(∇A_l ⊙ A_l)⁺], with ∇A_l = ∂y/∂A_l for the explained score y; `gradients[l]`
+    must belong to `attentions[l]` (both in forward order). Returns R_L (B, T, T).
+    """
+    attentions = _checked_layers(attentions)
+    if len(gradients) != len(attentions):
+        raise InputError(f"{len(attentions)} attention layers but {len(gradients)} gradients")
+    b, _, t, _ = attentions[0].shape
+    joint = torch.eye(t, dtype=attentions[0].dtype, device=attentions[0].device).expand(b, t, t)
+    for attn, grad in zip(attentions, gradients, strict=True):
+        if grad.shape != attn.shape:
+            raise InputError(f"gradient {tuple(grad.shape)} does not match attention {tuple(attn.shape)}")
+        a = (grad * attn).clamp_min(0).mean(dim=1)  # (B, T, T)
+        joint = joint + a @ joint
+    return joint
+
+
+def attention_flow(
+    attentions: Sequence[torch.Tensor],
+    head_fusion: str = "mean",
+    sink: int = 0,
+    max_edges: int = FLOW_MAX_EDGES,
+) -> torch.Tensor:
+    """Attention flow (Abnar & Zuidema, ACL 2020): max-flow from each input token to output token `sink`.
+
+    The graph has a node per token and layer (L + 1 layers); node j of layer l-1 feeds node i of
+    layer l with capacity Â_l[i, j] (`with_residual` of the head-fused attention). Returns
+    (B, T): the maximum flow from input token j to `sink` at the top layer.
+
+    Exact up to rounding: capacities are rounded to multiples of 1/FLOW_SCALE (2⁻²⁰) for scipy's
+    integer solver, so each value is within (edges of a minimum cut) · 2⁻²¹ of the exact flow.
+    Cost is T max-flow problems per image over L · T² edges, so it is for small models: above
+    `max_edges` edges it raises instead of running for hours.
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_flow
+
+    attentions = _checked_layers(attentions)
+    (b, _, t, _), n_layers = attentions[0].shape, len(attentions)
+    if n_layers * t * t > max_edges:
+        raise InputError(
+            f"attention flow over {n_layers} layers of {t} tokens needs {n_layers * t * t} edges per image, "
+            f"above max_edges={max_edges}; use rollout, or raise max_edges for a long run"
+        )
+    if not 0 <= sink < t:
+        raise InputError(f"sink token {sink} is out of range for {t} tokens")
+    layers = [with_residual(fuse_heads(a, head_fusion)) for a in attentions]
+    caps = torch.stack(layers, dim=1).detach().double().cpu().numpy()  # (B, L, T, T)
+    n_nodes = (n_layers + 1) * t
+    # Edge (node j of layer l) → (node i of layer l + 1) for every l, i, j; node id = layer · T + token.
+    lay, dst, src = np.meshgrid(np.arange(n_layers), np.arange(t), np.arange(t), indexing="ij")
+    rows, cols = (lay * t + src).ravel(), ((lay + 1) * t + dst).ravel()
+    out = torch.zeros(b, t, dtype=torch.float64)
+    for i in range(b):
+        weights = np.rint(caps[i].ravel() * FLOW_SCALE).astype(np.int32)  # same (l, i, j) order as rows/cols
+        graph = csr_matrix((weights, (rows, cols)), shape=(n_nodes, n_nodes))
+        for j in range(t):
+            out[i, j] = maximum_flow(graph, j, n_layers * t + sink).flow_value / FLOW_SCALE
+    return out.to(dtype=attentions[0].dtype, device=attentions[0].device)
+
+
+@register_method("attention", "transformer", needs={"attention"}, applies=no_attention_reason)
+def raw_attention(ctx: Context, head_fusion: str = "mean", layer_index: int = -1) -> torch.Tensor:
+    """Raw attention: the CLS token's attention to each patch, A_l[CLS, patches], heads fused; l = last by default."""
+    attentions, layout = _read(ctx)
+    if not -len(attentions) <= layer_index < len(attentions):
+        raise InputError(f"layer_index {layer_index} is out of range for {len(attentions)} attention layers")
+    return layout.to_grid(fuse_heads(attentions[layer_index], head_fusion)[:, layout.cls])
+
+
+@register_method("rollout", "transformer", needs={"attention"}, applies=no_attention_reason)
+def attention_rollout(ctx: Context, head_fusion: str = "mean", discard_ratio: float = 0.0) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema, ACL 2020): the CLS row of Â_L ··· Â_1, Â = (A + I) / 2 row-normalised."""
+    attentions, layout = _read(ctx)
+    return layout.to_grid(rollout(attentions, head_fusion, discard_ratio, layout.cls)[:, layout.cls])
+
+
+@register_method("grad-rollout", "transformer", needs={"attention", "attention_grad"}, applies=no_attention_reason)
+def gradient_rollout(ctx: Context) -> torch.Tensor:
+    """Gradient-weighted rollout (Chefer et al., ICCV 2021): CLS row of Π_l (I + E_h[(∇A_l ⊙ A_l)⁺]); class-specific."""
+    attentions, layout = _read(ctx)
+    return layout.to_grid(grad_rollout(attentions, ctx.capture.probe_grads)[:, layout.cls])
+
+
+@register_method("flow", "transformer", needs={"attention"}, applies=no_attention_reason)
+def flow(ctx: Context, head_fusion: str = "mean", max_edges: int = FLOW_MAX_EDGES) -> torch.Tensor:
+    """Attention flow (Abnar & Zuidema, ACL 2020): max-flow from each patch to the CLS output; small models only."""
+    attentions, layout = _read(ctx)
+    return layout.to_grid(attention_flow(attentions, head_fusion, layout.cls, max_edges))
+
+
+def _read(ctx: Context) -> tuple[list[torch.Tensor], TokenLayout]:
+    """The attention weights of the shared pass, in forward order, and the token layout they imply."""
+    attentions = list(ctx.capture.probes)
+    b = ctx.images.shape[0]
+    for name, attn in zip(ctx.attention_layers, attentions, strict=True):
+        if attn.dim() != 4 or attn.shape[0] != b or attn.shape[-1] != attn.shape[-2]:
+            raise NotApplicableError(
+                f"attention layer {name!r} gives weights {tuple(attn.shape)} for {b} images; attnscope reads "
+                f"global self-attention (B, heads, T, T), not windowed or cross-attention"
+            )
+    layout = detect_layout(ctx.model, attentions[-1].shape[-1], ctx.size)
+    if layout.cls is None:
+        raise NotApplicableError("transformer maps read the CLS token's row, and this model has no CLS token")
+    return attentions, layout
+
+
+def _check_attention(attn: torch.Tensor) -> None:
+    if not isinstance(attn, torch.Tensor) or attn.dim() != 4 or attn.shape[-1] != attn.shape[-2]:
+        shape = tuple(attn.shape) if isinstance(attn, torch.Tensor) else type(attn).__name__
+        raise InputError(f"attention must be (B, heads, T, T), got {shape}")
+
+
+def _checked_layers(attentions: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    attentions = list(attentions)
+    if not attentions:
+        raise InputError("no attention layers given")
+    for a in attentions:
+        _check_attention(a)
+        if a.shape[0] != attentions[0].shape[0] or a.shape[-1] != attentions[0].shape[-1]:
+            raise InputError(f"attention layers disagree in shape: {tuple(attentions[0].shape)} vs {tuple(a.shape)}")
+    return attentions

@@ -1,0 +1,101 @@
+"""The report's inline style sheet and script (no CDN, no server: the page opens from disk)."""
+
+CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1180px;
+       padding: 16px 24px 48px; color: #222; }
+h1 { font-size: 22px; margin: 8px 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; border-bottom: 1px solid #ddd; }
+h3 { font-size: 15px; margin: 16px 0 6px; }
+.sub { color: #666; margin: 0 0 12px; }
+.charts { display: flex; flex-wrap: wrap; gap: 8px 18px; }
+svg.chart { background: #fff; font-size: 10px; }
+svg.chart .title { font-size: 12px; font-weight: 600; }
+svg.chart .frame { fill: none; stroke: #bbb; } svg.chart .grid { stroke: #eee; }
+svg.chart .tick, svg.chart .legend { fill: #444; }
+svg.chart .cursor { stroke: #000; stroke-width: 1; stroke-dasharray: 3 3; }
+table { border-collapse: collapse; margin: 6px 0 12px; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; } th { background: #f5f5f5; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.maps { overflow-x: auto; }
+.maps .row { display: flex; align-items: center; gap: 10px; margin: 4px 0; }
+.maps .name { width: 150px; flex: none; font-weight: 600; overflow-wrap: anywhere; }
+.maps img { image-rendering: pixelated; display: block; }
+.controls { position: sticky; top: 0; background: #fff; padding: 8px 0; z-index: 2; border-bottom: 1px solid #eee; }
+.controls input[type=range] { width: 420px; vertical-align: middle; }
+#frame-label { font-weight: 600; margin-left: 10px; }
+.preds { display: flex; font-size: 11px; color: #555; }
+.preds span { text-align: center; }
+.preds .wrong { color: #c00; font-weight: 600; }
+.note { color: #666; font-size: 12px; }
+details pre { background: #f7f7f7; padding: 8px; overflow-x: auto; }
+"""
+
+JS = """
+(function () {
+  "use strict";
+  var node = document.getElementById("frames-data");
+  if (!node) { return; }
+  var data = JSON.parse(node.textContent);
+  var slider = document.getElementById("frame-slider");
+  var label = document.getElementById("frame-label");
+  var measures = document.getElementById("frame-measures");
+  var preds = document.getElementById("frame-preds");
+
+  function fmt(v) { return (v === null || v === undefined) ? "–" : Number(v).toFixed(3); }
+
+  function measureTable(frame) {
+    var table = document.createElement("table");
+    var head = document.createElement("tr");
+    ["map"].concat(data.measures).forEach(function (name) {
+      var th = document.createElement("th"); th.textContent = name; head.appendChild(th);
+    });
+    table.appendChild(head);
+    data.keys.forEach(function (key) {
+      var tr = document.createElement("tr");
+      var td = document.createElement("td"); td.textContent = key; tr.appendChild(td);
+      data.measures.forEach(function (m) {
+        var cell = document.createElement("td"); cell.className = "num";
+        cell.textContent = fmt(frame.measures[key + "/" + m]); tr.appendChild(cell);
+      });
+      table.appendChild(tr);
+    });
+    return table;
+  }
+
+  function predRow(frame) {
+    var out = document.createDocumentFragment();
+    frame.predictions.forEach(function (p, j) {
+      var span = document.createElement("span");
+      span.style.width = data.tile + "px";
+      span.textContent = "pred " + p;
+      if (p !== data.labels[j]) { span.className = "wrong"; }
+      out.appendChild(span);
+    });
+    return out;
+  }
+
+  function moveCursors(epoch) {
+    document.querySelectorAll("svg.chart[data-cursor]").forEach(function (svg) {
+      var line = svg.querySelector("line.cursor");
+      var x0 = +svg.dataset.x0, x1 = +svg.dataset.x1, p0 = +svg.dataset.px0, p1 = +svg.dataset.px1;
+      var x = p0 + (Math.min(Math.max(epoch, x0), x1) - x0) / (x1 - x0) * (p1 - p0);
+      line.setAttribute("x1", x.toFixed(1)); line.setAttribute("x2", x.toFixed(1));
+    });
+  }
+
+  function show(i) {
+    var frame = data.frames[i];
+    data.keys.forEach(function (key, k) {
+      document.getElementById("map-" + k).src = data.images[key][i];
+    });
+    label.textContent = (frame.kind === "epoch" ? "epoch " + frame.epoch : "epoch " + frame.epoch.toFixed(2)) +
+      " (step " + frame.step + ")" + (frame.acc === null ? "" : ", probe accuracy " + fmt(frame.acc));
+    measures.replaceChildren(measureTable(frame));
+    preds.replaceChildren(predRow(frame));
+    moveCursors(frame.epoch);
+    slider.setAttribute("aria-valuetext", label.textContent);
+  }
+
+  slider.addEventListener("input", function () { show(+slider.value); });
+  show(+slider.value);
+})();
+"""

@@ -1,0 +1,37 @@
+"""Calibration maps for a sanity table: what a map that ignores the model scores.
+
+`random`: i.i.d. uniform noise, a fresh draw at every step — its similarity to the first draw is
+the floor (≈ 0) of each metric. `sobel`: the Sobel edge magnitude of the input, the same at every
+step — the ceiling (1) that a model-independent, edge-detector-like map reaches (Adebayo et al.
+2018, Fig. 1, compare maps to an edge detector).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from attnscope.registry import Registry
+
+CALIBRATIONS: Registry[Callable[[torch.Tensor, int, int], torch.Tensor]] = Registry("calibration map")
+
+
+@CALIBRATIONS.register("random")
+def random_map(images: torch.Tensor, draw: int, seed: int = 0) -> torch.Tensor:
+    """Uniform noise (B, H, W), draw number `draw` of the stream seeded by `seed`."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + draw)
+    b, _, h, w = images.shape
+    return torch.rand((b, h, w), generator=g, dtype=torch.float64).to(images.device)
+
+
+@CALIBRATIONS.register("sobel")
+def sobel_map(images: torch.Tensor, draw: int = 0, seed: int = 0) -> torch.Tensor:
+    """Sobel gradient magnitude √(G_x² + G_y²) of the channel-mean image (B, H, W), edges replicated."""
+    gray = images.double().mean(dim=1, keepdim=True)  # (B, 1, H, W)
+    k = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], dtype=torch.float64, device=images.device)
+    padded = F.pad(gray, (1, 1, 1, 1), mode="replicate")
+    gx = F.conv2d(padded, k.view(1, 1, 3, 3))
+    gy = F.conv2d(padded, k.t().reshape(1, 1, 3, 3))
+    return (gx.square() + gy.square()).sqrt()[:, 0]

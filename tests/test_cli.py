@@ -1,0 +1,64 @@
+"""The command line: errors are one line with exit status 2; train and demo write what they say."""
+
+import json
+
+import pytest
+
+from attnscope.cli import main
+
+
+def _run(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    return e.value.code, capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train", "--model", "resnet19"], "Did you mean 'resnet18'"),
+        (["train", "--data", "clutterr"], "Known: clutter"),
+        (["train", "--epochs", "0"], "epochs must be >= 1"),
+        (["train", "--model-opt", "widths"], "key=value"),
+        (["train", "--resume", "--out", "/nonexistent/run"], "no run to resume"),
+        (["train", "--no-such-flag"], "No such option"),
+    ],
+)
+def test_errors_exit_2_with_one_readable_line(argv, needle, capsys):
+    code, out = _run(argv, capsys)
+    assert code == 2
+    assert needle in out.err
+    assert "Traceback" not in out.err
+
+
+def test_train_list(capsys):
+    main(["train", "--list"])
+    out = capsys.readouterr().out
+    assert "smallcnn" in out and "clutter" in out
+
+
+def test_train_writes_a_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["train", "--out", str(out), "--n", "64", "--n-test", "32", "--epochs", "1", "--batch-size", "32", "--quiet",
+          "--model-opt", "widths=[8,16]", "--data-opt", "size=32", "--data-opt", "digit_size=[12,16]"])
+    record = json.loads((out / "metrics.jsonl").read_text())
+    assert record["epoch"] == 1 and 0 <= record["test_acc"] <= 1
+    assert json.loads((out / "config.json").read_text())["model_cfg"] == {"widths": [8, 16]}
+
+
+@pytest.mark.slow
+def test_demo_writes_its_folder_and_replaces_it_whole(tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--epochs", "1", "--n", "128", "--probe", "4", "--quiet"]
+    main(argv)
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"cam", "gradcam", "saliency", "random (calibration)"} <= set(summary["methods"])
+    for scores in summary["methods"].values():
+        assert 0 <= scores["pointing"] <= 1 and 0 <= scores["energy_in_box"] <= 1
+    for name in ("grid.png", "summary.md", "model.safetensors", "maps.safetensors", "probe.safetensors"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "config.json").read_text())["out"] == str(out)
+    (out / "stale.txt").write_text("from an older demo")
+    main(argv)
+    assert not (out / "stale.txt").exists()
+    assert not list(tmp_path.glob(".*partial*"))

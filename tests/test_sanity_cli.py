@@ -1,0 +1,113 @@
+"""`attnscope sanity` and `attnscope bench` on a tiny run trained in the test; permuted-label training."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from attnscope import data
+from attnscope.cli import cli, main
+from attnscope.train import TrainConfig, fit, fit_permuted
+
+TINY = dict(n=64, n_test=32, epochs=1, batch_size=32, quiet=True, model_cfg={"widths": [8, 16]})
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sanity") / "run"
+    fit(TrainConfig(out=str(out), **TINY))
+    return out
+
+
+def _invoke(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def test_sanity_cascade_writes_table_plot_and_grids(run_dir, tmp_path):
+    out = tmp_path / "out"
+    _invoke("sanity", "--checkpoint", run_dir, "--methods", "gradcam,saliency", "--out", out, "--images", 3,
+            "--metrics", "spearman_abs,ssim", "--keep", 1, "--seed", 4, "--quiet")
+    lines = (out / "cascading.csv").read_text().splitlines()
+    assert lines[0] == "method,block,depth,metric,mean,ci_low,ci_high,n"
+    assert len(lines) == 1 + 4 * 5 * 2  # (2 methods + 2 calibration maps) × 5 blocks × 2 metrics
+    saved = json.loads((out / "cascading.json").read_text())
+    assert saved["steps"] == ["fc", "features.1.1", "features.1.0", "features.0.1", "features.0.0"]
+    assert saved["meta"]["seeds"]["fc"] == 4 + 4 and saved["meta"]["checkpoint"] == str(run_dir)
+    sobel = [r for r in saved["rows"] if r["method"] == "sobel"]
+    assert all(r["mean"] == pytest.approx(1.0) for r in sobel)
+    assert (out / "cascading_similarity.png").stat().st_size > 1000
+    assert (out / "cascading_maps_0.png").exists() and not (out / "cascading_maps_1.png").exists()
+
+
+def test_sanity_data_test_trains_on_permuted_labels(run_dir, tmp_path):
+    out = tmp_path / "out"
+    _invoke("sanity", "--checkpoint", run_dir, "--methods", "saliency", "--out", out, "--images", 2, "--test", "data",
+            "--metrics", "spearman_abs", "--permuted-n", 16, "--permuted-epochs", 1, "--quiet")
+    meta = json.loads((out / "data.json").read_text())["meta"]
+    assert meta["epochs"] == 1 and 0 <= meta["fit_acc"] <= 1 and meta["reached_target"] is False
+    assert (out / "permuted-run" / "model.safetensors").exists()
+
+
+def test_bench_leaderboard(run_dir, tmp_path):
+    out = tmp_path / "bench"
+    _invoke("bench", "--checkpoint", run_dir, "--out", out, "--images", 2, "--methods", "gradcam,saliency",
+            "--step", 256, "--quiet")
+    rows = json.loads((out / "leaderboard.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["gradcam", "saliency", "random", "sobel"]
+    for r in rows:
+        for key in ("pointing", "energy_box", "mass_mask", "rank_mask", "deletion_zero", "insertion_blur"):
+            assert 0.0 <= r[key] <= 1.0
+        assert 0.0 <= r["avg_drop_pct"] <= 100 and r["increase_pct"] in (0.0, 50.0, 100.0)
+    assert (out / "leaderboard.csv").read_text().startswith("method,kind,pointing,")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--methods", "gradcm"], "unknown method 'gradcm'"),
+        (["--test", "bottom-up"], "unknown test"),
+        (["--blocks", "features.7"], "unknown block"),
+        (["--method-opt", "steps=3"], "METHOD.OPTION=VALUE"),
+    ],
+)
+def test_sanity_errors_are_one_line_exit_2(run_dir, tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        main(["sanity", "--checkpoint", str(run_dir), "--out", str(tmp_path / "o"), "--images", "1",
+              "--methods", "saliency", "--quiet", *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_missing_checkpoint_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert e.value.code == 2 and "checkpoint not found" in capsys.readouterr().err
+
+
+def test_permuted_labels_keep_class_counts_and_other_fields():
+    base = data.get("clutter", "train", 40, 0)
+    perm = data.get("permuted", "train", 40, 0, label_seed=1)
+    assert sorted(perm.labels.tolist()) == sorted(base[i].label for i in range(40))
+    assert perm.labels.tolist() != perm.true_labels.tolist()
+    assert torch.equal(perm[5].mask, base[5].mask) and perm[5].label == int(perm.labels[5])
+    assert type(data.get("permuted", "test", 4, 0)).__name__ == "ClutteredDigits"  # true test labels
+
+
+def test_fit_permuted_stops_at_the_target(tmp_path):
+    cfg = TrainConfig(out=str(tmp_path / "p"), **{**TINY, "n": 16, "epochs": 3})
+    run, reached = fit_permuted(cfg, target_acc=0.0)
+    assert reached and len(run.history) == 1 and "fit_acc" in run.history[0]
+    run, reached = fit_permuted(TrainConfig(out=str(tmp_path / "q"), **{**TINY, "n": 16, "epochs": 2}), 1.01)
+    assert not reached and [h["epoch"] for h in run.history] == [1, 2]
+
+
+def test_table_csv_leaves_undefined_cells_empty():
+    from attnscope.report.sanity import table_csv
+
+    rows = [{"method": "gradcam", "block": "fc", "mean": float("nan"), "n": 0},
+            {"method": "x", "block": "fc", "mean": 0.5, "n": 3}]
+    assert table_csv(rows).splitlines() == ["method,block,mean,n", "gradcam,fc,,0", "x,fc,0.5,3"]
