@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from attnscope.metrics.captions import corpus_bleu, grounding
 from attnscope.metrics.concentration import entropy
 from attnscope.metrics.faithfulness import (
     average_drop,
@@ -20,10 +21,12 @@ __all__ = [
     "SIMILARITIES",
     "average_drop",
     "box_masks",
+    "corpus_bleu",
     "deletion_auc",
     "deletion_curve",
     "energy_in_box",
     "entropy",
+    "grounding",
     "increase_in_confidence",
     "insertion_auc",
     "insertion_curve",
