@@ -7,7 +7,10 @@ Part "scorecam": Score-CAM on a SmallCNN trained here on ClutteredDigits; checks
 identical to each peer's (under the peer's variant) and times them.
 
 Every timing is the median over `--repeats` rounds, methods interleaved within a round, and is
-reported as a ratio to the plain forward pass of the same rounds.
+reported as a ratio to the plain forward pass of the same rounds. Every method adds its hooks and
+removes them within its own timed call (pytorch-grad-cam's objects are used as context managers):
+a pytorch-grad-cam object kept alive leaves hooks on the model that store every later forward's
+activations, which slowed the other methods' passes by up to 2 × in an earlier version of this script.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/explain_speed.py --threads 1
 """
@@ -21,6 +24,7 @@ import types
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -61,11 +65,11 @@ def peers_cams(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> dict
 
     targets = [ClassifierOutputTarget(int(c)) for c in classes]
     pgc_classes = (pgc.GradCAM, pgc.GradCAMPlusPlus, pgc.XGradCAM, pgc.HiResCAM, pgc.LayerCAM)
-    pgc_cams = [cls(model=model, target_layers=[model.layer4]) for cls in pgc_classes]
 
-    def pgc_all() -> None:
-        for cam in pgc_cams:
-            cam(input_tensor=x, targets=targets)
+    def pgc_all(classes_: tuple = pgc_classes) -> None:
+        for cls in classes_:
+            with cls(model=model, target_layers=[model.layer4]) as cam:
+                cam(input_tensor=x, targets=targets)
 
     def torchcam(classes_: tuple) -> Callable[[], None]:
         def run() -> None:
@@ -81,7 +85,7 @@ def peers_cams(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> dict
 
     return {
         "pytorch-grad-cam, 5 CAMs": pgc_all,
-        "pytorch-grad-cam, Grad-CAM": lambda: pgc_cams[0](input_tensor=x, targets=targets),
+        "pytorch-grad-cam, Grad-CAM": lambda: pgc_all(pgc_classes[:1]),
         "torchcam, 4 CAMs": torchcam((tc.GradCAM, tc.GradCAMpp, tc.XGradCAM, tc.LayerCAM)),
         "torchcam, Grad-CAM": torchcam((tc.GradCAM,)),
         "captum, 2 CAMs": captum_two,
@@ -177,8 +181,11 @@ def bench_scorecam(repeats: int, steps: int, n_images: int, batch_size: int) -> 
     pgc_opts = {"weights": "channel-softmax", "align_corners": True, "batch_size": batch_size}
     tc_opts = {"weights": "channel-softmax", "upsample_first": False, "batch_size": batch_size}
     targets = [ClassifierOutputTarget(int(c)) for c in classes]
-    pgc = ScoreCAM(model=model, target_layers=[model.features])
-    pgc.batch_size = batch_size
+
+    def pgc() -> np.ndarray:
+        with ScoreCAM(model=model, target_layers=[model.features]) as cam:
+            cam.batch_size = batch_size
+            return cam(input_tensor=x, targets=targets)
 
     def torchcam() -> torch.Tensor:
         with TorchcamScoreCAM(model, "features", batch_size=batch_size, input_shape=(3, 64, 64)) as ext:
@@ -196,7 +203,7 @@ def bench_scorecam(repeats: int, steps: int, n_images: int, batch_size: int) -> 
         import pytorch_grad_cam.score_cam as pgc_module  # its per-image progress bar, off for the timing
 
         pgc_module.tqdm = types.SimpleNamespace(tqdm=lambda iterable, **_: iterable)
-        diff_pgc = (ours(pgc_opts)().normalized() - torch.from_numpy(pgc(input_tensor=x, targets=targets))).abs().max()
+        diff_pgc = (ours(pgc_opts)().normalized() - torch.from_numpy(pgc())).abs().max()
         diff_tc = (normalize(ours(tc_opts)().lowres) - torchcam()).abs().max()
         print(f"max |difference| of normalised maps: vs pytorch-grad-cam {diff_pgc:.1e}, vs torchcam {diff_tc:.1e}")
 
@@ -208,7 +215,7 @@ def bench_scorecam(repeats: int, steps: int, n_images: int, batch_size: int) -> 
             {
                 "forward (no_grad)": forward_no_grad,
                 "attnscope (pytorch-grad-cam variant)": ours(pgc_opts),
-                "pytorch-grad-cam ScoreCAM": lambda: pgc(input_tensor=x, targets=targets),
+                "pytorch-grad-cam ScoreCAM": pgc,
                 "attnscope (torchcam variant)": ours(tc_opts),
                 "torchcam ScoreCAM": torchcam,
                 "attnscope (torchcam variant), NCHW": ours({**tc_opts, "channels_last": False}),
@@ -241,7 +248,10 @@ def bench_ablation(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, rep
 
     pgc_module.tqdm = types.SimpleNamespace(tqdm=lambda iterable, **_: iterable)
     targets = [ClassifierOutputTarget(int(c)) for c in classes]
-    pgc = AblationCAM(model=model, target_layers=[model.features], batch_size=batch_size)
+
+    def pgc() -> np.ndarray:
+        with AblationCAM(model=model, target_layers=[model.features], batch_size=batch_size) as cam:
+            return cam(input_tensor=x, targets=targets)
 
     def ours() -> ats.AttentionMap:
         return ats.explain(
@@ -255,7 +265,7 @@ def bench_ablation(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, rep
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        diff = (ours().normalized() - torch.from_numpy(pgc(input_tensor=x, targets=targets))).abs().max()
+        diff = (ours().normalized() - torch.from_numpy(pgc())).abs().max()
         print(f"\nAblation-CAM: max |difference| of normalised maps vs pytorch-grad-cam {diff:.1e}")
 
         def forward_no_grad() -> None:
@@ -266,7 +276,7 @@ def bench_ablation(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, rep
             {
                 "forward (no_grad)": forward_no_grad,
                 "attnscope AblationCAM": ours,
-                "pytorch-grad-cam AblationCAM": lambda: pgc(input_tensor=x, targets=targets),
+                "pytorch-grad-cam AblationCAM": pgc,
             },
             repeats,
         )
