@@ -1,10 +1,11 @@
 """TinyViT vs SmallCNN on ClutteredDigits: test accuracy, and how well each map points at the digit.
 
-Both models are trained by the library's own loop (what `attnscope train --model vit|smallcnn
---data clutter` runs) with the same data and epochs; then the maps of each method, for the true
-class, on the first `--probe` test images are scored against the digit's box: pointing game
-(Zhang et al. 2016) and energy in box (Wang et al. 2020), on the raw map and on the min–max
-normalised map (rollout maps sit on a large floor that the raw energy counts everywhere).
+The three models are trained by the library's own loop (what `attnscope train --model
+vit|smallcnn|ltpa --data clutter` runs) on the same data (LTPA's epochs may be set apart); then
+the maps of each method, for the true class, on the first `--probe` test images are scored
+against the digit's box: pointing game (Zhang et al. 2016) and energy in box (Wang et al. 2020),
+on the raw map and on the min–max normalised map (rollout maps sit on a large floor that the raw
+energy counts everywhere).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/vit_clutter.py --out runs/vit_clutter
 
@@ -36,20 +37,22 @@ VIT_METHODS = {
     "gradcam (tokens)": ("gradcam", {}),
 }
 CNN_METHODS = {"gradcam": ("gradcam", {})}
+LTPA_METHODS = {"ltpa": ("ltpa", {}), "gradcam": ("gradcam", {})}  # ltpa: every estimator's map and their mean
 TRAIN = {  # per model: what differs from TrainConfig's defaults
     "vit": {"weight_decay": 0.05},
     "smallcnn": {},
+    "ltpa": {},
 }
 
 
-def train(model: str, out: Path, args: argparse.Namespace) -> tuple[torch.nn.Module, dict, float]:
+def train(model: str, out: Path, args: argparse.Namespace, epochs: int) -> tuple[torch.nn.Module, dict, float]:
     """Train `model` (or reuse a finished run in `out`); the model, its last metrics and training seconds."""
     metrics = out / "metrics.jsonl"
-    done = metrics.exists() and len(metrics.read_text().splitlines()) >= args.epochs
+    done = metrics.exists() and len(metrics.read_text().splitlines()) >= epochs
     started = time.perf_counter()
     if not done:
         config = TrainConfig(model=model, data="clutter", out=str(out), n=args.n, n_test=args.n_test,
-                             epochs=args.epochs, batch_size=64, seed=args.seed, quiet=True,
+                             epochs=epochs, batch_size=64, seed=args.seed, quiet=True,
                              resume=(out / "checkpoints").exists(), **TRAIN[model])
         fit(config)
     seconds = time.perf_counter() - started
@@ -59,14 +62,17 @@ def train(model: str, out: Path, args: argparse.Namespace) -> tuple[torch.nn.Mod
 
 
 def explain_all(model: torch.nn.Module, methods: dict, images: torch.Tensor, labels: torch.Tensor):
-    """Maps (N, H, W) of each method for the true class, and seconds per image."""
+    """Maps (N, H, W) of each method for the true class, and seconds per image. A method with
+    sub-maps (LTPA's per-estimator maps "ltpa/stages.1", ...) gives one row each, named by grid size."""
     maps, timing = {}, {}
     for label, (method, options) in methods.items():
         t = time.perf_counter()
         result = ats.explain(model, images, method, targets=labels, options={method: options} if options else None,
                              batch_size=50)
-        maps[label] = result[method].values
-        timing[label] = (time.perf_counter() - t) / len(images)
+        seconds = (time.perf_counter() - t) / len(images)
+        for key, found in result.items():
+            name = label if key == method else f"{label} {'×'.join(map(str, found.lowres.shape[-2:]))}"
+            maps[name], timing[name] = found.values, seconds
     return maps, timing
 
 
@@ -97,6 +103,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--n-test", type=int, default=2_000)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--ltpa-epochs", type=int, default=None, help="LTPA's epochs (default: --epochs)")
     parser.add_argument("--probe", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -111,8 +118,9 @@ def main() -> None:
     boxes = torch.stack([s.box for s in samples])  # (N, 4)
 
     rows, trained = [], {}
-    for model_name, methods in (("vit", VIT_METHODS), ("smallcnn", CNN_METHODS)):
-        model, last, seconds = train(model_name, out / model_name, args)
+    epochs = {"vit": args.epochs, "smallcnn": args.epochs, "ltpa": args.ltpa_epochs or args.epochs}
+    for model_name, methods in (("vit", VIT_METHODS), ("smallcnn", CNN_METHODS), ("ltpa", LTPA_METHODS)):
+        model, last, seconds = train(model_name, out / model_name, args, epochs[model_name])
         trained[model_name] = {"test_acc": last["test_acc"], "train_s": round(seconds, 1), "epochs": last["epoch"]}
         maps, timing = explain_all(model, methods, images, labels)
         for label, m in maps.items():
@@ -122,14 +130,12 @@ def main() -> None:
     noise = torch.rand(images.shape[0], *images.shape[-2:], generator=torch.Generator().manual_seed(0))
     rows.append({"model": "-", "test_acc": float("nan"), "method": "random map (calibration)",
                  **score(noise, boxes), "ms_per_image": 0.0})
-    ltpa = "ltpa" in ats.list_methods()
     summary = {
         "command": "OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/vit_clutter.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-        "train": {"n": args.n, "n_test": args.n_test, "epochs": args.epochs, "batch_size": 64, **TRAIN},
+        "train": {"n": args.n, "n_test": args.n_test, "epochs": epochs, "batch_size": 64, **TRAIN},
         "models": trained,
         "probe_images": args.probe,
-        "ltpa": "registered; not trained here" if ltpa else "not available in this checkout",
         "rows": rows,
         "total_s": round(time.perf_counter() - started, 1),
     }
