@@ -63,7 +63,8 @@ def test_box_is_tight_around_the_mask_and_the_mask_is_the_drawn_digit(decoy):
     ds = ClutteredDigits("train", 40, seed=1, decoy=decoy, noise=0.0)
     images, _ = _load()
     for i in range(len(ds)):
-        image, label, box, mask = ds[i]
+        image, label, box, mask, decoy_box = ds[i]
+        assert decoy_box.tolist() == (ds.decoy_box(i).tolist() if decoy else [-1] * 4)
         x0, y0, x1, y1 = box.tolist()
         assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
         inside = torch.zeros_like(mask)
@@ -78,8 +79,8 @@ def test_box_is_tight_around_the_mask_and_the_mask_is_the_drawn_digit(decoy):
 def _patch_colours(ds: ClutteredDigits, indices) -> tuple[torch.Tensor, torch.Tensor]:
     feats, labels = [], []
     for i in indices:
-        image, label, _, _ = ds[i]
-        x0, y0, x1, y1 = ds.decoy_box(i).tolist()
+        image, label, _, _, decoy_box = ds[i]
+        x0, y0, x1, y1 = decoy_box.tolist()
         feats.append(image[:, y0:y1, x0:x1].mean(dim=(1, 2)))
         labels.append(label)
     return torch.stack(feats), torch.tensor(labels)
@@ -108,8 +109,8 @@ def test_decoy_patch_sits_in_a_corner_away_from_the_digit_with_its_colour():
     ds = ClutteredDigits("train", 30, seed=2, decoy=True, noise=0.05)
     corners = {(0, 0), (59, 0), (0, 59), (59, 59)}
     for i in range(len(ds)):
-        image, label, _, mask = ds[i]
-        x0, y0, x1, y1 = ds.decoy_box(i).tolist()
+        image, label, _, mask, decoy_box = ds[i]
+        x0, y0, x1, y1 = decoy_box.tolist()
         assert (x0, y0) in corners and (x1 - x0, y1 - y0) == (5, 5)
         assert not mask[y0:y1, x0:x1].any()
         patch = image[:, y0:y1, x0:x1]  # (3, 5, 5) = colour + noise in [0, 0.05), clamped to 1

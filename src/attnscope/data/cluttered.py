@@ -39,10 +39,11 @@ class ClutterSample(NamedTuple):
     label: int
     box: torch.Tensor  # (4,) long: x0, y0, x1, y1 (x1, y1 exclusive) around the digit's ink
     mask: torch.Tensor  # (H, W) bool: the digit's ink
+    decoy_box: torch.Tensor | None = None  # (4,) long: the decoy patch's box; -1s when there is none
 
 
 class ClutteredDigits(Dataset):
-    """`n` images of `size`×`size` px; sample i is `(image, label, box, mask)`.
+    """`n` images of `size`×`size` px; sample i is `(image, label, box, mask, decoy_box)`.
 
     The digit is scaled to `digit_size` px (a random integer in the range), placed at random,
     and drawn in a random colour; `n_fragments` random crops of other digits of the same split
@@ -79,8 +80,7 @@ class ClutteredDigits(Dataset):
         return self.n
 
     def __getitem__(self, index: int) -> ClutterSample:
-        image, label, box, mask, _ = self._generate(index)
-        return ClutterSample(image, label, box, mask)
+        return ClutterSample(*self._generate(index))
 
     def decoy_box(self, index: int) -> torch.Tensor:
         """Box `(x0, y0, x1, y1)` of the decoy patch of sample `index` (requires `decoy=True`)."""
