@@ -32,7 +32,8 @@ def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/guidance_decoy")
     p.add_argument("--runs", default="none,cam:1,rrr:10,rrr:1",
-                   help="guide:weight list; 'none' trains without guidance")
+                   help="guide:weight[@region] list (region: box, mask or not-decoy; default box); "
+                        "'none' trains without guidance")
     p.add_argument("--n", type=int, default=4000)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--probe", type=int, default=64)
@@ -44,10 +45,13 @@ def parse() -> argparse.Namespace:
 
 
 def train(args: argparse.Namespace, spec: str) -> Path:
-    guide, _, weight = spec.partition(":")
-    out = Path(args.out) / spec.replace(":", "_")
+    """One run of `guide[:weight][@region]`, e.g. `rrr:10` (the digit's box) or `rrr:10@not-decoy`."""
+    spec_, _, region = spec.partition("@")
+    guide, _, weight = spec_.partition(":")
+    out = Path(args.out) / spec.replace(":", "_").replace("@", "_")
     config = TrainConfig(data="clutter-decoy", n=args.n, n_test=1000, epochs=args.epochs, out=str(out), quiet=True,
-                         guide=None if guide == "none" else guide, guide_weight=float(weight) if weight else None)
+                         guide=None if guide == "none" else guide, guide_weight=float(weight) if weight else None,
+                         guide_region=region or "box")
     lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
     if len(lines) < args.epochs:
         config.resume = bool(lines) or (out / "checkpoints").exists()

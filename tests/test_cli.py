@@ -22,6 +22,7 @@ def _run(argv, capsys):
         (["train", "--model-opt", "widths"], "key=value"),
         (["train", "--resume", "--out", "/nonexistent/run"], "no run to resume"),
         (["train", "--no-such-flag"], "No such option"),
+        (["train", "--guide", "rrr", "--guide-region", "decoy"], "Did you mean 'not-decoy'"),
     ],
 )
 def test_errors_exit_2_with_one_readable_line(argv, needle, capsys):
@@ -29,6 +30,13 @@ def test_errors_exit_2_with_one_readable_line(argv, needle, capsys):
     assert code == 2
     assert needle in out.err
     assert "Traceback" not in out.err
+
+
+def test_a_guide_region_the_data_lacks_fails_before_anything_is_written(tmp_path, capsys):
+    code, out = _run(["train", "--out", str(tmp_path / "run"), "--data", "clutter", "--guide", "rrr",
+                      "--guide-region", "not-decoy", "--quiet"], capsys)
+    assert code == 2 and "needs data with a decoy patch" in out.err
+    assert not (tmp_path / "run").exists()
 
 
 def test_train_list(capsys):

@@ -150,3 +150,25 @@ def test_guided_training_records_the_penalty_and_bad_settings_fail(tmp_path):
         fit(tiny_config(tmp_path / "bad", guide="rr"))
     with pytest.raises(InputError, match="guide_weight"):
         tiny_config(tmp_path / "bad", guide="rrr", guide_weight=-1.0)
+
+
+def test_not_decoy_region_forbids_only_the_decoy_patch_and_needs_one():
+    x, y = torch.rand(2, 3, 8, 8), torch.tensor([0, 1])
+    box = torch.tensor([[0, 0, 8, 8]] * 2)
+    decoys = torch.tensor([[0, 0, 2, 2], [5, 6, 8, 8]])  # (x0, y0, x1, y1): 4 and 6 pixels
+    batch = ClutterSample(x, y, box, box_masks(box, (8, 8)), decoys)
+    allowed = REGIONS.get("not-decoy")(batch, (8, 8))
+    assert (~allowed).sum(dim=(1, 2)).tolist() == [4, 6]
+    assert not allowed[0, :2, :2].any() and not allowed[1, 6:, 5:].any() and allowed[1, :6].all()
+    # RRR on that region: the squared input gradients on the decoy pixels only, by hand
+    model = _cnn()
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(torch.log_softmax(model(xg), dim=1).sum(), xg)
+    by_hand = (g[0, :, :2, :2].square().sum() + g[1, :, 6:, 5:].square().sum()) / 2
+    _, penalty = Guidance("rrr", None, "not-decoy")(model, x, y, batch)
+    assert penalty.item() == pytest.approx(by_hand.item(), rel=1e-5) and by_hand.item() > 0
+    no_decoy = ClutterSample(x, y, box, box_masks(box, (8, 8)), torch.full((2, 4), -1))
+    with pytest.raises(InputError, match="not-decoy.*decoy patch"):
+        Guidance("rrr", None, "not-decoy")(model, x, y, no_decoy)
+    with pytest.raises(UnknownNameError, match="not-decoy"):
+        Guidance("rrr", None, "decoy")

@@ -46,8 +46,9 @@ from attnscope.cli.options import parse_list, parse_settings
 @click.option("--tensorboard", is_flag=True, help="Also log tracked measures and maps to OUT/tensorboard.")
 @click.option("--guide", default=None, metavar="NAME", help="Attention guidance loss: rrr, cam or ltpa.")
 @click.option("--guide-weight", default=None, type=float, help="Weight λ of the guidance loss (default: the guide's).")
-@click.option("--guide-region", default="box", show_default=True, type=click.Choice(["box", "mask"]),
-              help="Where attention is allowed: the object's box or its mask.")
+@click.option("--guide-region", default="box", show_default=True, metavar="REGION",
+              help="Where attention is allowed: box (the object's), mask (its pixels), or not-decoy "
+                   "(all but the decoy patch).")
 @click.option("--list", "list_", is_flag=True, help="List model and data set names, then exit.")
 def train_command(model, data, out, epochs, n, n_test, batch_size, optimizer, lr, momentum, weight_decay,
                   schedule, step_size, gamma, seed, data_seed, attention, model_opt, data_opt, task_opt, device,

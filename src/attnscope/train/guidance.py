@@ -3,7 +3,8 @@
 A guide is `fn(model, x, y, outside) -> (logits, penalty)`: it runs the model's forward pass itself
 (so the penalty and the classification loss share it) and returns the logits (B, K) and a scalar
 penalty that autograd carries into the model's parameters. `outside` (B, H, W) is 1 where the
-model should not look (outside the digit's box or mask: clutter and the decoy patch), 0 elsewhere.
+model should not look, 0 elsewhere: outside the digit's box or mask (clutter and the decoy patch
+alike), or only the decoy patch (region "not-decoy", as Ross et al. annotate Decoy MNIST).
 Guides and regions are found by name (`GUIDES`, `REGIONS`); the loss is CE + λ · penalty.
 
 Unlike `attnscope.explain`, whose maps are detached results, these penalties keep the graph
@@ -66,6 +67,15 @@ def _mask(batch: Any, size: tuple[int, int]) -> torch.Tensor:
     return _field(batch, "mask").bool()
 
 
+@REGIONS.register("not-decoy")
+def _not_decoy(batch: Any, size: tuple[int, int]) -> torch.Tensor:
+    """Everything but the decoy patch: Ross et al.'s annotation A marks only the known shortcut."""
+    boxes = _field(batch, "decoy_box")  # (B, 4), -1 where a sample has no decoy
+    if (boxes < 0).any():
+        raise InputError("guide region 'not-decoy' needs data with a decoy patch in every image (clutter-decoy)")
+    return ~box_masks(boxes, size)
+
+
 class Guidance:
     """The guide a `TrainConfig` asks for, bound to its weight and allowed region."""
 
@@ -73,6 +83,10 @@ class Guidance:
         self.spec, self.region = GUIDES.get(name), REGIONS.get(region)
         self.weight = self.spec.weight if weight is None else float(weight)
         self._checked: set[int] = set()
+
+    def check(self, batch: Any) -> None:
+        """Raise now, before a run is written, if `batch` (e.g. one training sample) lacks the region."""
+        self.region(batch, tuple(batch[0].shape[-2:]))
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  batch: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -76,6 +76,7 @@ def _fit(config: TrainConfig, callbacks: tuple[Callback, ...], device: torch.dev
     train_data = Cached(data.get(config.data, "train", config.n, seed=config.data_seed, **config.data_cfg))
     test_data = Cached(data.get(config.data, "test", config.n_test, seed=config.data_seed, **config.data_cfg))
     task: Task = TASKS.get(train_data.kind)(config)
+    getattr(task, "check", lambda _data: None)(train_data)  # bad settings fail before anything is written
 
     torch.manual_seed(config.seed)
     model = models.get(config.model, **{**task.model_kwargs(train_data), **config.model_cfg}).to(device)

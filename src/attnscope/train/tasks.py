@@ -49,6 +49,11 @@ class Classification:
     def collate(self, samples: list[Any]) -> Any:
         return torch.utils.data.default_collate(samples)
 
+    def check(self, dataset: Dataset) -> None:
+        """Fail before the run is written if the guidance cannot read its region off this data."""
+        if self.guidance is not None and len(dataset):
+            self.guidance.check(self.collate([dataset[0]]))
+
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch[0].to(device), batch[1].to(device)  # (B, C, H, W), (B,)
         if self.guidance is None:
