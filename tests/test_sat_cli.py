@@ -17,14 +17,6 @@ VOCAB = DigitScenes.vocabulary()
 SCENES = ["--data-opt", "size=48", "--data-opt", "digit_size=[10,14]", "--data-opt", "gap=2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from attnscope import data
@@ -18,14 +17,6 @@ CAPTIONS = {
     "val": [["a bird flies"]],
     "test": [["a dog jumps", "a brown dog jumps high"]],
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_fixture(root, captions=CAPTIONS) -> tuple:

@@ -15,15 +15,6 @@ from attnscope.models.sat import ShowAttendTell
 VOCAB = DigitScenes.vocabulary()
 SMALL = dict(encoder_widths=[8, 16, 16], embed_dim=16, hidden_dim=24, attn_dim=12, dropout=0.0, max_len=7)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not stall when the machine is busy)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 def tiny(**cfg) -> ShowAttendTell:
     return models.get("sat", vocab=VOCAB.to_json(), **{**SMALL, **cfg})

@@ -13,15 +13,6 @@ from attnscope.models.sat_search import beam_search, greedy
 PAD, START, END = 0, 1, 2
 IDS = dict(start_id=START, end_id=END, pad_id=PAD)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not stall when the machine is busy)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 def markov(tables: torch.Tensor):
     """A decoder whose next-word distribution depends on the image and the last word: tables (B, V, V) of probs."""

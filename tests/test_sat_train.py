@@ -17,15 +17,6 @@ from attnscope.train.captioning import (
 
 VOCAB = DigitScenes.vocabulary()
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not stall when the machine is busy)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 def test_doubly_stochastic_term_on_hand_made_attention_counts_real_steps_only():
     alphas = torch.tensor([[[0.5, 0.5], [1.0, 0.0], [0.2, 0.8]]])  # (B=1, T=3, L=2)

@@ -20,14 +20,6 @@ from attnscope.maps import upsample
 TRANSFORMER = ["attention", "rollout", "grad-rollout", "flow"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_vit(**cfg) -> nn.Module:
     torch.manual_seed(0)
     model = models.get("vit", **{"image_size": 16, "patch_size": 4, "dim": 16, "depth": 3, "heads": 2, **cfg})
