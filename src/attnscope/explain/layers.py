@@ -65,13 +65,7 @@ def _auto_layer(model: nn.Module, images: torch.Tensor) -> str:
             spatial.add(name)
             finished.append(name)
 
-    handles = [m.register_forward_hook(hook) for n, m in model.named_modules() if n]
-    try:
-        with torch.no_grad(), model_guard(model):  # eval mode: the trace must not touch BatchNorm statistics
-            model(images[:1])
-    finally:
-        for h in handles:
-            h.remove()
+    _trace(model, images, [m.register_forward_hook(hook) for n, m in model.named_modules() if n])
     if not finished:
         raise InputError(
             "layer='auto' found no module with a spatial output (B, C, h, w); pass layer= a module name"
@@ -104,14 +98,22 @@ def token_layer(model: nn.Module, images: torch.Tensor) -> str:
 
     handles = [m.register_forward_hook(done) for n, m in model.named_modules() if n and id(m) not in attention]
     handles += [m.register_forward_pre_hook(start) for n, m in model.named_modules() if id(m) in attention]
-    try:
-        with torch.no_grad(), model_guard(model):  # eval mode: the trace must not touch BatchNorm statistics
-            model(images[:1])
-    finally:
-        for h in handles:
-            h.remove()
+    _trace(model, images, handles)
     last = max((i for i, (kind, _) in enumerate(events) if kind == "attention"), default=None)
     before = [name for kind, name in events[: last or 0] if kind == "done"]
     if not before:
         raise InputError("layer='auto' found no token layer (B, T, D) before the last attention; pass layer=")
     return before[-1]
+
+
+def _trace(model: nn.Module, images: torch.Tensor, handles: list) -> None:
+    """Run the first image through `model` with the given hooks, then remove them (also on error).
+
+    Eval mode and no gradients: the trace must not touch BatchNorm statistics.
+    """
+    try:
+        with torch.no_grad(), model_guard(model):
+            model(images[:1])
+    finally:
+        for h in handles:
+            h.remove()
