@@ -30,6 +30,22 @@ def tiny_vit(**cfg) -> nn.Module:
     return model.eval()
 
 
+class Rewired(nn.Module):
+    """TinyViT whose blocks run in the order `order(blocks)` gives (e.g. reversed, or one block twice)."""
+
+    def __init__(self, vit: nn.Module, order) -> None:
+        super().__init__()
+        self.vit, self.order, self.num_prefix_tokens, self.cls_token = vit, order, 1, vit.cls_token
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.vit
+        tokens = torch.cat([v.cls_token.expand(len(x), -1, -1), v.patch_embed(x).flatten(2).transpose(1, 2)], 1)
+        tokens = tokens + v.pos_embed
+        for block in self.order(list(v.blocks)):
+            tokens = block(tokens)
+        return v.head(v.norm(tokens)[:, 0])
+
+
 def images(n: int = 3) -> torch.Tensor:
     return torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(1))
 
@@ -75,23 +91,8 @@ def test_maps_equal_the_pure_functions_on_manually_captured_attention():
 
 
 def test_gradients_are_matched_to_their_layers_in_forward_order():
-    class Reversed(nn.Module):
-        """TinyViT whose blocks run in reverse module order."""
-
-        def __init__(self, vit: nn.Module) -> None:
-            super().__init__()
-            self.vit, self.num_prefix_tokens, self.cls_token = vit, 1, vit.cls_token
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            v = self.vit
-            tokens = torch.cat([v.cls_token.expand(len(x), -1, -1), v.patch_embed(x).flatten(2).transpose(1, 2)], 1)
-            tokens = tokens + v.pos_embed
-            for block in reversed(v.blocks):
-                tokens = block(tokens)
-            return v.head(v.norm(tokens)[:, 0])
-
     vit = tiny_vit()
-    model, x, target = Reversed(vit).eval(), images(2), torch.tensor([1, 2])
+    model, x, target = Rewired(vit, lambda blocks: list(reversed(blocks))).eval(), images(2), torch.tensor([1, 2])
     attns, grads = [], []
     for m in vit.modules():
         if hasattr(m, "fused_attn"):
@@ -282,20 +283,7 @@ def test_timm_grad_rollout_equals_a_manual_explicit_pass():
 
 
 def test_an_attention_layer_that_runs_twice_is_refused_by_name():
-    class Shared(nn.Module):
-        """One TinyViT block applied twice (weight sharing): its weights would be ambiguous."""
-
-        def __init__(self, vit: nn.Module) -> None:
-            super().__init__()
-            self.vit, self.num_prefix_tokens, self.cls_token = vit, 1, vit.cls_token
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            v = self.vit
-            tokens = torch.cat([v.cls_token.expand(len(x), -1, -1), v.patch_embed(x).flatten(2).transpose(1, 2)], 1)
-            tokens = v.blocks[0](v.blocks[0](tokens + v.pos_embed))
-            return v.head(v.norm(tokens)[:, 0])
-
-    model = Shared(tiny_vit(depth=1))
+    model = Rewired(tiny_vit(depth=1), lambda blocks: [blocks[0], blocks[0]])  # one block's weights, twice
     with pytest.raises(InputError, match="'vit.blocks.0.attn' ran 2 times"):
         ats.explain(model, images(1), "rollout")
     assert model.vit.blocks[0].attn.fused_attn
