@@ -156,3 +156,18 @@ def test_smallcnn_encoder_starts_from_a_smallcnn_classifier_checkpoint(tmp_path)
         assert torch.equal(model.encoder.body.state_dict()[key], value)
     with pytest.raises(CheckpointError, match="does not fit the smallcnn encoder"):
         tiny(weights=str(path), encoder_widths=[8, 16, 32])
+
+
+def test_param_groups_give_a_fine_tuned_encoder_its_own_learning_rate():
+    from attnscope.train.loop import param_groups
+
+    model = tiny(encoder_lr_scale=0.1)
+    groups = param_groups(model, 1e-2)
+    assert [g["lr"] for g in groups] == [1e-2, pytest.approx(1e-3)]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.encoder.parameters()}
+    assert len(param_groups(tiny(freeze_encoder=True), 1e-2)) == 1  # a frozen encoder has nothing to train
+    with pytest.raises(InputError, match="encoder_lr_scale"):
+        tiny(encoder_lr_scale=-1.0)
+    model.param_groups = lambda: [{"params": list(model.decoder.parameters())}]  # forgets the encoder
+    with pytest.raises(InputError, match="every trainable parameter exactly once"):
+        param_groups(model, 1e-2)

@@ -50,6 +50,7 @@ class SATConfig:
     encoder_layer: str | None = None  # torchvision only: the node whose output are the annotations
     encoder_widths: tuple[int, ...] = (16, 32, 64, 128)  # smallcnn only: one block per width
     freeze_encoder: bool = False  # no gradients and BatchNorm statistics kept (as the paper's VGG)
+    encoder_lr_scale: float = 1.0  # a fine-tuned encoder learns at this times the run's learning rate
     embed_dim: int = 64
     hidden_dim: int = 256
     attn_dim: int = 128
@@ -199,6 +200,8 @@ class ShowAttendTell(nn.Module):
             raise InputError(f"attention must be one of {ATTENTION}, got {config.attention!r}")
         if not 0.0 <= config.expectation_prob <= 1.0 or not 0.0 <= config.dropout < 1.0 or config.max_len < 1:
             raise InputError("need 0 <= expectation_prob <= 1, 0 <= dropout < 1 and max_len >= 1")
+        if not config.encoder_lr_scale >= 0:
+            raise InputError(f"encoder_lr_scale must be >= 0, got {config.encoder_lr_scale}")
         self.config = config
         self.vocab = Vocabulary.from_json(config.vocab)
         self.encoder = Encoder(config, weights)
@@ -206,6 +209,13 @@ class ShowAttendTell(nn.Module):
         self.register_buffer("vocab_id", torch.tensor(vocab_fingerprint(self.vocab)))
         self.register_buffer("baseline", torch.zeros(()))  # REINFORCE moving average (trainer-owned)
         self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters for the optimizer: the encoder's at `encoder_lr_scale` times the run's LR."""
+        groups = [{"params": [p for p in self.decoder.parameters() if p.requires_grad], "lr_scale": 1.0},
+                  {"params": [p for p in self.encoder.parameters() if p.requires_grad],
+                   "lr_scale": self.config.encoder_lr_scale}]
+        return [g for g in groups if g["params"]]
 
     def forward(self, images: torch.Tensor, captions: torch.Tensor, sample: bool | None = None,
                 locations: torch.Tensor | None = None) -> SATOutput:
