@@ -158,6 +158,20 @@ def test_smallcnn_encoder_starts_from_a_smallcnn_classifier_checkpoint(tmp_path)
         tiny(weights=str(path), encoder_widths=[8, 16, 32])
 
 
+def test_position_channels_are_the_cell_centres_in_raster_order(batch):
+    from attnscope.models.sat import grid_positions
+
+    expected = torch.tensor([[-2 / 3, -0.5], [0.0, -0.5], [2 / 3, -0.5], [-2 / 3, 0.5], [0.0, 0.5], [2 / 3, 0.5]])
+    assert torch.allclose(grid_positions(2, 3, torch.zeros(())), expected[None], atol=1e-6)
+    plain, placed = tiny(), tiny(position_channels=True)
+    placed.encoder.load_state_dict(plain.encoder.state_dict())
+    a, grid = plain.encoder(batch.images)
+    b, _ = placed.encoder(batch.images)
+    assert placed.encoder.dim == plain.encoder.dim + 2 and b.shape == (*a.shape[:2], a.shape[2] + 2)
+    assert torch.equal(b[..., :-2], a) and torch.allclose(b[0, :, -2:], grid_positions(*grid, a)[0])
+    assert placed(batch.images, batch.captions).alphas.shape == (4, batch.captions.shape[1] - 1, 144)
+
+
 def test_param_groups_give_a_fine_tuned_encoder_its_own_learning_rate():
     from attnscope.train.loop import param_groups
 

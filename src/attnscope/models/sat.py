@@ -51,6 +51,7 @@ class SATConfig:
     encoder_widths: tuple[int, ...] = (16, 32, 64, 128)  # smallcnn only: one block per width
     freeze_encoder: bool = False  # no gradients and BatchNorm statistics kept (as the paper's VGG)
     encoder_lr_scale: float = 1.0  # a fine-tuned encoder learns at this times the run's learning rate
+    position_channels: bool = False  # not in the paper: append each a_i's (x, y) in [-1, 1] (CoordConv-like)
     embed_dim: int = 64
     hidden_dim: int = 256
     attn_dim: int = 128
@@ -99,6 +100,8 @@ class Encoder(nn.Module):
         self.body.train(was)
         if self.frozen:
             self.body.requires_grad_(False)
+        self.position = config.position_channels
+        self.dim += 2 * self.position
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         out = self.body((images - self.mean) / self.std)
@@ -106,13 +109,24 @@ class Encoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         fmap = self._features(images)  # (B, D, h, w)
-        return fmap.flatten(2).transpose(1, 2), (fmap.shape[2], fmap.shape[3])  # (B, L, D)
+        a = fmap.flatten(2).transpose(1, 2)  # (B, L, D)
+        h, w = fmap.shape[2], fmap.shape[3]
+        if self.position:
+            a = torch.cat([a, grid_positions(h, w, a).expand(a.shape[0], -1, -1)], dim=2)  # (B, L, D + 2)
+        return a, (h, w)
 
     def train(self, mode: bool = True) -> Encoder:
         super().train(mode)
         if self.frozen:
             self.body.eval()
         return self
+
+
+def grid_positions(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """(1, h·w, 2) cell centres (x, y) in [-1, 1], raster order (row-major, as the annotations)."""
+    ys = (torch.arange(h, device=like.device, dtype=like.dtype) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w, device=like.device, dtype=like.dtype) + 0.5) / w * 2 - 1
+    return torch.stack([xs.repeat(h), ys.repeat_interleave(w)], dim=1)[None]
 
 
 class Decoder(nn.Module):
