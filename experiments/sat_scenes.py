@@ -133,7 +133,8 @@ def train_and_score(cfg: TrainConfig, beam: int) -> dict[str, Any]:
     test = data.get("scenes", "test", cfg.n_test, seed=cfg.data_seed, **cfg.data_cfg)
     scores = {}
     for label, size in (("greedy", 1), (f"beam{beam}", beam)):
-        task = Captioning(TrainConfig(**{**cfg.to_dict(), "task_cfg": {**cfg.task_cfg, "beam_size": size}}))
+        opts = {**cfg.task_cfg, "beam_size": size, "eval_n": None}  # all test scenes (eval_n is per epoch)
+        task = Captioning(TrainConfig(**{**cfg.to_dict(), "task_cfg": opts}))
         task.model_kwargs(test)
         metrics = task.evaluate(model, test, torch.device("cpu"), 64)
         scores[label] = {k.removeprefix("test_"): v for k, v in metrics.items()}
