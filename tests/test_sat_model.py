@@ -170,6 +170,12 @@ def test_position_channels_are_the_cell_centres_in_raster_order(batch):
     assert placed.encoder.dim == plain.encoder.dim + 2 and b.shape == (*a.shape[:2], a.shape[2] + 2)
     assert torch.equal(b[..., :-2], a) and torch.allclose(b[0, :, -2:], grid_positions(*grid, a)[0])
     assert placed(batch.images, batch.captions).alphas.shape == (4, batch.captions.shape[1] - 1, 144)
+    scaled = tiny(position_channels=True, annotation_scale=0.25)
+    scaled.encoder.load_state_dict(plain.encoder.state_dict())
+    c, _ = scaled.encoder(batch.images)
+    assert torch.allclose(c[..., :-2], 0.25 * a) and torch.equal(c[..., -2:], b[..., -2:])  # positions unscaled
+    with pytest.raises(InputError, match="annotation_scale must be > 0"):
+        tiny(annotation_scale=0.0)
 
 
 def test_param_groups_give_a_fine_tuned_encoder_its_own_learning_rate():

@@ -22,7 +22,9 @@ so a checkpoint rebuilds it; weights trained on another vocabulary refuse to loa
 Options that are NOT in the paper (off by default): `position_channels` appends each a_i's cell
 centre (x, y); `init_state="zero"` (h0 = c0 = 0) or `"learned"` (one learned h0, c0 for all images)
 replaces the mean-annotation initial state, so that the decoder learns of the image only through
-what it attends to.
+what it attends to; `annotation_scale` multiplies the CNN features (with a constant initial state and
+features in the tens, Adam drives L_z z into the deep output's saturated tanh within a few dozen steps
+and the decoder stops learning; docs/sat.md).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class SATConfig:
     encoder_lr_scale: float = 1.0  # a fine-tuned encoder learns at this times the run's learning rate
     position_channels: bool = False  # not in the paper: append each a_i's (x, y) in [-1, 1] (CoordConv-like)
     init_state: str = "mean"  # h0, c0 from the mean annotation (paper); not in the paper: "zero", "learned"
+    annotation_scale: float = 1.0  # not in the paper: the CNN features are multiplied by this (not the positions)
     embed_dim: int = 64
     hidden_dim: int = 256
     attn_dim: int = 128
@@ -107,7 +110,7 @@ class Encoder(nn.Module):
         self.body.train(was)
         if self.frozen:
             self.body.requires_grad_(False)
-        self.position = config.position_channels
+        self.position, self.scale = config.position_channels, config.annotation_scale
         self.dim += 2 * self.position
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
@@ -116,7 +119,7 @@ class Encoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         fmap = self._features(images)  # (B, D, h, w)
-        a = fmap.flatten(2).transpose(1, 2)  # (B, L, D)
+        a = fmap.flatten(2).transpose(1, 2) * self.scale  # (B, L, D)
         h, w = fmap.shape[2], fmap.shape[3]
         if self.position:
             a = torch.cat([a, grid_positions(h, w, a).expand(a.shape[0], -1, -1)], dim=2)  # (B, L, D + 2)
@@ -235,6 +238,8 @@ class ShowAttendTell(nn.Module):
             raise InputError("need 0 <= expectation_prob <= 1, 0 <= dropout < 1 and max_len >= 1")
         if config.init_state not in INIT_STATES:
             raise InputError(f"init_state must be one of {INIT_STATES}, got {config.init_state!r}")
+        if not config.annotation_scale > 0:
+            raise InputError(f"annotation_scale must be > 0, got {config.annotation_scale}")
         if not config.encoder_lr_scale >= 0:
             raise InputError(f"encoder_lr_scale must be >= 0, got {config.encoder_lr_scale}")
         self.config = config
