@@ -22,9 +22,9 @@ so a checkpoint rebuilds it; weights trained on another vocabulary refuse to loa
 Options that are NOT in the paper (off by default): `position_channels` appends each a_i's cell
 centre (x, y); `init_state="zero"` (h0 = c0 = 0) or `"learned"` (one learned h0, c0 for all images)
 replaces the mean-annotation initial state, so that the decoder learns of the image only through
-what it attends to; `annotation_scale` multiplies the CNN features (with a constant initial state and
-features in the tens, Adam drives L_z z into the deep output's saturated tanh within a few dozen steps
-and the decoder stops learning; docs/sat.md).
+what it attends to; `annotation_scale` multiplies the CNN features. On DigitScenes a constant initial
+state does not train: Adam drives L_z z into the deep output's saturated tanh within a few dozen steps
+and the gradients to the LSTM vanish, with or without features scaled by 0.1 (docs/sat.md).
 """
 
 from __future__ import annotations
