@@ -147,3 +147,86 @@ def test_smallcnn_encoder_starts_from_a_smallcnn_classifier_checkpoint(tmp_path)
         assert torch.equal(model.encoder.body.state_dict()[key], value)
     with pytest.raises(CheckpointError, match="does not fit the smallcnn encoder"):
         tiny(weights=str(path), encoder_widths=[8, 16, 32])
+
+
+def test_position_channels_are_the_cell_centres_in_raster_order(batch):
+    from attnscope.models.sat import grid_positions
+
+    expected = torch.tensor([[-2 / 3, -0.5], [0.0, -0.5], [2 / 3, -0.5], [-2 / 3, 0.5], [0.0, 0.5], [2 / 3, 0.5]])
+    assert torch.allclose(grid_positions(2, 3, torch.zeros(())), expected[None], atol=1e-6)
+    plain, placed = tiny(), tiny(position_channels=True)
+    placed.encoder.load_state_dict(plain.encoder.state_dict())
+    a, grid = plain.encoder(batch.images)
+    b, _ = placed.encoder(batch.images)
+    assert placed.encoder.dim == plain.encoder.dim + 2 and b.shape == (*a.shape[:2], a.shape[2] + 2)
+    assert torch.equal(b[..., :-2], a) and torch.allclose(b[0, :, -2:], grid_positions(*grid, a)[0])
+    assert placed(batch.images, batch.captions).alphas.shape == (4, batch.captions.shape[1] - 1, 144)
+    scaled = tiny(position_channels=True, annotation_scale=0.25)
+    scaled.encoder.load_state_dict(plain.encoder.state_dict())
+    c, _ = scaled.encoder(batch.images)
+    assert torch.allclose(c[..., :-2], 0.25 * a) and torch.equal(c[..., -2:], b[..., -2:])  # positions unscaled
+    with pytest.raises(InputError, match="annotation_scale must be > 0"):
+        tiny(annotation_scale=0.0)
+
+
+def test_param_groups_give_a_fine_tuned_encoder_its_own_learning_rate():
+    from attnscope.train.loop import param_groups
+
+    model = tiny(encoder_lr_scale=0.1)
+    groups = param_groups(model, 1e-2)
+    assert [g["lr"] for g in groups] == [1e-2, pytest.approx(1e-3)]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.encoder.parameters()}
+    assert len(param_groups(tiny(freeze_encoder=True), 1e-2)) == 1  # a frozen encoder has nothing to train
+    with pytest.raises(InputError, match="encoder_lr_scale"):
+        tiny(encoder_lr_scale=-1.0)
+    model.param_groups = lambda: [{"params": list(model.decoder.parameters())}]  # forgets the encoder
+    with pytest.raises(InputError, match="every trainable parameter exactly once"):
+        param_groups(model, 1e-2)
+
+
+@pytest.mark.parametrize("init", ["zero", "learned"])
+def test_a_constant_initial_state_lets_the_image_in_only_through_attention(batch, init):
+    L, D = 6, 5
+    a1 = torch.randn(2, L, D)
+    a2 = a1.clone()
+    a2[:, 1:] = torch.randn(2, L - 1, D) * 3  # other annotations, a_0 (the only one attended) kept
+    one_hot = lambda keys, h: F.one_hot(torch.zeros(keys.shape[0], dtype=torch.long), keys.shape[1]).float()
+
+    def logits(model: ShowAttendTell, a: torch.Tensor) -> torch.Tensor:
+        model.encoder.forward = lambda images: (a, (2, 3))
+        model.decoder.attend = one_hot
+        return model(torch.zeros(2, 3, 8, 8), batch.captions[:2]).logits
+
+    torch.manual_seed(0)
+    const, paper = tiny(init_state=init).eval(), tiny().eval()
+    for model in (const, paper):  # a decoder for the fake annotations, with weights large enough to matter
+        model.decoder = type(model.decoder)(model.config, len(VOCAB), D)
+        with torch.no_grad():
+            for p in model.decoder.parameters():  # h0, c0 too for "learned"
+                p.normal_(0.0, 0.5)
+    h0, c0 = const.decoder.init_state(a1)
+    assert h0.shape == (2, SMALL["hidden_dim"]) and torch.equal(h0, const.decoder.init_state(a2)[0])
+    assert torch.equal(h0[0], h0[1]) and torch.equal(c0[0], c0[1])
+    if init == "zero":
+        assert not h0.any() and not c0.any() and "decoder.h0" not in const.state_dict()  # nothing saved for zeros
+    else:
+        assert torch.equal(h0[0], torch.tanh(const.decoder.h0))
+    assert const.decoder.init_h is None and "decoder.init_h.weight" not in const.state_dict()
+    assert torch.allclose(logits(const, a1), logits(const, a2), atol=0)
+    assert not torch.allclose(logits(paper, a1), logits(paper, a2), atol=1e-3)  # ā reaches h0 in the paper's
+
+
+def test_init_state_is_checked_and_a_learned_one_trains_and_round_trips(tmp_path, batch):
+    with pytest.raises(InputError, match="init_state must be one of"):
+        tiny(init_state="mean_annotation")
+    model = tiny(init_state="learned")
+    out = model(batch.images, batch.captions)
+    F.cross_entropy(out.logits.flatten(0, 1), batch.captions[:, 1:].flatten()).backward()
+    assert model.decoder.h0.grad.abs().sum() > 0 and model.decoder.c0.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.decoder.h0.add_(0.5)
+    again, _ = checkpoint.load(checkpoint.save(model, tmp_path / "sat.safetensors"))
+    assert torch.equal(again.decoder.h0, model.decoder.h0)
+    for beam in (1, 2):
+        assert torch.equal(again.eval().caption(batch.images, beam_size=beam).tokens,
+                           model.eval().caption(batch.images, beam_size=beam).tokens)

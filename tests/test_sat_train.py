@@ -139,3 +139,17 @@ def test_fit_on_scenes_writes_caption_metrics_and_a_checkpoint_with_the_vocabula
     with pytest.raises(InputError, match="vocabulary differs from the data's"):
         fit(TrainConfig(**{**cfg.to_dict(), "out": str(tmp_path / "other"), "model_cfg": {**cfg.model_cfg,
                                                                                           "vocab": other}}))
+
+
+def test_an_encoder_at_lr_scale_zero_stays_put_while_the_decoder_learns(tmp_path):
+    cfg = TrainConfig(model="sat", data="scenes", out=str(tmp_path / "run"), n=32, n_test=8, epochs=1,
+                      batch_size=16, schedule="constant", quiet=True,  # one-cycle ends at lr 0
+                      data_cfg={"size": 48, "digit_size": [10, 14], "gap": 2},
+                      model_cfg={"encoder_widths": [8, 16], "hidden_dim": 16, "attn_dim": 8, "embed_dim": 8,
+                                 "max_len": 4, "encoder_lr_scale": 0.0})
+    torch.manual_seed(cfg.seed)  # fit builds the model right after seeding with the run's seed
+    start = models.get("sat", vocab=VOCAB.to_json(), **cfg.model_cfg)
+    run = fit(cfg)
+    assert run.history[-1]["lr"] > 0
+    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    assert same(run.model.encoder, start.encoder) and not same(run.model.decoder, start.decoder)

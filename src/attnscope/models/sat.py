@@ -18,6 +18,13 @@ Faithful to the paper and to its authors' code (kelvinxu/arctic-captions, `capge
 At inference hard attention uses the expectation α (capgen.py's sampler with `sampling=False`).
 Greedy and beam search are in `sat_search.py`. The model carries its vocabulary in its config,
 so a checkpoint rebuilds it; weights trained on another vocabulary refuse to load.
+
+Options that are NOT in the paper (off by default): `position_channels` appends each a_i's cell
+centre (x, y); `init_state="zero"` (h0 = c0 = 0) or `"learned"` (one learned h0, c0 for all images)
+replaces the mean-annotation initial state, so that the decoder learns of the image only through
+what it attends to; `annotation_scale` multiplies the CNN features. On DigitScenes a constant initial
+state does not train: Adam drives L_z z into the deep output's saturated tanh within a few dozen steps
+and the gradients to the LSTM vanish, with or without features scaled by 0.1 (docs/sat.md).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from attnscope.models import sat_search as search
 from attnscope.models.smallcnn import SmallCNN, SmallCNNConfig
 
 ATTENTION = ("soft", "hard")
+INIT_STATES = ("mean", "zero", "learned")  # "mean" is the paper's; the others are not in it
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -50,6 +58,10 @@ class SATConfig:
     encoder_layer: str | None = None  # torchvision only: the node whose output are the annotations
     encoder_widths: tuple[int, ...] = (16, 32, 64, 128)  # smallcnn only: one block per width
     freeze_encoder: bool = False  # no gradients and BatchNorm statistics kept (as the paper's VGG)
+    encoder_lr_scale: float = 1.0  # a fine-tuned encoder learns at this times the run's learning rate
+    position_channels: bool = False  # not in the paper: append each a_i's (x, y) in [-1, 1] (CoordConv-like)
+    init_state: str = "mean"  # h0, c0 from the mean annotation (paper); not in the paper: "zero", "learned"
+    annotation_scale: float = 1.0  # not in the paper: the CNN features are multiplied by this (not the positions)
     embed_dim: int = 64
     hidden_dim: int = 256
     attn_dim: int = 128
@@ -98,6 +110,8 @@ class Encoder(nn.Module):
         self.body.train(was)
         if self.frozen:
             self.body.requires_grad_(False)
+        self.position, self.scale = config.position_channels, config.annotation_scale
+        self.dim += 2 * self.position
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         out = self.body((images - self.mean) / self.std)
@@ -105,13 +119,24 @@ class Encoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         fmap = self._features(images)  # (B, D, h, w)
-        return fmap.flatten(2).transpose(1, 2), (fmap.shape[2], fmap.shape[3])  # (B, L, D)
+        a = fmap.flatten(2).transpose(1, 2) * self.scale  # (B, L, D)
+        h, w = fmap.shape[2], fmap.shape[3]
+        if self.position:
+            a = torch.cat([a, grid_positions(h, w, a).expand(a.shape[0], -1, -1)], dim=2)  # (B, L, D + 2)
+        return a, (h, w)
 
     def train(self, mode: bool = True) -> Encoder:
         super().train(mode)
         if self.frozen:
             self.body.eval()
         return self
+
+
+def grid_positions(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """(1, h·w, 2) cell centres (x, y) in [-1, 1], raster order (row-major, as the annotations)."""
+    ys = (torch.arange(h, device=like.device, dtype=like.dtype) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w, device=like.device, dtype=like.dtype) + 0.5) / w * 2 - 1
+    return torch.stack([xs.repeat(h), ys.repeat_interleave(w)], dim=1)[None]
 
 
 class Decoder(nn.Module):
@@ -121,7 +146,16 @@ class Decoder(nn.Module):
         super().__init__()
         e, h, a = config.embed_dim, config.hidden_dim, config.attn_dim
         self.embed = nn.Embedding(vocab_size, e)  # E
-        self.init_h, self.init_c = nn.Linear(ctx_dim, h), nn.Linear(ctx_dim, h)
+        self.init_h = self.init_c = None  # f_h, f_c of the paper's h0 = tanh(f_h(ā)), c0 = tanh(f_c(ā))
+        if config.init_state == "mean":
+            self.init_h, self.init_c = nn.Linear(ctx_dim, h), nn.Linear(ctx_dim, h)
+        else:  # the same state for every image: what the decoder knows of it comes through attention
+            start = lambda: torch.zeros(h)
+            if config.init_state == "learned":  # h0 = tanh(b_h), c0 = tanh(b_c): f_h, f_c with no weight
+                self.h0, self.c0 = nn.Parameter(start()), nn.Parameter(start())
+            else:
+                self.register_buffer("h0", start(), persistent=False)
+                self.register_buffer("c0", start(), persistent=False)
         self.att_ctx = nn.Linear(ctx_dim, a)  # W_a, b
         self.att_hid = nn.Linear(h, a, bias=False)  # W_h
         self.att_out = nn.Linear(a, 1)  # v, c
@@ -154,9 +188,12 @@ class Decoder(nn.Module):
         nn.init.zeros_(self.lstm.bias_hh)
 
     def init_state(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(h0, c0), each (B, hidden), from the mean annotation."""
-        mean = a.mean(dim=1)  # (B, D)
-        return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
+        """(h0, c0), each (B, hidden): from the mean annotation ā (paper), or the same for every image."""
+        if self.init_h is not None:
+            mean = a.mean(dim=1)  # (B, D)
+            return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
+        b = a.shape[0]
+        return torch.tanh(self.h0).expand(b, -1), torch.tanh(self.c0).expand(b, -1)  # zeros for "zero"
 
     def attend(self, keys: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """α_t (B, L) = softmax_i(v · tanh(W_a a_i + b + W_h h_{t−1}) + c); `keys` = W_a a + b (B, L, A)."""
@@ -199,6 +236,12 @@ class ShowAttendTell(nn.Module):
             raise InputError(f"attention must be one of {ATTENTION}, got {config.attention!r}")
         if not 0.0 <= config.expectation_prob <= 1.0 or not 0.0 <= config.dropout < 1.0 or config.max_len < 1:
             raise InputError("need 0 <= expectation_prob <= 1, 0 <= dropout < 1 and max_len >= 1")
+        if config.init_state not in INIT_STATES:
+            raise InputError(f"init_state must be one of {INIT_STATES}, got {config.init_state!r}")
+        if not config.annotation_scale > 0:
+            raise InputError(f"annotation_scale must be > 0, got {config.annotation_scale}")
+        if not config.encoder_lr_scale >= 0:
+            raise InputError(f"encoder_lr_scale must be >= 0, got {config.encoder_lr_scale}")
         self.config = config
         self.vocab = Vocabulary.from_json(config.vocab)
         self.encoder = Encoder(config, weights)
@@ -206,6 +249,13 @@ class ShowAttendTell(nn.Module):
         self.register_buffer("vocab_id", torch.tensor(vocab_fingerprint(self.vocab)))
         self.register_buffer("baseline", torch.zeros(()))  # REINFORCE moving average (trainer-owned)
         self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters for the optimizer: the encoder's at `encoder_lr_scale` times the run's LR."""
+        groups = [{"params": [p for p in self.decoder.parameters() if p.requires_grad], "lr_scale": 1.0},
+                  {"params": [p for p in self.encoder.parameters() if p.requires_grad],
+                   "lr_scale": self.config.encoder_lr_scale}]
+        return [g for g in groups if g["params"]]
 
     def forward(self, images: torch.Tensor, captions: torch.Tensor, sample: bool | None = None,
                 locations: torch.Tensor | None = None) -> SATOutput:

@@ -206,10 +206,26 @@ def _resume(run: Run, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """SGD or AdamW over the trainable parameters; a model's `param_groups()` (if it has one) may
+    give groups of parameters their own learning rate: `lr_scale` times the run's."""
+    params = param_groups(model, config.lr)
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def param_groups(model: nn.Module, lr: float) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: the model's `param_groups()` with `lr = lr_scale · lr`, or one group."""
+    hook = getattr(model, "param_groups", None)
+    if hook is None:
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    groups = [{**{k: v for k, v in g.items() if k != "lr_scale"}, "lr": lr * float(g.get("lr_scale", 1.0))}
+              for g in hook()]
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    listed = [id(p) for g in groups for p in g["params"]]
+    if len(listed) != len(set(listed)) or set(listed) != trainable:
+        raise InputError(f"{type(model).__name__}.param_groups() must list every trainable parameter exactly once")
+    return groups
 
 
 def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
