@@ -85,7 +85,8 @@ def test_clutter_maps_equal_the_library(ckpt, tmp_path):
         assert [im["predicted"] for im in manifest["images"]] == model(x).argmax(1).tolist()
     assert len(manifest["files"]["overlays"]["ig"]) == 3
     for rel in manifest["files"]["overlays"]["ig"] + ["grid.png"]:
-        assert Image.open(out / rel).size[0] >= 64
+        with Image.open(out / rel) as im:
+            assert im.size[0] >= 64
     assert not list(tmp_path.glob(".*partial"))
 
 

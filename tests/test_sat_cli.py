@@ -97,7 +97,8 @@ def test_caption_command_writes_captions_strips_and_scores(run, tmp_path):
     assert {"bleu1", "bleu4", "grounding_ref"} <= set(summary["metrics"])
     for record in summary["images"]:
         assert len(record["references"]) == 5 and record["caption"] == " ".join(record["words"])
-        strip = Image.open(out / record["strip"])
+        with Image.open(out / record["strip"]) as strip:
+            strip.load()
         assert strip.size[0] == (1 + len(record["words"])) * (96 + 2)  # the image, then one overlay per word
     folder = tmp_path / "pngs"
     folder.mkdir()

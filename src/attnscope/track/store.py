@@ -198,7 +198,7 @@ def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 def _read_npz(path: Path, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
     """Arrays of an .npz file (all, or `names`); a missing, truncated or foreign file raises `DataError`."""
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as f:  # closed even if np.load fails
             wanted = f.files if names is None else list(names)
             missing = [n for n in wanted if n not in f.files]
             if missing:
