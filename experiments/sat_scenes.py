@@ -55,6 +55,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "attention": "soft", "doubly_stochastic": 0.0,
         "model": {"annotation_scale": 0.1, "position_channels": True, "init_state": "zero"}},
     "hard, no DS, positions": {"attention": "hard", "doubly_stochastic": 0.0, "model": {"position_channels": True}},
+    "soft, no DS, scaled 0.1, zero init, lr 1e-3": {"attention": "soft", "doubly_stochastic": 0.0, "lr": 1e-3,
+                                                    "model": {"annotation_scale": 0.1, "init_state": "zero"}},
+    "soft, no DS, scaled 0.02, zero init": {"attention": "soft", "doubly_stochastic": 0.0,
+                                            "model": {"annotation_scale": 0.02, "init_state": "zero"}},
 }
 COLUMNS = ("bleu1", "bleu2", "bleu3", "bleu4", "grounding", "grounding_mass", "hallucinated", "grounding_ref",
            "grounding_ref_mass", "nll", "nll_uniform_alpha")
