@@ -34,6 +34,16 @@ from attnscope.maps import normalize
 CAMS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
 
 
+def forward_no_grad(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """One plain forward pass without gradients: the limit every method is compared with."""
+
+    def run() -> None:
+        with torch.no_grad():
+            model(x)
+
+    return run
+
+
 def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median seconds of each function over `repeats` interleaved rounds (after one warm-up each)."""
     for fn in fns.values():
@@ -100,12 +110,8 @@ def bench_cams(repeats: int) -> None:
     with torch.no_grad():
         classes = model(x).argmax(dim=1)
 
-    def forward_no_grad() -> None:
-        with torch.no_grad():
-            model(x)
-
     fns = {
-        "forward (no_grad)": forward_no_grad,
+        "forward (no_grad)": forward_no_grad(model, x),
         "forward + backward to the input": lambda: (
             model(x.requires_grad_()).gather(1, classes[:, None]).sum().backward()
         ),
@@ -207,13 +213,9 @@ def bench_scorecam(repeats: int, steps: int, n_images: int, batch_size: int) -> 
         diff_tc = (normalize(ours(tc_opts)().lowres) - torchcam()).abs().max()
         print(f"max |difference| of normalised maps: vs pytorch-grad-cam {diff_pgc:.1e}, vs torchcam {diff_tc:.1e}")
 
-        def forward_no_grad() -> None:
-            with torch.no_grad():
-                model(x)
-
         times = timed(
             {
-                "forward (no_grad)": forward_no_grad,
+                "forward (no_grad)": forward_no_grad(model, x),
                 "attnscope (pytorch-grad-cam variant)": ours(pgc_opts),
                 "pytorch-grad-cam ScoreCAM": pgc,
                 "attnscope (torchcam variant)": ours(tc_opts),
@@ -268,13 +270,9 @@ def bench_ablation(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, rep
         diff = (ours().normalized() - torch.from_numpy(pgc())).abs().max()
         print(f"\nAblation-CAM: max |difference| of normalised maps vs pytorch-grad-cam {diff:.1e}")
 
-        def forward_no_grad() -> None:
-            with torch.no_grad():
-                model(x)
-
         times = timed(
             {
-                "forward (no_grad)": forward_no_grad,
+                "forward (no_grad)": forward_no_grad(model, x),
                 "attnscope AblationCAM": ours,
                 "pytorch-grad-cam AblationCAM": pgc,
             },
