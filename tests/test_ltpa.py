@@ -198,6 +198,17 @@ def test_explain_ltpa_gives_one_map_per_estimator_and_their_mean():
     assert one["ltpa"].targets.tolist() == [7]
 
 
+def test_explain_ltpa_with_gradcam_runs_the_model_forward_once():
+    model = tiny(estimators=2).eval()
+    calls = []
+    handle = model.register_forward_pre_hook(lambda _m, _args: calls.append(1))
+    try:
+        explain(model, torch.rand(2, 3, 16, 16), ("ltpa", "gradcam"))
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # the shared pass gives the logits, the layer, its gradients and the attention
+
+
 def test_explain_ltpa_sigmoid_maps_are_gates_upsampled():
     model = tiny(normalisation="sigmoid", estimators=2).eval()
     maps = explain(model, torch.rand(2, 3, 16, 16), ("ltpa",))

@@ -87,3 +87,9 @@ def upsample(lowres: torch.Tensor, size: tuple[int, int], align_corners: bool = 
         return lowres
     out = F.interpolate(lowres[:, None], size=tuple(size), mode="bilinear", align_corners=align_corners)
     return out[:, 0]
+
+
+def upsample_density(lowres: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (B, h, w) attention distributions, spread over the pixels (÷ pixels per cell),
+    so that a map that sums to 1 on its grid sums to ~1 on the image."""
+    return upsample(lowres, size) * (lowres.shape[-2] * lowres.shape[-1]) / (size[0] * size[1])

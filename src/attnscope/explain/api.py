@@ -28,7 +28,7 @@ from attnscope.maps import AttentionMap, upsample
 from attnscope.registry import METHODS
 
 KINDS = ("cam", "gradient", "perturbation", "intrinsic", "transformer")
-NEEDS = ("layer", "layer_grad", "input_grad", "guided_grad", "attention", "attention_grad")
+NEEDS = ("layer", "layer_grad", "input_grad", "guided_grad", "attention", "attention_grad", "own_attention")
 
 MethodResult = torch.Tensor | AttentionMap | Mapping[str, torch.Tensor | AttentionMap]
 
@@ -94,7 +94,6 @@ class Context:
         self._capture: engine.Capture | None = None
         self._target: Target | None = None
         self._results: dict[str, MethodResult] = {}
-        self.attention_layers: tuple[str, ...] = ()  # names of the attention layers, in forward order
         self.token_layout: TokenLayout | None = None  # set when the chosen layer outputs tokens (B, T, D)
         self._tokens: torch.Tensor | None = None  # that layer's raw output (B, T, D)
 
@@ -139,8 +138,8 @@ class Context:
                     guided_grad="guided_grad" in self.needs,
                     probes=[(layer.name, layer.probe) for layer in layers],
                     probe_grad="attention_grad" in self.needs,
+                    own_attention="own_attention" in self.needs,
                 )
-            self.attention_layers = capture.probe_names
             self._capture = self._tokens_as_grid(capture)
         return self._capture
 

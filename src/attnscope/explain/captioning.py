@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from attnscope.errors import InputError
 from attnscope.explain.api import Context, register_method
-from attnscope.maps import AttentionMap, upsample
+from attnscope.maps import AttentionMap, upsample_density
 
 
 def step_key(t: int) -> str:
@@ -105,5 +105,5 @@ def _emitted(tokens: torch.Tensor, end_id: int, pad_id: int) -> torch.Tensor:
 def _map(name: str, lowres: torch.Tensor, targets: torch.Tensor, size: tuple[int, int], meta: dict) -> AttentionMap:
     """α (B, h, w) resized to the image and spread over its pixels (÷ pixels per cell, as `ltpa` does)."""
     lowres = lowres.detach().float()
-    values = upsample(lowres, size) * (lowres.shape[-2] * lowres.shape[-1]) / (size[0] * size[1])
+    values = upsample_density(lowres, size)
     return AttentionMap(values=values, method=name, targets=targets.long(), lowres=lowres, meta=meta)

@@ -142,9 +142,11 @@ class Capture:
     probes: tuple[torch.Tensor, ...] = ()  # outputs of the recorded modules (attention weights), forward order
     probe_grads: tuple[torch.Tensor, ...] = ()  # d score / d each of `probes`, same order
     probe_names: tuple[str, ...] = ()  # the name of the module behind each of `probes`
+    own_attention: dict[str, torch.Tensor] | None = None  # what forward(x, return_attention=True) gave besides logits
 
 
-def run_model(model: nn.Module, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+def run_model(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+              batch: int | None = None) -> torch.Tensor:
     """`model(x)` checked to give logits (batch, K) (batch defaults to len(x)); else InputError."""
     batch = x.shape[0] if batch is None else batch
     try:
@@ -169,6 +171,7 @@ def capture(
     guided_grad: bool = False,
     probes: Sequence[tuple[str, nn.Module]] = (),
     probe_grad: bool = False,
+    own_attention: bool = False,
 ) -> tuple[Capture, Target]:
     """One forward pass (recording `layer` and each of `probes`) and the backward passes asked for.
 
@@ -178,6 +181,7 @@ def capture(
     forward. `probes` are (name, module) pairs; each must run exactly once, and their outputs come
     back in the order they ran.
     `target` may be unresolved (None, int, tensor, callable); it is resolved from this very pass.
+    `own_attention`: the pass is `model(x, return_attention=True)` and the model's own maps are kept.
     """
     store: list[torch.Tensor] = []
     seen: list[tuple[int, torch.Tensor]] = []
@@ -192,7 +196,9 @@ def capture(
             stack.enter_context(recording_each([module for _, module in probes], seen))
         if guided_grad:
             stack.enter_context(guided_relus(model, switch))
-        logits = run_model(model, x.clone())  # a model that edits its input in place edits a copy
+        attention: dict[str, torch.Tensor] = {}
+        forward = _keeping_attention(model, attention) if own_attention else model
+        logits = run_model(forward, x.clone())  # a model that edits its input in place edits a copy
         if layer is not None and len(store) != 1:
             ran = "did not run" if not store else f"ran {len(store)} times"
             raise InputError(f"the chosen layer {ran} in the forward pass; choose a layer that runs once")
@@ -216,9 +222,21 @@ def capture(
             probes=tuple(out.detach() for out in outputs),
             probe_grads=tuple(grads) if probe_grad else (),
             probe_names=tuple(probes[i][0] for i, _ in seen),
+            own_attention={k: v.detach() for k, v in attention.items()} if own_attention else None,
         ),
         target,
     )
+
+
+def _keeping_attention(model: nn.Module, into: dict[str, torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`model` as a function of x giving logits, that puts the maps of forward(x, return_attention=True) in `into`."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        logits, attention = model(x, return_attention=True)
+        into.update(attention)
+        return logits
+
+    return forward
 
 
 def _check_ran_once(names: list[str], ran: list[int]) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from attnscope.explain.api import Context, register_method
-from attnscope.maps import AttentionMap, upsample
+from attnscope.maps import AttentionMap, upsample, upsample_density
 
 
 def _is_ltpa(model: nn.Module) -> str | None:
@@ -23,7 +23,7 @@ def _is_ltpa(model: nn.Module) -> str | None:
     )
 
 
-@register_method("ltpa", "intrinsic", applies=_is_ltpa)
+@register_method("ltpa", "intrinsic", needs={"own_attention"}, applies=_is_ltpa)
 def ltpa(ctx: Context) -> dict[str, AttentionMap]:
     """Learn To Pay Attention (Jetley et al., ICLR 2018): each estimator's a_i = softmax_i(c) or σ(c_i).
 
@@ -33,8 +33,7 @@ def ltpa(ctx: Context) -> dict[str, AttentionMap]:
     sigmoid maps are per-position gates in (0, 1), upsampled as they are. The maps do not depend on
     the class; `targets` records the predicted (or requested) class all the same.
     """
-    with torch.no_grad():
-        _, attention = ctx.model(ctx.images, return_attention=True)  # {layer: (B, h, w)}
+    attention = ctx.capture.own_attention  # {layer: (B, h, w)}, from the shared pass
     classes = ctx.target.classes
     softmax = getattr(ctx.model, "attention_normalisation", "softmax") == "softmax"
     meta = {
@@ -45,9 +44,7 @@ def ltpa(ctx: Context) -> dict[str, AttentionMap]:
     per_layer: dict[str, AttentionMap] = {}
     for layer, a in attention.items():
         a = a.detach().float()
-        values = upsample(a, ctx.size)  # (B, H, W)
-        if softmax:
-            values = values * (a.shape[-2] * a.shape[-1]) / (ctx.size[0] * ctx.size[1])
+        values = upsample_density(a, ctx.size) if softmax else upsample(a, ctx.size)  # (B, H, W)
         key = f"ltpa/{layer}"
         per_layer[key] = AttentionMap(values, key, classes, layer, a, {**meta, "estimator": layer})
     mean = torch.stack([m.values for m in per_layer.values()]).mean(dim=0)  # (B, H, W)

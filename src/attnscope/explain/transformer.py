@@ -180,7 +180,7 @@ def _read(ctx: Context) -> tuple[list[torch.Tensor], TokenLayout]:
     """The attention weights of the shared pass, in forward order, and the token layout they imply."""
     attentions = list(ctx.capture.probes)
     b = ctx.images.shape[0]
-    for name, attn in zip(ctx.attention_layers, attentions, strict=True):
+    for name, attn in zip(ctx.capture.probe_names, attentions, strict=True):
         if attn.dim() != 4 or attn.shape[0] != b or attn.shape[-1] != attn.shape[-2]:
             raise NotApplicableError(
                 f"attention layer {name!r} gives weights {tuple(attn.shape)} for {b} images; attnscope reads "
