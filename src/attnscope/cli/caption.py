@@ -8,7 +8,6 @@ run never leaves a half-written output.
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -49,17 +48,10 @@ def caption_command(checkpoint: str, images: str, out: str, n: int, split: str, 
     final = Path(out)
     if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / "captions.json").exists())):
         raise InputError(f"--out {final} exists and is not an earlier caption output; choose another folder")
-    partial = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    with fileio.atomic_dir(final) as partial:
         summary = write_captions(model, source, partial, beam_size, max_len, batch_size, quiet)
         summary["checkpoint"] = str(checkpoint)
         fileio.write_json(partial / "captions.json", summary)
-        if final.exists():
-            shutil.rmtree(final)
-        partial.rename(final)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
     for key, value in summary.get("metrics", {}).items():
         click.echo(f"{key}: {value:.4f}")
     click.echo(f"wrote {final}/ (captions.json, attention/*.png for {len(summary['images'])} images)")

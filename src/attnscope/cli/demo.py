@@ -9,7 +9,6 @@ demo never leaves a half-written `runs/demo/`.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -36,17 +35,10 @@ TRACKED = ("gradcam", "saliency")  # recorded at every epoch end during the demo
 def demo_command(out: str, probe: int, epochs: int, n: int, seed: int, quiet: bool) -> None:
     """Train, explain, score and draw on the built-in ClutteredDigits, in a few minutes on a CPU."""
     final = Path(out)
-    partial = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    with fileio.atomic_dir(final) as partial:
         summary = run_demo(partial, probe=probe, epochs=epochs, n=n, seed=seed, quiet=quiet)
         config = json.loads((partial / "config.json").read_text())
         fileio.write_json(partial / "config.json", {**config, "out": str(final)})  # where the run now lives
-        if final.exists():
-            shutil.rmtree(final)
-        partial.rename(final)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
     _print_summary(summary)
     click.echo(f"wrote {final}/ (report.html, grid.png, summary.json, summary.md, model.safetensors, "
                "maps.safetensors, track/)")

@@ -7,8 +7,6 @@ only with `--overwrite`, and only if it holds an earlier `attnscope explain` out
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -71,19 +69,13 @@ def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size
     target_spec = _targets(targets, labels)
 
     maps, predicted = _explain(model, x, names, target_spec, layer, options, batch_size, normalize, quiet)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    from attnscope import fileio
+
+    with fileio.atomic_dir(out) as partial:
         files = _write(partial, x, sources, maps, fmt)
         manifest = _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt,
                              time.perf_counter() - started)
-        from attnscope import fileio
-
         fileio.write_json(partial / MANIFEST, manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        partial.rename(out)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
     click.echo(f"explained {len(x)} images with {', '.join(maps)} → {out}/ "
                f"({files['maps'] if fmt == 'safetensors' else 'maps/'}, overlays/, grid.png, {MANIFEST})")
 
