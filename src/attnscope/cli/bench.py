@@ -9,8 +9,8 @@ import click
 
 from attnscope import console, fileio
 from attnscope.cli import cli
-from attnscope.cli.options import load_model, parse_list
-from attnscope.cli.sanity import load_probe, method_options
+from attnscope.cli.options import load_model, method_options, parse_list
+from attnscope.cli.sanity import load_probe
 from attnscope.errors import InputError
 
 

@@ -82,16 +82,13 @@ def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size
 
 def _method_options(items: tuple[str, ...], names: list[str]) -> dict[str, dict[str, Any]]:
     """`("ig.steps=64",)` → `{"ig": {"steps": 64}}`; the method must be among those asked for."""
-    from attnscope.cli.options import parse_settings
+    from attnscope.cli.options import method_options
 
-    out: dict[str, dict[str, Any]] = {}
-    for key, value in parse_settings(items, "--option").items():
-        method, dot, option = key.rpartition(".")
-        if not dot or not method or not option:
-            raise InputError(f"--option must look like METHOD.KEY=VALUE (e.g. ig.steps=64), got {key!r}")
+    out = method_options(items, "--option", "METHOD.KEY=VALUE")
+    for method, opts in out.items():
         if method not in names:
-            raise InputError(f"--option {key}: {method!r} is not among --methods ({', '.join(names)})")
-        out.setdefault(method, {})[option] = value
+            raise InputError(f"--option {method}.{next(iter(opts))}: {method!r} is not among --methods "
+                             f"({', '.join(names)})")
     return out
 
 

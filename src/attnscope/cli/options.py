@@ -59,3 +59,13 @@ def load_model(source: str, weights: str | None = None, num_classes: int | None 
     raise UnknownNameError("model or checkpoint", source, models.names())
 
 
+def method_options(items: tuple[str, ...], flag: str = "--method-opt",
+                   form: str = "METHOD.OPTION=VALUE") -> dict[str, dict[str, Any]]:
+    """`("ig.steps=16", "gradcam.relu=false")` → `{"ig": {"steps": 16}, "gradcam": {"relu": False}}`."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in parse_settings(items, flag).items():
+        method, dot, option = key.partition(".")
+        if not dot or not method or not option:
+            raise InputError(f"{flag} must look like {form} (e.g. ig.steps=64), got {key!r}")
+        out.setdefault(method, {})[option] = value
+    return out

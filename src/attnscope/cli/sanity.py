@@ -13,7 +13,7 @@ import torch
 
 from attnscope import console
 from attnscope.cli import cli
-from attnscope.cli.options import load_model, parse_list, parse_settings
+from attnscope.cli.options import load_model, method_options, parse_list
 from attnscope.errors import InputError
 
 TESTS = ("cascading", "independent", "data")
@@ -58,17 +58,6 @@ def load_probe(source: str, header: dict[str, Any], data: str | None, n: int) ->
         data=name,
         data_cfg=cfg,
     )
-
-
-def method_options(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """`("ig.steps=16", "gradcam.relu=false")` → `{"ig": {"steps": 16}, "gradcam": {"relu": False}}`."""
-    out: dict[str, dict[str, Any]] = {}
-    for key, value in parse_settings(items, "--method-opt").items():
-        method, dot, option = key.partition(".")
-        if not dot or not method or not option:
-            raise InputError(f"--method-opt must look like METHOD.OPTION=VALUE, got {key!r}")
-        out.setdefault(method, {})[option] = value
-    return out
 
 
 def _blocks(text: str) -> str | int | list[str]:
