@@ -23,12 +23,12 @@ RUN_WEIGHTS = "model.safetensors"
 
 def save(model: nn.Module, path: str | Path, info: dict[str, Any] | None = None) -> Path:
     """Write `model`'s weights and spec (from `attnscope.models.get`) plus `info` (epoch, metrics...)."""
-    spec = getattr(_unwrap(model), "attnscope_spec", None)
+    spec = getattr(unwrap(model), "attnscope_spec", None)
     if spec is None:
         raise CheckpointError("this model was not built by attnscope.models.get, so it has no spec to save")
     path = Path(path).with_suffix(".safetensors")
     header = {"format": FORMAT, "model": spec, "info": info or {}}
-    fileio.save_tensors(path, _unwrap(model).state_dict(), header)
+    fileio.save_tensors(path, unwrap(model).state_dict(), header)
     fileio.write_json(path.with_suffix(".json"), header)
     return path
 
@@ -92,7 +92,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn
     return model.eval(), header
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper, or the model itself."""
     from torch.nn.parallel import DistributedDataParallel
 
     return model.module if isinstance(model, DistributedDataParallel) else model

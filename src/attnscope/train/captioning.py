@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from attnscope.data.vocab import CaptionBatch, Vocabulary, collate_captions
 from attnscope.errors import InputError
+from attnscope.models.checkpoint import unwrap
 from attnscope.train.caption_eval import CaptionScores, words_of
 from attnscope.train.config import TrainConfig
 from attnscope.train.tasks import TASKS
@@ -83,7 +84,7 @@ class Captioning:
 
     def loss(self, model: nn.Module, batch: CaptionBatch, device: torch.device
              ) -> tuple[torch.Tensor, dict[str, float]]:
-        core = getattr(model, "module", model)  # under DDP
+        core = unwrap(model)
         self._check(core)
         captions = batch.captions.to(device)  # (B, T+1)
         out = model(batch.images.to(device), captions)

@@ -14,6 +14,7 @@ Unlike `attnscope.explain`, whose maps are detached results, these penalties kee
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,10 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
+from attnscope.explain.cam import SPATIAL, weighted_sum
 from attnscope.explain.engine import model_guard, recording
 from attnscope.explain.layers import resolve_layer
 from attnscope.maps import upsample
 from attnscope.metrics import box_masks
+from attnscope.models.checkpoint import unwrap
 from attnscope.registry import Registry
 from attnscope.train.config import TrainConfig
 
@@ -92,9 +95,9 @@ class Guidance:
                  batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, K) and the penalty of one batch; `batch` supplies the allowed region."""
         if id(model) not in self._checked:
-            reason = self.spec.applies(_unwrap(model))
+            reason = self.spec.applies(unwrap(model))
             if reason is not None:
-                usable = [g for g in GUIDES if GUIDES.get(g).applies(_unwrap(model)) is None]
+                usable = [g for g in GUIDES if GUIDES.get(g).applies(unwrap(model)) is None]
                 raise NotApplicableError(f"guide {self.spec.name!r} does not apply to this model: {reason}. "
                                          f"Guides that do: {', '.join(usable)}")
             self._checked.add(id(model))
@@ -133,7 +136,7 @@ def gradcam_mass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, outside: to
         logits = model(x)  # (B, K)
     acts = store[0]  # (B, C, h, w)
     (grads,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), acts, create_graph=True)
-    cam = (grads.mean(dim=(2, 3), keepdim=True) * acts).sum(dim=1).clamp_min(0)  # (B, h, w)
+    cam = weighted_sum(acts, grads.mean(dim=SPATIAL), relu=True)  # (B, h, w), the graph kept
     return logits, _mass_outside(upsample(cam, tuple(x.shape[-2:])), outside)
 
 
@@ -169,14 +172,17 @@ def _mass_outside(maps: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
     return share.mean()
 
 
+_CAM_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → {image shape: (name, module)}
+
+
 def _cam_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module]:
-    """The CAM layer, traced on one image in eval mode (no batch-norm statistics move)."""
-    with model_guard(model), torch.no_grad():
-        return resolve_layer(_unwrap(model), "auto", x[:1])
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    """The CAM layer, traced once per model and image shape in eval mode (no batch-norm statistics move)."""
+    found = _CAM_LAYERS.setdefault(unwrap(model), {})
+    key = tuple(x.shape[1:])
+    if key not in found:
+        with model_guard(model), torch.no_grad():
+            found[key] = resolve_layer(unwrap(model), "auto", x[:1])
+    return found[key]
 
 
 def _field(batch: Any, name: str) -> torch.Tensor:
