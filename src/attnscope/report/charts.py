@@ -40,10 +40,11 @@ def line_chart(
     y0, y1 = y_range or _nice_range(min(ys), max(ys))
     sx = lambda x: pad_l + (x - x0) / (x1 - x0) * plot_w
     sy = lambda y: pad_t + (1 - (y - y0) / ((y1 - y0) or 1)) * plot_h
+    cursor_attr = ' data-cursor="1"' if cursor else ""  # the epoch slider moves the cursor of these charts
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height + legend_h}" width="{width}" height="{height + legend_h}" '
         f'role="img" aria-label="{html.escape(title)}" data-x0="{x0}" data-x1="{x1}" data-px0="{pad_l}" '
-        f'data-px1="{pad_l + plot_w}">',
+        f'data-px1="{pad_l + plot_w}"{cursor_attr}>',
         f'<text x="{pad_l}" y="15" class="title">{html.escape(title)}</text>',
         f'<rect x="{pad_l}" y="{pad_t}" width="{plot_w}" height="{plot_h}" class="frame"/>',
     ]

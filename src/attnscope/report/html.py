@@ -148,7 +148,6 @@ def _measures(store: TrackStore, metrics: Sequence[Mapping[str, Any]]) -> str:
     groups = {("accuracy" if k == "probe_acc" else k): v for k, v in groups.items()}
     bounded = ("pointing", "energy", "entropy", "accuracy")
     charts = [line_chart(series, title, y_range=(0, 1) if title.startswith(bounded) else None, cursor=True)
-              .replace('<svg class="chart"', '<svg class="chart" data-cursor="1"', 1)
               for title, series in groups.items()]
     return ('<h2>Measures over training</h2><p class="note">Means over the probe images; the dashed line is the '
             f'snapshot the slider shows.</p><div class="charts">{"".join(charts)}</div>')
