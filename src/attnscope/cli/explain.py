@@ -19,7 +19,6 @@ from attnscope.cli.options import load_model, parse_list
 from attnscope.errors import DataError, InputError
 
 MANIFEST = "manifest.json"
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # mean, std
 
 
 @cli.command("explain")
@@ -191,7 +190,9 @@ def _explain(model, x, names, targets, layer, options, batch_size, normalize, qu
 
 def _normalized(x: torch.Tensor, how: str) -> torch.Tensor:
     if how == "imagenet":
-        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in IMAGENET)
+        from attnscope.models.torchvision_models import IMAGENET_MEAN, IMAGENET_STD
+
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
         return (x - mean) / std
     return x
 

@@ -44,10 +44,10 @@ from attnscope.errors import CheckpointError, InputError
 from attnscope.models import register
 from attnscope.models import sat_search as search
 from attnscope.models.smallcnn import SmallCNN, SmallCNNConfig
+from attnscope.models.torchvision_models import IMAGENET_MEAN, IMAGENET_STD
 
 ATTENTION = ("soft", "hard")
 INIT_STATES = ("mean", "zero", "learned")  # "mean" is the paper's; the others are not in it
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from torch import nn
 from attnscope.errors import CheckpointError
 from attnscope.models import register
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # what torchvision's weights expect
+
 TORCHVISION_NAMES = (
     "resnet18", "resnet34", "resnet50", "vgg11_bn", "vgg16", "vgg16_bn", "densenet121",
     "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny",
