@@ -24,6 +24,7 @@ import torch
 from attnscope import data
 from attnscope.explain import explain
 from attnscope.track import AttentionTracker, TrackStore, measure, probe_from
+from attnscope.track.measures import rank_maps
 from attnscope.track.store import roundtrip
 from attnscope.track.tracker import predict
 from attnscope.train import TrainConfig, fit
@@ -65,7 +66,8 @@ def snapshot_parts(methods: list[str], probe_n: int, run_dir: Path, name: str = 
         predictions = predict(model, probe.images)
         t2 = time.perf_counter()
         values = {k: roundtrip(m.values) for k, m in maps.items()}
-        measures = measure(values, probe, predictions, values)
+        ranked = rank_maps(values)  # as the tracker does: ranked once, this snapshot's ranks reused as "previous"
+        measures = measure(values, probe, predictions, ranked=ranked, previous_ranked=ranked)
         t3 = time.perf_counter()
         store.add({"step": i, "epoch": i, "kind": "epoch", "measures": measures}, values, predictions)
         t4 = time.perf_counter()

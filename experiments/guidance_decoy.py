@@ -26,6 +26,7 @@ from attnscope.models import checkpoint
 from attnscope.report import build
 from attnscope.track import AttentionTracker, TrackStore
 from attnscope.train import TrainConfig, fit
+from attnscope.train.tasks import Classification
 
 
 def parse() -> argparse.Namespace:
@@ -69,9 +70,7 @@ def clean_accuracy(run: Path, n: int) -> float:
     """Accuracy on test images without the decoy patch (does the model read the digit?)."""
     model, _ = checkpoint.load(run)
     test = data.get("clutter", "test", n, seed=0)
-    x = torch.stack([test[i].image for i in range(n)])
-    y = torch.tensor([test[i].label for i in range(n)])
-    return float((torch.cat([model(x[i : i + 250]).argmax(1) for i in range(0, n, 250)]) == y).float().mean())
+    return Classification(TrainConfig()).evaluate(model.eval(), test, torch.device("cpu"), 250)["test_acc"]
 
 
 def summarise(run: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import statistics
 
 import torch
 
-from attnscope import data, models
+from attnscope import data, metrics, models
 
 HARD = {"size": 64, "digit_size": (10, 16), "n_fragments": 12}  # as in ltpa_clutter.py
 
@@ -32,7 +32,7 @@ def main() -> None:
                 _, maps = model(x, return_attention=True)
             for name, a in maps.items():
                 p = a.flatten(1)  # (B, N)
-                entropy = -(p * p.clamp_min(1e-12).log()).sum(1) / torch.log(torch.tensor(float(p.shape[1])))
+                entropy = metrics.entropy(a)  # (B,) normalised to [0, 1]
                 rows.setdefault(name, []).append((float(p.max(1).values.mean()), float(entropy.mean())))
         for name, vals in rows.items():
             grid = "×".join(str(s) for s in maps[name].shape[1:])

@@ -29,6 +29,7 @@ from attnscope import data, fileio, metrics
 from attnscope.explain import explain
 from attnscope.maps import AttentionMap
 from attnscope.train import TrainConfig, fit
+from attnscope.train.loop import Cached
 
 # Smaller digits among twice the clutter (the default is 16–28 px digits and 6 fragments on 64 px).
 HARD = {"size": 64, "digit_size": [10, 16], "n_fragments": 12}
@@ -48,28 +49,14 @@ for _est in (3, 2):
 VARIANTS["att3-pc-sigmoid"] = ("ltpa", {"estimators": 3, "compatibility": "pc", "normalisation": "sigmoid"}, {})
 
 
-class Materialised(Dataset):
-    """A generated data set's samples, held in memory so that every run reuses one generation."""
-
-    def __init__(self, source: Dataset) -> None:
-        self.samples = [source[i] for i in range(len(source))]
-        self.kind, self.num_classes = source.kind, source.num_classes
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.samples[i]
-
-
-_CACHE: dict[tuple, Materialised] = {}
+_CACHE: dict[tuple, Cached] = {}  # every run reuses one generation of each split
 
 
 @data.register("clutter-hard")
-def _clutter_hard(split: str, n: int, seed: int, **cfg: Any) -> Materialised:
+def _clutter_hard(split: str, n: int, seed: int, **cfg: Any) -> Cached:
     key = (split, n, seed, json.dumps(cfg, sort_keys=True))
     if key not in _CACHE:
-        _CACHE[key] = Materialised(data.ClutteredDigits(split, n, seed=seed, **{**HARD, **cfg}))
+        _CACHE[key] = Cached(data.ClutteredDigits(split, n, seed=seed, **{**HARD, **cfg}))
     return _CACHE[key]
 
 
