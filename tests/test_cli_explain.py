@@ -151,6 +151,14 @@ def test_torchvision_name_with_local_weights(tmp_path, image_dir):
         64,
         64,
     ]
+    from attnscope.cli.explain import _normalized, _read_images
+
+    model = ats.models.get("resnet18", num_classes=4)
+    model.load_state_dict(torch.load(weights))
+    x, _, _ = _read_images(str(image_dir), 16, 0, "64")
+    with torch.no_grad():  # --targets pred: the recorded predictions are the model's
+        expected = model.eval()(_normalized(x, "imagenet")).argmax(1).tolist()
+    assert [im["predicted"] for im in manifest["images"]] == expected
 
 
 def test_overwrite_replaces_an_earlier_output_only(ckpt, tmp_path):

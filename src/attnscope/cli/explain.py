@@ -180,10 +180,14 @@ def _explain(model, x, names, targets, layer, options, batch_size, normalize, qu
         for i in starts:
             batch = _normalized(x[i : i + batch_size], normalize).to(device)
             t = targets[i : i + batch_size] if isinstance(targets, torch.Tensor) else targets
-            for name, amap in explain(model, batch, names, t, layer, options).items():
+            maps = explain(model, batch, names, t, layer, options)
+            for name, amap in maps.items():
                 chunks.setdefault(name, []).append(amap.cpu())
-            with torch.no_grad():
-                predicted.append(model(batch).argmax(dim=1).cpu())
+            if t is None:  # the maps explain the predicted classes: the shared pass already gave them
+                predicted.append(next(iter(maps.values())).targets.cpu())
+            else:
+                with torch.no_grad():
+                    predicted.append(model(batch).argmax(dim=1).cpu())
             bar.advance(1, images=min(i + batch_size, len(x)))
     return {k: AttentionMap.cat(v) for k, v in chunks.items()}, torch.cat(predicted)
 
