@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from attnscope.errors import InputError
-from attnscope.explain import explain
+from attnscope.explain import engine, explain
 from attnscope.explain.engine import model_guard
 from attnscope.registry import METHODS
 from attnscope.track.measures import measure, rank_maps
@@ -197,9 +197,8 @@ def probe_from(dataset: Dataset, n: int) -> Probe:
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Predicted classes (P,) of `model` in eval mode; the model's flags are restored after."""
-    step = batch_size or images.shape[0]
     with model_guard(model):
-        return torch.cat([model(images[i : i + step]).argmax(1) for i in range(0, images.shape[0], step)]).cpu()
+        return engine.logits(model, images, batch_size).argmax(1).cpu()
 
 
 def steps_per_epoch(run: Run) -> int:
