@@ -48,3 +48,10 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     for row in rows:
         t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
     Console().print(t)
+
+
+def note(text: str) -> None:
+    """One line on stderr about something the user should know (a replaced file, a fresh start, a bound)."""
+    from rich.markup import escape
+
+    console.print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)

@@ -1,8 +1,8 @@
 """`attnscope explain`: post-hoc maps of a trained model for images; overlays, raw maps, a manifest.
 
 The output folder is built under a temporary name beside `--out` and renamed at the end, so a
-failed or interrupted run never leaves a half-written folder. An existing `--out` is replaced
-only with `--overwrite`, and only if it holds an earlier `attnscope explain` output.
+failed or interrupted run never leaves a half-written folder (`attnscope.outdir`: an existing `--out`
+is replaced only with `--overwrite`, and only if it holds an earlier `attnscope explain` output).
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from typing import Any
 import click
 import torch
 
+from attnscope import outdir
 from attnscope.cli import cli
 from attnscope.cli.options import load_model, parse_list
 from attnscope.errors import DataError, InputError
 
 MANIFEST = "manifest.json"
+MAX_SIDE = 4096  # --size: a 20000 px side asks for tens of GB before the first map
 
 
 @cli.command("explain")
@@ -59,7 +61,8 @@ def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size
     options = _method_options(method_opts, names)
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
-    out = _check_out(Path(out), overwrite)
+    out = Path(out)
+    outdir.check(out, "explain", overwrite)
     model, info = load_model(checkpoint, weights, num_classes)
     if getattr(model, "attention_kind", None) == "sat":  # a captioner has no classes to explain
         raise InputError(f"{checkpoint} is a captioning model: use `attnscope caption --checkpoint {checkpoint}`")
@@ -67,10 +70,10 @@ def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size
     x, sources, labels = _read_images(images, n, data_seed, size)
     target_spec = _targets(targets, labels)
 
-    maps, predicted = _explain(model, x, names, target_spec, layer, options, batch_size, normalize, quiet)
     from attnscope import fileio
 
-    with fileio.atomic_dir(out) as partial:
+    with outdir.building(out, "explain", overwrite) as partial:
+        maps, predicted = _explain(model, x, names, target_spec, layer, options, batch_size, normalize, quiet)
         files = _write(partial, x, sources, maps, fmt)
         manifest = _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt,
                              time.perf_counter() - started)
@@ -88,20 +91,6 @@ def _method_options(items: tuple[str, ...], names: list[str]) -> dict[str, dict[
         if method not in names:
             raise InputError(f"--option {method}.{next(iter(opts))}: {method!r} is not among --methods "
                              f"({', '.join(names)})")
-    return out
-
-
-def _check_out(out: Path, overwrite: bool) -> Path:
-    if out.exists():
-        if not out.is_dir():
-            raise InputError(f"--out {out} exists and is not a folder")
-        if any(out.iterdir()):
-            if not overwrite:
-                raise InputError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
-            if not (out / MANIFEST).is_file():
-                raise InputError(f"--out {out} does not hold an `attnscope explain` output ({MANIFEST}); "
-                                 "refusing to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -150,6 +139,9 @@ def _parse_size(text: str) -> tuple[int, int]:
         hw *= 2
     if len(hw) != 2 or min(hw) < 1:
         raise InputError(f"--size must be S or H,W (positive integers), got {text!r}")
+    if max(hw) > MAX_SIDE:
+        raise InputError(f"--size {text}: at most {MAX_SIDE} pixels per side (one {hw[0]}×{hw[1]} RGB image alone "
+                         f"takes {12 * hw[0] * hw[1] / 2**30:.1f} GB as float32, before its maps and gradients)")
     return hw[0], hw[1]
 
 
