@@ -3,21 +3,25 @@ set with every post-hoc method, score the maps against the digits' boxes, and wr
 with its `report.html`.
 
 The folder is built under a temporary name and renamed at the end, so a failed or interrupted
-demo never leaves a half-written `runs/demo/`.
+demo never leaves a half-written `runs/demo/`; an earlier demo there is replaced only with
+`--overwrite` (`attnscope.outdir`).
 """
 
 from __future__ import annotations
 
-import json
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 
-from attnscope import console, fileio
+from attnscope import console, fileio, outdir
 from attnscope.cli import cli
+from attnscope.cli.options import record_final_out
+
+if TYPE_CHECKING:
+    import torch
 
 # The demo's training settings (README: measured accuracy and wall time on 2 CPU cores).
 DEMO_TRAIN = dict(model="smallcnn", data="clutter", n=8000, n_test=2000, epochs=6, batch_size=64, lr=3e-3)
@@ -26,26 +30,71 @@ TRACKED = ("gradcam", "saliency")  # recorded at every epoch end during the demo
 
 
 @cli.command("demo")
-@click.option("--out", default="runs/demo", show_default=True, help="Folder to (re)write.")
+@click.option("--out", default="runs/demo", show_default=True, help="Folder to write.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope demo` output.")
 @click.option("--probe", default=16, show_default=True, type=int, help="Test images to explain.")
 @click.option("--epochs", default=DEMO_TRAIN["epochs"], show_default=True, type=int)
 @click.option("--n", "n", default=DEMO_TRAIN["n"], show_default=True, type=int, help="Training samples.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", default=None, type=int,
+              help="CPU threads (default: the cores that other processes leave idle).")
 @click.option("--quiet", is_flag=True)
-def demo_command(out: str, probe: int, epochs: int, n: int, seed: int, quiet: bool) -> None:
+def demo_command(out: str, overwrite: bool, probe: int, epochs: int, n: int, seed: int, threads: int | None,
+                 quiet: bool) -> None:
     """Train, explain, score and draw on the built-in ClutteredDigits, in a few minutes on a CPU."""
+    from attnscope.errors import InputError
+
+    for name, value, least in (("--probe", probe, 1), ("--epochs", epochs, 1), ("--n", n, 1)):
+        if value < least:
+            raise InputError(f"{name} must be >= {least}, got {value}")
+    if probe > DEMO_TRAIN["n_test"]:
+        raise InputError(f"--probe {probe}: the demo's test set has {DEMO_TRAIN['n_test']} images")
     final = Path(out)
-    with fileio.atomic_dir(final) as partial:
+    outdir.check(final, "demo", overwrite)
+    _use_threads(threads, quiet)
+    with outdir.building(final, "demo", overwrite) as partial:
         summary = run_demo(partial, probe=probe, epochs=epochs, n=n, seed=seed, quiet=quiet)
-        config = json.loads((partial / "config.json").read_text())
-        fileio.write_json(partial / "config.json", {**config, "out": str(final)})  # where the run now lives
+        record_final_out(partial, final)
     _print_summary(summary)
     click.echo(f"wrote {final}/ (report.html, grid.png, summary.json, summary.md, model.safetensors, "
                "maps.safetensors, track/)")
 
 
+def idle_cores(cores: int, load: float) -> int:
+    """Threads worth starting: the cores that other processes (their 1-minute load average) leave idle, >= 1.
+
+    More threads than idle cores make every thread wait its turn: on 2 shared cores with one busy,
+    the demo took 11 min with 2 threads and 4 min with 1.
+    """
+    return max(1, min(cores, round(cores - load)))
+
+
+def _use_threads(threads: int | None, quiet: bool) -> None:
+    """Set torch's thread count: `--threads`, else OMP_NUM_THREADS if set, else the idle cores."""
+    import torch
+
+    from attnscope.errors import InputError
+
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+        return
+    if os.environ.get("OMP_NUM_THREADS"):
+        return  # the user's choice; torch follows it
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    chosen = idle_cores(cores, load)
+    torch.set_num_threads(chosen)
+    if chosen < cores and not quiet:
+        console.note(f"using {chosen} of {cores} CPU threads: other processes keep the load average at "
+                     f"{load:.1f} (set --threads to choose)")
+
+
 def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool) -> dict[str, Any]:
     """The demo's steps; returns the summary it writes."""
+    import torch
+
     from attnscope import data
     from attnscope.track import AttentionTracker
     from attnscope.train import TrainConfig, fit
@@ -91,6 +140,8 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool)
 
 def explain_all(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, quiet: bool):
     """Every applicable post-hoc method on the probe images, for the true class; plus a random map."""
+    import torch
+
     from attnscope.explain import explain, list_methods
     from attnscope.registry import METHODS
 

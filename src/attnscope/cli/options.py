@@ -69,3 +69,26 @@ def method_options(items: tuple[str, ...], flag: str = "--method-opt",
             raise InputError(f"{flag} must look like {form} (e.g. ig.steps=64), got {key!r}")
         out.setdefault(method, {})[option] = value
     return out
+
+
+def read_run_config(folder: str | Path) -> dict[str, Any]:
+    """The `config.json` of a run folder as an object ({} when there is none); anything else is a `CheckpointError`."""
+    from attnscope.errors import CheckpointError
+
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not readable JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} must hold a JSON object (a run's settings), got {type(config).__name__}")
+    return config
+
+
+def record_final_out(run: Path, final: Path) -> None:
+    """Write into a run's config.json the folder it will live in once its temporary folder is renamed."""
+    from attnscope import fileio
+
+    fileio.write_json(run / "config.json", {**read_run_config(run), "out": str(final)})
