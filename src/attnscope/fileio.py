@@ -66,14 +66,20 @@ def _install(tmp: Path, path: Path, replace: bool) -> None:
             raise
         if not replace:
             raise InputError(f"{path} exists and is not empty; nothing was replaced") from None
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-    os.rename(path, old)  # onto the empty folder just made: the old output keeps its content
+    old = move_aside(path)
     try:
         os.rename(tmp, path)
     except OSError:
         os.rename(old, path)  # put the old output back
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def move_aside(path: Path) -> Path:
+    """Rename folder `path` to a new `.<name>.XXXXXXXX.old` beside it (content untouched); returns that name."""
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.rename(path, old)  # onto the empty folder just made
+    return old
 
 
 def _umask() -> int:

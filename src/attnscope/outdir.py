@@ -88,7 +88,7 @@ def lock(path: str | Path) -> Iterator[Path]:
     """Hold the exclusive lock of output `path` (`.<name>.lock` beside it, with this pid); yields the lock file."""
     import fcntl
 
-    path = Path(path)
+    path = Path(path).resolve()  # "--out ." of a resumed run locks the folder by its real name
     file = path.parent / f".{path.name}.lock"
     while True:
         fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
@@ -133,7 +133,7 @@ def clear_stale(path: str | Path, command: str) -> list[Path]:
     """Remove the temporary folders beside `path` that a killed run of `command` left; returns them."""
     from attnscope import console
 
-    path = Path(path)
+    path = Path(path).resolve()
     pattern = re.compile(rf"\.{re.escape(path.name)}\.{_TEMP}")
     removed = []
     for entry in sorted(path.parent.iterdir()) if path.parent.is_dir() else ():

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import Dataset
 
-from attnscope.errors import InputError
+from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain import engine, explain
 from attnscope.explain.engine import model_guard
 from attnscope.registry import METHODS
@@ -92,6 +92,19 @@ class AttentionTracker:
                    s.get("batch_size"), tensorboard)
 
     # -- callback hooks ------------------------------------------------------------------------
+
+    def check(self, run: Run) -> None:
+        """Before the run writes anything: a probe larger than its split or a method that does not apply raises."""
+        if not run.world.main or TrackStore.exists(run.out / FOLDER):  # a resumed store holds its probe
+            return
+        available = len(self._dataset(run))
+        if isinstance(self.probe, int) and self.probe > available:
+            raise InputError(f"probe of {self.probe} images asked for, but the {self.split} split has only "
+                             f"{available} (lower --probe or raise --n-test)")
+        for name in self.methods:
+            reason = METHODS.get(name).applies(run.model)
+            if reason is not None:
+                raise NotApplicableError(f"cannot track {name!r} on {type(run.model).__name__}: {reason}")
 
     def on_fit_start(self, run: Run) -> None:
         if not run.world.main:

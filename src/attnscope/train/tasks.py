@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from attnscope.errors import InputError, NotApplicableError
 from attnscope.registry import Registry
 from attnscope.train import guidance
 from attnscope.train.config import TrainConfig
@@ -40,6 +41,9 @@ class Classification:
     """Cross-entropy on logits (B, K), plus λ · an attention-guidance penalty if the config asks; accuracy."""
 
     def __init__(self, config: TrainConfig) -> None:
+        if config.task_cfg:  # the captioning task refuses unknown options too: none is silently ignored
+            raise InputError(f"classification takes no task options (--task-opt), got {sorted(config.task_cfg)}; "
+                             "the loss is set by --guide, --guide-weight and --guide-region")
         self.config = config
         self.guidance = guidance.build(config)
 
@@ -53,6 +57,16 @@ class Classification:
         """Fail before the run is written if the guidance cannot read its region off this data."""
         if self.guidance is not None and len(dataset):
             self.guidance.check(self.collate([dataset[0]]))
+
+    def check_model(self, model: nn.Module) -> None:
+        """Fail before the run is written if the guide does not apply to the model (e.g. ltpa on smallcnn)."""
+        if self.guidance is None:
+            return
+        reason = self.guidance.spec.applies(model)
+        if reason is not None:
+            usable = [g for g in guidance.GUIDES if guidance.GUIDES.get(g).applies(model) is None]
+            raise NotApplicableError(f"--guide {self.guidance.spec.name} does not apply to {type(model).__name__}: "
+                                     f"{reason}. Guides that do: {', '.join(usable)}")
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch[0].to(device), batch[1].to(device)  # (B, C, H, W), (B,)
