@@ -1,17 +1,33 @@
-"""Progress bars and tables on the terminal (rich). Below every layer, like `errors` and `fileio`."""
+"""Progress bars and tables on the terminal (rich). Below every layer, like `errors` and `fileio`.
+
+rich is imported on first use, so that `attnscope --help` answers at once; `console.console` is the
+shared stderr `Console`.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
-console = Console(stderr=True)
+
+@cache
+def _stderr() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "console":
+        return _stderr()
+    raise AttributeError(f"module 'attnscope.console' has no attribute {name!r}")
 
 
 class Bar:
@@ -32,16 +48,21 @@ def progress(total: int, description: str, enabled: bool = True) -> Iterator[Bar
     if not enabled:
         yield Bar(None, None)
         return
+    import rich.progress as bars
+
     columns = (
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+        bars.TextColumn("[bold]{task.description}"), bars.BarColumn(), bars.MofNCompleteColumn(),
+        bars.TimeElapsedColumn(), bars.TimeRemainingColumn(), bars.TextColumn("{task.fields[info]}"),
     )
-    with Progress(*columns, console=console, transient=False, disable=not sys.stderr) as p:
+    with bars.Progress(*columns, console=_stderr(), transient=False, disable=not sys.stderr) as p:
         yield Bar(p, p.add_task(description, total=total, info=""))
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print a table to the terminal; floats with 4 significant digits."""
+    from rich.console import Console
+    from rich.table import Table
+
     t = Table(title=title)
     for c in columns:
         t.add_column(str(c))
@@ -54,4 +75,4 @@ def note(text: str) -> None:
     """One line on stderr about something the user should know (a replaced file, a fresh start, a bound)."""
     from rich.markup import escape
 
-    console.print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
+    _stderr().print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)

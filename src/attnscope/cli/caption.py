@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 
 from attnscope import console, fileio, outdir
 from attnscope.cli import cli
 from attnscope.cli.options import parse_settings
 from attnscope.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @cli.command("caption")
@@ -76,6 +78,8 @@ def _check_decoding(model: torch.nn.Module, beam_size: int, max_len: int | None)
 def _source(images: str, header: dict[str, Any], n: int, split: str, data_cfg: dict[str, Any],
             size: int | None) -> dict[str, Any]:
     """The images to caption: from a path (no references) or from a captioning data set (with them)."""
+    import torch
+
     from attnscope import data
 
     path = Path(images)
@@ -99,6 +103,8 @@ def _source(images: str, header: dict[str, Any], n: int, split: str, data_cfg: d
 def write_captions(model: torch.nn.Module, source: dict[str, Any], out: Path, beam_size: int, max_len: int | None,
                    batch_size: int, quiet: bool) -> dict[str, Any]:
     """Caption every image of `source`; write one attention strip per image; return the summary."""
+    import torch
+
     from attnscope.explain import explain
     from attnscope.explain.captioning import captions_of
     from attnscope.train.caption_eval import CaptionScores

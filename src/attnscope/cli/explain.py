@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 
 from attnscope import outdir
 from attnscope.cli import cli
 from attnscope.cli.options import load_model, parse_list
 from attnscope.errors import DataError, InputError
+
+if TYPE_CHECKING:
+    import torch
 
 MANIFEST = "manifest.json"
 MAX_SIDE = 4096  # --size: a 20000 px side asks for tens of GB before the first map
@@ -95,6 +97,8 @@ def _method_options(items: tuple[str, ...], names: list[str]) -> dict[str, dict[
 
 
 def _device(spec: str) -> torch.device:
+    import torch
+
     from attnscope.train.distributed import pick_device
 
     try:
@@ -107,6 +111,8 @@ def _device(spec: str) -> torch.device:
 
 def _read_images(source: str, n: int, seed: int, size: str | None):
     """`(images (B, 3, H, W) in [0, 1], one description per image, labels (B,) or None)`."""
+    import torch
+
     from attnscope import data
 
     parsed = None if size is None else _parse_size(size)
@@ -160,6 +166,8 @@ def _targets(spec: str, labels: torch.Tensor | None):
 
 def _explain(model, x, names, targets, layer, options, batch_size, normalize, quiet):
     """Maps of every method, batch by batch (methods of one batch share their passes), on the CPU."""
+    import torch
+
     from attnscope import console
     from attnscope.explain import explain
     from attnscope.maps import AttentionMap
@@ -186,6 +194,8 @@ def _explain(model, x, names, targets, layer, options, batch_size, normalize, qu
 
 def _normalized(x: torch.Tensor, how: str) -> torch.Tensor:
     if how == "imagenet":
+        import torch
+
         from attnscope.models.torchvision_models import IMAGENET_MEAN, IMAGENET_STD
 
         mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))

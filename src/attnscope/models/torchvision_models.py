@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -42,13 +44,27 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's weights-only unpickler refused it; its advice is not repeated
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found is None:
+            raise CheckpointError(f"cannot read weights from {path}: not a file of tensors that torch loads "
+                                  "without running code") from None
+        raise CheckpointError(f"{path} holds pickled Python objects ({found.group(1)}) besides tensors, which "
+                              "attnscope never loads (they can run code); save model.state_dict() instead, or "
+                              "convert it to .safetensors") from None
     except Exception as e:  # corrupt or foreign file
-        raise CheckpointError(f"cannot read weights from {path}: {type(e).__name__}: {e}") from None
+        raise CheckpointError(f"cannot read weights from {path}: {_first_line(e)}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
     return state
+
+
+def _first_line(error: Exception) -> str:
+    """`Type: the first line of the message`; torch's messages run over many lines of advice."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 for _name in TORCHVISION_NAMES:
