@@ -20,10 +20,13 @@ $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-core
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $@
 
+# --overwrite: a second `make demo` replaces the first one's runs/demo (never a folder demo did not write).
 demo: $(VENV)/.stamp-core
-	$(BIN)/attnscope demo
+	$(BIN)/attnscope demo --overwrite
 
+# The browser test needs chromium: installed here when run as root, else skipped with one line saying so.
 test: $(VENV)/.stamp-dev
+	@sh .ci/ensure-chromium
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.stamp-dev

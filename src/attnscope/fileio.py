@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from attnscope.errors import InputError
+from attnscope.errors import DataError, InputError
 
 
 @contextmanager
@@ -86,6 +86,16 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def inside(root: Path, relative: str, what: str) -> Path:
+    """`root / relative`, refused (`DataError` naming `what`) when it is absolute or leaves `root` (`..`, links)."""
+    if Path(relative).is_absolute():
+        raise DataError(f"{what} is an absolute path; paths in a data file are relative to its folder {root}")
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise DataError(f"{what} points outside its folder {root}; refusing to read it")
+    return target
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

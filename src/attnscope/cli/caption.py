@@ -17,7 +17,7 @@ import click
 
 from attnscope import console, fileio, outdir
 from attnscope.cli import cli
-from attnscope.cli.options import parse_settings
+from attnscope.cli.options import existing_input, parse_settings
 from attnscope.errors import InputError
 
 if TYPE_CHECKING:
@@ -82,8 +82,8 @@ def _source(images: str, header: dict[str, Any], n: int, split: str, data_cfg: d
 
     from attnscope import data
 
-    path = Path(images)
-    if path.exists():
+    path = existing_input(images, "--images")
+    if path is not None:
         batch, paths = data.load_images(path, size=size)  # (N, 3, H, W)
         return {"images": batch, "names": [p.name for p in paths], "samples": None}
     if images not in data.names():

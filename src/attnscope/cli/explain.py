@@ -15,7 +15,7 @@ import click
 
 from attnscope import outdir
 from attnscope.cli import cli
-from attnscope.cli.options import load_model, parse_list
+from attnscope.cli.options import existing_input, load_model, parse_list
 from attnscope.errors import DataError, InputError
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def _read_images(source: str, n: int, seed: int, size: str | None):
     from attnscope import data
 
     parsed = None if size is None else _parse_size(size)
-    if Path(source).exists():
+    if existing_input(source, "--images") is not None:
         images, paths = data.load_images(source, size=parsed)
         return images, [{"name": p.stem, "path": str(p)} for p in paths], None
     if source in data.names():

@@ -92,3 +92,17 @@ def record_final_out(run: Path, final: Path) -> None:
     from attnscope import fileio
 
     fileio.write_json(run / "config.json", {**read_run_config(run), "out": str(final)})
+
+
+def existing_input(source: str, flag: str) -> Path | None:
+    """`source` as a path when it exists (a regular file or a folder), else None; a FIFO or device is refused.
+
+    Reading a FIFO blocks until something writes to it, and /dev/zero never ends.
+    """
+    path = Path(source)
+    if not path.exists():
+        return None
+    if not (path.is_file() or path.is_dir()):
+        raise InputError(f"{flag} {source} is not a regular file or folder (a FIFO, device or socket); give image "
+                         "files or a folder of them")
+    return path
