@@ -35,9 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # one line instead of click's usage block
+        where = e.ctx.command_path if e.ctx is not None else "attnscope"
+        _fail(f"{e.format_message().rstrip('.')} (see `{where} --help`)")
     except click.ClickException as e:
         e.show()
-        sys.exit(2 if isinstance(e, click.UsageError) else e.exit_code)
+        sys.exit(e.exit_code)
     except AttnscopeError as e:
         _fail(str(e))
     except OSError as e:

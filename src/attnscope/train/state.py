@@ -72,22 +72,24 @@ def load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, s
         optimizer.load_state_dict({"state": state, "param_groups": header["param_groups"]})
         scheduler.load_state_dict(header["scheduler"])
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path} does not fit this run: {str(e).strip().splitlines()[0]}") from None
+        reason = " ".join(str(e).split())  # torch lists missing keys over several lines
+        raise CheckpointError(f"{path} does not fit this run: {reason[:300]}") from None
     return header
 
 
 # The header fields of a training state and the type each must have.
-_HEADER = {"epoch": int, "config": dict, "param_groups": list, "optim_scalars": dict, "scheduler": dict}
+_HEADER = {"epoch": (int, "an integer"), "config": (dict, "an object"), "param_groups": (list, "a list"),
+           "optim_scalars": (dict, "an object"), "scheduler": (dict, "an object")}
 
 
 def _check_header(path: Path, header: Any) -> None:
     """Refuse a header that is not an attnscope training state, or whose epoch is not the file's."""
     if not isinstance(header, dict) or header.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not an attnscope training state")
-    for key, kind in _HEADER.items():
+    for key, (kind, label) in _HEADER.items():
         value = header.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise CheckpointError(f"{path}: header field {key!r} must be a {kind.__name__}, got {value!r:.60}")
+            raise CheckpointError(f"{path}: header field {key!r} must be {label}, got {value!r:.60}")
     m = re.fullmatch(r"epoch_(\d+)\.safetensors", path.name)
     if m is not None and header["epoch"] != int(m.group(1)):
         raise CheckpointError(f"{path}: the header says epoch {header['epoch']}, the file name {int(m.group(1))}")
