@@ -1,36 +1,39 @@
 """attnscope: the attention of image models — trainable, transformer and post-hoc maps,
 whether they can be trusted, and how they come about during training.
 
-Sub-packages are imported on first use (PEP 562), so `attnscope --help` answers without loading torch.
+Submodules and the main names are imported on first use (`ats.explain`, `ats.track`, ...), so
+that `import attnscope` — and `attnscope --help` — do not pay for importing torch.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "errors", "explain", "metrics", "models", "sanity")
-_NAMES = {"list_methods": "attnscope.explain", "AttentionMap": "attnscope.maps"}  # name → module defining it
+_SUBMODULES = ("data", "errors", "explain", "metrics", "models", "report", "sanity", "track", "train")
+_NAMES = {
+    "AttentionMap": ("attnscope.maps", "AttentionMap"),
+    "SequenceMap": ("attnscope.maps", "SequenceMap"),
+    "Explanation": ("attnscope.maps", "Explanation"),
+    "list_methods": ("attnscope.explain", "list_methods"),
+}
 
-if TYPE_CHECKING:
-    from attnscope import data, errors, explain, metrics, models, sanity
-    from attnscope.explain import list_methods
-    from attnscope.maps import AttentionMap
+__all__ = ["Explanation", "AttentionMap", "SequenceMap", "__version__", "list_methods", *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
-        return importlib.import_module(f"attnscope.{name}")
-    if name in _NAMES:
-        return getattr(importlib.import_module(_NAMES[name]), name)
-    raise AttributeError(f"module 'attnscope' has no attribute {name!r}")
+        module = importlib.import_module(f"attnscope.{name}")
+    elif name in _NAMES:
+        where, attr = _NAMES[name]
+        module = getattr(importlib.import_module(where), attr)
+    else:
+        raise AttributeError(f"module 'attnscope' has no attribute {name!r}")
+    globals()[name] = module
+    return module
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_SUBMODULES, *_NAMES])
-
-
-__all__ = ["AttentionMap", "__version__", "data", "errors", "explain", "list_methods", "metrics", "models",
-           "sanity"]
+    return sorted(set(globals()) | set(__all__))
