@@ -79,6 +79,9 @@ def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size
         files = _write(partial, x, sources, maps, fmt)
         manifest = _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt,
                              time.perf_counter() - started)
+        for name, found in degenerate(maps).items():  # said on the terminal and kept in the manifest
+            manifest["methods"][name].update(found)
+            _note_degenerate(name, found, len(x))
         fileio.write_json(partial / MANIFEST, manifest)
     click.echo(f"explained {len(x)} images with {', '.join(maps)} → {out}/ "
                f"({files['maps'] if fmt == 'safetensors' else 'maps/'}, overlays/, grid.png, {MANIFEST})")
@@ -232,6 +235,31 @@ def _save_npy(path: Path, array) -> None:
 
     with open(path, "wb") as f:
         np.save(f, array)
+
+
+def degenerate(maps: dict) -> dict[str, dict[str, list[int]]]:
+    """Per map, the images whose map is all zero or holds NaN/inf (e.g. a target that does not depend on the
+    input, a NaN weight): `{"gradcam": {"all_zero_images": [0, 3]}}`, only for maps with such images."""
+    import torch
+
+    found: dict[str, dict[str, list[int]]] = {}
+    for name, m in maps.items():
+        v = m.values.flatten(1)  # (B, H·W) or (B, K·H·W)
+        bad = {"all_zero_images": (v == 0).all(1), "non_finite_images": (~torch.isfinite(v)).any(1)}
+        bad = {k: flags.nonzero().flatten().tolist() for k, flags in bad.items() if flags.any()}
+        if bad:
+            found[name] = bad
+    return found
+
+
+def _note_degenerate(name: str, found: dict[str, list[int]], count: int) -> None:
+    from attnscope import console
+
+    for key, what in (("all_zero_images", "all zero"), ("non_finite_images", "NaN or infinite")):
+        if key in found:
+            console.note(f"{name}: the maps of {len(found[key])} of {count} images are {what} (images "
+                         f"{', '.join(map(str, found[key][:8]))}{', ...' if len(found[key]) > 8 else ''}; "
+                         f"listed in {MANIFEST} under {key})")
 
 
 def _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt, seconds) -> dict[str, Any]:
