@@ -245,3 +245,13 @@ def test_two_trainings_to_one_new_folder_one_runs_the_other_fails_with_one_line(
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]  # one run's lines, not two interleaved
     assert json.loads((out / "config.json").read_text())["seed"] == winner_seed
+
+
+def test_a_report_written_into_a_run_becomes_part_of_it_so_overwrite_still_replaces_the_run(tmp_path):
+    out = tmp_path / "run"
+    main(["train", "--out", str(out), "--epochs", "1", *TINY])
+    main(["report", str(out)])
+    assert "report.html" in outdir.read_marker(out)["files"]
+    old_config = (out / "config.json").stat().st_ino
+    main(["train", "--out", str(out), "--epochs", "1", "--overwrite", *TINY])
+    assert (out / "config.json").stat().st_ino != old_config and not (out / "report.html").exists()
