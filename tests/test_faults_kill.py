@@ -16,10 +16,9 @@ import torch
 from safetensors.torch import load_file
 
 from attnscope.cli import main
+from tiny_runs import TINY_ARGS as TINY
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-TINY = ["--n", "64", "--n-test", "32", "--batch-size", "32", "--quiet", "--model-opt", "widths=[4,8]",
-        "--data-opt", "size=32", "--data-opt", "digit_size=[10,16]"]
 
 # Runs `attnscope ARGV...` and SIGKILLs itself on the N-th call of MODULE.FUNCTION (after it returns if
 # AFTER, before it runs otherwise): a crash at a chosen point, with no chance to clean up.

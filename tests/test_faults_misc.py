@@ -20,10 +20,9 @@ from attnscope.cli.explain import degenerate
 from attnscope.maps import AttentionMap
 from attnscope.models import checkpoint
 from attnscope.train.loop import epoch_line
+from tiny_runs import TINY_ARGS as TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--n", "64", "--n-test", "32", "--batch-size", "32", "--quiet", "--model-opt", "widths=[4,8]",
-        "--data-opt", "size=32", "--data-opt", "digit_size=[10,16]"]
 
 
 def _run(argv, capsys) -> tuple[int, str]:

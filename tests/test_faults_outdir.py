@@ -17,10 +17,9 @@ import torch
 from attnscope import fileio, outdir
 from attnscope.cli import main
 from attnscope.errors import InputError
+from tiny_runs import TINY_ARGS as TINY
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-TINY = ["--n", "64", "--n-test", "32", "--batch-size", "32", "--quiet", "--model-opt", "widths=[4,8]",
-        "--data-opt", "size=32", "--data-opt", "digit_size=[10,16]"]
 
 
 def _run(argv, capsys) -> tuple[int, str]:

@@ -27,3 +27,7 @@ def tracked_run(out: Path, every: int | None = 2, probe: int = 8, methods=METHOD
 
     tracker = AttentionTracker(list(methods), probe=probe, every=every)
     return fit(tiny_config(out, **changes), callbacks=(tracker,), until_epoch=until_epoch), tracker
+
+# The command-line form of a tiny 32 px SmallCNN run (add --out and --epochs): seconds per epoch.
+TINY_ARGS = ["--n", "64", "--n-test", "32", "--batch-size", "32", "--quiet", "--model-opt", "widths=[4,8]",
+             "--data-opt", "size=32", "--data-opt", "digit_size=[10,16]"]
