@@ -5,6 +5,8 @@ pass (no_grad: the limit), then the 5 gradient CAMs (Grad-CAM, Grad-CAM++, XGrad
 LayerCAM) computed by attnscope in one call and by each peer with what it offers.
 Part "scorecam": Score-CAM on a SmallCNN trained here on ClutteredDigits; checks that the maps are
 identical to each peer's (under the peer's variant) and times them.
+Parts "top5" (Grad-CAM of five targets per image) and "train" (a differentiable Grad-CAM training step):
+`bench/engine_parts.py`.
 
 Every timing is the median over `--repeats` rounds, methods interleaved within a round, and is
 reported as a ratio to the plain forward pass of the same rounds. Every method adds its hooks and
@@ -24,6 +26,7 @@ import types
 import warnings
 from collections.abc import Callable
 
+import engine_parts  # bench/engine_parts.py: this folder is on the path when the script runs
 import numpy as np
 import torch
 from torch import nn
@@ -286,7 +289,7 @@ def bench_ablation(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, rep
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("cams", "scorecam", "all"), default="all")
+    parser.add_argument("--part", choices=("cams", "scorecam", "top5", "train", "all"), default="all")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--train-steps", type=int, default=400)
@@ -299,6 +302,10 @@ def main() -> None:
         bench_cams(args.repeats)
     if args.part in ("scorecam", "all"):
         bench_scorecam(args.repeats, args.train_steps, args.images, args.batch_size)
+    if args.part in ("top5", "all"):
+        engine_parts.bench_top5(args.repeats, timed, report, forward_no_grad)
+    if args.part in ("train", "all"):
+        engine_parts.bench_differentiable(args.repeats, timed, report)
 
 
 if __name__ == "__main__":
