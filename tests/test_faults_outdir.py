@@ -254,3 +254,12 @@ def test_a_report_written_into_a_run_becomes_part_of_it_so_overwrite_still_repla
     old_config = (out / "config.json").stat().st_ino
     main(["train", "--out", str(out), "--epochs", "1", "--overwrite", *TINY])
     assert (out / "config.json").stat().st_ino != old_config and not (out / "report.html").exists()
+
+
+def test_a_lock_file_planted_as_a_link_is_never_written_through(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (tmp_path / ".o.lock").symlink_to(victim)
+    with pytest.raises(InputError, match="symbolic link"), outdir.lock(tmp_path / "o"):
+        pass
+    assert victim.read_text() == "keep"

@@ -91,7 +91,12 @@ def lock(path: str | Path) -> Iterator[Path]:
     path = Path(path).resolve()  # "--out ." of a resumed run locks the folder by its real name
     file = path.parent / f".{path.name}.lock"
     while True:
-        fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # never write through a planted link
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise InputError(f"{file} is a symbolic link, not an attnscope lock file; remove it") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
