@@ -104,13 +104,14 @@ def test_train_killed_before_its_first_checkpoint_is_resumed_afresh_and_equals_a
 
 
 @pytest.mark.slow
-def test_demo_killed_while_writing_its_report_leaves_no_output_and_the_next_demo_cleans_up(tmp_path, capsys):
+def test_demo_killed_after_training_leaves_no_output_and_the_next_demo_cleans_up(tmp_path, capsys):
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--epochs", "1", "--n", "96", "--probe", "2", "--quiet"]
-    _killed(tmp_path, "attnscope.report.build", 1, "before", argv)  # trained and explained, nothing renamed
+    _killed(tmp_path, "attnscope.cli.demo.explain_all", 1, "before", argv)  # trained, not yet explained
     assert not out.exists()
     [partial] = _partials(tmp_path)
-    assert (tmp_path / partial / "model.safetensors").is_file() and not (tmp_path / partial / "report.html").exists()
+    left = tmp_path / partial
+    assert (left / "model.safetensors").is_file() and not (left / "maps.safetensors").exists()
     main(argv)
     assert _partials(tmp_path) == [] and "left by an interrupted `attnscope demo`" in capsys.readouterr().err
     assert (out / "report.html").is_file() and json.loads((out / "config.json").read_text())["out"] == str(out)
