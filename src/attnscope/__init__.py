@@ -10,4 +10,17 @@ from attnscope.maps import AttentionMap
 __version__ = "0.1.0"
 
 __all__ = ["AttentionMap", "__version__", "data", "errors", "explain", "list_methods", "metrics", "models",
-           "sanity"]
+           "report", "sanity", "show"]
+
+
+def __getattr__(name: str):
+    """`ats.show` and `ats.report` are imported on first use (they bring matplotlib)."""
+    if name == "show":
+        from attnscope.report.show import show
+
+        return show
+    if name == "report":
+        import attnscope.report as report
+
+        return report
+    raise AttributeError(f"module 'attnscope' has no attribute {name!r}")

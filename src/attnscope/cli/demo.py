@@ -137,9 +137,11 @@ def _markdown(summary: dict[str, Any]) -> str:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
+    console.table(*terminal_table(summary))
+
+
+def terminal_table(summary: dict[str, Any]) -> tuple[str, list[str], list[tuple]]:
+    """(title, columns, cells) of the demo's per-method scores, as `console.table` prints it."""
     rows = [(k, v["pointing"], v["energy_in_box"], v["ms_per_image"]) for k, v in summary["methods"].items()]
-    console.table(
-        f"demo: test accuracy {summary['test_acc']:.4f}, {summary['total_wall_s']} s",
-        ["method", "pointing game", "energy in box", "ms / image"],
-        rows,
-    )
+    return (f"demo: test accuracy {summary['test_acc']:.4f}, {summary['total_wall_s']} s",
+            ["method", "pointing game", "energy in box", "ms / image"], rows)

@@ -151,9 +151,13 @@ def _permuted_model(checkpoint: str, header: dict[str, Any], probe: Probe, out: 
 
 
 def _print(result, metric: str) -> None:
-    rows = [r for r in result.rows() if r["metric"] == metric]
+    console.table(*terminal_table(result.rows(), result.steps, metric, result.meta))
+
+
+def terminal_table(rows: list[dict[str, Any]], steps: list[str], metric: str, meta: dict[str, Any]):
+    """(title, columns, cells) of one metric's means, blocks × methods, as `console.table` prints it."""
+    rows = [r for r in rows if r["metric"] == metric]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     cells = {(r["method"], r["block"]): r["mean"] for r in rows}
-    table = [[s, *[cells[(m, s)] for m in methods]] for s in result.steps]
-    console.table(f"{result.meta.get('test')}: {metric} (mean over {result.meta.get('images')} images)",
-                  ["randomised", *methods], table)
+    table = [[s, *[cells.get((m, s)) for m in methods]] for s in steps]
+    return f"{meta.get('test')}: {metric} (mean over {meta.get('images')} images)", ["randomised", *methods], table
