@@ -31,8 +31,13 @@ def test_signed_or_sequential_follows_the_documented_rule(method, options, value
 
 def test_limits_per_image_and_shared_percentile_by_hand():
     values = torch.tensor([[[-1.0, 0.5], [0.0, 2.0]], [[0.0, 0.0], [0.0, 0.0]]])  # (2, 2, 2)
-    per_image = colours.scale(values, signed=True)
+    per_image = colours.scale(values, signed=True, percentile=100)
     assert per_image.low.tolist() == [-2.0, 0.0] and per_image.high.tolist() == [2.0, 0.0]
+    p99 = colours.scale(values, signed=True)  # |v| sorted 0, 0.5, 1, 2: the 99th percentile is 1 + 0.97 (2 - 1)
+    assert p99.high.tolist() == pytest.approx([1.97, 0.0]) and p99.unit(values)[0, 1, 1] == 1.0  # clipped
+    sparse = torch.zeros(1, 10, 20)
+    sparse[0, 0, 0] = -3.0  # 99.5 % zeros: the percentile is 0, the maximum is kept
+    assert colours.scale(sparse, signed=True).high.tolist() == [3.0]
     unit = per_image.unit(values)
     assert unit[0].flatten().tolist() == [-0.5, 0.25, 0.0, 1.0] and unit[1].abs().sum() == 0  # all-zero: no NaN
     seq = colours.scale(values, signed=False)
@@ -44,8 +49,8 @@ def test_limits_per_image_and_shared_percentile_by_hand():
 
 def test_signed_overlay_leaves_the_photo_where_the_map_is_zero_and_blends_by_hand_elsewhere():
     image = torch.full((3, 1, 3), 0.4)  # one row of three grey pixels
-    values = torch.tensor([[-2.0, 0.0, 1.0]])  # (H, W) = (1, 3); limits ±2
-    out = figures.overlay(image, values).astype(float)
+    values = torch.tensor([[-2.0, 0.0, 1.0]])  # (H, W) = (1, 3); limits ±2 (the 100th percentile)
+    out = figures.overlay(image, values, limits=colours.scale(values[None], True, percentile=100)).astype(float)
     grey = round(0.4 * 255)
     assert out[0, 1].tolist() == [grey] * 3  # zero is transparent
     for x, v in ((0, -2.0), (2, 1.0)):
@@ -135,7 +140,7 @@ def test_show_draws_every_method_with_a_colour_bar_titles_and_flags(tmp_path):
     bars = [ax for ax in fig.axes if ax.get_label() == "colour bar"]
     assert len(bars) == 2
     labels = [[t.get_text() for t in bar.get_xticklabels()] for bar in bars]
-    assert labels == [["min", "max"], ["-max|v|", "0", "+max|v|"]]
+    assert labels == [["min", "max"], ["-p99", "0", "+p99"]]
     assert "signed" in bars[1].get_xlabel() and "sequential" in bars[0].get_xlabel()
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert texts == ["all zero: the target's gradient is zero"]
@@ -144,7 +149,7 @@ def test_show_draws_every_method_with_a_colour_bar_titles_and_flags(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     one = ats.show(images[0], maps["ig"].select(0))  # one image: the colour bar states the values
     bar = next(ax for ax in one.axes if ax.get_label() == "colour bar")
-    top = float(maps["ig"].values[0].abs().max())
+    top = float(np.percentile(maps["ig"].values[0].abs().numpy(), 99))
     assert [t.get_text() for t in bar.get_xticklabels()] == [f"{-top:.3g}", "0", f"{top:.3g}"]
 
 

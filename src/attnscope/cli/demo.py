@@ -1,4 +1,4 @@
-"""`attnscope demo`: train SmallCNN on ClutteredDigits while tracking two methods' maps, explain a probe
+"""`attnscope demo`: train SmallCNN on ClutteredDigits while tracking six methods' maps, explain a probe
 set with every post-hoc method, score the maps against the digits' boxes, and write `runs/demo/`
 with its `report.html`.
 
@@ -22,7 +22,8 @@ from attnscope.cli import cli
 # The demo's training settings (README: measured accuracy and wall time on 2 CPU cores).
 DEMO_TRAIN = dict(model="smallcnn", data="clutter", n=8000, n_test=2000, epochs=6, batch_size=64, lr=3e-3)
 POST_HOC = ("cam", "gradient", "perturbation")
-TRACKED = ("gradcam", "saliency")  # recorded at every epoch end during the demo's training
+# Recorded at every epoch end during the demo's training: one of each colour rule and family.
+TRACKED = ("gradcam", "cam", "saliency", "inputxgrad", "guided-backprop", "ig")
 
 
 @cli.command("demo")
@@ -36,16 +37,16 @@ def demo_command(out: str, probe: int, epochs: int, n: int, seed: int, quiet: bo
     """Train, explain, score and draw on the built-in ClutteredDigits, in a few minutes on a CPU."""
     final = Path(out)
     with fileio.atomic_dir(final) as partial:
-        summary = run_demo(partial, probe=probe, epochs=epochs, n=n, seed=seed, quiet=quiet)
-        config = json.loads((partial / "config.json").read_text())
-        fileio.write_json(partial / "config.json", {**config, "out": str(final)})  # where the run now lives
+        summary = run_demo(partial, probe=probe, epochs=epochs, n=n, seed=seed, quiet=quiet, final=final)
     _print_summary(summary)
     click.echo(f"wrote {final}/ (report.html, grid.png, summary.json, summary.md, model.safetensors, "
                "maps.safetensors, track/)")
 
 
-def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool) -> dict[str, Any]:
-    """The demo's steps; returns the summary it writes."""
+def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool,
+             final: Path | None = None) -> dict[str, Any]:
+    """The demo's steps into `out`; returns the summary it writes. `final`: where `out` will be renamed
+    to (recorded as the run's `out` before the report shows the configuration)."""
     from attnscope import data
     from attnscope.track import AttentionTracker
     from attnscope.train import TrainConfig, fit
@@ -66,9 +67,11 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool)
     scores = score_maps(maps, boxes)
     fileio.save_tensors(out / "maps.safetensors", {k: v for k, v in maps.items()}, {"targets": "labels"})
 
+    from attnscope.explain import list_methods
     from attnscope.report import figures
 
-    figures.save_png(out / "grid.png", figures.grid(images[:8], {k: v[:8] for k, v in maps.items()}, boxes[:8]))
+    figures.save_png(out / "grid.png", figures.grid(images[:8], {k: v[:8] for k, v in maps.items()}, boxes[:8],
+                                                    kinds=list_methods()))
     summary = {
         "model": "smallcnn",
         "data": "clutter (64 px)",
@@ -81,6 +84,9 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool)
     }
     fileio.write_json(out / "summary.json", summary)
     fileio.write_text(out / "summary.md", _markdown(summary))
+    if final is not None:  # the config names where the run will live, not its temporary folder
+        config_file = json.loads((out / "config.json").read_text())
+        fileio.write_json(out / "config.json", {**config_file, "out": str(final)})
     from attnscope.report import build
 
     build(out, title="attnscope demo")

@@ -2,13 +2,15 @@
 
 The rule, the same for every figure, overlay and report panel:
 
-- A map is **signed** when its method's options make it signed (`relu=False`, `abs=False`,
-  `reduce="sum"`), when the method is signed by nature (occlusion: a score change), or when any of
-  its values is negative. Otherwise it is **sequential** (non-negative).
+- A map is **signed** when its method's options (those given, else the method's defaults) make it
+  signed (`relu=False`, `abs=False`, `reduce="sum"`), when the method is signed by nature (occlusion:
+  a score change), or when any of its values is negative. Otherwise it is **sequential** (non-negative).
 - Sequential maps use the perceptual colour map `inferno` (dark = low, yellow = high) from the
   image's minimum to its maximum ("per-image min–max"), at a constant opacity.
-- Signed maps use the diverging `RdBu_r` (blue < 0 < red) on symmetric limits ±max|v| of the image,
-  and their opacity grows with |v|: zero is transparent, so the photo shows where the map is 0.
+- Signed maps use the diverging `RdBu_r` (blue < 0 < red) on symmetric limits ±p, p the 99th
+  percentile of the image's |v| (its maximum where that is 0), larger |v| clipped to ±p, as captum's
+  `outlier_perc` does; their opacity grows with |v|: zero is transparent, so the photo shows where the
+  map is 0.
 - `shared=True` gives every image of a batch the same limits: the `percentile`-th percentile of |v|
   (signed) or of v (sequential, from the batch's minimum), values beyond it clipped.
 
@@ -25,6 +27,8 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 
+from attnscope.registry import METHODS
+
 SEQUENTIAL_CMAP = "inferno"
 DIVERGING_CMAP = "RdBu_r"
 ALPHA = {False: 0.5, True: 0.85}  # opacity of a sequential map; of a signed map's largest |v|
@@ -37,12 +41,22 @@ _SIGNED_OPTIONS: dict[str, dict[Any, bool]] = {  # option → value → signed?
 
 
 def signed_by_options(method: str | None, options: Mapping[str, Any] | None = None) -> bool | None:
-    """Whether the method's options (or its nature) make its maps signed; None when they do not say."""
-    if method is not None and method.split("/")[0] in SIGNED_BY_NATURE:
+    """Whether the method's options (given, else its registered defaults) or its nature make its maps
+    signed; None when they do not say."""
+    base = method.split("/")[0] if method else None
+    if base in SIGNED_BY_NATURE:
         return True
+    merged = {**_defaults(base), **(options or {})}
     said = [table[value] for key, table in _SIGNED_OPTIONS.items()
-            for value in [(options or {}).get(key)] if _hashable(value) and value in table]
+            for value in [merged.get(key)] if _hashable(value) and value in table]
     return any(said) if said else None
+
+
+def _defaults(method: str | None) -> Mapping[str, Any]:
+    """The registered method's default options ({} for an unknown name)."""
+    spec = METHODS.get(method) if method is not None and method in METHODS else None
+    defaults = getattr(spec, "defaults", None)
+    return defaults if isinstance(defaults, Mapping) else {}
 
 
 def is_signed(values: torch.Tensor, method: str | None = None, options: Mapping[str, Any] | None = None) -> bool:
@@ -58,6 +72,7 @@ class Scale:
     low: torch.Tensor  # (B,) the value drawn at the low end of the colour bar
     high: torch.Tensor  # (B,) the value drawn at the high end
     rule: str  # how the limits were chosen, for the legend
+    percentile: float = 99.0  # of |v|, the limits of a signed map
 
     @property
     def cmap(self) -> str:
@@ -78,37 +93,48 @@ class Scale:
         """Texts (ASCII, for any font) at the low end, middle and high end of the colour bar (values when
         `index` is given)."""
         if index is None:
-            return ("-max|v|", "0", "+max|v|") if self.signed else ("min", "", "max")
+            p = f"p{self.percentile:g}"
+            return (f"-{p}", "0", f"+{p}") if self.signed else ("min", "", "max")
         lo, hi = float(self.low[index]), float(self.high[index])
         return (_short(lo), "0" if self.signed else "", _short(hi))
 
 
 def scale(values: torch.Tensor, signed: bool, shared: bool = False, percentile: float = 99.0) -> Scale:
-    """The limits of (B, H, W) maps by the rule of this module (NaN ignored; an all-NaN image gets 0, 0)."""
-    v = values.detach().double().cpu()
+    """The limits of (B, H, W) maps by the rule of this module (NaN ignored; an all-NaN image gets 0, 0).
+    `percentile` of |v| bounds signed maps (per image, or over the batch with `shared`)."""
+    v = values.detach().double().cpu().flatten(1).numpy()  # numpy: no size limit, no thread start-up
     b = v.shape[0]
-    finite = torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
-    known = torch.isfinite(v)
+    known = np.isfinite(v)
+    full = lambda x: torch.full((b,), float(x), dtype=torch.float64)
     if shared:
         pool = v[known]
-        if pool.numel() == 0:
+        if pool.size == 0:
             lo = hi = 0.0
         elif signed:
-            hi = float(torch.quantile(pool.abs(), percentile / 100)) if pool.numel() else 0.0
+            hi = float(np.percentile(np.abs(pool), percentile))
             lo = -hi
         else:
-            lo, hi = float(pool.min()), float(torch.quantile(pool, percentile / 100))
-        rule = (f"+-{percentile:g}th percentile of |v| over the batch" if signed
+            lo, hi = float(pool.min()), float(np.percentile(pool, percentile))
+        rule = (f"+-p{percentile:g} = {percentile:g}th percentile of |v| over the batch" if signed
                 else f"batch minimum to the {percentile:g}th percentile over the batch")
-        return Scale(signed, torch.full((b,), lo), torch.full((b,), hi), rule)
+        return Scale(signed, full(lo), full(hi), rule, percentile)
+    lows, highs = np.zeros(b), np.zeros(b)
+    for i in range(b):
+        row = v[i][known[i]]
+        if row.size == 0:
+            continue
+        if signed:
+            magnitude = np.abs(row)
+            pct = float(np.percentile(magnitude, percentile))
+            highs[i] = pct if pct > 0 else float(magnitude.max())  # a map that is mostly zero keeps its maximum
+            lows[i] = -highs[i]
+        else:
+            lows[i], highs[i] = row.min(), row.max()
     if signed:
-        hi = finite.abs().flatten(1).amax(1)
-        return Scale(True, -hi, hi, "+-max|v| per image, 0 transparent")
-    big, small = torch.finfo(torch.float64).max, torch.finfo(torch.float64).min
-    lo = torch.where(known, v, big).flatten(1).amin(1)
-    hi = torch.where(known, v, small).flatten(1).amax(1)
-    none = ~known.flatten(1).any(1)
-    return Scale(False, torch.where(none, 0.0, lo), torch.where(none, 0.0, hi), "per-image min–max")
+        rule = f"+-p{percentile:g} = {percentile:g}th percentile of |v| per image, 0 transparent"
+    else:
+        rule = "per-image min–max"
+    return Scale(signed, torch.from_numpy(lows), torch.from_numpy(highs), rule, percentile)
 
 
 def rgba(unit: torch.Tensor, signed: bool, alpha: float | None = None) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 # Checked in this order; the first that holds names the image's flag.
@@ -26,16 +27,11 @@ _WHY = {
 
 def flags(values: torch.Tensor) -> list[str | None]:
     """One flag per image of (B, H, W) maps (one of `FLAGS`), or None for a map that varies."""
-    v = values.detach().flatten(1)
-    nan = torch.isnan(v).any(1)
-    inf = torch.isinf(v).any(1)
-    zero = (v == 0).all(1)
-    constant = (v == v[:, :1]).all(1)
-    out: list[str | None] = []
-    for i in range(v.shape[0]):
-        checks = (bool(nan[i]), bool(inf[i]), bool(zero[i]), bool(constant[i]))
-        out.append(next((f for f, hit in zip(FLAGS, checks, strict=True) if hit), None))
-    return out
+    v = values.detach().cpu().flatten(1).numpy()  # numpy: many small reductions, no thread start-up
+    nan, inf = np.isnan(v).any(1), np.isinf(v).any(1)
+    low, high = v.min(1), v.max(1)
+    checks = zip(nan, inf, (low == 0) & (high == 0), low == high, strict=True)
+    return [next((f for f, hit in zip(FLAGS, c, strict=True) if hit), None) for c in checks]
 
 
 def explain(flag: str, kind: str | None = None) -> str:
