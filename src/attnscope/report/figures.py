@@ -165,7 +165,7 @@ def grid(
             canvas.paste(Image.fromarray(tile), (j * (cw + 2), head + i * (ch + 2)))
     y = head + b * (ch + 2) + 2
     for j, name in enumerate(names, start=1):
-        _colour_bar(canvas, draw, scales[name], (j * (cw + 2), y), cw, f, labels=foot > 12)
+        draw_colour_bar(canvas, draw, scales[name], (j * (cw + 2), y), cw, f, labels=foot > 12)
     used = {s.signed for s in scales.values()}
     note = "; ".join(f"{'signed' if s else 'sequential'}: {colours.meaning(s)}" for s in sorted(used))
     draw.text((2, y + foot), elide(f"each tile scaled per image. {note}", len(cols) * (cw + 2) // 5), fill=(80, 80, 80),
@@ -186,8 +186,9 @@ def _kind_headers(draw: ImageDraw.ImageDraw, names: Sequence[str], kinds: Mappin
             start = j
 
 
-def _colour_bar(canvas: Image.Image, draw: ImageDraw.ImageDraw, limits: colours.Scale, at: tuple[int, int],
-                width: int, f: Any, labels: bool) -> None:
+def draw_colour_bar(canvas: Image.Image, draw: ImageDraw.ImageDraw, limits: colours.Scale, at: tuple[int, int],
+                    width: int, f: Any, labels: bool = True) -> None:
+    """The colour bar of `limits`, `width` px wide at `at`, with what its ends (and middle) mean under it."""
     x, y = at
     canvas.paste(Image.fromarray(colours.colour_bar(limits.signed, width - 4, 6)), (x + 2, y))
     if not labels:
