@@ -8,9 +8,9 @@ The rule, the same for every figure, overlay and report panel:
 - Sequential maps use the perceptual colour map `inferno` (dark = low, yellow = high) from the
   image's minimum to its maximum ("per-image min–max"), at a constant opacity.
 - Signed maps use the diverging `RdBu_r` (blue < 0 < red) on symmetric limits ±p, p the 99th
-  percentile of the image's |v| (its maximum where that is 0), larger |v| clipped to ±p, as captum's
-  `outlier_perc` does; their opacity grows with |v|: zero is transparent, so the photo shows where the
-  map is 0.
+  percentile of the image's |v| (its maximum where that is 0), larger |v| clipped to ±p (an outlier
+  clip like captum's `outlier_perc`, which clips by share of the total |v| instead); their opacity
+  grows with |v|: zero is transparent, so the photo shows where the map is 0.
 - `shared=True` gives every image of a batch the same limits: the `percentile`-th percentile of |v|
   (signed) or of v (sequential, from the batch's minimum), values beyond it clipped.
 
@@ -71,7 +71,7 @@ class Scale:
     signed: bool
     low: torch.Tensor  # (B,) the value drawn at the low end of the colour bar
     high: torch.Tensor  # (B,) the value drawn at the high end
-    rule: str  # how the limits were chosen, for the legend
+    rule: str  # how the limits were chosen, for the legend (pN: the N-th percentile)
     percentile: float = 99.0  # of |v|, the limits of a signed map
 
     @property
@@ -115,8 +115,8 @@ def scale(values: torch.Tensor, signed: bool, shared: bool = False, percentile: 
             lo = -hi
         else:
             lo, hi = float(pool.min()), float(np.percentile(pool, percentile))
-        rule = (f"+-p{percentile:g} = {percentile:g}th percentile of |v| over the batch" if signed
-                else f"batch minimum to the {percentile:g}th percentile over the batch")
+        rule = (f"±p{percentile:g} of |v| over the batch" if signed
+                else f"batch min to p{percentile:g} over the batch")
         return Scale(signed, full(lo), full(hi), rule, percentile)
     lows, highs = np.zeros(b), np.zeros(b)
     for i in range(b):
@@ -130,10 +130,7 @@ def scale(values: torch.Tensor, signed: bool, shared: bool = False, percentile: 
             lows[i] = -highs[i]
         else:
             lows[i], highs[i] = row.min(), row.max()
-    if signed:
-        rule = f"+-p{percentile:g} = {percentile:g}th percentile of |v| per image, 0 transparent"
-    else:
-        rule = "per-image min–max"
+    rule = f"±p{percentile:g} of |v| per image" if signed else "min–max per image"
     return Scale(signed, torch.from_numpy(lows), torch.from_numpy(highs), rule, percentile)
 
 

@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from attnscope import fileio
+from attnscope.console import elide_middle as elide  # "features.3.1" → "feat…3.1": both ends stay
 from attnscope.errors import InputError
 from attnscope.report import colours
 from attnscope.report.flags import flags as find_flags
@@ -199,15 +200,6 @@ def draw_colour_bar(canvas: Image.Image, draw: ImageDraw.ImageDraw, limits: colo
         draw.text((x + width // 2 - 3, y + 8), mid, fill=(0, 0, 0), font=f)
     right = draw.textlength(high, font=f)
     draw.text((x + width - 2 - right, y + 8), high, fill=(0, 0, 0), font=f)
-
-
-def elide(text: str, limit: int) -> str:
-    """`text` cut in the middle to `limit` characters ("features.3.1" → "feat…3.1"), so both ends stay."""
-    if len(text) <= limit:
-        return text
-    keep = max(limit - 1, 2)
-    head = (keep + 1) // 2
-    return text[:head] + "…" + text[len(text) - (keep - head):]
 
 
 def save_png(path: str | Path, rgb: np.ndarray) -> None:

@@ -127,8 +127,7 @@ def _colour_bar(fig: Figure, cax: Any, limits: colours.Scale, with_values: bool)
     low, mid, high = limits.labels(0 if with_values else None)
     bar.set_ticks(ticks, labels=[low, mid, high] if limits.signed else [low, high])
     bar.ax.tick_params(labelsize=7)
-    rule = limits.rule if with_values else limits.rule.replace("per image", "of each image")
-    bar.set_label(f"{'signed' if limits.signed else 'sequential'}; {rule}", fontsize=7)
+    bar.set_label(f"{'signed' if limits.signed else 'sequential'}: {limits.rule}", fontsize=7)
 
 
 def _images(image: torch.Tensor | np.ndarray) -> torch.Tensor:
