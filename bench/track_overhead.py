@@ -26,7 +26,6 @@ from attnscope.explain import explain
 from attnscope.track import AttentionTracker, TrackStore, measure, probe_from
 from attnscope.track.measures import rank_maps
 from attnscope.track.store import roundtrip
-from attnscope.track.tracker import predict
 from attnscope.train import TrainConfig, fit
 
 
@@ -63,7 +62,7 @@ def snapshot_parts(methods: list[str], probe_n: int, run_dir: Path, name: str = 
         t0 = time.perf_counter()
         maps = explain(model, probe.images, methods, targets=probe.labels)
         t1 = time.perf_counter()
-        predictions = predict(model, probe.images)
+        predictions = maps.predicted.cpu()  # from the shared pass, as the tracker does
         t2 = time.perf_counter()
         values = {k: roundtrip(m.values) for k, m in maps.items()}
         ranked = rank_maps(values)  # as the tracker does: ranked once, this snapshot's ranks reused as "previous"

@@ -122,7 +122,8 @@ def test_target_forms_agree() -> None:
         (torch.tensor([0, 5]), "out of range"),
         (-1, "out of range"),
         (torch.tensor([0.0, 1.0]), "integer classes"),
-        (lambda z: z[:, :2], "shape (2,)"),
+        (lambda z: z[:, :2, None], "shape (2,) or (2, K)"),
+        (lambda z: z.argmax(1), "floating point scores"),
         ("cat", "targets must be"),
     ],
 )
@@ -262,9 +263,12 @@ class Concat(nn.Module):
         return self.fc(torch.cat([s, self.body(s)], dim=1).mean(dim=(2, 3)))
 
 
-def test_ablation_falls_back_to_full_passes_when_the_tail_needs_them() -> None:
+def test_ablation_of_a_layer_whose_tail_reads_earlier_tensors() -> None:
     model = Concat()
-    got = ats.explain(model, X, "ablationcam", targets=1, layer="body")["ablationcam"].values
+    with pytest.raises(InputError, match="tail='repeat'"):  # never a silent retry
+        ats.explain(model, X, "ablationcam", targets=1, layer="body")
+    got = ats.explain(model, X, "ablationcam", targets=1, layer="body",
+                      options={"ablationcam": {"tail": "repeat"}})["ablationcam"].values
     # the definition, by hand: zero channel k of `body`'s output with a hook, full forward each time
     with torch.no_grad():
         acts = model.body(model.stem(X))

@@ -19,9 +19,18 @@ from attnscope.train.tasks import Classification
 from tiny_runs import tiny_config
 
 
-def _linear(weight: torch.Tensor, bias: torch.Tensor):
-    """logits = W · flatten(x) + b, as a plain function of the input."""
-    return lambda x: x.flatten(1) @ weight.T + bias
+class _Linear(nn.Module):
+    """logits = W · flatten(x) + b, with W and b plain tensors (so gradcheck can vary them)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.weight_, self.bias_ = weight, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.weight_.T + self.bias_
+
+
+_linear = _Linear
 
 
 def test_rrr_penalty_by_hand():

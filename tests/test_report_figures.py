@@ -147,7 +147,7 @@ def test_show_draws_every_method_with_a_colour_bar_titles_and_flags(tmp_path):
     assert sum(len(ax.patches) for ax in fig.axes) == 6  # a box on each of 2 rows × 3 columns
     path = fig.save(tmp_path / "maps.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    one = ats.show(images[0], maps["ig"].select(0))  # one image: the colour bar states the values
+    one = ats.show(images[0], maps["ig"][0])  # one image: the colour bar states the values
     bar = next(ax for ax in one.axes if ax.get_label() == "colour bar")
     top = float(np.percentile(maps["ig"].values[0].abs().numpy(), 99))
     assert [t.get_text() for t in bar.get_xticklabels()] == [f"{-top:.3g}", "0", f"{top:.3g}"]

@@ -10,7 +10,7 @@ from attnscope import explain, models
 from attnscope.cli import main
 from attnscope.data import DigitScenes
 from attnscope.errors import InputError, NotApplicableError
-from attnscope.explain.captioning import captions_of
+from attnscope.maps import SequenceMap
 from attnscope.train.caption_eval import words_of
 
 VOCAB = DigitScenes.vocabulary()
@@ -40,38 +40,44 @@ def test_sat_maps_are_the_attention_of_each_generated_word(model, images):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     maps = explain(model, images, ("sat",), options={"sat": {"beam_size": 2}})
     assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-    assert sorted(maps) == ["sat"] + [f"sat/t{t:02d}" for t in range(9)]
+    assert sorted(maps) == ["sat"] and isinstance(maps["sat"], SequenceMap)
+    assert maps.logits is None and maps.targets is None  # no shared pass: sat generates its own sequence
+    seq = maps["sat"]
     model.eval()
     found = model.caption(images, beam_size=2)
-    assert captions_of(maps) == words_of(found.tokens, VOCAB)
-    for t in range(found.tokens.shape[1]):
-        m = maps[f"sat/t{t:02d}"]
+    assert seq.words == words_of(found.tokens, VOCAB)
+    t_max = found.tokens.shape[1]
+    assert seq.values.shape == (5, t_max, 48, 48) and seq.lowres.shape == (5, t_max, 24, 24)
+    for t in range(t_max):
+        m = seq.step(t)
         assert m.values.shape == (5, 48, 48) and m.lowres.shape == (5, 24, 24)
         assert torch.allclose(m.lowres, found.alphas[:, t])
-        emitted = m.targets >= 0
+        emitted = seq.mask[:, t]
+        assert torch.equal(emitted, m.targets >= 0)
         assert torch.allclose(m.lowres[emitted].sum((1, 2)), torch.ones(int(emitted.sum())), atol=1e-5)
         assert torch.allclose(m.values[emitted].sum((1, 2)), torch.ones(int(emitted.sum())), atol=0.02)  # per pixel
-        assert (m.lowres[~emitted] == 0).all() and torch.equal(m.targets[emitted], found.tokens[emitted, t])
-    n_words = torch.tensor([len(w) for w in captions_of(maps)]).clamp_min(1)
-    words = torch.stack([maps[f"sat/t{t:02d}"].lowres for t in range(9)], 1)  # (5, 9, 24, 24)
-    is_word = torch.stack([(maps[f"sat/t{t:02d}"].targets >= 0) & (maps[f"sat/t{t:02d}"].targets != VOCAB.end_id)
-                           for t in range(9)], 1)
-    mean = (words * is_word[..., None, None]).sum(1) / n_words[:, None, None]
-    assert torch.allclose(maps["sat"].lowres, mean, atol=1e-6)
+        assert torch.equal(m.targets[emitted], found.tokens[emitted, t])
+    n_words = torch.tensor([len(w) for w in seq.words]).clamp_min(1)
+    is_word = seq.mask & (seq.targets != VOCAB.end_id)
+    mean = (seq.lowres * is_word[..., None, None]).sum(1) / n_words[:, None, None]
+    assert torch.allclose(seq.mean().lowres, mean, atol=1e-6)
+    assert seq.mean().values.shape == (5, 48, 48)
 
 
 def test_chunked_explain_and_teacher_forced_captions(model, images):
-    whole = explain(model, images, ("sat",))
-    parts = explain(model, images, ("sat",), batch_size=2)
-    assert captions_of(parts) == captions_of(whole)
-    assert all(torch.allclose(parts[k].values, whole[k].values, atol=1e-6) for k in whole)
+    whole = explain(model, images, ("sat",))["sat"]
+    parts = explain(model, images, ("sat",), batch_size=2)["sat"]
+    assert parts.words == whole.words
+    t = whole.values.shape[1]
+    assert torch.equal(parts.mask[:, :t], whole.mask) and not parts.mask[:, t:].any()
+    assert torch.allclose(parts.values[:, :t], whole.values, atol=1e-6)
     given = ["a red three above a blue seven", "a green nine", "purple", "a a a", "a white zebra"]
-    forced = explain(model, images, ("sat",), options={"sat": {"captions": given}})
-    assert captions_of(forced)[:3] == [g.split() for g in given[:3]]
-    assert captions_of(forced)[4] == ["a", "white", "<unk>"]  # words outside the vocabulary
+    forced = explain(model, images, ("sat",), options={"sat": {"captions": given}})["sat"]
+    assert forced.words[:3] == [g.split() for g in given[:3]]
+    assert forced.words[4] == ["a", "white", "<unk>"]  # words outside the vocabulary
     with pytest.raises(InputError, match="one caption per image"):
         explain(model, images, ("sat",), options={"sat": {"captions": given[:2]}})
-    with pytest.raises(InputError, match="explains the caption the model writes"):
+    with pytest.raises(InputError, match="take.s. no targets"):
         explain(model, images, ("sat",), targets=3)
     with pytest.raises(NotApplicableError, match="not a captioning model"):
         explain(models.get("smallcnn"), images, ("sat",))

@@ -46,15 +46,39 @@ def test_identity_and_uniform_attention_give_uniform_patch_relevance():
 
 
 def test_discard_never_removes_the_cls_entry_and_drops_exactly_the_smallest():
-    a = torch.tensor([[0.01, 0.5, 0.49], [0.2, 0.3, 0.5], [0.1, 0.6, 0.3]])[None]  # [0, 0] is the smallest
-    out = tf.discard_lowest(a, ratio=0.5)  # ⌊0.5 · 9⌋ = 4 smallest of the other 8: .1, .2, .3, .3
-    expected = torch.tensor([[0.01, 0.5, 0.49], [0, 0, 0.5], [0, 0.6, 0]])[None]
-    torch.testing.assert_close(out, expected)
+    a = torch.tensor([[0.01, 0.5, 0.49], [0.2, 0.35, 0.45], [0.1, 0.6, 0.3]])[None]  # [0, 0] is the smallest
+    # ⌊0.5 · 9⌋ = 4. spare-cls: the 4 smallest of the other 8 (.1, .2, .3, .35) are zeroed.
+    spare = torch.tensor([[0.01, 0.5, 0.49], [0, 0, 0.45], [0, 0.6, 0]])[None]
+    torch.testing.assert_close(tf.discard_lowest(a, ratio=0.5, rule="spare-cls"), spare)
+    # reference (jacobgil/vit-explain): the 4 smallest of all 9 are .01, .1, .2, .3; [0, 0] is spared: 3 zeroed.
+    reference = torch.tensor([[0.01, 0.5, 0.49], [0, 0.35, 0.45], [0, 0.6, 0]])[None]
+    torch.testing.assert_close(tf.discard_lowest(a, ratio=0.5), reference)
     # Through rollout: Â = (discarded + I) / 2 with renormalised rows; row 0 keeps its CLS entry.
     row0 = (torch.tensor([0.01, 0.5, 0.49]) + torch.tensor([1.0, 0, 0])) / 2
     torch.testing.assert_close(tf.rollout([a[:, None]], discard_ratio=0.5)[0, 0], row0 / row0.sum())
     with pytest.raises(InputError, match="discard_ratio"):
         tf.discard_lowest(a, ratio=1.0)
+    with pytest.raises(InputError, match="discard_rule"):
+        tf.discard_lowest(a, ratio=0.5, rule="other")
+
+
+def _reference_discard(fused: torch.Tensor, ratio: float) -> torch.Tensor:
+    """An independent port of the reference rollout's discard step, for one image (1, T, T)."""
+    fused = fused.clone()
+    flat = fused.view(fused.size(0), -1)
+    _, indices = flat.topk(int(flat.size(-1) * ratio), -1, False)
+    indices = indices[indices != 0]
+    flat[0, indices] = 0
+    return fused
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.5, 0.9])
+def test_discard_reference_rule_equals_the_reference_code(ratio: float):
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        a = torch.rand(1, 7, 7, generator=g)
+        a[0, 0, 0] = float(torch.rand(1, generator=g)) * 0.05  # often among the smallest
+        torch.testing.assert_close(tf.discard_lowest(a, ratio), _reference_discard(a, ratio))
 
 
 def test_discard_is_per_image_in_a_batch():

@@ -3,78 +3,212 @@
 Trainable, transformer and post-hoc maps all come back as an `AttentionMap`, so any of them can
 be compared, tracked, sanity-checked, scored and drawn by the same code. Values stay raw (signed,
 unnormalised); normalisation is the explicit step `normalized()`.
+
+Three shapes, one type each:
+- `AttentionMap` (B, H, W): one target per image (the usual case);
+- `AttentionMap` (B, K, H, W): K targets per image (`targets` (B, K)); `amap[:, k]` is column k as (B, H, W);
+- `SequenceMap` (B, T, H, W): one map per generated word (captioning), with the words and a mask of real steps.
+`Explanation` is what `explain` returns: name → map, plus the shared pass's `logits` and `targets`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from attnscope.errors import InputError
+
+Index = int | slice | Sequence[int] | torch.Tensor
+
 
 @dataclass(frozen=True, eq=False)
 class AttentionMap:
-    """Maps for a batch: `values` (B, H, W) raw at the input's resolution.
+    """Maps for a batch: `values` (B, H, W), or (B, K, H, W) for K targets per image, raw at the input's resolution.
 
-    `targets` holds the explained class per image (-1 where a callable target was used);
+    `targets` (B,) or (B, K) holds the explained class (-1 where a callable target was used);
     `lowres` holds the map at the layer's resolution for layer-based methods (CAMs);
     `meta` holds method options and anything method-specific (e.g. the estimator of an LTPA map).
     """
 
-    values: torch.Tensor  # (B, H, W) float
+    values: torch.Tensor  # (B, H, W) or (B, K, H, W) float
     method: str
-    targets: torch.Tensor  # (B,) long
+    targets: torch.Tensor  # (B,) or (B, K) long
     layer: str | None = None
-    lowres: torch.Tensor | None = None  # (B, h, w)
+    lowres: torch.Tensor | None = None  # (B, h, w) or (B, K, h, w)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.values.dim() != 3:
-            raise ValueError(f"AttentionMap values must be (B, H, W), got {tuple(self.values.shape)}")
-        if self.targets.shape != (self.values.shape[0],):
-            raise ValueError(f"targets {tuple(self.targets.shape)} do not match batch {self.values.shape[0]}")
+        if self.values.dim() not in (3, 4):
+            raise ValueError(f"AttentionMap values must be (B, H, W) or (B, K, H, W), got {tuple(self.values.shape)}")
+        if self.targets.shape != self.values.shape[:-2]:
+            raise ValueError(f"targets {tuple(self.targets.shape)} do not match maps {tuple(self.values.shape)}")
 
     def __len__(self) -> int:
         return self.values.shape[0]
 
-    def normalized(self) -> torch.Tensor:
-        """Per-image min–max to [0, 1]; a constant map becomes zeros (never NaN)."""
-        return normalize(self.values)
+    @property
+    def multi(self) -> bool:
+        """Whether the map holds several targets (or steps) per image: values (B, K, H, W)."""
+        return self.values.dim() == 4
 
-    def select(self, index: int | slice | Sequence[int] | torch.Tensor) -> AttentionMap:
-        """The maps of some images of the batch, as an `AttentionMap`."""
+    def __getitem__(self, index: Index | tuple[Index, int]) -> AttentionMap:
+        """`amap[i]`, `amap[2:5]`: some images; `amap[:, k]`: target column k, a (B, H, W) map."""
+        if isinstance(index, tuple):
+            images, column = index
+            if not self.multi:
+                raise IndexError(f"{self.method}: a (B, H, W) map has no target column; index images only")
+            if not isinstance(column, int) or not -self.values.shape[1] <= column < self.values.shape[1]:
+                raise IndexError(f"{self.method}: target column {column!r} out of range for {self.values.shape[1]}")
+            return self._column(column)[images]
         if isinstance(index, int):
             index = [index]
-        pick = lambda t: None if t is None else t[index]
-        return replace(self, values=pick(self.values), targets=pick(self.targets), lowres=pick(self.lowres))
+        return self._map(lambda t: t[index])
+
+    def _column(self, k: int) -> AttentionMap:
+        return AttentionMap(self.values[:, k], self.method, self.targets[:, k], self.layer,
+                            None if self.lowres is None else self.lowres[:, k], {**self.meta, "column": k})
+
+    _batched = ("values", "targets", "lowres")  # the fields with a batch axis
+
+    def _map(self, fn) -> AttentionMap:
+        keep = lambda t: None if t is None else fn(t)
+        return replace(self, **{name: keep(getattr(self, name)) for name in self._batched})
+
+    def normalized(self) -> torch.Tensor:
+        """Per-map min–max to [0, 1] (per image, and per target column); a constant map becomes zeros (never NaN)."""
+        return normalize(self.values)
 
     def to(self, device: torch.device | str) -> AttentionMap:
-        move = lambda t: None if t is None else t.to(device)
-        return replace(self, values=move(self.values), targets=move(self.targets), lowres=move(self.lowres))
+        return self._map(lambda t: t.to(device))
 
     def cpu(self) -> AttentionMap:
         return self.to("cpu")
+
+    def detach(self) -> AttentionMap:
+        return self._map(torch.Tensor.detach)
 
     @staticmethod
     def cat(maps: Sequence[AttentionMap]) -> AttentionMap:
         """Concatenate maps of one method along the batch."""
         first = maps[0]
         low = None if first.lowres is None else torch.cat([m.lowres for m in maps])
-        return replace(
-            first,
-            values=torch.cat([m.values for m in maps]),
-            targets=torch.cat([m.targets for m in maps]),
-            lowres=low,
-        )
+        return replace(first, values=torch.cat([m.values for m in maps]),
+                       targets=torch.cat([m.targets for m in maps]), lowres=low)
+
+
+@dataclass(frozen=True, eq=False)
+class SequenceMap(AttentionMap):
+    """One map per generated step: `values` (B, T, H, W), `targets` (B, T) the word ids (-1 past the end),
+    `mask` (B, T) true at real steps (the words and the closing <end>), `vocabulary` the id → word list.
+
+    `seq.step(t)` is step t as a (B, H, W) map; `seq.words` the words of each caption (<end> left out);
+    `seq.mean()` the mean map over each caption's words.
+    """
+
+    mask: torch.Tensor = None  # (B, T) bool
+    vocabulary: tuple[str, ...] = ()
+    end_id: int = -1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.values.dim() != 4 or self.mask is None or self.mask.shape != self.values.shape[:2]:
+            raise ValueError(f"SequenceMap needs values (B, T, H, W) and mask (B, T), got {tuple(self.values.shape)}")
+
+    def step(self, t: int) -> AttentionMap:
+        """The maps of step `t` (B, H, W); targets are the ids of the words emitted there."""
+        return self[:, t]
+
+    @property
+    def word_mask(self) -> torch.Tensor:
+        """(B, T) true at the steps that emitted a word (real steps, <end> left out)."""
+        return self.mask & (self.targets != self.end_id)
+
+    @property
+    def words(self) -> list[list[str]]:
+        """The words of each image's caption."""
+        keep = self.word_mask.cpu()
+        return [[self.vocabulary[int(i)] for i, k in zip(row, kept, strict=True) if k]
+                for row, kept in zip(self.targets.cpu(), keep, strict=True)]
+
+    def mean(self) -> AttentionMap:
+        """The mean map over each caption's words (B, H, W) (zeros for an empty caption)."""
+        w = self.word_mask.to(self.values.dtype)  # (B, T)
+        n = w.sum(1).clamp_min(1)
+        avg = lambda t: (t * w[..., None, None]).sum(1) / n[:, None, None]
+        low = None if self.lowres is None else avg(self.lowres)
+        targets = torch.full((len(self),), -1, dtype=torch.long, device=self.targets.device)
+        return AttentionMap(avg(self.values), self.method, targets, self.layer, low, {**self.meta, "mean": True})
+
+    _batched = ("values", "targets", "lowres", "mask")
+
+    @staticmethod
+    def cat(maps: Sequence[SequenceMap]) -> SequenceMap:
+        """Concatenate along the batch, padding every part to the longest sequence (mask false there)."""
+        t = max(m.values.shape[1] for m in maps)
+        padded = [m._padded(t) for m in maps]
+        cat = lambda name: None if getattr(padded[0], name) is None else torch.cat([getattr(m, name) for m in padded])
+        return replace(padded[0], values=cat("values"), targets=cat("targets"), lowres=cat("lowres"), mask=cat("mask"))
+
+    def _padded(self, t: int) -> SequenceMap:
+        extra = t - self.values.shape[1]
+        if extra == 0:
+            return self
+        pad = lambda x, value: None if x is None else torch.cat([x, x.new_full((x.shape[0], extra, *x.shape[2:]),
+                                                                                 value)], 1)
+        return replace(self, values=pad(self.values, 0), targets=pad(self.targets, -1),
+                       lowres=pad(self.lowres, 0), mask=pad(self.mask, False))
+
+
+class Explanation(dict):
+    """What `explain` returns: method name → `AttentionMap`, and the shared pass's `logits` (B, N) and `targets`.
+
+    A plain `dict` otherwise, so code that reads `maps["gradcam"]` or iterates keeps working.
+    `targets` is the explained class per image (B,) — or (B, K) for K targets — (-1 for a callable target).
+    With `differentiable=True` the logits and maps keep their graph. Both are None when only
+    generative methods (`sat`, whose maps carry their own words) were asked for: no shared pass ran.
+    """
+
+    def __init__(self, maps: Mapping[str, AttentionMap], logits: torch.Tensor | None,
+                 targets: torch.Tensor | None) -> None:
+        super().__init__(maps)
+        self.logits = logits
+        self.targets = targets
+
+    @property
+    def predicted(self) -> torch.Tensor:
+        """The predicted class of each image (B,), from the shared pass."""
+        if not isinstance(self.logits, torch.Tensor) or self.logits.dim() != 2:
+            raise InputError("no class logits to predict from: the methods asked for ran no shared pass "
+                             "(sat), or the model returns no (B, classes) logits")
+        return self.logits.argmax(dim=1)
+
+    def cpu(self) -> Explanation:
+        move = lambda t: t.cpu() if isinstance(t, torch.Tensor) else t
+        return Explanation({k: v.cpu() for k, v in self.items()}, move(self.logits), move(self.targets))
+
+    @staticmethod
+    def cat(parts: Sequence[Explanation]) -> Explanation:
+        """Concatenate explanations of consecutive chunks of one batch."""
+        maps = {k: type(parts[0][k]).cat([p[k] for p in parts]) for k in parts[0]}
+        both = lambda name: None if getattr(parts[0], name) is None else _cat([getattr(p, name) for p in parts])
+        return Explanation(maps, both("logits"), both("targets"))
+
+
+def _cat(parts: list) -> torch.Tensor | list:
+    """Tensors concatenated along the batch; lists (a detector's per-image outputs) joined."""
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)
+    return [item for part in parts for item in part]
 
 
 def normalize(values: torch.Tensor) -> torch.Tensor:
-    """Per-image min–max of (B, H, W) maps to [0, 1]; constant images map to zeros."""
-    flat = values.flatten(1).float()
-    lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    """Per-map min–max of (..., H, W) maps to [0, 1] over the last two axes; constant maps map to zeros."""
+    flat = values.flatten(-2).float()
+    lo, hi = flat.min(dim=-1, keepdim=True).values, flat.max(dim=-1, keepdim=True).values
     span = hi - lo
     scaled = (flat - lo) / span.clamp_min(torch.finfo(flat.dtype).tiny)
     out = torch.where(span > 0, scaled, torch.zeros_like(flat))
@@ -82,14 +216,16 @@ def normalize(values: torch.Tensor) -> torch.Tensor:
 
 
 def upsample(lowres: torch.Tensor, size: tuple[int, int], align_corners: bool = False) -> torch.Tensor:
-    """Bilinear resize of (B, h, w) maps to (B, *size), as the CAM papers do (pixel centres aligned)."""
+    """Bilinear resize of (..., h, w) maps to (..., *size), as the CAM papers do (pixel centres aligned)."""
     if tuple(lowres.shape[-2:]) == tuple(size):
         return lowres
-    out = F.interpolate(lowres[:, None], size=tuple(size), mode="bilinear", align_corners=align_corners)
-    return out[:, 0]
+    lead = lowres.shape[:-2]
+    flat = lowres.reshape(-1, 1, *lowres.shape[-2:])
+    out = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=align_corners)
+    return out.view(*lead, *size)
 
 
 def upsample_density(lowres: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of (B, h, w) attention distributions, spread over the pixels (÷ pixels per cell),
+    """Bilinear resize of (..., h, w) attention distributions, spread over the pixels (÷ pixels per cell),
     so that a map that sums to 1 on its grid sums to ~1 on the image."""
     return upsample(lowres, size) * (lowres.shape[-2] * lowres.shape[-1]) / (size[0] * size[1])

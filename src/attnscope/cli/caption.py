@@ -83,35 +83,22 @@ def _source(images: str, header: dict[str, Any], n: int, split: str, data_cfg: d
 def write_captions(model: torch.nn.Module, source: dict[str, Any], out: Path, beam_size: int, max_len: int | None,
                    batch_size: int, quiet: bool) -> dict[str, Any]:
     """Caption every image of `source`; write one attention strip per image; return the summary."""
-    from attnscope.explain import explain
-    from attnscope.explain.captioning import captions_of
-    from attnscope.train.caption_eval import CaptionScores
+    from attnscope.train.caption_eval import CaptionScores, add_generated
 
     images, names, samples = source["images"], source["names"], source["samples"]
     vocab = source.get("vocabulary")
     if vocab is not None and vocab != model.vocab:
         warnings.warn("the data set's vocabulary differs from the model's: reference words the model never "
                       "learnt count as misses in BLEU", stacklevel=2)
-    options = {"sat": {"beam_size": beam_size, "max_len": max_len}}
     scores, records = CaptionScores(), []
     stems = _unique_stems(names)
     with console.progress(len(images), "caption", not quiet) as bar:
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            maps = explain(model, chunk, ("sat",), options=options)
-            words = captions_of(maps)
-            steps = sorted(k for k in maps if k.startswith("sat/t"))
-            lowres = torch.stack([maps[k].lowres for k in steps], 1).cpu()  # (b, steps, h, w)
-            values = torch.stack([maps[k].values for k in steps], 1).cpu()  # (b, steps, H, W)
-            if samples is not None:
-                part = samples[start : start + len(chunk)]
-                scores.add(words, lowres, part)
-                if hasattr(part[0], "alignments"):  # boxes per reference word: ground the first reference too
-                    first = {"sat": {"captions": [s.captions[0] for s in part]}}
-                    forced = explain(model, chunk, ("sat",), options=first)
-                    keys = sorted(k for k in forced if k.startswith("sat/t"))
-                    scores.add_reference(torch.stack([forced[k].lowres for k in keys], 1).cpu(), part)
-            for i, w in enumerate(words):
+            part = None if samples is None else samples[start : start + len(chunk)]
+            seq = add_generated(scores, model, chunk, part, beam_size, max_len)
+            values = seq.values.cpu()  # (b, T, H, W)
+            for i, w in enumerate(seq.words):
                 k = start + i
                 strip = Path("attention") / f"{stems[k]}.png"
                 _write_strip(out / strip, chunk[i].cpu(), w, values[i])

@@ -151,8 +151,9 @@ def _explain(model, x, names, targets, layer, options, batch_size, normalize, qu
     from attnscope import console
     from attnscope.explain import explain
     from attnscope.maps import AttentionMap
+    from attnscope.modules import device_of
 
-    device = next(iter(model.parameters()), torch.empty(0)).device
+    device = device_of(model)
     chunks: dict[str, list[AttentionMap]] = {}
     predicted = []
     starts = range(0, len(x), batch_size)
@@ -163,11 +164,7 @@ def _explain(model, x, names, targets, layer, options, batch_size, normalize, qu
             maps = explain(model, batch, names, t, layer, options)
             for name, amap in maps.items():
                 chunks.setdefault(name, []).append(amap.cpu())
-            if t is None:  # the maps explain the predicted classes: the shared pass already gave them
-                predicted.append(next(iter(maps.values())).targets.cpu())
-            else:
-                with torch.no_grad():
-                    predicted.append(model(batch).argmax(dim=1).cpu())
+            predicted.append(maps.predicted.cpu())  # from the shared pass: no forward of its own
             bar.advance(1, images=min(i + batch_size, len(x)))
     return {k: AttentionMap.cat(v) for k, v in chunks.items()}, torch.cat(predicted)
 

@@ -11,7 +11,9 @@ import importlib
 import sys
 import types
 
-from attnscope.explain.api import Context, Method, explain, list_methods, register_method
+from attnscope.explain.api import differentiable_methods, explain, list_methods
+from attnscope.explain.context import Oracle
+from attnscope.explain.method import INPUTS, Method, Result, register_method
 
 for _family in ("cam", "gradient", "sampled", "perturbation", "transformer", "intrinsic", "captioning"):
     importlib.import_module(f"attnscope.explain.{_family}")
@@ -24,4 +26,5 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["Context", "Method", "explain", "list_methods", "register_method"]
+__all__ = ["INPUTS", "Method", "Oracle", "Result", "differentiable_methods", "explain", "list_methods",
+           "register_method"]

@@ -3,7 +3,8 @@
 Fused attention (`F.scaled_dot_product_attention`, PyTorch's fast MHA path) never forms the
 weights (B, heads, T, T), so nothing could hook them. `explicit_attention(model)` switches every
 attention layer to its explicit path for a block and yields, per layer, the module whose output
-is the softmaxed weights (a "probe"); the hook engine records probes like any layer. Supported:
+is the softmaxed weights (a "probe"); the hook engine records probes like any layer. It is the
+`explicit-attention` rewrite of `explain.rewrites`. Supported:
 
 - modules with a `fused_attn` flag (TinyViT, timm's ViT family): the flag is set to False; the
   probe is the layer's `nn.Softmax` child if it has one (TinyViT), else its `attn_drop` (timm
@@ -17,7 +18,7 @@ Everything is restored when the block ends, also on error.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnscope.errors import NotApplicableError
+from attnscope.explain.rewrites import register_rewrite, rewritten
 
 
 @dataclass(frozen=True)
@@ -60,26 +62,25 @@ def explicit_attention(model: nn.Module) -> Iterator[list[AttentionLayer]]:
     for name, module in found:
         if _kind(module) == "mha":
             _check_mha(name, module)
-    restore: list[tuple[nn.Module, str, object]] = []
-    try:
-        layers = []
-        for name, module in found:
-            if _kind(module) == "mha":
-                probe = nn.Softmax(dim=-1)
-                restore.append((module, "forward", module.__dict__.get("forward")))
-                module.forward = _explicit_mha(module, probe)
-            else:
-                probe = _flag_probe(name, module)
-                restore.append((module, "fused_attn", module.fused_attn))
-                module.fused_attn = False
-            layers.append(AttentionLayer(name, module, probe))
-        yield layers
-    finally:
-        for module, attr, old in reversed(restore):
-            if attr == "forward" and old is None:
-                del module.forward
-            else:
-                setattr(module, attr, old)
+        else:
+            _flag_probe(name, module)  # raises before anything is rewritten
+    with rewritten(model, "explicit-attention") as layers:
+        yield [layer for _, layer in layers]
+
+
+@register_rewrite("explicit-attention", applies=lambda m: _kind(m) is not None)
+def _explicit(name: str, module: nn.Module) -> tuple[AttentionLayer, Callable[[], None]]:
+    """One attention layer made to form its weights through a probe module; undo restores it."""
+    if _kind(module) == "mha":
+        probe = nn.Softmax(dim=-1)
+        own = module.__dict__.get("forward")
+        module.forward = _explicit_mha(module, probe)
+        undo = (lambda: module.__dict__.pop("forward")) if own is None else (lambda: setattr(module, "forward", own))
+    else:
+        probe, fused = _flag_probe(name, module), module.fused_attn
+        module.fused_attn = False
+        undo = lambda: setattr(module, "fused_attn", fused)
+    return AttentionLayer(name, module, probe), undo
 
 
 def _kind(module: nn.Module) -> str | None:

@@ -1,8 +1,9 @@
 """The CAM family: a map is a weighted sum of the chosen layer's channels; methods differ in the weights.
 
-Each method is a small function of what the shared pass captured — activations A (B, C, h, w)
-and their gradients G = ∂y/∂A — returning the map at the layer's resolution (B, h, w); `explain`
-upsamples it bilinearly to the input. All gradient CAMs asked together read the same pass.
+Each method is a pure function of what the shared pass captured — activations A (N, C, h, w)
+and their gradients G = ∂y/∂A, one row per (image, target) — returning the map at the layer's
+resolution (N, h, w); `explain` upsamples it bilinearly to the input. All gradient CAMs asked
+together read the same pass. Adding one is one decorated function here (docs/architecture.md).
 The final ReLU is a parameter (`relu`), defaulting to each paper's choice; nothing is normalised.
 """
 
@@ -12,7 +13,8 @@ import torch
 from torch import nn
 
 from attnscope.errors import NotApplicableError
-from attnscope.explain.api import Context, register_method
+from attnscope.explain.context import classifier
+from attnscope.explain.method import register_method
 
 SPATIAL = (2, 3)
 
@@ -31,21 +33,13 @@ def safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(nonzero, num / torch.where(nonzero, den, torch.ones_like(den)), torch.zeros_like(num))
 
 
-def classifier(model: nn.Module) -> nn.Linear | None:
-    """The linear layer a CAM reads: `model.cam_classifier` if declared, else the last nn.Linear."""
-    declared = getattr(model, "cam_classifier", None)
-    if declared is not None:
-        return declared
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1] if linears else None
-
-
 def _has_classifier(model: nn.Module) -> str | None:
     return None if classifier(model) is not None else "CAM needs a global-average-pool + linear head"
 
 
-@register_method("cam", "cam", needs={"layer"}, applies=_has_classifier)
-def cam(ctx: Context, relu: bool = False, check_head: bool = True) -> torch.Tensor:
+@register_method("cam", "cam", applies=_has_classifier)
+def cam(acts: torch.Tensor, class_weights: torch.Tensor, class_bias: torch.Tensor, scores: torch.Tensor,
+        layer_name: str, *, relu: bool = False, check_head: bool = True) -> torch.Tensor:
     """CAM (Zhou et al., CVPR 2016): M_c = Σ_k w_ck A_k, w the linear head after global average pooling.
 
     CAM is exact only when the logit is that head applied to the layer's global average:
@@ -53,37 +47,32 @@ def cam(ctx: Context, relu: bool = False, check_head: bool = True) -> torch.Tens
     (e.g. a ViT, whose head reads the CLS token; DenseNet, which applies a ReLU after `features`);
     `check_head=False` computes the map anyway.
     """
-    acts, fc = ctx.capture.activations, classifier(ctx.model)
-    if fc is None or fc.in_features != acts.shape[1]:
+    if class_weights.shape[1] != acts.shape[1]:
         raise NotApplicableError(
             f"CAM needs the layer's {acts.shape[1]} channels to feed the linear head directly "
-            f"(global average pooling + linear); this model's head takes {getattr(fc, 'in_features', None)}"
+            f"(global average pooling + linear); this model's head takes {class_weights.shape[1]}"
         )
-    if ctx.target.fn is not None:
-        raise NotApplicableError("CAM explains a class; a callable target has no class weights")
-    weights = fc.weight.detach()[ctx.target.classes]  # (B, C)
-    maps = weighted_sum(acts, weights, relu=False)  # (B, h, w)
+    maps = weighted_sum(acts, class_weights, relu=False)  # (N, h, w)
     if check_head:
-        bias = 0.0 if fc.bias is None else fc.bias.detach()[ctx.target.classes]
-        implied = maps.mean(dim=(1, 2)) + bias  # (B,) the logit a GAP + linear head would give
-        if not torch.allclose(implied, ctx.capture.scores, rtol=1e-3, atol=1e-3):
+        implied = maps.mean(dim=(1, 2)) + class_bias  # (N,) the logit a GAP + linear head would give
+        if not torch.allclose(implied, scores, rtol=1e-3, atol=1e-3):
             raise NotApplicableError(
                 f"CAM: the logits are not the linear head applied to the global average of layer "
-                f"{ctx.layer_name!r} (off by up to {float((implied - ctx.capture.scores).abs().max()):.3g}); "
+                f"{layer_name!r} (off by up to {float((implied - scores).abs().max()):.3g}); "
                 "choose the layer that feeds global average pooling, or pass check_head=False"
             )
     return maps.clamp_min(0) if relu else maps
 
 
-@register_method("gradcam", "cam", needs={"layer", "layer_grad"})
-def gradcam(ctx: Context, relu: bool = True) -> torch.Tensor:
+@register_method("gradcam", "cam")
+def gradcam(acts: torch.Tensor, grads: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al., ICCV 2017): ReLU(Σ_k α_k A_k), α_k = mean_{ij} ∂y/∂A_k,ij."""
-    cap = ctx.capture
-    return weighted_sum(cap.activations, cap.gradients.mean(dim=SPATIAL), relu)
+    return weighted_sum(acts, grads.mean(dim=SPATIAL), relu)
 
 
-@register_method("gradcam++", "cam", needs={"layer", "layer_grad"})
-def gradcam_pp(ctx: Context, relu: bool = True, exp_score: bool = False, eps: float = 0.0) -> torch.Tensor:
+@register_method("gradcam++", "cam")
+def gradcam_pp(acts: torch.Tensor, grads: torch.Tensor, scores: torch.Tensor, *, relu: bool = True,
+               exp_score: bool = False, eps: float = 0.0) -> torch.Tensor:
     """Grad-CAM++ (Chattopadhay et al., WACV 2018, Eq. 19): ReLU(Σ_k w_k A_k) with
 
     w_k = Σ_ij α_k,ij ReLU(g_k,ij),  α_k,ij = g² / (2 g² + Σ_ab A_k,ab · g³),  g = ∂y/∂A_k,ij.
@@ -94,47 +83,42 @@ def gradcam_pp(ctx: Context, relu: bool = True, exp_score: bool = False, eps: fl
     is 0. `eps` is added to the denominator: pytorch-grad-cam adds 1e-6, which is not negligible
     when gradients are small (g² ≪ 1e-6), so its maps differ from the formula unless eps=1e-6 here.
     """
-    cap = ctx.capture
-    acts, g = cap.activations, cap.gradients
+    g = grads
     g2 = g * g
     alpha = safe_div(g2, 2 * g2 + acts.sum(dim=SPATIAL, keepdim=True) * g2 * g + eps)
     weights = (alpha * g.clamp_min(0)).sum(dim=SPATIAL)  # (B, C)
     if exp_score:
-        weights = weights * cap.scores.exp()[:, None]
+        weights = weights * scores.exp()[:, None]
     return weighted_sum(acts, weights, relu)
 
 
-@register_method("xgradcam", "cam", needs={"layer", "layer_grad"})
-def xgradcam(ctx: Context, relu: bool = True) -> torch.Tensor:
+@register_method("xgradcam", "cam")
+def xgradcam(acts: torch.Tensor, grads: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
     """XGrad-CAM (Fu et al., BMVC 2020): ReLU(Σ_k w_k A_k), w_k = Σ_ij (A_k,ij / Σ_ab A_k,ab) ∂y/∂A_k,ij.
 
     A channel whose activations sum to 0 gets weight 0 (pytorch-grad-cam divides by the sum + 1e-7).
     """
-    cap = ctx.capture
-    acts, g = cap.activations, cap.gradients
-    weights = safe_div((acts * g).sum(dim=SPATIAL), acts.sum(dim=SPATIAL))  # (B, C)
+    weights = safe_div((acts * grads).sum(dim=SPATIAL), acts.sum(dim=SPATIAL))  # (N, C)
     return weighted_sum(acts, weights, relu)
 
 
-@register_method("hirescam", "cam", needs={"layer", "layer_grad"})
-def hirescam(ctx: Context, relu: bool = True) -> torch.Tensor:
+@register_method("hirescam", "cam")
+def hirescam(acts: torch.Tensor, grads: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
     """HiResCAM (Draelos & Carin, 2020): ReLU(Σ_k ∂y/∂A_k ⊙ A_k), the gradient kept per position.
 
     relu=True as in the Grad-CAM family; relu=False gives the signed map.
     """
-    cap = ctx.capture
-    return weighted_sum(cap.activations, cap.gradients, relu)
+    return weighted_sum(acts, grads, relu)
 
 
-@register_method("layercam", "cam", needs={"layer", "layer_grad"})
-def layercam(ctx: Context, relu: bool = True) -> torch.Tensor:
+@register_method("layercam", "cam")
+def layercam(acts: torch.Tensor, grads: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
     """LayerCAM (Jiang et al., IEEE TIP 2021, Eq. 4–5): ReLU(Σ_k ReLU(∂y/∂A_k) ⊙ A_k)."""
-    cap = ctx.capture
-    return weighted_sum(cap.activations, cap.gradients.clamp_min(0), relu)
+    return weighted_sum(acts, grads.clamp_min(0), relu)
 
 
-@register_method("eigencam", "cam", needs={"layer"})
-def eigencam(ctx: Context, relu: bool = False, center: bool = False) -> torch.Tensor:
+@register_method("eigencam", "cam")
+def eigencam(acts: torch.Tensor, *, relu: bool = False, center: bool = False) -> torch.Tensor:
     """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020): M = A V_1, A the (hw, C) activations, V_1 their
     first right singular vector (first principal direction). Class-agnostic: no target is used.
 
@@ -142,8 +126,7 @@ def eigencam(ctx: Context, relu: bool = False, center: bool = False) -> torch.Te
     more activation), where pytorch-grad-cam leaves it to the SVD routine. `center=True` subtracts
     each channel's mean over positions first, as pytorch-grad-cam does; the paper does not.
     """
-    acts = ctx.capture.activations  # (B, C, h, w)
-    b, _, h, w = acts.shape
+    b, _, h, w = acts.shape  # (N, C, h, w)
     x = acts.flatten(2).transpose(1, 2)  # (B, hw, C)
     if center:
         x = x - x.mean(dim=1, keepdim=True)

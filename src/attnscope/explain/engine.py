@@ -2,13 +2,17 @@
 
 `model_guard` leaves a model exactly as found (training flags, `requires_grad`, `.grad`, hooks),
 also when something raises. `capture` registers its hooks, runs the passes and removes the hooks
-in `finally`; what it returns is detached, so no graph outlives the call.
+in `finally`; what it returns is detached unless `differentiable=True`.
 
 Two things keep the shared pass close to the cost of one plain forward:
 - parameters are frozen inside `model_guard`, so no weight gradient is ever computed;
 - when no input gradient is asked for, the graph starts at the chosen layer (its output is
   recorded as a fresh leaf), so the forward up to the layer runs without autograd bookkeeping
   and the backward stops at the layer.
+With K targets per image, the gradients of the K scores come from one batched backward
+(`is_grads_batched`) over the one graph, or K backward passes where batching does not apply.
+`differentiable=True` keeps the graph instead (`create_graph`): parameters stay trainable, the
+model keeps its training mode, and losses on the maps reach the weights.
 """
 
 from __future__ import annotations
@@ -21,18 +25,24 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError
+from attnscope.explain.rewrites import Switch, rewritten
 from attnscope.explain.targets import Target, TargetSpec, resolve
 
 
 @contextmanager
-def model_guard(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and frozen parameters for the block; then restore every flag, `requires_grad` and `.grad`."""
+def model_guard(model: nn.Module, differentiable: bool = False) -> Iterator[nn.Module]:
+    """Eval mode and frozen parameters for the block; then restore every flag, `requires_grad` and `.grad`.
+
+    `differentiable=True` leaves the mode and the parameters as they are (a training step's forward)
+    and restores them all the same.
+    """
     training = [(m, m.training) for m in model.modules()]
     params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
-    model.eval()
     try:
-        for p, _, _ in params:
-            p.requires_grad_(False)
+        if not differentiable:
+            model.eval()
+            for p, _, _ in params:
+                p.requires_grad_(False)
         yield model
     finally:
         for module, flag in training:
@@ -88,77 +98,90 @@ def _recorder(keep: Callable[[torch.Tensor], None], leaf: bool, what: str) -> Ca
     return hook
 
 
-class _Switch:
-    """A flag read at backward time: whether ReLU gradients are guided."""
-
-    on: bool = False
-
-
-class _GuidedIdentity(torch.autograd.Function):
-    """Identity forward; backward keeps only positive gradients while the switch is on."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, switch: _Switch) -> torch.Tensor:
-        ctx.switch = switch
-        return x.clone()  # a new tensor, so in-place ops downstream stay legal
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return (grad.clamp_min(0) if ctx.switch.on else grad), None
-
-
-@contextmanager
-def guided_relus(model: nn.Module, switch: _Switch) -> Iterator[int]:
-    """Make every `nn.ReLU` module of `model` guided (Springenberg et al. 2015) while `switch.on`.
-
-    A forward hook passes each ReLU output through `_GuidedIdentity`; with ReLU's own backward
-    (zero where the input ≤ 0) this gives the guided rule: R_in = 1[x > 0] · 1[R_out > 0] · R_out.
-    Works with ReLU(inplace=True). Yields the number of ReLU modules hooked.
-    """
-
-    def hook(_module: nn.Module, _inputs, output):
-        if isinstance(output, torch.Tensor) and output.requires_grad:
-            return _GuidedIdentity.apply(output, switch)
-        return None
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ReLU)]
-    try:
-        yield len(handles)
-    finally:
-        for h in handles:
-            h.remove()
-
-
 @dataclass(frozen=True)
 class Capture:
-    """What one shared pass saw. Everything is detached."""
+    """What one shared pass saw. Per image: logits, activations, probes; per row (image × target): the rest."""
 
-    logits: torch.Tensor  # (B, K)
-    scores: torch.Tensor  # (B,) the explained score of each image
-    activations: torch.Tensor | None = None  # (B, C, h, w) output of the chosen layer
-    gradients: torch.Tensor | None = None  # (B, C, h, w) d score / d activations
-    input_grad: torch.Tensor | None = None  # (B, C, H, W) d score / d input
-    guided_grad: torch.Tensor | None = None  # (B, C, H, W) d score / d input with guided ReLUs
-    probes: tuple[torch.Tensor, ...] = ()  # outputs of the recorded modules (attention weights), forward order
-    probe_grads: tuple[torch.Tensor, ...] = ()  # d score / d each of `probes`, same order
+    logits: torch.Tensor  # (B, N) the model's (selected) output; a list for detectors
+    scores: torch.Tensor  # (B·K,) the explained score of each row
+    table: torch.Tensor  # (B,) or (B, K) the explained classes (-1 for a callable)
+    per_image: int | None  # K, or None for one target per image
+    activations: torch.Tensor | None = None  # (B, ...) output of the chosen layer
+    gradients: torch.Tensor | None = None  # (B·K, ...) d score / d activations
+    input_grad: torch.Tensor | None = None  # (B·K, C, H, W) d score / d input
+    guided_grad: torch.Tensor | None = None  # (B·K, C, H, W) d score / d input with guided ReLUs
+    probes: tuple[torch.Tensor, ...] = ()  # (B, ...) outputs of the recorded modules (attention weights), forward order
+    probe_grads: tuple[torch.Tensor, ...] = ()  # (B·K, ...) d score / d each of `probes`, same order
     probe_names: tuple[str, ...] = ()  # the name of the module behind each of `probes`
     own_attention: dict[str, torch.Tensor] | None = None  # what forward(x, return_attention=True) gave besides logits
 
+    @property
+    def rows(self) -> int:
+        """Targets per image (1 for the one-target forms)."""
+        return self.per_image or 1
 
-def run_model(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-              batch: int | None = None) -> torch.Tensor:
-    """`model(x)` checked to give logits (batch, K) (batch defaults to len(x)); else InputError."""
-    batch = x.shape[0] if batch is None else batch
+
+def run_model(model: nn.Module | Callable[[torch.Tensor], object], x: torch.Tensor) -> object:
+    """`model(x)`; a `RuntimeError` raised inside becomes an `InputError` that quotes it (never retried)."""
     try:
-        logits = model(x)
+        return model(x)
     except RuntimeError as e:
         if "has been modified by an inplace operation" in str(e):
             raise
-        raise InputError(f"the model cannot run on images of shape {tuple(x.shape)}: {e}") from None
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != batch:
-        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise InputError(f"expected the model to return logits ({batch}, K), got {shape}")
-    return logits
+        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None) \
+            if isinstance(model, nn.Module) else None
+        if first is not None and x.dim() == 4 and first.in_channels != x.shape[1]:
+            raise InputError(f"the model expects {first.in_channels} channels, got {x.shape[1]} in images of shape "
+                             f"{tuple(x.shape)} (images are (B, C, H, W); permute (B, H, W, C) arrays "
+                             "with x.permute(0, 3, 1, 2))") from e
+        raise InputError(f"the model raised on inputs of shape {tuple(x.shape)}: {str(e).splitlines()[0]}") from e
+
+
+OutputSpec = None | str | int | Callable[[object], object]
+
+
+def select_output(raw: object, spec: OutputSpec = None) -> object:
+    """The part of a model's output that targets score.
+
+    None: a tensor as it is, else the `.logits` of a Hugging Face `ModelOutput`, else a dict's
+    "logits" (or torchvision segmentation's "out"); anything else (a list of detections) as it is,
+    for a callable target to score. A str picks that key or attribute, an int that item, a callable
+    is applied to the output.
+    """
+    if callable(spec):
+        return spec(raw)
+    if isinstance(spec, str):
+        found = raw.get(spec) if isinstance(raw, dict) else getattr(raw, spec, None)
+        if found is None:
+            raise InputError(f"output={spec!r}: the model's output ({type(raw).__name__}) has no such key or field")
+        return found
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        if not isinstance(raw, (list, tuple)) or not -len(raw) <= spec < len(raw):
+            raise InputError(f"output={spec}: the model's output ({type(raw).__name__}) has no item {spec}")
+        return raw[spec]
+    if spec is not None:
+        raise InputError(f"output must be None, a key, an index or a callable, got {type(spec).__name__}")
+    if isinstance(raw, torch.Tensor):
+        return raw
+    logits = getattr(raw, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(raw, dict):
+        for key in ("logits", "out"):
+            if isinstance(raw.get(key), torch.Tensor):
+                return raw[key]
+    return raw
+
+
+def logits_of(output: object, batch: int) -> object:
+    """The selected output checked to have one entry per image: a tensor (batch, ...) or a list of batch items."""
+    if isinstance(output, torch.Tensor) and output.dim() >= 1 and output.shape[0] == batch:
+        return output
+    if isinstance(output, (list, tuple)) and len(output) == batch and not isinstance(output[0], torch.Tensor):
+        return output
+    shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+    raise InputError(f"expected the model to return logits ({batch}, classes) or one entry per image, got {shape}; "
+                     "pass output= to pick the part to explain")
 
 
 def capture(
@@ -172,6 +195,8 @@ def capture(
     probes: Sequence[tuple[str, nn.Module]] = (),
     probe_grad: bool = False,
     own_attention: bool = False,
+    differentiable: bool = False,
+    output: OutputSpec = None,
 ) -> tuple[Capture, Target]:
     """One forward pass (recording `layer` and each of `probes`) and the backward passes asked for.
 
@@ -179,50 +204,60 @@ def capture(
     from a second backward over the same graph with the ReLUs switched to the guided rule, so
     Grad-CAM, saliency, Guided Backprop and gradient-weighted rollout asked together cost one
     forward. `probes` are (name, module) pairs; each must run exactly once, and their outputs come
-    back in the order they ran.
-    `target` may be unresolved (None, int, tensor, callable); it is resolved from this very pass.
-    `own_attention`: the pass is `model(x, return_attention=True)` and the model's own maps are kept.
+    back in the order they ran. `target` may be unresolved (None, int, tensor, callable); it is
+    resolved from this very pass. `own_attention`: the pass is `model(x, return_attention=True)`
+    and the model's own maps are kept. `differentiable`: nothing is detached and the gradients
+    keep their graph (create_graph), so maps built from them can be trained through. `output`
+    selects what the targets score from the model's output (`select_output`).
     """
     store: list[torch.Tensor] = []
     seen: list[tuple[int, torch.Tensor]] = []
     from_input = input_grad or guided_grad or probe_grad  # probe gradients need the whole graph
     x = x.detach().requires_grad_(from_input)
-    switch = _Switch()
+    switch = Switch()
+    keep = (lambda t: t) if differentiable else (lambda t: t.detach())
     with ExitStack() as stack:
-        stack.enter_context(torch.set_grad_enabled(layer_grad or from_input))
+        stack.enter_context(torch.set_grad_enabled(layer_grad or from_input or differentiable))
         if layer is not None:
-            stack.enter_context(recording(layer, store, leaf=not from_input))
+            stack.enter_context(recording(layer, store, leaf=not (from_input or differentiable)))
         if probes:
             stack.enter_context(recording_each([module for _, module in probes], seen))
         if guided_grad:
-            stack.enter_context(guided_relus(model, switch))
+            stack.enter_context(rewritten(model, "guided-relu", switch=switch))
         attention: dict[str, torch.Tensor] = {}
         forward = _keeping_attention(model, attention) if own_attention else model
-        logits = run_model(forward, x.clone())  # a model that edits its input in place edits a copy
+        raw = run_model(forward, x.clone())  # a model that edits its input in place edits a copy
+        logits = logits_of(select_output(raw, output), x.shape[0])
         if layer is not None and len(store) != 1:
             ran = "did not run" if not store else f"ran {len(store)} times"
             raise InputError(f"the chosen layer {ran} in the forward pass; choose a layer that runs once")
         _check_ran_once([name for name, _ in probes], [i for i, _ in seen])
-        target = target if isinstance(target, Target) else resolve(target, logits)
-        scores = target.score(logits)
+        if isinstance(target, Target):
+            table, k = target.classes, None
+        else:
+            target, table, k = resolve(target, logits)
+        scores = target.score(logits if k is None else _per_row(logits, k))  # (B·K,)
+        per_image = scores.view(x.shape[0], k or 1)  # (B, K)
         outputs = [out for _, out in seen]
         wrt = ([store[0]] if layer_grad else []) + ([x] if input_grad else []) + (outputs if probe_grad else [])
-        grads = _grad(scores, wrt, retain=guided_grad)
+        grads = row_grads(per_image, wrt, retain=guided_grad, create_graph=differentiable)
         if guided_grad:
             switch.on = True
-            guided = _grad(scores, [x], retain=False)[0]
+            guided = row_grads(per_image, [x], retain=False, create_graph=differentiable, batched=False)[0]
     return (
         Capture(
-            logits=logits.detach(),
-            scores=scores.detach(),
-            activations=store[0].detach() if store else None,
+            logits=keep(logits) if isinstance(logits, torch.Tensor) else logits,
+            scores=keep(scores),
+            table=table,
+            per_image=k,
+            activations=keep(store[0]) if store else None,
             gradients=grads.pop(0) if layer_grad else None,
             input_grad=grads.pop(0) if input_grad else None,
             guided_grad=guided if guided_grad else None,
-            probes=tuple(out.detach() for out in outputs),
+            probes=tuple(keep(out) for out in outputs),
             probe_grads=tuple(grads) if probe_grad else (),
             probe_names=tuple(probes[i][0] for i, _ in seen),
-            own_attention={k: v.detach() for k, v in attention.items()} if own_attention else None,
+            own_attention={k: keep(v) for k, v in attention.items()} if own_attention else None,
         ),
         target,
     )
@@ -232,11 +267,35 @@ def _keeping_attention(model: nn.Module, into: dict[str, torch.Tensor]) -> Calla
     """`model` as a function of x giving logits, that puts the maps of forward(x, return_attention=True) in `into`."""
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        logits, attention = model(x, return_attention=True)
-        into.update(attention)
+        out = model(x, return_attention=True)
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise InputError(f"forward(x, return_attention=True) must return (logits, maps), got {type(out).__name__}")
+        logits, attention = out
+        into.update(_attention_maps(attention, x.shape[0]))
         return logits
 
     return forward
+
+
+def _attention_maps(attention: object, batch: int) -> dict[str, torch.Tensor]:
+    """A model's own maps — a tensor, a list of them or a dict of them — as {name: (B, h, w)}."""
+    if isinstance(attention, torch.Tensor):
+        items = {"attention": attention}
+    elif isinstance(attention, dict):
+        items = dict(attention)
+    elif isinstance(attention, (list, tuple)):
+        items = {str(i): a for i, a in enumerate(attention)}
+    else:
+        raise InputError(f"the model's own attention must be a tensor, list or dict, got {type(attention).__name__}")
+    out = {}
+    for name, a in items.items():
+        if isinstance(a, torch.Tensor) and a.dim() == 4 and a.shape[1] == 1:
+            a = a[:, 0]
+        if not isinstance(a, torch.Tensor) or a.dim() != 3 or a.shape[0] != batch:
+            shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+            raise InputError(f"the model's own attention {name!r} must be (B, h, w) or (B, 1, h, w), got {shape}")
+        out[str(name)] = a
+    return out
 
 
 def _check_ran_once(names: list[str], ran: list[int]) -> None:
@@ -247,78 +306,48 @@ def _check_ran_once(names: list[str], ran: list[int]) -> None:
             raise InputError(f"{name!r} {times} in the forward pass; a recorded module must run once")
 
 
-def _grad(scores: torch.Tensor, wrt: list[torch.Tensor], retain: bool) -> list[torch.Tensor]:
-    """d Σ scores / d each of `wrt`; zeros for a tensor the scores do not depend on."""
+def row_grads(scores: torch.Tensor, wrt: list[torch.Tensor], retain: bool, create_graph: bool = False,
+              batched: bool = True) -> list[torch.Tensor]:
+    """d scores[b, k] / d each of `wrt` (B, ...), per row (B·K, ...) image-major; zeros where there is no path.
+
+    K = 1: one backward of Σ_b scores[b]. K > 1: one batched backward (vmap over K one-hot output
+    gradients) when `batched` and nothing needs a second-order graph; else K backward passes.
+    """
     if not wrt:
         return []
+    b, k = scores.shape
     if not scores.requires_grad:
-        return [torch.zeros_like(t) for t in wrt]
-    grads = torch.autograd.grad(scores.sum(), wrt, retain_graph=retain, allow_unused=True)
-    return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, wrt, strict=True)]
-
-
-def input_gradients(
-    model: nn.Module, x: torch.Tensor, target: Target, chunk: int | None = None
-) -> torch.Tensor:
-    """d score / d x for a batch (N, C, H, W), in chunks of `chunk` images (None: all at once)."""
-    step = chunk or x.shape[0]
-    parts = []
-    for i in range(0, x.shape[0], step):
-        cap, _ = capture(model, x[i : i + step], target.take(slice(i, i + step)), input_grad=True)
-        parts.append(cap.input_grad)
-    return torch.cat(parts)
-
-
-@torch.no_grad()
-def logits(
-    model: nn.Module, x: torch.Tensor, chunk: int | None = None, channels_last: bool = False
-) -> torch.Tensor:
-    """Logits (N, K) of `x` without gradients, in chunks of `chunk` images.
-
-    `channels_last` lays the inputs out channels-last (NHWC), which many CNNs run faster on a
-    CPU (pooling and convolutions skip layout conversions); the logits agree up to float rounding.
-    """
-    step = chunk or x.shape[0]
-    layout = torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format
-    parts = [run_model(model, x[i : i + step].contiguous(memory_format=layout)) for i in range(0, x.shape[0], step)]
-    return torch.cat(parts)
-
-
-@torch.no_grad()
-def scores(model: nn.Module, x: torch.Tensor, target: Target, chunk: int | None = None) -> torch.Tensor:
-    """The explained score (N,) of each image of `x`, without gradients, in chunks of `chunk`."""
-    step = chunk or x.shape[0]
-    parts = [
-        target.take(slice(i, i + step)).score(run_model(model, x[i : i + step]))
-        for i in range(0, x.shape[0], step)
-    ]
-    return torch.cat(parts)
-
-
-@torch.no_grad()
-def logits_with_layer_output(
-    model: nn.Module, layer: nn.Module, x: torch.Tensor, output: torch.Tensor
-) -> torch.Tensor:
-    """Logits (N, K) of the model on one image `x` (1, C, H, W) when `layer` outputs `output` (N, ...).
-
-    The layers before `layer` run once, on the one image; the layers after it run on the N
-    outputs. A model whose later layers reuse earlier tensors in a way that cannot take the
-    larger batch (a concatenation, a reshape by the input's batch size) gets the image repeated
-    N times instead: the same logits, at the full cost.
-    """
-    n = output.shape[0]
-
-    def replace(_module: nn.Module, _inputs, _output) -> torch.Tensor:
-        return output
-
-    handle = layer.register_forward_hook(replace)
-    try:
+        return [torch.zeros_like(t).repeat_interleave(k, 0) for t in wrt]
+    if k == 1:
+        return _grad(scores.sum(), wrt, retain or create_graph, create_graph)
+    if batched and not create_graph:
+        onehot = torch.eye(k, dtype=scores.dtype, device=scores.device)[:, None].expand(k, b, k)  # (K, B, K)
         try:
-            out = model(x)
-        except RuntimeError:
-            out = None
-        if not (isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == n):
-            out = run_model(model, x.expand(n, *x.shape[1:]), batch=n)
-    finally:
-        handle.remove()
-    return out
+            grads = torch.autograd.grad(scores, wrt, onehot, retain_graph=retain, allow_unused=True,
+                                        is_grads_batched=True)
+        except RuntimeError as e:  # an op without a batching rule: the K passes below give the same gradients
+            if "vmap" not in str(e) and "atching" not in str(e):
+                raise
+        else:
+            return [_rows(torch.zeros((k, *t.shape), dtype=t.dtype, device=t.device) if g is None else g)
+                    for g, t in zip(grads, wrt, strict=True)]
+    per_target = [_grad(scores[:, j].sum(), wrt, retain or create_graph or j < k - 1, create_graph)
+                  for j in range(k)]
+    return [_rows(torch.stack(gs)) for gs in zip(*per_target, strict=True)]
+
+
+def _per_row(output: object, k: int) -> object:
+    """A per-image output (B, ...) repeated for the K rows of each image (a list: each item K times)."""
+    if isinstance(output, torch.Tensor):
+        return output.repeat_interleave(k, 0)
+    return [item for item in output for _ in range(k)]
+
+
+def _rows(per_target: torch.Tensor) -> torch.Tensor:
+    """(K, B, ...) → (B·K, ...) image-major."""
+    return per_target.transpose(0, 1).flatten(0, 1)
+
+
+def _grad(total: torch.Tensor, wrt: list[torch.Tensor], retain: bool, create_graph: bool) -> list[torch.Tensor]:
+    grads = torch.autograd.grad(total, wrt, retain_graph=retain, create_graph=create_graph, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, wrt, strict=True)]

@@ -7,10 +7,12 @@ import torch
 from attnscope.errors import InputError
 
 
-def positive_int(name: str, value: object) -> int:
-    """`value` if it is an int ≥ 1, else InputError naming the option."""
+def positive_int(name: str, value: object, at_most: int | None = None) -> int:
+    """`value` if it is an int ≥ 1 (and ≤ `at_most`), else InputError naming the option."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InputError(f"{name} must be a positive integer, got {value!r}")
+    if at_most is not None and value > at_most:
+        raise InputError(f"{name}={value} is above the limit of {at_most}: each one is a pass through the model")
     return value
 
 

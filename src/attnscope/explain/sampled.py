@@ -1,8 +1,8 @@
 """Methods that average input gradients over many inputs per image: SmoothGrad and Integrated Gradients.
 
-Both are `path_sum`: Σ_j c_j ∂y/∂x at points p(i, j), computed in image-major chunks of
-`batch_size` inputs. Each image's points depend only on that image (and the seed), so a batch
-gives the same maps as its images one by one.
+Both are `path_sum`: Σ_j c_j ∂y/∂x at points p(i, j), computed in row-major chunks of
+`batch_size` inputs through the `Oracle`. Each row's points depend only on its image (and the
+seed), so a batch gives the same maps as its images one by one.
 """
 
 from __future__ import annotations
@@ -13,37 +13,41 @@ import numpy as np
 import torch
 
 from attnscope.errors import InputError
-from attnscope.explain.api import Context, register_method
+from attnscope.explain.context import Oracle
 from attnscope.explain.gradient import reduce_channels
+from attnscope.explain.method import register_method
 from attnscope.explain.options import baseline_like, positive_int
+
+MAX_POINTS = 100_000  # path points / noise draws per image: beyond this a setting is refused, not run for days
 
 
 def path_sum(
-    ctx: Context,
+    oracle: Oracle,
+    images: torch.Tensor,
     points: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     coeffs: torch.Tensor,
     batch_size: int,
 ) -> torch.Tensor:
-    """Σ_j coeffs[j] · ∂y/∂x (points(i, j)) for every image i of the batch; returns (B, C, H, W).
+    """Σ_j coeffs[j] · ∂y/∂x (points(i, j)) for every row i of `images` (N, C, H, W); returns (N, C, H, W).
 
-    `points(i, j)` maps image indices (N,) and step indices (N,) to inputs (N, C, H, W).
+    `points(i, j)` maps row indices (M,) and step indices (M,) to inputs (M, C, H, W).
     """
-    x = ctx.images
-    b, n = x.shape[0], coeffs.shape[0]
-    coeffs = coeffs.to(device=x.device, dtype=x.dtype)
-    target = ctx.target.repeat(n)
-    total = torch.zeros_like(x)
+    b, n = images.shape[0], coeffs.shape[0]
+    coeffs = coeffs.to(device=images.device, dtype=images.dtype)
+    total = torch.zeros_like(images)
     for start in range(0, b * n, batch_size):
-        flat = torch.arange(start, min(start + batch_size, b * n), device=x.device)
+        flat = torch.arange(start, min(start + batch_size, b * n), device=images.device)
         i, j = flat // n, flat % n
-        grads = ctx.input_gradients(points(i, j), target.take(flat))  # (N, C, H, W)
+        grads = oracle.input_gradients(points(i, j), i)  # (M, C, H, W)
         total.index_add_(0, i, grads * coeffs[j].view(-1, 1, 1, 1))
     return total
 
 
 @register_method("smoothgrad", "gradient")
 def smoothgrad(
-    ctx: Context,
+    images: torch.Tensor,
+    oracle: Oracle,
+    *,
     n: int = 50,
     sigma: float = 0.15,
     seed: int = 0,
@@ -57,22 +61,22 @@ def smoothgrad(
     reproducible and do not depend on the batch an image is in. The gradient is averaged before
     the channel reduction (abs-max, as saliency), as in the paper's M̂ = mean of M.
     """
-    positive_int("n", n)
+    positive_int("n", n, at_most=MAX_POINTS)
     positive_int("batch_size", batch_size)
     if not sigma >= 0:
         raise InputError(f"sigma must be >= 0 (a fraction of each image's value range), got {sigma!r}")
-    x = ctx.images
+    x = images
     noise = torch.randn((n, *x.shape[1:]), generator=torch.Generator().manual_seed(seed))  # (n, C, H, W)
     noise = noise.to(device=x.device, dtype=x.dtype)
     scale = sigma * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))  # (B,)
     points = lambda i, j: x[i] + scale[i].view(-1, 1, 1, 1) * noise[j]
-    mean = path_sum(ctx, points, torch.full((n,), 1.0 / n), batch_size)
+    mean = path_sum(oracle, x, points, torch.full((n,), 1.0 / n), batch_size)
     return reduce_channels(mean, reduce)
 
 
 def path_rule(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Points α_j ∈ [0, 1] and weights w_j (Σ w_j = 1) approximating ∫_0^1 f(α) dα ≈ Σ_j w_j f(α_j)."""
-    positive_int("steps", steps)
+    positive_int("steps", steps, at_most=MAX_POINTS)
     k = np.arange(steps, dtype=np.float64)
     if rule == "gauss-legendre":
         nodes, weights = np.polynomial.legendre.leggauss(steps)
@@ -93,7 +97,9 @@ def path_rule(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @register_method("ig", "gradient")
 def integrated_gradients(
-    ctx: Context,
+    images: torch.Tensor,
+    oracle: Oracle,
+    *,
     steps: int = 50,
     baseline: float | torch.Tensor = 0.0,
     rule: str = "gauss-legendre",
@@ -108,9 +114,9 @@ def integrated_gradients(
     for the same number of steps. `batch_size` is the number of path points per backward.
     """
     positive_int("batch_size", batch_size)
-    x = ctx.images
+    x = images
     base = baseline_like(baseline, x)
     alphas, weights = path_rule(rule, steps)
     alphas = alphas.to(device=x.device, dtype=x.dtype)
     points = lambda i, j: base[i] + alphas[j].view(-1, 1, 1, 1) * (x[i] - base[i])
-    return reduce_channels((x - base) * path_sum(ctx, points, weights, batch_size), reduce)
+    return reduce_channels((x - base) * path_sum(oracle, x, points, weights, batch_size), reduce)

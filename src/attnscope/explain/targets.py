@@ -1,4 +1,9 @@
-"""What is explained: a class per image, or any scalar per image computed from the logits."""
+"""What is explained: a class per image, K classes per image, or any scalar(s) per image computed from the output.
+
+The user's `targets` becomes a `Target` over *rows*: one row per (image, target) pair, image-major
+(row = b · K + k), one explained scalar per row. Methods work on rows, so a method written for one
+target per image explains K targets per image unchanged; `explain` folds the rows back to (B, K, H, W).
+"""
 
 from __future__ import annotations
 
@@ -10,71 +15,123 @@ import torch
 from attnscope.errors import InputError
 
 TargetSpec = None | int | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
 @dataclass(frozen=True)
 class Target:
-    """A resolved target: `classes` (B,) long (-1 for a callable) and the score it explains."""
+    """A resolved target over rows: `classes` (N,) long (-1 for a callable) and the score it explains.
 
-    classes: torch.Tensor  # (B,) long
-    fn: Callable[[torch.Tensor], torch.Tensor] | None = None  # logits (B, K) -> scores (B,)
+    For a callable target `fn(output) -> (N,)` or `(N, K)`, `column` (N,) says which of the K
+    scores each row explains (None when fn gives one score per image).
+    """
 
-    def score(self, logits: torch.Tensor) -> torch.Tensor:
-        """The explained scalar per image, shape (B,). For a class target: its logit."""
-        if self.fn is not None:
-            return _checked_scores(self.fn(logits), logits.shape[0])
-        return logits.gather(1, self.classes.to(logits.device)[:, None])[:, 0]
+    classes: torch.Tensor  # (N,) long
+    fn: Callable[[torch.Tensor], torch.Tensor] | None = None  # output (N, ...) -> scores (N,) or (N, K)
+    column: torch.Tensor | None = None  # (N,) long, with a (N, K) callable
+
+    def score(self, output: torch.Tensor) -> torch.Tensor:
+        """The explained scalar per row, shape (N,), from the model's output for these rows' inputs."""
+        if self.fn is None:
+            return class_logits(output).gather(1, self.classes.to(output.device)[:, None])[:, 0]
+        n = len(self.classes)
+        scores = checked_scores(self.fn(output), n)
+        if self.column is None:
+            return scores
+        if scores.dim() != 2:
+            raise InputError(f"the target callable returned {tuple(scores.shape)}, earlier (N, K) scores")
+        return scores.gather(1, self.column.to(scores.device)[:, None])[:, 0]
 
     def take(self, index: torch.Tensor | slice) -> Target:
-        """The target of some images of the batch (a callable applies to any batch)."""
-        return Target(self.classes[index], self.fn)
+        """The target of some rows (a callable applies to any rows)."""
+        return Target(self.classes[index], self.fn, None if self.column is None else self.column[index])
 
     def repeat(self, times: int) -> Target:
-        """The target of a batch repeated `times` times image-major ([x0, x0, ..., x1, x1, ...]).
+        """The target of the rows repeated `times` times row-major ([r0, r0, ..., r1, r1, ...]).
 
-        A callable target applies to the repeated batch as it is: it must score row by row.
+        A callable target applies to the repeated inputs as it is: it must score row by row.
         """
-        return Target(self.classes.repeat_interleave(times), self.fn)
+        col = None if self.column is None else self.column.repeat_interleave(times)
+        return Target(self.classes.repeat_interleave(times), self.fn, col)
 
 
-def resolve(spec: TargetSpec, logits: torch.Tensor) -> Target:
-    """Turn the user's `targets` into a `Target`, given the logits (B, K) of the batch.
+def class_logits(output: object) -> torch.Tensor:
+    """`output` checked to be logits (N, classes); class targets need them."""
+    if not isinstance(output, torch.Tensor) or output.dim() != 2:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise InputError(f"class targets need logits (B, classes) from the model, got {shape}; "
+                         "pass a callable target that scores this output")
+    return output
 
-    None → predicted class; int → that class for every image; LongTensor[B] → one class per
-    image; callable(logits) → scores[B]. A tensor whose length is not B raises (never truncated),
-    and so does a class outside [0, K). A callable must score row by row (row i of the logits
-    alone gives score i): methods that run many inputs per image call it on batches of any size.
+
+def resolve(spec: TargetSpec, output: torch.Tensor) -> tuple[Target, torch.Tensor, int | None]:
+    """Turn the user's `targets` into (row target, per-image table, K) given the shared pass's output.
+
+    None → predicted class; int → that class for every image; LongTensor[B] → one class per image;
+    LongTensor[B, K] → K classes per image (K = None for the one-target forms); callable(output) →
+    scores (B,) or (B, K). The table is (B,) or (B, K) classes, -1 for a callable. A tensor of
+    another length than B raises (never truncated), and so does a class outside [0, classes).
+    A callable must score row by row (row i of the output alone gives score i): methods that run
+    many inputs per image call it on batches of any size.
     """
-    b, k = logits.shape[0], logits.shape[-1]
-    if spec is None:
-        return Target(logits.argmax(dim=1).detach())
     if callable(spec) and not isinstance(spec, torch.Tensor):
-        _checked_scores(spec(logits.detach()), b)  # fail early, before any pass
-        return Target(torch.full((b,), -1, dtype=torch.long, device=logits.device), spec)
-    if isinstance(spec, bool):
-        raise InputError(f"targets must be None, an int, a LongTensor[B] or a callable, got {spec!r}")
-    if isinstance(spec, int):
-        classes = torch.full((b,), spec, dtype=torch.long, device=logits.device)
+        b = _batch_of(output)
+        scores = checked_scores(spec(output.detach() if isinstance(output, torch.Tensor) else output), b)
+        k = scores.shape[1] if scores.dim() == 2 else None
+        device = scores.device
+        table = torch.full((b,) if k is None else (b, k), -1, dtype=torch.long, device=device)
+        column = None if k is None else torch.arange(k, device=device).repeat(b)
+        return Target(table.flatten(), spec, column), table, k
+    logits = class_logits(output)
+    b, n = logits.shape
+    if spec is None:
+        table = logits.argmax(dim=1).detach()
+    elif isinstance(spec, bool):
+        raise InputError(f"targets must be None, an int, a LongTensor[B] or [B, K], or a callable, got {spec!r}")
+    elif isinstance(spec, int):
+        table = torch.full((b,), _class_index(spec, n), dtype=torch.long, device=logits.device)
     elif isinstance(spec, torch.Tensor):
-        if spec.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-            raise InputError(f"target tensor must hold integer classes, got dtype {spec.dtype}")
-        if spec.dim() != 1 or spec.shape[0] != b:
-            raise InputError(
-                f"target tensor has shape {tuple(spec.shape)} but the batch has {b} images; "
-                f"pass one class per image (LongTensor[{b}]), an int, None or a callable"
-            )
-        classes = spec.to(device=logits.device, dtype=torch.long)
+        table = _class_table(spec, b).to(device=logits.device, dtype=torch.long)
     else:
         kind = type(spec).__name__
-        raise InputError(f"targets must be None, an int, a LongTensor[B] or a callable, got {kind}")
-    bad = (classes < 0) | (classes >= k)
+        raise InputError(f"targets must be None, an int, a LongTensor[B] or [B, K], or a callable, got {kind}")
+    bad = (table < 0) | (table >= n)
     if bad.any():
-        raise InputError(f"target class {int(classes[bad][0])} is out of range for a model with {k} classes")
-    return Target(classes)
+        raise InputError(f"target class {int(table[bad][0])} is out of range for a model with {n} classes")
+    k = table.shape[1] if table.dim() == 2 else None
+    return Target(table.flatten()), table, k
 
 
-def _checked_scores(scores: torch.Tensor, b: int) -> torch.Tensor:
-    if not isinstance(scores, torch.Tensor) or scores.shape != (b,):
+def _class_index(spec: int, n: int) -> int:
+    if not -(2**62) < spec < 2**62:
+        raise InputError(f"target class {spec} is out of range for a model with {n} classes")
+    return spec
+
+
+def _class_table(spec: torch.Tensor, b: int) -> torch.Tensor:
+    if spec.dtype not in INTEGER_DTYPES:
+        raise InputError(f"target tensor must hold integer classes, got dtype {spec.dtype}")
+    if spec.dim() not in (1, 2) or spec.shape[0] != b or (spec.dim() == 2 and spec.shape[1] == 0):
+        raise InputError(
+            f"target tensor has shape {tuple(spec.shape)} but the batch has {b} images; pass one class per "
+            f"image (LongTensor[{b}]), K classes per image (LongTensor[{b}, K]), an int, None or a callable"
+        )
+    return spec
+
+
+def _batch_of(output: object) -> int:
+    if isinstance(output, torch.Tensor):
+        return output.shape[0]
+    if isinstance(output, (list, tuple)):
+        return len(output)
+    raise InputError(f"cannot tell the batch size of a model output of type {type(output).__name__}")
+
+
+def checked_scores(scores: object, n: int) -> torch.Tensor:
+    """A callable target's scores checked to be (n,) or (n, K), finite where it matters."""
+    if not isinstance(scores, torch.Tensor) or scores.dim() not in (1, 2) or scores.shape[0] != n:
         shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
-        raise InputError(f"a callable target must return scores of shape ({b},), got {shape}")
+        raise InputError(f"a callable target must return scores of shape ({n},) or ({n}, K), got {shape}")
+    if not scores.is_floating_point():
+        raise InputError(f"a callable target must return floating point scores, got {scores.dtype}")
     return scores

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from attnscope.errors import InputError, NotApplicableError
-from attnscope.explain.api import Context, register_method
 from attnscope.explain.attention import no_attention_reason
-from attnscope.explain.tokens import TokenLayout, detect_layout
+from attnscope.explain.method import register_method
+from attnscope.explain.tokens import TokenLayout
 
 HEAD_FUSIONS = ("mean", "max", "min")
 FLOW_SCALE = 1 << 20  # capacities are rounded to multiples of 2⁻²⁰ for the integer max-flow solver
@@ -36,14 +36,21 @@ def fuse_heads(attn: torch.Tensor, how: str = "mean") -> torch.Tensor:
     raise InputError(f"head_fusion must be one of {HEAD_FUSIONS}, got {how!r}")
 
 
-def discard_lowest(a: torch.Tensor, ratio: float, keep: int = 0) -> torch.Tensor:
-    """Zero the ⌊ratio·T²⌋ smallest entries of each image's (T, T) matrix, never the entry [keep, keep].
+DISCARD_RULES = ("reference", "spare-cls")
 
-    As in the reference implementation of rollout, the protected entry is the CLS token's
-    attention to itself (`keep` = CLS index). (B, T, T) → (B, T, T).
+
+def discard_lowest(a: torch.Tensor, ratio: float, keep: int = 0, rule: str = "reference") -> torch.Tensor:
+    """Zero the smallest entries of each image's (T, T) matrix, never the entry [keep, keep] (CLS to itself).
+
+    k = ⌊ratio·T²⌋. rule="reference" is the reference rollout code's (jacobgil/vit-explain): take the
+    k smallest entries of the whole matrix, then spare [keep, keep] if it is among them — so only
+    k − 1 are zeroed then. rule="spare-cls" leaves [keep, keep] out first and zeroes k others.
+    (B, T, T) → (B, T, T).
     """
     if not 0.0 <= ratio < 1.0:
         raise InputError(f"discard_ratio must be in [0, 1), got {ratio}")
+    if rule not in DISCARD_RULES:
+        raise InputError(f"discard_rule must be one of {DISCARD_RULES}, got {rule!r}")
     b, t, _ = a.shape
     k = int(ratio * t * t)
     if k == 0:
@@ -51,9 +58,13 @@ def discard_lowest(a: torch.Tensor, ratio: float, keep: int = 0) -> torch.Tensor
     flat = a.reshape(b, t * t)  # (B, T²)
     protected = keep * t + keep
     ranked = flat.clone()
-    ranked[:, protected] = torch.inf  # never among the smallest
+    if rule == "spare-cls":
+        ranked[:, protected] = torch.inf  # never among the smallest
     drop = ranked.topk(k, dim=1, largest=False).indices  # (B, k)
-    return flat.scatter(1, drop, 0.0).view(b, t, t)
+    zero = torch.ones_like(drop, dtype=torch.bool) if rule == "spare-cls" else drop != protected
+    out = flat.clone()
+    out.scatter_(1, drop, torch.where(zero, 0.0, out.gather(1, drop)))
+    return out.view(b, t, t)
 
 
 def with_residual(a: torch.Tensor) -> torch.Tensor:
@@ -68,16 +79,17 @@ def rollout(
     head_fusion: str = "mean",
     discard_ratio: float = 0.0,
     cls_index: int = 0,
+    discard_rule: str = "reference",
 ) -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema, ACL 2020): R = Â_L · Â_{L-1} ··· Â_1, Â_l = with_residual(A_l).
 
     A_l is layer l's attention with heads fused and, optionally, its smallest entries discarded
-    (never the [CLS, CLS] entry). Returns R (B, T, T): row i is output token i's relevance to
-    each input token.
+    (`discard_lowest`, never the [CLS, CLS] entry). Returns R (B, T, T): row i is output token i's
+    relevance to each input token.
     """
     joint = None
     for attn in _checked_layers(attentions):
-        a = discard_lowest(fuse_heads(attn, head_fusion), discard_ratio, keep=cls_index)
+        a = discard_lowest(fuse_heads(attn, head_fusion), discard_ratio, keep=cls_index, rule=discard_rule)
         a = with_residual(a)  # (B, T, T)
         joint = a if joint is None else a @ joint  # later layers multiply from the left
     return joint
@@ -146,50 +158,44 @@ def attention_flow(
     return out.to(dtype=attentions[0].dtype, device=attentions[0].device)
 
 
-@register_method("attention", "transformer", needs={"attention"}, applies=no_attention_reason)
-def raw_attention(ctx: Context, head_fusion: str = "mean", layer_index: int = -1) -> torch.Tensor:
+@register_method("attention", "transformer", applies=no_attention_reason)
+def raw_attention(attentions: Sequence[torch.Tensor], token_layout: TokenLayout, *, head_fusion: str = "mean",
+                  layer_index: int = -1) -> torch.Tensor:
     """Raw attention: the CLS token's attention to each patch, A_l[CLS, patches], heads fused; l = last by default."""
-    attentions, layout = _read(ctx)
+    cls = _cls(token_layout)
     if not -len(attentions) <= layer_index < len(attentions):
         raise InputError(f"layer_index {layer_index} is out of range for {len(attentions)} attention layers")
-    return layout.to_grid(fuse_heads(attentions[layer_index], head_fusion)[:, layout.cls])
+    return token_layout.to_grid(fuse_heads(attentions[layer_index], head_fusion)[:, cls])
 
 
-@register_method("rollout", "transformer", needs={"attention"}, applies=no_attention_reason)
-def attention_rollout(ctx: Context, head_fusion: str = "mean", discard_ratio: float = 0.0) -> torch.Tensor:
+@register_method("rollout", "transformer", applies=no_attention_reason)
+def attention_rollout(attentions: Sequence[torch.Tensor], token_layout: TokenLayout, *, head_fusion: str = "mean",
+                      discard_ratio: float = 0.0, discard_rule: str = "reference") -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema, ACL 2020): the CLS row of Â_L ··· Â_1, Â = (A + I) / 2 row-normalised."""
-    attentions, layout = _read(ctx)
-    return layout.to_grid(rollout(attentions, head_fusion, discard_ratio, layout.cls)[:, layout.cls])
+    cls = _cls(token_layout)
+    return token_layout.to_grid(rollout(attentions, head_fusion, discard_ratio, cls, discard_rule)[:, cls])
 
 
-@register_method("grad-rollout", "transformer", needs={"attention", "attention_grad"}, applies=no_attention_reason)
-def gradient_rollout(ctx: Context) -> torch.Tensor:
+@register_method("grad-rollout", "transformer", applies=no_attention_reason)
+def gradient_rollout(attentions: Sequence[torch.Tensor], attention_grads: Sequence[torch.Tensor],
+                     token_layout: TokenLayout) -> torch.Tensor:
     """Gradient-weighted rollout (Chefer et al., ICCV 2021): CLS row of Π_l (I + E_h[(∇A_l ⊙ A_l)⁺]); class-specific."""
-    attentions, layout = _read(ctx)
-    return layout.to_grid(grad_rollout(attentions, ctx.capture.probe_grads)[:, layout.cls])
+    cls = _cls(token_layout)
+    return token_layout.to_grid(grad_rollout(attentions, attention_grads)[:, cls])
 
 
-@register_method("flow", "transformer", needs={"attention"}, applies=no_attention_reason)
-def flow(ctx: Context, head_fusion: str = "mean", max_edges: int = FLOW_MAX_EDGES) -> torch.Tensor:
+@register_method("flow", "transformer", applies=no_attention_reason)
+def flow(attentions: Sequence[torch.Tensor], token_layout: TokenLayout, *, head_fusion: str = "mean",
+         max_edges: int = FLOW_MAX_EDGES) -> torch.Tensor:
     """Attention flow (Abnar & Zuidema, ACL 2020): max-flow from each patch to the CLS output; small models only."""
-    attentions, layout = _read(ctx)
-    return layout.to_grid(attention_flow(attentions, head_fusion, layout.cls, max_edges))
+    cls = _cls(token_layout)
+    return token_layout.to_grid(attention_flow(attentions, head_fusion, cls, max_edges))
 
 
-def _read(ctx: Context) -> tuple[list[torch.Tensor], TokenLayout]:
-    """The attention weights of the shared pass, in forward order, and the token layout they imply."""
-    attentions = list(ctx.capture.probes)
-    b = ctx.images.shape[0]
-    for name, attn in zip(ctx.capture.probe_names, attentions, strict=True):
-        if attn.dim() != 4 or attn.shape[0] != b or attn.shape[-1] != attn.shape[-2]:
-            raise NotApplicableError(
-                f"attention layer {name!r} gives weights {tuple(attn.shape)} for {b} images; attnscope reads "
-                f"global self-attention (B, heads, T, T), not windowed or cross-attention"
-            )
-    layout = detect_layout(ctx.model, attentions[-1].shape[-1], ctx.size)
+def _cls(layout: TokenLayout) -> int:
     if layout.cls is None:
         raise NotApplicableError("transformer maps read the CLS token's row, and this model has no CLS token")
-    return attentions, layout
+    return layout.cls
 
 
 def _check_attention(attn: torch.Tensor) -> None:

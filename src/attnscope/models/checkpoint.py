@@ -16,6 +16,7 @@ from torch import nn
 
 from attnscope import fileio
 from attnscope.errors import AttnscopeError, CheckpointError
+from attnscope.modules import unwrap  # noqa: F401  (re-exported: checkpoint.unwrap)
 
 FORMAT = "attnscope-checkpoint/1"
 RUN_WEIGHTS = "model.safetensors"
@@ -90,10 +91,3 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn
     except Exception as e:
         raise CheckpointError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
     return model.eval(), header
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper, or the model itself."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    return model.module if isinstance(model, DistributedDataParallel) else model

@@ -19,8 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from attnscope.errors import InputError
-from attnscope.explain import engine, explain
-from attnscope.explain.engine import model_guard
+from attnscope.explain import explain
 from attnscope.registry import METHODS
 from attnscope.track.measures import measure, rank_maps
 from attnscope.track.store import Probe, TrackStore, roundtrip
@@ -146,7 +145,7 @@ class AttentionTracker:
             torch.manual_seed(run.config.seed * 1_000_003 + run.step)  # stochastic methods repeat on resume
             maps = explain(run.model, images, self.methods, targets=targets, layer=self.layer,
                            options=self.options or None, batch_size=self.batch_size)
-            predictions = predict(run.model, images, self.batch_size)
+            predictions = maps.predicted.cpu()  # the shared pass's logits: no extra forward
         values = {k: roundtrip(m.values) for k, m in maps.items()}  # (P, H, W) each, as the store keeps them
         ranked = rank_maps(values)
         measures = measure(values, probe, predictions, ranked=ranked, previous_ranked=self._previous)
@@ -192,13 +191,6 @@ def probe_from(dataset: Dataset, n: int) -> Probe:
     if getattr(dataset, "decoy", False):
         regions["decoy"] = torch.stack([dataset.decoy_box(i) for i in range(n)]).long()
     return Probe(images, labels, regions)
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """Predicted classes (P,) of `model` in eval mode; the model's flags are restored after."""
-    with model_guard(model):
-        return engine.logits(model, images, batch_size).argmax(1).cpu()
 
 
 def steps_per_epoch(run: Run) -> int:

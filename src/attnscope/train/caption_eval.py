@@ -15,7 +15,8 @@ import torch
 
 from attnscope.data.digits import COLOURS, NUMBER_WORDS
 from attnscope.data.vocab import Vocabulary, tokenize
-from attnscope.maps import upsample
+from attnscope.explain import explain
+from attnscope.maps import SequenceMap, upsample
 from attnscope.metrics.captions import Box, corpus_bleu, grounding, object_word_boxes
 
 OBJECT_WORDS = frozenset(COLOURS) | frozenset(NUMBER_WORDS)
@@ -24,6 +25,19 @@ OBJECT_WORDS = frozenset(COLOURS) | frozenset(NUMBER_WORDS)
 def words_of(tokens: torch.Tensor, vocab: Vocabulary) -> list[list[str]]:
     """Word lists of generated ids (B, T): up to <end>, specials dropped."""
     return [tokenize(vocab.decode(row)) for row in tokens]
+
+
+def add_generated(scores: CaptionScores, model: torch.nn.Module, images: torch.Tensor, samples: Sequence[Any] | None,
+                  beam_size: int = 1, max_len: int | None = None) -> SequenceMap:
+    """Caption `images` (explain's `sat`: words and per-word attention) and add them to `scores` when the
+    images have reference `samples`; also ground the first reference, teacher-forced, where words have boxes."""
+    seq = explain(model, images, ("sat",), options={"sat": {"beam_size": beam_size, "max_len": max_len}})["sat"]
+    if samples is not None:
+        scores.add(seq.words, seq.lowres.cpu(), samples)
+        if hasattr(samples[0], "alignments"):
+            forced = explain(model, images, ("sat",), options={"sat": {"captions": [s.captions[0] for s in samples]}})
+            scores.add_reference(forced["sat"].lowres.cpu(), samples)
+    return seq
 
 
 def scene_phrases(sample: Any) -> list[tuple[tuple[str, str], Box]] | None:

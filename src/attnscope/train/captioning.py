@@ -26,8 +26,8 @@ from torch.utils.data import Dataset
 
 from attnscope.data.vocab import CaptionBatch, Vocabulary, collate_captions
 from attnscope.errors import InputError
-from attnscope.models.checkpoint import unwrap
-from attnscope.train.caption_eval import CaptionScores, words_of
+from attnscope.modules import unwrap
+from attnscope.train.caption_eval import CaptionScores, add_generated
 from attnscope.train.config import TrainConfig
 from attnscope.train.tasks import TASKS
 
@@ -124,7 +124,8 @@ class Captioning:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int) -> dict[str, float]:
-        """Per-word NLL (teacher-forced on the first reference), BLEU-1..4 and grounding of generated captions."""
+        """Per-word NLL (teacher-forced on the first reference), BLEU-1..4 and grounding of generated captions
+        (the same scoring as `attnscope caption`: `caption_eval.add_generated`)."""
         n = len(dataset) if self.opts["eval_n"] is None else min(int(self.opts["eval_n"]), len(dataset))
         scores = CaptionScores()
         nll_sum, tokens = 0.0, 0.0
@@ -137,8 +138,5 @@ class Captioning:
             mask = (captions[:, 1:] != model.vocab.pad_id).float()
             nll_sum += float(sequence_nll(out.logits, captions[:, 1:], mask).sum())
             tokens += float(mask.sum())
-            h, w = out.grid
-            scores.add_reference(out.alphas.view(len(samples), -1, h, w).cpu(), samples)
-            generated = model.caption(images, beam_size=int(self.opts["beam_size"]))
-            scores.add(words_of(generated.tokens.cpu(), model.vocab), generated.alphas.cpu(), samples)
-        return {"test_nll": nll_sum / tokens, **{f"test_{k}": v for k, v in scores.result().items()}}
+            add_generated(scores, model, images, samples, beam_size=int(self.opts["beam_size"]))
+        return {"nll": nll_sum / tokens, **scores.result()}

@@ -7,15 +7,15 @@ model should not look, 0 elsewhere: outside the digit's box or mask (clutter and
 alike), or only the decoy patch (region "not-decoy", as Ross et al. annotate Decoy MNIST).
 Guides and regions are found by name (`GUIDES`, `REGIONS`); the loss is CE + λ · penalty.
 
-Unlike `attnscope.explain`, whose maps are detached results, these penalties keep the graph
-(`create_graph=True`) so that training can push the attention itself.
+The maps come from `explain(..., differentiable=True)`: the same Grad-CAM, saliency and LTPA
+code as every other caller, with the graph kept (`create_graph=True`) so that training can push
+the attention itself, and the logits of that one forward pass returned for the task's loss.
 """
 
 from __future__ import annotations
 
-import inspect
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,13 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
-from attnscope.explain.cam import SPATIAL, weighted_sum
-from attnscope.explain.engine import model_guard, recording
+from attnscope.explain import explain
+from attnscope.explain.engine import model_guard
 from attnscope.explain.layers import resolve_layer
-from attnscope.maps import upsample
 from attnscope.metrics import box_masks
-from attnscope.models.checkpoint import unwrap
-from attnscope.registry import Registry
+from attnscope.modules import unwrap
+from attnscope.registry import METHODS, Registry
 from attnscope.train.config import TrainConfig
 
 GuideFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -115,12 +114,13 @@ def rrr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, outside: torch.Tenso
     """Right for the Right Reasons (Ross et al., IJCAI 2017): Σ_cij (A_ij · ∂/∂x_cij Σ_k log p_k)².
 
     A = `outside`; the sum runs over the colour channels and pixels of an image, then the mean is
-    taken over the batch (so λ does not depend on the batch size). Needs double backpropagation.
+    taken over the batch (so λ does not depend on the batch size). Needs double backpropagation:
+    the input gradient of Σ_k log p_k is explain's differentiable saliency, reduced by Σ_c g².
     """
-    x = x.detach().requires_grad_(True)
-    logits = model(x)  # (B, K)
-    (grad,) = torch.autograd.grad(F.log_softmax(logits, dim=1).sum(), x, create_graph=True)  # (B, C, H, W)
-    return logits, (outside[:, None] * grad).square().sum(dim=(1, 2, 3)).mean()
+    log_p = lambda logits: F.log_softmax(logits, dim=1).sum(dim=1)
+    found = explain(model, x, "saliency", targets=log_p, differentiable=True,
+                    options={"saliency": {"reduce": "square-sum"}})  # Σ_c g_cij² (B, H, W)
+    return found.logits, (outside.square() * found["saliency"].values).sum(dim=(1, 2)).mean()
 
 
 @register_guide("cam", weight=1.0)
@@ -131,37 +131,24 @@ def gradcam_mass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, outside: to
     average pool + linear head M is ReLU(CAM) / hw, so this is also the CAM penalty. In [0, 1].
     """
     _, layer = _cam_layer(model, x)
-    store: list[torch.Tensor] = []
-    with recording(layer, store):
-        logits = model(x)  # (B, K)
-    acts = store[0]  # (B, C, h, w)
-    (grads,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), acts, create_graph=True)
-    cam = weighted_sum(acts, grads.mean(dim=SPATIAL), relu=True)  # (B, h, w), the graph kept
-    return logits, _mass_outside(upsample(cam, tuple(x.shape[-2:])), outside)
+    found = explain(model, x, "gradcam", targets=y, layer=layer, differentiable=True)
+    return found.logits, _mass_outside(found["gradcam"].values, outside)
 
 
 def _gives_attention(model: nn.Module) -> str | None:
-    if "return_attention" in inspect.signature(model.forward).parameters:
-        return None
-    return "the model has no forward(x, return_attention=True) giving its own attention"
+    return METHODS.get("own-attention").applies(model)
 
 
 @register_guide("ltpa", weight=1.0, applies=_gives_attention)
 def attention_mass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, outside: torch.Tensor):
     """Share of the model's own attention outside the region, averaged over its attention maps.
 
-    For models whose `forward(x, return_attention=True)` returns `(logits, maps)`: maps one (B, h, w)
-    tensor (or (B, 1, h, w)), a sequence of them, or a dict of them by layer (LTPA's per-stage maps).
+    For models whose `forward(x, return_attention=True)` returns `(logits, maps)` (LTPA's per-stage
+    maps, or any model's): explain's differentiable `own-attention/<name>` maps, one per map.
     """
-    logits, attention = model(x, return_attention=True)
-    if isinstance(attention, torch.Tensor):
-        maps = [attention]
-    else:
-        maps = list(attention.values()) if isinstance(attention, Mapping) else list(attention)
-    size = tuple(x.shape[-2:])
-    shares = [_mass_outside(upsample(a.flatten(0, a.dim() - 3) if a.dim() == 4 else a, size), outside)
-              for a in maps]
-    return logits, torch.stack(shares).mean()
+    found = explain(model, x, "own-attention", differentiable=True)
+    shares = [_mass_outside(m.values, outside) for key, m in found.items() if key.startswith("own-attention/")]
+    return found.logits, torch.stack(shares).mean()
 
 
 def _mass_outside(maps: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,287 @@
+"""What one `explain` call shares between its methods: the shared pass (`Pass`) and reruns (`Oracle`).
+
+`Pass` runs the shared forward (+ backward) once, for the union of what the methods asked for
+read, and hands each method its inputs by name, one row per (image, target), image-major.
+`Oracle` is the one object a method gets when it must run the model again (Score-CAM,
+Ablation-CAM, occlusion, IG, SmoothGrad): scores and input gradients of other inputs, and the
+output when the chosen layer's output is replaced; the target and token layout are bound in it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from contextlib import ExitStack
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnscope.errors import InputError, NotApplicableError
+from attnscope.explain import engine
+from attnscope.explain.attention import explicit_attention
+from attnscope.explain.layers import LayerSpec, resolve_layer
+from attnscope.explain.method import INPUTS
+from attnscope.explain.targets import Target, TargetSpec
+from attnscope.explain.tokens import TokenLayout, detect_layout
+from attnscope.modules import unwrap
+
+
+def classifier(model: nn.Module) -> nn.Linear | None:
+    """The linear layer a CAM reads: `model.cam_classifier` if declared, else the last nn.Linear."""
+    declared = getattr(model, "cam_classifier", None)
+    if declared is not None:
+        return declared
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+class Oracle:
+    """Reruns of the model for one call: its `target` (rows), `source` (row → image) and `images` (B, C, H, W).
+
+    Every rerun is under no_grad except `input_gradients`; inputs run in the layout `channels_last`
+    resolves to. `rows` arguments are indices into the call's rows (image-major, K per image).
+    """
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, target: Target, per_image: int,
+                 layer: nn.Module | None, layout: TokenLayout | None, tokens: torch.Tensor | None,
+                 output: engine.OutputSpec) -> None:
+        self.model, self.images, self.target, self.output = model, images, target, output
+        self.per_image = per_image
+        self.source = torch.arange(images.shape[0], device=images.device).repeat_interleave(per_image)  # (N,)
+        self._layer, self._layout, self._tokens = layer, layout, tokens
+
+    def channels_last(self, setting: bool | str) -> bool:
+        """"auto": NHWC when the images already are, or the model declares `prefers_channels_last`."""
+        if setting == "auto":
+            already = self.images.dim() == 4 and self.images.is_contiguous(memory_format=torch.channels_last)
+            return bool(already and self.images.shape[1] > 1) or bool(getattr(self.model, "prefers_channels_last",
+                                                                              False))
+        return bool(setting)
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor, channels_last: bool | str = "auto") -> torch.Tensor:
+        """The model's (selected) output for inputs `x` (N, C, H, W), without gradients."""
+        if self.channels_last(channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._out(x)
+
+    def _out(self, x: torch.Tensor) -> torch.Tensor:
+        return engine.logits_of(engine.select_output(engine.run_model(self.model, x), self.output), x.shape[0])
+
+    def scores(self, x: torch.Tensor, rows: torch.Tensor, channels_last: bool | str = "auto") -> torch.Tensor:
+        """The explained score (N,) of inputs `x`, input i explained for row `rows[i]`, without gradients."""
+        return self.target.take(rows).score(self.logits(x, channels_last))
+
+    def input_gradients(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """d score / d x (N, C, H, W) for inputs `x`, input i explained for row `rows[i]`."""
+        cap, _ = engine.capture(self.model, x, self.target.take(rows), input_grad=True, output=self.output)
+        return cap.input_grad
+
+    @torch.no_grad()
+    def with_layer_output(self, image: int, outputs: torch.Tensor) -> torch.Tensor:
+        """The model's output (N, classes) for image `image` when the chosen layer outputs `outputs` (N, ...).
+
+        For a token layer `outputs` is patch features (N, D, h, w); the extra tokens keep their values.
+        The layers before the chosen one run once, on the one image; the layers after it on the N outputs.
+        A model whose later layers also read tensors from before the layer cannot take them batched:
+        it raises, and the method's option `tail="repeat"` runs the whole model per output instead.
+        """
+        if self._layer is None:
+            raise NotApplicableError("this method replaces the chosen layer's output, and no layer was chosen")
+        if self._layout is not None:
+            outputs = self._layout.to_tokens(outputs, self._tokens[image])
+        n = outputs.shape[0]
+        handle = self._layer.register_forward_hook(lambda _m, _i, _o: outputs)
+        hint = (f"with {n} outputs of the chosen layer for one image, the model's later layers also read tensors "
+                "from before the layer; pass the option tail='repeat' (the whole model per output)")
+        try:
+            out = engine.select_output(self.model(self.images[image : image + 1]), self.output)
+        except RuntimeError as e:  # explained, never retried: the caller chooses tail='repeat'
+            raise InputError(f"{hint} ({str(e).splitlines()[0]})") from e
+        finally:
+            handle.remove()
+        if not (isinstance(out, torch.Tensor) and out.shape[0] == n):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise InputError(f"{hint}: it returned {shape}")
+        return out
+
+    @torch.no_grad()
+    def with_layer_output_repeated(self, image: int, outputs: torch.Tensor) -> torch.Tensor:
+        """As `with_layer_output`, running the whole model on the image repeated N times (any model, full cost)."""
+        if self._layout is not None:
+            outputs = self._layout.to_tokens(outputs, self._tokens[image])
+        handle = self._layer.register_forward_hook(lambda _m, _i, _o: outputs)
+        try:
+            return self._out(self.images[image : image + 1].expand(outputs.shape[0], *self.images.shape[1:]))
+        finally:
+            handle.remove()
+
+
+class Pass:
+    """The shared pass of one call: captured lazily for what the methods need, read by input name."""
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, targets: TargetSpec, layer: LayerSpec,
+                 needs: frozenset[str], differentiable: bool = False, output: engine.OutputSpec = None,
+                 runs: bool = True) -> None:
+        self.model, self.images, self.needs, self.runs = model, images, needs, runs
+        self.core = unwrap(model)  # a DDP / DataParallel wrapper runs the passes; its module answers questions
+        self.differentiable, self.output = differentiable, output
+        self._target_spec, self._layer_spec = targets, layer
+        self._layer: tuple[str, nn.Module] | None = None
+        self._capture: engine.Capture | None = None
+        self._target: Target | None = None
+        self.token_layout: TokenLayout | None = None  # set when the chosen layer outputs tokens (B, T, D)
+        self._tokens: torch.Tensor | None = None  # that layer's raw output (B, T, D)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.images.shape[-2:])
+
+    @property
+    def layer(self) -> tuple[str, nn.Module]:
+        """(dotted name, module) of the chosen layer."""
+        if self._layer is None:
+            self._layer = resolve_layer(self.core, self._layer_spec, self.images)
+        return self._layer
+
+    @property
+    def capture(self) -> engine.Capture:
+        """The shared pass, run once for the union of the needs of the methods of this call.
+
+        With "attention" needed, the attention layers run their explicit path for the pass. A
+        chosen layer that outputs ViT tokens (B, T, D) is read as its patch grid (B, D, h, w).
+        """
+        if self._capture is None:
+            uses_layer = bool(self.needs & {"layer", "layer_grad"})
+            with ExitStack() as stack:
+                layers = []
+                if self.needs & {"attention", "attention_grad"}:
+                    layers = stack.enter_context(explicit_attention(self.core))
+                capture, self._target = engine.capture(
+                    self.model, self.images, self._target_spec,
+                    layer=self.layer[1] if uses_layer else None,
+                    layer_grad="layer_grad" in self.needs,
+                    input_grad="input_grad" in self.needs,
+                    guided_grad="guided_grad" in self.needs,
+                    probes=[(layer.name, layer.probe) for layer in layers],
+                    probe_grad="attention_grad" in self.needs,
+                    own_attention="own_attention" in self.needs,
+                    differentiable=self.differentiable,
+                    output=self.output,
+                )
+            self._capture = self._tokens_as_grid(capture)
+        return self._capture
+
+    def _tokens_as_grid(self, capture: engine.Capture) -> engine.Capture:
+        acts = capture.activations
+        if acts is None or acts.dim() != 3:
+            if acts is not None and acts.dim() != 4:
+                raise InputError(f"the chosen layer {self.layer[0]!r} outputs {tuple(acts.shape)}, not a spatial map "
+                                 "(B, C, h, w) or tokens (B, T, D); choose a convolutional or token layer")
+            return capture
+        self.token_layout = detect_layout(self.core, acts.shape[1], self.size)
+        self._tokens = acts
+        grads = capture.gradients
+        return dataclasses.replace(
+            capture,
+            activations=self.token_layout.to_feature_map(acts),
+            gradients=None if grads is None else self.token_layout.to_feature_map(grads),
+        )
+
+    @property
+    def target(self) -> Target:
+        """The resolved target over rows, from the shared pass."""
+        if self._target is None:
+            _ = self.capture
+        return self._target
+
+    def rows(self, t: torch.Tensor) -> torch.Tensor:
+        """A per-image tensor (B, ...) as one row per (image, target) (B·K, ...); as it is when no pass runs."""
+        k = self.capture.rows if self.runs else 1
+        return t if k == 1 else t.repeat_interleave(k, 0)
+
+    def inputs(self, names: Iterable[str]) -> dict[str, Any]:
+        """The named inputs of a method (see `method.INPUTS`)."""
+        return {name: getattr(self, f"_input_{name}")() for name in names}
+
+    def _input_images(self) -> torch.Tensor:
+        return self.rows(self.images)
+
+    def _input_logits(self) -> torch.Tensor:
+        return self.rows(self.capture.logits)
+
+    def _input_scores(self) -> torch.Tensor:
+        return self.capture.scores
+
+    def _input_classes(self) -> torch.Tensor:
+        return self.target.classes
+
+    def _input_acts(self) -> torch.Tensor:
+        return self.rows(self.capture.activations)
+
+    def _input_grads(self) -> torch.Tensor:
+        return self.capture.gradients
+
+    def _input_layer_name(self) -> str:
+        return self.layer[0]
+
+    def _head(self) -> nn.Linear:
+        fc = classifier(self.core)
+        if fc is None:
+            raise NotApplicableError("this method reads the class weights of a linear head, and the model has none")
+        if self.target.fn is not None:
+            raise NotApplicableError("this method reads the class weights of a linear head; a callable target "
+                                     "has no class")
+        return fc
+
+    def _input_class_weights(self) -> torch.Tensor:
+        weight = self._head().weight
+        weight = weight if self.differentiable else weight.detach()
+        return weight[self.target.classes.to(weight.device)]  # (N, C)
+
+    def _input_class_bias(self) -> torch.Tensor:
+        fc = self._head()
+        classes = self.target.classes
+        if fc.bias is None:
+            return torch.zeros(len(classes), device=classes.device)
+        bias = fc.bias if self.differentiable else fc.bias.detach()
+        return bias[classes.to(bias.device)]
+
+    def _input_input_grad(self) -> torch.Tensor:
+        return self.capture.input_grad
+
+    def _input_guided_grad(self) -> torch.Tensor:
+        return self.capture.guided_grad
+
+    def _input_attentions(self) -> tuple[torch.Tensor, ...]:
+        b = self.images.shape[0]
+        for name, attn in zip(self.capture.probe_names, self.capture.probes, strict=True):
+            if attn.dim() != 4 or attn.shape[0] != b or attn.shape[-1] != attn.shape[-2]:
+                raise NotApplicableError(
+                    f"attention layer {name!r} gives weights {tuple(attn.shape)} for {b} images; attnscope reads "
+                    f"global self-attention (B, heads, T, T), not windowed or cross-attention")
+        return tuple(self.rows(a) for a in self.capture.probes)
+
+    def _input_attention_grads(self) -> tuple[torch.Tensor, ...]:
+        return self.capture.probe_grads
+
+    def _input_token_layout(self) -> TokenLayout:
+        probes = self.capture.probes
+        return detect_layout(self.core, probes[-1].shape[-1], self.size)
+
+    def _input_own_attention(self) -> dict[str, torch.Tensor]:
+        return {k: self.rows(v) for k, v in self.capture.own_attention.items()}
+
+    def _input_model(self) -> nn.Module:
+        return self.core
+
+    def _input_oracle(self) -> Oracle:
+        layer = self.layer[1] if self.needs & {"layer"} else None
+        return Oracle(self.model, self.images, self.target, self.capture.rows, layer, self.token_layout,
+                      self._tokens, self.output)
+
+
+_missing = sorted(name for name in INPUTS if not hasattr(Pass, f"_input_{name}"))
+if _missing:  # every input declared in method.INPUTS must be provided here
+    raise ImportError(f"explain.context.Pass provides no input {_missing}")

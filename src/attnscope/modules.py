@@ -1,0 +1,25 @@
+"""Small facts about any `nn.Module` that every layer needs: the device it lives on, the model inside a wrapper.
+
+Like `errors`, this module sits below every layer of DESIGN.md and imports only torch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (else first buffer); the CPU for a model with neither."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel or DataParallel wrapper, or the model itself."""
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    return model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model
