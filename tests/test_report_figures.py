@@ -163,3 +163,6 @@ def test_show_picks_one_of_k_targets_and_refuses_ambiguity():
     assert np.array_equal(np.asarray(drawn), figures.overlay(images[0], values[0, 2]))
     with pytest.raises(InputError, match="do not fit"):
         ats.show(images, torch.rand(3, 4, 4))
+    multi = AttentionMap(values, "gradcam", torch.tensor([[1, 2, 3], [4, 5, 6]]), meta={"relu": True})
+    assert [ax.get_title() for ax in ats.show(images, multi, target=1).axes[:4]] == \
+        ["image", "gradcam: class 2", "", "class 5"]  # the class of target column 1
