@@ -61,8 +61,8 @@ def train_command(model, data, out, epochs, n, n_test, batch_size, optimizer, lr
     """
     from attnscope import data as datasets
     from attnscope import models
+    from attnscope.guide import GUIDES
     from attnscope.train import TrainConfig, fit
-    from attnscope.train.guidance import GUIDES
 
     if list_:
         click.echo("models: " + ", ".join(models.names()))
