@@ -71,7 +71,9 @@ def probe_from(dataset: Dataset, n: int) -> Probe:
         regions["box"] = torch.stack([s.box for s in samples]).long()
     if getattr(dataset, "decoy", False):
         regions["decoy"] = torch.stack([dataset.decoy_box(i) for i in range(n)]).long()
-    return Probe(images, torch.tensor(labels, dtype=torch.long), regions)
+    split = getattr(dataset, "split", None)
+    source = f"the first {n} images of {type(dataset).__name__}" + (f" ({split} split)" if split else "")
+    return Probe(images, torch.tensor(labels, dtype=torch.long), regions, source)
 
 
 def _label(sample: Any) -> int:

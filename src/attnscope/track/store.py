@@ -44,6 +44,7 @@ class Probe:
     images: torch.Tensor  # (P, C, H, W) float
     labels: torch.Tensor  # (P,) long
     regions: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (P, 4) long boxes
+    source: str | None = None  # where the images came from, for the report (e.g. "the first 64 images of ...")
 
     def __post_init__(self) -> None:
         p = self.images.shape[0]

@@ -51,7 +51,8 @@ class AttentionTracker:
     (same settings and probe, else `InputError`); without it an existing store is an error.
     `steps_per_epoch`: gives step snapshots a fractional epoch when `step()` is not told one.
     `seed`: stochastic methods (SmoothGrad) draw from (seed, step), so a resumed run repeats them.
-    `probe_source`: where the probe images came from, for the report. `tensorboard`: also log the
+    `probe_source`: where the probe images came from, for the report (default: the `Probe`'s own
+    `source`, set by `probe_from`). `tensorboard`: also log the
     measures, the scalars and map images to `<folder>/tensorboard` (needs the `tensorboard` package).
     """
 
@@ -79,7 +80,7 @@ class AttentionTracker:
         self.every, self.targets, self.layer, self.batch_size = every, targets, layer, batch_size
         self.options = {k: dict(v) for k, v in (options or {}).items()}
         self.resume, self.steps_per_epoch, self.seed = resume, steps_per_epoch, int(seed)
-        self.probe_source = probe_source or "given to the tracker"
+        self.probe_source = probe_source or self.probe.source or "given to the tracker"
         self.board = Board.check() if tensorboard else None  # fails now if tensorboard is missing
         self.store: TrackStore | None = None
         self.main = True  # False on the ranks > 0 of a distributed run: they record nothing
