@@ -106,10 +106,10 @@ class AttentionTracker:
         Returns the snapshot's measures, or None when none was due. `epoch`: its place on the report's
         axis (default step / steps_per_epoch when that is known).
         """
-        self._begin(step)
         if self.every is None:
             raise InputError("this tracker has every=None: it records only at epoch_end(); pass every=N to "
                              "record every N steps from step()")
+        self._begin(step)
         self._place(step, self._epoch_of(step, epoch))
         if not self.main:
             return None
@@ -149,18 +149,19 @@ class AttentionTracker:
             if self._at is None:
                 raise InputError("log() needs a step: pass step=..., or call step()/epoch_end() first")
             step, epoch = self._at[0], self._at[1] if epoch is None else epoch
-        self._begin(step)
         if not scalars:
             raise InputError("log() needs at least one scalar, e.g. tracker.log(loss=...)")
+        values = {name: _scalar(name, value) for name, value in scalars.items()}  # bad values: nothing written
+        self._begin(step)
         if not self.main:
             return
         row = self._scalars.setdefault(step, {"step": step, "epoch": None})
         if epoch is not None or row["epoch"] is None:
             row["epoch"] = self._epoch_of(step, epoch)
-        row.update({name: _scalar(name, value) for name, value in scalars.items()})
+        row.update(values)
         self._unsaved = True
         if self.board is not None:
-            self.board.scalars("scalars", step, row)
+            self.board.scalars("scalars", step, values)
 
     def _place(self, step: int, epoch: float | None) -> None:
         """Remember where the loop is (for `log`); scalars logged at `step` without an epoch get this one."""
