@@ -49,12 +49,12 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool,
     """The demo's steps into `out`; returns the summary it writes. `final`: where `out` will be renamed
     to (recorded as the run's `out` before the report shows the configuration)."""
     from attnscope import data
-    from attnscope.track import AttentionTracker
+    from attnscope.track import FitTracker
     from attnscope.train import TrainConfig, fit
 
     started = time.perf_counter()
     config = TrainConfig(**{**DEMO_TRAIN, "epochs": epochs, "n": n}, seed=seed, out=str(out), quiet=quiet)
-    run = fit(config, callbacks=(AttentionTracker(TRACKED, probe=probe),))
+    run = fit(config, callbacks=(FitTracker(TRACKED, probe=probe),))
     train_s = time.perf_counter() - started
 
     test = data.get("clutter", "test", config.n_test, seed=config.data_seed)

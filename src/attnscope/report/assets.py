@@ -109,11 +109,12 @@ JS = """
       document.getElementById("map-" + k).src = data.images[key][i];
       document.getElementById("flags-" + k).textContent = flagText(frame, key);
     });
-    label.textContent = (frame.kind === "epoch" ? "epoch " + frame.epoch : "epoch " + frame.epoch.toFixed(2)) +
-      " (step " + frame.step + ")" + (frame.acc === null ? "" : ", probe accuracy " + fmt(frame.acc));
+    var epoch = frame.kind === "epoch" ? frame.epoch : (frame.epoch === null ? null : frame.epoch.toFixed(2));
+    var place = epoch === null ? "step " + frame.step : "epoch " + epoch + " (step " + frame.step + ")";
+    label.textContent = place + (frame.acc === null ? "" : ", probe accuracy " + fmt(frame.acc));
     measures.replaceChildren(measureTable(frame));
     preds.replaceChildren(predRow(frame));
-    moveCursors(frame.epoch);
+    moveCursors(frame.x);
     slider.setAttribute("aria-valuetext", label.textContent);
   }
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from attnscope import fileio
-from attnscope.report import assets, training
+from attnscope.report import assets, logged, training
 from attnscope.report.charts import line_chart
 from attnscope.report.sources import RunSources, number, read_run
 
@@ -42,11 +42,14 @@ def build(run_dir: str | Path, out: str | Path | None = None, images: int = 8, m
     src = read_run(run_dir, extra)
     out = Path(out) if out is not None else Path(run_dir) / "report.html"
     title = title or f"attnscope report: {src.folder.resolve().name}"
+    axis = logged.axis(src.store) if src.store else "epoch"  # steps for a loop that gave no epochs
     sections = [
         _header(src, title),
         _training(src.metrics),
-        training.maps_section(src.store, src.snapshots, images, max_frames, src.classes) if src.store else "",
-        training.measures_section(src.snapshots, src.metrics) if src.store else "",
+        training.maps_section(src.store, src.snapshots, images, max_frames, src.classes, axis)
+        if src.store else "",
+        logged.scalars_section(src.store, axis) if src.store else "",
+        training.measures_section(src.snapshots, src.metrics, axis) if src.store else "",
         _sanity(src.sanity),
         _leaderboards(src.leaderboards),
         _captions(src.captions),
@@ -90,12 +93,10 @@ def _header(src: RunSources, title: str) -> str:
 def _training(metrics: Sequence[Mapping[str, Any]]) -> str:
     if not metrics:
         return ""
-    keys = list(dict.fromkeys(k for r in metrics for k in r if k not in SKIP_CURVES))
-    groups: dict[str, list[str]] = {}
-    for k in keys:  # train_loss and test_loss share a chart, and so on
-        groups.setdefault(k.split("_", 1)[1] if k.startswith(("train_", "test_")) else k, []).append(k)
+    keys = list(dict.fromkeys(k for r in metrics for k, v in r.items()
+                              if isinstance(v, (int, float)) and k not in SKIP_CURVES))
     charts = [line_chart({k: [(r["epoch"], r.get(k)) for r in metrics] for k in ks}, title)
-              for title, ks in groups.items()]
+              for title, ks in logged.curve_groups(keys).items()]  # train_loss and test_loss share a chart, ...
     return f'<h2>Training</h2><div class="charts">{"".join(charts)}</div>'
 
 

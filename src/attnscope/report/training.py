@@ -57,8 +57,11 @@ def pick_frames(entries: Sequence[Mapping[str, Any]], limit: int) -> list[Mappin
 
 
 def maps_section(store: TrackStore, entries: Sequence[Mapping[str, Any]], n_images: int, max_frames: int,
-                 classes: Sequence[str] | None = None) -> str:
-    """Every tracked method's maps of the first `n_images` probe images, one row each, with the slider."""
+                 classes: Sequence[str] | None = None, axis: str = "epoch") -> str:
+    """Every tracked method's maps of the first `n_images` probe images, one row each, with the slider.
+
+    `axis` ("epoch" or "step") is what the charts' cursors follow: steps for a loop that gave no epochs.
+    """
     if not entries:
         return "<h2>Maps during training</h2><p>The tracker recorded no snapshot.</p>"
     probe = store.probe()
@@ -73,7 +76,7 @@ def maps_section(store: TrackStore, entries: Sequence[Mapping[str, Any]], n_imag
     frame_data = []
     for f, entry in enumerate(frames):
         found = {k: {str(i): flag for i, flag in enumerate(find_flags(values[k][f])) if flag} for k in keys}
-        frame_data.append({"step": entry["step"], "epoch": entry["epoch"], "kind": entry["kind"],
+        frame_data.append({"step": entry["step"], "epoch": entry["epoch"], "x": entry[axis], "kind": entry["kind"],
                            "acc": entry["measures"].get("probe_acc"), "measures": entry["measures"],
                            "predictions": entry["predictions"][:n], "flags": {k: v for k, v in found.items() if v}})
     measures = list(dict.fromkeys(m.rpartition("/")[2] for e in frames for m in e["measures"]
@@ -92,10 +95,11 @@ def maps_section(store: TrackStore, entries: Sequence[Mapping[str, Any]], n_imag
              f'<div class="flags" id="flags-{i}"></div></div>' for i, k in enumerate(keys)]
     regions = ", ".join(f"{r} ({'white' if r == 'box' else 'red'})" for r in probe.regions)
     settings = store.settings if isinstance(store.settings, dict) else {}
+    source = store.index.get("probe", {}).get("source") or f"{settings.get('split', 'test')} split"  # older: split
     return (
         "<h2>Maps during training</h2>"
-        f'<p class="sub">{n} of {probe.images.shape[0]} probe images ({html.escape(str(settings.get("split", "")))} '
-        f"split), explained for the {html.escape(str(settings.get('targets', 'label')))} class; boxes: "
+        f'<p class="sub">{n} of {probe.images.shape[0]} probe images ({html.escape(str(source))}), '
+        f"explained for the {html.escape(str(settings.get('targets', 'label')))} class; boxes: "
         f"{html.escape(regions)}. {len(frames)} of {len(entries)} snapshots. {_rule_note(signed)}</p>"
         f'<div class="controls"><input type="range" id="frame-slider" min="0" max="{len(frames) - 1}" '
         f'value="{len(frames) - 1}" step="1" aria-label="snapshot"><span id="frame-label"></span></div>'
@@ -123,7 +127,8 @@ def change_section(probe: Probe, frames: Sequence[Mapping[str, Any]], values: Ma
             f'on its own.</p><div class="maps">{"".join(rows)}</div>')
 
 
-def measures_section(entries: Sequence[Mapping[str, Any]], metrics: Sequence[Mapping[str, Any]]) -> str:
+def measures_section(entries: Sequence[Mapping[str, Any]], metrics: Sequence[Mapping[str, Any]],
+                     axis: str = "epoch") -> str:
     if not entries:
         return ""
     names = list(dict.fromkeys(m for e in entries for m in e["measures"]))
@@ -134,13 +139,13 @@ def measures_section(entries: Sequence[Mapping[str, Any]], metrics: Sequence[Map
         else:
             head, _, tail = name.rpartition("/")  # "{map}/{measure}", or a plain name such as probe_acc
             title, series = (tail, head) if head else (name, name)
-        groups.setdefault(title, {})[series] = [(e["epoch"], e["measures"].get(name)) for e in entries]
-    if "probe_acc" in groups and metrics:
+        groups.setdefault(title, {})[series] = [(e[axis], e["measures"].get(name)) for e in entries]
+    if "probe_acc" in groups and metrics and axis == "epoch":
         groups["probe_acc"]["test_acc"] = [(r["epoch"], r.get("test_acc")) for r in metrics]
     groups = {("accuracy" if k == "probe_acc" else k): v for k, v in groups.items()}
     bounded = ("pointing", "energy", "entropy", "accuracy")
-    charts = [line_chart(series, title, y_range=(0, 1) if title.startswith(bounded) else None, cursor=True)
-              for title, series in groups.items()]
+    charts = [line_chart(series, title, x_label=axis, y_range=(0, 1) if title.startswith(bounded) else None,
+                         cursor=True) for title, series in groups.items()]
     return ('<h2>Measures over training</h2><p class="note">Means over the probe images; the dashed line is the '
             f'snapshot the slider shows.</p><div class="charts">{"".join(charts)}</div>')
 
