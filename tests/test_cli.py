@@ -66,6 +66,8 @@ def test_demo_writes_its_folder_and_replaces_only_its_own_with_overwrite(tmp_pat
     for name in ("grid.png", "summary.md", "model.safetensors", "maps.safetensors", "probe.safetensors"):
         assert (out / name).is_file(), name
     assert json.loads((out / "config.json").read_text())["out"] == str(out)
+    page = (out / "report.html").read_text()
+    assert f"<td>{out}</td>" in page and ".partial" not in page  # the configuration names the final folder
     code, err = _run(argv, capsys)  # an earlier demo is replaced only when asked to
     assert code == 2 and "--overwrite" in err.err
     before = (out / "summary.json").stat().st_ino

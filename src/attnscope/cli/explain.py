@@ -15,14 +15,15 @@ import click
 
 from attnscope import outdir
 from attnscope.cli import cli
-from attnscope.cli.options import existing_input, load_model, parse_list
-from attnscope.errors import DataError, InputError
+from attnscope.cli.options import load_model, parse_fit, parse_list
+from attnscope.errors import InputError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch (and what imports it) load inside the command, so that --help answers at once
     import torch
 
+    from attnscope.cli.images import Inputs
+
 MANIFEST = "manifest.json"
-MAX_SIDE = 4096  # --size: a 20000 px side asks for tens of GB before the first map
 
 
 @cli.command("explain")
@@ -34,7 +35,12 @@ MAX_SIDE = 4096  # --size: a 20000 px side asks for tens of GB before the first 
               help="A folder of images, one image, or a built-in data set (clutter, clutter-decoy).")
 @click.option("--n", "n", default=16, show_default=True, type=int, help="Images taken from a built-in data set.")
 @click.option("--data-seed", default=0, show_default=True, type=int, help="Seed of a built-in data set.")
-@click.option("--size", default=None, metavar="S|H,W", help="Resize images to S×S or H×W.")
+@click.option("--size", default=None, metavar="S|H,W", help="Squash images to S×S or H×W (aspect ratio lost).")
+@click.option("--resize", default=None, metavar="shorter=S|longer=S|H,W",
+              help="Resize keeping the aspect ratio: the shorter (or longer) side to S; H,W squashes.")
+@click.option("--crop", default=None, metavar="center[=S|H,W]",
+              help="Centre crop after --resize (default S×S with shorter=S), as torchvision's CenterCrop.")
+@click.option("--pad", is_flag=True, help="Zero pad to S×S after --resize longer=S (keeps the whole photo).")
 @click.option("--normalize", type=click.Choice(["none", "imagenet"]), default="none", show_default=True,
               help="Input normalisation the model expects (overlays show the images as read).")
 @click.option("--methods", default="gradcam", show_default=True, help="Comma-separated method names.")
@@ -50,9 +56,10 @@ MAX_SIDE = 4096  # --size: a 20000 px side asks for tens of GB before the first 
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope explain` output.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size, normalize, methods, targets,
-                    layer, method_opts, batch_size, fmt, out, overwrite, device, quiet) -> None:
-    """Explain images with post-hoc methods; write overlays (PNG), raw maps and manifest.json."""
+def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size, resize, crop, pad, normalize,
+                    methods, targets, layer, method_opts, batch_size, fmt, out, overwrite, device, quiet) -> None:
+    """Explain images with post-hoc methods; write overlays (PNG) on the original photos, raw maps and
+    manifest.json. Photos of different sizes need --resize (with --crop or --pad) or --size."""
     import attnscope.explain  # noqa: F401  (registers the methods)
     from attnscope.registry import METHODS
 
@@ -61,6 +68,7 @@ def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size
     for name in names:
         METHODS.get(name)  # unknown names fail before any work, listing close ones
     options = _method_options(method_opts, names)
+    fit = parse_fit(resize, crop, pad, size)
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     out = Path(out)
@@ -69,19 +77,27 @@ def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size
     if getattr(model, "attention_kind", None) == "sat":  # a captioner has no classes to explain
         raise InputError(f"{checkpoint} is a captioning model: use `attnscope caption --checkpoint {checkpoint}`")
     model.to(_device(device))
-    x, sources, labels = _read_images(images, n, data_seed, size)
+    from attnscope.cli.images import flag_maps, read_inputs
+
+    inputs = read_inputs(images, n, data_seed, fit)
+    x, sources, labels = inputs.images, inputs.sources, inputs.labels
     target_spec = _targets(targets, labels)
 
     from attnscope import fileio
+    from attnscope.explain import list_methods
 
     with outdir.building(out, "explain", overwrite) as partial:
         maps, predicted = _explain(model, x, names, target_spec, layer, options, batch_size, normalize, quiet)
-        files = _write(partial, x, sources, maps, fmt)
+        flagged = flag_maps(maps, sources, {k: list_methods().get(k.split("/")[0]) for k in maps})
+        files = _write(partial, inputs, maps, fmt)
         manifest = _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt,
                              time.perf_counter() - started)
-        for name, found in degenerate(maps).items():  # said on the terminal and kept in the manifest
-            manifest["methods"][name].update(found)
-            _note_degenerate(name, found, len(x))
+        manifest["resize"] = None if fit is None else fit.to_dict()
+        for name, found in flagged.items():
+            manifest["methods"][name]["flags"] = found
+        if inputs.placements is not None:
+            for entry, placement in zip(manifest["images"], inputs.placements, strict=True):
+                entry["geometry"] = placement.to_dict()
         fileio.write_json(partial / MANIFEST, manifest)
     click.echo(f"explained {len(x)} images with {', '.join(maps)} → {out}/ "
                f"({files['maps'] if fmt == 'safetensors' else 'maps/'}, overlays/, grid.png, {MANIFEST})")
@@ -110,48 +126,6 @@ def _device(spec: str) -> torch.device:
     except (RuntimeError, AssertionError) as e:
         raise InputError(f"--device {spec!r} is not usable here: {str(e).splitlines()[0]}") from None
     return device
-
-
-def _read_images(source: str, n: int, seed: int, size: str | None):
-    """`(images (B, 3, H, W) in [0, 1], one description per image, labels (B,) or None)`."""
-    import torch
-
-    from attnscope import data
-
-    parsed = None if size is None else _parse_size(size)
-    if existing_input(source, "--images") is not None:
-        images, paths = data.load_images(source, size=parsed)
-        return images, [{"name": p.stem, "path": str(p)} for p in paths], None
-    if source in data.names():
-        if n < 1:
-            raise InputError(f"--n must be >= 1, got {n}")
-        dataset = data.get(source, "test", n, seed=seed)
-        samples = [dataset[i] for i in range(n)]
-        if not hasattr(samples[0], "label"):
-            raise DataError(f"data set {source!r} has no class labels to explain; use a classification data set")
-        images = torch.stack([s.image for s in samples])
-        if parsed is not None:
-            images = torch.nn.functional.interpolate(images, size=parsed, mode="bilinear", align_corners=False)
-        labels = torch.tensor([int(s.label) for s in samples])
-        return images, [{"name": f"{source}-{i:04d}", "data": source, "index": i} for i in range(n)], labels
-    raise DataError(f"--images {source}: no such file or folder, and not a built-in data set "
-                    f"({', '.join(data.names())})")
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    parts = text.replace("x", ",").split(",")
-    try:
-        hw = [int(p) for p in parts]
-    except ValueError:
-        hw = []
-    if len(hw) == 1:
-        hw *= 2
-    if len(hw) != 2 or min(hw) < 1:
-        raise InputError(f"--size must be S or H,W (positive integers), got {text!r}")
-    if max(hw) > MAX_SIDE:
-        raise InputError(f"--size {text}: at most {MAX_SIDE} pixels per side (one {hw[0]}×{hw[1]} RGB image alone "
-                         f"takes {12 * hw[0] * hw[1] / 2**30:.1f} GB as float32, before its maps and gradients)")
-    return hw[0], hw[1]
 
 
 def _targets(spec: str, labels: torch.Tensor | None):
@@ -203,10 +177,15 @@ def _normalized(x: torch.Tensor, how: str) -> torch.Tensor:
     return x
 
 
-def _write(folder: Path, images: torch.Tensor, sources: list[dict], maps: dict, fmt: str) -> dict[str, Any]:
-    """Raw maps, one overlay PNG per image and method, and a grid; returns what was written where."""
+def _write(folder: Path, inputs: Inputs, maps: dict, fmt: str) -> dict[str, Any]:
+    """Raw maps, one overlay PNG per image and method (on the original photo), and a grid of the model's
+    inputs; returns what was written where."""
     from attnscope import fileio
+    from attnscope.cli.images import write_overlays
+    from attnscope.explain import list_methods
     from attnscope.report import figures
+
+    images, sources = inputs.images, inputs.sources
 
     tensors = {name: m.values for name, m in maps.items()}
     tensors |= {f"{name}.lowres": m.lowres for name, m in maps.items() if m.lowres is not None}
@@ -218,14 +197,11 @@ def _write(folder: Path, images: torch.Tensor, sources: list[dict], maps: dict, 
         for key, t in tensors.items():
             fileio.write_with(folder / "maps" / f"{key}.npy", lambda tmp, t=t: _save_npy(tmp, t.numpy()))
         files = {"maps": {key: f"maps/{key}.npy" for key in tensors}}
-    files["overlays"] = {}
-    for name, amap in maps.items():
-        for i, source in enumerate(sources):
-            rel = f"overlays/{name}/{i:04d}_{source['name']}.png"
-            figures.save_png(folder / rel, figures.overlay(images[i], amap.values[i]))
-            files["overlays"].setdefault(name, []).append(rel)
+    files["overlays"] = write_overlays(folder, inputs, maps)
     rows = min(len(images), 16)
-    figures.save_png(folder / "grid.png", figures.grid(images[:rows], {k: m.values[:rows] for k, m in maps.items()}))
+    kinds = {k: list_methods().get(k.split("/")[0]) for k in maps}
+    figures.save_png(folder / "grid.png", figures.grid(images[:rows], {k: m.values[:rows] for k, m in maps.items()},
+                                                       kinds=kinds, options={k: m.meta for k, m in maps.items()}))
     files["grid"] = "grid.png"
     return files
 
@@ -235,31 +211,6 @@ def _save_npy(path: Path, array) -> None:
 
     with open(path, "wb") as f:
         np.save(f, array)
-
-
-def degenerate(maps: dict) -> dict[str, dict[str, list[int]]]:
-    """Per map, the images whose map is all zero or holds NaN/inf (e.g. a target that does not depend on the
-    input, a NaN weight): `{"gradcam": {"all_zero_images": [0, 3]}}`, only for maps with such images."""
-    import torch
-
-    found: dict[str, dict[str, list[int]]] = {}
-    for name, m in maps.items():
-        v = m.values.flatten(1)  # (B, H·W) or (B, K·H·W)
-        bad = {"all_zero_images": (v == 0).all(1), "non_finite_images": (~torch.isfinite(v)).any(1)}
-        bad = {k: flags.nonzero().flatten().tolist() for k, flags in bad.items() if flags.any()}
-        if bad:
-            found[name] = bad
-    return found
-
-
-def _note_degenerate(name: str, found: dict[str, list[int]], count: int) -> None:
-    from attnscope import console
-
-    for key, what in (("all_zero_images", "all zero"), ("non_finite_images", "NaN or infinite")):
-        if key in found:
-            console.note(f"{name}: the maps of {len(found[key])} of {count} images are {what} (images "
-                         f"{', '.join(map(str, found[key][:8]))}{', ...' if len(found[key]) > 8 else ''}; "
-                         f"listed in {MANIFEST} under {key})")
 
 
 def _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt, seconds) -> dict[str, Any]:

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from attnscope.errors import InputError, NotApplicableError
+from attnscope.errors import InputError
+from attnscope.guide.losses import check_applies
 from attnscope.registry import Registry
 from attnscope.train import guidance
 from attnscope.train.config import TrainConfig
@@ -61,20 +62,15 @@ class Classification:
 
     def check_model(self, model: nn.Module) -> None:
         """Fail before the run is written if the guide does not apply to the model (e.g. ltpa on smallcnn)."""
-        if self.guidance is None:
-            return
-        reason = self.guidance.spec.applies(model)
-        if reason is not None:
-            usable = [g for g in guidance.GUIDES if guidance.GUIDES.get(g).applies(model) is None]
-            raise NotApplicableError(f"--guide {self.guidance.spec.name} does not apply to {type(model).__name__}: "
-                                     f"{reason}. Guides that do: {', '.join(usable)}")
+        if self.guidance is not None:
+            check_applies(self.guidance.spec.name, model)
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch[0].to(device), batch[1].to(device)  # (B, C, H, W), (B,)
         if self.guidance is None:
             logits = model(x)  # (B, K)
             return F.cross_entropy(logits, y), {"count": len(y), "correct": int((logits.argmax(1) == y).sum())}
-        logits, penalty = self.guidance(model, x, y, batch)
+        penalty, logits = self.guidance(model, x, y, batch)
         loss = F.cross_entropy(logits, y) + self.guidance.weight * penalty
         stats = {"count": len(y), "correct": int((logits.argmax(1) == y).sum()),
                  "guide": float(penalty.detach()) * len(y)}
