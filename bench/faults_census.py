@@ -7,9 +7,10 @@ Every case runs in a fresh folder as the working directory, in-process (`attnsco
 fixtures it needs built once (a tiny trained run, an untrained captioner, corrupt files). A CLI case passes
 when it exits with status 2, prints exactly one non-empty line on stderr and no traceback, and neither its
 folder nor the fixtures changed (a case marked `accept`, input the command should take, when it exits 0
-without a traceback: a NaN learning rate in `metrics.jsonl` is a gap in the report's chart). A library case passes when it raises an `AttnscopeError` subclass. Each
-case names the part of the code whose behaviour it checks (`owner`), so cases of work in progress elsewhere
-are counted apart. Python warnings are silenced (in-process they would show once per location only).
+without a traceback: a NaN learning rate in `metrics.jsonl` is a gap in the report's chart). A library
+case passes when it raises an `AttnscopeError` subclass. Each case names the part of the code whose
+behaviour it checks (`owner`), so cases of work in progress elsewhere are counted apart. Python warnings
+are silenced (in-process they would show once per location only).
 """
 
 from __future__ import annotations
