@@ -20,6 +20,9 @@ import click
 from attnscope import fileio, outdir
 from attnscope.cli import cli
 from attnscope.cli.options import parse_list, parse_settings
+from attnscope.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
+
+D = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # the CLI's defaults are the config's
 
 # What a training run writes into its folder (sub-folders end in "/"); `attnscope report` adds report.html.
 RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "model.json", "checkpoints/", "track/",
@@ -27,31 +30,32 @@ RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "model.json", 
 
 
 @cli.command("train")
-@click.option("--model", default="smallcnn", show_default=True, help="Model name (see `attnscope train --list`).")
-@click.option("--data", default="clutter", show_default=True, help="Data set name.")
-@click.option("--out", default="runs/train", show_default=True, help="Run folder to write.")
-@click.option("--epochs", default=5, show_default=True, type=int)
-@click.option("--n", "--n-train", "n", default=10_000, show_default=True, type=int,
+@click.option("--model", default=D["model"], show_default=True, help="Model name (see `attnscope train --list`).")
+@click.option("--data", default=D["data"], show_default=True, help="Data set name.")
+@click.option("--out", default=D["out"], show_default=True, help="Run folder to write.")
+@click.option("--epochs", default=D["epochs"], show_default=True, type=int)
+@click.option("--n", "--n-train", "n", default=D["n"], show_default=True, type=int,
               help="Training samples (under torchrun write --n-train: torchrun claims --n).")
-@click.option("--n-test", default=2_000, show_default=True, type=int, help="Test samples.")
-@click.option("--batch-size", default=64, show_default=True, type=int, help="Global batch size.")
-@click.option("--optimizer", default="adamw", show_default=True, type=click.Choice(["adamw", "sgd"]))
-@click.option("--lr", default=3e-3, show_default=True, type=float)
-@click.option("--momentum", default=0.9, show_default=True, type=float, help="SGD momentum.")
-@click.option("--weight-decay", default=5e-4, show_default=True, type=float)
-@click.option("--schedule", default="onecycle", show_default=True,
-              type=click.Choice(["onecycle", "cosine", "step", "constant"]))
-@click.option("--step-size", default=1, show_default=True, type=int, help="Epochs between LR drops (step).")
-@click.option("--gamma", default=0.5, show_default=True, type=float, help="LR factor per drop (step).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of initialisation and shuffling.")
-@click.option("--data-seed", default=0, show_default=True, type=int, help="Seed of the generated data.")
+@click.option("--n-test", default=D["n_test"], show_default=True, type=int, help="Test samples.")
+@click.option("--batch-size", default=D["batch_size"], show_default=True, type=int, help="Global batch size.")
+@click.option("--optimizer", default=D["optimizer"], show_default=True, type=click.Choice(OPTIMIZERS))
+@click.option("--lr", default=D["lr"], show_default=True, type=float)
+@click.option("--momentum", default=D["momentum"], show_default=True, type=float, help="SGD momentum.")
+@click.option("--weight-decay", default=D["weight_decay"], show_default=True, type=float)
+@click.option("--schedule", default=D["schedule"], show_default=True,
+              type=click.Choice(SCHEDULES))
+@click.option("--step-size", default=D["step_size"], show_default=True, type=int,
+              help="Epochs between LR drops (step).")
+@click.option("--gamma", default=D["gamma"], show_default=True, type=float, help="LR factor per drop (step).")
+@click.option("--seed", default=D["seed"], show_default=True, type=int, help="Seed of initialisation and shuffling.")
+@click.option("--data-seed", default=D["data_seed"], show_default=True, type=int, help="Seed of the generated data.")
 @click.option("--attention", type=click.Choice(["soft", "hard"]), default=None,
               help="Show, Attend and Tell's attention (model sat); the same as --model-opt attention=...")
 @click.option("--model-opt", multiple=True, metavar="KEY=VALUE", help="Model option, e.g. widths=[16,32,64].")
 @click.option("--data-opt", multiple=True, metavar="KEY=VALUE", help="Data set option, e.g. size=96.")
 @click.option("--task-opt", multiple=True, metavar="KEY=VALUE", help="Task option (loss settings).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
-@click.option("--workers", default=0, show_default=True, type=int, help="Data loader worker processes.")
+@click.option("--device", default=D["device"], show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--workers", default=D["workers"], show_default=True, type=int, help="Data loader worker processes.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope train` run.")
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
@@ -65,7 +69,7 @@ RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "model.json", 
 @click.option("--tensorboard", is_flag=True, help="Also log tracked measures and maps to OUT/tensorboard.")
 @click.option("--guide", default=None, metavar="NAME", help="Attention guidance loss: rrr, cam or ltpa.")
 @click.option("--guide-weight", default=None, type=float, help="Weight λ of the guidance loss (default: the guide's).")
-@click.option("--guide-region", default="box", show_default=True, metavar="REGION",
+@click.option("--guide-region", default=D["guide_region"], show_default=True, metavar="REGION",
               help="Where attention is allowed: box (the object's), mask (its pixels), or not-decoy "
                    "(all but the decoy patch).")
 @click.option("--list", "list_", is_flag=True, help="List model and data set names, then exit.")

@@ -22,7 +22,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from attnscope import console, data, fileio, models
 from attnscope.errors import CheckpointError, InputError, TrainingError
 from attnscope.models import checkpoint
-from attnscope.train import distributed, state
+from attnscope.train import (
+    captioning,  # noqa: F401  (registers the "captioning" task)
+    distributed,
+    state,
+)
 from attnscope.train.config import TrainConfig
 from attnscope.train.tasks import TASKS, Task
 
