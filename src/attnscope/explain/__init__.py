@@ -15,7 +15,8 @@ from attnscope.explain.api import differentiable_methods, explain, list_methods
 from attnscope.explain.context import Oracle
 from attnscope.explain.method import INPUTS, Method, Result, register_method
 
-for _family in ("cam", "gradient", "sampled", "perturbation", "transformer", "intrinsic", "captioning"):
+for _family in ("cam", "gradient", "sampled", "perturbation", "transformer", "intrinsic", "captioning", "lrp",
+                "fullgrad"):
     importlib.import_module(f"attnscope.explain.{_family}")
 
 
