@@ -77,7 +77,7 @@ def auto_canonizer(model: nn.Module) -> str:
 def _epsilon_only(epsilon: float, canonizers: list, **_: Any) -> Any:
     """LRP-ε on every convolution and linear layer (ε → 0: LRP-0, which is input × gradient on ReLU nets)."""
     composites, rules, types = (zennit_module(f"zennit.{m}") for m in ("composites", "rules", "types"))
-    layer_map = composites.layer_map_base() + [(types.Convolution, rules.Epsilon(epsilon=epsilon)),
+    layer_map = composites.layer_map_base(epsilon) + [(types.Convolution, rules.Epsilon(epsilon=epsilon)),
                                                (types.Linear, rules.Epsilon(epsilon=epsilon))]
     return composites.LayerMapComposite(layer_map=layer_map, canonizers=canonizers)
 
