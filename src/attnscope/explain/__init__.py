@@ -16,7 +16,7 @@ from attnscope.explain.context import Oracle
 from attnscope.explain.method import INPUTS, Method, Result, register_method
 
 for _family in ("cam", "gradient", "sampled", "perturbation", "transformer", "intrinsic", "captioning", "lrp",
-                "fullgrad", "reference"):
+                "fullgrad", "reference", "cam_extra", "scorecam_smooth"):
     importlib.import_module(f"attnscope.explain.{_family}")
 
 

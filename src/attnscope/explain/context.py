@@ -103,6 +103,19 @@ class Oracle:
             cap, _ = engine.capture(self.model, x, self.target.take(rows), input_grad=True, output=self.output)
         return cap.input_grad
 
+    def layer_gradients(self, x: torch.Tensor, rows: torch.Tensor, target: Target | None = None) -> torch.Tensor:
+        """d score / d the chosen layer's output (N, C, h, w) for inputs `x`, input i explained for row `rows[i]`.
+
+        `target`: another score of those inputs (a `Target` over them) instead of the call's own.
+        A token layer's gradient is read as its patch grid, as the shared pass reads it.
+        """
+        if self._layer is None:
+            raise NotApplicableError("this method reads the chosen layer's gradients, and no layer was chosen")
+        cap, _ = engine.capture(self.model, x, self.target.take(rows) if target is None else target,
+                                layer=self._layer, layer_grad=True, output=self.output)
+        grads = cap.gradients
+        return grads if grads.dim() == 4 or self._layout is None else self._layout.to_feature_map(grads)
+
     @torch.no_grad()
     def with_layer_output(self, image: int, outputs: torch.Tensor) -> torch.Tensor:
         """The model's output (N, classes) for image `image` when the chosen layer outputs `outputs` (N, ...).
