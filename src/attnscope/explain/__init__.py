@@ -16,7 +16,8 @@ from attnscope.explain.context import Oracle
 from attnscope.explain.method import INPUTS, Method, Result, register_method
 
 for _family in ("cam", "gradient", "sampled", "perturbation", "transformer", "intrinsic", "captioning", "lrp",
-                "fullgrad", "reference", "cam_extra", "scorecam_smooth"):
+                "fullgrad", "reference", "cam_extra", "scorecam_smooth",
+                "masking"):
     importlib.import_module(f"attnscope.explain.{_family}")
 
 

@@ -83,6 +83,10 @@ class Oracle:
             x = x.contiguous(memory_format=torch.channels_last)
         return self._out(x)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's (selected) output for inputs `x`, with gradients when they are enabled (optimised inputs)."""
+        return self._out(x)
+
     def _out(self, x: torch.Tensor) -> torch.Tensor:
         return engine.logits_of(engine.select_output(engine.run_model(self.model, x), self.output), x.shape[0])
 
