@@ -17,7 +17,7 @@ from attnscope.explain.method import INPUTS, Method, Result, register_method
 
 for _family in ("cam", "gradient", "sampled", "perturbation", "transformer", "intrinsic", "captioning", "lrp",
                 "fullgrad", "reference", "cam_extra", "scorecam_smooth",
-                "masking"):
+                "masking", "attnlrp", "legrad"):
     importlib.import_module(f"attnscope.explain.{_family}")
 
 

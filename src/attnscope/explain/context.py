@@ -107,6 +107,22 @@ class Oracle:
             cap, _ = engine.capture(self.model, x, self.target.take(rows), input_grad=True, output=self.output)
         return cap.input_grad
 
+    def attention_gradients(self, x: torch.Tensor, rows: torch.Tensor, rewrite: str | None = None,
+                            **kw: Any) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """Every attention layer's weights (N, heads, T, T) and d score / d them for inputs `x`, forward order.
+
+        `rewrite`: a registered rewrite that makes the attention explicit itself and yields its
+        `AttentionLayer`s (e.g. `attnlrp`); else the plain explicit attention of the shared pass.
+        """
+        with ExitStack() as stack:
+            if rewrite is None:
+                layers = stack.enter_context(explicit_attention(self.core))
+            else:
+                ((_, layers),) = stack.enter_context(rewritten(self.core, rewrite, **kw))
+            cap, _ = engine.capture(self.model, x, self.target.take(rows), probes=[(a.name, a.probe) for a in layers],
+                                    probe_grad=True, output=self.output)
+        return cap.probes, cap.probe_grads
+
     def layer_gradients(self, x: torch.Tensor, rows: torch.Tensor, target: Target | None = None) -> torch.Tensor:
         """d score / d the chosen layer's output (N, C, h, w) for inputs `x`, input i explained for row `rows[i]`.
 
