@@ -114,7 +114,7 @@ def test_attnlrp_equals_lxts_rules_on_tinyvit(lxt) -> None:
 
 def test_chefer_equals_the_rollout_of_lxt_relevance_times_gradient(lxt) -> None:
     """R_A = A ⊙ ∂y/∂A under AttnLRP's rules / y; A·V gives A half the relevance (lxt halves at v and divides q, k
-    by 4, so its gradient at A is the undivided one: half of it is A's share). Rollout as in Transformer-Explainability."""
+    by 4, so its gradient at A is the undivided one: half of it is A's share). Rollout as the reference code's."""
     model = tiny_vit()
     ours = ats.explain(model, X, "chefer", targets=T)["chefer"].lowres
     x = X.clone().requires_grad_()
