@@ -110,3 +110,26 @@ def test_bad_wrapped_names_and_options_are_refused(model, x) -> None:
         ats.explain(model, x, "smoothgrad:gradcam", options={"smoothgrad:gradcam": {"steps": 3}})
     with pytest.raises(InputError, match="n must be"):
         ats.explain(model, x, "vargrad:gradcam", options={"vargrad:gradcam": {"n": 0}})
+
+
+def test_cli_explains_wrapped_and_new_methods(tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from attnscope.cli import cli
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["explain", "--checkpoint", "smallcnn", "--images", "clutter", "--n", "2",
+                                      "--methods", "fullgrad,smoothgrad:gradcam", "--option",
+                                      "smoothgrad:gradcam.n=2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["methods"]["smoothgrad:gradcam"]["kind"] == "cam"
+    assert manifest["methods"]["smoothgrad:gradcam"]["options"]["n"] == 2
+    from attnscope.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["explain", "--checkpoint", "smallcnn", "--images", "clutter", "--n", "2", "--methods", "smoothgrad:ig",
+              "--out", str(tmp_path / "bad")])
+    assert stop.value.code == 2 and not (tmp_path / "bad").exists()

@@ -49,13 +49,12 @@ MANIFEST = "manifest.json"
 def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size, normalize, methods, targets,
                     layer, method_opts, batch_size, fmt, out, overwrite, device, quiet) -> None:
     """Explain images with post-hoc methods; write overlays (PNG), raw maps and manifest.json."""
-    import attnscope.explain  # noqa: F401  (registers the methods)
-    from attnscope.registry import METHODS
+    from attnscope.explain import method_spec  # (registers the methods)
 
     started = time.perf_counter()
     names = parse_list(methods, "--methods")
     for name in names:
-        METHODS.get(name)  # unknown names fail before any work, listing close ones
+        method_spec(name)  # unknown names (and WRAPPER:METHOD parts) fail before any work, listing close ones
     options = _method_options(method_opts, names)
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
@@ -234,9 +233,8 @@ def _save_npy(path: Path, array) -> None:
 
 def _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt, seconds) -> dict[str, Any]:
     from attnscope import __version__
-    from attnscope.explain import list_methods
+    from attnscope.explain import method_spec
 
-    kinds = list_methods()
     images = []
     for i, source in enumerate(sources):
         entry = {**source, "predicted": int(predicted[i])}
@@ -252,7 +250,7 @@ def _manifest(checkpoint, info, sources, labels, predicted, maps, files, normali
         "normalize": normalize,
         "format": fmt,
         "methods": {
-            name: {"kind": kinds.get(name.split("/")[0]), "layer": m.layer, "options": m.meta,
+            name: {"kind": method_spec(name.split("/")[0]).kind, "layer": m.layer, "options": m.meta,
                    "shape": list(m.values.shape), "lowres_shape": None if m.lowres is None else list(m.lowres.shape)}
             for name, m in maps.items()
         },

@@ -11,7 +11,7 @@ import importlib
 import sys
 import types
 
-from attnscope.explain.api import differentiable_methods, explain, list_methods
+from attnscope.explain.api import differentiable_methods, explain, list_methods, method_spec
 from attnscope.explain.context import Oracle
 from attnscope.explain.method import INPUTS, Method, Result, register_method
 
@@ -29,4 +29,4 @@ class _CallableModule(types.ModuleType):
 sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["INPUTS", "Method", "Oracle", "Result", "differentiable_methods", "explain", "list_methods",
-           "register_method"]
+           "method_spec", "register_method"]

@@ -110,6 +110,11 @@ def explain(
         return Explanation(maps, shared.capture.logits, shared.capture.table)
 
 
+def method_spec(name: str) -> Method | Wrapped:
+    """The method a name stands for: a registered method or a `WRAPPER:METHOD`; unknown names raise."""
+    return wrapped(name) or METHODS.get(name)
+
+
 def list_methods(kind: str | None = None) -> dict[str, str]:
     """Registered methods and their kind, optionally only those of `kind`."""
     return {n: METHODS.get(n).kind for n in METHODS if kind is None or METHODS.get(n).kind == kind}
@@ -154,7 +159,7 @@ def _methods(methods: object) -> list[Method]:
         raise InputError(f"methods must be a method name or a sequence of names, got {methods!r}")
     if not methods:
         raise InputError(f"no methods asked for; known: {', '.join(METHODS)}")
-    return [wrapped(m) or METHODS.get(m) for m in dict.fromkeys(methods)]
+    return [method_spec(m) for m in dict.fromkeys(methods)]
 
 
 def _options(specs: Sequence[Method], options: object) -> dict[str, dict[str, Any]]:
