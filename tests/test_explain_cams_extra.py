@@ -18,17 +18,10 @@ LAYER = "features.1"
 
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
+    from test_explain_attributions import randomise_batchnorm
+
     torch.manual_seed(0)
-    net = ats.models.get("smallcnn", widths=[8, 16, 16]).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.3, 0.3, generator=g)
-                m.running_var.uniform_(0.5, 1.5, generator=g)
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.uniform_(-0.2, 0.2, generator=g)
-    return net
+    return randomise_batchnorm(ats.models.get("smallcnn", widths=[8, 16, 16]))
 
 
 @pytest.fixture(scope="module")
