@@ -92,6 +92,15 @@ def test_lrp_on_torchvision_resnet_uses_zennits_resnet_canonizer() -> None:
     assert (plain - ref).abs().max() > 1e-3 * ref.abs().max()  # the canonizer matters, so it was applied
 
 
+def test_lrp_on_ltpa_equals_zennit() -> None:
+    """LTPA's backbone (conv-BN-ReLU stages) with its attention estimators, whose products keep their gradient."""
+    torch.manual_seed(0)
+    model = randomise_batchnorm(ats.models.get("ltpa"))
+    x, t = x_and_targets(2, 64)
+    ref = zennit_relevance(model, x, t, EpsilonPlusFlat(canonizers=[SequentialMergeBatchNorm()]))
+    assert_max_diff(ats.explain(model, x, "lrp", targets=t)["lrp"].values, ref, 1e-6)
+
+
 def test_lrp_epsilon_to_zero_is_input_times_gradient_on_a_bias_free_relu_net() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1,
