@@ -175,3 +175,37 @@ def test_legrads_last_layer_is_the_shared_pass_attention_gradient() -> None:
         handle.remove()
     ref = seen[0].grad.clamp_min(0).mean(dim=(1, 2))[:, 1:].reshape(2, 4, 4)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-9)
+
+
+def snapshot(model: nn.Module) -> tuple:
+    hooks = [(n, len(m._forward_hooks), len(m._forward_pre_hooks), "forward" in m.__dict__, getattr(m, "fused_attn", 0))
+             for n, m in model.named_modules()]
+    return hooks, [m.training for m in model.modules()], [p.requires_grad for p in model.parameters()], \
+        {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_same(a: tuple, b: tuple) -> None:
+    assert a[:3] == b[:3]
+    assert all(torch.equal(a[3][k], b[3][k]) for k in a[3])
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", ["attnlrp", "chefer", "legrad"])
+def test_model_left_as_found_batched_equals_one_by_one_and_deterministic(name: str) -> None:
+    """The invariants of every method (tests/test_explain_invariants.py covers the CNN kinds), on TinyViT."""
+    model = tiny_vit().train()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    before = snapshot(model)
+    batched = ats.explain(model, x, name)[name].values
+    assert_same(snapshot(model), before)
+    single = torch.cat([ats.explain(model, x[i : i + 1], name)[name].values for i in range(3)])
+    torch.testing.assert_close(single, batched, rtol=1e-4, atol=1e-5 * float(batched.abs().max()))
+    assert torch.equal(ats.explain(model, x, name)[name].values, batched)
+    handle = model.blocks[1].mlp.register_forward_hook(lambda *_: (_ for _ in ()).throw(Boom()))
+    with pytest.raises(Boom):
+        ats.explain(model, x, name)
+    handle.remove()
+    assert_same(snapshot(model), before)
