@@ -9,7 +9,7 @@ from torch import nn
 
 from attnscope.errors import InputError, UnknownNameError
 from attnscope.explain.attention import attention_modules
-from attnscope.explain.engine import model_guard
+from attnscope.explain.engine import model_guard, run_model
 
 LayerSpec = str | nn.Module
 
@@ -113,7 +113,7 @@ def _trace(model: nn.Module, images: torch.Tensor, handles: list) -> None:
     """
     try:
         with torch.no_grad(), model_guard(model):
-            model(images[:1])
+            run_model(model, images[:1])
     finally:
         for h in handles:
             h.remove()
