@@ -18,6 +18,7 @@ $(VENV)/.stamp-core: pyproject.toml | $(BIN)/python
 
 $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-core
 	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install --no-deps lxt==2.1 torchray==1.0.0.2
 	touch $@
 
 # --overwrite: a second `make demo` replaces the first one's runs/demo (never a folder demo did not write).

@@ -60,13 +60,12 @@ def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size
                     methods, targets, layer, method_opts, batch_size, fmt, out, overwrite, device, quiet) -> None:
     """Explain images with post-hoc methods; write overlays (PNG) on the original photos, raw maps and
     manifest.json. Photos of different sizes need --resize (with --crop or --pad) or --size."""
-    import attnscope.explain  # noqa: F401  (registers the methods)
-    from attnscope.registry import METHODS
+    from attnscope.explain import method_spec  # (registers the methods)
 
     started = time.perf_counter()
     names = parse_list(methods, "--methods")
     for name in names:
-        METHODS.get(name)  # unknown names fail before any work, listing close ones
+        method_spec(name)  # unknown names (and WRAPPER:METHOD parts) fail before any work, listing close ones
     options = _method_options(method_opts, names)
     fit = parse_fit(resize, crop, pad, size)
     if batch_size < 1:
@@ -84,11 +83,10 @@ def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size
     target_spec = _targets(targets, labels)
 
     from attnscope import fileio
-    from attnscope.explain import list_methods
 
     with outdir.building(out, "explain", overwrite) as partial:
         maps, predicted = _explain(model, x, names, target_spec, layer, options, batch_size, normalize, quiet)
-        flagged = flag_maps(maps, sources, {k: list_methods().get(k.split("/")[0]) for k in maps})
+        flagged = flag_maps(maps, sources, {k: method_spec(k.split("/")[0]).kind for k in maps})
         files = _write(partial, inputs, maps, fmt)
         manifest = _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt,
                              time.perf_counter() - started)
@@ -182,7 +180,7 @@ def _write(folder: Path, inputs: Inputs, maps: dict, fmt: str) -> dict[str, Any]
     inputs; returns what was written where."""
     from attnscope import fileio
     from attnscope.cli.images import write_overlays
-    from attnscope.explain import list_methods
+    from attnscope.explain import method_spec
     from attnscope.report import figures
 
     images, sources = inputs.images, inputs.sources
@@ -199,7 +197,7 @@ def _write(folder: Path, inputs: Inputs, maps: dict, fmt: str) -> dict[str, Any]
         files = {"maps": {key: f"maps/{key}.npy" for key in tensors}}
     files["overlays"] = write_overlays(folder, inputs, maps)
     rows = min(len(images), 16)
-    kinds = {k: list_methods().get(k.split("/")[0]) for k in maps}
+    kinds = {k: method_spec(k.split("/")[0]).kind for k in maps}
     figures.save_png(folder / "grid.png", figures.grid(images[:rows], {k: m.values[:rows] for k, m in maps.items()},
                                                        kinds=kinds, options={k: m.meta for k, m in maps.items()}))
     files["grid"] = "grid.png"
@@ -215,9 +213,8 @@ def _save_npy(path: Path, array) -> None:
 
 def _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt, seconds) -> dict[str, Any]:
     from attnscope import __version__
-    from attnscope.explain import list_methods
+    from attnscope.explain import method_spec
 
-    kinds = list_methods()
     images = []
     for i, source in enumerate(sources):
         entry = {**source, "predicted": int(predicted[i])}
@@ -233,7 +230,7 @@ def _manifest(checkpoint, info, sources, labels, predicted, maps, files, normali
         "normalize": normalize,
         "format": fmt,
         "methods": {
-            name: {"kind": kinds.get(name.split("/")[0]), "layer": m.layer, "options": m.meta,
+            name: {"kind": method_spec(name.split("/")[0]).kind, "layer": m.layer, "options": m.meta,
                    "shape": list(m.values.shape), "lowres_shape": None if m.lowres is None else list(m.lowres.shape)}
             for name, m in maps.items()
         },

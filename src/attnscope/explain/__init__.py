@@ -11,11 +11,13 @@ import importlib
 import sys
 import types
 
-from attnscope.explain.api import differentiable_methods, explain, list_methods
+from attnscope.explain.api import differentiable_methods, explain, list_methods, method_spec
 from attnscope.explain.context import Oracle
 from attnscope.explain.method import INPUTS, Method, Result, register_method
 
-for _family in ("cam", "gradient", "sampled", "perturbation", "transformer", "intrinsic", "captioning"):
+for _family in ("cam", "gradient", "sampled", "perturbation", "transformer", "intrinsic", "captioning", "lrp",
+                "fullgrad", "reference", "cam_extra", "scorecam_smooth",
+                "masking", "attnlrp", "legrad"):
     importlib.import_module(f"attnscope.explain.{_family}")
 
 
@@ -27,4 +29,4 @@ class _CallableModule(types.ModuleType):
 sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["INPUTS", "Method", "Oracle", "Result", "differentiable_methods", "explain", "list_methods",
-           "register_method"]
+           "method_spec", "register_method"]

@@ -129,7 +129,7 @@ def _explicit_mha(module: nn.MultiheadAttention, probe: nn.Softmax):
         attn = probe((q / math.sqrt(d // heads)) @ k.transpose(-2, -1))  # (B, h, T, T)
         drop = F.dropout(attn, module.dropout, module.training)
         out = (drop @ v).transpose(1, 2).reshape(b, t, d)  # (B, T, D)
-        out = F.linear(out, module.out_proj.weight, module.out_proj.bias)
+        out = module.out_proj(out)  # the module itself, so that a rewrite can hook its input
         out = out if module.batch_first else out.transpose(0, 1)
         weights = (attn.mean(dim=1) if average_attn_weights else attn) if need_weights else None
         return out, weights

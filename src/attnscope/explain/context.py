@@ -22,6 +22,7 @@ from attnscope.explain import engine
 from attnscope.explain.attention import explicit_attention
 from attnscope.explain.layers import LayerSpec, resolve_layer
 from attnscope.explain.method import INPUTS
+from attnscope.explain.rewrites import rewritten
 from attnscope.explain.targets import Target, TargetSpec
 from attnscope.explain.tokens import TokenLayout, detect_layout
 from attnscope.modules import unwrap
@@ -36,6 +37,21 @@ def classifier(model: nn.Module) -> nn.Linear | None:
     return linears[-1] if linears else None
 
 
+def bias_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The 2-D layers with a bias (FullGrad): nn.Conv2d with a bias, affine nn.BatchNorm2d, in module order."""
+    return [(n, m) for n, m in model.named_modules()
+            if (isinstance(m, nn.Conv2d) and m.bias is not None) or (isinstance(m, nn.BatchNorm2d) and m.affine)]
+
+
+def effective_bias(module: nn.Module) -> torch.Tensor:
+    """The bias a layer adds (C,): a convolution's own; BatchNorm's β − μ·γ/√(σ² + ε) with its running statistics."""
+    if isinstance(module, nn.BatchNorm2d):
+        if module.running_mean is None:
+            raise NotApplicableError("FullGrad reads BatchNorm's running statistics; this BatchNorm2d keeps none")
+        return module.bias - module.running_mean * module.weight / torch.sqrt(module.running_var + module.eps)
+    return module.bias
+
+
 class Oracle:
     """Reruns of the model for one call: its `target` (rows), `source` (row → image) and `images` (B, C, H, W).
 
@@ -47,6 +63,7 @@ class Oracle:
                  layer: nn.Module | None, layout: TokenLayout | None, tokens: torch.Tensor | None,
                  output: engine.OutputSpec) -> None:
         self.model, self.images, self.target, self.output = model, images, target, output
+        self.core = unwrap(model)  # rewrites apply to the module a DDP / DataParallel wrapper holds
         self.per_image = per_image
         self.source = torch.arange(images.shape[0], device=images.device).repeat_interleave(per_image)  # (N,)
         self._layer, self._layout, self._tokens = layer, layout, tokens
@@ -66,6 +83,10 @@ class Oracle:
             x = x.contiguous(memory_format=torch.channels_last)
         return self._out(x)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's (selected) output for inputs `x`, with gradients when they are enabled (optimised inputs)."""
+        return self._out(x)
+
     def _out(self, x: torch.Tensor) -> torch.Tensor:
         return engine.logits_of(engine.select_output(engine.run_model(self.model, x), self.output), x.shape[0])
 
@@ -73,10 +94,47 @@ class Oracle:
         """The explained score (N,) of inputs `x`, input i explained for row `rows[i]`, without gradients."""
         return self.target.take(rows).score(self.logits(x, channels_last))
 
-    def input_gradients(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """d score / d x (N, C, H, W) for inputs `x`, input i explained for row `rows[i]`."""
-        cap, _ = engine.capture(self.model, x, self.target.take(rows), input_grad=True, output=self.output)
+    def input_gradients(self, x: torch.Tensor, rows: torch.Tensor, rewrite: str | None = None,
+                        **kw: Any) -> torch.Tensor:
+        """d score / d x (N, C, H, W) for inputs `x`, input i explained for row `rows[i]`.
+
+        `rewrite`: a registered rewrite (`explain.rewrites`, with options `kw`) applied to the model
+        for this one forward + backward — a modified backward such as an LRP composite.
+        """
+        with ExitStack() as stack:
+            if rewrite is not None:
+                stack.enter_context(rewritten(self.core, rewrite, **kw))
+            cap, _ = engine.capture(self.model, x, self.target.take(rows), input_grad=True, output=self.output)
         return cap.input_grad
+
+    def attention_gradients(self, x: torch.Tensor, rows: torch.Tensor, rewrite: str | None = None,
+                            **kw: Any) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """Every attention layer's weights (N, heads, T, T) and d score / d them for inputs `x`, forward order.
+
+        `rewrite`: a registered rewrite that makes the attention explicit itself and yields its
+        `AttentionLayer`s (e.g. `attnlrp`); else the plain explicit attention of the shared pass.
+        """
+        with ExitStack() as stack:
+            if rewrite is None:
+                layers = stack.enter_context(explicit_attention(self.core))
+            else:
+                ((_, layers),) = stack.enter_context(rewritten(self.core, rewrite, **kw))
+            cap, _ = engine.capture(self.model, x, self.target.take(rows), probes=[(a.name, a.probe) for a in layers],
+                                    probe_grad=True, output=self.output)
+        return cap.probes, cap.probe_grads
+
+    def layer_gradients(self, x: torch.Tensor, rows: torch.Tensor, target: Target | None = None) -> torch.Tensor:
+        """d score / d the chosen layer's output (N, C, h, w) for inputs `x`, input i explained for row `rows[i]`.
+
+        `target`: another score of those inputs (a `Target` over them) instead of the call's own.
+        A token layer's gradient is read as its patch grid, as the shared pass reads it.
+        """
+        if self._layer is None:
+            raise NotApplicableError("this method reads the chosen layer's gradients, and no layer was chosen")
+        cap, _ = engine.capture(self.model, x, self.target.take(rows) if target is None else target,
+                                layer=self._layer, layer_grad=True, output=self.output)
+        grads = cap.gradients
+        return grads if grads.dim() == 4 or self._layout is None else self._layout.to_feature_map(grads)
 
     @torch.no_grad()
     def with_layer_output(self, image: int, outputs: torch.Tensor) -> torch.Tensor:
@@ -169,6 +227,7 @@ class Pass:
                     own_attention="own_attention" in self.needs,
                     differentiable=self.differentiable,
                     output=self.output,
+                    biased=[m for _, m in bias_layers(self.core)] if "bias_grad" in self.needs else (),
                 )
             self._capture = self._tokens_as_grid(capture)
         return self._capture
@@ -272,6 +331,15 @@ class Pass:
 
     def _input_own_attention(self) -> dict[str, torch.Tensor]:
         return {k: self.rows(v) for k, v in self.capture.own_attention.items()}
+
+    def _input_bias_grads(self) -> tuple[torch.Tensor, ...]:
+        layers = bias_layers(self.core)
+        if not layers:
+            raise NotApplicableError("this method reads the bias gradients of Conv2d / BatchNorm2d layers, "
+                                     "and the model has none with a bias")
+        keep = (lambda t: t) if self.differentiable else (lambda t: t.detach())
+        return tuple(keep(effective_bias(m))[None, :, None, None] * g
+                     for (_, m), g in zip(layers, self.capture.bias_grads, strict=True))
 
     def _input_model(self) -> nn.Module:
         return self.core
