@@ -13,6 +13,7 @@ import types
 
 from attnscope.explain.api import differentiable_methods, explain, list_methods
 from attnscope.explain.context import Oracle
+from attnscope.explain.layers import Layer
 from attnscope.explain.method import INPUTS, Method, Result, register_method
 
 for _family in ("cam", "gradient", "sampled", "perturbation", "transformer", "intrinsic", "captioning"):
@@ -26,5 +27,5 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["INPUTS", "Method", "Oracle", "Result", "differentiable_methods", "explain", "list_methods",
+__all__ = ["INPUTS", "Layer", "Method", "Oracle", "Result", "differentiable_methods", "explain", "list_methods",
            "register_method"]
