@@ -22,10 +22,15 @@ MANIFEST = "manifest.json"
 
 
 @cli.command("explain")
-@click.option("--checkpoint", required=True, metavar="RUN_OR_FILE",
-              help="Run folder or checkpoint file; or a model name (e.g. resnet18) with --weights.")
-@click.option("--weights", default=None, help="Local weights file (.safetensors, .pth) for a model name.")
-@click.option("--num-classes", default=None, type=int, help="Classes of a model given by name.")
+@click.option("--checkpoint", "--model", "checkpoint", required=True, metavar="SOURCE",
+              help="Run folder or checkpoint file; a registered name (efficientnet_lite0, smallcnn); any "
+                   "torchvision classifier (swin_t); timm:NAME; or module.path:factory for your own code.")
+@click.option("--weights", default=None, help="Local weights file (.safetensors, or .pt/.pth read with "
+                                              "weights_only) for a model given by name.")
+@click.option("--num-classes", default=None, type=int, help="Classes of a model given by name (default: read "
+                                                            "from the weights' head).")
+@click.option("--model-opt", "model_opts", multiple=True, metavar="KEY=VALUE",
+              help="A keyword argument of the model's builder or factory, e.g. depth=2 (values as JSON).")
 @click.option("--images", required=True, metavar="DIR|FILE|DATA",
               help="A folder of images, one image, or a built-in data set (clutter, clutter-decoy).")
 @click.option("--n", "n", default=16, show_default=True, type=int, help="Images taken from a built-in data set.")
@@ -46,8 +51,8 @@ MANIFEST = "manifest.json"
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope explain` output.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size, normalize, methods, targets,
-                    layer, method_opts, batch_size, fmt, out, overwrite, device, quiet) -> None:
+def explain_command(checkpoint, weights, num_classes, model_opts, images, n, data_seed, size, normalize, methods,
+                    targets, layer, method_opts, batch_size, fmt, out, overwrite, device, quiet) -> None:
     """Explain images with post-hoc methods; write overlays (PNG), raw maps and manifest.json."""
     import attnscope.explain  # noqa: F401  (registers the methods)
     from attnscope.registry import METHODS
@@ -60,7 +65,10 @@ def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     out = _check_out(Path(out), overwrite)
-    model, info = load_model(checkpoint, weights, num_classes)
+    from attnscope.cli.options import parse_settings
+
+    model, info = load_model(checkpoint, weights, num_classes, parse_settings(model_opts, "--model-opt"))
+    warnings = _random_weights_warning(info)
     if getattr(model, "attention_kind", None) == "sat":  # a captioner has no classes to explain
         raise InputError(f"{checkpoint} is a captioning model: use `attnscope caption --checkpoint {checkpoint}`")
     model.to(_device(device))
@@ -68,15 +76,38 @@ def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size
     target_spec = _targets(targets, labels)
 
     maps, predicted = _explain(model, x, names, target_spec, layer, options, batch_size, normalize, quiet)
+    warnings += _flat_map_warnings(maps)
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
     from attnscope import fileio
 
     with fileio.atomic_dir(out) as partial:
         files = _write(partial, x, sources, maps, fmt)
         manifest = _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt,
                              time.perf_counter() - started)
+        manifest["warnings"] = warnings
         fileio.write_json(partial / MANIFEST, manifest)
     click.echo(f"explained {len(x)} images with {', '.join(maps)} → {out}/ "
                f"({files['maps'] if fmt == 'safetensors' else 'maps/'}, overlays/, grid.png, {MANIFEST})")
+
+
+def _random_weights_warning(info: dict[str, Any]) -> list[str]:
+    source = info.get("source") or {}
+    if not source.get("random_weights"):
+        return []
+    return [f"{source.get('name')} has random weights (no --weights given): the maps explain an untrained network"]
+
+
+def _flat_map_warnings(maps: dict) -> list[str]:
+    """One line per method whose map is constant (e.g. all zero: a zero-initialised head) for some images."""
+    out = []
+    for name, amap in maps.items():
+        values = amap.values.flatten(1) if amap.values.dim() == 3 else amap.values.flatten(2).flatten(0, 1)
+        flat = int((values.amax(1) == values.amin(1)).sum())
+        if flat:
+            out.append(f"{name}: {flat} of {len(values)} maps are constant and say nothing; "
+                       "a zero-initialised head (e.g. a random torchvision ViT) gives zero gradients")
+    return out
 
 
 def _method_options(items: tuple[str, ...], names: list[str]) -> dict[str, dict[str, Any]]:
@@ -249,6 +280,7 @@ def _manifest(checkpoint, info, sources, labels, predicted, maps, files, normali
         "command": "explain",
         "checkpoint": checkpoint,
         "model": info.get("model"),
+        "source": info.get("source"),
         "normalize": normalize,
         "format": fmt,
         "methods": {

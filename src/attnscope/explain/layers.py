@@ -52,6 +52,8 @@ LayerSpec = str | nn.Module | Layer
 
 # model -> {input shape: layer name}; "auto" traces one image once per model and input size.
 _AUTO_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]] = weakref.WeakKeyDictionary()
+# (model class, layer, input shape, output shape) -> layout found by a probe at another input size, or None.
+_PROBED: dict[tuple, str | None] = {}
 # Modules whose output is never "the block" auto picks: they only pool, drop, flatten or reorder.
 PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Flatten, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
                 nn.AvgPool2d, nn.MaxPool2d)
@@ -239,12 +241,13 @@ def _spatial_layout(model: nn.Module, module: nn.Module, name: str, shape: tuple
     fits = fitting_layouts(shape, tuple(images.shape[-2:]))
     if len(fits) == 1:
         return fits[0]
-    other = _shape_at_another_size(model, module, images)
-    if other is not None:
-        moved = tuple(a != b for a, b in zip(shape[1:], other[1:], strict=True))
-        found = {(False, True, True): "nchw", (True, True, False): "nhwc"}.get(moved)
-        if found is not None:
-            return found
+    key = (type(model).__qualname__, name, tuple(images.shape[1:]), shape[1:])  # also for deep copies
+    if key not in _PROBED:
+        other = _shape_at_another_size(model, module, images)
+        moved = None if other is None else tuple(a != b for a, b in zip(shape[1:], other[1:], strict=True))
+        _PROBED[key] = {(False, True, True): "nchw", (True, True, False): "nhwc"}.get(moved)
+    if _PROBED[key] is not None:
+        return _PROBED[key]
     raise InputError(f"cannot tell whether layer {name!r}'s output {shape} is (B, C, h, w) or (B, h, w, C); pass "
                      f"layer=Layer({name!r}, layout='nchw' or 'nhwc')")
 
