@@ -5,6 +5,8 @@ pass (no_grad: the limit), then the 5 gradient CAMs (Grad-CAM, Grad-CAM++, XGrad
 LayerCAM) computed by attnscope in one call and by each peer with what it offers.
 Part "scorecam": Score-CAM on a SmallCNN trained here on ClutteredDigits; checks that the maps are
 identical to each peer's (under the peer's variant) and times them.
+Parts "top5" (Grad-CAM of five targets per image) and "train" (a differentiable Grad-CAM training step):
+`bench/engine_parts.py`.
 
 Every timing is the median over `--repeats` rounds, methods interleaved within a round, and is
 reported as a ratio to the plain forward pass of the same rounds. Every method adds its hooks and
@@ -24,6 +26,7 @@ import types
 import warnings
 from collections.abc import Callable
 
+import engine_parts  # bench/engine_parts.py: this folder is on the path when the script runs
 import numpy as np
 import torch
 from torch import nn
@@ -44,16 +47,24 @@ def forward_no_grad(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return run
 
 
+CLOCK = {"cpu": time.process_time, "wall": time.perf_counter}
+clock = CLOCK["cpu"]  # set by --clock
+
+
 def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function over `repeats` interleaved rounds (after one warm-up each)."""
+    """Median seconds of each function over `repeats` interleaved rounds (after one warm-up each).
+
+    The clock is this process's CPU time by default (`--clock cpu`): on a machine shared with other
+    jobs, wall time mostly measures when the scheduler let us run; with one thread, CPU time is the work.
+    """
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t = time.perf_counter()
+            t = clock()
             fn()
-            times[name].append(time.perf_counter() - t)
+            times[name].append(clock() - t)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -286,19 +297,26 @@ def bench_ablation(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, rep
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("cams", "scorecam", "all"), default="all")
+    parser.add_argument("--part", choices=("cams", "scorecam", "top5", "train", "all"), default="all")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=tuple(CLOCK), default="cpu", help="what a timing measures (see `timed`)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--train-steps", type=int, default=400)
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats} rounds")
+    global clock
+    clock = CLOCK[args.clock]
+    print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats} rounds, {args.clock} time")
     if args.part in ("cams", "all"):
         bench_cams(args.repeats)
     if args.part in ("scorecam", "all"):
         bench_scorecam(args.repeats, args.train_steps, args.images, args.batch_size)
+    if args.part in ("top5", "all"):
+        engine_parts.bench_top5(args.repeats, timed, report, forward_no_grad)
+    if args.part in ("train", "all"):
+        engine_parts.bench_differentiable(args.repeats, timed, report)
 
 
 if __name__ == "__main__":

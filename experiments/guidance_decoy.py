@@ -70,7 +70,7 @@ def clean_accuracy(run: Path, n: int) -> float:
     """Accuracy on test images without the decoy patch (does the model read the digit?)."""
     model, _ = checkpoint.load(run)
     test = data.get("clutter", "test", n, seed=0)
-    return Classification(TrainConfig()).evaluate(model.eval(), test, torch.device("cpu"), 250)["test_acc"]
+    return Classification(TrainConfig()).evaluate(model.eval(), test, torch.device("cpu"), 250)["acc"]
 
 
 def summarise(run: Path, args: argparse.Namespace) -> dict[str, Any]:

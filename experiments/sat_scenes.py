@@ -152,7 +152,7 @@ def train_and_score(cfg: TrainConfig, beam: int) -> dict[str, Any]:
         task = Captioning(TrainConfig(**{**cfg.to_dict(), "task_cfg": opts}))
         task.model_kwargs(test)
         metrics = task.evaluate(model, test, torch.device("cpu"), 64)
-        scores[label] = {k.removeprefix("test_"): v for k, v in metrics.items()}
+        scores[label] = dict(metrics)
     scores["greedy"]["nll_uniform_alpha"] = uniform_attention_nll(model, test)
     return {"config": cfg.to_dict(), "train_s": sum(r["train_time_s"] for r in history),
             "wall_s": round(time.perf_counter() - started, 1), "history": history, **scores}

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from attnscope.errors import InputError
+
 Index = int | slice | Sequence[int] | torch.Tensor
 
 
@@ -179,6 +181,9 @@ class Explanation(dict):
     @property
     def predicted(self) -> torch.Tensor:
         """The predicted class of each image (B,), from the shared pass."""
+        if not isinstance(self.logits, torch.Tensor) or self.logits.dim() != 2:
+            raise InputError("no class logits to predict from: the methods asked for ran no shared pass "
+                             "(sat), or the model returns no (B, classes) logits")
         return self.logits.argmax(dim=1)
 
     def cpu(self) -> Explanation:

@@ -20,7 +20,7 @@ from torch import nn
 
 from attnscope.errors import InputError, UnknownNameError
 from attnscope.explain.attention import attention_modules
-from attnscope.explain.engine import model_guard
+from attnscope.explain.engine import model_guard, run_model
 from attnscope.explain.tokens import TokenLayout, detect_layout
 
 LAYOUTS = ("auto", "nchw", "nhwc", "tokens")
@@ -149,7 +149,7 @@ def _trace(model: nn.Module, images: torch.Tensor, handles: list) -> None:
     """
     try:
         with torch.no_grad(), model_guard(model):
-            model(images[:1])
+            run_model(model, images[:1])
     finally:
         for h in handles:
             h.remove()
@@ -259,6 +259,6 @@ def _shape_at_another_size(model: nn.Module, module: nn.Module, images: torch.Te
     handle = module.register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape)) if not seen else None)
     try:
         _trace(model, big, [handle])
-    except (RuntimeError, ValueError, AssertionError):
+    except (InputError, RuntimeError, ValueError, AssertionError):  # a model that takes one size only
         return None
     return seen[0] if seen and len(seen[0]) == 4 else None

@@ -264,11 +264,12 @@ class ShowAttendTell(nn.Module):
         `sample`: draw hard-attention locations (default: hard attention in training mode).
         `locations` (B, T) long forces the sampled locations (−1: use the expectation).
         """
+        if not isinstance(captions, torch.Tensor) or captions.dim() != 2 or captions.shape[0] != images.shape[0] \
+                or captions.shape[1] < 2:
+            shape = tuple(captions.shape) if isinstance(captions, torch.Tensor) else type(captions).__name__
+            raise InputError(f"captions must be (B, T>=2) ids for {images.shape[0]} images, got {shape}")
         a, grid = self.encoder(images)  # (B, L, D)
         b, steps = captions.shape[0], captions.shape[1] - 1
-        if captions.dim() != 2 or b != images.shape[0] or steps < 1:
-            raise InputError(f"captions must be (B, T>=2) ids for {images.shape[0]} images, "
-                             f"got {tuple(captions.shape)}")
         sample = (self.training and self.config.attention == "hard") if sample is None else sample
         use_sample = torch.zeros(b, dtype=torch.bool, device=a.device)
         if locations is not None:

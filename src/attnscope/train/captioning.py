@@ -139,4 +139,4 @@ class Captioning:
             nll_sum += float(sequence_nll(out.logits, captions[:, 1:], mask).sum())
             tokens += float(mask.sum())
             add_generated(scores, model, images, samples, beam_size=int(self.opts["beam_size"]))
-        return {"test_nll": nll_sum / tokens, **{f"test_{k}": v for k, v in scores.result().items()}}
+        return {"nll": nll_sum / tokens, **scores.result()}

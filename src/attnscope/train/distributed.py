@@ -54,12 +54,3 @@ def pick_device(spec: str) -> torch.device:
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")
     return torch.device(spec)
-
-
-def broadcast_object(obj, world: World):
-    """`obj` from the main process, on every process."""
-    if not world.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

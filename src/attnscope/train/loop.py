@@ -135,7 +135,8 @@ def _fit(config: TrainConfig, callbacks: tuple[Callback, ...], device: torch.dev
         run.epoch = epoch + 1
         if world.main:
             model.eval()
-            record.update(task.evaluate(model, test_data, device, config.batch_size))
+            scores = task.evaluate(model, test_data, device, config.batch_size)
+            record.update({f"test_{k}": v for k, v in scores.items()})
             for cb in callbacks:
                 record.update(getattr(cb, "on_epoch_end", lambda r: None)(run) or {})
             _save_epoch(run, optimizer, scheduler, record)

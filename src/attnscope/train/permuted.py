@@ -21,7 +21,7 @@ class FitAccuracy:
         self.target = target
 
     def on_epoch_end(self, run: Run) -> dict[str, Any]:
-        acc = run.task.evaluate(run.model, run.train_data, run.device, run.config.batch_size)["test_acc"]
+        acc = run.task.evaluate(run.model, run.train_data, run.device, run.config.batch_size)["acc"]
         run.stop = acc >= self.target
         return {"fit_acc": acc}
 

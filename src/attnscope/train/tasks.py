@@ -29,7 +29,8 @@ class Task(Protocol):
         """Mean loss of the batch and summable statistics (`count` images, e.g. `correct`)."""
 
     def evaluate(self, model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int) -> dict[str, float]:
-        """Test metrics of `model` (already in eval mode) on `dataset`."""
+        """Metrics of `model` (already in eval mode) on `dataset`, unprefixed ("loss", "acc"); the loop names
+        them `test_*` for the test split."""
 
 
 TASKS: Registry[type] = Registry("task")
@@ -75,4 +76,4 @@ class Classification:
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             count += len(y)
-        return {"test_loss": loss_sum / count, "test_acc": correct / count}
+        return {"loss": loss_sum / count, "acc": correct / count}
