@@ -31,14 +31,19 @@ TRACKED = ("gradcam", "saliency")  # recorded at every epoch end during the demo
 @click.option("--epochs", default=DEMO_TRAIN["epochs"], show_default=True, type=int)
 @click.option("--n", "n", default=DEMO_TRAIN["n"], show_default=True, type=int, help="Training samples.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--photos/--no-photos", default=True, show_default=True,
+              help="First explain real photos with a pretrained EfficientNet-Lite0 (the `pretrained` extra).")
 @click.option("--quiet", is_flag=True)
-def demo_command(out: str, probe: int, epochs: int, n: int, seed: int, quiet: bool) -> None:
-    """Train, explain, score and draw on the built-in ClutteredDigits, in a few minutes on a CPU."""
+def demo_command(out: str, probe: int, epochs: int, n: int, seed: int, photos: bool, quiet: bool) -> None:
+    """Real photos with a pretrained model; then train, explain, score and draw on ClutteredDigits, on a CPU."""
     final = Path(out)
     with fileio.atomic_dir(final) as partial:
+        real = photo_step(partial / "photos", quiet) if photos else None
         summary = run_demo(partial, probe=probe, epochs=epochs, n=n, seed=seed, quiet=quiet)
         config = json.loads((partial / "config.json").read_text())
         fileio.write_json(partial / "config.json", {**config, "out": str(final)})  # where the run now lives
+    if real is not None:
+        _print_photos(real)
     _print_summary(summary)
     click.echo(f"wrote {final}/ (report.html, grid.png, summary.json, summary.md, model.safetensors, "
                "maps.safetensors, track/)")
@@ -87,6 +92,23 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool)
     summary["total_wall_s"] = round(time.perf_counter() - started, 1)  # with the report
     fileio.write_json(out / "summary.json", summary)
     return summary
+
+
+def photo_step(out: Path, quiet: bool) -> dict[str, Any] | None:
+    """The real case first: EfficientNet-Lite0 on the photos (`cli/demo_photos.py`); None, said, without the extra."""
+    from attnscope.cli import demo_photos
+
+    missing = demo_photos.available()
+    if missing is not None:
+        click.echo(f"warning: skipping the real-photo part: {missing}", err=True)
+        return None
+    return demo_photos.run_photos(out, quiet)
+
+
+def _print_photos(real: dict[str, Any]) -> None:
+    rows = [(k, v["pointing"], v["energy_in_box"], v["ms_per_image"]) for k, v in real["methods"].items()]
+    console.table(f"photos: {real['model']} ({real['weights']['file']}), {len(real['photos'])} objects, "
+                  f"{real['wall_s']} s", ["method", "pointing game", "energy in box", "ms / image"], rows)
 
 
 def explain_all(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, quiet: bool):

@@ -28,6 +28,7 @@ class RunSources:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     store: TrackStore | None = None
     summary: dict[str, Any] | None = None  # the demo's summary.json
+    photos: dict[str, Any] | None = None  # the demo's real-photo part: photos/summary.json (+ its PNGs)
     sanity: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (file name, {"steps", "rows"})
     leaderboards: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
 
@@ -50,6 +51,10 @@ def read_run(folder: str | Path, extra: Sequence[str | Path] = ()) -> RunSources
         src.store = TrackStore.open(folder / "track")
     if (folder / "summary.json").is_file():
         src.summary = _json(folder / "summary.json")
+    if (folder / "photos" / "summary.json").is_file():
+        src.photos = _json(folder / "photos" / "summary.json")
+        if not isinstance(src.photos, dict) or not isinstance(src.photos.get("methods"), dict):
+            raise DataError(f"{folder / 'photos' / 'summary.json'} is not a photo summary (no methods table)")
     for path in [p for f in (folder, *map(Path, extra)) for p in _candidates(f)]:
         if "leaderboard" in path.name:
             src.leaderboards.append((path.name, _rows(path)))
@@ -57,7 +62,7 @@ def read_run(folder: str | Path, extra: Sequence[str | Path] = ()) -> RunSources
             sanity = _sanity(path)
             if sanity is not None:
                 src.sanity.append((path.name, sanity))
-    if not (src.config or src.metrics or src.store or src.summary or src.sanity or src.leaderboards):
+    if not (src.config or src.metrics or src.store or src.summary or src.photos or src.sanity or src.leaderboards):
         raise DataError(f"{folder} holds nothing to report (no config.json, metrics.jsonl, track/, "
                         "summary.json, sanity or leaderboard table)")
     return src
