@@ -15,6 +15,7 @@ from attnscope.explain.api import differentiable_methods, explain, list_methods
 from attnscope.explain.context import Oracle
 from attnscope.explain.layers import Layer
 from attnscope.explain.method import INPUTS, Method, Result, register_method
+from attnscope.explain.tasks import BoxScore, RegionScore, Similarity
 
 for _family in ("cam", "gradient", "sampled", "perturbation", "transformer", "intrinsic", "captioning"):
     importlib.import_module(f"attnscope.explain.{_family}")
@@ -27,5 +28,5 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["INPUTS", "Layer", "Method", "Oracle", "Result", "differentiable_methods", "explain", "list_methods",
-           "register_method"]
+__all__ = ["INPUTS", "BoxScore", "Layer", "Method", "Oracle", "RegionScore", "Result", "Similarity",
+           "differentiable_methods", "explain", "list_methods", "register_method"]
