@@ -102,8 +102,13 @@ def _trace_choice(model: nn.Module, images: torch.Tensor) -> str:
     names = {id(m): n for n, m in model.named_modules() if n}
     events: list[tuple[str, str]] = []  # ("spatial" / "tokens", name) as modules finish; ("attention", name) at a start
 
+    inside = [0]  # attention layers running now: what runs inside one (its bias tables, windows) is no block
+
     def done(module: nn.Module, _inputs, output) -> None:
-        if not isinstance(output, torch.Tensor) or output.shape[0] != 1 or id(module) in attention:
+        if id(module) in attention:
+            inside[0] -= 1
+            return
+        if not isinstance(output, torch.Tensor) or output.shape[0] != 1 or inside[0]:
             return
         if output.dim() == 4 and _is_spatial(tuple(output.shape), size) and not _passes_through(module):
             events.append(("spatial", names[id(module)]))
@@ -111,6 +116,7 @@ def _trace_choice(model: nn.Module, images: torch.Tensor) -> str:
             events.append(("tokens", names[id(module)]))
 
     def start(module: nn.Module, _inputs) -> None:
+        inside[0] += 1
         events.append(("attention", names[id(module)]))
 
     handles = [m.register_forward_hook(done) for n, m in model.named_modules() if n]
