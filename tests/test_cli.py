@@ -66,6 +66,8 @@ def test_demo_writes_its_folder_and_replaces_it_whole(tmp_path, capsys):
     for name in ("grid.png", "summary.md", "model.safetensors", "maps.safetensors", "probe.safetensors"):
         assert (out / name).is_file(), name
     assert json.loads((out / "config.json").read_text())["out"] == str(out)
+    page = (out / "report.html").read_text()
+    assert f"<td>{out}</td>" in page and ".partial" not in page  # the configuration names the final folder
     (out / "stale.txt").write_text("from an older demo")
     main(argv)
     assert not (out / "stale.txt").exists()

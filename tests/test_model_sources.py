@@ -132,16 +132,6 @@ def test_cli_weights_are_recorded_with_their_sha256(tmp_path, user_code) -> None
     assert source["weights"] == str(path) and source["sha256"] == sha256(path) and not source["random_weights"]
 
 
-def test_cli_a_zero_head_warns_that_the_maps_are_constant(tmp_path, user_code, capsys) -> None:
-    model, _ = sources.build(f"{user_code}:tiny")
-    nn.init.zeros_(model[-1].weight)
-    path = tmp_path / "zero.pth"
-    torch.save(model.state_dict(), path)
-    main(["explain", "--model", f"{user_code}:tiny", "--weights", str(path), "--images", "clutter", "--n", "2",
-          "--out", str(tmp_path / "out"), "--quiet"])
-    assert "warning: gradcam: 2 of 2 maps are constant" in capsys.readouterr().err
-
-
 @pytest.mark.parametrize("args, needle", [
     (["--model", "timm:resnet_nine"], "unknown timm model"),
     (["--model", "no_such_module_xyz:build"], "cannot import"),

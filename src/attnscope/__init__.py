@@ -12,15 +12,17 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "errors", "explain", "metrics", "models", "report", "sanity", "track", "train")
+_SUBMODULES = ("data", "errors", "explain", "guide", "integrations", "metrics", "models", "report", "sanity", "track",
+               "train")
 _NAMES = {
     "AttentionMap": ("attnscope.maps", "AttentionMap"),
     "SequenceMap": ("attnscope.maps", "SequenceMap"),
     "Explanation": ("attnscope.maps", "Explanation"),
     "list_methods": ("attnscope.explain", "list_methods"),
+    "show": ("attnscope.report.show", "show"),
 }
 
-__all__ = ["Explanation", "AttentionMap", "SequenceMap", "__version__", "list_methods", *_SUBMODULES]
+__all__ = ["Explanation", "AttentionMap", "SequenceMap", "__version__", "list_methods", "show", *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:

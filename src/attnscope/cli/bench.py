@@ -13,6 +13,14 @@ from attnscope.cli.options import load_model, method_options, parse_list
 from attnscope.cli.sanity import load_probe
 from attnscope.errors import InputError
 
+# Short column names for the terminal (80 columns), with the legend printed under the table.
+SHORT = {"pointing": ("point", "pointing game"), "energy_box": ("energy", "energy in box"),
+         "mass_mask": ("mass", "relevance mass in mask"), "rank_mask": ("rank", "relevance rank in mask"),
+         "deletion_zero": ("del0↓", "deletion AUC, zero fill"), "deletion_blur": ("delB↓", "deletion AUC, blur"),
+         "insertion_blur": ("insB", "insertion AUC, blur"), "insertion_zero": ("ins0", "insertion AUC, zero"),
+         "avg_drop_pct": ("drop%↓", "Average Drop %"), "increase_pct": ("inc%", "Increase in Confidence %"),
+         "ms_per_image": ("ms", "ms per image")}
+
 
 @cli.command("bench")
 @click.option("--checkpoint", required=True, help="Run folder or checkpoint file of a trained classifier.")
@@ -29,7 +37,7 @@ def bench_command(checkpoint, out, n_images, data, methods, tolerance, step, bat
     """Score every applicable method (post-hoc and intrinsic) on CHECKPOINT's test images against the
     digits' boxes and masks and by deletion/insertion, Average Drop and Increase in Confidence."""
     from attnscope.report.sanity import table_csv
-    from attnscope.sanity.leaderboard import HIGHER_IS_BETTER, METRICS, leaderboard
+    from attnscope.sanity.leaderboard import HIGHER_IS_BETTER, leaderboard
 
     model, header = load_model(checkpoint)
     probe = load_probe(checkpoint, header, data, n_images)
@@ -45,7 +53,16 @@ def bench_command(checkpoint, out, n_images, data, methods, tolerance, step, bat
             "step": step, "targets": "label", "lower_is_better": [k for k, v in HIGHER_IS_BETTER.items() if not v]}
     fileio.write_text(out / "leaderboard.csv", table_csv(rows))
     fileio.write_json(out / "leaderboard.json", {"meta": meta, "rows": rows})
-    columns = ["method", "kind", *METRICS.names(), "ms_per_image"]
-    console.table(f"leaderboard: {n_images} {probe.data} test images, true class (↓: deletion, avg drop)",
-                  columns, [[r[c] for c in columns] for r in rows])
+    console.table(*terminal_table(rows, n_images, probe.data))
     click.echo(f"wrote {out / 'leaderboard.csv'} and {out / 'leaderboard.json'}")
+
+
+def terminal_table(rows: list[dict], n_images: int, data: str) -> tuple[str, list[str], list[list], dict[str, str]]:
+    """(title, short column names, cells, legend) of the leaderboard as `console.table` prints it."""
+    from attnscope.sanity.leaderboard import METRICS
+
+    columns = ["method", "kind", *METRICS.names(), "ms_per_image"]
+    short = [SHORT.get(c, (c, c))[0] for c in columns]
+    legend = {SHORT[c][0]: SHORT[c][1] for c in columns if c in SHORT} | {"↓": "lower is better"}
+    title = f"leaderboard: {n_images} {data} test images, true class"
+    return title, short, [[r.get(c) for c in columns] for r in rows], legend

@@ -15,8 +15,9 @@ import click
 import torch
 
 from attnscope.cli import cli
-from attnscope.cli.options import load_model, parse_list
-from attnscope.errors import DataError, InputError
+from attnscope.cli.images import Inputs, flag_maps, read_inputs, write_overlays
+from attnscope.cli.options import load_model, parse_fit, parse_list
+from attnscope.errors import InputError
 
 MANIFEST = "manifest.json"
 
@@ -35,7 +36,12 @@ MANIFEST = "manifest.json"
               help="A folder of images, one image, or a built-in data set (clutter, clutter-decoy).")
 @click.option("--n", "n", default=16, show_default=True, type=int, help="Images taken from a built-in data set.")
 @click.option("--data-seed", default=0, show_default=True, type=int, help="Seed of a built-in data set.")
-@click.option("--size", default=None, metavar="S|H,W", help="Resize images to S×S or H×W.")
+@click.option("--size", default=None, metavar="S|H,W", help="Squash images to S×S or H×W (aspect ratio lost).")
+@click.option("--resize", default=None, metavar="shorter=S|longer=S|H,W",
+              help="Resize keeping the aspect ratio: the shorter (or longer) side to S; H,W squashes.")
+@click.option("--crop", default=None, metavar="center[=S|H,W]",
+              help="Centre crop after --resize (default S×S with shorter=S), as torchvision's CenterCrop.")
+@click.option("--pad", is_flag=True, help="Zero pad to S×S after --resize longer=S (keeps the whole photo).")
 @click.option("--normalize", type=click.Choice(["none", "imagenet"]), default="none", show_default=True,
               help="Input normalisation the model expects (overlays show the images as read).")
 @click.option("--methods", default="gradcam", show_default=True, help="Comma-separated method names.")
@@ -51,9 +57,11 @@ MANIFEST = "manifest.json"
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope explain` output.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def explain_command(checkpoint, weights, num_classes, model_opts, images, n, data_seed, size, normalize, methods,
-                    targets, layer, method_opts, batch_size, fmt, out, overwrite, device, quiet) -> None:
-    """Explain images with post-hoc methods; write overlays (PNG), raw maps and manifest.json."""
+def explain_command(checkpoint, weights, num_classes, model_opts, images, n, data_seed, size, resize, crop, pad,
+                    normalize, methods, targets, layer, method_opts, batch_size, fmt, out, overwrite, device,
+                    quiet) -> None:
+    """Explain images with post-hoc methods; write overlays (PNG) on the original photos, raw maps and
+    manifest.json. Photos of different sizes need --resize (with --crop or --pad) or --size."""
     import attnscope.explain  # noqa: F401  (registers the methods)
     from attnscope.registry import METHODS
 
@@ -62,6 +70,7 @@ def explain_command(checkpoint, weights, num_classes, model_opts, images, n, dat
     for name in names:
         METHODS.get(name)  # unknown names fail before any work, listing close ones
     options = _method_options(method_opts, names)
+    fit = parse_fit(resize, crop, pad, size)
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     out = _check_out(Path(out), overwrite)
@@ -72,20 +81,28 @@ def explain_command(checkpoint, weights, num_classes, model_opts, images, n, dat
     if getattr(model, "attention_kind", None) == "sat":  # a captioner has no classes to explain
         raise InputError(f"{checkpoint} is a captioning model: use `attnscope caption --checkpoint {checkpoint}`")
     model.to(_device(device))
-    x, sources, labels = _read_images(images, n, data_seed, size)
+    inputs = read_inputs(images, n, data_seed, fit)
+    x, sources, labels = inputs.images, inputs.sources, inputs.labels
     target_spec = _targets(targets, labels)
 
     maps, predicted = _explain(model, x, names, target_spec, layer, options, batch_size, normalize, quiet)
-    warnings += _flat_map_warnings(maps)
     for line in warnings:
         click.echo(f"warning: {line}", err=True)
     from attnscope import fileio
+    from attnscope.explain import list_methods
 
+    flagged = flag_maps(maps, sources, {k: list_methods().get(k.split("/")[0]) for k in maps})
     with fileio.atomic_dir(out) as partial:
-        files = _write(partial, x, sources, maps, fmt)
+        files = _write(partial, inputs, maps, fmt)
         manifest = _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt,
                              time.perf_counter() - started)
         manifest["warnings"] = warnings
+        manifest["resize"] = None if fit is None else fit.to_dict()
+        for name, found in flagged.items():
+            manifest["methods"][name]["flags"] = found
+        if inputs.placements is not None:
+            for entry, placement in zip(manifest["images"], inputs.placements, strict=True):
+                entry["geometry"] = placement.to_dict()
         fileio.write_json(partial / MANIFEST, manifest)
     click.echo(f"explained {len(x)} images with {', '.join(maps)} → {out}/ "
                f"({files['maps'] if fmt == 'safetensors' else 'maps/'}, overlays/, grid.png, {MANIFEST})")
@@ -96,18 +113,6 @@ def _random_weights_warning(info: dict[str, Any]) -> list[str]:
     if not source.get("random_weights"):
         return []
     return [f"{source.get('name')} has random weights (no --weights given): the maps explain an untrained network"]
-
-
-def _flat_map_warnings(maps: dict) -> list[str]:
-    """One line per method whose map is constant (e.g. all zero: a zero-initialised head) for some images."""
-    out = []
-    for name, amap in maps.items():
-        values = amap.values.flatten(1) if amap.values.dim() == 3 else amap.values.flatten(2).flatten(0, 1)
-        flat = int((values.amax(1) == values.amin(1)).sum())
-        if flat:
-            out.append(f"{name}: {flat} of {len(values)} maps are constant and say nothing; "
-                       "a zero-initialised head (e.g. a random torchvision ViT) gives zero gradients")
-    return out
 
 
 def _method_options(items: tuple[str, ...], names: list[str]) -> dict[str, dict[str, Any]]:
@@ -145,43 +150,6 @@ def _device(spec: str) -> torch.device:
     except (RuntimeError, AssertionError) as e:
         raise InputError(f"--device {spec!r} is not usable here: {str(e).splitlines()[0]}") from None
     return device
-
-
-def _read_images(source: str, n: int, seed: int, size: str | None):
-    """`(images (B, 3, H, W) in [0, 1], one description per image, labels (B,) or None)`."""
-    from attnscope import data
-
-    parsed = None if size is None else _parse_size(size)
-    if Path(source).exists():
-        images, paths = data.load_images(source, size=parsed)
-        return images, [{"name": p.stem, "path": str(p)} for p in paths], None
-    if source in data.names():
-        if n < 1:
-            raise InputError(f"--n must be >= 1, got {n}")
-        dataset = data.get(source, "test", n, seed=seed)
-        samples = [dataset[i] for i in range(n)]
-        if not hasattr(samples[0], "label"):
-            raise DataError(f"data set {source!r} has no class labels to explain; use a classification data set")
-        images = torch.stack([s.image for s in samples])
-        if parsed is not None:
-            images = torch.nn.functional.interpolate(images, size=parsed, mode="bilinear", align_corners=False)
-        labels = torch.tensor([int(s.label) for s in samples])
-        return images, [{"name": f"{source}-{i:04d}", "data": source, "index": i} for i in range(n)], labels
-    raise DataError(f"--images {source}: no such file or folder, and not a built-in data set "
-                    f"({', '.join(data.names())})")
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    parts = text.replace("x", ",").split(",")
-    try:
-        hw = [int(p) for p in parts]
-    except ValueError:
-        hw = []
-    if len(hw) == 1:
-        hw *= 2
-    if len(hw) != 2 or min(hw) < 1:
-        raise InputError(f"--size must be S or H,W (positive integers), got {text!r}")
-    return hw[0], hw[1]
 
 
 def _targets(spec: str, labels: torch.Tensor | None):
@@ -229,10 +197,14 @@ def _normalized(x: torch.Tensor, how: str) -> torch.Tensor:
     return x
 
 
-def _write(folder: Path, images: torch.Tensor, sources: list[dict], maps: dict, fmt: str) -> dict[str, Any]:
-    """Raw maps, one overlay PNG per image and method, and a grid; returns what was written where."""
+def _write(folder: Path, inputs: Inputs, maps: dict, fmt: str) -> dict[str, Any]:
+    """Raw maps, one overlay PNG per image and method (on the original photo), and a grid of the model's
+    inputs; returns what was written where."""
     from attnscope import fileio
+    from attnscope.explain import list_methods
     from attnscope.report import figures
+
+    images, sources = inputs.images, inputs.sources
 
     tensors = {name: m.values for name, m in maps.items()}
     tensors |= {f"{name}.lowres": m.lowres for name, m in maps.items() if m.lowres is not None}
@@ -244,14 +216,11 @@ def _write(folder: Path, images: torch.Tensor, sources: list[dict], maps: dict, 
         for key, t in tensors.items():
             fileio.write_with(folder / "maps" / f"{key}.npy", lambda tmp, t=t: _save_npy(tmp, t.numpy()))
         files = {"maps": {key: f"maps/{key}.npy" for key in tensors}}
-    files["overlays"] = {}
-    for name, amap in maps.items():
-        for i, source in enumerate(sources):
-            rel = f"overlays/{name}/{i:04d}_{source['name']}.png"
-            figures.save_png(folder / rel, figures.overlay(images[i], amap.values[i]))
-            files["overlays"].setdefault(name, []).append(rel)
+    files["overlays"] = write_overlays(folder, inputs, maps)
     rows = min(len(images), 16)
-    figures.save_png(folder / "grid.png", figures.grid(images[:rows], {k: m.values[:rows] for k, m in maps.items()}))
+    kinds = {k: list_methods().get(k.split("/")[0]) for k in maps}
+    figures.save_png(folder / "grid.png", figures.grid(images[:rows], {k: m.values[:rows] for k, m in maps.items()},
+                                                       kinds=kinds, options={k: m.meta for k, m in maps.items()}))
     files["grid"] = "grid.png"
     return files
 

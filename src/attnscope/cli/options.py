@@ -52,3 +52,61 @@ def method_options(items: tuple[str, ...], flag: str = "--method-opt",
             raise InputError(f"{flag} must look like {form} (e.g. ig.steps=64), got {key!r}")
         out.setdefault(method, {})[option] = value
     return out
+
+
+def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
+    """"224" → (224, 224); "224,320" or "224x320" → (224, 320)."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        hw = [int(p) for p in parts]
+    except ValueError:
+        hw = []
+    if len(hw) == 1:
+        hw *= 2
+    if len(hw) != 2 or min(hw) < 1:
+        raise InputError(f"{flag} must be S or H,W (positive integers), got {text!r}")
+    return hw[0], hw[1]
+
+
+RESIZE_HINT = ("--resize shorter=224 --crop center (keeps the aspect ratio, crops the middle), "
+               "--resize longer=224 --pad (keeps everything, pads with zeros) or --size 224 (squashes)")
+
+
+def parse_fit(resize: str | None, crop: str | None, pad: bool, size: str | None):
+    """The `data.geometry.Fit` that `--resize`, `--crop`, `--pad` and `--size` ask for (None: none asked)."""
+    from attnscope.data.geometry import Fit
+
+    if size is not None:
+        if resize is not None or crop is not None or pad:
+            raise InputError("--size squashes every image to one size; leave it out with --resize/--crop/--pad")
+        return Fit("exact", parse_size(size))
+    if resize is None:
+        if crop is not None or pad:
+            raise InputError(f"--crop and --pad go with --resize, e.g. {RESIZE_HINT}")
+        return None
+    how, eq, value = resize.partition("=")
+    if not eq:
+        return Fit("exact", parse_size(resize, "--resize"), _crop(crop, None), None if not pad else _bad_pad())
+    if how not in ("shorter", "longer") or not value.isdigit() or int(value) < 1:
+        raise InputError(f"--resize must be shorter=S, longer=S, S or H,W, got {resize!r}")
+    side = int(value)
+    if pad and how != "longer":
+        _bad_pad()
+    return Fit(how, side, _crop(crop, side if how == "shorter" else None), (side, side) if pad else None)
+
+
+def _crop(text: str | None, side: int | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    how, eq, value = text.partition("=")
+    if how != "center":
+        raise InputError(f"--crop must be center, center=S or center=H,W, got {text!r}")
+    if eq:
+        return parse_size(value, "--crop center=")
+    if side is None:
+        raise InputError("--crop center needs its size: --resize shorter=S --crop center, or --crop center=H,W")
+    return side, side
+
+
+def _bad_pad():
+    raise InputError("--pad keeps the whole photo and pads it to a square: use it with --resize longer=S")

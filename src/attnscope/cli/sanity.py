@@ -84,7 +84,8 @@ def _blocks(text: str) -> str | int | list[str]:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the re-initialisation.")
 @click.option("--targets", default="predicted", show_default=True, type=click.Choice(["predicted", "label"]),
               help="Explain each model's predicted class (the paper's) or the true label.")
-@click.option("--metrics", default="spearman_abs,spearman_signed,ssim,hog_pearson,hog_spearman", show_default=True)
+@click.option("--metrics", default=None, help="Similarities, comma-separated [default: spearman_abs, "
+              "spearman_signed, ssim, hog_pearson, hog_spearman; HOG left out under 48 px, with a note].")
 @click.option("--method-opt", multiple=True, metavar="METHOD.KEY=VALUE", help="Method option, e.g. ig.steps=16.")
 @click.option("--batch-size", default=None, type=int, help="Explain in chunks of this many images.")
 @click.option("--keep", default=2, show_default=True, type=int, help="Images whose maps are drawn.")
@@ -106,7 +107,8 @@ def sanity_command(checkpoint, methods, out, tests, n_images, data, blocks, init
     for t in tests:
         if t not in TESTS:
             raise InputError(f"unknown test {t!r}; choose from {', '.join(TESTS)}")
-    methods, metrics = parse_list(methods, "--methods"), parse_list(metrics, "--metrics")
+    methods = parse_list(methods, "--methods")
+    metrics = None if metrics is None else parse_list(metrics, "--metrics")
     model, header = load_model(checkpoint)
     probe = load_probe(checkpoint, header, data, n_images)
     common = dict(methods=methods, targets=probe.labels if targets == "label" else None, metrics=metrics,
@@ -121,7 +123,9 @@ def sanity_command(checkpoint, methods, out, tests, n_images, data, blocks, init
                                          seed=seed, progress=not quiet, channels_last=channels_last, **common)
         result.meta.update(checkpoint=str(checkpoint), data=probe.data)
         paths = report.write(result, out, prefix=test)
-        _print(result, metrics[0])
+        for note in result.meta.get("notes", []):
+            console.console.print(f"note: {note}", markup=False, highlight=False)
+        _print(result, result.meta["metrics"][0])
         click.echo(f"wrote {', '.join(str(p) for p in paths[:3])} and {len(paths) - 3} map grid(s)")
 
 
@@ -151,9 +155,13 @@ def _permuted_model(checkpoint: str, header: dict[str, Any], probe: Probe, out: 
 
 
 def _print(result, metric: str) -> None:
-    rows = [r for r in result.rows() if r["metric"] == metric]
+    console.table(*terminal_table(result.rows(), result.steps, metric, result.meta))
+
+
+def terminal_table(rows: list[dict[str, Any]], steps: list[str], metric: str, meta: dict[str, Any]):
+    """(title, columns, cells) of one metric's means, blocks × methods, as `console.table` prints it."""
+    rows = [r for r in rows if r["metric"] == metric]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     cells = {(r["method"], r["block"]): r["mean"] for r in rows}
-    table = [[s, *[cells[(m, s)] for m in methods]] for s in result.steps]
-    console.table(f"{result.meta.get('test')}: {metric} (mean over {result.meta.get('images')} images)",
-                  ["randomised", *methods], table)
+    table = [[s, *[cells.get((m, s)) for m in methods]] for s in steps]
+    return f"{meta.get('test')}: {metric} (mean over {meta.get('images')} images)", ["randomised", *methods], table
