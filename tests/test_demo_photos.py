@@ -60,3 +60,19 @@ def test_the_report_shows_the_photos_first_with_the_weights(part) -> None:
     assert summary["weights"]["sha256"] in page and page.count("data:image/png;base64,") == 2
     assert "scorecam" in page  # what was not run is said, with why
     assert json.loads((out / "summary.json").read_text())["methods"].keys() == summary["methods"].keys()
+
+
+def test_the_cli_explains_the_photos_with_the_pretrained_model(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from attnscope.cli import cli
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["explain", "--model", "efficientnet_lite0", "--images", "photos", "--targets",
+                                      "label", "--methods", "gradcam", "--out", str(out), "--quiet"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["images"]) == 9 and manifest["warnings"] == []  # every object, real weights: no warning
+    assert manifest["source"]["sha256"] == ats.models.get("efficientnet_lite0").attnscope_weights["sha256"]
+    assert [im["label"] for im in manifest["images"]] == [s.label for s in ats.data.get("photos", "test", 100)]
