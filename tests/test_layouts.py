@@ -47,6 +47,9 @@ def _timm(name: str, **cfg) -> nn.Module:
 FAMILIES = {
     "tv-resnet": (lambda: tv.models.resnet18(num_classes=5), 64, "layer4", "nchw", 0),
     "tv-regnet": (lambda: tv.models.regnet_x_400mf(num_classes=5), 64, "trunk_output", "nchw", 0),
+    "tv-densenet": (lambda: tv.models.densenet121(num_classes=5), 64, "features", "nchw", 0),
+    "tv-efficientnet": (lambda: tv.models.efficientnet_b0(num_classes=5), 64, "features", "nchw", 0),
+    "tv-convnext": (lambda: tv.models.convnext_tiny(num_classes=5), 64, "features", "nchw", 0),
     "tv-mobilenet": (lambda: tv.models.mobilenet_v3_small(num_classes=5), 64, "features", "nchw", 0),
     "tv-swin": (_tv_swin, 64, "norm", "nhwc", 0),  # was `features` read as NCHW: a wrong map, no error
     "tv-maxvit": (_tv_maxvit, 64, "blocks.1", "nchw", 0),
@@ -68,8 +71,8 @@ FAMILIES = {
 def reference_gradcam(model: nn.Module, x: torch.Tensor, layer: str, layout: str, prefix: int,
                       target: torch.Tensor) -> torch.Tensor:
     """Grad-CAM at `layer` read in `layout`, from the formula: (B, h, w) at the layer's resolution."""
-    store = []
-    handle = dict(model.named_modules())[layer].register_forward_hook(lambda _m, _i, out: store.append(out))
+    store = []  # the layer's output; a clone goes on (DenseNet's in-place ReLU after it cannot change it)
+    handle = dict(model.named_modules())[layer].register_forward_hook(lambda _m, _i, out: store.append(out) or out.clone())
     try:
         logits = model(x)
     finally:
