@@ -40,7 +40,8 @@ EXPECTED = {
 def reference_gradcam(model, x, layer, layout, prefix, target) -> torch.Tensor:
     """Signed Grad-CAM Σ_k mean_ij(∂y/∂A_k) A_k at `layer`, from the model's `.logits`, by hand."""
     store = []  # the layer's output; a clone goes on (DenseNet's in-place ReLU after it cannot change it)
-    handle = dict(model.named_modules())[layer].register_forward_hook(lambda _m, _i, out: store.append(out) or out.clone())
+    keep = lambda _m, _i, out: store.append(out) or out.clone()
+    handle = dict(model.named_modules())[layer].register_forward_hook(keep)
     try:
         logits = model(x).logits
     finally:

@@ -72,7 +72,8 @@ def reference_gradcam(model: nn.Module, x: torch.Tensor, layer: str, layout: str
                       target: torch.Tensor) -> torch.Tensor:
     """Grad-CAM at `layer` read in `layout`, from the formula: (B, h, w) at the layer's resolution."""
     store = []  # the layer's output; a clone goes on (DenseNet's in-place ReLU after it cannot change it)
-    handle = dict(model.named_modules())[layer].register_forward_hook(lambda _m, _i, out: store.append(out) or out.clone())
+    keep = lambda _m, _i, out: store.append(out) or out.clone()
+    handle = dict(model.named_modules())[layer].register_forward_hook(keep)
     try:
         logits = model(x)
     finally:
