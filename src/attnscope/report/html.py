@@ -155,7 +155,7 @@ def _photos(src: RunSources) -> str:
             f'<p class="sub">model <b>{html.escape(str(real.get("model")))}</b> · weights '
             f'<code>{html.escape(str(weights.get("file")))}</code> sha256 '
             f'<code>{html.escape(str(weights.get("sha256")))}</code></p>'
-            f"{_table(rows)}{figures_html}<h3>Photos</h3>{_table(photos)}"
+            f'{_table(rows)}<div class="scroll">{figures_html}</div><h3>Photos</h3>{_table(photos)}'
             + (f"<p>Not run here:</p><ul>{skipped}</ul>" if skipped else ""))
 
 
