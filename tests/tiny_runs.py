@@ -117,3 +117,8 @@ def scaled_run(out: Path, epochs: int = 50, methods: int = 6, probe: int = 64, s
     fileio.write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     fileio.write_json(out / "config.json", {"model": "smallcnn", "data": "clutter", "epochs": epochs, "out": str(out)})
     return out
+
+
+# The command-line form of a tiny 32 px SmallCNN run (add --out and --epochs): seconds per epoch.
+TINY_ARGS = ["--n", "64", "--n-test", "32", "--batch-size", "32", "--quiet", "--model-opt", "widths=[4,8]",
+             "--data-opt", "size=32", "--data-opt", "digit_size=[10,16]"]

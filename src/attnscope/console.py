@@ -1,4 +1,8 @@
-"""Progress bars and tables on the terminal (rich). Below every layer, like `errors` and `fileio`."""
+"""Progress bars and tables on the terminal (rich). Below every layer, like `errors` and `fileio`.
+
+rich is imported on first use, so that `attnscope --help` answers at once; `console.console` is the
+shared stderr `Console`.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,27 @@ import math
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from rich.cells import cell_len
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+    from rich.text import Text
 
-console = Console(stderr=True)
+
+@cache
+def _stderr() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "console":
+        return _stderr()
+    raise AttributeError(f"module 'attnscope.console' has no attribute {name!r}")
 
 
 class Bar:
@@ -35,11 +51,13 @@ def progress(total: int, description: str, enabled: bool = True) -> Iterator[Bar
     if not enabled:
         yield Bar(None, None)
         return
+    import rich.progress as bars
+
     columns = (
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+        bars.TextColumn("[bold]{task.description}"), bars.BarColumn(), bars.MofNCompleteColumn(),
+        bars.TimeElapsedColumn(), bars.TimeRemainingColumn(), bars.TextColumn("{task.fields[info]}"),
     )
-    with Progress(*columns, console=console, transient=False, disable=not sys.stderr) as p:
+    with bars.Progress(*columns, console=_stderr(), transient=False, disable=not sys.stderr) as p:
         yield Bar(p, p.add_task(description, total=total, info=""))
 
 
@@ -56,6 +74,8 @@ def cell(value: Any) -> str:
 
 def elide_middle(text: str, limit: int) -> str:
     """`text` cut in its middle to `limit` characters, so that both ends stay readable."""
+    from rich.cells import cell_len
+
     if cell_len(text) <= limit:
         return text
     keep = max(limit - 1, 2)
@@ -68,6 +88,10 @@ def fit_tables(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     """Tables that fit `width` columns with no cell cut: cells as `cell` gives them (text longer than
     `max_cell` elided in the middle), and the columns split over several tables (each repeating the
     first `keys` columns) when they do not fit side by side; `legend` explains short column names."""
+    from rich.cells import cell_len
+    from rich.table import Table
+    from rich.text import Text
+
     header = [str(c) for c in columns]
     body = [[elide_middle(cell(v), max_cell) for v in row] for row in rows]
     widths = [max([cell_len(header[j])] + [cell_len(r[j]) for r in body]) for j in range(len(header))]
@@ -97,6 +121,15 @@ def fit_tables(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
           legend: Mapping[str, str] | None = None, to: Console | None = None) -> None:
     """Print a table to the terminal (stdout), fitted to its width by `fit_tables`."""
+    from rich.console import Console
+
     to = to or Console()
     for part in fit_tables(title, columns, rows, width=to.width, legend=legend):
         to.print(part)
+
+
+def note(text: str) -> None:
+    """One line on stderr about something the user should know (a replaced file, a fresh start, a bound)."""
+    from rich.markup import escape
+
+    _stderr().print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)

@@ -1,23 +1,27 @@
 """`attnscope explain`: post-hoc maps of a trained model for images; overlays, raw maps, a manifest.
 
 The output folder is built under a temporary name beside `--out` and renamed at the end, so a
-failed or interrupted run never leaves a half-written folder. An existing `--out` is replaced
-only with `--overwrite`, and only if it holds an earlier `attnscope explain` output.
+failed or interrupted run never leaves a half-written folder (`attnscope.outdir`: an existing `--out`
+is replaced only with `--overwrite`, and only if it holds an earlier `attnscope explain` output).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 
+from attnscope import outdir
 from attnscope.cli import cli
-from attnscope.cli.images import Inputs, flag_maps, read_inputs, write_overlays
 from attnscope.cli.options import load_model, parse_fit, parse_list
 from attnscope.errors import InputError
+
+if TYPE_CHECKING:  # torch (and what imports it) load inside the command, so that --help answers at once
+    import torch
+
+    from attnscope.cli.images import Inputs
 
 MANIFEST = "manifest.json"
 
@@ -73,26 +77,29 @@ def explain_command(checkpoint, weights, num_classes, model_opts, images, n, dat
     fit = parse_fit(resize, crop, pad, size)
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
-    out = _check_out(Path(out), overwrite)
+    out = Path(out)
+    outdir.check(out, "explain", overwrite)
     from attnscope.cli.options import parse_settings
 
     model, info = load_model(checkpoint, weights, num_classes, parse_settings(model_opts, "--model-opt"))
     warnings = _random_weights_warning(info)
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
     if getattr(model, "attention_kind", None) == "sat":  # a captioner has no classes to explain
         raise InputError(f"{checkpoint} is a captioning model: use `attnscope caption --checkpoint {checkpoint}`")
     model.to(_device(device))
+    from attnscope.cli.images import flag_maps, read_inputs
+
     inputs = read_inputs(images, n, data_seed, fit)
     x, sources, labels = inputs.images, inputs.sources, inputs.labels
     target_spec = _targets(targets, labels)
 
-    maps, predicted = _explain(model, x, names, target_spec, layer, options, batch_size, normalize, quiet)
-    for line in warnings:
-        click.echo(f"warning: {line}", err=True)
     from attnscope import fileio
     from attnscope.explain import list_methods
 
-    flagged = flag_maps(maps, sources, {k: list_methods().get(k.split("/")[0]) for k in maps})
-    with fileio.atomic_dir(out) as partial:
+    with outdir.building(out, "explain", overwrite) as partial:
+        maps, predicted = _explain(model, x, names, target_spec, layer, options, batch_size, normalize, quiet)
+        flagged = flag_maps(maps, sources, {k: list_methods().get(k.split("/")[0]) for k in maps})
         files = _write(partial, inputs, maps, fmt)
         manifest = _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt,
                              time.perf_counter() - started)
@@ -127,21 +134,9 @@ def _method_options(items: tuple[str, ...], names: list[str]) -> dict[str, dict[
     return out
 
 
-def _check_out(out: Path, overwrite: bool) -> Path:
-    if out.exists():
-        if not out.is_dir():
-            raise InputError(f"--out {out} exists and is not a folder")
-        if any(out.iterdir()):
-            if not overwrite:
-                raise InputError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
-            if not (out / MANIFEST).is_file():
-                raise InputError(f"--out {out} does not hold an `attnscope explain` output ({MANIFEST}); "
-                                 "refusing to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def _device(spec: str) -> torch.device:
+    import torch
+
     from attnscope.train.distributed import pick_device
 
     try:
@@ -167,6 +162,8 @@ def _targets(spec: str, labels: torch.Tensor | None):
 
 def _explain(model, x, names, targets, layer, options, batch_size, normalize, quiet):
     """Maps of every method, batch by batch (methods of one batch share their passes), on the CPU."""
+    import torch
+
     from attnscope import console
     from attnscope.explain import explain
     from attnscope.maps import AttentionMap
@@ -190,6 +187,8 @@ def _explain(model, x, names, targets, layer, options, batch_size, normalize, qu
 
 def _normalized(x: torch.Tensor, how: str) -> torch.Tensor:
     if how == "imagenet":
+        import torch
+
         from attnscope.models.torchvision_models import IMAGENET_MEAN, IMAGENET_STD
 
         mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
@@ -201,6 +200,7 @@ def _write(folder: Path, inputs: Inputs, maps: dict, fmt: str) -> dict[str, Any]
     """Raw maps, one overlay PNG per image and method (on the original photo), and a grid of the model's
     inputs; returns what was written where."""
     from attnscope import fileio
+    from attnscope.cli.images import write_overlays
     from attnscope.explain import list_methods
     from attnscope.report import figures
 

@@ -28,8 +28,9 @@ class Inputs:
 def read_inputs(source: str, n: int, seed: int, fit: Any = None) -> Inputs:
     """The images of `--images` (a path or a data set name), fitted by `fit` (a `data.geometry.Fit`)."""
     from attnscope import data
+    from attnscope.cli.options import existing_input
 
-    if Path(source).exists():
+    if existing_input(source, "--images") is not None:  # a FIFO or a device is refused, not read forever
         from attnscope.cli.options import RESIZE_HINT
         from attnscope.data.folder import image_paths, same_size
 

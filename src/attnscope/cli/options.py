@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from attnscope.errors import InputError
@@ -65,7 +66,17 @@ def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
         hw *= 2
     if len(hw) != 2 or min(hw) < 1:
         raise InputError(f"{flag} must be S or H,W (positive integers), got {text!r}")
-    return hw[0], hw[1]
+    return _bounded(hw[0], flag, text), _bounded(hw[1], flag, text)
+
+
+MAX_SIDE = 4096  # pixels per side of the model's input: 20000 px asked for tens of GB before the first map
+
+
+def _bounded(side: int, flag: str, text: str) -> int:
+    if side > MAX_SIDE:
+        raise InputError(f"{flag} {text}: at most {MAX_SIDE} pixels per side (one {side}×{side} RGB image alone "
+                         f"takes {12 * side * side / 2**30:.1f} GB as float32, before its maps and gradients)")
+    return side
 
 
 RESIZE_HINT = ("--resize shorter=224 --crop center (keeps the aspect ratio, crops the middle), "
@@ -89,7 +100,7 @@ def parse_fit(resize: str | None, crop: str | None, pad: bool, size: str | None)
         return Fit("exact", parse_size(resize, "--resize"), _crop(crop, None), None if not pad else _bad_pad())
     if how not in ("shorter", "longer") or not value.isdigit() or int(value) < 1:
         raise InputError(f"--resize must be shorter=S, longer=S, S or H,W, got {resize!r}")
-    side = int(value)
+    side = _bounded(int(value), "--resize", resize)
     if pad and how != "longer":
         _bad_pad()
     return Fit(how, side, _crop(crop, side if how == "shorter" else None), (side, side) if pad else None)
@@ -110,3 +121,40 @@ def _crop(text: str | None, side: int | None) -> tuple[int, int] | None:
 
 def _bad_pad():
     raise InputError("--pad keeps the whole photo and pads it to a square: use it with --resize longer=S")
+
+
+def read_run_config(folder: str | Path) -> dict[str, Any]:
+    """The `config.json` of a run folder as an object ({} when there is none); anything else is a `CheckpointError`."""
+    from attnscope.errors import CheckpointError
+
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not readable JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} must hold a JSON object (a run's settings), got {type(config).__name__}")
+    return config
+
+
+def record_final_out(run: Path, final: Path) -> None:
+    """Write into a run's config.json the folder it will live in once its temporary folder is renamed."""
+    from attnscope import fileio
+
+    fileio.write_json(run / "config.json", {**read_run_config(run), "out": str(final)})
+
+
+def existing_input(source: str, flag: str) -> Path | None:
+    """`source` as a path when it exists (a regular file or a folder), else None; a FIFO or device is refused.
+
+    Reading a FIFO blocks until something writes to it, and /dev/zero never ends.
+    """
+    path = Path(source)
+    if not path.exists():
+        return None
+    if not (path.is_file() or path.is_dir()):
+        raise InputError(f"{flag} {source} is not a regular file or folder (a FIFO, device or socket); give image "
+                         "files or a folder of them")
+    return path
