@@ -82,9 +82,7 @@ def explain_command(checkpoint, weights, num_classes, model_opts, images, n, dat
     from attnscope.cli.options import parse_settings
 
     model, info = load_model(checkpoint, weights, num_classes, parse_settings(model_opts, "--model-opt"))
-    warnings = _random_weights_warning(info)
-    for line in warnings:
-        click.echo(f"warning: {line}", err=True)
+    warnings = _random_weights_warning(info)  # said once the maps exist: an error stays the one line
     if getattr(model, "attention_kind", None) == "sat":  # a captioner has no classes to explain
         raise InputError(f"{checkpoint} is a captioning model: use `attnscope caption --checkpoint {checkpoint}`")
     model.to(_device(device))
@@ -99,6 +97,8 @@ def explain_command(checkpoint, weights, num_classes, model_opts, images, n, dat
 
     with outdir.building(out, "explain", overwrite) as partial:
         maps, predicted = _explain(model, x, names, target_spec, layer, options, batch_size, normalize, quiet)
+        for line in warnings:
+            click.echo(f"warning: {line}", err=True)
         flagged = flag_maps(maps, sources, {k: list_methods().get(k.split("/")[0]) for k in maps})
         files = _write(partial, inputs, maps, fmt)
         manifest = _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt,
