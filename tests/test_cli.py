@@ -57,7 +57,8 @@ def test_train_writes_a_run(tmp_path, capsys):
 @pytest.mark.slow
 def test_demo_writes_its_folder_and_replaces_only_its_own_with_overwrite(tmp_path, capsys):
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--epochs", "1", "--n", "128", "--probe", "4", "--quiet"]
+    # --no-photos: the pretrained-photo part is tested on its own (tests/test_demo_photos.py)
+    argv = ["demo", "--out", str(out), "--epochs", "1", "--n", "128", "--probe", "4", "--no-photos", "--quiet"]
     main(argv)
     summary = json.loads((out / "summary.json").read_text())
     assert {"cam", "gradcam", "saliency", "random (calibration)"} <= set(summary["methods"])

@@ -40,10 +40,12 @@ TRACKED = ("gradcam", "cam", "saliency", "inputxgrad", "guided-backprop")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--threads", default=None, type=int,
               help="CPU threads (default: the cores that other processes leave idle).")
+@click.option("--photos/--no-photos", default=True, show_default=True,
+              help="First explain real photos with a pretrained EfficientNet-Lite0 (the `pretrained` extra).")
 @click.option("--quiet", is_flag=True)
 def demo_command(out: str, overwrite: bool, probe: int, epochs: int, n: int, seed: int, threads: int | None,
-                 quiet: bool) -> None:
-    """Train, explain, score and draw on the built-in ClutteredDigits, in a few minutes on a CPU."""
+                 photos: bool, quiet: bool) -> None:
+    """Real photos with a pretrained model; then train, explain, score and draw on ClutteredDigits, on a CPU."""
     from attnscope.errors import InputError
 
     for name, value, least in (("--probe", probe, 1), ("--epochs", epochs, 1), ("--n", n, 1)):
@@ -55,7 +57,10 @@ def demo_command(out: str, overwrite: bool, probe: int, epochs: int, n: int, see
     outdir.check(final, "demo", overwrite)
     _use_threads(threads, quiet)
     with outdir.building(final, "demo", overwrite) as partial:
+        real = photo_step(partial / "photos", quiet) if photos else None
         summary = run_demo(partial, probe=probe, epochs=epochs, n=n, seed=seed, quiet=quiet, final=final)
+    if real is not None:
+        _print_photos(real)
     _print_summary(summary)
     click.echo(f"wrote {final}/ (report.html, grid.png, summary.json, summary.md, model.safetensors, "
                "maps.safetensors, track/)")
@@ -143,6 +148,23 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool,
     summary["total_wall_s"] = round(time.perf_counter() - started, 1)  # with the report
     fileio.write_json(out / "summary.json", summary)
     return summary
+
+
+def photo_step(out: Path, quiet: bool) -> dict[str, Any] | None:
+    """The real case first: EfficientNet-Lite0 on the photos (`cli/demo_photos.py`); None, said, without the extra."""
+    from attnscope.cli import demo_photos
+
+    missing = demo_photos.available()
+    if missing is not None:
+        click.echo(f"warning: skipping the real-photo part: {missing}", err=True)
+        return None
+    return demo_photos.run_photos(out, quiet)
+
+
+def _print_photos(real: dict[str, Any]) -> None:
+    rows = [(k, v["pointing"], v["energy_in_box"], v["ms_per_image"]) for k, v in real["methods"].items()]
+    console.table(f"photos: {real['model']} ({real['weights']['file']}), {len(real['photos'])} objects, "
+                  f"{real['wall_s']} s", ["method", "pointing game", "energy in box", "ms / image"], rows)
 
 
 def explain_all(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, quiet: bool):

@@ -27,10 +27,15 @@ MANIFEST = "manifest.json"
 
 
 @cli.command("explain")
-@click.option("--checkpoint", required=True, metavar="RUN_OR_FILE",
-              help="Run folder or checkpoint file; or a model name (e.g. resnet18) with --weights.")
-@click.option("--weights", default=None, help="Local weights file (.safetensors, .pth) for a model name.")
-@click.option("--num-classes", default=None, type=int, help="Classes of a model given by name.")
+@click.option("--checkpoint", "--model", "checkpoint", required=True, metavar="SOURCE",
+              help="Run folder or checkpoint file; a registered name (efficientnet_lite0, smallcnn); any "
+                   "torchvision classifier (swin_t); timm:NAME; or module.path:factory for your own code.")
+@click.option("--weights", default=None, help="Local weights file (.safetensors, or .pt/.pth read with "
+                                              "weights_only) for a model given by name.")
+@click.option("--num-classes", default=None, type=int, help="Classes of a model given by name (default: read "
+                                                            "from the weights' head).")
+@click.option("--model-opt", "model_opts", multiple=True, metavar="KEY=VALUE",
+              help="A keyword argument of the model's builder or factory, e.g. depth=2 (values as JSON).")
 @click.option("--images", required=True, metavar="DIR|FILE|DATA",
               help="A folder of images, one image, or a built-in data set (clutter, clutter-decoy).")
 @click.option("--n", "n", default=16, show_default=True, type=int, help="Images taken from a built-in data set.")
@@ -56,8 +61,9 @@ MANIFEST = "manifest.json"
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope explain` output.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size, resize, crop, pad, normalize,
-                    methods, targets, layer, method_opts, batch_size, fmt, out, overwrite, device, quiet) -> None:
+def explain_command(checkpoint, weights, num_classes, model_opts, images, n, data_seed, size, resize, crop, pad,
+                    normalize, methods, targets, layer, method_opts, batch_size, fmt, out, overwrite, device,
+                    quiet) -> None:
     """Explain images with post-hoc methods; write overlays (PNG) on the original photos, raw maps and
     manifest.json. Photos of different sizes need --resize (with --crop or --pad) or --size."""
     from attnscope.explain import method_spec  # (registers the methods)
@@ -72,7 +78,10 @@ def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     out = Path(out)
     outdir.check(out, "explain", overwrite)
-    model, info = load_model(checkpoint, weights, num_classes)
+    from attnscope.cli.options import parse_settings
+
+    model, info = load_model(checkpoint, weights, num_classes, parse_settings(model_opts, "--model-opt"))
+    warnings = _random_weights_warning(info)  # said once the maps exist: an error stays the one line
     if getattr(model, "attention_kind", None) == "sat":  # a captioner has no classes to explain
         raise InputError(f"{checkpoint} is a captioning model: use `attnscope caption --checkpoint {checkpoint}`")
     model.to(_device(device))
@@ -86,10 +95,13 @@ def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size
 
     with outdir.building(out, "explain", overwrite) as partial:
         maps, predicted = _explain(model, x, names, target_spec, layer, options, batch_size, normalize, quiet)
+        for line in warnings:
+            click.echo(f"warning: {line}", err=True)
         flagged = flag_maps(maps, sources, {k: method_spec(k.split("/")[0]).kind for k in maps})
         files = _write(partial, inputs, maps, fmt)
         manifest = _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt,
                              time.perf_counter() - started)
+        manifest["warnings"] = warnings
         manifest["resize"] = None if fit is None else fit.to_dict()
         for name, found in flagged.items():
             manifest["methods"][name]["flags"] = found
@@ -99,6 +111,13 @@ def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size
         fileio.write_json(partial / MANIFEST, manifest)
     click.echo(f"explained {len(x)} images with {', '.join(maps)} → {out}/ "
                f"({files['maps'] if fmt == 'safetensors' else 'maps/'}, overlays/, grid.png, {MANIFEST})")
+
+
+def _random_weights_warning(info: dict[str, Any]) -> list[str]:
+    source = info.get("source") or {}
+    if not source.get("random_weights"):
+        return []
+    return [f"{source.get('name')} has random weights (no --weights given): the maps explain an untrained network"]
 
 
 def _method_options(items: tuple[str, ...], names: list[str]) -> dict[str, dict[str, Any]]:
@@ -227,6 +246,7 @@ def _manifest(checkpoint, info, sources, labels, predicted, maps, files, normali
         "command": "explain",
         "checkpoint": checkpoint,
         "model": info.get("model"),
+        "source": info.get("source"),
         "normalize": normalize,
         "format": fmt,
         "methods": {

@@ -31,32 +31,16 @@ def parse_list(text: str, what: str) -> list[str]:
     return items
 
 
-def load_model(source: str, weights: str | None = None, num_classes: int | None = None):
-    """A model from a run folder / checkpoint file, or a registered model name (+ a local weights file).
+def load_model(source: str, weights: str | None = None, num_classes: int | None = None,
+               options: dict[str, Any] | None = None):
+    """A model from any source `models.sources.build` accepts; `(model in eval mode, info)`.
 
-    Returns `(model in eval mode, info)`; info holds the checkpoint header or the model's spec.
+    info holds the checkpoint header or the model's spec, and "source": kind, weights file, sha256,
+    and whether the weights are random.
     """
-    from attnscope import models
-    from attnscope.models import checkpoint
+    from attnscope.models import sources
 
-    path = Path(source)
-    if path.exists():
-        if weights is not None:
-            raise InputError("--weights goes with a model name, not with a checkpoint")
-        return checkpoint.load(path)
-    if source in models.names():
-        cfg: dict[str, Any] = {}
-        if weights is not None:
-            cfg["weights"] = weights
-        if num_classes is not None:
-            cfg["num_classes"] = num_classes
-        model = models.get(source, **cfg)
-        return model.eval(), {"model": model.attnscope_spec, "info": {}}
-    if any(ch in source for ch in "/\\.") :
-        raise InputError(f"checkpoint not found: {source}")
-    from attnscope.errors import UnknownNameError
-
-    raise UnknownNameError("model or checkpoint", source, models.names())
+    return sources.build(source, weights, num_classes, options)
 
 
 def method_options(items: tuple[str, ...], flag: str = "--method-opt",

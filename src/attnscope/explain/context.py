@@ -20,7 +20,7 @@ from torch import nn
 from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain import engine
 from attnscope.explain.attention import explicit_attention
-from attnscope.explain.layers import LayerSpec, resolve_layer
+from attnscope.explain.layers import LayerSpec, Reading, reading, resolve_layer
 from attnscope.explain.method import INPUTS
 from attnscope.explain.rewrites import rewritten
 from attnscope.explain.targets import Target, TargetSpec
@@ -60,13 +60,13 @@ class Oracle:
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, target: Target, per_image: int,
-                 layer: nn.Module | None, layout: TokenLayout | None, tokens: torch.Tensor | None,
+                 layer: nn.Module | None, reading: Reading | None, raw: torch.Tensor | None,
                  output: engine.OutputSpec) -> None:
         self.model, self.images, self.target, self.output = model, images, target, output
         self.core = unwrap(model)  # rewrites apply to the module a DDP / DataParallel wrapper holds
         self.per_image = per_image
         self.source = torch.arange(images.shape[0], device=images.device).repeat_interleave(per_image)  # (N,)
-        self._layer, self._layout, self._tokens = layer, layout, tokens
+        self._layer, self._reading, self._raw = layer, reading, raw
 
     def channels_last(self, setting: bool | str) -> bool:
         """"auto": NHWC when the images already are, or the model declares `prefers_channels_last`."""
@@ -140,15 +140,16 @@ class Oracle:
     def with_layer_output(self, image: int, outputs: torch.Tensor) -> torch.Tensor:
         """The model's output (N, classes) for image `image` when the chosen layer outputs `outputs` (N, ...).
 
-        For a token layer `outputs` is patch features (N, D, h, w); the extra tokens keep their values.
+        `outputs` are feature maps (N, C, h, w), put back in the layer's own layout (channels-last, or
+        tokens whose extra tokens keep their values).
         The layers before the chosen one run once, on the one image; the layers after it on the N outputs.
         A model whose later layers also read tensors from before the layer cannot take them batched:
         it raises, and the method's option `tail="repeat"` runs the whole model per output instead.
         """
         if self._layer is None:
             raise NotApplicableError("this method replaces the chosen layer's output, and no layer was chosen")
-        if self._layout is not None:
-            outputs = self._layout.to_tokens(outputs, self._tokens[image])
+        if self._reading is not None:
+            outputs = self._reading.from_map(outputs, self._raw[image])
         n = outputs.shape[0]
         handle = self._layer.register_forward_hook(lambda _m, _i, _o: outputs)
         hint = (f"with {n} outputs of the chosen layer for one image, the model's later layers also read tensors "
@@ -167,8 +168,8 @@ class Oracle:
     @torch.no_grad()
     def with_layer_output_repeated(self, image: int, outputs: torch.Tensor) -> torch.Tensor:
         """As `with_layer_output`, running the whole model on the image repeated N times (any model, full cost)."""
-        if self._layout is not None:
-            outputs = self._layout.to_tokens(outputs, self._tokens[image])
+        if self._reading is not None:
+            outputs = self._reading.from_map(outputs, self._raw[image])
         handle = self._layer.register_forward_hook(lambda _m, _i, _o: outputs)
         try:
             return self._out(self.images[image : image + 1].expand(outputs.shape[0], *self.images.shape[1:]))
@@ -189,8 +190,8 @@ class Pass:
         self._layer: tuple[str, nn.Module] | None = None
         self._capture: engine.Capture | None = None
         self._target: Target | None = None
-        self.token_layout: TokenLayout | None = None  # set when the chosen layer outputs tokens (B, T, D)
-        self._tokens: torch.Tensor | None = None  # that layer's raw output (B, T, D)
+        self.reading: Reading | None = None  # how the chosen layer's output reads as (B, C, h, w), once captured
+        self._raw: torch.Tensor | None = None  # that layer's output as it is (B, ...)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -233,19 +234,20 @@ class Pass:
         return self._capture
 
     def _tokens_as_grid(self, capture: engine.Capture) -> engine.Capture:
+        """The chosen layer's output and gradients as feature maps (B, C, h, w): channels-last and tokens read."""
         acts = capture.activations
-        if acts is None or acts.dim() != 3:
-            if acts is not None and acts.dim() != 4:
-                raise InputError(f"the chosen layer {self.layer[0]!r} outputs {tuple(acts.shape)}, not a spatial map "
-                                 "(B, C, h, w) or tokens (B, T, D); choose a convolutional or token layer")
+        if acts is None:
             return capture
-        self.token_layout = detect_layout(self.core, acts.shape[1], self.size)
-        self._tokens = acts
+        name, module = self.layer
+        self.reading = reading(self.core, self._layer_spec, acts, name, self.images, module)
+        self._raw = acts
+        if self.reading.layout == "nchw":
+            return capture
         grads = capture.gradients
         return dataclasses.replace(
             capture,
-            activations=self.token_layout.to_feature_map(acts),
-            gradients=None if grads is None else self.token_layout.to_feature_map(grads),
+            activations=self.reading.to_map(acts),
+            gradients=None if grads is None else self.reading.to_map(grads),
         )
 
     @property
@@ -346,8 +348,8 @@ class Pass:
 
     def _input_oracle(self) -> Oracle:
         layer = self.layer[1] if self.needs & {"layer"} else None
-        return Oracle(self.model, self.images, self.target, self.capture.rows, layer, self.token_layout,
-                      self._tokens, self.output)
+        return Oracle(self.model, self.images, self.target, self.capture.rows, layer, self.reading,
+                      self._raw, self.output)
 
 
 _missing = sorted(name for name in INPUTS if not hasattr(Pass, f"_input_{name}"))

@@ -45,6 +45,7 @@ def build(run_dir: str | Path, out: str | Path | None = None, images: int = 8, m
     axis = logged.axis(src.store) if src.store else "epoch"  # steps for a loop that gave no epochs
     sections = [
         _header(src, title),
+        _photos(src),
         _training(src.metrics),
         training.maps_section(src.store, src.snapshots, images, max_frames, src.classes, axis)
         if src.store else "",
@@ -129,6 +130,33 @@ def _sanity(tables: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
 def _leaderboards(tables: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> str:
     parts = [f"<h3>{_text(name)}</h3>{_table(rows)}" for name, rows in tables if rows]
     return "<h2>Leaderboard</h2>" + "".join(parts) if parts else ""
+
+
+def _photos(src: RunSources) -> str:
+    """The demo's real case: a pretrained model's maps on photos against hand-drawn boxes, and one photo's top 5."""
+    real = src.photos
+    if not real:
+        return ""
+    weights = real.get("weights") or {}
+    rows = [{"method": k, **{c: v.get(c) for c in ("pointing", "energy_in_box", "ms_per_image")}}
+            for k, v in real["methods"].items() if isinstance(v, dict)]
+    photos = [{k: p.get(k) for k in ("name", "class_name", "p_class", "predicted")}
+              for p in real.get("photos", []) if isinstance(p, dict)]
+    figures_html = "".join(
+        f'<figure><img alt="{html.escape(what)}" src="{_data_uri(path.read_bytes())}">'
+        f"<figcaption>{html.escape(what)}</figcaption></figure>"
+        for what, path in (("maps of each object's class; boxes drawn by hand", src.folder / "photos" / "grid.png"),
+                           (f"Grad-CAM of the top-5 classes of {real.get('top5', {}).get('photo', '')}, one call "
+                            "with targets (1, 5)", src.folder / "photos" / "top5.png"))
+        if path.is_file())
+    skipped = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>"
+                      for k, v in (real.get("skipped") or {}).items())
+    return (f"<h2>A pretrained model on real photos</h2>"
+            f'<p class="sub">model <b>{html.escape(str(real.get("model")))}</b> · weights '
+            f'<code>{html.escape(str(weights.get("file")))}</code> sha256 '
+            f'<code>{html.escape(str(weights.get("sha256")))}</code></p>'
+            f'{_table(rows)}<div class="scroll">{figures_html}</div><h3>Photos</h3>{_table(photos)}'
+            + (f"<p>Not run here:</p><ul>{skipped}</ul>" if skipped else ""))
 
 
 def _captions(tables: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], limit: int = 16) -> str:

@@ -35,6 +35,7 @@ class RunSources:
     store: TrackStore | None = None
     snapshots: list[dict[str, Any]] = field(default_factory=list)  # the store's entries, validated
     summary: dict[str, Any] | None = None  # the demo's summary.json
+    photos: dict[str, Any] | None = None  # the demo's real-photo part: photos/summary.json (+ its PNGs)
     sanity: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (file name, {"steps", "rows", ...})
     leaderboards: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
     captions: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)  # (file name, images)
@@ -60,6 +61,10 @@ def read_run(folder: str | Path, extra: Sequence[str | Path] = ()) -> RunSources
         src.snapshots = snapshots(src.store)
     if (folder / "summary.json").is_file():
         src.summary = _object(folder / "summary.json")
+    if (folder / "photos" / "summary.json").is_file():
+        src.photos = _object(folder / "photos" / "summary.json")
+        if not isinstance(src.photos.get("methods"), dict):
+            raise DataError(f"{folder / 'photos' / 'summary.json'} is not a photo summary (no methods table)")
     src.classes = _classes(src)
     for path in [p for f in (folder, *map(Path, extra)) for p in _candidates(f)]:
         if "leaderboard" in path.name:
@@ -71,7 +76,8 @@ def read_run(folder: str | Path, extra: Sequence[str | Path] = ()) -> RunSources
                 src.sanity.append((path.name, sanity))
             if captions is not None:
                 src.captions.append((path.name, captions))
-    if not (src.config or src.metrics or src.store or src.summary or src.sanity or src.leaderboards or src.captions):
+    if not (src.config or src.metrics or src.store or src.summary or src.photos or src.sanity or src.leaderboards
+            or src.captions):
         raise DataError(f"{folder} holds nothing to report (no config.json, metrics.jsonl, track/, "
                         "summary.json, sanity, leaderboard or captions table)")
     return src
