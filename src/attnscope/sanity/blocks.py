@@ -71,6 +71,13 @@ def trace_blocks(model: nn.Module, images: torch.Tensor, granularity: Granularit
     return [Block(name, candidates[name], i, whole) for i, name in enumerate(started)]
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (the CPU for a model without either)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 def _resettable(module: nn.Module) -> bool:
     return isinstance(module, NORMS) or any(True for _ in module.parameters())
 

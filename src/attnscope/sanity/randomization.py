@@ -23,7 +23,7 @@ from attnscope.explain.layers import LayerSpec, resolve_layer
 from attnscope.explain.targets import TargetSpec
 from attnscope.metrics.similarity import SIMILARITIES, compare, prepare, similarities
 from attnscope.registry import METHODS
-from attnscope.sanity.blocks import INITS, Block, Granularity, Init, reinitialise, trace_blocks
+from attnscope.sanity.blocks import INITS, Block, Granularity, Init, model_device, reinitialise, trace_blocks
 from attnscope.sanity.calibration import CALIBRATIONS
 from attnscope.sanity.result import SanityResult
 
@@ -78,7 +78,7 @@ def model_randomization(
     if channels_last:
         work = work.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    order = list(reversed(trace_blocks(work, images[:1].to(_device(work)), blocks)))  # top-down: from the logits
+    order = list(reversed(trace_blocks(work, images[:1].to(model_device(work)), blocks)))  # top-down: from the logits
     seeds = {b.name: int(block_seed(b.position, b.name)) if block_seed else seed + b.position for b in order}
     layer = _layer_name(work, images, methods, layer)
 
@@ -185,7 +185,7 @@ def _layer_name(model: nn.Module, images: torch.Tensor, methods: Sequence[str], 
     from attnscope.explain.engine import model_guard
 
     with model_guard(model):
-        return resolve_layer(model, layer, images[:1].to(_device(model)))[0]
+        return resolve_layer(model, layer, images[:1].to(model_device(model)))[0]
 
 
 def _restore(saved: dict[str, tuple[Block, dict[str, torch.Tensor]]]) -> None:
@@ -196,6 +196,3 @@ def _restore(saved: dict[str, tuple[Block, dict[str, torch.Tensor]]]) -> None:
 def _kept(maps: Mapping[str, torch.Tensor], keep: int) -> dict[str, torch.Tensor]:
     return {k: v[:keep].detach().float().cpu() for k, v in maps.items()}
 
-
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
