@@ -64,6 +64,22 @@ def test_bench_leaderboard(run_dir, tmp_path):
     assert (out / "leaderboard.csv").read_text().startswith("method,kind,pointing,")
 
 
+def test_bench_metrics_filter_groups_and_estimate(run_dir, tmp_path):
+    out = tmp_path / "bench"
+    result = _invoke("bench", "--checkpoint", run_dir, "--out", out, "--images", 2, "--methods", "saliency",
+                     "--metrics", "complexity,pointing,max_sensitivity", "--perturbations", 2, "--quiet")
+    assert "estimated time:" in result.output
+    saved = json.loads((out / "leaderboard.json").read_text())
+    assert saved["meta"]["columns"] == ["sparseness", "complexity", "effective_complexity", "pointing",
+                                        "max_sensitivity"]
+    assert saved["meta"]["groups"]["max_sensitivity"] == "robustness"
+    assert {"complexity", "effective_complexity", "max_sensitivity"} <= set(saved["meta"]["lower_is_better"])
+    assert [r["method"] for r in saved["rows"]] == ["saliency", "random", "sobel"]
+    assert all(r["max_sensitivity"] >= 0 for r in saved["rows"])
+    only = _invoke("bench", "--checkpoint", run_dir, "--images", 2, "--methods", "saliency", "--estimate")
+    assert "estimated time:" in only.output and "wrote" not in only.output
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -1,5 +1,6 @@
-"""`attnscope bench`: the leaderboard of every applicable method × every ground-truth and
-faithfulness metric on a checkpoint's ClutteredDigits test images, with time per image."""
+"""`attnscope bench`: the leaderboard of every applicable method × every selected metric column
+(localisation, faithfulness, robustness, complexity) on a checkpoint's test images, with time per
+image and, before it starts, an estimate of how long it will take."""
 
 from __future__ import annotations
 
@@ -16,36 +17,68 @@ from attnscope.errors import InputError
 
 @cli.command("bench")
 @click.option("--checkpoint", required=True, help="Run folder or checkpoint file of a trained classifier.")
-@click.option("--out", required=True, help="Folder for leaderboard.csv and leaderboard.json.")
+@click.option("--out", default=None, help="Folder for leaderboard.csv and .json (not with --estimate).")
 @click.option("--images", "n_images", default=32, show_default=True, type=int, help="Test images to score.")
 @click.option("--data", default=None, help="Data set with boxes and masks (default: the checkpoint's).")
 @click.option("--methods", default="all", show_default=True, help="'all' applicable methods, or a comma list.")
+@click.option("--metrics", default="default", show_default=True,
+              help="Columns: 'default', 'all', groups (localisation, faithfulness, robustness, complexity) and "
+                   "column names, comma-separated (see docs/sanity.md).")
 @click.option("--tolerance", default=0.0, show_default=True, type=float, help="Pointing game tolerance (px).")
 @click.option("--step", default=None, type=int, help="Deletion/insertion pixels per step (default: one row).")
 @click.option("--batch-size", default=256, show_default=True, type=int, help="Perturbed images per forward.")
+@click.option("--perturbations", default=10, show_default=True, type=int, help="Robustness: perturbed copies.")
+@click.option("--radius", default=0.02, show_default=True, type=float, help="Robustness: noise radius U(-r, r).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw of the metrics.")
 @click.option("--method-opt", multiple=True, metavar="METHOD.KEY=VALUE", help="Method option, e.g. ig.steps=16.")
+@click.option("--estimate", "estimate_only", is_flag=True, help="Print the time estimate and stop.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def bench_command(checkpoint, out, n_images, data, methods, tolerance, step, batch_size, method_opt, quiet) -> None:
-    """Score every applicable method (post-hoc and intrinsic) on CHECKPOINT's test images against the
-    digits' boxes and masks and by deletion/insertion, Average Drop and Increase in Confidence."""
+def bench_command(checkpoint, out, n_images, data, methods, metrics, tolerance, step, batch_size, perturbations,
+                  radius, seed, method_opt, estimate_only, quiet) -> None:
+    """Score every applicable method (post-hoc and intrinsic) on CHECKPOINT's test images: against
+    the digits' boxes and masks, by asking the model (deletion, insertion, ROAD, ...), by the maps'
+    robustness to small perturbations and their complexity. Calibration rows bound each column."""
+    from attnscope import data as datasets
+    from attnscope.evaluate import COLUMNS, Mosaics, Settings, estimate, leaderboard
+    from attnscope.evaluate.columns import select
     from attnscope.report.sanity import table_csv
-    from attnscope.sanity.leaderboard import HIGHER_IS_BETTER, METRICS, leaderboard
 
+    if out is None and not estimate_only:
+        raise InputError("--out is required (or pass --estimate to only print the time estimate)")
+    columns = select(metrics)
     model, header = load_model(checkpoint)
     probe = load_probe(checkpoint, header, data, n_images)
-    if probe.boxes is None:
-        raise InputError(f"data set {probe.data!r} has no boxes and masks; the leaderboard needs ClutteredDigits-like "
-                         "ground truth (e.g. --data clutter)")
     names = None if methods == "all" else parse_list(methods, "--methods")
-    rows = leaderboard(model, probe.images, probe.labels, probe.boxes, probe.masks, names,
-                       tolerance=tolerance, step=step, batch_size=batch_size,
-                       options=method_options(method_opt) or None, progress=not quiet)
+    settings = Settings(tolerance=tolerance, step=step, batch_size=batch_size, seed=seed, perturbations=perturbations,
+                        radius=radius)
+    mosaics = None
+    if "focus" in columns:
+        built = datasets.mosaics(datasets.get(probe.data, "test", max(4 * n_images, 64), seed=0, **probe.data_cfg),
+                                 n_images, seed=seed)
+        mosaics = Mosaics(built.images, built.labels, built.quadrants)
+    common = dict(methods=names, metrics=columns, settings=settings, options=method_options(method_opt) or None,
+                  mosaics=mosaics)
+    guess = estimate(model, probe.images, probe.labels, probe.boxes, probe.masks, **common)
+    parts = ", ".join(f"{g} {s:.0f} s" for g, s in guess.groups.items() if s >= 0.5)
+    click.echo(f"estimated time: {guess.total:.0f} s (explaining {guess.explain:.0f} s{', ' + parts if parts else ''}; "
+               f"measured on {guess.measured_on} images)", err=True)
+    if estimate_only:
+        return
+    board = leaderboard(model, probe.images, probe.labels, probe.boxes, probe.masks, progress=not quiet, **common)
     out = Path(out)
+    lower = [c for c, up in board.higher_is_better().items() if not up]
     meta = {"checkpoint": str(checkpoint), "data": probe.data, "images": n_images, "tolerance": tolerance,
-            "step": step, "targets": "label", "lower_is_better": [k for k, v in HIGHER_IS_BETTER.items() if not v]}
-    fileio.write_text(out / "leaderboard.csv", table_csv(rows))
-    fileio.write_json(out / "leaderboard.json", {"meta": meta, "rows": rows})
-    columns = ["method", "kind", *METRICS.names(), "ms_per_image"]
-    console.table(f"leaderboard: {n_images} {probe.data} test images, true class (↓: deletion, avg drop)",
-                  columns, [[r[c] for c in columns] for r in rows])
+            "step": step, "targets": "label", "columns": board.columns, "lower_is_better": lower,
+            "groups": {c: COLUMNS.get(c).group for c in board.columns}, "skipped": board.skipped,
+            "perturbations": perturbations, "radius": radius, "seed": seed,
+            "estimated_s": round(guess.total, 1), "seconds": {k: round(v, 2) for k, v in board.seconds.items()}}
+    fileio.write_text(out / "leaderboard.csv", table_csv(board.rows))
+    fileio.write_json(out / "leaderboard.json", {"meta": meta, "rows": board.rows})
+    for group in dict.fromkeys(COLUMNS.get(c).group for c in board.columns):
+        cols = [c for c in board.columns if COLUMNS.get(c).group == group]
+        marked = [f"{c} ↓" if c in lower else c for c in cols]
+        console.table(f"{group}: {n_images} {probe.data} test images, true class", ["method", *marked],
+                      [[r["method"], *[r[c] for c in cols]] for r in board.rows])
+    if board.skipped:
+        click.echo(f"left out (no ground truth for them): {', '.join(board.skipped)}", err=True)
     click.echo(f"wrote {out / 'leaderboard.csv'} and {out / 'leaderboard.json'}")

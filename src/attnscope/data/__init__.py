@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from attnscope.data.cluttered import ClutteredDigits, ClutterSample
 from attnscope.data.folder import FolderSample, ImageFolderData, load_images, read_image
 from attnscope.data.karpathy import CaptionSample, KarpathyCaptions
+from attnscope.data.mosaic import MosaicBatch, mosaics
 from attnscope.data.scenes import DigitScenes, SceneObject, SceneSample, Token
 from attnscope.data.vocab import CaptionBatch, Vocabulary, collate_captions, tokenize
 from attnscope.errors import InputError
@@ -73,6 +74,7 @@ __all__ = [
     "FolderSample",
     "ImageFolderData",
     "KarpathyCaptions",
+    "MosaicBatch",
     "SceneObject",
     "SceneSample",
     "PermutedLabels",
@@ -81,6 +83,7 @@ __all__ = [
     "collate_captions",
     "get",
     "load_images",
+    "mosaics",
     "names",
     "read_image",
     "register",

@@ -22,7 +22,8 @@ def jaccard(maps: torch.Tensor, masks: torch.Tensor, threshold: float = 0.5) -> 
     """
     check_maps(maps)
     if not isinstance(masks, torch.Tensor) or masks.shape != maps.shape:
-        raise InputError(f"maps {tuple(maps.shape)} and masks {tuple(getattr(masks, 'shape', ()))} must both be (B, H, W)")
+        shape = tuple(getattr(masks, "shape", ()))
+        raise InputError(f"maps {tuple(maps.shape)} and masks {shape} must both be (B, H, W)")
     binary, truth = maps >= threshold, masks.bool().to(maps.device)
     inter = (binary & truth).flatten(1).sum(1).float()
     union = (binary | truth).flatten(1).sum(1).float()

@@ -104,7 +104,8 @@ def infidelity(f: Scorer, images: torch.Tensor, maps: torch.Tensor, n: int = 10,
     for lo in range(0, b * n, positive_int("batch_size", batch_size)):
         flat = torch.arange(lo, min(lo + batch_size, b * n), device=images.device)
         i, j = flat // n, flat % n
-        deltas.view(-1)[lo : lo + len(flat)] = base[i.cpu()] - scores_of(f, images[i] - perturbations[i, j], i).double().cpu()
+        moved = scores_of(f, images[i] - perturbations[i, j], i).double().cpu()
+        deltas.view(-1)[lo : lo + len(flat)] = base[i.cpu()] - moved
     explained = explained.cpu()
     if normalize:
         beta = (explained * deltas).mean(1, keepdim=True) / explained.square().mean(1, keepdim=True).clamp_min(1e-300)
@@ -114,7 +115,8 @@ def infidelity(f: Scorer, images: torch.Tensor, maps: torch.Tensor, n: int = 10,
 
 def _checked_subsets(subsets: torch.Tensor, b: int, pixels: int) -> torch.Tensor:
     if subsets.dim() != 3 or subsets.shape[0] != b or subsets.dtype != torch.long:
-        raise InputError(f"subsets must be long (B, runs, size) with B = {b}, got {subsets.dtype} {tuple(subsets.shape)}")
+        raise InputError(f"subsets must be long (B, runs, size) with B = {b}, "
+                         f"got {subsets.dtype} {tuple(subsets.shape)}")
     if subsets.numel() and (subsets.min() < 0 or subsets.max() >= pixels):
         raise InputError(f"subset indices must lie in [0, {pixels})")
     return subsets
