@@ -51,6 +51,22 @@ def test_sanity_data_test_trains_on_permuted_labels(run_dir, tmp_path):
     assert (out / "permuted-run" / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize("test, step, metric", [("smprt", "features.0.0", "spearman_abs"),
+                                                ("emprt", "all blocks", "complexity_rise"),
+                                                ("random-logit", "random class", "spearman_abs")])
+def test_repaired_tests_write_the_same_tidy_table(run_dir, tmp_path, test, step, metric):
+    out = tmp_path / "out"
+    result = _invoke("sanity", "--checkpoint", run_dir, "--methods", "gradcam,saliency", "--out", out, "--images", 2,
+                     "--test", test, "--metrics", "spearman_abs", "--samples", 2, "--keep", 1, "--quiet")
+    saved = json.loads((out / f"{test}.json").read_text())
+    assert saved["meta"]["test"] == test and saved["steps"][0] == step
+    rows = [r for r in saved["rows"] if r["metric"] == metric]
+    assert {r["method"] for r in rows} == {"gradcam", "saliency", "random", "sobel"}
+    assert all(r["n"] == 2 or (r["n"] < 2 and r["mean"] != r["mean"]) for r in rows)
+    assert (out / f"{test}_similarity.png").exists() and (out / f"{test}_maps_0.png").exists()
+    assert metric in result.output
+
+
 def test_bench_leaderboard(run_dir, tmp_path):
     out = tmp_path / "bench"
     _invoke("bench", "--checkpoint", run_dir, "--out", out, "--images", 2, "--methods", "gradcam,saliency",
