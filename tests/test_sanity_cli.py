@@ -143,3 +143,17 @@ def test_table_csv_leaves_undefined_cells_empty():
     rows = [{"method": "gradcam", "block": "fc", "mean": float("nan"), "n": 0},
             {"method": "x", "block": "fc", "mean": 0.5, "n": 3}]
     assert table_csv(rows).splitlines() == ["method,block,mean,n", "gradcam,fc,,0", "x,fc,0.5,3"]
+
+
+def test_interventions_command(run_dir, tmp_path, capsys):
+    out = tmp_path / "int"
+    result = _invoke("interventions", "--checkpoint", run_dir, "--out", out, "--images", 3,
+                     "--methods", "gradcam,saliency")
+    saved = json.loads((out / "interventions.json").read_text())
+    assert [r["method"] for r in saved["summary"]] == ["gradcam", "saliency", "random", "sobel"]
+    assert {r["part"] for r in saved["parts"]} >= {"fragments", "background"}
+    assert all(0 <= r["background_mass"] <= 1 for r in saved["summary"])
+    assert "single deletion" in result.output
+    with pytest.raises(SystemExit) as e:
+        main(["interventions", "--checkpoint", str(run_dir), "--out", str(tmp_path / "x"), "--data", "permuted"])
+    assert e.value.code == 2 and "generated scenes" in capsys.readouterr().err
