@@ -46,7 +46,8 @@ class ClutteredDigits(Dataset):
     """`n` images of `size`×`size` px; sample i is `(image, label, box, mask, decoy_box)`.
 
     The digit is scaled to `digit_size` px (a random integer in the range), placed at random,
-    and drawn in a random colour; `n_fragments` random crops of other digits of the same split
+    and drawn in a random colour (`grey=True`: one channel, the mean of the three); `n_fragments`
+    random crops of other digits of the same split
     (`fragment_size` px) are scattered outside its box. Images carry mild noise.
     """
 
@@ -64,6 +65,7 @@ class ClutteredDigits(Dataset):
         fragment_size: int = 8,
         decoy_size: int = 5,
         noise: float = 0.05,
+        grey: bool = False,
     ) -> None:
         if n < 1 or size < 16:
             raise InputError(f"need n >= 1 and size >= 16, got n={n}, size={size}")
@@ -72,7 +74,7 @@ class ClutteredDigits(Dataset):
             raise InputError(f"digit_size {digit_size} does not fit a {size}px canvas")
         self.split, self.n, self.size, self.seed, self.decoy = split, n, size, seed, decoy
         self.digit_size, self.n_fragments, self.fragment_size = (lo, hi), n_fragments, fragment_size
-        self.decoy_size, self.noise = decoy_size, noise
+        self.decoy_size, self.noise, self.grey = decoy_size, noise, bool(grey)
         self.glyphs, self.labels = source_digits(split)  # raises on a bad split
         self.num_classes = 10
 
@@ -157,7 +159,10 @@ class ClutteredDigits(Dataset):
 
         if self.noise > 0:
             canvas += self.noise * torch.from_numpy(rng.random((3, s, s))).float()
-        return canvas.clamp_(0.0, 1.0), label, box, mask, decoy_box
+        canvas = canvas.clamp_(0.0, 1.0)
+        if self.grey:  # one channel: the mean of the three (models built with in_channels=1)
+            canvas = canvas.mean(0, keepdim=True)
+        return canvas, label, box, mask, decoy_box
 
     def _colour(self, rng: np.random.Generator) -> torch.Tensor:
         names = list(COLOURS)
