@@ -5,13 +5,13 @@ import math
 
 import pytest
 import torch
+from tests.test_sanity_randomization import RANKS, SIGNED, Tiny, patterned
 
 from attnscope import explain, models
 from attnscope.errors import InputError
 from attnscope.sanity import emprt, model_randomization, random_logit, smprt
 from attnscope.sanity.repaired import noise_draws, smoothed_maps
 from attnscope.sanity.reuse import PrefixReuse
-from tests.test_sanity_randomization import RANKS, SIGNED, Tiny, patterned
 
 
 def test_random_logit_by_hand():
