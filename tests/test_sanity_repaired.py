@@ -5,13 +5,13 @@ import math
 
 import pytest
 import torch
-from tests.test_sanity_randomization import RANKS, SIGNED, Tiny, patterned
 
 from attnscope import explain, models
 from attnscope.errors import InputError
 from attnscope.sanity import emprt, model_randomization, random_logit, smprt
 from attnscope.sanity.repaired import noise_draws, smoothed_maps
 from attnscope.sanity.reuse import PrefixReuse
+from test_sanity_randomization import RANKS, SIGNED, Tiny, patterned
 
 
 def test_random_logit_by_hand():
@@ -29,7 +29,7 @@ def test_random_logit_draws_only_other_classes():
     m = models.get("smallcnn", widths=[4, 8])
     r = random_logit(m, torch.rand(8, 3, 16, 16), ("saliency",), targets=torch.arange(8), metrics=("spearman_abs",),
                      calibration=(), seed=3)
-    assert all(o != t and 0 <= o < 10 for o, t in zip(r.meta["other"], range(8)))
+    assert all(o != t and 0 <= o < 10 for o, t in zip(r.meta["other"], range(8), strict=True))
 
 
 def flat_pattern(parts):
