@@ -79,6 +79,8 @@ def bench_command(checkpoint, out, n_images, data, methods, metrics, tolerance, 
         marked = [f"{c} ↓" if c in lower else c for c in cols]
         console.table(f"{group}: {n_images} {probe.data} test images, true class", ["method", *marked],
                       [[r["method"], *[r[c] for c in cols]] for r in board.rows])
+    console.table("time", ["method", "kind", "ms / image"], [[r["method"], r["kind"], r["ms_per_image"]]
+                                                          for r in board.rows])
     if board.skipped:
         click.echo(f"left out (no ground truth for them): {', '.join(board.skipped)}", err=True)
     click.echo(f"wrote {out / 'leaderboard.csv'} and {out / 'leaderboard.json'}")
