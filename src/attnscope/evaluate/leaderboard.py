@@ -2,8 +2,8 @@
 time per image, on any classifier and images — with boxes, masks and mosaics where there are some.
 
 `attnscope bench`, `attnscope demo`, `experiments/` and `bench/` all score maps through `leaderboard`.
-`estimate` times every method and column on two images first and scales up, so a long run says how
-long it will take before it starts. Calibration rows (a random map, the input's Sobel edges) bound
+`estimate` times every method and column on one and on two images first and extrapolates, so a long
+run says how long it will take before it starts. Calibration rows (a random map, the input's Sobel edges) bound
 each column: what a map that ignores the model scores.
 """
 
@@ -191,7 +191,7 @@ def leaderboard(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bo
 @dataclass
 class Estimate:
     """Seconds a `leaderboard` call is expected to take: per group and in total, from timing every
-    method and column on two images (`measured_on`) and scaling to the batch."""
+    method and column on one and on two images (`measured_on`) and extrapolating to the batch."""
 
     groups: dict[str, float]
     explain: float
@@ -206,36 +206,45 @@ def estimate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, boxes
              masks: torch.Tensor | None = None, methods: Sequence[MethodSpec] | None = None,
              metrics: Sequence[str] | str | None = None, calibration: Sequence[str] = ("random", "sobel"),
              settings: Settings | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
-             mosaics: Mosaics | None = None, probe: int = 2) -> Estimate:
-    """How long `leaderboard` with the same arguments will take, measured on `probe` images."""
+             mosaics: Mosaics | None = None) -> Estimate:
+    """How long `leaderboard` with the same arguments will take: every explainer and column timed on
+    one image and on two, and extrapolated linearly to the batch (fixed cost + cost per image)."""
     settings = settings or Settings()
-    k = min(probe, images.shape[0])
-    scale = images.shape[0] / k
-    cut = lambda t: None if t is None else t[:k]  # noqa: E731
-    small_mosaics = None if mosaics is None else Mosaics(*(t[:k] for t in (mosaics.images, mosaics.labels,
-                                                                            mosaics.quadrants)))
-    plan = _plan(model, images[:k], labels[:k], cut(boxes), cut(masks), methods, metrics, calibration, settings,
-                 options, small_mosaics)
-    names, batch, fns = plan.columns, plan.batch, plan.explainers
+    b = images.shape[0]
+    plans = {k: _plan(model, images[:k], labels[:k], None if boxes is None else boxes[:k],
+                      None if masks is None else masks[:k], methods, metrics, calibration, settings, options,
+                      None if mosaics is None else Mosaics(mosaics.images[:k], mosaics.labels[:k],
+                                                           mosaics.quadrants[:k]))
+             for k in (1, min(2, b))}
     groups = dict.fromkeys(GROUPS, 0.0)
-    seconds: dict[str, float] = {}
-    maps: dict[str, torch.Tensor] = {}
-    for name, (_kind, fn) in fns.items():
+    explain_s = 0.0
+    maps: dict[int, dict[str, torch.Tensor]] = {k: {} for k in plans}
+    for name in plans[1].explainers:
+        explain_s += _linear(lambda k, n=name: maps[k].update(plans[k].explainers[n][1](plans[k].batch.images,
+                                                                                       plans[k].batch.labels)), b)
+    rows = len(maps[1])
+    first = {k: next(iter(maps[k].values())) for k in plans}  # any map: a column costs the same for each
+    for col in (c for c in plans[1].columns if COLUMNS.get(c).per_method):
+        groups[COLUMNS.get(col).group] += rows * _linear(lambda k, c=col: COLUMNS.get(c).fn(first[k],
+                                                                                           plans[k].batch), b)
+    if any(COLUMNS.get(c).group == "robustness" for c in plans[1].columns):
+        groups["robustness"] += explain_s * settings.perturbations
+    if "focus" in plans[1].columns:
+        groups["localisation"] += explain_s * 4  # mosaics have 4× the pixels
+    return Estimate(groups, explain_s, min(2, b))
+
+
+def _linear(run: Callable[[int], object], b: int) -> float:
+    """Seconds `run(b)` should take, from timing `run(1)` and `run(2)`: fixed cost + cost per image."""
+    times = []
+    for k in (1, min(2, b)):
         started = time.perf_counter()
-        found = fn(batch.images, batch.labels)
-        seconds[name] = time.perf_counter() - started
-        maps.update(found)
-    probe_map = next(iter(maps.values()))
-    for col in (c for c in names if COLUMNS.get(c).per_method):
-        started = time.perf_counter()
-        COLUMNS.get(col).fn(probe_map, batch)
-        groups[COLUMNS.get(col).group] += (time.perf_counter() - started) * len(maps) * scale
-    robust = [c for c in names if COLUMNS.get(c).group == "robustness"]
-    if robust:
-        groups["robustness"] += sum(seconds.values()) * settings.perturbations * scale
-    if "focus" in names and mosaics is not None:
-        groups["localisation"] += sum(seconds.values()) * 4 * scale  # mosaics have 4× the pixels
-    return Estimate(groups, sum(seconds.values()) * scale, k)
+        run(k)
+        times.append(time.perf_counter() - started)
+    one, two = times
+    per_image = max(two - one, 0.0) if b > 1 else one
+    fixed = max(one - per_image, 0.0)
+    return max(fixed + per_image * b, two if b > 1 else one)
 
 
 def _plan(model, images, labels, boxes, masks, methods, metrics, calibration, settings, options, mosaics) -> Plan:
