@@ -29,7 +29,7 @@ from attnscope import data, evaluate, explain, metrics
 from attnscope.cli.options import load_model
 from attnscope.cli.sanity import load_probe
 from attnscope.evaluate.robustness import perturb
-from attnscope.sanity import emprt, random_logit, smprt
+from attnscope.sanity import emprt, random_logit, smprt, trace_blocks
 
 ROBUST = {"max_sensitivity": "MaxSensitivity", "avg_sensitivity": "AvgSensitivity",
           "local_lipschitz": "LocalLipschitzEstimate", "ris": "RelativeInputStability",
@@ -49,8 +49,15 @@ class Bench:
         self.rows: list[dict] = []
 
     def quantus(self, cls: str, init: dict, a: torch.Tensor | None = None, x: torch.Tensor | None = None,
-                y: torch.Tensor | None = None, method: str | None = None, **call) -> np.ndarray:
-        """One Quantus metric on our maps `a` (or explaining with `method` when `a` is None)."""
+                y: torch.Tensor | None = None, method: str | None = None, **call):
+        """One Quantus metric on our maps `a` (or explaining with `method` when `a` is None); the error
+        message when Quantus refuses or fails."""
+        try:
+            return self._quantus(cls, init, a, x, y, method, **call)
+        except (AssertionError, ValueError, IndexError, KeyError) as e:
+            return f"{type(e).__name__}: {str(e)[:60]}"
+
+    def _quantus(self, cls, init, a, x, y, method, **call):
         x = self.x if x is None else x
         y = self.y if y is None else y
         kw = {} if method is None else {"explain_func": quantus_explain, "explain_func_kwargs": METHODS[method][1]}
@@ -59,27 +66,38 @@ class Bench:
                      a_batch=None if a is None else a[:, None].numpy(), device="cpu", **kw, **call)
         return out
 
-    def case(self, name: str, group: str, ours: Callable[[], dict], theirs: Callable[[], dict], note: str = "") -> None:
-        """Time both sides (alternating) and compare: each returns {method: per-image array}."""
+    def case(self, name: str, group: str, ours: Callable[[], dict], theirs: Callable[[], dict], note: str = "",
+             relative: bool = False) -> None:
+        """Time both sides (alternating) and compare: each returns {key: per-image array} (a key Quantus
+        could not compute maps to an error message). `relative`: differences relative to max(1, |theirs|)."""
         t = clock()
         a = ours()
         t_ours = since(t)
         t = clock()
         b = theirs()
         t_theirs = since(t)
-        diffs = []
+        diffs, notes, failed = [], [note] if note else [], {}
         for m in a:
+            if isinstance(b[m], str):
+                failed.setdefault(m.split("/")[0], b[m])
+                continue
             u = np.asarray(a[m], dtype=np.float64)
             v = np.asarray(b[m], dtype=np.float64)
             both = np.isfinite(u) & np.isfinite(v)
-            diffs.append(float(np.abs(u[both] - v[both]).max()) if both.any() else float("nan"))
+            d = np.abs(u[both] - v[both]) / (np.maximum(1.0, np.abs(v[both])) if relative else 1.0)
+            diffs.append(float(d.max()) if both.any() else float("nan"))
+            if diffs[-1] > 1e-5:
+                notes.append(f"{m}: {diffs[-1]:.1e}")
             if (np.isfinite(u) != np.isfinite(v)).any():
-                note = (note + "; " if note else "") + f"{m}: NaN on one side only"
+                notes.append(f"{m}: NaN on one side only ({int((~np.isfinite(v)).sum())} in Quantus)")
+        notes += [f"{m}: Quantus fails ({why})" for m, why in failed.items()]
+        note = "; ".join(notes)
         row = {"metric": name, "group": group, "ours_wall": t_ours[0], "ours_cpu": t_ours[1],
-               "quantus_wall": t_theirs[0], "quantus_cpu": t_theirs[1], "max_abs_diff": max(diffs), "note": note}
+               "quantus_wall": t_theirs[0], "quantus_cpu": t_theirs[1],
+               "max_diff": max(diffs) if diffs else float("nan"), "relative": relative, "note": note}
         self.rows.append(row)
         print(f"{name:<24} {group:<13} ours {t_ours[1]:7.2f} s  quantus {t_theirs[1]:7.2f} s  "
-              f"{t_theirs[1] / max(t_ours[1], 1e-9):6.1f}x  max|diff| {row['max_abs_diff']:.1e}  {note}", flush=True)
+              f"{t_theirs[1] / max(t_ours[1], 1e-9):6.1f}x  max|diff| {row['max_diff']:.1e}  {note}", flush=True)
 
     def per_method(self, name: str, group: str, ours: Callable[[torch.Tensor], torch.Tensor],
                    theirs: Callable[[torch.Tensor], np.ndarray], note: str = "") -> None:
@@ -192,7 +210,7 @@ def robustness(b: Bench) -> None:
         return {f"{m}/{name}": scores[m][name].numpy() for name in ROBUST for m in METHODS}
 
     b.case("robustness (5 metrics)", "robustness", ours, theirs,
-           "one explanation of the perturbed copies for 4 methods × 5 metrics vs 20")
+           "one explanation of the perturbed copies for 4 methods × 5 metrics vs 20", relative=True)
 
 
 def randomisation(b: Bench, samples: int) -> None:
@@ -203,6 +221,8 @@ def randomisation(b: Bench, samples: int) -> None:
     scale = 0.1 * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).double()
     noise = torch.cat([z * scale.view(1, -1, 1, 1, 1), torch.zeros(1, *x.shape, dtype=torch.float64)]).float()
     seed43 = lambda i, name: 43  # noqa: E731  Quantus' seed 42 + 1 before every reset
+
+    steps = [blk.name for blk in trace_blocks(b.model, x[:1])]
 
     def smprt_ours():
         r = smprt(b.model, x, list(METHODS), targets=y, noise=noise, block_seed=seed43, metrics=("spearman_abs",),
@@ -218,7 +238,10 @@ def randomisation(b: Bench, samples: int) -> None:
             for m in METHODS:
                 res = b.quantus("SmoothMPRT", {"layer_order": "bottom_up", "seed": 42, "nr_samples": samples,
                                                "abs": True, "normalise": True}, method=m)
-                out.update({f"{m}/{k}": v for k, v in res.items() if k != "original"})
+                if isinstance(res, str):  # Quantus refused: every layer of this method
+                    out.update({f"{m}/{s}": res for s in steps})
+                else:
+                    out.update({f"{m}/{k}": v for k, v in res.items() if k != "original"})
             return out
         finally:
             smooth.np.random.randn = real
