@@ -49,6 +49,15 @@ def test_scene_builders_mark_regions_and_classes():
     assert scenes.present.sum(1).min() >= 2
 
 
+def test_scenes_with_fewer_objects_get_no_empty_row():
+    from attnscope.evaluate.interventions import _groups
+
+    scenes = digit_scenes(data.get("scenes", "test", 6, seed=3), 6)
+    assert not scenes.present.all()  # some scenes have 2 digits, some 3
+    _, rows = _groups(scenes, torch.zeros(6, dtype=torch.long))
+    assert set(rows) <= {"digit (explained class)", "digit (other class)"}
+
+
 class Linear(nn.Module):
     def __init__(self, w: torch.Tensor) -> None:
         super().__init__()

@@ -175,6 +175,8 @@ def _groups(scenes: Scenes, classes: torch.Tensor) -> tuple[torch.Tensor, list[s
     index = torch.zeros(scenes.present.shape, dtype=torch.long)
     for i in range(scenes.present.shape[0]):
         for k, name in enumerate(scenes.names):
+            if not scenes.present[i, k]:
+                continue  # a scene with fewer objects than the most: no row for the missing one
             base = "digit" if name.startswith("object ") else name
             c = int(scenes.classes[i, k])
             label = base if c < 0 else f"{base} ({'explained' if c == int(classes[i]) else 'other'} class)"
