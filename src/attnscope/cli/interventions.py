@@ -27,7 +27,8 @@ from attnscope.errors import InputError
               help="Explain the predicted class or the digit's label.")
 @click.option("--method-opt", multiple=True, metavar="METHOD.KEY=VALUE", help="Method option, e.g. ig.steps=16.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the generated scenes.")
-def interventions_command(checkpoint, out, data, split, n_images, methods, targets, method_opt, seed) -> None:
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def interventions_command(checkpoint, out, data, split, n_images, methods, targets, method_opt, seed, quiet) -> None:
     """Ground-truth interventions on CHECKPOINT: one table per method (probability drop and map mass
     per part), and the single-deletion, top-part and background checks of every method."""
     from attnscope import data as datasets
@@ -40,9 +41,9 @@ def interventions_command(checkpoint, out, data, split, n_images, methods, targe
         raise InputError(f"interventions need generated scenes whose parts can be removed: --data "
                          f"{', '.join(SCENES)}, got {name!r}")
     cfg = dict(header.get("info", {}).get("data_cfg", {})) if data is None else {}
-    scenes = SCENES[name](datasets.get(name, split, n_images, seed=seed, **cfg), n_images)
+    scenes = SCENES[name](datasets.get(name, split, n_images, seed=seed, **cfg), n_images, progress=not quiet)
     result = interventions(model, scenes, parse_list(methods, "--methods"), targets,
-                           options=method_options(method_opt) or None)
+                           options=method_options(method_opt) or None, progress=not quiet)
     summary = result.summary()
     parts = [{"method": m, **row} for m in result.mass for row in result.table(m)]
     out = Path(out)

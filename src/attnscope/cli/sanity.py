@@ -135,9 +135,9 @@ def sanity_command(checkpoint, methods, out, tests, n_images, data, blocks, init
         "smprt": lambda: smprt(model, probe.images, samples=samples, sigma=noise_level, progress=not quiet,
                                order="bottom-up" if order == "auto" else order, **randomised,
                                **{**common, "batch_size": batch_size or 256}),
-        "emprt": lambda: emprt(model, probe.images, bins=bins, **randomised,
+        "emprt": lambda: emprt(model, probe.images, bins=bins, progress=not quiet, **randomised,
                                **{k: v for k, v in common.items() if k != "metrics"}),
-        "random-logit": lambda: random_logit(model, probe.images, seed=seed, **common),
+        "random-logit": lambda: random_logit(model, probe.images, seed=seed, progress=not quiet, **common),
     }
     for test in tests:
         result = runners[test]()

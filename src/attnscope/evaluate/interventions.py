@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from attnscope import console
 from attnscope.errors import InputError
 from attnscope.evaluate.leaderboard import joint_explainer
 from attnscope.evaluate.robustness import logits_of
@@ -49,11 +50,11 @@ class Scenes:
     labels: torch.Tensor  # (N,) the class of each image (ClutteredDigits: its digit; DigitScenes: -1)
 
 
-def clutter_scenes(dataset: Dataset, n: int) -> Scenes:
+def clutter_scenes(dataset: Dataset, n: int, progress: bool = False) -> Scenes:
     """The first `n` images of a ClutteredDigits data set, parts: digit, fragments (and decoy)."""
     parts = [p for p in dataset.PARTS if p != "decoy" or dataset.decoy]
     images, removed, regions, classes, labels = [], [], [], [], []
-    for i in range(_count(dataset, n)):
+    for i in _each(_count(dataset, n), "scenes", progress):
         sample = dataset[i]
         gone = torch.stack([dataset.without(i, p) for p in parts])  # (P, C, H, W)
         changed = (gone - sample.image[None]).abs().sum(1) > 0  # (P, H, W) the pixels each part draws
@@ -68,10 +69,10 @@ def clutter_scenes(dataset: Dataset, n: int) -> Scenes:
                   torch.stack(classes), torch.tensor(labels))
 
 
-def digit_scenes(dataset: Dataset, n: int) -> Scenes:
+def digit_scenes(dataset: Dataset, n: int, progress: bool = False) -> Scenes:
     """The first `n` DigitScenes images; parts: each coloured digit (up to the most a scene has)."""
     count = _count(dataset, n)
-    samples = [dataset[i] for i in range(count)]
+    samples = [dataset[i] for i in _each(count, "scenes", progress)]
     p = max(len(s.objects) for s in samples)
     c, h, w = samples[0].image.shape
     removed = torch.zeros(count, p, c, h, w)
@@ -131,7 +132,8 @@ class InterventionResult:
 
 def interventions(model: nn.Module, scenes: Scenes, methods: Sequence[str], targets: str = "predicted",
                   calibration: Sequence[str] = ("random", "sobel"),
-                  options: Mapping[str, Mapping[str, Any]] | None = None, batch_size: int = 256) -> InterventionResult:
+                  options: Mapping[str, Mapping[str, Any]] | None = None, batch_size: int = 256,
+                  progress: bool = False) -> InterventionResult:
     """Remove each part of each scene and compare the model's probability drops with each map's mass
     per part (module docstring). `targets`: "predicted" (the model's class for the full image) or
     "label" (ClutteredDigits' digit)."""
@@ -149,11 +151,14 @@ def interventions(model: nn.Module, scenes: Scenes, methods: Sequence[str], targ
         classes = logits.argmax(1)
     probs = logits.softmax(1).gather(1, classes[:, None])[:, 0]
     flat = scenes.removed.flatten(0, 1).to(device)
-    moved = logits_of(model, flat, batch_size).softmax(1).view(n, p, -1)
+    with console.progress(2, "interventions", progress) as bar:
+        moved = logits_of(model, flat, batch_size).softmax(1).view(n, p, -1)
+        bar.advance(1, step="drops")
+        maps = joint_explainer(model, list(methods), calibration, 0, options)(images, classes)
+        bar.advance(1, step="maps")
     drops = (probs[:, None] - moved.gather(2, classes.view(n, 1, 1).expand(n, p, 1))[..., 0]).double().cpu()
     drops = torch.where(scenes.present, drops, torch.zeros_like(drops))
     part_rows, rows = _groups(scenes, classes.cpu())
-    maps = joint_explainer(model, list(methods), calibration, 0, options)(images, classes)
     regions = scenes.regions.to(device)
     mass, background = {}, {}
     for name, m in maps.items():
@@ -202,6 +207,14 @@ def _top_agreement(mass: torch.Tensor, drops: torch.Tensor, present: torch.Tenso
     a = torch.where(present, mass.double(), low).argmax(1)
     b = torch.where(present, drops.double(), low).argmax(1)
     return (a == b).double()
+
+
+def _each(n: int, what: str, progress: bool):
+    """range(n), advancing a progress bar."""
+    with console.progress(n, what, progress) as bar:
+        for i in range(n):
+            yield i
+            bar.advance(1)
 
 
 def _count(dataset: Dataset, n: int) -> int:

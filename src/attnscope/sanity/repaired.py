@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from attnscope import console
 from attnscope.errors import InputError
 from attnscope.explain import explain
 from attnscope.explain.engine import logits as forward_logits
@@ -98,7 +99,7 @@ def emprt(model: nn.Module, images: torch.Tensor, methods: Sequence[str] = ("gra
           targets: TargetSpec = None, bins: int = 100, blocks: Granularity = "layer", init: str | Init = "default",
           seed: int = 0, block_seed: Callable[[int, str], int] | None = None,
           calibration: Sequence[str] = CALIBRATION, layer: LayerSpec = "auto", options: Options = None,
-          batch_size: int | None = None, keep: int = 4) -> SanityResult:
+          batch_size: int | None = None, keep: int = 4, progress: bool = False) -> SanityResult:
     """Efficient MPRT (Hedström et al. 2023): per image, `complexity_rise` = (H_r − H_t) / H_t of the
     histogram entropy (`bins` bins) of the maps of the trained model (H_t) and of the model with every
     block re-initialised (H_r); both entropies are in the table too. NaN where H_t = 0 (a constant map)."""
@@ -111,10 +112,13 @@ def emprt(model: nn.Module, images: torch.Tensor, methods: Sequence[str] = ("gra
     def maps() -> dict[str, torch.Tensor]:
         return {k: v.values for k, v in explain(work, images, methods, targets, layer, options, batch_size).items()}
 
-    trained = {**maps(), **{c: CALIBRATIONS.get(c)(images, 0, seed) for c in calibration}}
-    for block in traced:
-        reinitialise(block, init, seeds[block.name])
-    random = {**maps(), **{c: CALIBRATIONS.get(c)(images, 1, seed) for c in calibration}}
+    with console.progress(2, "eMPRT", progress) as bar:
+        trained = {**maps(), **{c: CALIBRATIONS.get(c)(images, 0, seed) for c in calibration}}
+        bar.advance(1, model="trained")
+        for block in traced:
+            reinitialise(block, init, seeds[block.name])
+        random = {**maps(), **{c: CALIBRATIONS.get(c)(images, 1, seed) for c in calibration}}
+        bar.advance(1, model="randomised")
     result = SanityResult("emprt", [ALL_BLOCKS], {}, images=images[:keep].detach().cpu())
     for name, m in trained.items():
         h_t, h_r = histogram_entropy(m.double(), bins).cpu(), histogram_entropy(random[name].double(), bins).cpu()
@@ -133,7 +137,7 @@ def random_logit(model: nn.Module, images: torch.Tensor, methods: Sequence[str] 
                  targets: TargetSpec = None, other: torch.Tensor | None = None, seed: int = 0,
                  metrics: Sequence[str] = METRICS, calibration: Sequence[str] = CALIBRATION,
                  layer: LayerSpec = "auto", options: Options = None, batch_size: int | None = None,
-                 keep: int = 4) -> SanityResult:
+                 keep: int = 4, progress: bool = False) -> SanityResult:
     """Random-logit test (Sixt et al., ICML 2020): similarity of each image's map for its class
     (`targets`; None: the predicted one) and for a random other class (`other` (B,), default drawn
     uniformly among the other classes from `seed`). Low similarity passes."""
@@ -153,8 +157,11 @@ def random_logit(model: nn.Module, images: torch.Tensor, methods: Sequence[str] 
     other = other.to(device)
     if other.shape != classes.shape or bool((other == classes).any()) or bool(((other < 0) | (other >= k)).any()):
         raise InputError(f"other classes must be (B,) in [0, {k}) and differ from the explained class of each image")
-    same = {k_: v.values for k_, v in explain(model, images, methods, classes, layer, options, batch_size).items()}
-    off = {k_: v.values for k_, v in explain(model, images, methods, other, layer, options, batch_size).items()}
+    with console.progress(2, "random-logit", progress) as bar:
+        same = {k_: v.values for k_, v in explain(model, images, methods, classes, layer, options, batch_size).items()}
+        bar.advance(1, classes="explained")
+        off = {k_: v.values for k_, v in explain(model, images, methods, other, layer, options, batch_size).items()}
+        bar.advance(1, classes="random")
     for c in calibration:
         same[c], off[c] = CALIBRATIONS.get(c)(images, 0, seed), CALIBRATIONS.get(c)(images, 1, seed)
     result = SanityResult("random-logit", [RANDOM_CLASS], {}, images=images[:keep].detach().cpu())
