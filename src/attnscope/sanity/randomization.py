@@ -116,7 +116,8 @@ def randomise(model: nn.Module, images: torch.Tensor, maps_of: MapsOf, methods: 
     steps = traced if order == "bottom-up" and mode == "cascading" else list(reversed(traced))
     seeds = {b.name: int(block_seed(b.position, b.name)) if block_seed else seed + b.position for b in steps}
     layer = _layer_name(work, images, methods, layer)
-    replay = PrefixReuse(work, device_images) if reuse else None
+    # a bottom-up cascade randomises the first block at its first step: nothing below it to replay
+    replay = PrefixReuse(work, device_images) if reuse and not (mode == "cascading" and order == "bottom-up") else None
 
     def run(lowest: Block | None) -> dict[str, torch.Tensor]:
         if replay is None:
