@@ -61,7 +61,7 @@ def test_demo_writes_its_folder_and_replaces_only_its_own_with_overwrite(tmp_pat
     argv = ["demo", "--out", str(out), "--epochs", "1", "--n", "128", "--probe", "4", "--no-photos", "--quiet"]
     main(argv)
     summary = json.loads((out / "summary.json").read_text())
-    assert {"cam", "gradcam", "saliency", "random (calibration)"} <= set(summary["methods"])
+    assert {"cam", "gradcam", "saliency", "random"} <= set(summary["methods"])
     for scores in summary["methods"].values():
         assert 0 <= scores["pointing"] <= 1 and 0 <= scores["energy_in_box"] <= 1
     for name in ("grid.png", "summary.md", "model.safetensors", "maps.safetensors", "probe.safetensors"):

@@ -51,6 +51,22 @@ def test_sanity_data_test_trains_on_permuted_labels(run_dir, tmp_path):
     assert (out / "permuted-run" / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize("test, step, metric", [("smprt", "features.0.0", "spearman_abs"),
+                                                ("emprt", "all blocks", "complexity_rise"),
+                                                ("random-logit", "random class", "spearman_abs")])
+def test_repaired_tests_write_the_same_tidy_table(run_dir, tmp_path, test, step, metric):
+    out = tmp_path / "out"
+    result = _invoke("sanity", "--checkpoint", run_dir, "--methods", "gradcam,saliency", "--out", out, "--images", 2,
+                     "--test", test, "--metrics", "spearman_abs", "--samples", 2, "--keep", 1, "--quiet")
+    saved = json.loads((out / f"{test}.json").read_text())
+    assert saved["meta"]["test"] == test and saved["steps"][0] == step
+    rows = [r for r in saved["rows"] if r["metric"] == metric]
+    assert {r["method"] for r in rows} == {"gradcam", "saliency", "random", "sobel"}
+    assert all(r["n"] == 2 or (r["n"] < 2 and r["mean"] != r["mean"]) for r in rows)
+    assert (out / f"{test}_similarity.png").exists() and (out / f"{test}_maps_0.png").exists()
+    assert metric in result.output
+
+
 def test_bench_leaderboard(run_dir, tmp_path):
     out = tmp_path / "bench"
     printed = _invoke("bench", "--checkpoint", run_dir, "--out", out, "--images", 2, "--methods", "gradcam,saliency",
@@ -64,6 +80,22 @@ def test_bench_leaderboard(run_dir, tmp_path):
             assert 0.0 <= r[key] <= 1.0
         assert 0.0 <= r["avg_drop_pct"] <= 100 and r["increase_pct"] in (0.0, 50.0, 100.0)
     assert (out / "leaderboard.csv").read_text().startswith("method,kind,pointing,")
+
+
+def test_bench_metrics_filter_groups_and_estimate(run_dir, tmp_path):
+    out = tmp_path / "bench"
+    result = _invoke("bench", "--checkpoint", run_dir, "--out", out, "--images", 2, "--methods", "saliency",
+                     "--metrics", "complexity,pointing,max_sensitivity", "--perturbations", 2, "--quiet")
+    assert "estimated time:" in result.output
+    saved = json.loads((out / "leaderboard.json").read_text())
+    assert saved["meta"]["columns"] == ["sparseness", "complexity", "effective_complexity", "pointing",
+                                        "max_sensitivity"]
+    assert saved["meta"]["groups"]["max_sensitivity"] == "robustness"
+    assert {"complexity", "effective_complexity", "max_sensitivity"} <= set(saved["meta"]["lower_is_better"])
+    assert [r["method"] for r in saved["rows"]] == ["saliency", "random", "sobel"]
+    assert all(r["max_sensitivity"] >= 0 for r in saved["rows"])
+    only = _invoke("bench", "--checkpoint", run_dir, "--images", 2, "--methods", "saliency", "--estimate")
+    assert "estimated time:" in only.output and "wrote" not in only.output
 
 
 @pytest.mark.parametrize(
@@ -113,3 +145,17 @@ def test_table_csv_leaves_undefined_cells_empty():
     rows = [{"method": "gradcam", "block": "fc", "mean": float("nan"), "n": 0},
             {"method": "x", "block": "fc", "mean": 0.5, "n": 3}]
     assert table_csv(rows).splitlines() == ["method,block,mean,n", "gradcam,fc,,0", "x,fc,0.5,3"]
+
+
+def test_interventions_command(run_dir, tmp_path, capsys):
+    out = tmp_path / "int"
+    result = _invoke("interventions", "--checkpoint", run_dir, "--out", out, "--images", 3,
+                     "--methods", "gradcam,saliency")
+    saved = json.loads((out / "interventions.json").read_text())
+    assert [r["method"] for r in saved["summary"]] == ["gradcam", "saliency", "random", "sobel"]
+    assert {r["part"] for r in saved["parts"]} >= {"fragments", "background"}
+    assert all(0 <= r["background_mass"] <= 1 for r in saved["summary"])
+    assert "single deletion" in result.output
+    with pytest.raises(SystemExit) as e:
+        main(["interventions", "--checkpoint", str(run_dir), "--out", str(tmp_path / "x"), "--data", "permuted"])
+    assert e.value.code == 2 and "generated scenes" in capsys.readouterr().err

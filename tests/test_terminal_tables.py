@@ -12,8 +12,8 @@ from rich.console import Console
 
 from attnscope import console
 from attnscope.cli import bench, demo, sanity
+from attnscope.evaluate import COLUMNS
 from attnscope.explain import list_methods
-from attnscope.sanity.leaderboard import METRICS
 
 
 def _render(title, columns, rows, legend=None, width=80) -> str:
@@ -43,16 +43,21 @@ def test_cells_have_three_significant_digits():
         ["0.812", "0.00123", "12.3", "117", "1234", "7", "–", "–", "x"]
 
 
-def test_bench_table_fits_80_columns_with_short_names_and_a_legend():
+def test_bench_tables_fit_80_columns_with_short_names_and_a_legend():
     rng = random.Random(0)
     names = [*list_methods(), "random", "sobel"]
-    rows = [{"method": m, "kind": "perturbation", **{k: rng.uniform(-5, 100) for k in METRICS.names()},
+    columns = list(COLUMNS)
+    rows = [{"method": m, "kind": "perturbation", **{k: rng.uniform(-5, 100) for k in columns},
              "ms_per_image": rng.choice([1.13, 117.4, 1234.5, math.nan])} for m in names]
-    title, columns, cells, legend = bench.terminal_table(rows, 32, "clutter")
-    text = _render(title, columns, cells, legend)
-    _check_whole(text, columns, cells)
-    assert "(1/2)" in text and "(3/" not in text  # split once, not squeezed
-    assert "del0↓: deletion AUC, zero fill" in text.replace("\n", " ")
+    tables = bench.terminal_tables(rows, columns, ["deletion_zero", "complexity"], 32, "clutter")
+    groups = [t[0].split(":")[0] for t in tables]
+    assert groups == list(dict.fromkeys(COLUMNS.get(c).group for c in columns)) + ["time"]
+    for title, short, cells, legend in tables:
+        text = _render(title, short, cells, legend)
+        _check_whole(text, short, cells)
+        assert "(3/" not in text  # split at most once, not squeezed
+    faithfulness = _render(*tables[groups.index("faithfulness")]).replace("\n", " ")
+    assert "del0↓: deletion AUC, zero fill" in faithfulness and "↓: lower is better" in faithfulness
 
 
 def test_sanity_table_keeps_neighbouring_block_names_apart():

@@ -24,7 +24,7 @@ def cli() -> None:
 
 
 # Each command module registers itself on `cli` when imported; one line per command.
-for _command in ("train", "demo", "explain", "sanity", "bench", "report", "caption"):
+for _command in ("train", "demo", "explain", "sanity", "bench", "interventions", "report", "caption"):
     importlib.import_module(f"attnscope.cli.{_command}")
 
 

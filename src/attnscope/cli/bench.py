@@ -1,5 +1,6 @@
-"""`attnscope bench`: the leaderboard of every applicable method × every ground-truth and
-faithfulness metric on a checkpoint's ClutteredDigits test images, with time per image.
+"""`attnscope bench`: the leaderboard of every applicable method × every selected metric column
+(localisation, faithfulness, robustness, complexity) on a checkpoint's test images, with time per
+image and, before it starts, an estimate of how long it will take.
 
 The two files are written into a temporary folder that is renamed to `--out` (`attnscope.outdir`).
 """
@@ -16,64 +17,109 @@ from attnscope.cli.options import load_model, method_options, parse_list
 from attnscope.cli.sanity import load_probe
 from attnscope.errors import InputError
 
-# Short column names for the terminal (80 columns), with the legend printed under the table.
-SHORT = {"pointing": ("point", "pointing game"), "energy_box": ("energy", "energy in box"),
-         "mass_mask": ("mass", "relevance mass in mask"), "rank_mask": ("rank", "relevance rank in mask"),
-         "deletion_zero": ("del0↓", "deletion AUC, zero fill"), "deletion_blur": ("delB↓", "deletion AUC, blur"),
-         "insertion_blur": ("insB", "insertion AUC, blur"), "insertion_zero": ("ins0", "insertion AUC, zero"),
-         "avg_drop_pct": ("drop%↓", "Average Drop %"), "increase_pct": ("inc%", "Increase in Confidence %"),
-         "ms_per_image": ("ms", "ms per image")}
-
 
 @cli.command("bench")
 @click.option("--checkpoint", required=True, help="Run folder or checkpoint file of a trained classifier.")
-@click.option("--out", required=True, help="Folder for leaderboard.csv and leaderboard.json.")
+@click.option("--out", default=None, help="Folder for leaderboard.csv and .json (not with --estimate).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope bench` output.")
 @click.option("--images", "n_images", default=32, show_default=True, type=int, help="Test images to score.")
 @click.option("--data", default=None, help="Data set with boxes and masks (default: the checkpoint's).")
 @click.option("--methods", default="all", show_default=True, help="'all' applicable methods, or a comma list.")
+@click.option("--metrics", default="default", show_default=True,
+              help="Columns: 'default', 'all', groups (localisation, faithfulness, robustness, complexity) and "
+                   "column names, comma-separated (see docs/sanity.md).")
 @click.option("--tolerance", default=0.0, show_default=True, type=float, help="Pointing game tolerance (px).")
 @click.option("--step", default=None, type=int, help="Deletion/insertion pixels per step (default: one row).")
 @click.option("--batch-size", default=256, show_default=True, type=int, help="Perturbed images per forward.")
+@click.option("--perturbations", default=10, show_default=True, type=int, help="Robustness: perturbed copies.")
+@click.option("--radius", default=0.02, show_default=True, type=float, help="Robustness: noise radius U(-r, r).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw of the metrics.")
 @click.option("--method-opt", multiple=True, metavar="METHOD.KEY=VALUE", help="Method option, e.g. ig.steps=16.")
+@click.option("--estimate", "estimate_only", is_flag=True, help="Print the time estimate and stop.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def bench_command(checkpoint, out, overwrite, n_images, data, methods, tolerance, step, batch_size, method_opt,
-                  quiet) -> None:
-    """Score every applicable method (post-hoc and intrinsic) on CHECKPOINT's test images against the
-    digits' boxes and masks and by deletion/insertion, Average Drop and Increase in Confidence."""
+def bench_command(checkpoint, out, overwrite, n_images, data, methods, metrics, tolerance, step, batch_size,
+                  perturbations, radius, seed, method_opt, estimate_only, quiet) -> None:
+    """Score every applicable method (post-hoc and intrinsic) on CHECKPOINT's test images: against
+    the digits' boxes and masks, by asking the model (deletion, insertion, ROAD, ...), by the maps'
+    robustness to small perturbations and their complexity. Calibration rows bound each column."""
+    from attnscope import data as datasets
+    from attnscope.evaluate import COLUMNS, Mosaics, Settings, estimate, leaderboard
+    from attnscope.evaluate.columns import select
     from attnscope.report.sanity import table_csv
-    from attnscope.sanity.leaderboard import HIGHER_IS_BETTER, leaderboard
 
-    if tolerance < 0 or (step is not None and step < 1) or batch_size < 1:
-        raise InputError(f"need --tolerance >= 0, --step >= 1 and --batch-size >= 1, got {tolerance}, {step}, "
-                         f"{batch_size}")
-    out = Path(out)
-    outdir.check(out, "bench", overwrite)
+    if out is None and not estimate_only:
+        raise InputError("--out is required (or pass --estimate to only print the time estimate)")
+    if tolerance < 0 or (step is not None and step < 1) or batch_size < 1 or perturbations < 1 or radius < 0:
+        raise InputError(f"need --tolerance >= 0, --step >= 1, --batch-size >= 1, --perturbations >= 1 and "
+                         f"--radius >= 0, got {tolerance}, {step}, {batch_size}, {perturbations}, {radius}")
+    columns = select(metrics)
+    if out is not None:
+        out = Path(out)
+        outdir.check(out, "bench", overwrite)
     model, header = load_model(checkpoint)
     probe = load_probe(checkpoint, header, data, n_images)
-    if probe.boxes is None:
-        raise InputError(f"data set {probe.data!r} has no boxes and masks; the leaderboard needs ClutteredDigits-like "
-                         "ground truth (e.g. --data clutter)")
     names = None if methods == "all" else parse_list(methods, "--methods")
+    settings = Settings(tolerance=tolerance, step=step, batch_size=batch_size, seed=seed, perturbations=perturbations,
+                        radius=radius)
+    mosaics = None
+    if "focus" in columns:
+        built = datasets.mosaics(datasets.get(probe.data, "test", max(4 * n_images, 64), seed=0, **probe.data_cfg),
+                                 n_images, seed=seed)
+        mosaics = Mosaics(built.images, built.labels, built.quadrants)
+    common = dict(methods=names, metrics=columns, settings=settings, options=method_options(method_opt) or None,
+                  mosaics=mosaics)
+    guess = estimate(model, probe.images, probe.labels, probe.boxes, probe.masks, **common)
+    parts = ", ".join(f"{g} {s:.0f} s" for g, s in guess.groups.items() if s >= 0.5)
+    click.echo(f"estimated time: {guess.total:.0f} s (explaining {guess.explain:.0f} s{', ' + parts if parts else ''}; "
+               f"timed on 1 and {guess.measured_on} images)", err=True)
+    if estimate_only:
+        return
+    board = leaderboard(model, probe.images, probe.labels, probe.boxes, probe.masks, progress=not quiet, **common)
+    lower = [c for c, up in board.higher_is_better().items() if not up]
+    meta = {"checkpoint": str(checkpoint), "data": probe.data, "images": n_images, "tolerance": tolerance,
+            "step": step, "targets": "label", "columns": board.columns, "lower_is_better": lower,
+            "groups": {c: COLUMNS.get(c).group for c in board.columns}, "skipped": board.skipped,
+            "perturbations": perturbations, "radius": radius, "seed": seed,
+            "estimated_s": round(guess.total, 1), "seconds": {k: round(v, 2) for k, v in board.seconds.items()}}
     with outdir.building(out, "bench", overwrite) as partial:
-        rows = leaderboard(model, probe.images, probe.labels, probe.boxes, probe.masks, names,
-                           tolerance=tolerance, step=step, batch_size=batch_size,
-                           options=method_options(method_opt) or None, progress=not quiet)
-        meta = {"checkpoint": str(checkpoint), "data": probe.data, "images": n_images, "tolerance": tolerance,
-                "step": step, "targets": "label",
-                "lower_is_better": [k for k, v in HIGHER_IS_BETTER.items() if not v]}
-        fileio.write_text(partial / "leaderboard.csv", table_csv(rows))
-        fileio.write_json(partial / "leaderboard.json", {"meta": meta, "rows": rows})
-    console.table(*terminal_table(rows, n_images, probe.data))
+        fileio.write_text(partial / "leaderboard.csv", table_csv(board.rows))
+        fileio.write_json(partial / "leaderboard.json", {"meta": meta, "rows": board.rows})
+    for table in terminal_tables(board.rows, board.columns, lower, n_images, probe.data):
+        console.table(*table)
+    if board.skipped:
+        click.echo(f"left out (no ground truth for them): {', '.join(board.skipped)}", err=True)
     click.echo(f"wrote {out / 'leaderboard.csv'} and {out / 'leaderboard.json'}")
 
 
-def terminal_table(rows: list[dict], n_images: int, data: str) -> tuple[str, list[str], list[list], dict[str, str]]:
-    """(title, short column names, cells, legend) of the leaderboard as `console.table` prints it."""
-    from attnscope.sanity.leaderboard import METRICS
+# Short column names for the terminal (80 columns), with the legend printed under each table.
+SHORT = {"pointing": ("point", "pointing game"), "energy_box": ("energy", "energy in box"),
+         "energy_box_norm": ("energyN", "energy in box of the min-max normalised map"),
+         "mass_mask": ("mass", "relevance mass in mask"), "rank_mask": ("rank", "relevance rank in mask"),
+         "top_k_mask": ("topk", "top-k intersection with mask"), "auc_mask": ("auc", "ROC AUC against mask"),
+         "pixel_acc_mask": ("pxacc", "pixel accuracy against mask"), "iou_mask": ("iou", "mean IoU with mask"),
+         "ap_mask": ("ap", "average precision against mask"),
+         "deletion_zero": ("del0", "deletion AUC, zero fill"), "deletion_blur": ("delB", "deletion AUC, blur"),
+         "insertion_blur": ("insB", "insertion AUC, blur"), "insertion_zero": ("ins0", "insertion AUC, zero"),
+         "pixel_flip_aopc": ("flip", "pixel flipping AOPC"), "avg_drop_pct": ("drop%", "Average Drop %"),
+         "increase_pct": ("inc%", "Increase in Confidence %"), "faith_corr": ("fcorr", "faithfulness correlation"),
+         "region_aopc": ("region", "region perturbation AOPC"), "monotonicity": ("mono", "monotonicity"),
+         "effective_complexity": ("effcx", "effective complexity"), "ms_per_image": ("ms", "ms per image")}
 
-    columns = ["method", "kind", *METRICS.names(), "ms_per_image"]
-    short = [SHORT.get(c, (c, c))[0] for c in columns]
-    legend = {SHORT[c][0]: SHORT[c][1] for c in columns if c in SHORT} | {"↓": "lower is better"}
-    title = f"leaderboard: {n_images} {data} test images, true class"
-    return title, short, [[r.get(c) for c in columns] for r in rows], legend
+
+def terminal_tables(rows: list[dict], columns: list[str], lower: list[str], n_images: int,
+                    data: str) -> list[tuple[str, list[str], list[list], dict[str, str]]]:
+    """(title, short column names, cells, legend) per column group, then the time table, as `console.table`
+    prints them; a column where lower is better is marked ↓."""
+    from attnscope.evaluate import COLUMNS
+
+    groups = {c: COLUMNS.get(c).group for c in columns} | {"ms_per_image": "time"}
+    tables = []
+    for group in dict.fromkeys(groups.values()):
+        cols = [c for c in [*columns, "ms_per_image"] if groups[c] == group]
+        short = [SHORT.get(c, (c, c))[0] + ("↓" if c in lower else "") for c in cols]
+        legend = {SHORT[c][0]: SHORT[c][1] for c in cols if c in SHORT}
+        legend |= {"↓": "lower is better"} if any(c in lower for c in cols) else {}
+        title = f"{group}: {n_images} {data} test images, true class" if group != "time" else "time"
+        tables.append((title, ["method", "kind", *short], [[r["method"], r["kind"], *[r.get(c) for c in cols]]
+                                                          for r in rows], legend))
+    return tables

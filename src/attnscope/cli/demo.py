@@ -119,8 +119,8 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool,
     boxes = torch.stack([s.box for s in samples])  # (P, 4)
     fileio.save_tensors(out / "probe.safetensors", {"images": images, "labels": labels, "boxes": boxes})
 
-    maps, timing = explain_all(run.model, images, labels, quiet)
-    scores = score_maps(maps, boxes)
+    board = score_all(run.model, images, labels, boxes, quiet)
+    maps = board.maps
     fileio.save_tensors(out / "maps.safetensors", {k: v for k, v in maps.items()}, {"targets": "labels"})
 
     from attnscope.explain import list_methods
@@ -136,7 +136,8 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool,
         "train_wall_s": round(train_s, 1),
         "total_wall_s": round(time.perf_counter() - started, 1),
         "probe_images": probe,
-        "methods": {k: {**scores[k], "ms_per_image": round(1000 * timing.get(k, 0.0) / probe, 2)} for k in scores},
+        "methods": {r["method"]: {"pointing": r["pointing"], "energy_in_box": r["energy_box"],
+                                  "ms_per_image": round(r["ms_per_image"], 2)} for r in board.rows},
     }
     fileio.write_json(out / "summary.json", summary)
     fileio.write_text(out / "summary.md", _markdown(summary))
@@ -167,36 +168,14 @@ def _print_photos(real: dict[str, Any]) -> None:
                   f"{real['wall_s']} s", ["method", "pointing game", "energy in box", "ms / image"], rows)
 
 
-def explain_all(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, quiet: bool):
-    """Every applicable post-hoc method on the probe images, for the true class; plus a random map."""
-    import torch
+def score_all(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor, quiet: bool):
+    """The leaderboard of every applicable post-hoc method on the probe images (true class), plus a
+    random map: pointing game and energy in the digit's box, with the maps kept for drawing."""
+    from attnscope.evaluate import applicable_methods, leaderboard
 
-    from attnscope.explain import explain, list_methods
-    from attnscope.registry import METHODS
-
-    names = [m for m, kind in list_methods().items() if kind in POST_HOC and METHODS.get(m).applies(model) is None]
-    maps: dict[str, torch.Tensor] = {}
-    timing: dict[str, float] = {}
-    with console.progress(len(names), "explain", not quiet) as bar:
-        for name in names:
-            t = time.perf_counter()
-            for key, amap in explain(model, images, (name,), targets=labels).items():
-                maps[key] = amap.values
-            timing[name] = time.perf_counter() - t
-            bar.advance(1, method=name)
-    noise = torch.Generator().manual_seed(0)
-    maps["random (calibration)"] = torch.rand(images.shape[0], *images.shape[-2:], generator=noise)
-    return maps, timing
-
-
-def score_maps(maps: dict[str, torch.Tensor], boxes: torch.Tensor) -> dict[str, dict[str, float]]:
-    """Mean pointing game and energy in box of each method's maps."""
-    from attnscope.metrics import energy_in_box, pointing_game
-
-    return {
-        k: {"pointing": float(pointing_game(v, boxes).mean()), "energy_in_box": float(energy_in_box(v, boxes).mean())}
-        for k, v in maps.items()
-    }
+    return leaderboard(model, images, labels, boxes, methods=applicable_methods(model, POST_HOC),
+                       metrics=("pointing", "energy_box"), calibration=("random",), progress=not quiet,
+                       keep_maps=True)
 
 
 def _markdown(summary: dict[str, Any]) -> str:

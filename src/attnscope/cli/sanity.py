@@ -21,7 +21,7 @@ from attnscope.errors import CheckpointError, InputError
 if TYPE_CHECKING:
     import torch
 
-TESTS = ("cascading", "independent", "data")
+TESTS = ("cascading", "independent", "data", "smprt", "emprt", "random-logit")
 
 
 @dataclass
@@ -85,7 +85,7 @@ def _blocks(text: str) -> str | int | list[str]:
 @click.option("--out", required=True, help="Folder for the tables, plots and map grids.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope sanity` output.")
 @click.option("--test", "tests", default="cascading", show_default=True,
-              help="Tests to run, comma-separated: cascading, independent, data.")
+              help="Tests to run, comma-separated: cascading, independent, data, smprt, emprt, random-logit.")
 @click.option("--images", "n_images", default=32, show_default=True, type=int, help="Test images to explain.")
 @click.option("--data", default=None, help="Data set of the images (default: the checkpoint's).")
 @click.option("--blocks", default="layer", show_default=True,
@@ -101,18 +101,25 @@ def _blocks(text: str) -> str | int | list[str]:
 @click.option("--batch-size", default=None, type=int, help="Explain in chunks of this many images.")
 @click.option("--keep", default=2, show_default=True, type=int, help="Images whose maps are drawn.")
 @click.option("--channels-last", is_flag=True, help="Run the randomised copies in NHWC layout (often faster on CPU).")
+@click.option("--order", default="auto", show_default=True, type=click.Choice(["auto", "top-down", "bottom-up"]),
+              help="Cascade order; auto: top-down for cascading (Adebayo et al.), bottom-up for smprt (Hedström).")
+@click.option("--samples", default=50, show_default=True, type=int, help="sMPRT: noisy copies per image.")
+@click.option("--noise-level", default=0.1, show_default=True, type=float,
+              help="sMPRT: noise σ as a fraction of each image's value range.")
+@click.option("--bins", default=100, show_default=True, type=int, help="eMPRT: histogram bins of the entropy.")
 @click.option("--permuted-n", default=512, show_default=True, type=int, help="Data test: training images.")
 @click.option("--permuted-epochs", default=150, show_default=True, type=int, help="Data test: most epochs.")
 @click.option("--target-acc", default=0.95, show_default=True, type=float, help="Data test: training accuracy.")
 @click.option("--permuted-run", default=None, help="Data test: reuse this permuted-label run instead of training.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def sanity_command(checkpoint, methods, out, overwrite, tests, n_images, data, blocks, init, seed, targets, metrics,
-                   method_opt, batch_size, keep, channels_last, permuted_n, permuted_epochs, target_acc,
-                   permuted_run, quiet) -> None:
+                   method_opt, batch_size, keep, channels_last, order, samples, noise_level, bins, permuted_n,
+                   permuted_epochs, target_acc, permuted_run, quiet) -> None:
     """Randomisation sanity checks of CHECKPOINT's maps: cascading / independent parameter
-    randomisation and label randomisation (Adebayo et al. 2018)."""
+    randomisation and label randomisation (Adebayo et al. 2018); the repaired tests sMPRT and
+    eMPRT (Hedström et al. 2023) and the random-logit test (Sixt et al. 2020)."""
     from attnscope.report import sanity as report
-    from attnscope.sanity import data_randomization, model_randomization
+    from attnscope.sanity import data_randomization, emprt, model_randomization, random_logit, smprt
 
     tests = parse_list(tests, "--test")
     for t in tests:
@@ -128,15 +135,30 @@ def sanity_command(checkpoint, methods, out, overwrite, tests, n_images, data, b
     probe = load_probe(checkpoint, header, data, n_images)
     common = dict(methods=methods, targets=probe.labels if targets == "label" else None, metrics=metrics,
                   options=method_options(method_opt) or None, batch_size=batch_size, keep=keep)
+    randomised = dict(blocks=_blocks(blocks), init=init, seed=seed)
     with outdir.building(final, "sanity", overwrite) as partial:
+
+        def data_test():
+            permuted, info = _permuted_model(checkpoint, header, probe, partial, final, permuted_run, permuted_n,
+                                             permuted_epochs, target_acc, seed, quiet)
+            return data_randomization(model, permuted, probe.images, info=info, **common)
+
+        runners = {  # test name → how to run it
+            "cascading": lambda: model_randomization(model, probe.images, mode="cascading", progress=not quiet,
+                                                     order="top-down" if order == "auto" else order,
+                                                     channels_last=channels_last, **randomised, **common),
+            "independent": lambda: model_randomization(model, probe.images, mode="independent", progress=not quiet,
+                                                       channels_last=channels_last, **randomised, **common),
+            "data": data_test,
+            "smprt": lambda: smprt(model, probe.images, samples=samples, sigma=noise_level, progress=not quiet,
+                                   order="bottom-up" if order == "auto" else order, **randomised,
+                                   **{**common, "batch_size": batch_size or 256}),
+            "emprt": lambda: emprt(model, probe.images, bins=bins, progress=not quiet, **randomised,
+                                   **{k: v for k, v in common.items() if k != "metrics"}),
+            "random-logit": lambda: random_logit(model, probe.images, seed=seed, progress=not quiet, **common),
+        }
         for test in tests:
-            if test == "data":
-                permuted, info = _permuted_model(checkpoint, header, probe, partial, final, permuted_run, permuted_n,
-                                                 permuted_epochs, target_acc, seed, quiet)
-                result = data_randomization(model, permuted, probe.images, info=info, **common)
-            else:
-                result = model_randomization(model, probe.images, mode=test, blocks=_blocks(blocks), init=init,
-                                             seed=seed, progress=not quiet, channels_last=channels_last, **common)
+            result = runners[test]()
             result.meta.update(checkpoint=str(checkpoint), data=probe.data)
             paths = [final / p.relative_to(partial) for p in report.write(result, partial, prefix=test)]
             for note in result.meta.get("notes", []):

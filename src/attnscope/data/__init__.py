@@ -14,6 +14,7 @@ from attnscope.data import geometry
 from attnscope.data.cluttered import ClutteredDigits, ClutterSample
 from attnscope.data.folder import FolderSample, ImageFolderData, load_images, read_image
 from attnscope.data.karpathy import CaptionSample, KarpathyCaptions
+from attnscope.data.mosaic import MosaicBatch, mosaics
 from attnscope.data.photos import Photos, PhotoSample
 from attnscope.data.scenes import DigitScenes, SceneObject, SceneSample, Token
 from attnscope.data.vocab import CaptionBatch, Vocabulary, collate_captions, tokenize
@@ -81,6 +82,7 @@ __all__ = [
     "FolderSample",
     "ImageFolderData",
     "KarpathyCaptions",
+    "MosaicBatch",
     "SceneObject",
     "SceneSample",
     "PermutedLabels",
@@ -92,6 +94,7 @@ __all__ = [
     "geometry",
     "get",
     "load_images",
+    "mosaics",
     "names",
     "read_image",
     "register",

@@ -46,7 +46,8 @@ class ClutteredDigits(Dataset):
     """`n` images of `size`×`size` px; sample i is `(image, label, box, mask, decoy_box)`.
 
     The digit is scaled to `digit_size` px (a random integer in the range), placed at random,
-    and drawn in a random colour; `n_fragments` random crops of other digits of the same split
+    and drawn in a random colour (`grey=True`: one channel, the mean of the three); `n_fragments`
+    random crops of other digits of the same split
     (`fragment_size` px) are scattered outside its box. Images carry mild noise.
     """
 
@@ -64,6 +65,7 @@ class ClutteredDigits(Dataset):
         fragment_size: int = 8,
         decoy_size: int = 5,
         noise: float = 0.05,
+        grey: bool = False,
     ) -> None:
         if n < 1 or size < 16:
             raise InputError(f"need n >= 1 and size >= 16, got n={n}, size={size}")
@@ -72,7 +74,7 @@ class ClutteredDigits(Dataset):
             raise InputError(f"digit_size {digit_size} does not fit a {size}px canvas")
         self.split, self.n, self.size, self.seed, self.decoy = split, n, size, seed, decoy
         self.digit_size, self.n_fragments, self.fragment_size = (lo, hi), n_fragments, fragment_size
-        self.decoy_size, self.noise = decoy_size, noise
+        self.decoy_size, self.noise, self.grey = decoy_size, noise, bool(grey)
         self.glyphs, self.labels = source_digits(split)  # raises on a bad split
         self.num_classes = 10
 
@@ -81,6 +83,16 @@ class ClutteredDigits(Dataset):
 
     def __getitem__(self, index: int) -> ClutterSample:
         return ClutterSample(*self._generate(index))
+
+    PARTS = ("digit", "fragments", "decoy")
+
+    def without(self, index: int, *parts: str) -> torch.Tensor:
+        """Sample `index`'s image (3, H, W) with `parts` (of `PARTS`) never drawn: background (and the
+        same noise) where they were — the exact counterfactual, not an inpainting."""
+        for part in parts:
+            if part not in self.PARTS:
+                raise InputError(f"unknown part {part!r}; a ClutteredDigits image has {', '.join(self.PARTS)}")
+        return self._generate(index, frozenset(parts))[0]
 
     def decoy_box(self, index: int) -> torch.Tensor:
         """Box `(x0, y0, x1, y1)` of the decoy patch of sample `index` (requires `decoy=True`)."""
@@ -97,7 +109,9 @@ class ClutteredDigits(Dataset):
     def _pick(self, index: int) -> int:
         return int(sample_rng(self.seed, self.split, index).integers(len(self.glyphs)))
 
-    def _generate(self, index: int):
+    def _generate(self, index: int, skip: frozenset[str] = frozenset()):
+        """(image, label, box, mask, decoy box) of sample `index`, with the parts in `skip` not painted
+        (every random draw still made)."""
         if not 0 <= index < self.n:
             raise IndexError(f"index {index} out of range for {self.n} samples")
         rng = sample_rng(self.seed, self.split, index)
@@ -125,10 +139,13 @@ class ClutteredDigits(Dataset):
             for _attempt in range(20):
                 px, py = (int(v) for v in rng.integers(0, s - f + 1, size=2))
                 if px + f <= box[0] or px >= box[2] or py + f <= box[1] or py >= box[3]:
-                    paint(canvas, piece, px, py, self._colour(rng))
+                    tint = self._colour(rng)
+                    if "fragments" not in skip:
+                        paint(canvas, piece, px, py, tint)
                     break
 
-        paint(canvas, ink, x, y, colour)
+        if "digit" not in skip:
+            paint(canvas, ink, x, y, colour)
 
         decoy_box = torch.full((4,), -1)
         if self.decoy:
@@ -136,12 +153,16 @@ class ClutteredDigits(Dataset):
             corner = int(rng.integers(4))
             dx, dy = (0 if corner in (0, 2) else s - k), (0 if corner in (0, 1) else s - k)
             patch = DECOY_COLOURS[label] if self.split == "train" else torch.from_numpy(rng.random(3)).float()
-            canvas[:, dy : dy + k, dx : dx + k] = patch[:, None, None]
+            if "decoy" not in skip:
+                canvas[:, dy : dy + k, dx : dx + k] = patch[:, None, None]
             decoy_box = torch.tensor([dx, dy, dx + k, dy + k])
 
         if self.noise > 0:
             canvas += self.noise * torch.from_numpy(rng.random((3, s, s))).float()
-        return canvas.clamp_(0.0, 1.0), label, box, mask, decoy_box
+        canvas = canvas.clamp_(0.0, 1.0)
+        if self.grey:  # one channel: the mean of the three (models built with in_channels=1)
+            canvas = canvas.mean(0, keepdim=True)
+        return canvas, label, box, mask, decoy_box
 
     def _colour(self, rng: np.random.Generator) -> torch.Tensor:
         names = list(COLOURS)

@@ -129,6 +129,13 @@ class DigitScenes(Dataset):
         texts = [detokenize([w for w, _ in words]) for words in captions]
         return SceneSample(image, texts, alignments[0], alignments, objects, masks)
 
+    def without(self, index: int, *objects: int) -> torch.Tensor:
+        """Scene `index`'s image (3, H, W) with the objects of those indices (into `objects`) never
+        drawn: background (and the same noise) where they were — the exact counterfactual."""
+        if not 0 <= index < self.n:
+            raise IndexError(f"index {index} out of range for {self.n} samples")
+        return self._draw(sample_rng(self.seed, self.split, index), frozenset(objects))[0]
+
     def source_indices(self, index: int) -> list[int]:
         """Indices into `load_digits()` of the digits drawn in sample `index`, in `objects` order."""
         if not 0 <= index < self.n:
@@ -136,8 +143,9 @@ class DigitScenes(Dataset):
         picks = self._draw(sample_rng(self.seed, self.split, index))[3]
         return [int(split_indices()[self.split][p]) for p in picks]
 
-    def _draw(self, rng: np.random.Generator):
-        """The image, objects, masks (K, H, W) and chosen source glyphs of one scene."""
+    def _draw(self, rng: np.random.Generator, skip: frozenset[int] = frozenset()):
+        """The image, objects, masks (K, H, W) and chosen source glyphs of one scene; the objects
+        whose indices are in `skip` are not painted (every random draw is still made)."""
         s = self.size
         k = int(rng.integers(self.n_objects[0], self.n_objects[1] + 1))
         picks, names, inks = self._pick_digits(k, rng)
@@ -147,7 +155,8 @@ class DigitScenes(Dataset):
         objects = []
         for i, (pick, name, ink, (x0, y0, x1, y1)) in enumerate(zip(picks, names, inks, boxes, strict=True)):
             colour = torch.tensor(COLOURS[name]) * float(rng.uniform(0.85, 1.0))  # (3,)
-            paint(canvas, ink, x0, y0, colour)
+            if i not in skip:
+                paint(canvas, ink, x0, y0, colour)
             masks[i, y0:y1, x0:x1] = ink > INK_THRESHOLD
             objects.append(SceneObject(int(self.labels[pick]), name, (x0, y0, x1, y1)))
         if self.noise > 0:

@@ -185,6 +185,15 @@ def logits_of(output: object, batch: int) -> object:
                      "pass output= to pick the part to explain")
 
 
+@torch.no_grad()
+def logits(model: nn.Module, x: torch.Tensor, chunk: int | None = None, output: OutputSpec = None) -> torch.Tensor:
+    """The model's selected output (N, ...) for `x` without gradients, `chunk` images per forward (all by default)."""
+    step = chunk or max(x.shape[0], 1)
+    parts = [logits_of(select_output(run_model(model, x[i:i + step]), output), x[i:i + step].shape[0])
+             for i in range(0, x.shape[0], step)]
+    return torch.cat(parts)
+
+
 def capture(
     model: nn.Module,
     x: torch.Tensor,

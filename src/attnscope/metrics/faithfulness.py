@@ -3,23 +3,30 @@
 The metrics never see a model. They take a scorer `f(x, source) -> scores`: `x` (N, C, H, W) are
 perturbed copies of the images, `source` (N,) long says which image of the batch each one comes
 from (so `f` can score each for that image's class), and `scores` (N,) are the explained scores —
-the class probability in the papers. `attnscope.sanity.leaderboard.class_probability` builds one.
+the class probability in the papers. `attnscope.evaluate.class_probability` builds one.
+
+Every ordered-removal metric here — deletion / insertion (RISE), pixel flipping and region
+perturbation (Samek et al.), monotonicity (Arya et al.), IROF — is one curve: pixels pass from a
+start image to an end image in the order of a rank per pixel, and the model scores each point.
+`curve` computes it for all images and points in batches of `batch_size` perturbed inputs.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from attnscope.errors import InputError
 from attnscope.maps import normalize
+from attnscope.metrics.checks import check_images, positive_int
 from attnscope.registry import Registry
 
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SUBSTRATES: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("substrate")
+ORDERS = ("morf", "lerf")
 
 
 @SUBSTRATES.register("zero")
@@ -28,15 +35,36 @@ def zero_substrate(images: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(images)
 
 
+@SUBSTRATES.register("mean")
+def mean_substrate(images: torch.Tensor) -> torch.Tensor:
+    """Each image's per-channel mean (IROF's "mean" value, Rieger & Hansen 2020)."""
+    return images.mean(dim=(2, 3), keepdim=True).expand_as(images).clone()
+
+
+def rise_kernel(size: int = 11, sigma: float = 5.0, truncate: float = 4.0) -> torch.Tensor:
+    """RISE's blur kernel (Petsiuk et al. 2018, `gkern`): a size×size delta smoothed by
+    `scipy.ndimage.gaussian_filter(σ, mode="reflect", truncate)`, in float32. (size, size).
+
+    scipy's filter is separable, its 1-D taps w_k ∝ exp(−k²/2σ²) for |k| ≤ int(truncate·σ + 0.5),
+    and "reflect" mirrors about the edge (d c b a | a b c d | d c b a), so the 1-D kernel is
+    g_i = Σ_k w_k · 1[reflect(i + k) = centre]; with σ = 5 on 11 px the mirrored tails make it almost flat.
+    """
+    radius = int(truncate * sigma + 0.5)
+    k = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    w = torch.exp(-0.5 * k**2 / sigma**2)
+    w = w / w.sum()
+    j = (torch.arange(size, dtype=torch.int64)[:, None] + k.long()[None, :]) % (2 * size)  # (size, taps)
+    j = torch.where(j >= size, 2 * size - 1 - j, j)  # mirrored index inside [0, size)
+    g = ((j == size // 2).double() * w).sum(1)  # (size,)
+    return (g[:, None] * g[None, :]).float()
+
+
 @SUBSTRATES.register("blur")
-def blur_substrate(images: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """A Gaussian blur (11 px kernel, σ = 5, zero padding) of each image: RISE's insertion start."""
-    r = torch.arange(size, dtype=images.dtype, device=images.device) - (size - 1) / 2
-    g = torch.exp(-(r**2) / (2 * sigma**2))
-    g = g / g.sum()
+def blur_substrate(images: torch.Tensor) -> torch.Tensor:
+    """RISE's insertion start: each channel convolved with `rise_kernel()` (11 px), zero padding 5."""
+    k = rise_kernel().to(device=images.device, dtype=images.dtype)
     c = images.shape[1]
-    x = F.conv2d(images, g.view(1, 1, 1, size).expand(c, 1, 1, size), padding=(0, size // 2), groups=c)
-    return F.conv2d(x, g.view(1, 1, size, 1).expand(c, 1, size, 1), padding=(size // 2, 0), groups=c)
+    return F.conv2d(images, k.expand(c, 1, *k.shape), padding=k.shape[-1] // 2, groups=c)
 
 
 def importance_order(maps: torch.Tensor) -> torch.Tensor:
@@ -47,25 +75,28 @@ def importance_order(maps: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(order).scatter_(1, order, ranks)
 
 
-def _curve(f: Scorer, start: torch.Tensor, end: torch.Tensor, maps: torch.Tensor, step: int | None,
-           batch_size: int) -> torch.Tensor:
-    """Scores (B, S + 1) as the most important pixels pass from `start` to `end`, `step` pixels at a time."""
-    b, c, h, w = start.shape
-    step = w if step is None else step
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-        raise InputError(f"pixels per step must be a positive integer, got {step!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    n = math.ceil(h * w / step) + 1  # points on the curve, from 0 to all pixels moved
-    position = importance_order(maps).view(b, 1, h, w)
+def curve(f: Scorer, start: torch.Tensor, end: torch.Tensor, rank: torch.Tensor, counts: Sequence[int],
+          batch_size: int = 256) -> torch.Tensor:
+    """Scores (B, P): at point p every pixel with `rank` (B, H, W) < `counts[p]` is taken from `end`
+    (B, C, H, W), the others from `start`. All B·P inputs go to `f` in batches of `batch_size`."""
+    positive_int("batch_size", batch_size)
+    b = start.shape[0]
+    n = len(counts)
+    limits = torch.as_tensor(list(counts), device=start.device)
+    rank = rank.to(start.device)[:, None]  # (B, 1, H, W)
     out = torch.empty(b * n, dtype=torch.float64)
     for lo in range(0, b * n, batch_size):
         flat = torch.arange(lo, min(lo + batch_size, b * n), device=start.device)
         i, k = flat // n, flat % n
-        moved = position[i] < (k * step).clamp(max=h * w).view(-1, 1, 1, 1)  # (N, 1, H, W)
-        x = torch.where(moved, end[i], start[i])  # (N, C, H, W)
-        out[lo : lo + len(flat)] = _scores(f, x, i).double().cpu()
+        moved = rank[i] < limits[k].view(-1, 1, 1, 1)  # (N, 1, H, W)
+        out[lo : lo + len(flat)] = scores_of(f, torch.where(moved, end[i], start[i]), i).double().cpu()
     return out.view(b, n)
+
+
+def pixel_counts(h: int, w: int, step: int | None) -> list[int]:
+    """Pixels moved at each point of a curve with `step` pixels per step (default one row): 0, s, 2s, …, H·W."""
+    step = w if step is None else positive_int("pixels per step", step)
+    return [min(k * step, h * w) for k in range(math.ceil(h * w / step) + 1)]
 
 
 def auc(curve: torch.Tensor) -> torch.Tensor:
@@ -74,18 +105,25 @@ def auc(curve: torch.Tensor) -> torch.Tensor:
     return (curve.sum(1) - curve[:, 0] / 2 - curve[:, -1] / 2) / n
 
 
+def aopc(curve: torch.Tensor) -> torch.Tensor:
+    """Area over the perturbation curve (Samek et al. 2016, Eq. 12): (1/(L+1)) Σ_{k=0}^{L} f(x⁰) − f(xᵏ). (B,)."""
+    return (curve[:, :1] - curve).mean(1)
+
+
 def deletion_curve(f: Scorer, images: torch.Tensor, maps: torch.Tensor, substrate: str | torch.Tensor = "zero",
                    step: int | None = None, batch_size: int = 256) -> torch.Tensor:
     """Scores (B, S + 1) while the most important pixels are replaced by `substrate`, `step` at a time."""
-    _check(images, maps)
-    return _curve(f, images, _substrate(substrate, images), maps, step, batch_size)
+    check_images(images, maps)
+    counts = pixel_counts(*maps.shape[-2:], step)
+    return curve(f, images, substrate_of(substrate, images), _pixel_rank(maps), counts, batch_size)
 
 
 def insertion_curve(f: Scorer, images: torch.Tensor, maps: torch.Tensor, substrate: str | torch.Tensor = "blur",
                     step: int | None = None, batch_size: int = 256) -> torch.Tensor:
     """Scores (B, S + 1) while the most important pixels are put back into `substrate`, `step` at a time."""
-    _check(images, maps)
-    return _curve(f, _substrate(substrate, images), images, maps, step, batch_size)
+    check_images(images, maps)
+    counts = pixel_counts(*maps.shape[-2:], step)
+    return curve(f, substrate_of(substrate, images), images, _pixel_rank(maps), counts, batch_size)
 
 
 def deletion_auc(f: Scorer, images: torch.Tensor, maps: torch.Tensor, substrate: str | torch.Tensor = "zero",
@@ -98,19 +136,59 @@ def deletion_auc(f: Scorer, images: torch.Tensor, maps: torch.Tensor, substrate:
 def insertion_auc(f: Scorer, images: torch.Tensor, maps: torch.Tensor, substrate: str | torch.Tensor = "blur",
                   step: int | None = None, batch_size: int = 256) -> torch.Tensor:
     """Insertion AUC (Petsiuk et al., BMVC 2018, RISE): area under the score as the most important
-    pixels are inserted into a blurred image first; higher is better. (B,)."""
+    pixels are inserted into RISE's blurred image first; higher is better. (B,)."""
     return auc(insertion_curve(f, images, maps, substrate, step, batch_size))
+
+
+def pixel_flipping(f: Scorer, images: torch.Tensor, maps: torch.Tensor, substrate: str | torch.Tensor = "zero",
+                   step: int | None = None, batch_size: int = 256) -> torch.Tensor:
+    """Pixel flipping (Bach et al. 2015; Samek et al. 2016): scores (B, S + 1) as the most relevant
+    pixels are flipped to `substrate` first, `step` pixels at a time — the deletion curve; summarise
+    it with `aopc` (higher is better) or `auc` (lower is better)."""
+    return deletion_curve(f, images, maps, substrate, step, batch_size)
+
+
+def region_perturbation(f: Scorer, images: torch.Tensor, maps: torch.Tensor, patch: int = 8,
+                        regions: int | None = None, substrate: str | torch.Tensor = "zero", order: str = "morf",
+                        batch_size: int = 256) -> torch.Tensor:
+    """Region perturbation (Samek et al., IEEE TNNLS 2016): scores (B, R + 1) as non-overlapping
+    patch×patch regions are replaced by `substrate` in order of their summed relevance Σ_region M
+    ("morf": most relevant first; "lerf": least), the first `regions` of them (default all).
+    Regions tile the image from the top-left corner; those at the right/bottom edge may be smaller.
+    Summarise with `aopc` (MoRF: higher is better)."""
+    check_images(images, maps)
+    positive_int("patch", patch)
+    b, h, w = maps.shape
+    ids = (torch.arange(h, device=maps.device)[:, None] // patch) * math.ceil(w / patch) + \
+        torch.arange(w, device=maps.device)[None, :] // patch  # (H, W) region of each pixel
+    n = int(ids.max()) + 1
+    sums = torch.zeros(b, n, dtype=torch.float64, device=maps.device).index_add_(
+        1, ids.flatten(), maps.flatten(1).double())  # (B, R)
+    region_rank = importance_order(_ordered(sums, order))  # (B, R)
+    rank = region_rank.gather(1, ids.flatten().expand(b, -1)).view(b, h, w)
+    regions = n if regions is None else min(positive_int("regions", regions), n)
+    return curve(f, images, substrate_of(substrate, images), rank, range(regions + 1), batch_size)
+
+
+def monotonicity(f: Scorer, images: torch.Tensor, maps: torch.Tensor, substrate: str | torch.Tensor = "zero",
+                 step: int | None = None, batch_size: int = 256) -> torch.Tensor:
+    """Monotonicity (Arya et al. 2019, AIX360): 1 if the score never falls as pixels are added to
+    `substrate` in order of *increasing* relevance, `step` at a time (checked after each addition,
+    as the reference code does), else 0. (B,)."""
+    scores = insertion_curve(f, images, -maps, substrate, step, batch_size)[:, 1:]
+    return (scores.diff(dim=1) >= 0).all(dim=1).double()
 
 
 def masked_scores(f: Scorer, images: torch.Tensor, maps: torch.Tensor,
                   batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """(Y, O): the score of each image and of its explanation map E = norm(M) ⊙ x (Grad-CAM++), each (B,)."""
-    _check(images, maps)
+    check_images(images, maps)
+    positive_int("batch_size", batch_size)
     explained = normalize(maps)[:, None].to(images.dtype) * images  # (B, C, H, W)
     b = images.shape[0]
     source = torch.arange(b, device=images.device)
     both = torch.cat([images, explained])
-    scores = torch.cat([_scores(f, both[i : i + batch_size], torch.cat([source, source])[i : i + batch_size])
+    scores = torch.cat([scores_of(f, both[i : i + batch_size], torch.cat([source, source])[i : i + batch_size])
                         for i in range(0, 2 * b, batch_size)]).double().cpu()
     y, o = scores[:b], scores[b:]
     if not (y > 0).all():
@@ -140,7 +218,8 @@ def increase_in_confidence(f: Scorer, images: torch.Tensor, maps: torch.Tensor,
     return increase(*masked_scores(f, images, maps, batch_size))
 
 
-def _scores(f: Scorer, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+def scores_of(f: Scorer, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """`f(x, source)` without gradients, checked to be finite scores (N,)."""
     with torch.no_grad():
         s = f(x, source)
     if not isinstance(s, torch.Tensor) or s.shape != (x.shape[0],):
@@ -151,21 +230,22 @@ def _scores(f: Scorer, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     return s
 
 
-def _substrate(substrate: str | torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+def _pixel_rank(maps: torch.Tensor) -> torch.Tensor:
+    return importance_order(maps).view_as(maps)
+
+
+def _ordered(values: torch.Tensor, order: str) -> torch.Tensor:
+    """`values` so that `importance_order` puts them in `order`: "morf" as they are, "lerf" negated."""
+    if order not in ORDERS:
+        raise InputError(f"order must be one of {ORDERS}, got {order!r}")
+    return values if order == "morf" else -values
+
+
+def substrate_of(substrate: str | torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """The substrate images (B, C, H, W): a name in `SUBSTRATES`, or a tensor of the images' shape."""
     if isinstance(substrate, torch.Tensor):
         if substrate.shape != images.shape:
             raise InputError(f"a substrate tensor must have the images' shape {tuple(images.shape)}, "
                              f"got {tuple(substrate.shape)}")
         return substrate.to(device=images.device, dtype=images.dtype)
     return SUBSTRATES.get(substrate)(images)
-
-
-def _check(images: torch.Tensor, maps: torch.Tensor) -> None:
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise InputError(f"images must be a float tensor (B, C, H, W), got {shape}")
-    if not isinstance(maps, torch.Tensor) or maps.shape != (images.shape[0], *images.shape[-2:]):
-        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
-        raise InputError(f"maps must be (B, H, W) = {(images.shape[0], *images.shape[-2:])}, got {shape}")
-    if not torch.isfinite(maps).all() or not torch.isfinite(images).all():
-        raise InputError("images or maps contain NaN or infinite values")

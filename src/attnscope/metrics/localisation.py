@@ -9,6 +9,9 @@ from __future__ import annotations
 import torch
 
 from attnscope.errors import InputError
+from attnscope.metrics.checks import check_maps, check_masks
+from attnscope.metrics.faithfulness import importance_order
+from attnscope.metrics.similarity import rank
 
 
 def box_masks(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -20,14 +23,17 @@ def box_masks(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return (xs >= b[:, 0]) & (xs < b[:, 2]) & (ys >= b[:, 1]) & (ys < b[:, 3])
 
 
-def truth_masks(maps: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Ground truth as bool masks (B, H, W) matching `maps`: boxes (B, 4) are drawn, masks checked."""
-    _check_maps(maps)
+def truth_masks(maps: torch.Tensor, truth: torch.Tensor, full_ok: bool = True) -> torch.Tensor:
+    """Ground truth as bool masks (B, H, W) matching `maps`: boxes (B, 4) are drawn, masks checked.
+    An empty ground truth (and, unless `full_ok`, one covering every pixel) raises InputError."""
+    check_maps(maps)
     b, h, w = maps.shape
-    if truth.dim() == 2 and truth.shape == (b, 4) and truth.dtype != torch.bool:
-        return box_masks(truth.to(maps.device), (h, w))
+    if not isinstance(truth, torch.Tensor):
+        raise InputError(f"ground truth must be boxes (B, 4) or bool masks (B, H, W), got {type(truth).__name__}")
+    if truth.dim() == 2 and truth.shape == (b, 4) and truth.dtype != torch.bool and not truth.is_floating_point():
+        return check_masks(box_masks(truth.to(maps.device), (h, w)), maps, full_ok)
     if truth.dim() == 3 and truth.shape == (b, h, w) and truth.dtype == torch.bool:
-        return truth.to(maps.device)
+        return check_masks(truth, maps, full_ok)
     raise InputError(
         f"ground truth must be boxes (B, 4) or bool masks (B, H, W) = ({b}, {h}, {w}), "
         f"got {truth.dtype} {tuple(truth.shape)}"
@@ -80,22 +86,50 @@ def energy_in_box(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 def relevance_rank(maps: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Relevance rank accuracy (Arras et al., Information Fusion 2022): |top-K(M) ∩ truth| / K, K = |truth|.
 
-    Ties at the K-th value are broken in raster order (earlier pixels first). An empty truth gives
-    NaN (the metric is undefined). Returns (B,).
+    Ties at the K-th value are broken in raster order (earlier pixels first). Returns (B,).
     """
     masks = truth_masks(maps, truth)
-    flat, gt = maps.flatten(1), masks.flatten(1)
-    k = gt.sum(1)  # (B,)
-    order = (-flat).argsort(dim=1, stable=True)
-    ranks = torch.arange(flat.shape[1], device=maps.device).expand_as(order)
-    position = torch.empty_like(order).scatter_(1, order, ranks)  # (B, N) 0 = highest value
-    hits = ((position < k[:, None]) & gt).sum(1).double()
-    return torch.where(k > 0, hits / k.clamp_min(1), torch.full_like(hits, float("nan")))
+    k = masks.flatten(1).sum(1)  # (B,)
+    return _top_hits(maps, masks, k[:, None]) / k.double()
 
 
-def _check_maps(maps: torch.Tensor) -> None:
-    if not isinstance(maps, torch.Tensor) or maps.dim() != 3:
-        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
-        raise InputError(f"maps must be a tensor (B, H, W), got {shape}")
-    if not torch.isfinite(maps).all():
-        raise InputError("maps contain NaN or infinite values")
+def top_k_intersection(maps: torch.Tensor, truth: torch.Tensor, k: int = 1000) -> torch.Tensor:
+    """Top-k intersection (Theiner et al., 2021): |top-k(M) ∩ truth| / k, the k highest pixels of
+    the map (ties in raster order). Returns (B,)."""
+    masks = truth_masks(maps, truth)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= masks[0].numel():
+        raise InputError(f"k must be an integer in [1, {masks[0].numel()}] (pixels of a map), got {k!r}")
+    return _top_hits(maps, masks, torch.tensor([[k]], device=maps.device)) / k
+
+
+def roc_auc(maps: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Area under the ROC curve of the map's values as a pixel classifier of the truth (Fawcett 2006):
+    P(M_p > M_q) + ½ P(M_p = M_q) for p inside, q outside (Mann–Whitney with average ranks on ties,
+    as scikit-learn's `roc_auc_score`). The truth must neither be empty nor cover every pixel. (B,)."""
+    masks = truth_masks(maps, truth, full_ok=False).flatten(1)
+    ranks = rank(maps.flatten(1).double())
+    pos = masks.sum(1).double()
+    neg = masks.shape[1] - pos
+    return ((ranks * masks).sum(1) - pos * (pos + 1) / 2) / (pos * neg)
+
+
+def focus(maps: torch.Tensor, quadrants: torch.Tensor) -> torch.Tensor:
+    """Focus (Arias-Duart et al., 2022) on 2×2 mosaics: Σ_{target quadrants} M⁺ / Σ M⁺, `quadrants`
+    (B, 4) bool marking the quadrants (top-left, top-right, bottom-left, bottom-right) whose tile shows
+    the explained class. A map without positive mass scores 0. (B,)."""
+    check_maps(maps)
+    b, h, w = maps.shape
+    if not isinstance(quadrants, torch.Tensor) or quadrants.shape != (b, 4) or quadrants.dtype != torch.bool:
+        raise InputError(f"quadrants must be bool (B, 4) = ({b}, 4), got {getattr(quadrants, 'dtype', '')} "
+                         f"{tuple(getattr(quadrants, 'shape', ()))}")
+    if not quadrants.any(1).all():
+        raise InputError("every mosaic needs at least one quadrant of the explained class")
+    top, left = torch.arange(h, device=maps.device)[:, None] < h // 2, torch.arange(w, device=maps.device) < w // 2
+    tiles = torch.stack([top & left, top & ~left, ~top & left, ~top & ~left])  # (4, H, W)
+    masks = (quadrants.to(maps.device).double() @ tiles.flatten(1).double()).view(b, h, w) > 0
+    return relevance_mass(maps, masks)
+
+
+def _top_hits(maps: torch.Tensor, masks: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Pixels of `masks` among the k (B, 1) highest of each map (ties in raster order), as float64 (B,)."""
+    return ((importance_order(maps) < k) & masks.flatten(1)).sum(1).double()

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from attnscope.errors import InputError
 from attnscope.maps import normalize
+from attnscope.metrics.checks import check_pair
 from attnscope.registry import Registry
 
 SIMILARITIES: Registry = Registry("similarity")
@@ -139,7 +140,7 @@ class Similarity:
         return self.prepare(self.base(maps))
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        _check_pair(a, b)
+        check_pair(a, b)
         return self.compare(self.features(a), self.features(b))
 
 
@@ -191,7 +192,7 @@ def hog_spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def prepare(maps: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
     """`{name: features}` of `maps` for each similarity named, to `compare` against other maps later."""
-    _check_pair(maps, maps)
+    check_pair(maps, maps)
     bases: dict[Callable, torch.Tensor] = {}
     out = {}
     for name in names:
@@ -209,7 +210,7 @@ def compare(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dic
 
 def similarities(a: torch.Tensor, b: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
     """`{name: (B,) values}` for each similarity named (see `SIMILARITIES.names()`)."""
-    _check_pair(a, b)
+    check_pair(a, b)
     return compare(prepare(a, names), prepare(b, names))
 
 
@@ -231,13 +232,3 @@ def mean_ci(values: torch.Tensor, level: float = 0.95) -> tuple[float, float, fl
     half = float(t.ppf(0.5 + level / 2, n - 1)) * float(v.std(unbiased=True)) / n**0.5
     return mean, mean - half, mean + half, n
 
-
-def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
-    for name, m in (("a", a), ("b", b)):
-        if not isinstance(m, torch.Tensor) or m.dim() != 3:
-            shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
-            raise InputError(f"maps {name} must be a tensor (B, H, W), got {shape}")
-        if not torch.isfinite(m).all():
-            raise InputError(f"maps {name} contain NaN or infinite values")
-    if a.shape != b.shape:
-        raise InputError(f"maps to compare must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")

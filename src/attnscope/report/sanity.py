@@ -86,7 +86,9 @@ def similarity_plot(rows: Sequence[dict[str, Any]], steps: Sequence[str], title:
         ax.axhline(0.0, color="k", lw=0.6)
         ax.set_title(metric, fontsize=9)
         ax.set_xticks(x, [s if len(s) <= 14 else "…" + s[-13:] for s in steps], rotation=90, fontsize=6)
-        ax.set_ylim(-1.05, 1.05)
+        values = [r[k] for r in rows if r["metric"] == metric for k in ("mean", "ci_low", "ci_high")]
+        if all(v != v or -1 <= v <= 1 for v in values):  # similarities; other measures (eMPRT) keep their range
+            ax.set_ylim(-1.05, 1.05)
         ax.tick_params(axis="y", labelsize=7)
     axes[0].set_ylabel("similarity to the trained model's map", fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()

@@ -1,0 +1,300 @@
+"""The leaderboard: every applicable method × every selected metric column (`columns.COLUMNS`), with
+time per image, on any classifier and images — with boxes, masks and mosaics where there are some.
+
+`attnscope bench`, `attnscope demo`, `experiments/` and `bench/` all score maps through `leaderboard`.
+`estimate` times every method and column on one and on two images first and extrapolates, so a long
+run says how long it will take before it starts. Calibration rows (a random map, the input's Sobel edges) bound
+each column: what a map that ignores the model scores.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnscope import console
+from attnscope.errors import InputError
+from attnscope.evaluate import robustness as rob
+from attnscope.evaluate.columns import COLUMNS, GROUPS, Batch, select
+from attnscope.evaluate.scorers import class_probability, correct_class
+from attnscope.explain import explain
+from attnscope.metrics import localisation as loc
+from attnscope.metrics.similarity import mean_ci
+from attnscope.modules import device_of
+from attnscope.registry import METHODS
+from attnscope.sanity.calibration import CALIBRATIONS
+
+POST_HOC_AND_INTRINSIC = ("cam", "gradient", "perturbation", "intrinsic", "transformer")
+Explainer = Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]]
+MethodSpec = str | tuple[str, str, Mapping[str, Any]]  # a method name, or (row label, method name, its options)
+
+
+@dataclass(frozen=True)
+class Mosaics:
+    """2×2 mosaics for Focus: images (N, C, 2H, 2W), the explained class (N,), and which quadrants
+    (N, 4) show it (`attnscope.data.mosaics` builds them)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    quadrants: torch.Tensor
+
+
+@dataclass
+class Settings:
+    """How the columns are computed (see `columns.Batch`) and how robustness perturbs."""
+
+    tolerance: float = 0.0
+    step: int | None = None
+    batch_size: int = 256
+    seed: int = 0
+    top_k: int = 100
+    perturbations: int = 10
+    noise: str = "uniform"
+    radius: float = 0.02
+    explain_batch: int | None = None  # explain in chunks of this many images (bounded memory, same maps)
+
+
+@dataclass
+class Board:
+    """A leaderboard: `rows` (one per map: method, kind, one value per column, ms_per_image),
+    the `maps` of each row when kept, the columns left out for lack of ground truth, and timings."""
+
+    rows: list[dict[str, Any]]
+    columns: list[str]
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def higher_is_better(self) -> dict[str, bool]:
+        return {c: COLUMNS.get(c).higher_is_better for c in self.columns}
+
+
+def applicable_methods(model: nn.Module, kinds: Sequence[str] = POST_HOC_AND_INTRINSIC) -> list[str]:
+    """Registered methods of `kinds` that apply to `model`."""
+    return [m for m in METHODS if METHODS.get(m).kind in kinds and METHODS.get(m).applies(model) is None]
+
+
+def variants(methods: Sequence[MethodSpec], options: Mapping[str, Mapping[str, Any]] | None
+             ) -> dict[str, tuple[str, dict[str, Any]]]:
+    """`{row label: (method, options)}`: a plain name is its own label with `options[name]`."""
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for spec in methods:
+        label, name, opts = (spec, spec, (options or {}).get(spec, {})) if isinstance(spec, str) else spec
+        METHODS.get(name)
+        if label in out:
+            raise InputError(f"two methods share the row label {label!r}")
+        out[label] = (name, dict(opts))
+    return out
+
+
+def _row(label: str, method: str, key: str) -> str:
+    """The row name of map `key` of `method` asked under `label` ("ltpa/stages.1" as "mine/stages.1")."""
+    return label + key[len(method):] if key.startswith(method) else f"{label} {key}"
+
+
+def explainers(model: nn.Module, methods: Sequence[MethodSpec], calibration: Sequence[str], seed: int = 0,
+               options: Mapping[str, Mapping[str, Any]] | None = None,
+               batch: int | None = None) -> dict[str, tuple[str, Explainer]]:
+    """`{label: (kind, fn(images, classes) -> {row: maps})}` for each method and calibration map. A
+    method's sub-maps (e.g. LTPA's "ltpa/stages.1") are rows named label + the key's suffix."""
+    out: dict[str, tuple[str, Explainer]] = {}
+    for label, (name, opts) in variants(methods, options).items():
+        def run(x: torch.Tensor, c: torch.Tensor, label=label, name=name, opts=opts) -> Mapping[str, torch.Tensor]:
+            found = rob.Maps(explain(model, x, name, c, options={name: opts} if opts else None, batch_size=batch))
+            return {_row(label, name, key): v for key, v in found.items()}
+
+        out[label] = (METHODS.get(name).kind, run)
+    for name in calibration:
+        CALIBRATIONS.get(name)
+        out[name] = ("calibration", lambda x, c, n=name: {n: CALIBRATIONS.get(n)(x, 0, seed).float()})
+    return out
+
+
+def joint_explainer(model: nn.Module, methods: Sequence[MethodSpec], calibration: Sequence[str], seed: int = 0,
+                    options: Mapping[str, Mapping[str, Any]] | None = None, batch: int | None = None) -> Explainer:
+    """One explainer for all `methods` plus the calibration maps, with rows named as `explainers`
+    names them. Methods asked once each share one `explain` call (its passes); a method asked
+    under several labels (different options) gets a call per label."""
+    table = variants(methods, options)
+    plain = [label for label, (name, _) in table.items() if label == name]
+    each = explainers(model, [(k, *table[k]) for k in table if k not in plain], (), seed, batch=batch)
+    opts = {m: table[m][1] for m in plain if table[m][1]} or None
+
+    def run(x: torch.Tensor, classes: torch.Tensor) -> Mapping[str, torch.Tensor]:
+        out = rob.Maps(explain(model, x, plain, classes, options=opts, batch_size=batch)) if plain else rob.Maps({})
+        for _kind, fn in each.values():
+            out.update(fn(x, classes))
+        for name in calibration:
+            out[name] = CALIBRATIONS.get(name)(x, 0, seed).float()
+        return out
+
+    return run
+
+
+@dataclass
+class Plan:
+    """The checked inputs of a leaderboard: columns, the Batch they read, explainers, skipped columns."""
+
+    columns: list[str]
+    batch: Batch
+    explainers: dict[str, tuple[str, Explainer]]
+    joint: Explainer
+    skipped: dict[str, str]
+
+
+def leaderboard(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor | None = None,
+                masks: torch.Tensor | None = None, methods: Sequence[MethodSpec] | None = None,
+                metrics: Sequence[str] | str | None = None, calibration: Sequence[str] = ("random", "sobel"),
+                settings: Settings | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
+                mosaics: Mosaics | None = None, progress: bool = False, keep_maps: bool = False) -> Board:
+    """One row per map (for the true `labels`): the mean over the images of each column, and
+    `ms_per_image` (the method's explain time). `methods=None`: every method that applies to `model`;
+    a method may be given as (row label, method, options) to score one method under several settings;
+    `metrics`: column names or a `--metrics` text ("default", "all", group names; see `columns.select`).
+    Columns that need ground truth that is not given (boxes, masks, mosaics) are left out (`skipped`)."""
+    settings = settings or Settings()
+    plan = _plan(model, images, labels, boxes, masks, methods, metrics, calibration, settings, options, mosaics)
+    names, batch, fns = plan.columns, plan.batch, plan.explainers
+    per_method = [c for c in names if COLUMNS.get(c).per_method]
+    board = Board([], names, skipped=plan.skipped)
+    all_maps: dict[str, torch.Tensor] = {}
+    with console.progress(len(fns) + 1, "leaderboard", progress) as bar:
+        for name, (kind, fn) in fns.items():
+            started = time.perf_counter()
+            maps = {k: v.detach() for k, v in fn(batch.images, batch.labels).items()}
+            board.seconds[name] = time.perf_counter() - started
+            for key, values in maps.items():
+                row: dict[str, Any] = {"method": key, "kind": kind}
+                for col in per_method:
+                    row[col] = mean_ci(COLUMNS.get(col).fn(values, batch).double().cpu())[0]
+                row["ms_per_image"] = 1000 * board.seconds[name] / images.shape[0]
+                board.rows.append(row)
+                all_maps[key] = values
+            bar.advance(1, method=name)
+        shared = _shared_columns(plan, all_maps, settings, mosaics, model, board.seconds)
+        bar.advance(1, method="robustness/focus")
+    for row in board.rows:
+        for col in names:
+            if col not in row:
+                values = shared.get(row["method"], {}).get(col)
+                row[col] = float("nan") if values is None else mean_ci(values)[0]
+        row["ms_per_image"] = row.pop("ms_per_image")  # last
+    board.maps = {k: v.cpu() for k, v in all_maps.items()} if keep_maps else {}
+    return board
+
+
+@dataclass
+class Estimate:
+    """Seconds a `leaderboard` call is expected to take: per group and in total, from timing every
+    method and column on one and on two images (`measured_on`) and extrapolating to the batch."""
+
+    groups: dict[str, float]
+    explain: float
+    measured_on: int
+
+    @property
+    def total(self) -> float:
+        return self.explain + sum(self.groups.values())
+
+
+def estimate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor | None = None,
+             masks: torch.Tensor | None = None, methods: Sequence[MethodSpec] | None = None,
+             metrics: Sequence[str] | str | None = None, calibration: Sequence[str] = ("random", "sobel"),
+             settings: Settings | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
+             mosaics: Mosaics | None = None) -> Estimate:
+    """How long `leaderboard` with the same arguments will take: every explainer and column timed on
+    one image and on two, and extrapolated linearly to the batch (fixed cost + cost per image)."""
+    settings = settings or Settings()
+    b = images.shape[0]
+    plans = {k: _plan(model, images[:k], labels[:k], None if boxes is None else boxes[:k],
+                      None if masks is None else masks[:k], methods, metrics, calibration, settings, options,
+                      None if mosaics is None else Mosaics(mosaics.images[:k], mosaics.labels[:k],
+                                                           mosaics.quadrants[:k]))
+             for k in (1, min(2, b))}
+    groups = dict.fromkeys(GROUPS, 0.0)
+    explain_s = 0.0
+    maps: dict[int, dict[str, torch.Tensor]] = {k: {} for k in plans}
+    for name in plans[1].explainers:
+        explain_s += _linear(lambda k, n=name: maps[k].update(plans[k].explainers[n][1](plans[k].batch.images,
+                                                                                       plans[k].batch.labels)), b)
+    rows = len(maps[1])
+    first = {k: next(iter(maps[k].values())) for k in plans}  # any map: a column costs the same for each
+    for col in (c for c in plans[1].columns if COLUMNS.get(c).per_method):
+        groups[COLUMNS.get(col).group] += rows * _linear(lambda k, c=col: COLUMNS.get(c).fn(first[k],
+                                                                                           plans[k].batch), b)
+    if any(COLUMNS.get(c).group == "robustness" for c in plans[1].columns):
+        groups["robustness"] += explain_s * settings.perturbations
+    if "focus" in plans[1].columns:
+        groups["localisation"] += explain_s * 4  # mosaics have 4× the pixels
+    return Estimate(groups, explain_s, min(2, b))
+
+
+def _linear(run: Callable[[int], object], b: int) -> float:
+    """Seconds `run(b)` should take, from timing `run(1)` and `run(2)`: fixed cost + cost per image."""
+    times = []
+    for k in (1, min(2, b)):
+        started = time.perf_counter()
+        run(k)
+        times.append(time.perf_counter() - started)
+    one, two = times
+    per_image = max(two - one, 0.0) if b > 1 else one
+    fixed = max(one - per_image, 0.0)
+    return max(fixed + per_image * b, two if b > 1 else one)
+
+
+def _plan(model, images, labels, boxes, masks, methods, metrics, calibration, settings, options, mosaics) -> Plan:
+    """Check a leaderboard's inputs and put them together."""
+    device = device_of(model)
+    if images.dim() != 4 or labels.shape != (images.shape[0],):
+        raise InputError(f"images must be (B, C, H, W) with labels (B,), got {tuple(images.shape)} and "
+                         f"{tuple(labels.shape)}")
+    names = select(metrics) if metrics is None or isinstance(metrics, str) else list(metrics)
+    for name in names:
+        COLUMNS.get(name)
+    have = {"": True, "boxes": boxes is not None, "masks": masks is not None or boxes is not None,
+            "mosaics": mosaics is not None}
+    skipped = {n: f"needs {COLUMNS.get(n).needs}" for n in names if not have[COLUMNS.get(n).needs]}
+    names = [n for n in names if n not in skipped]
+    if not names:
+        raise InputError(f"no metric can be computed with the ground truth given (left out: {sorted(skipped)})")
+    methods = applicable_methods(model) if methods is None else list(methods)
+    if not methods and not calibration:
+        raise InputError("no method to score")
+    variants(methods, options)
+    images, labels = images.to(device), labels.to(device)
+    if masks is None and boxes is not None:
+        masks = loc.box_masks(boxes.to(device), tuple(images.shape[-2:]))
+    batch = Batch(images, labels, class_probability(model, labels), correct_class(model, labels),
+                  None if boxes is None else boxes.to(device), None if masks is None else masks.to(device),
+                  settings.tolerance, settings.step, settings.batch_size, settings.seed, settings.top_k)
+    return Plan(names, batch, explainers(model, methods, calibration, settings.seed, options, settings.explain_batch),
+                joint_explainer(model, methods, calibration, settings.seed, options, settings.explain_batch), skipped)
+
+
+def _shared_columns(plan: Plan, maps: Mapping[str, torch.Tensor], settings: Settings, mosaics: Mosaics | None,
+                    model: nn.Module, seconds: dict[str, float]) -> dict[str, dict[str, torch.Tensor]]:
+    """Robustness and focus for every row, each from one explanation of all methods together."""
+    batch = plan.batch
+    robust = [c for c in plan.columns if COLUMNS.get(c).group == "robustness"]
+    out: dict[str, dict[str, torch.Tensor]] = {k: {} for k in maps}
+    if robust:
+        started = time.perf_counter()
+        perturbed = rob.perturb(batch.images, settings.perturbations, settings.noise, settings.radius, settings.seed)
+        scores = rob.score_robustness(plan.joint, lambda x: rob.logits_of(model, x), batch.images, batch.labels,
+                                      perturbed, robust, maps=maps)
+        for key, values in scores.items():
+            out[key].update(values)
+        seconds["robustness"] = time.perf_counter() - started
+    if "focus" in plan.columns:
+        started = time.perf_counter()
+        device = batch.images.device
+        found = plan.joint(mosaics.images.to(device), mosaics.labels.to(device))
+        for key, values in found.items():
+            out.setdefault(key, {})["focus"] = loc.focus(values, mosaics.quadrants.to(device)).cpu()
+        seconds["focus"] = time.perf_counter() - started
+    return out

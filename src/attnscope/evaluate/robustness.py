@@ -1,0 +1,154 @@
+"""Robustness of methods' maps to small input perturbations: explain perturbed copies of the images
+and score how much the maps move (`attnscope.metrics.robustness` holds the formulas).
+
+All methods asked together are explained on the perturbed copies in one `explain` call (sharing
+its passes), and every robustness metric reads the same perturbed maps: for M methods, n
+perturbations and R metrics this costs one explanation of B·n images, not M·R·n of B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnscope.errors import InputError
+from attnscope.explain import explain
+from attnscope.explain.layers import LayerSpec
+from attnscope.explain.targets import TargetSpec
+from attnscope.metrics import robustness as rob
+from attnscope.metrics.checks import positive_int
+from attnscope.modules import device_of
+from attnscope.registry import Registry
+
+Explainer = Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]]  # images, classes -> {name: maps}
+Noise = Callable[[torch.Tensor, int, float, torch.Generator], torch.Tensor]  # images, n, radius, gen -> δ
+NOISES: Registry[Noise] = Registry("noise")
+
+
+@NOISES.register("uniform")
+def uniform_noise(images: torch.Tensor, n: int, radius: float, generator: torch.Generator) -> torch.Tensor:
+    """δ ~ U(−r, r) for every pixel and channel (Yeh et al. 2019; captum's default, r = 0.02): (B, n, C, H, W)."""
+    u = torch.rand((images.shape[0], n, *images.shape[1:]), generator=generator, dtype=torch.float64)
+    return ((2 * u - 1) * radius).to(device=images.device, dtype=images.dtype)
+
+
+@NOISES.register("gaussian")
+def gaussian_noise(images: torch.Tensor, n: int, radius: float, generator: torch.Generator) -> torch.Tensor:
+    """δ ~ N(0, r²) for every pixel and channel (Alvarez-Melis & Jaakkola 2018): (B, n, C, H, W)."""
+    g = torch.randn((images.shape[0], n, *images.shape[1:]), generator=generator, dtype=torch.float64)
+    return (g * radius).to(device=images.device, dtype=images.dtype)
+
+
+@dataclass(frozen=True)
+class Views:
+    """What the robustness metrics read for one method: its maps (B, H, W) and those of the n
+    perturbed copies (B, n, H, W), the inputs, the logits, and which perturbations kept the prediction."""
+
+    maps: torch.Tensor
+    perturbed_maps: torch.Tensor
+    images: torch.Tensor
+    perturbed_images: torch.Tensor
+    logits: torch.Tensor
+    perturbed_logits: torch.Tensor
+    kept: torch.Tensor  # (B, n) bool
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A robustness metric and whether it counts only perturbations that keep the predicted class."""
+
+    fn: Callable[[Views, torch.Tensor | None], torch.Tensor]
+    same_prediction: bool
+
+
+METRICS: Registry[Metric] = Registry("robustness metric")
+METRICS.register("max_sensitivity", Metric(lambda v, ok: rob.max_sensitivity(v.maps, v.perturbed_maps, ok), False))
+METRICS.register("avg_sensitivity", Metric(lambda v, ok: rob.avg_sensitivity(v.maps, v.perturbed_maps, ok), False))
+METRICS.register("local_lipschitz", Metric(
+    lambda v, ok: rob.local_lipschitz(v.maps, v.perturbed_maps, v.images, v.perturbed_images, ok), False))
+METRICS.register("ris", Metric(
+    lambda v, ok: rob.relative_input_stability(v.maps, v.perturbed_maps, v.images, v.perturbed_images, ok), True))
+METRICS.register("ros", Metric(
+    lambda v, ok: rob.relative_output_stability(v.maps, v.perturbed_maps, v.logits, v.perturbed_logits, ok), True))
+
+
+def perturb(images: torch.Tensor, n: int = 10, noise: str = "uniform", radius: float = 0.02,
+            seed: int = 0) -> torch.Tensor:
+    """`n` perturbed copies x + δ of each image (B, n, C, H, W), δ drawn by `NOISES[noise]` from `seed`."""
+    positive_int("perturbations", n)
+    if not radius > 0:
+        raise InputError(f"the perturbation radius must be > 0, got {radius!r}")
+    return images[:, None] + NOISES.get(noise)(images, n, radius, torch.Generator().manual_seed(seed))
+
+
+def score_robustness(explainer: Explainer, logits_of: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                     classes: torch.Tensor, perturbed: torch.Tensor, metrics: Sequence[str] | None = None,
+                     maps: Mapping[str, torch.Tensor] | None = None,
+                     logits: torch.Tensor | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """`{name: {metric: (B,)}}` for every map `explainer(images, classes)` gives, from its maps of the
+    `perturbed` copies (B, n, C, H, W) explained for the same `classes` (B,). `maps` and `logits` of
+    the unperturbed images may be passed when already computed."""
+    names = METRICS.names() if metrics is None else list(metrics)
+    for name in names:
+        METRICS.get(name)
+    b, n = perturbed.shape[:2]
+    if perturbed.shape[0] != images.shape[0] or perturbed.shape[2:] != images.shape[1:]:
+        raise InputError(f"perturbed images must be (B, n, C, H, W) with (B, C, H, W) = {tuple(images.shape)}, "
+                         f"got {tuple(perturbed.shape)}")
+    maps = dict(explainer(images, classes)) if maps is None else dict(maps)
+    logits = logits_of(images) if logits is None else logits
+    flat = perturbed.flatten(0, 1)
+    moved = explainer(flat, classes.repeat_interleave(n))
+    moved_logits = getattr(moved, "logits", None)  # an Explanation carries its pass's logits
+    moved_logits = (logits_of(flat) if moved_logits is None else moved_logits).view(b, n, -1)
+    kept = moved_logits.argmax(2) == logits.argmax(1)[:, None]
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for name, m in maps.items():
+        views = Views(m, moved[name].view(b, n, *m.shape[1:]), images, perturbed, logits, moved_logits, kept)
+        out[name] = {k: METRICS.get(k).fn(views, kept if METRICS.get(k).same_prediction else None).cpu()
+                     for k in names}
+    return out
+
+
+def robustness(model: nn.Module, images: torch.Tensor, methods: str | Sequence[str], targets: TargetSpec = None,
+               metrics: Sequence[str] | None = None, n: int = 10, noise: str = "uniform", radius: float = 0.02,
+               seed: int = 0, perturbed: torch.Tensor | None = None, layer: LayerSpec = "auto",
+               options: Mapping[str, Mapping[str, Any]] | None = None,
+               batch_size: int | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """Robustness of each method's maps (`METRICS`: max/avg sensitivity, local Lipschitz estimate,
+    relative input/output stability) to `n` perturbations x + δ (`noise`, `radius`, `seed`), or to
+    the given `perturbed` copies (B, n, C, H, W). The perturbed copies are explained for the class
+    explained on the original image. Returns `{method: {metric: (B,)}}`."""
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    device = device_of(model)
+    images = images.to(device)
+    perturbed = perturb(images, n, noise, radius, seed) if perturbed is None else perturbed.to(device)
+    first = explain(model, images, methods, targets, layer, options, batch_size)
+    classes = next(iter(first.values())).targets.to(device)
+
+    def explainer(x: torch.Tensor, c: torch.Tensor) -> Mapping[str, torch.Tensor]:
+        return Maps(explain(model, x, methods, c, layer, options, batch_size))
+
+    return score_robustness(explainer, lambda x: logits_of(model, x, batch_size), images, classes, perturbed,
+                            metrics, maps={k: v.values for k, v in first.items()},
+                            logits=getattr(first, "logits", None))
+
+
+class Maps(dict):
+    """`{name: values}` of an explanation, keeping its `.logits` when it has them."""
+
+    def __init__(self, explanation: Mapping[str, Any]) -> None:
+        super().__init__({k: v.values for k, v in explanation.items()})
+        self.logits = getattr(explanation, "logits", None)
+
+
+def logits_of(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Logits (N, K) of `x`, no gradients, in chunks. (Explanations that carry `.logits` make this unneeded.)"""
+    from attnscope.explain.engine import logits, model_guard
+
+    with model_guard(model):
+        return logits(model, x.to(device_of(model)), batch_size)
