@@ -40,6 +40,7 @@ def test_cost_is_the_bytes_one_forward_allocates() -> None:
     """Input 1·4·4·4 B = 64, conv output 2·4·4·4 = 128, in-place ReLU and the view 0, linear 3·4 = 12."""
     net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(32, 3))
     assert budget.input_cost(net, (1, 4, 4), torch.float32) == 64 + 128 + 12
+    assert budget.input_cost(net, (1, 4, 4), torch.float32, after=net[0]) == 128 + 12  # from the conv's output on
     net2 = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU())  # a ReLU that allocates: + 128
     assert budget.input_cost(net2, (1, 4, 4), torch.float32) == 64 + 128 + 128
 

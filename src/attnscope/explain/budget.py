@@ -99,8 +99,10 @@ class _Allocations(TorchDispatchMode):
         return out
 
 
-def input_cost(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype) -> int | None:
-    """Bytes one forward of `model` allocates for one input of `shape` (C, H, W), counted on fake tensors.
+def input_cost(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype,
+               after: nn.Module | None = None) -> int | None:
+    """Bytes one forward of `model` allocates for one input of `shape` (C, H, W), counted on fake tensors;
+    with `after` (a submodule), only from that module's output on (what runs on a replaced output).
 
     None when the model cannot run on fake tensors (an operator whose output size depends on the
     data, one without a fake implementation, Python code that reads values): then no estimate exists
@@ -108,17 +110,26 @@ def input_cost(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype) -> 
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    key = (tuple(shape), dtype)
+    key = (tuple(shape), dtype, None if after is None else id(after))
     known = _COSTS.setdefault(model, {})
     if key not in known:
-        count = _Allocations()
+        count, at = _Allocations(), []
+        mark = lambda _m, _i, o: at.append(count.total - _bytes(o))  # what ran before `after`'s output
+        handle = None if after is None else after.register_forward_hook(mark)
         try:
             with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True), count:
                 model(torch.empty((1, *shape), dtype=dtype))
-            known[key] = count.total
+            known[key] = count.total - (at[0] if at else 0)
         except Exception:  # noqa: BLE001 — an estimate on fake tensors, nothing real ran: none is known
             known[key] = None
+        finally:
+            if handle is not None:
+                handle.remove()
     return known[key]
+
+
+def _bytes(out: object) -> int:
+    return out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0
 
 
 def gib(nbytes: float) -> str:

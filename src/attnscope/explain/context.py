@@ -69,19 +69,14 @@ class Oracle:
         self._layer, self._reading, self._raw = layer, reading, raw
         self._tail: tuple[nn.Module | None, str] | None = None
 
-    def chunk(self, requested: int | None, total: int, grad: bool = False,
-              layer_outputs: torch.Tensor | None = None) -> int:
+    def chunk(self, requested: int | None, total: int, grad: bool = False, after_layer: bool = False) -> int:
         """Inputs per rerun: `requested`, or the most that fit the memory budget (`explain.budget`); refuses
         a chunk that cannot fit the memory there is, with the estimate.
 
-        `layer_outputs` (N, C, h, w): the inputs are such outputs of the chosen layer, run through
-        `layer_tail` only.
+        `after_layer`: the inputs are outputs of the chosen layer: only what runs from it on counts.
         """
-        if layer_outputs is not None:
-            like = self._raw if self._raw is not None else layer_outputs
-            cost = budget.input_cost(self.layer_tail()[0], tuple(like.shape[1:]), like.dtype)
-        else:
-            cost = budget.input_cost(self.core, tuple(self.images.shape[1:]), self.images.dtype)
+        after = self._layer if after_layer else None
+        cost = budget.input_cost(self.core, tuple(self.images.shape[1:]), self.images.dtype, after)
         return budget.chunk_size(cost, self.images.device, requested, total, grad)
 
     def channels_last(self, setting: bool | str) -> bool:

@@ -133,7 +133,7 @@ def ablationcam(acts: torch.Tensor, scores: torch.Tensor, oracle: Oracle, *, rel
            "repeat": oracle.with_layer_output_repeated}[used]
     n, c = acts.shape[:2]
     k = oracle.per_image
-    batch_size = oracle.chunk(batch_size, c, layer_outputs=acts if used == "split" else None)
+    batch_size = oracle.chunk(batch_size, c, after_layer=used != "repeat")
     y_k = scores[:, None].repeat(1, c)  # (N, C)
     for i in range(n // k):
         rows = torch.arange(i * k, (i + 1) * k, device=acts.device)
