@@ -12,7 +12,8 @@ from attnscope.errors import DataError, InputError
 
 
 def dataset_of(source: str, n: int | None, seed: int, fit: Any):
-    """The images of `--images` as a lazily read data set: a folder (or file) of images, or a data set name."""
+    """The images of `--images` as a lazily read data set: every image of a folder (or one file), or `n`
+    samples of a data set."""
     from attnscope import data
     from attnscope.cli.options import existing_input
     from attnscope.stream import FolderImages, NamedData
@@ -20,8 +21,7 @@ def dataset_of(source: str, n: int | None, seed: int, fit: Any):
     if existing_input(source, "--images") is not None:
         from attnscope.data.folder import image_paths
 
-        paths = image_paths(source)
-        return FolderImages(paths[:n] if n else paths, fit)
+        return FolderImages(image_paths(source), fit)  # all of them: --n counts data set samples
     if source in data.names():
         if n is None or n < 1:
             raise InputError(f"--n must be >= 1, got {n}")

@@ -205,7 +205,7 @@ def occlusion(
         logits = oracle.logits(torch.where(covered, base[i], x[i]), channels_last)
         for t in range(k):
             r = i * k + t
-            drops[r, j] = scores[r] - oracle.target.take(r).score(logits)
+            drops[r, j] = (scores[r] - oracle.target.take(r).score(logits)).to(drops.dtype)  # bf16 under autocast
     total = torch.einsum("np,ph,pw->nhw", drops, win_rows.to(x.dtype), win_cols.to(x.dtype))
     count = torch.einsum("ph,pw->hw", win_rows.to(x.dtype), win_cols.to(x.dtype))
     return total / count
