@@ -14,7 +14,10 @@ CNN = {"cam": ("max", 0.02), "gradcam": ("max", 0.02), "gradcam++": ("max", 0.02
        "eigencam": ("max", 0.02), "scorecam": ("max", 0.02), "sscam": ("max", 0.02), "rise": ("max", 0.02),
        "occlusion": ("cos", 0.05), "ablationcam": ("cos", 0.05), "saliency": ("cos", 0.02), "ig": ("cos", 0.02),
        "smoothgrad": ("cos", 0.02), "inputxgrad": ("cos", 0.02), "guided-backprop": ("cos", 0.02),
-       "deeplift": ("cos", 0.02), "fullgrad": ("cos", 0.02), "lrp": ("cos", 0.02)}
+       "deeplift": ("cos", 0.02), "fullgrad": ("cos", 0.02), "lrp": ("cos", 0.02), "xgradcam": ("max", 0.02),
+       "hirescam": ("max", 0.02), "eigengradcam": ("max", 0.02), "kpcacam": ("max", 0.02), "finercam": ("max", 0.02),
+       "smoothgradcam++": ("max", 0.02), "iscam": ("max", 0.02), "extremal": ("max", 0.02),
+       "guided-gradcam": ("cos", 0.02), "deepliftshap": ("cos", 0.02), "gradientshap": ("cos", 0.02)}
 VIT = {"attention": ("max", 0.02), "rollout": ("max", 0.02), "grad-rollout": ("max", 0.03),
        "flow": ("max", 0.02), "chefer": ("max", 0.08), "legrad": ("max", 0.03)}
 

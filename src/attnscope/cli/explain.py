@@ -38,7 +38,8 @@ MANIFEST = "manifest.json"
               help="A keyword argument of the model's builder or factory, e.g. depth=2 (values as JSON).")
 @click.option("--images", required=True, metavar="DIR|FILE|DATA",
               help="A folder of images, one image, or a built-in data set (clutter, clutter-decoy).")
-@click.option("--n", "n", default=16, show_default=True, type=int, help="Images taken from a built-in data set.")
+@click.option("--n", "--n-images", "n", default=16, show_default=True, type=int,
+              help="Images taken from a built-in data set (--n-images under torchrun, whose parser claims --n).")
 @click.option("--data-seed", default=0, show_default=True, type=int, help="Seed of a built-in data set.")
 @click.option("--size", default=None, metavar="S|H,W", help="Squash images to S×S or H×W (aspect ratio lost).")
 @click.option("--resize", default=None, metavar="shorter=S|longer=S|H,W",
