@@ -128,3 +128,15 @@ def test_ablation_split_is_decided_before_running() -> None:
                          options={"ablationcam": {"tail": "shared"}})["ablationcam"]
     assert split.meta["tail"] == "split"
     torch.testing.assert_close(split.values, shared.values, rtol=1e-5, atol=1e-6)
+
+
+def test_robustness_scores_the_same_in_budget_chunks(model, monkeypatch) -> None:
+    from attnscope.evaluate import robustness
+
+    cost = budget.input_cost(model, (3, 16, 16), torch.float32)
+    whole = robustness.logits_of(model, X)
+    with budget.memory_budget(cost):  # one image per forward
+        torch.testing.assert_close(robustness.logits_of(model, X), whole, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(budget, "available", lambda device: cost // 2)
+    with pytest.raises(ResourceError):
+        robustness.logits_of(model, X)
