@@ -13,6 +13,8 @@ jobs, wall time would measure them). Throughput = images / CPU seconds.
              pass) vs pytorch-grad-cam's five classes, each with its own pass (their only way).
 - ig:        attnscope `explain(model, x, "ig", steps=32)` (chunk from the memory budget) vs captum's
              `IntegratedGradients.attribute(n_steps=32)` at its default (all steps in one batch).
+- scorecam:  at `layer4` (512 channels: 512 masked forwards per image) attnscope vs pytorch-grad-cam's
+             ScoreCAM at its default (batch_size 32); its floor is 512 × the forward's time per image.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/dataset_throughput.py --n 512 --n-ig 64
 """
@@ -99,14 +101,30 @@ def _captum_ig(model):
     return step
 
 
+def _ours_scorecam(model):
+    import attnscope as ats
+
+    return lambda x: ats.explain(model, x, "scorecam", layer="layer4")
+
+
+def _gradcam_scorecam(model):
+    from pytorch_grad_cam import ScoreCAM
+
+    def step(x):
+        with ScoreCAM(model=model, target_layers=[model.layer4]) as cam:
+            cam(input_tensor=x)
+    return step
+
+
 RUNS = {("forward", "torch"): _forward, ("backward", "torch"): _backward, ("cams", "attnscope"): _ours_cams,
-        ("cams", "pytorch-grad-cam"): _gradcam_cams, ("ig", "attnscope"): _ours_ig, ("ig", "captum"): _captum_ig}
+        ("cams", "pytorch-grad-cam"): _gradcam_cams, ("ig", "attnscope"): _ours_ig, ("ig", "captum"): _captum_ig,
+        ("scorecam", "attnscope"): _ours_scorecam, ("scorecam", "pytorch-grad-cam"): _gradcam_scorecam}
 
 
-def child(part: str, library: str, n: int, workers: int) -> dict:
+def child(part: str, library: str, n: int, workers: int, batch: int = 16) -> dict:
     model = _model()
     step = RUNS[(part, library)](model)
-    loader = DataLoader(Synthetic(n), batch_size=16, num_workers=workers)
+    loader = DataLoader(Synthetic(n), batch_size=batch, num_workers=workers)
     batches = iter(loader)
     step(next(batches))  # warm-up batch, not timed
     t0, images = time.process_time(), 0
@@ -122,21 +140,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=512, help="images for forward, backward and cams (+1 warm-up batch)")
     parser.add_argument("--n-ig", type=int, default=64, help="images for IG (+1 warm-up batch)")
+    parser.add_argument("--n-scorecam", type=int, default=2, help="images for Score-CAM (+1 warm-up batch)")
+    parser.add_argument("--batch", type=int, default=16, help="images per DataLoader batch")
     parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--parts", default="forward,backward,cams,ig")
+    parser.add_argument("--parts", default="forward,backward,cams,ig,scorecam")
     parser.add_argument("--child", nargs=2, metavar=("PART", "LIBRARY"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.child:
-        n = args.n_ig if args.child[0] == "ig" else args.n
-        print(json.dumps(child(*args.child, n + 16, args.workers)))
+        n = {"ig": args.n_ig, "scorecam": args.n_scorecam}.get(args.child[0], args.n)
+        batch = min(args.batch, n)
+        print(json.dumps(child(*args.child, n + batch, args.workers, batch)))
         return
     rows = {}
     for part, library in RUNS:
         if part not in args.parts.split(","):
             continue
         cmd = [sys.executable, __file__, "--child", part, library, "--n", str(args.n), "--n-ig", str(args.n_ig),
-               "--workers", str(args.workers)]
+               "--n-scorecam", str(args.n_scorecam), "--batch", str(args.batch), "--workers", str(args.workers)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
         rows[(part, library)] = row
@@ -152,6 +173,12 @@ def main() -> None:
         print(f"IG 32 steps: {floor / rate('ig', 'attnscope'):.2f}× its floor (32 forward + backward)")
     if rate("ig", "attnscope") and rate("ig", "captum"):
         print(f"IG 32 steps, attnscope / captum: {rate('ig', 'attnscope') / rate('ig', 'captum'):.2f}×")
+    if rate("scorecam", "attnscope") and rate("forward", "torch"):
+        floor = rate("forward", "torch") / 512
+        print(f"Score-CAM layer4: {floor / rate('scorecam', 'attnscope'):.2f}× its floor (512 masked forwards)")
+    if rate("scorecam", "attnscope") and rate("scorecam", "pytorch-grad-cam"):
+        ratio = rate("scorecam", "attnscope") / rate("scorecam", "pytorch-grad-cam")
+        print(f"Score-CAM, attnscope / pytorch-grad-cam: {ratio:.2f}×")
 
 
 if __name__ == "__main__":

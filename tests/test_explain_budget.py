@@ -10,6 +10,7 @@ from attnscope.cli import main
 from attnscope.errors import InputError, NotApplicableError, ResourceError
 from attnscope.explain import budget
 from attnscope.models import checkpoint
+from test_explain_engine import Concat  # the head also reads a tensor from before `body`
 
 X = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
 RERUNS = {  # method → fast options; each sends its extra passes through Oracle.chunk
@@ -102,20 +103,6 @@ def test_ablation_split_equals_the_whole_model_per_ablation() -> None:
     whole = ats.explain(net, x, "ablationcam", layer="layer4", options=opts("repeat"))["ablationcam"]
     assert split.meta["tail"] == "split" and whole.meta["tail"] == "repeat"
     torch.testing.assert_close(split.values, whole.values, rtol=1e-4, atol=1e-6)
-
-
-class Concat(nn.Module):
-    """The head reads a tensor from before `body`: the graph cannot be cut at `body`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
-        self.body = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
-        self.fc = nn.Linear(8, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.stem(x)
-        return self.fc(torch.cat([s, self.body(s)], dim=1).mean(dim=(2, 3)))
 
 
 def test_ablation_split_is_decided_before_running() -> None:
