@@ -127,3 +127,17 @@ def test_two_torchrun_processes_write_what_one_writes(ckpt, tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     _same_output(tmp_path / "two", tmp_path / "one", ignore=("processes",))
     assert json.loads((tmp_path / "two" / "manifest.json").read_text())["processes"] == 2
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--layer", "features.nosuch"], "nosuch"),
+    (["--option", "occlusion.window=99"], "larger than the image"),
+    (["--format", "npy"], "--format npy"),
+])
+def test_bad_settings_fail_before_anything_is_written(ckpt, tmp_path, capsys, extra, needle) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        main(["explain", "--checkpoint", ckpt, *ARGS, *extra, "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and needle in err and "\n" not in err, err
+    assert not out.exists() and list(tmp_path.iterdir()) == []

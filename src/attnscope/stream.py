@@ -186,6 +186,9 @@ def explain_dataset(
     if total == 0:
         raise DataError("the data set to explain is empty")
     shards = math.ceil(total / shard_size)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    image, label = dataset[0]  # the first image explained alone: a bad method, option, layer or target fails
+    _maps(model, image[None], torch.tensor([label]), methods, targets, layer, options, 1, prepare, device)
     run = {"format": STREAM_FORMAT, "methods": list(methods), "targets": targets, "layer": layer,
            "options": options or {}, "total": total, "shard_size": shard_size, "batch_size": batch_size,
            "settings": json.loads(json.dumps(settings or {}, default=str))}
@@ -201,7 +204,6 @@ def explain_dataset(
         _agree(world, error)
         mine = [k for k in range(shards) if k % world.size == world.rank and not (out / shard_name(k)).exists()]
         indices = [i for k in mine for i in range(k * shard_size, min(total, (k + 1) * shard_size))]
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
         loader = DataLoader(Subset(dataset, indices), batch_size=shard_size, shuffle=False, num_workers=workers,
                             pin_memory=device.type == "cuda")
         with console.progress(len(indices), "explain", enabled=progress and world.main) as bar:
@@ -248,17 +250,23 @@ def _gathered(world: Any, mine: list[int]) -> list[int]:
     return [k for part in every for k in part]
 
 
-def _write_shard(out: Path, k: int, first: int, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 methods: Sequence[str], targets: str | int, layer: str, options: dict | None, batch_size: int,
-                 prepare: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> None:
-    """Maps of one shard (n images), written atomically as `maps/shard-k.safetensors`."""
+def _maps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, methods: Sequence[str], targets: str | int,
+          layer: str, options: dict | None, batch_size: int, prepare: Callable[[torch.Tensor], torch.Tensor],
+          device: torch.device) -> Any:
+    """`explain()` of a batch of the data set, its targets from `targets` ("pred", "label" or a class)."""
     from attnscope.explain import explain
 
     if targets == "label" and bool((labels < 0).any()):
         raise InputError("--targets label needs a built-in data set (images from a folder have no labels)")
-    spec = labels if targets == "label" else (None if targets == "pred" else int(targets))
-    maps = explain(model, prepare(images).to(device), list(methods), spec.to(device) if targets == "label" else spec,
-                   layer, options, batch_size)
+    spec = labels.to(device) if targets == "label" else (None if targets == "pred" else int(targets))
+    return explain(model, prepare(images).to(device), list(methods), spec, layer, options, batch_size)
+
+
+def _write_shard(out: Path, k: int, first: int, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 methods: Sequence[str], targets: str | int, layer: str, options: dict | None, batch_size: int,
+                 prepare: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> None:
+    """Maps of one shard (n images), written atomically as `maps/shard-k.safetensors`."""
+    maps = _maps(model, images, labels, methods, targets, layer, options, batch_size, prepare, device)
     tensors = {name: amap.values.detach().float().cpu() for name, amap in maps.items()}
     tensors["index"] = torch.arange(first, first + len(images))
     tensors["predicted"] = maps.predicted.cpu()

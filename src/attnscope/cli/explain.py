@@ -85,6 +85,8 @@ def explain_command(checkpoint, weights, num_classes, model_opts, images, n, dat
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     stream = stream or resume
+    if stream and fmt != "safetensors":
+        raise InputError("--stream writes safetensors shards; --format npy is for the in-memory run")
     if shard_size < 1 or workers < 0:
         raise InputError(f"--shard-size must be >= 1 and --workers >= 0, got {shard_size} and {workers}")
     out = Path(out)
