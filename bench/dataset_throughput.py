@@ -79,7 +79,7 @@ def _gradcam_cams(model):
     def step(x):
         for kind in (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM):
             with kind(model=model, target_layers=[model.layer4]) as cam:
-                cam(input_tensor=x)
+                cam(input_tensor=x, targets=None)
     return step
 
 
@@ -112,7 +112,7 @@ def _gradcam_scorecam(model):
 
     def step(x):
         with ScoreCAM(model=model, target_layers=[model.layer4]) as cam:
-            cam(input_tensor=x)
+            cam(input_tensor=x, targets=None)
     return step
 
 
