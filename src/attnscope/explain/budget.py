@@ -106,9 +106,13 @@ def input_cost(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype,
 
     None when the model cannot run on fake tensors (an operator whose output size depends on the
     data, one without a fake implementation, Python code that reads values): then no estimate exists
-    and no bound is applied. The model's forward runs as Python on fake tensors (hooks included).
+    and no bound is applied. Any other error (one the model raises itself) propagates. The model's
+    forward runs as Python on fake tensors (hooks included).
     """
-    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch._subclasses import fake_tensor as fake
+
+    cannot = (fake.DataDependentOutputException, fake.DynamicOutputShapeException, fake.UnsupportedOperatorException,
+              fake.UnsupportedFakeTensorException)  # what fake tensors cannot do; any other error is the model's
 
     key = (tuple(shape), dtype, None if after is None else id(after))
     known = _COSTS.setdefault(model, {})
@@ -117,10 +121,10 @@ def input_cost(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype,
         mark = lambda _m, _i, o: at.append(count.total - _bytes(o))  # what ran before `after`'s output
         handle = None if after is None else after.register_forward_hook(mark)
         try:
-            with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True), count:
+            with torch.no_grad(), fake.FakeTensorMode(allow_non_fake_inputs=True), count:
                 model(torch.empty((1, *shape), dtype=dtype))
             known[key] = count.total - (at[0] if at else 0)
-        except Exception:  # noqa: BLE001 — an estimate on fake tensors, nothing real ran: none is known
+        except cannot:
             known[key] = None
         finally:
             if handle is not None:
