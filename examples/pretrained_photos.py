@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 import attnscope as ats
-from attnscope.cli.demo_photos import centre_cone
 from attnscope.metrics import energy_in_box, pointing_game
 from attnscope.models.pretrained import imagenet_classes
+from attnscope.sanity.calibration import CALIBRATIONS
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     names = imagenet_classes()
     for s, hit, p in zip(photos, hits, probs, strict=True):
         print(f"{s.name:30s} p({names[s.label]}) = {float(p[s.label]):.3f}  pointing {'hit' if hit else 'miss'}")
-    centre = centre_cone(len(x), (224, 224))
+    centre = CALIBRATIONS.get("centre")(x)  # a cone peaking at the image centre
     print(f"gradcam at {maps['gradcam'].layer}: pointing game {hits.mean():.3f}, energy in box "
           f"{energy_in_box(maps['gradcam'].values, boxes).mean():.3f}")
     print(f"centre baseline: pointing game {pointing_game(centre, boxes).mean():.3f}, energy in box "

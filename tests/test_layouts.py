@@ -47,6 +47,7 @@ def _timm(name: str, **cfg) -> nn.Module:
 FAMILIES = {
     "tv-resnet": (lambda: tv.models.resnet18(num_classes=5), 64, "layer4", "nchw", 0),
     "tv-regnet": (lambda: tv.models.regnet_x_400mf(num_classes=5), 64, "trunk_output", "nchw", 0),
+    "tv-vgg": (lambda: tv.models.vgg11_bn(num_classes=5), 64, "features", "nchw", 0),
     "tv-densenet": (lambda: tv.models.densenet121(num_classes=5), 64, "features", "nchw", 0),
     "tv-efficientnet": (lambda: tv.models.efficientnet_b0(num_classes=5), 64, "features", "nchw", 0),
     "tv-convnext": (lambda: tv.models.convnext_tiny(num_classes=5), 64, "features", "nchw", 0),

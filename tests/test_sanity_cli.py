@@ -159,3 +159,14 @@ def test_interventions_command(run_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["interventions", "--checkpoint", str(run_dir), "--out", str(tmp_path / "x"), "--data", "permuted"])
     assert e.value.code == 2 and "generated scenes" in capsys.readouterr().err
+
+
+def test_probe_keeps_boxes_of_a_data_set_without_masks():
+    """The photos have boxes and no masks: bench's box columns must still be scored (the mask ones left out)."""
+    from attnscope.cli.sanity import load_probe
+
+    photos = load_probe("efficientnet_lite0", {}, "photos", 3)
+    assert photos.masks is None
+    assert torch.equal(photos.boxes, torch.stack([data.get("photos", "test", 3)[i].box for i in range(3)]))
+    clutter = load_probe("efficientnet_lite0", {}, "clutter", 2)
+    assert clutter.boxes.shape == (2, 4) and clutter.masks.shape == (2, 64, 64)

@@ -103,7 +103,12 @@ SHORT = {"pointing": ("point", "pointing game"), "energy_box": ("energy", "energ
          "pixel_flip_aopc": ("flip", "pixel flipping AOPC"), "avg_drop_pct": ("drop%", "Average Drop %"),
          "increase_pct": ("inc%", "Increase in Confidence %"), "faith_corr": ("fcorr", "faithfulness correlation"),
          "region_aopc": ("region", "region perturbation AOPC"), "monotonicity": ("mono", "monotonicity"),
-         "effective_complexity": ("effcx", "effective complexity"), "ms_per_image": ("ms", "ms per image")}
+         "effective_complexity": ("effcx", "effective complexity"), "infidelity": ("infid", "infidelity"),
+         "road_morf": ("roadM", "ROAD, most relevant first"), "road_lerf": ("roadL", "ROAD, least relevant first"),
+         "sparseness": ("sparse", "sparseness (Gini)"), "max_sensitivity": ("maxS", "max-sensitivity"),
+         "avg_sensitivity": ("avgS", "avg-sensitivity"), "local_lipschitz": ("lips", "local Lipschitz estimate"),
+         "ris": ("ris", "relative input stability"), "ros": ("ros", "relative output stability"),
+         "ms_per_image": ("ms", "ms per image")}
 
 
 def terminal_tables(rows: list[dict], columns: list[str], lower: list[str], n_images: int,
@@ -117,9 +122,12 @@ def terminal_tables(rows: list[dict], columns: list[str], lower: list[str], n_im
     for group in dict.fromkeys(groups.values()):
         cols = [c for c in [*columns, "ms_per_image"] if groups[c] == group]
         short = [SHORT.get(c, (c, c))[0] + ("↓" if c in lower else "") for c in cols]
-        legend = {SHORT[c][0]: SHORT[c][1] for c in cols if c in SHORT}
+        legend = {name: SHORT[c][1] for c, name in zip(cols, short, strict=True) if c in SHORT}
         legend |= {"↓": "lower is better"} if any(c in lower for c in cols) else {}
-        title = f"{group}: {n_images} {data} test images, true class" if group != "time" else "time"
-        tables.append((title, ["method", "kind", *short], [[r["method"], r["kind"], *[r.get(c) for c in cols]]
-                                                          for r in rows], legend))
+        if group == "time":
+            tables.append(("time", ["method", "kind", *short], [[r["method"], r["kind"], *[r.get(c) for c in cols]]
+                                                                for r in rows], legend))
+            continue
+        tables.append((f"{group}: {n_images} {data} test images, true class", ["method", *short],
+                       [[r["method"], *[r.get(c) for c in cols]] for r in rows], legend))
     return tables

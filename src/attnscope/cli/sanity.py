@@ -59,12 +59,12 @@ def load_probe(source: str, header: dict[str, Any], data: str | None, n: int) ->
     first = samples[0]
     if not (isinstance(first[0], torch.Tensor) and isinstance(first[1], int)):
         raise InputError(f"data set {name!r} does not give (image, label) samples; sanity checks need a classifier")
-    has_truth = hasattr(first, "box") and hasattr(first, "mask")
-    return Probe(
+    has_box, has_mask = (all(isinstance(getattr(s, k, None), torch.Tensor) for s in samples) for k in ("box", "mask"))
+    return Probe(  # boxes without masks (the photos) serve the box columns; the mask columns are then left out
         images=torch.stack([s[0] for s in samples]),
         labels=torch.tensor([s[1] for s in samples]),
-        boxes=torch.stack([s.box for s in samples]) if has_truth else None,
-        masks=torch.stack([s.mask for s in samples]) if has_truth else None,
+        boxes=torch.stack([s.box for s in samples]) if has_box else None,
+        masks=torch.stack([s.mask for s in samples]) if has_mask else None,
         data=name,
         data_cfg=cfg,
     )

@@ -3,7 +3,8 @@
 `random`: i.i.d. uniform noise, a fresh draw at every step — its similarity to the first draw is
 the floor (≈ 0) of each metric. `sobel`: the Sobel edge magnitude of the input, the same at every
 step — the ceiling (1) that a model-independent, edge-detector-like map reaches (Adebayo et al.
-2018, Fig. 1, compare maps to an edge detector).
+2018, Fig. 1, compare maps to an edge detector). `centre`: a cone peaking at the image centre, the
+centre-bias baseline of localisation metrics on photos, whose objects are often in the middle.
 """
 
 from __future__ import annotations
@@ -35,3 +36,13 @@ def sobel_map(images: torch.Tensor, draw: int = 0, seed: int = 0) -> torch.Tenso
     gx = F.conv2d(padded, k.view(1, 1, 3, 3))
     gy = F.conv2d(padded, k.t().reshape(1, 1, 3, 3))
     return (gx.square() + gy.square()).sqrt()[:, 0]
+
+
+@CALIBRATIONS.register("centre")
+def centre_map(images: torch.Tensor, draw: int = 0, seed: int = 0) -> torch.Tensor:
+    """1 − d / d_max (B, H, W), d the distance of a pixel to the image centre: it looks at nothing but the middle."""
+    b, _, h, w = images.shape
+    ys = torch.arange(h, dtype=torch.float64, device=images.device)[:, None] - (h - 1) / 2
+    xs = torch.arange(w, dtype=torch.float64, device=images.device)[None, :] - (w - 1) / 2
+    d = (ys**2 + xs**2).sqrt()
+    return (1 - d / d.max()).expand(b, h, w).clone()
