@@ -114,3 +114,14 @@ def test_estimate_covers_the_groups_that_run(setup):
     assert guess.measured_on == 2 and guess.explain > 0
     assert guess.groups["faithfulness"] > 0 and guess.groups["robustness"] > 0 and guess.groups["localisation"] == 0
     assert guess.total == pytest.approx(guess.explain + sum(guess.groups.values()))
+
+
+def test_methods_that_do_not_apply_are_named_with_why():
+    from attnscope import models
+    from attnscope.evaluate import applicable_methods, not_applicable
+
+    cnn = models.get("smallcnn")
+    missing = not_applicable(cnn, ("transformer", "intrinsic", "cam"))
+    assert {"rollout", "ltpa", "sat"} <= missing.keys() and "gradcam" not in missing
+    assert "attention layers" in missing["rollout"]
+    assert set(missing).isdisjoint(applicable_methods(cnn, ("transformer", "intrinsic", "cam")))

@@ -128,6 +128,7 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool,
     maps = board.maps
     fileio.save_tensors(out / "maps.safetensors", {k: v for k, v in maps.items()}, {"targets": "labels"})
 
+    from attnscope.evaluate import not_applicable
     from attnscope.explain import list_methods
     from attnscope.report import figures
 
@@ -143,7 +144,7 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool,
         "probe_images": probe,
         "methods": {r["method"]: {"pointing": r["pointing"], "energy_in_box": r["energy_box"],
                                   "ms_per_image": round(r["ms_per_image"], 2)} for r in board.rows},
-        "skipped": SLOW,
+        "skipped": {**SLOW, **not_applicable(run.model, POST_HOC)},
     }
     fileio.write_json(out / "summary.json", summary)
     fileio.write_text(out / "summary.md", _markdown(summary))

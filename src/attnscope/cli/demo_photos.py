@@ -54,6 +54,7 @@ def run_photos(out: Path, quiet: bool, methods: Sequence[str] | None = None) -> 
     `methods`: the post-hoc methods to run (default: every applicable one but `SKIPPED`).
     """
     from attnscope import data, models
+    from attnscope.evaluate import not_applicable
     from attnscope.models.pretrained import imagenet_classes
 
     started = time.perf_counter()
@@ -88,7 +89,7 @@ def run_photos(out: Path, quiet: bool, methods: Sequence[str] | None = None) -> 
         "methods": {r["method"]: {"pointing": round(r["pointing"], 4), "energy_in_box": round(r["energy_box"], 4),
                                   "ms_per_image": round(r["ms_per_image"], 1)} for r in board.rows},
         "baselines": list(BASELINES),
-        "skipped": SKIPPED,
+        "skipped": {**SKIPPED, **not_applicable(model, POST_HOC)},
         "options": OPTIONS,
         "top5": {"photo": TOP5_PHOTO, "classes": top5["classes"]},
         "files": {"grid": "grid.png", "top5": "top5.png", "maps": "maps.safetensors"},

@@ -7,9 +7,17 @@ Sits above `explain`, `metrics` and `sanity` (it explains, scores and reuses the
 from __future__ import annotations
 
 from attnscope.evaluate.columns import COLUMNS, GROUPS
-from attnscope.evaluate.leaderboard import Board, Mosaics, Settings, applicable_methods, estimate, leaderboard
+from attnscope.evaluate.leaderboard import (
+                                          Board,
+                                          Mosaics,
+                                          Settings,
+                                          applicable_methods,
+                                          estimate,
+                                          leaderboard,
+                                          not_applicable,
+)
 from attnscope.evaluate.robustness import robustness
 from attnscope.evaluate.scorers import class_logit, class_probability, correct_class
 
 __all__ = ["COLUMNS", "GROUPS", "Board", "Mosaics", "Settings", "applicable_methods", "class_logit",
-           "class_probability", "correct_class", "estimate", "leaderboard", "robustness"]
+           "class_probability", "correct_class", "estimate", "leaderboard", "not_applicable", "robustness"]

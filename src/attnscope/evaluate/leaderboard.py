@@ -79,6 +79,12 @@ def applicable_methods(model: nn.Module, kinds: Sequence[str] = POST_HOC_AND_INT
     return [m for m in METHODS if METHODS.get(m).kind in kinds and METHODS.get(m).applies(model) is None]
 
 
+def not_applicable(model: nn.Module, kinds: Sequence[str] = POST_HOC_AND_INTRINSIC) -> dict[str, str]:
+    """`{method: why}` for the registered methods of `kinds` that do not apply to `model` (e.g. an extra missing)."""
+    reasons = {m: METHODS.get(m).applies(model) for m in METHODS if METHODS.get(m).kind in kinds}
+    return {m: why for m, why in reasons.items() if why is not None}
+
+
 def variants(methods: Sequence[MethodSpec], options: Mapping[str, Mapping[str, Any]] | None
              ) -> dict[str, tuple[str, dict[str, Any]]]:
     """`{row label: (method, options)}`: a plain name is its own label with `options[name]`."""
