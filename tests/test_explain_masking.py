@@ -16,11 +16,11 @@ def model() -> nn.Module:
 
 
 def test_rise_equals_torchray_on_its_own_masks(model) -> None:
-    """TorchRay draws the masks from torch's generator after manual_seed(seed), batch_size at a time, and scores
-    with the sigmoid; it divides by n where the paper divides by n·p."""
+    """TorchRay draws the masks from torch's generator after manual_seed(seed), batch_size (our `draw`) at a
+    time, and scores with the sigmoid; it divides by n where the paper divides by n·p."""
     x, t = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)), torch.tensor([1, 3])
-    ours = ats.explain(model, x, "rise", targets=t,
-                       options={"rise": {"n": 96, "score": "sigmoid", "batch_size": 32, "p": 0.5}})["rise"].values
+    opts = {"rise": {"n": 96, "score": "sigmoid", "draw": 32, "batch_size": 7, "p": 0.5}}
+    ours = ats.explain(model, x, "rise", targets=t, options=opts)["rise"].values
     ref = torchray.rise(model, x, seed=0, num_masks=96, num_cells=7, batch_size=32, p=0.5)[torch.arange(2), t]
     torch.testing.assert_close(ours, ref / 0.5, rtol=1e-5, atol=1e-6)
 

@@ -120,9 +120,10 @@ class Head(nn.Module):
 def test_ablationcam_by_hand():
     # y = 2.5 + 2 · 0.75 = 4; without A_0: 1.5, w_0 = 2.5 / 4; without A_1: 2.5, w_1 = 1.5 / 4
     model = Head()
-    for tail in ("shared", "repeat"):
+    for tail in ("auto", "split", "shared", "repeat"):
         got = perturbation.ablationcam(A, torch.tensor([4.0]), _oracle(model, A, model.layer), tail=tail)
-        torch.testing.assert_close(got, (0.625 * A[0, 0] + 0.375 * A[0, 1])[None])
+        torch.testing.assert_close(got.values, (0.625 * A[0, 0] + 0.375 * A[0, 1])[None])
+        assert got.meta["tail"] == ("split" if tail == "auto" else tail)
 
 
 # --- registration --------------------------------------------------------------------------------------------------

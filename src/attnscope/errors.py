@@ -47,3 +47,7 @@ class NotApplicableError(AttnscopeError):
 
 class TrainingError(AttnscopeError, FloatingPointError):
     """Training that cannot go on with the settings given (e.g. the loss became NaN or infinite)."""
+
+
+class ResourceError(AttnscopeError, MemoryError):
+    """A setting that cannot fit the memory there is; the message carries the estimate it was refused on."""

@@ -38,7 +38,8 @@ MANIFEST = "manifest.json"
               help="A keyword argument of the model's builder or factory, e.g. depth=2 (values as JSON).")
 @click.option("--images", required=True, metavar="DIR|FILE|DATA",
               help="A folder of images, one image, or a built-in data set (clutter, clutter-decoy).")
-@click.option("--n", "n", default=16, show_default=True, type=int, help="Images taken from a built-in data set.")
+@click.option("--n", "--n-images", "n", default=16, show_default=True, type=int,
+              help="Images taken from a built-in data set (--n-images under torchrun, whose parser claims --n).")
 @click.option("--data-seed", default=0, show_default=True, type=int, help="Seed of a built-in data set.")
 @click.option("--size", default=None, metavar="S|H,W", help="Squash images to S×S or H×W (aspect ratio lost).")
 @click.option("--resize", default=None, metavar="shorter=S|longer=S|H,W",
@@ -61,9 +62,16 @@ MANIFEST = "manifest.json"
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope explain` output.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--stream", is_flag=True, help="Stream all of --images (a folder, or --n of a data set) into "
+                                             "safetensors shards + manifest.json, no overlays; resumable; "
+                                             "under torchrun split across the processes.")
+@click.option("--shard-size", default=64, show_default=True, type=int, help="Images per shard file (--stream).")
+@click.option("--workers", default=0, show_default=True, type=int, help="DataLoader workers reading images "
+                                                                         "(--stream).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted --stream run in --out (same command).")
 def explain_command(checkpoint, weights, num_classes, model_opts, images, n, data_seed, size, resize, crop, pad,
                     normalize, methods, targets, layer, method_opts, batch_size, fmt, out, overwrite, device,
-                    quiet) -> None:
+                    quiet, stream, shard_size, workers, resume) -> None:
     """Explain images with post-hoc methods; write overlays (PNG) on the original photos, raw maps and
     manifest.json. Photos of different sizes need --resize (with --crop or --pad) or --size."""
     from attnscope.explain import method_spec  # (registers the methods)
@@ -76,8 +84,14 @@ def explain_command(checkpoint, weights, num_classes, model_opts, images, n, dat
     fit = parse_fit(resize, crop, pad, size)
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    stream = stream or resume
+    if stream and fmt != "safetensors":
+        raise InputError("--stream writes safetensors shards; --format npy is for the in-memory run")
+    if shard_size < 1 or workers < 0:
+        raise InputError(f"--shard-size must be >= 1 and --workers >= 0, got {shard_size} and {workers}")
     out = Path(out)
-    outdir.check(out, "explain", overwrite)
+    if not stream:
+        outdir.check(out, "explain", overwrite)
     from attnscope.cli.options import parse_settings
 
     model, info = load_model(checkpoint, weights, num_classes, parse_settings(model_opts, "--model-opt"))
@@ -85,6 +99,14 @@ def explain_command(checkpoint, weights, num_classes, model_opts, images, n, dat
     if getattr(model, "attention_kind", None) == "sat":  # a captioner has no classes to explain
         raise InputError(f"{checkpoint} is a captioning model: use `attnscope caption --checkpoint {checkpoint}`")
     model.to(_device(device))
+    if stream:
+        from attnscope.cli.explain_stream import run_stream
+
+        settings = {"checkpoint": checkpoint, "weights": weights, "model_opts": list(model_opts), "images": images,
+                    "n": n, "data_seed": data_seed, "fit": None if fit is None else fit.to_dict(),
+                    "normalize": normalize}
+        return run_stream(model, info, settings, images, n, data_seed, fit, names, targets, layer, options,
+                          batch_size, shard_size, workers, normalize, str(out), overwrite, resume, quiet)
     from attnscope.cli.images import flag_maps, read_inputs
 
     inputs = read_inputs(images, n, data_seed, fit)

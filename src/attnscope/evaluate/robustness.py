@@ -147,8 +147,13 @@ class Maps(dict):
 
 
 def logits_of(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """Logits (N, K) of `x`, no gradients, in chunks. (Explanations that carry `.logits` make this unneeded.)"""
+    """Logits (N, K) of `x`, no gradients, in chunks of `batch_size` (None: from the memory budget,
+    `explain.budget`). (Explanations that carry `.logits` make this unneeded.)"""
+    from attnscope.explain import budget
     from attnscope.explain.engine import logits, model_guard
 
+    device = device_of(model)
     with model_guard(model):
-        return logits(model, x.to(device_of(model)), batch_size)
+        cost = budget.input_cost(model, tuple(x.shape[1:]), x.dtype)
+        chunk = budget.chunk_size(cost, device, batch_size, x.shape[0], grad=False)
+        return logits(model, x.to(device), chunk)

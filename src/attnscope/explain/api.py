@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
-from attnscope.explain import engine
+from attnscope.explain import budget, engine
 from attnscope.explain.context import Pass
 from attnscope.explain.layers import LayerSpec
 from attnscope.explain.method import Method, MethodResult, Result
@@ -91,8 +91,11 @@ def explain(
             return Explanation.cat(parts)
     with _lock(model), engine.model_guard(model, differentiable):
         runs = any(s.uses_pass for s in specs)  # only generative methods (sat): no shared pass
+        needs = frozenset().union(*(s.needs for s in specs))
+        if runs and not differentiable:  # refused before it runs, with the estimate (`explain.budget`)
+            budget.check_pass(core, images, device_of(model), bool(needs & GRADIENT_NEEDS))
         shared = Pass(model, images.to(device_of(model)), targets, layer,
-                      frozenset().union(*(s.needs for s in specs)), differentiable, output, runs)
+                      needs, differentiable, output, runs)
         maps: dict[str, AttentionMap] = {}
         for spec in specs:
             if isinstance(spec, Wrapped):
@@ -174,6 +177,7 @@ def _options(specs: Sequence[Method], options: object) -> dict[str, dict[str, An
     return {name: asked[name].checked_options(opts) for name, opts in options.items()}
 
 
+GRADIENT_NEEDS = frozenset({"layer_grad", "input_grad", "guided_grad", "attention_grad", "bias_grad"})
 LOSSLESS = {(torch.float16, torch.float32), (torch.bfloat16, torch.float32), (torch.float16, torch.float64),
             (torch.bfloat16, torch.float64), (torch.float32, torch.float64)}
 

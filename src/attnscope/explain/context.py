@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
-from attnscope.explain import engine
+from attnscope.explain import budget, engine, split
 from attnscope.explain.attention import explicit_attention
 from attnscope.explain.layers import LayerSpec, Reading, reading, resolve_layer
 from attnscope.explain.method import INPUTS
@@ -67,6 +67,17 @@ class Oracle:
         self.per_image = per_image
         self.source = torch.arange(images.shape[0], device=images.device).repeat_interleave(per_image)  # (N,)
         self._layer, self._reading, self._raw = layer, reading, raw
+        self._tail: tuple[nn.Module | None, str] | None = None
+
+    def chunk(self, requested: int | None, total: int, grad: bool = False, after_layer: bool = False) -> int:
+        """Inputs per rerun: `requested`, or the most that fit the memory budget (`explain.budget`); refuses
+        a chunk that cannot fit the memory there is, with the estimate.
+
+        `after_layer`: the inputs are outputs of the chosen layer: only what runs from it on counts.
+        """
+        after = self._layer if after_layer else None
+        cost = budget.input_cost(self.core, tuple(self.images.shape[1:]), self.images.dtype, after)
+        return budget.chunk_size(cost, self.images.device, requested, total, grad)
 
     def channels_last(self, setting: bool | str) -> bool:
         """"auto": NHWC when the images already are, or the model declares `prefers_channels_last`."""
@@ -164,6 +175,25 @@ class Oracle:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise InputError(f"{hint}: it returned {shape}")
         return out
+
+    def layer_tail(self) -> tuple[nn.Module | None, str]:
+        """The layers after the chosen one as a module of its output (`explain.split`), or (None, why not)."""
+        if self._layer is None:
+            raise NotApplicableError("this method replaces the chosen layer's output, and no layer was chosen")
+        if self._tail is None:
+            name = next(n for n, m in self.core.named_modules() if m is self._layer)
+            self._tail = split.tail_after(self.core, name)
+        return self._tail
+
+    @torch.no_grad()
+    def with_layer_output_tail(self, image: int, outputs: torch.Tensor) -> torch.Tensor:
+        """As `with_layer_output`, running only the layers after the chosen one (`layer_tail`) on `outputs`."""
+        tail, why = self.layer_tail()
+        if tail is None:
+            raise NotApplicableError(f"the layers after the chosen one cannot run alone: {why}")
+        if self._reading is not None:
+            outputs = self._reading.from_map(outputs, self._raw[image])
+        return engine.logits_of(engine.select_output(tail(outputs), self.output), outputs.shape[0])
 
     @torch.no_grad()
     def with_layer_output_repeated(self, image: int, outputs: torch.Tensor) -> torch.Tensor:

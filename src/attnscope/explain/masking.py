@@ -8,6 +8,7 @@ once, the smooth mask of a given area whose preserved region keeps the score hig
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -51,16 +52,17 @@ def _rise_score(target: Target, logits: torch.Tensor, how: str) -> torch.Tensor:
 
 @register_method("rise", "perturbation")
 def rise(oracle: Oracle, *, n: int = 4000, cells: int = 7, p: float = 0.5, score: str = "probability", seed: int = 0,
-         batch_size: int = 64, channels_last: bool | str = "auto") -> torch.Tensor:
+         batch_size: int | None = None, draw: int = 64, channels_last: bool | str = "auto") -> torch.Tensor:
     """RISE (Petsiuk et al., BMVC 2018, Eq. 6): M = (1 / (n p)) Σ_i s(x ⊙ M_i) M_i over n random masks M_i.
 
     score: "probability" (the softmax of the target class, the paper's), "sigmoid" of the logit (TorchRay's),
     "logit"; a callable target gives its raw score (sigmoid'd for "sigmoid"). The masks come from `seed`,
-    drawn `batch_size` at a time as TorchRay draws them, the same for every image.
+    drawn `draw` at a time as TorchRay draws them (its batch_size), the same for every image and
+    every `batch_size` (masks per forward; None: from the memory budget).
     """
     positive_int("n", n, at_most=100_000)
     positive_int("cells", cells)
-    positive_int("batch_size", batch_size)
+    positive_int("draw", draw)
     if not 0 < p <= 1:
         raise InputError(f"rise p (the probability a cell is kept) must be in (0, 1], got {p!r}")
     if score not in RISE_SCORES:
@@ -69,9 +71,11 @@ def rise(oracle: Oracle, *, n: int = 4000, cells: int = 7, p: float = 0.5, score
     size = tuple(x.shape[-2:])
     gen = torch.Generator().manual_seed(seed)
     total = x.new_zeros(x.shape[0] * k, *size)
-    for start in range(0, n, batch_size):
-        masks = rise_masks(min(batch_size, n - start), cells, p, size, gen).to(x)  # (M, H, W)
-        for i in range(x.shape[0]):
+    batch_size = oracle.chunk(batch_size, min(n, draw))
+    for start in range(0, n, draw):
+        drawn = rise_masks(min(draw, n - start), cells, p, size, gen).to(x)  # (M, H, W)
+        for i, s in itertools.product(range(x.shape[0]), range(0, len(drawn), batch_size)):
+            masks = drawn[s : s + batch_size]
             logits = oracle.logits(x[i] * masks[:, None], channels_last)
             for t in range(k):
                 row = i * k + t

@@ -1,23 +1,23 @@
 """Perturbation methods: maps from the scores of changed inputs or activations, without gradients.
 
-Score-CAM masks the input with each channel of the layer, Ablation-CAM zeroes each channel,
-occlusion covers each window of the input. All run their extra passes through the `Oracle`,
-batched (`batch_size` inputs per pass) under no_grad, share the passes of the K targets of an
-image, and skip the passes whose result is known without running them. `channels_last="auto"`
-runs the passes in NHWC layout when the images already are or the model declares
-`prefers_channels_last` (SmallCNN: about 2 × faster on a CPU, bench/README.md); `True` forces it,
-`False` keeps the input's layout.
+Score-CAM masks the input with each channel of the layer, Ablation-CAM zeroes each channel, occlusion covers
+each window of the input. All run their extra passes through the `Oracle`, batched (`batch_size` inputs per
+pass; None: as many as fit the memory budget, `explain.budget`) under no_grad, share the passes of the K
+targets of an image, and skip the passes whose result is known without running them. `channels_last="auto"`
+runs the passes in NHWC layout when the images already are or the model declares `prefers_channels_last`
+(SmallCNN: about 2 × faster on a CPU, bench/README.md); `True` forces it, `False` keeps the input's layout.
 """
 
 from __future__ import annotations
 
 import torch
 
-from attnscope.errors import InputError
+from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain.cam import safe_div, weighted_sum
 from attnscope.explain.context import Oracle
-from attnscope.explain.method import register_method
-from attnscope.explain.options import baseline_like, pair, positive_int
+from attnscope.explain.method import Result, register_method
+from attnscope.explain.options import baseline_like, pair
+from attnscope.explain.split import same_output as split_same
 from attnscope.explain.targets import Target
 from attnscope.maps import normalize, upsample
 
@@ -46,7 +46,7 @@ def scorecam(
     weights: str = "probability",
     upsample_first: bool = True,
     align_corners: bool = False,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     channels_last: bool | str = "auto",
     eigen_smooth: bool = False,
 ) -> torch.Tensor:
@@ -63,7 +63,6 @@ def scorecam(
     pass serves them for the whole batch. Duplicate masks of an image — and the K targets of an
     image — share one pass.
     """
-    positive_int("batch_size", batch_size)
     if weights not in SCORECAM_WEIGHTS:
         raise InputError(f"scorecam weights must be one of {SCORECAM_WEIGHTS}, got {weights!r}")
     n, c, h, w = acts.shape  # rows
@@ -74,6 +73,7 @@ def scorecam(
     keys = torch.cat([image[:, None].to(masks.dtype), masks], dim=1)[~blank]
     unique, inverse = torch.unique(keys, dim=0, return_inverse=True)  # distinct (image, mask) pairs
     u_image, u_masks = unique[:, 0].long(), unique[:, 1:].view(-1, h, w)
+    batch_size = oracle.chunk(batch_size, len(unique))
     logits = [
         oracle.logits(oracle.images[u_image[s : s + batch_size]]
                       * _input_masks(u_masks[s : s + batch_size], oracle.images.shape[-2:], upsample_first,
@@ -92,26 +92,48 @@ def scorecam(
     return weighted_sum(acts, scores, relu, eigen_smooth)
 
 
-TAILS = ("shared", "repeat")
+TAILS = ("auto", "split", "shared", "repeat")
+
+
+def _tail(oracle: Oracle, tail: str, acts: torch.Tensor, scores: torch.Tensor) -> str:
+    """The way ablated outputs reach the model's output: "split" where the layers after the chosen one run
+    alone and reproduce the shared pass's score of the first row, else "shared" (tail="auto")."""
+    if tail not in ("auto", "split"):
+        return tail
+    module, why = oracle.layer_tail()
+    if module is not None:
+        first = oracle.target.take(torch.zeros(1, dtype=torch.long, device=acts.device))
+        if split_same(first.score(oracle.with_layer_output_tail(0, acts[:1])), scores[:1]):
+            return "split"
+        why = "the layers after it, run alone, do not reproduce the model's score"
+    if tail == "split":
+        raise NotApplicableError(f"ablationcam tail='split': {why}; use tail='auto' or 'shared'")
+    return "shared"
 
 
 @register_method("ablationcam", "perturbation")
 def ablationcam(acts: torch.Tensor, scores: torch.Tensor, oracle: Oracle, *, relu: bool = True,
-                batch_size: int = 64, tail: str = "shared", eigen_smooth: bool = False) -> torch.Tensor:
+                batch_size: int | None = None, tail: str = "auto", eigen_smooth: bool = False) -> Result:
     """Ablation-CAM (Desai & Ramaswamy, WACV 2020): ReLU(Σ_k w_k A_k), w_k = (y − y_k) / y,
     y_k the score with channel k of the layer set to zero (w_k = 0 where y = 0).
 
-    tail="shared": the layers before the chosen one run once per chunk of `batch_size` ablations,
-    the layers after it on the chunk; tail="repeat" runs the whole model per ablation (for models
-    whose later layers also read tensors from before the layer). Channels that are already all
-    zero are not run (y_k = y); the K targets of an image share the ablated passes.
+    tail="split": only the layers after the chosen one run, on the ablated copies of the shared
+    pass's activations (`explain.split`; about one forward in all); "shared": the layers before the
+    chosen one run once per chunk of `batch_size` ablations, the layers after it on the chunk;
+    "repeat": the whole model per ablation (for models whose later layers also read tensors from
+    before the layer); "auto" (default): "split" where the model traces with torch.fx, nothing after
+    the layer reads from before it, and the split reproduces the shared pass's score, else "shared".
+    The path taken is in the map's meta["tail"]. Channels that are already all zero are not run
+    (y_k = y); the K targets of an image share the ablated passes.
     """
-    positive_int("batch_size", batch_size)
     if tail not in TAILS:
         raise InputError(f"ablationcam tail must be one of {TAILS}, got {tail!r}")
-    run = oracle.with_layer_output if tail == "shared" else oracle.with_layer_output_repeated
+    used = _tail(oracle, tail, acts, scores)
+    run = {"split": oracle.with_layer_output_tail, "shared": oracle.with_layer_output,
+           "repeat": oracle.with_layer_output_repeated}[used]
     n, c = acts.shape[:2]
     k = oracle.per_image
+    batch_size = oracle.chunk(batch_size, c, after_layer=used != "repeat")
     y_k = scores[:, None].repeat(1, c)  # (N, C)
     for i in range(n // k):
         rows = torch.arange(i * k, (i + 1) * k, device=acts.device)
@@ -124,7 +146,8 @@ def ablationcam(acts: torch.Tensor, scores: torch.Tensor, oracle: Oracle, *, rel
             out = run(i, ablated)
             for r in rows.tolist():
                 y_k[r, ch] = oracle.target.take(torch.full_like(ch, r)).score(out)
-    return weighted_sum(acts, safe_div(scores[:, None] - y_k, scores[:, None].expand_as(y_k)), relu, eigen_smooth)
+    weights = safe_div(scores[:, None] - y_k, scores[:, None].expand_as(y_k))
+    return Result(weighted_sum(acts, weights, relu, eigen_smooth), meta={"tail": used})
 
 
 def _starts(length: int, window: int, stride: int) -> list[int]:
@@ -153,7 +176,7 @@ def occlusion(
     window: int | tuple[int, int] = 16,
     stride: int | tuple[int, int] = 8,
     baseline: float | torch.Tensor = 0.0,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     channels_last: bool | str = "auto",
 ) -> torch.Tensor:
     """Occlusion (Zeiler & Fergus, ECCV 2014): M_ij = mean over windows W ∋ (i, j) of y(x) − y(x_W),
@@ -163,7 +186,6 @@ def occlusion(
     not reach the edge a last full window is aligned to it, so every pixel is covered (captum's
     Occlusion cuts a window at the edge instead).
     """
-    positive_int("batch_size", batch_size)
     (wh, ww), (sh, sw) = pair("window", window), pair("stride", stride)
     x = oracle.images  # (B, C, H, W): the K targets of an image share its occluded passes
     b, _, height, width = x.shape
@@ -175,6 +197,7 @@ def occlusion(
     win_rows = rows.repeat_interleave(cols.shape[0], dim=0)  # (P, H), window p = (p // Pw, p % Pw)
     win_cols = cols.repeat(rows.shape[0], 1)  # (P, W)
     drops = x.new_empty(b * k, p)
+    batch_size = oracle.chunk(batch_size, b * p)
     for s in range(0, b * p, batch_size):
         flat = torch.arange(s, min(s + batch_size, b * p), device=x.device)
         i, j = flat // p, flat % p
@@ -182,7 +205,7 @@ def occlusion(
         logits = oracle.logits(torch.where(covered, base[i], x[i]), channels_last)
         for t in range(k):
             r = i * k + t
-            drops[r, j] = scores[r] - oracle.target.take(r).score(logits)
+            drops[r, j] = (scores[r] - oracle.target.take(r).score(logits)).to(drops.dtype)  # bf16 under autocast
     total = torch.einsum("np,ph,pw->nhw", drops, win_rows.to(x.dtype), win_cols.to(x.dtype))
     count = torch.einsum("ph,pw->hw", win_rows.to(x.dtype), win_cols.to(x.dtype))
     return total / count

@@ -111,10 +111,10 @@ def reference_set(references: float | torch.Tensor | str, images: torch.Tensor, 
 
 @register_method("deeplift", "gradient", applies=_has_activation)
 def deeplift(images: torch.Tensor, oracle: Oracle, *, baseline: float | torch.Tensor = 0.0, reduce: str = "sum",
-             batch_size: int = 64) -> torch.Tensor:
+             batch_size: int | None = None) -> torch.Tensor:
     """DeepLIFT, Rescale rule (Shrikumar et al., ICML 2017): (x − x') ⊙ m, m the multipliers Δy / Δx through
     activations rescaled by Δout / Δin; Σ attributions = y(x) − y(x') on nets of linear layers and such activations."""
-    positive_int("batch_size", batch_size)
+    batch_size = oracle.chunk(batch_size, images.shape[0], grad=True)
     ref = reference_set(baseline, images, 1, 0)
     if ref.shape[1] != 1:
         raise InputError("deeplift takes one baseline per image; for a set of references use deepliftshap")
@@ -124,15 +124,16 @@ def deeplift(images: torch.Tensor, oracle: Oracle, *, baseline: float | torch.Te
 
 @register_method("deepliftshap", "gradient", applies=_has_activation)
 def deepliftshap(images: torch.Tensor, oracle: Oracle, *, references: float | torch.Tensor | str = "uniform",
-                 n_references: int = 8, seed: int = 0, reduce: str = "sum", batch_size: int = 64) -> torch.Tensor:
+                 n_references: int = 8, seed: int = 0, reduce: str = "sum",
+                 batch_size: int | None = None) -> torch.Tensor:
     """DeepLIFT-SHAP (Lundberg & Lee, NeurIPS 2017): the mean over references x'_j of DeepLIFT(x, x'_j).
 
     references: a tensor (M, C, H, W) of reference images shared by all images, a number, or "uniform"
     (`n_references` images of uniform noise in each image's value range, from `seed`).
     """
-    positive_int("batch_size", batch_size)
     ref = reference_set(references, images, n_references, seed)  # (N, M, C, H, W)
     n, m = ref.shape[:2]
+    batch_size = oracle.chunk(batch_size, n * m, grad=True)
     rows = torch.arange(n, device=images.device).repeat_interleave(m)
     attr = deeplift_attributions(oracle, images[rows], ref.flatten(0, 1), rows, batch_size)
     return reduce_channels(attr.view(n, m, *images.shape[1:]).mean(dim=1), reduce)
@@ -166,7 +167,7 @@ def gradient_shap_sample(images: torch.Tensor, references: torch.Tensor, index: 
 @register_method("gradientshap", "gradient")
 def gradientshap(images: torch.Tensor, oracle: Oracle, *, references: float | torch.Tensor | str = "uniform",
                  n_references: int = 8, n: int = 50, stdev: float = 0.0, seed: int = 0, reduce: str = "sum",
-                 batch_size: int = 64) -> torch.Tensor:
+                 batch_size: int | None = None) -> torch.Tensor:
     """GradientSHAP (Lundberg & Lee, NeurIPS 2017; as captum's): mean_j (x̃_j − b_j) ⊙ ∇y(b_j + α_j (x̃_j − b_j)),
     b_j drawn from the references, α_j ~ U(0, 1), x̃_j = x + N(0, stdev²).
 
@@ -174,7 +175,7 @@ def gradientshap(images: torch.Tensor, oracle: Oracle, *, references: float | to
     batch. references as in `deepliftshap`.
     """
     positive_int("n", n, at_most=MAX_POINTS)
-    positive_int("batch_size", batch_size)
+    batch_size = oracle.chunk(batch_size, images.shape[0] * n, grad=True)
     if not stdev >= 0:
         raise InputError(f"stdev must be >= 0, got {stdev!r}")
     ref = reference_set(references, images, n_references, seed)  # (N, M, C, H, W)

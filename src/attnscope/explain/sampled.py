@@ -1,8 +1,8 @@
 """Methods that average input gradients over many inputs per image: SmoothGrad and Integrated Gradients.
 
 Both are `path_sum`: Σ_j c_j ∂y/∂x at points p(i, j), computed in row-major chunks of
-`batch_size` inputs through the `Oracle`. Each row's points depend only on its image (and the
-seed), so a batch gives the same maps as its images one by one.
+`batch_size` inputs through the `Oracle` (None: as many as fit the memory budget, `explain.budget`).
+Each row's points depend only on its image (and the seed), so a batch gives the same maps as its images one by one.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def smoothgrad(
     sigma: float = 0.15,
     seed: int = 0,
     reduce: str = "abs-max",
-    batch_size: int = 64,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """SmoothGrad (Smilkov et al., 2017, arXiv:1706.03825): reduce((1/n) Σ_j ∂y/∂x (x + ε_j)),
     ε_j ~ N(0, σ_x²), σ_x = sigma · (max(x) − min(x)) per image (the paper's noise level).
@@ -62,7 +62,7 @@ def smoothgrad(
     the channel reduction (abs-max, as saliency), as in the paper's M̂ = mean of M.
     """
     positive_int("n", n, at_most=MAX_POINTS)
-    positive_int("batch_size", batch_size)
+    batch_size = oracle.chunk(batch_size, images.shape[0] * n, grad=True)
     if not sigma >= 0:
         raise InputError(f"sigma must be >= 0 (a fraction of each image's value range), got {sigma!r}")
     x = images
@@ -103,7 +103,7 @@ def integrated_gradients(
     steps: int = 50,
     baseline: float | torch.Tensor = 0.0,
     rule: str = "gauss-legendre",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     reduce: str = "sum",
 ) -> torch.Tensor:
     """Integrated Gradients (Sundararajan et al., ICML 2017, Eq. 1):
@@ -111,12 +111,13 @@ def integrated_gradients(
 
     Completeness: Σ IG = y(x) − y(x') up to the quadrature error. The paper uses a Riemann sum
     (rule="riemann-right"); the default Gauss–Legendre rule (as captum's default) is more accurate
-    for the same number of steps. `batch_size` is the number of path points per backward.
+    for the same number of steps. `batch_size` is the number of path points per backward (None: from
+    the memory budget).
     """
-    positive_int("batch_size", batch_size)
     x = images
     base = baseline_like(baseline, x)
     alphas, weights = path_rule(rule, steps)
+    batch_size = oracle.chunk(batch_size, x.shape[0] * steps, grad=True)
     alphas = alphas.to(device=x.device, dtype=x.dtype)
     points = lambda i, j: base[i] + alphas[j].view(-1, 1, 1, 1) * (x[i] - base[i])
     return reduce_channels((x - base) * path_sum(oracle, x, points, weights, batch_size), reduce)

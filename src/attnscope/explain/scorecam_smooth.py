@@ -3,7 +3,7 @@
 Both weigh channel k by the mean target score of n masked inputs x ⊙ M_kj, softmaxed over the channels
 (as Score-CAM's "channel-softmax" weights), with H_k = s(Up(A_k)) the channel's normalised mask:
 SS-CAM M_kj = H_k + δ_j, IS-CAM M_kj = c_j H_k. All masked passes run without gradients through the
-`Oracle`, `batch_size` inputs at a time; the K targets of an image share them.
+`Oracle`, `batch_size` inputs at a time (None: from the memory budget); the K targets of an image share them.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ def channel_masks(acts: torch.Tensor, size: tuple[int, int], upsample_first: boo
 
 
 def mean_masked_scores(oracle: Oracle, acts: torch.Tensor, upsample_first: bool, coeffs: torch.Tensor,
-                       noise: torch.Tensor, batch_size: int, channels_last: bool | str) -> torch.Tensor:
+                       noise: torch.Tensor, batch_size: int | None, channels_last: bool | str) -> torch.Tensor:
     """(N, C): mean over j of the score of x ⊙ (coeffs[j] · H_k + noise[j]) for each row's image and channel."""
     k = oracle.per_image
     n_img, c = acts.shape[0] // k, acts.shape[1]
     n = coeffs.shape[0]
     total = acts.new_zeros(n_img * k, c)
+    batch_size = oracle.chunk(batch_size, c * n)
     for i in range(n_img):
         h = channel_masks(acts[i * k : i * k + 1], tuple(oracle.images.shape[-2:]), upsample_first)[0]  # (C, H, W)
         for s in range(0, c * n, batch_size):
@@ -47,14 +48,13 @@ def mean_masked_scores(oracle: Oracle, acts: torch.Tensor, upsample_first: bool,
     return total / n
 
 
-def _checked(n: int, batch_size: int) -> None:
+def _checked(n: int) -> None:
     positive_int("n", n, at_most=MAX_POINTS)
-    positive_int("batch_size", batch_size)
 
 
 @register_method("sscam", "perturbation")
 def sscam(acts: torch.Tensor, oracle: Oracle, *, n: int = 35, sigma: float = 2.0, seed: int = 0, relu: bool = True,
-          upsample_first: bool = True, batch_size: int = 64, channels_last: bool | str = "auto",
+          upsample_first: bool = True, batch_size: int | None = None, channels_last: bool | str = "auto",
           eigen_smooth: bool = False) -> torch.Tensor:
     """SS-CAM (Wang et al., 2020, arXiv:2006.14255): ReLU(Σ_k w_k A_k), w = softmax_k((1/n) Σ_j y(x ⊙ (H_k + δ_j))),
     δ_j ~ N(0, σ²) at input resolution — the same n draws for every image and channel (from `seed`).
@@ -62,7 +62,7 @@ def sscam(acts: torch.Tensor, oracle: Oracle, *, n: int = 35, sigma: float = 2.0
     Defaults n = 35, σ = 2 as torchcam's SSCAM (which also normalises before upsampling:
     upsample_first=False reproduces its masks, and draws its noise per channel).
     """
-    _checked(n, batch_size)
+    _checked(n)
     if not sigma >= 0:
         raise InputError(f"sigma must be >= 0, got {sigma!r}")
     size = tuple(oracle.images.shape[-2:])
@@ -73,10 +73,11 @@ def sscam(acts: torch.Tensor, oracle: Oracle, *, n: int = 35, sigma: float = 2.0
 
 @register_method("iscam", "perturbation")
 def iscam(acts: torch.Tensor, oracle: Oracle, *, n: int = 10, relu: bool = True, upsample_first: bool = True,
-          batch_size: int = 64, channels_last: bool | str = "auto", eigen_smooth: bool = False) -> torch.Tensor:
+          batch_size: int | None = None, channels_last: bool | str = "auto",
+          eigen_smooth: bool = False) -> torch.Tensor:
     """IS-CAM (Naidu et al., 2020, arXiv:2010.03023): ReLU(Σ_k w_k A_k), w = softmax_k((1/n) Σ_i y(x ⊙ c_i H_k)),
     c_i = Σ_{j ≤ i} j / n for i = 1 … n (the masks' integration path, as torchcam's ISCAM reads the paper)."""
-    _checked(n, batch_size)
+    _checked(n)
     size = tuple(oracle.images.shape[-2:])
     steps = torch.arange(1, n + 1, dtype=acts.dtype, device=acts.device)
     coeffs = torch.cumsum(steps / n, dim=0)  # (n,)

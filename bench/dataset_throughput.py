@@ -1,0 +1,185 @@
+"""Images per second over a streamed data set: (a) a plain forward, (b) five gradient CAMs, (c) IG with
+32 steps — attnscope against pytorch-grad-cam and captum looping over the same DataLoader.
+
+resnet18 (torchvision, random weights, seed 0), 224 px images made per index by a Dataset (no disk),
+batches of 16 from a DataLoader. Every (part, library) runs alone in a fresh process (`--child`), so no
+library warms the allocator or the kernels for another; each child times its whole loop after one
+warm-up batch with `time.process_time` (CPU time of the process: this machine is shared by several
+jobs, wall time would measure them). Throughput = images / CPU seconds.
+
+- forward:   `model(x)` under no_grad — the ceiling for anything that needs a forward.
+- backward:  one forward + backward to the input — IG's floor is 32 × this.
+- cams:      attnscope `explain(model, x, [gradcam, gradcam++, xgradcam, hirescam, layercam])` (one shared
+             pass) vs pytorch-grad-cam's five classes, each with its own pass (their only way).
+- ig:        attnscope `explain(model, x, "ig", steps=32)` (chunk from the memory budget) vs captum's
+             `IntegratedGradients.attribute(n_steps=32)` at its default (all steps in one batch).
+- scorecam:  at `layer4` (512 channels: 512 masked forwards per image) attnscope vs pytorch-grad-cam's
+             ScoreCAM at its default (batch_size 32); its floor is 512 × the forward's time per image.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/dataset_throughput.py --n 512 --n-ig 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+CAMS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
+
+
+class Synthetic(Dataset):
+    """`n` images (3, 224, 224) in [0, 1], image i drawn from seed i."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(i))
+
+
+def _model() -> torch.nn.Module:
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet18().eval()
+
+
+def _forward(model):
+    def step(x):
+        with torch.no_grad():
+            model(x)
+    return step
+
+
+def _backward(model):
+    def step(x):
+        x = x.clone().requires_grad_(True)
+        torch.autograd.grad(model(x).max(dim=1).values.sum(), x)
+    return step
+
+
+def _ours_cams(model):
+    import attnscope as ats
+
+    return lambda x: ats.explain(model, x, list(CAMS), layer="layer4")
+
+
+def _gradcam_cams(model):
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+
+    def step(x):
+        for kind in (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM):
+            with kind(model=model, target_layers=[model.layer4]) as cam:
+                cam(input_tensor=x, targets=None)
+    return step
+
+
+def _ours_ig(model):
+    import attnscope as ats
+
+    return lambda x: ats.explain(model, x, "ig", options={"ig": {"steps": 32}})
+
+
+def _captum_ig(model):
+    from captum.attr import IntegratedGradients
+
+    ig = IntegratedGradients(model)
+
+    def step(x):
+        with torch.no_grad():
+            target = model(x).argmax(dim=1)
+        ig.attribute(x, target=target, n_steps=32)
+    return step
+
+
+def _ours_scorecam(model):
+    import attnscope as ats
+
+    return lambda x: ats.explain(model, x, "scorecam", layer="layer4")
+
+
+def _gradcam_scorecam(model):
+    from pytorch_grad_cam import ScoreCAM
+
+    def step(x):
+        with ScoreCAM(model=model, target_layers=[model.layer4]) as cam:
+            cam(input_tensor=x, targets=None)
+    return step
+
+
+RUNS = {("forward", "torch"): _forward, ("backward", "torch"): _backward, ("cams", "attnscope"): _ours_cams,
+        ("cams", "pytorch-grad-cam"): _gradcam_cams, ("ig", "attnscope"): _ours_ig, ("ig", "captum"): _captum_ig,
+        ("scorecam", "attnscope"): _ours_scorecam, ("scorecam", "pytorch-grad-cam"): _gradcam_scorecam}
+
+
+def child(part: str, library: str, n: int, workers: int, batch: int = 16) -> dict:
+    model = _model()
+    step = RUNS[(part, library)](model)
+    loader = DataLoader(Synthetic(n), batch_size=batch, num_workers=workers)
+    batches = iter(loader)
+    step(next(batches))  # warm-up batch, not timed
+    t0, images = time.process_time(), 0
+    for x in batches:
+        step(x)
+        images += len(x)
+    seconds = time.process_time() - t0
+    return {"part": part, "library": library, "images": images, "cpu_s": round(seconds, 2),
+            "images_per_s": round(images / seconds, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=512, help="images for forward, backward and cams (+1 warm-up batch)")
+    parser.add_argument("--n-ig", type=int, default=64, help="images for IG (+1 warm-up batch)")
+    parser.add_argument("--n-scorecam", type=int, default=2, help="images for Score-CAM (+1 warm-up batch)")
+    parser.add_argument("--batch", type=int, default=16, help="images per DataLoader batch")
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--parts", default="forward,backward,cams,ig,scorecam")
+    parser.add_argument("--child", nargs=2, metavar=("PART", "LIBRARY"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.child:
+        n = {"ig": args.n_ig, "scorecam": args.n_scorecam}.get(args.child[0], args.n)
+        batch = min(args.batch, n)
+        print(json.dumps(child(*args.child, n + batch, args.workers, batch)))
+        return
+    rows = {}
+    for part, library in RUNS:
+        if part not in args.parts.split(","):
+            continue
+        cmd = [sys.executable, __file__, "--child", part, library, "--n", str(args.n), "--n-ig", str(args.n_ig),
+               "--n-scorecam", str(args.n_scorecam), "--batch", str(args.batch), "--workers", str(args.workers)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        rows[(part, library)] = row
+        print(json.dumps(row), flush=True)
+    rate = lambda p, lib: rows[(p, lib)]["images_per_s"] if (p, lib) in rows else None
+    if rate("forward", "torch") and rate("cams", "attnscope"):
+        print(f"five CAMs / plain forward throughput: {rate('cams', 'attnscope') / rate('forward', 'torch'):.2f}")
+    if rate("cams", "attnscope") and rate("cams", "pytorch-grad-cam"):
+        ratio = rate("cams", "attnscope") / rate("cams", "pytorch-grad-cam")
+        print(f"five CAMs, attnscope / pytorch-grad-cam: {ratio:.2f}×")
+    if rate("ig", "attnscope") and rate("backward", "torch"):
+        floor = rate("backward", "torch") / 32
+        print(f"IG 32 steps: {floor / rate('ig', 'attnscope'):.2f}× its floor (32 forward + backward)")
+    if rate("ig", "attnscope") and rate("ig", "captum"):
+        print(f"IG 32 steps, attnscope / captum: {rate('ig', 'attnscope') / rate('ig', 'captum'):.2f}×")
+    if rate("scorecam", "attnscope") and rate("forward", "torch"):
+        floor = rate("forward", "torch") / 512
+        print(f"Score-CAM layer4: {floor / rate('scorecam', 'attnscope'):.2f}× its floor (512 masked forwards)")
+    if rate("scorecam", "attnscope") and rate("scorecam", "pytorch-grad-cam"):
+        ratio = rate("scorecam", "attnscope") / rate("scorecam", "pytorch-grad-cam")
+        print(f"Score-CAM, attnscope / pytorch-grad-cam: {ratio:.2f}×")
+
+
+if __name__ == "__main__":
+    main()

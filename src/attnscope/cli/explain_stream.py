@@ -1,0 +1,59 @@
+"""`attnscope explain --stream`: a whole folder or data set, streamed shard by shard (`attnscope.stream`),
+resumable with `--resume`, split across the processes of `torchrun --nproc_per_node=N`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from attnscope.errors import DataError, InputError
+
+
+def dataset_of(source: str, n: int | None, seed: int, fit: Any):
+    """The images of `--images` as a lazily read data set: every image of a folder (or one file), or `n`
+    samples of a data set."""
+    from attnscope import data
+    from attnscope.cli.options import existing_input
+    from attnscope.stream import FolderImages, NamedData
+
+    if existing_input(source, "--images") is not None:
+        from attnscope.data.folder import image_paths
+
+        return FolderImages(image_paths(source), fit)  # all of them: --n counts data set samples
+    if source in data.names():
+        if n is None or n < 1:
+            raise InputError(f"--n must be >= 1, got {n}")
+        return NamedData(source, n, seed, fit)
+    raise DataError(f"--images {source}: no such file or folder, and not a built-in data set "
+                    f"({', '.join(data.names())})")
+
+
+def run_stream(model, info: dict[str, Any], settings: dict[str, Any], images: str, n: int | None, seed: int, fit: Any,
+               names: list[str], targets: str, layer: str, options: dict, batch_size: int, shard_size: int,
+               workers: int, normalize: str, out: str, overwrite: bool, resume: bool, quiet: bool) -> None:
+    """Stream `--images` through the model into the shards of `--out` (every process of torchrun calls it)."""
+    from attnscope.cli.explain import _normalized
+    from attnscope.modules import device_of
+    from attnscope.stream import explain_dataset
+    from attnscope.train import distributed
+
+    if targets not in ("pred", "label"):
+        try:
+            targets = int(targets)
+        except ValueError:
+            raise InputError(f"--targets must be pred, label or a class index, got {targets!r}") from None
+    world = distributed.setup(device_of(model))
+    try:
+        dataset = dataset_of(images, n, seed, fit)
+        manifest = explain_dataset(
+            model, dataset, Path(out), names, targets=targets, layer=layer, options=options,
+            shard_size=shard_size, batch_size=batch_size, workers=workers,
+            prepare=lambda x: _normalized(x, normalize), settings=settings, resume=resume,
+            overwrite=overwrite, progress=not quiet)
+    finally:
+        distributed.teardown(world)
+    if world.main:
+        click.echo(f"explained {manifest['total']} images with {', '.join(names)} → {out}/ "
+                   f"({len(manifest['shards'])} shards in maps/, manifest.json)")

@@ -1,0 +1,185 @@
+"""How many inputs one rerun of the model takes at once: chunks chosen from a memory budget.
+
+The cost of an input is the bytes one forward allocates for it (the sum of every operator's new
+output, counted on fake tensors: nothing is allocated or computed), twice that when the chunk is
+differentiated (the saved activations plus their gradients). A chunk is the most inputs whose cost
+fits the budget: 64 MiB on a CPU, where larger working sets fall out of the caches and, above
+glibc's mmap threshold, page-fault on every allocation (bench/chunk_budget.py measured it); a
+quarter of the free memory on a GPU. A setting whose chunk of one does not fit the memory there is
+is refused with the estimate (`ResourceError`), before anything runs.
+
+The estimate runs the model's forward once per input shape as Python on fake tensors (cached per
+model): hooks on its modules see fake tensors then.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from attnscope.errors import InputError, ResourceError
+
+CPU_BUDGET = 64 * 2**20  # bytes per chunk on a CPU (bench/chunk_budget.py)
+GPU_SHARE = 0.25  # of the free device memory, per chunk
+_BUDGET: contextvars.ContextVar[int | None] = contextvars.ContextVar("attnscope_memory_budget", default=None)
+_COSTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int | None]] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def memory_budget(nbytes: int) -> Iterator[None]:
+    """Chunks of every rerun inside the block fit `nbytes` (instead of the device's default budget)."""
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 1:
+        raise InputError(f"memory budget must be a positive number of bytes, got {nbytes!r}")
+    token = _BUDGET.set(nbytes)
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def parse_bytes(text: str) -> int:
+    """'512M', '2G', '1.5GiB', '100000' → bytes (binary units)."""
+    units = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    number, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise InputError(f"memory budget {text!r} is not a size such as 512M or 2G") from None
+    if not value >= 1:
+        raise InputError(f"memory budget must be at least one byte, got {text!r}")
+    return int(value)
+
+
+def budget(device: torch.device) -> int:
+    """Bytes one chunk may use: `memory_budget`'s, else $ATTNSCOPE_MEMORY_BUDGET, else the device's default."""
+    given = _BUDGET.get()
+    if given is not None:
+        return given
+    env = os.environ.get("ATTNSCOPE_MEMORY_BUDGET")
+    if env:
+        return parse_bytes(env)
+    if device.type == "cuda":
+        return int(GPU_SHARE * torch.cuda.mem_get_info(device)[0])
+    return CPU_BUDGET
+
+
+def available(device: torch.device) -> int:
+    """Bytes that can still be allocated: free device memory, or the system's MemAvailable on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):  # not Linux: physical memory as the bound
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+class _Allocations(TorchDispatchMode):
+    """Counts the bytes of every new (non-aliasing) operator output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not any(r.alias_info is not None for r in func._schema.returns):
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    self.total += t.numel() * t.element_size()
+        return out
+
+
+def input_cost(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype,
+               after: nn.Module | None = None) -> int | None:
+    """Bytes one forward of `model` allocates for one input of `shape` (C, H, W), counted on fake tensors;
+    with `after` (a submodule), only from that module's output on (what runs on a replaced output).
+
+    None when the model cannot run on fake tensors (an operator whose output size depends on the
+    data, one without a fake implementation, Python code that reads values): then no estimate exists
+    and no bound is applied. Any other error (one the model raises itself) propagates. The model's
+    forward runs as Python on fake tensors (hooks included).
+    """
+    from torch._subclasses import fake_tensor as fake
+
+    cannot = (fake.DataDependentOutputException, fake.DynamicOutputShapeException, fake.UnsupportedOperatorException,
+              fake.UnsupportedFakeTensorException)  # what fake tensors cannot do; any other error is the model's
+
+    key = (tuple(shape), dtype, None if after is None else id(after))
+    known = _COSTS.setdefault(model, {})
+    if key not in known:
+        count, at = _Allocations(), []
+        mark = lambda _m, _i, o: at.append(count.total - _bytes(o))  # what ran before `after`'s output
+        handle = None if after is None else after.register_forward_hook(mark)
+        try:
+            with torch.no_grad(), fake.FakeTensorMode(allow_non_fake_inputs=True), count:
+                model(torch.empty((1, *shape), dtype=dtype))
+            known[key] = count.total - (at[0] if at else 0)
+        except cannot:
+            known[key] = None
+        finally:
+            if handle is not None:
+                handle.remove()
+    return known[key]
+
+
+def _bytes(out: object) -> int:
+    return out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0
+
+
+def gib(nbytes: float) -> str:
+    """A size in GiB, MiB or KiB, whichever reads best."""
+    if nbytes >= 2**27:
+        return f"{nbytes / 2**30:.2f} GiB"
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.1f} KiB"
+
+
+def chunk_size(cost: int | None, device: torch.device, requested: int | None, total: int, grad: bool,
+               what: str = "batch_size") -> int:
+    """Inputs per rerun: `requested`, or the most whose cost fits the budget (1 … `total`); refuses what cannot fit.
+
+    `cost`: bytes per input of one forward (`input_cost`); doubled when `grad`.
+    """
+    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
+        raise InputError(f"{what} must be a positive integer (or None: chosen from the memory budget), "
+                         f"got {requested!r}")
+    total = max(1, total)
+    if cost is None:
+        return min(requested or 64, total)  # no estimate: the former fixed chunk
+    per_input = cost * (2 if grad else 1)
+    free = available(device)
+    if requested is None:  # the budget's chunk, never more than what is free
+        chunk = max(1, min(total, budget(device) // per_input, free // per_input))
+    else:
+        chunk = min(requested, total)
+    if chunk * per_input > free:
+        fits = free // per_input
+        hint = f"; {what}={fits} fits" if fits >= 1 else "; use smaller images or a smaller model"
+        raise ResourceError(f"{what}={chunk} needs ≈ {gib(chunk * per_input)} ({gib(per_input)} per input, "
+                            f"estimated from one {'forward + backward' if grad else 'forward'} on fake tensors) "
+                            f"and {gib(free)} is available{hint}")
+    return chunk
+
+
+LARGE_INPUT = 1 / 64  # of the available memory: inputs at least this large are checked before the shared pass
+
+
+def check_pass(model: nn.Module, images: torch.Tensor, device: torch.device, grad: bool) -> None:
+    """Refuses a pass of `model` over all of `images` (B, C, H, W) whose estimate exceeds the memory there is.
+
+    Only batches whose images alone take `LARGE_INPUT` of the available memory are estimated (a forward
+    allocates many times its input): the usual call runs no estimate, and the model no fake forward.
+    """
+    if images.numel() * images.element_size() < LARGE_INPUT * available(device):
+        return
+    cost = input_cost(model, tuple(images.shape[1:]), images.dtype)
+    chunk_size(cost, device, images.shape[0], images.shape[0], grad)

@@ -1,0 +1,66 @@
+"""The part of a model after one of its layers, as a module of that layer's output (torch.fx).
+
+Ablation-CAM asks for the model's output when the chosen layer outputs C ablated copies of its
+activations: only the layers after it need to run, on the activations the shared pass already has.
+`tail_after` traces the model symbolically (no data runs), cuts the graph at the layer's call and
+keeps it only when everything after the cut reads nothing from before it but parameters and
+constants; otherwise it says why, and the caller runs the model from its input instead.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx, nn
+
+
+class _Tracer(fx.Tracer):
+    """fx's tracer that keeps the chosen layer as one call (its output is where the graph is cut)."""
+
+    def __init__(self, layer: str) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return qualname == self.layer or super().is_leaf_module(m, qualname)
+
+
+def _after(graph: fx.Graph, cut: fx.Node) -> list[fx.Node]:
+    """The nodes that depend on `cut`, in graph order."""
+    below = {cut}
+    for node in graph.nodes:
+        if any(a in below for a in node.all_input_nodes):
+            below.add(node)
+    return [n for n in graph.nodes if n in below and n is not cut]
+
+
+def tail_after(model: nn.Module, layer: str) -> tuple[fx.GraphModule | None, str]:
+    """(the layers of `model` after `layer`, as a module of the layer's output; "") or (None, why not)."""
+    try:
+        graph = _Tracer(layer).trace(model)
+    except Exception as e:  # noqa: BLE001 — symbolic tracing, nothing ran: any failure means "not traceable"
+        return None, f"the model does not trace with torch.fx ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
+    calls = [n for n in graph.nodes if n.op == "call_module" and n.target == layer]
+    if len(calls) != 1:
+        return None, f"the layer {layer!r} is called {len(calls)} times in the traced graph"
+    cut = calls[0]
+    after = _after(graph, cut)
+    kept = set(after) | {cut}
+    for node in after:
+        before = [a for a in node.all_input_nodes if a not in kept and a.op != "get_attr"]
+        if before:
+            return None, f"the layers after {layer!r} also read {before[0].name!r} from before it"
+    if not after or after[-1].op != "output":
+        return None, f"the model's output does not depend on {layer!r}"
+    tail = fx.Graph()
+    env = {cut: tail.placeholder("layer_output")}
+    for node in graph.nodes:
+        used = node.op == "get_attr" and any(u in kept for u in node.users)
+        if used or node in kept and node is not cut:
+            env[node] = tail.node_copy(node, lambda a: env[a])
+    return fx.GraphModule(model, tail), ""
+
+
+def same_output(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two runs of the same computation agree to float rounding (a tail checked against the model)."""
+    scale = b.abs().max().clamp_min(1e-12)
+    return a.shape == b.shape and bool(((a - b).abs() <= 1e-4 * scale + 1e-6).all())

@@ -1,0 +1,131 @@
+"""Chunks from a memory budget (`explain.budget`): the same maps for every chunk, costs by hand, refusals
+with the estimate, and Ablation-CAM's split at the layer (`explain.split`)."""
+
+import pytest
+import torch
+from torch import nn
+
+import attnscope as ats
+from attnscope.cli import main
+from attnscope.errors import InputError, NotApplicableError, ResourceError
+from attnscope.explain import budget
+from attnscope.models import checkpoint
+from test_explain_engine import Concat  # the head also reads a tensor from before `body`
+
+X = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+RERUNS = {  # method → fast options; each sends its extra passes through Oracle.chunk
+    "ig": {"steps": 5}, "smoothgrad": {"n": 5}, "scorecam": {}, "ablationcam": {},
+    "occlusion": {"window": 8, "stride": 4}, "rise": {"n": 20, "draw": 8}, "sscam": {"n": 2},
+    "iscam": {"n": 2}, "deeplift": {}, "gradientshap": {"n": 4, "n_references": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return ats.models.get("smallcnn", widths=[4, 6]).eval()
+
+
+@pytest.mark.parametrize("method", sorted(RERUNS))
+def test_maps_are_the_same_for_every_chunk(model, method) -> None:
+    """Chunk 1, chunk 3 and the budget's chunk give the same maps (to float rounding of batched kernels)."""
+    maps = {}
+    for chunk in (1, 3, None):
+        opts = {method: {**RERUNS[method], "batch_size": chunk}}
+        maps[chunk] = ats.explain(model, X, method, layer="features", options=opts)[method].values
+    torch.testing.assert_close(maps[1], maps[3], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(maps[1], maps[None], rtol=1e-5, atol=1e-6)
+
+
+def test_cost_is_the_bytes_one_forward_allocates() -> None:
+    """Input 1·4·4·4 B = 64, conv output 2·4·4·4 = 128, in-place ReLU and the view 0, linear 3·4 = 12."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(32, 3))
+    assert budget.input_cost(net, (1, 4, 4), torch.float32) == 64 + 128 + 12
+    assert budget.input_cost(net, (1, 4, 4), torch.float32, after=net[0]) == 128 + 12  # from the conv's output on
+    net2 = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU())  # a ReLU that allocates: + 128
+    assert budget.input_cost(net2, (1, 4, 4), torch.float32) == 64 + 128 + 128
+
+
+def test_chunk_is_the_most_inputs_that_fit_the_budget() -> None:
+    cpu, mib = torch.device("cpu"), 2**20
+    assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=False) == 6  # 64 MiB // 10 MiB
+    assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=True) == 3  # backward: twice the bytes
+    assert budget.chunk_size(10 * mib, cpu, None, 4, grad=False) == 4  # never more than there are
+    assert budget.chunk_size(100 * mib, cpu, None, 1000, grad=False) == 1  # at least one
+    with budget.memory_budget(200 * mib):
+        assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=False) == 20
+    assert budget.chunk_size(10 * mib, cpu, 7, 1000, grad=False) == 7  # asked for: kept
+    assert budget.parse_bytes("1.5G") == 3 * 2**29 and budget.parse_bytes("512MiB") == 512 * mib
+    with pytest.raises(InputError, match="batch_size"):
+        budget.chunk_size(mib, cpu, 0, 10, grad=False)
+
+
+def test_budget_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("ATTNSCOPE_MEMORY_BUDGET", "30M")
+    assert budget.chunk_size(10 * 2**20, torch.device("cpu"), None, 100, grad=False) == 3
+
+
+def test_a_setting_that_cannot_fit_is_refused_with_the_estimate(model, monkeypatch) -> None:
+    cost = budget.input_cost(model, (3, 16, 16), torch.float32)
+    monkeypatch.setattr(budget, "available", lambda device: 5 * cost)  # room for 5 forwards, 2 backwards
+    with pytest.raises(ResourceError, match=r"batch_size=8 needs ≈ .* KiB .* available; batch_size=5 fits"):
+        ats.explain(model, X, "scorecam", layer="features", options={"scorecam": {"batch_size": 8}})
+    with pytest.raises(ResourceError, match=r"batch_size=3 needs .* forward \+ backward .*batch_size=2 fits"):
+        ats.explain(model, X.repeat(2, 1, 1, 1)[:3], "gradcam", layer="features")  # the shared pass itself
+    ats.explain(model, X, "scorecam", layer="features")  # the budget's own chunk fits
+    monkeypatch.setattr(budget, "available", lambda device: cost // 2)  # not even one image
+    with pytest.raises(ResourceError, match="use smaller images"):
+        ats.explain(model, X[:1], "ig", layer="features")
+
+
+def test_cli_refuses_a_size_that_cannot_fit_in_one_line(model, tmp_path, monkeypatch, capsys) -> None:
+    path = checkpoint.save(model, tmp_path / "m.safetensors")
+    monkeypatch.setattr(budget, "available", lambda device: 2**20)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        main(["explain", "--checkpoint", str(path), "--images", "clutter", "--n", "1", "--size", "256",
+              "--methods", "gradcam", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err, err
+    assert err.startswith("error: batch_size=1 needs ≈ 11.3 MiB") and "1.0 MiB is available" in err
+    assert not out.exists()
+
+
+def test_ablation_split_equals_the_whole_model_per_ablation() -> None:
+    """resnet18's layers after layer4 run alone on the ablated activations; the same map as tail='repeat'."""
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=4).eval()
+    x = torch.randn(1, 3, 32, 32)
+    opts = lambda tail: {"ablationcam": {"tail": tail}}
+    split = ats.explain(net, x, "ablationcam", layer="layer4", options=opts("auto"))["ablationcam"]
+    whole = ats.explain(net, x, "ablationcam", layer="layer4", options=opts("repeat"))["ablationcam"]
+    assert split.meta["tail"] == "split" and whole.meta["tail"] == "repeat"
+    torch.testing.assert_close(split.values, whole.values, rtol=1e-4, atol=1e-6)
+
+
+def test_ablation_split_is_decided_before_running() -> None:
+    model = Concat()
+    with pytest.raises(NotApplicableError, match="also read 'stem_1' from before it"):
+        ats.explain(model, X, "ablationcam", targets=1, layer="body", options={"ablationcam": {"tail": "split"}})
+    # the cut is clean at stem, and the split's map is the per-chunk one
+    split = ats.explain(model, X, "ablationcam", targets=1, layer="stem")["ablationcam"]
+    shared = ats.explain(model, X, "ablationcam", targets=1, layer="stem",
+                         options={"ablationcam": {"tail": "shared"}})["ablationcam"]
+    assert split.meta["tail"] == "split"
+    torch.testing.assert_close(split.values, shared.values, rtol=1e-5, atol=1e-6)
+
+
+def test_robustness_scores_the_same_in_budget_chunks(model, monkeypatch) -> None:
+    import importlib
+
+    robustness = importlib.import_module("attnscope.evaluate.robustness")  # the package exports a function of that name
+
+    cost = budget.input_cost(model, (3, 16, 16), torch.float32)
+    whole = robustness.logits_of(model, X)
+    with budget.memory_budget(cost):  # one image per forward
+        torch.testing.assert_close(robustness.logits_of(model, X), whole, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(budget, "available", lambda device: cost // 2)
+    with pytest.raises(ResourceError):
+        robustness.logits_of(model, X)
