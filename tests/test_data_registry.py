@@ -8,7 +8,7 @@ from attnscope.errors import InputError, UnknownNameError
 
 
 def test_registered_data_sets_build_by_name_with_their_kind():
-    assert data.names() == ["clutter", "clutter-decoy", "scenes", "permuted", "karpathy"]
+    assert data.names() == ["clutter", "clutter-decoy", "scenes", "permuted", "karpathy", "photos"]
     clutter = data.get("clutter", "test", 4, 7)
     assert isinstance(clutter, data.ClutteredDigits) and not clutter.decoy
     assert (clutter.kind, clutter.num_classes, len(clutter)) == ("classification", 10, 4)

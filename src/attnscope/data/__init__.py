@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from attnscope.data.cluttered import ClutteredDigits, ClutterSample
 from attnscope.data.folder import FolderSample, ImageFolderData, load_images, read_image
 from attnscope.data.karpathy import CaptionSample, KarpathyCaptions
+from attnscope.data.photos import Photos, PhotoSample
 from attnscope.data.scenes import DigitScenes, SceneObject, SceneSample, Token
 from attnscope.data.vocab import CaptionBatch, Vocabulary, collate_captions, tokenize
 from attnscope.errors import InputError
@@ -64,6 +65,12 @@ def _karpathy(split: str, n: int, seed: int, **cfg: Any) -> KarpathyCaptions:
     return KarpathyCaptions(cfg.pop("json"), cfg.pop("images"), split, n, **cfg)
 
 
+@register("photos")
+def _photos(split: str, n: int, seed: int, **cfg: Any) -> Photos:
+    """scikit-image's photos with hand-drawn boxes: one fixed set (any split, `seed` unused); `n` caps the objects."""
+    return Photos(n=n, **cfg)
+
+
 __all__ = [
     "CaptionBatch",
     "CaptionSample",
@@ -76,6 +83,8 @@ __all__ = [
     "SceneObject",
     "SceneSample",
     "PermutedLabels",
+    "PhotoSample",
+    "Photos",
     "Token",
     "Vocabulary",
     "collate_captions",

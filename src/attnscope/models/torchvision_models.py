@@ -1,15 +1,16 @@
-"""torchvision classifiers by name, never downloading: random weights or a local weights file."""
+"""torchvision classifiers by name, never downloading: random weights or a local weights file.
+
+Twelve common names are registered; `build_torchvision` builds any classification model of
+`torchvision.models.list_models` (the CLI's model sources reach the others through it).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
 import torchvision
 from torch import nn
 
-from attnscope.errors import CheckpointError
 from attnscope.models import register
+from attnscope.models.weights import load_into, read_state_dict  # noqa: F401  (read_state_dict re-exported)
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # what torchvision's weights expect
 
@@ -20,6 +21,11 @@ TORCHVISION_NAMES = (
 )
 
 
+def classification_names() -> list[str]:
+    """Every torchvision classification model name (`torchvision.models.list_models`)."""
+    return torchvision.models.list_models(module=torchvision.models)
+
+
 def build_torchvision(name: str, num_classes: int = 1000, weights: str | None = None, **kwargs) -> nn.Module:
     """torchvision model `name` with random weights, or the state dict in the local file `weights`.
 
@@ -28,27 +34,8 @@ def build_torchvision(name: str, num_classes: int = 1000, weights: str | None = 
     """
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     if weights is not None:
-        model.load_state_dict(read_state_dict(Path(weights)))
+        load_into(model, read_state_dict(weights), str(weights))
     return model
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from a safetensors or torch file; a clear error when it is missing or corrupt."""
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or foreign file
-        raise CheckpointError(f"cannot read weights from {path}: {type(e).__name__}: {e}") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors")
-    return state
 
 
 for _name in TORCHVISION_NAMES:
