@@ -32,7 +32,7 @@ test: $(VENV)/.stamp-dev
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.stamp-dev
-	$(BIN)/ruff check src tests bench experiments
+	$(BIN)/ruff check src tests bench experiments examples
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

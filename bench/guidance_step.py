@@ -15,8 +15,8 @@ import time
 import torch
 
 from attnscope import data, models
+from attnscope.guide import GUIDES
 from attnscope.train import TrainConfig
-from attnscope.train.guidance import GUIDES
 from attnscope.train.tasks import Classification
 
 

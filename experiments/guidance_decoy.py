@@ -1,7 +1,7 @@
 """Attention guidance against a shortcut: decoy ClutteredDigits trained with and without a guidance loss.
 
 In the training split of `clutter-decoy` a 5x5 corner patch's colour gives the label away; in the
-test split the colour is random. Each model is trained with an AttentionTracker on 64 *training*
+test split the colour is random. Each model is trained with an AttentionTracker (`FitTracker`) on 64 *training*
 images (where the shortcut is there to be taken) and the per-snapshot energy of its maps in the
 decoy box and in the digit's box shows when it turns to the patch or away from it.
 
@@ -24,7 +24,7 @@ import torch
 from attnscope import data, fileio
 from attnscope.models import checkpoint
 from attnscope.report import build
-from attnscope.track import AttentionTracker, TrackStore
+from attnscope.track import FitTracker, TrackStore
 from attnscope.train import TrainConfig, fit
 from attnscope.train.tasks import Classification
 
@@ -56,8 +56,8 @@ def train(args: argparse.Namespace, spec: str) -> Path:
     lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
     if len(lines) < args.epochs:
         config.resume = bool(lines) or (out / "checkpoints").exists()
-        tracker = (AttentionTracker.from_store(out / "track") if config.resume and TrackStore.exists(out / "track")
-                   else AttentionTracker(args.methods.split(","), probe=args.probe, every=args.every, split="train"))
+        tracker = (FitTracker.from_store(out / "track") if config.resume and TrackStore.exists(out / "track")
+                   else FitTracker(args.methods.split(","), probe=args.probe, every=args.every, split="train"))
         started = time.perf_counter()
         fit(config, callbacks=(tracker,))
         print(f"{spec}: trained in {time.perf_counter() - started:.0f} s", flush=True)

@@ -26,7 +26,7 @@ CHILD = textwrap.dedent("""
     import os, signal, sys
     import torch
     torch.set_num_threads(1)
-    from attnscope.track import AttentionTracker, store
+    from attnscope.track import FitTracker, store
     from attnscope.train import TrainConfig, fit
 
     out, kill_at, resume, tiny = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", eval(sys.argv[4])
@@ -37,7 +37,7 @@ CHILD = textwrap.dedent("""
             if path.name == f"step_{kill_at:07d}.npz":
                 os.kill(os.getpid(), signal.SIGKILL)
         store._write_npz = write_then_die
-    tracker = AttentionTracker(["cam", "gradcam", "saliency"], probe=8, every=2)
+    tracker = FitTracker(["cam", "gradcam", "saliency"], probe=8, every=2)
     fit(TrainConfig(**tiny, out=out, resume=resume), callbacks=(tracker,))
 """)
 

@@ -1,5 +1,5 @@
-"""AttentionTracker inside `fit`: what it records is `explain` of the model at that step, in one shared call,
-and recording never changes training."""
+"""The tracker inside `fit` (`FitTracker`): what it records is `explain` of the model at that step, in one shared
+call, and recording never changes training."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from attnscope import models
 from attnscope.errors import InputError, UnknownNameError
 from attnscope.explain import explain
 from attnscope.models import checkpoint
-from attnscope.track import AttentionTracker, TrackStore, measure, tracker
+from attnscope.track import FitTracker, TrackStore, measure, tracker
 from attnscope.train import fit
 from tiny_runs import METHODS, tiny_config, tracked_run
 
@@ -85,22 +85,22 @@ def test_tracking_does_not_change_training(tracked, tmp_path):
 
 def test_resume_with_other_tracker_settings_is_refused(tmp_path):
     tracked_run(tmp_path / "run", until_epoch=1, epochs=2)
-    other = AttentionTracker(["saliency"], probe=8, every=2)
+    other = FitTracker(["saliency"], probe=8, every=2)
     with pytest.raises(InputError, match="other settings.*methods"):
         fit(tiny_config(tmp_path / "run", epochs=2, resume=True), callbacks=(other,))
-    same = AttentionTracker.from_store(tmp_path / "run" / "track")
+    same = FitTracker.from_store(tmp_path / "run" / "track")
     fit(tiny_config(tmp_path / "run", epochs=2, resume=True), callbacks=(same,))
     assert [e["step"] for e in TrackStore.open(tmp_path / "run" / "track").snapshots] == [0, 2, 3, 4, 6]
 
 
 def test_bad_tracker_settings_fail_before_training(tmp_path):
     with pytest.raises(UnknownNameError, match="gradcamm"):
-        AttentionTracker(["gradcamm"])
+        FitTracker(["gradcamm"])
     for bad in (dict(methods=[]), dict(probe=0), dict(every=0), dict(targets="true"), dict(split="val")):
         with pytest.raises(InputError):
-            AttentionTracker(**{"methods": ["saliency"], **bad})
+            FitTracker(**{"methods": ["saliency"], **bad})
     with pytest.raises(InputError, match="only 16"):
-        fit(tiny_config(tmp_path / "big"), callbacks=(AttentionTracker(["saliency"], probe=17),))
+        fit(tiny_config(tmp_path / "big"), callbacks=(FitTracker(["saliency"], probe=17),))
 
 
 def test_tensorboard_logging_or_a_clear_error(tmp_path, monkeypatch):
@@ -108,11 +108,11 @@ def test_tensorboard_logging_or_a_clear_error(tmp_path, monkeypatch):
         import torch.utils.tensorboard  # noqa: F401
     except ImportError:
         with pytest.raises(InputError, match="pip install tensorboard"):
-            AttentionTracker(["saliency"], tensorboard=True)
+            FitTracker(["saliency"], tensorboard=True)
         return
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    fit(tiny_config(tmp_path / "tb", epochs=1), callbacks=(AttentionTracker(["saliency"], probe=4, tensorboard=True),))
+    fit(tiny_config(tmp_path / "tb", epochs=1), callbacks=(FitTracker(["saliency"], probe=4, tensorboard=True),))
     events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("track/saliency/energy@box")] == [0, 3]
@@ -120,7 +120,7 @@ def test_tensorboard_logging_or_a_clear_error(tmp_path, monkeypatch):
     assert events.Images("maps/saliency")[0].width == 4 * 32  # 4 probe images side by side
     monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)
     with pytest.raises(InputError, match="pip install tensorboard"):
-        AttentionTracker(["saliency"], tensorboard=True)
+        FitTracker(["saliency"], tensorboard=True)
 
 
 def test_intrinsic_and_post_hoc_methods_are_tracked_alike(tmp_path):

@@ -22,8 +22,8 @@ def tiny_config(out: Path, **changes: Any):
 def tracked_run(out: Path, every: int | None = 2, probe: int = 8, methods=METHODS, until_epoch: int | None = None,
                 **changes: Any):
     """Train the tiny run with a tracker; returns (run, tracker)."""
-    from attnscope.track import AttentionTracker
+    from attnscope.track import FitTracker
     from attnscope.train import fit
 
-    tracker = AttentionTracker(list(methods), probe=probe, every=every)
+    tracker = FitTracker(list(methods), probe=probe, every=every)
     return fit(tiny_config(out, **changes), callbacks=(tracker,), until_epoch=until_epoch), tracker

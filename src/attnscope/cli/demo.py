@@ -47,12 +47,12 @@ def demo_command(out: str, probe: int, epochs: int, n: int, seed: int, quiet: bo
 def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool) -> dict[str, Any]:
     """The demo's steps; returns the summary it writes."""
     from attnscope import data
-    from attnscope.track import AttentionTracker
+    from attnscope.track import FitTracker
     from attnscope.train import TrainConfig, fit
 
     started = time.perf_counter()
     config = TrainConfig(**{**DEMO_TRAIN, "epochs": epochs, "n": n}, seed=seed, out=str(out), quiet=quiet)
-    run = fit(config, callbacks=(AttentionTracker(TRACKED, probe=probe),))
+    run = fit(config, callbacks=(FitTracker(TRACKED, probe=probe),))
     train_s = time.perf_counter() - started
 
     test = data.get("clutter", "test", config.n_test, seed=config.data_seed)

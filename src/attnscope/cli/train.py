@@ -61,8 +61,8 @@ def train_command(model, data, out, epochs, n, n_test, batch_size, optimizer, lr
     """
     from attnscope import data as datasets
     from attnscope import models
+    from attnscope.guide import GUIDES
     from attnscope.train import TrainConfig, fit
-    from attnscope.train.guidance import GUIDES
 
     if list_:
         click.echo("models: " + ", ".join(models.names()))
@@ -96,14 +96,13 @@ def tracking(out: str, resume: bool, methods: str | None, probe: int, every: int
     from pathlib import Path
 
     from attnscope.errors import InputError
-    from attnscope.track import AttentionTracker, TrackStore
+    from attnscope.track import FitTracker, TrackStore
 
     folder = Path(out) / "track"
     if methods is None:
         if resume and TrackStore.exists(folder):
-            return (AttentionTracker.from_store(folder, tensorboard=tensorboard),)
+            return (FitTracker.from_store(folder, tensorboard=tensorboard),)
         if tensorboard or every is not None:
             raise InputError("--tensorboard and --track-every go with --track METHODS")
         return ()
-    return (AttentionTracker(parse_list(methods, "--track"), probe=probe, every=every, split=split,
-                             tensorboard=tensorboard),)
+    return (FitTracker(parse_list(methods, "--track"), probe=probe, every=every, split=split, tensorboard=tensorboard),)

@@ -87,11 +87,12 @@ JS = """
     data.keys.forEach(function (key, k) {
       document.getElementById("map-" + k).src = data.images[key][i];
     });
-    label.textContent = (frame.kind === "epoch" ? "epoch " + frame.epoch : "epoch " + frame.epoch.toFixed(2)) +
-      " (step " + frame.step + ")" + (frame.acc === null ? "" : ", probe accuracy " + fmt(frame.acc));
+    var epoch = frame.kind === "epoch" ? frame.epoch : (frame.epoch === null ? null : frame.epoch.toFixed(2));
+    var place = epoch === null ? "step " + frame.step : "epoch " + epoch + " (step " + frame.step + ")";
+    label.textContent = place + (frame.acc === null ? "" : ", probe accuracy " + fmt(frame.acc));
     measures.replaceChildren(measureTable(frame));
     preds.replaceChildren(predRow(frame));
-    moveCursors(frame.epoch);
+    moveCursors(frame.x);
     slider.setAttribute("aria-valuetext", label.textContent);
   }
 

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from attnscope import fileio
-from attnscope.report import assets, figures
+from attnscope.report import assets, figures, logged
 from attnscope.report.charts import line_chart
 from attnscope.report.sources import RunSources, read_run
 from attnscope.track.store import Probe, TrackStore
@@ -46,6 +46,7 @@ def build(run_dir: str | Path, out: str | Path | None = None, images: int = 8, m
         _header(src, title),
         _training(src.metrics),
         _maps(src.store, images, max_frames) if src.store else "",
+        logged.scalars_section(src.store, logged.axis(src.store)) if src.store else "",
         _measures(src.store, src.metrics) if src.store else "",
         _sanity(src.sanity),
         _leaderboards(src.leaderboards),
@@ -79,11 +80,8 @@ def _training(metrics: Sequence[Mapping[str, Any]]) -> str:
         return ""
     keys = list(dict.fromkeys(k for r in metrics for k, v in r.items()
                               if isinstance(v, (int, float)) and k not in SKIP_CURVES))
-    groups: dict[str, list[str]] = {}
-    for k in keys:  # train_loss and test_loss share a chart, and so on
-        groups.setdefault(k.split("_", 1)[1] if k.startswith(("train_", "test_")) else k, []).append(k)
     charts = [line_chart({k: [(r["epoch"], r.get(k)) for r in metrics] for k in ks}, title)
-              for title, ks in groups.items()]
+              for title, ks in logged.curve_groups(keys).items()]  # train_loss and test_loss share a chart, ...
     return f'<h2>Training</h2><div class="charts">{"".join(charts)}</div>'
 
 
@@ -97,12 +95,13 @@ def _maps(store: TrackStore, n_images: int, max_frames: int) -> str:
     native = probe.images.shape[-1] + 2  # one tile of a strip, in image pixels
     tile = round(min(native * max(1, 128 // probe.images.shape[-1]), 980 / n), 2)  # up to 2x, ≤ 980 px in all
     uris: dict[str, list[str]] = {k: [] for k in keys}
-    frame_data = []
+    frame_data, x = [], logged.axis(store)
     for entry in frames:
         maps, predictions = store.read(entry["step"], [k for k in keys if k in entry["maps"]])
         for k in keys:
             uris[k].append(_png_uri(_strip(probe, n, maps.get(k))))
-        frame_data.append({"step": entry["step"], "epoch": entry["epoch"], "kind": entry["kind"],
+        frame_data.append({"step": entry["step"], "epoch": entry["epoch"], "x": entry[x],
+                           "kind": entry["kind"],
                            "acc": entry["measures"].get("probe_acc"), "measures": entry["measures"],
                            "predictions": predictions[:n].tolist()})
     measures = list(dict.fromkeys(m.rpartition("/")[2] for e in frames for m in e["measures"]
@@ -111,6 +110,7 @@ def _maps(store: TrackStore, n_images: int, max_frames: int) -> str:
             "labels": probe.labels[:n].tolist(), "tile": tile}
     width = round(n * tile)
     settings = store.settings
+    source = store.index["probe"].get("source") or f"{settings.get('split', 'test')} split"  # older stores: split
     rows = [f'<div class="row"><div class="name">image</div><img alt="probe images" width="{width}" '
             f'src="{_png_uri(_strip(probe, n, None))}"></div>',
             '<div class="row"><div class="name"></div><div class="preds" id="frame-preds"></div></div>']
@@ -120,7 +120,7 @@ def _maps(store: TrackStore, n_images: int, max_frames: int) -> str:
     regions = ", ".join(f"{r} ({'white' if r == 'box' else 'red'})" for r in probe.regions)
     return (
         "<h2>Maps during training</h2>"
-        f'<p class="sub">{n} of {probe.images.shape[0]} probe images ({html.escape(settings.get("split", ""))} split), '
+        f'<p class="sub">{n} of {probe.images.shape[0]} probe images ({html.escape(source)}), '
         f"explained for the {html.escape(settings.get('targets', 'label'))} class; boxes: {html.escape(regions)}. "
         f"{len(frames)} of {len(store.snapshots)} snapshots. Each map is min–max scaled per image.</p>"
         f'<div class="controls"><input type="range" id="frame-slider" min="0" max="{len(frames) - 1}" '
@@ -131,7 +131,7 @@ def _maps(store: TrackStore, n_images: int, max_frames: int) -> str:
 
 
 def _measures(store: TrackStore, metrics: Sequence[Mapping[str, Any]]) -> str:
-    entries = store.snapshots
+    entries, x = store.snapshots, logged.axis(store)
     if not entries:
         return ""
     names = list(dict.fromkeys(m for e in entries for m in e["measures"]))
@@ -142,13 +142,13 @@ def _measures(store: TrackStore, metrics: Sequence[Mapping[str, Any]]) -> str:
         else:
             head, _, tail = name.rpartition("/")  # "{map}/{measure}", or a plain name such as probe_acc
             title, series = (tail, head) if head else (name, name)
-        groups.setdefault(title, {})[series] = [(e["epoch"], e["measures"].get(name)) for e in entries]
-    if "probe_acc" in groups and metrics:
+        groups.setdefault(title, {})[series] = [(e[x], e["measures"].get(name)) for e in entries]
+    if "probe_acc" in groups and metrics and x == "epoch":
         groups["probe_acc"]["test_acc"] = [(r["epoch"], r.get("test_acc")) for r in metrics]
     groups = {("accuracy" if k == "probe_acc" else k): v for k, v in groups.items()}
     bounded = ("pointing", "energy", "entropy", "accuracy")
-    charts = [line_chart(series, title, y_range=(0, 1) if title.startswith(bounded) else None, cursor=True)
-              for title, series in groups.items()]
+    charts = [line_chart(series, title, x_label=x, y_range=(0, 1) if title.startswith(bounded) else None,
+                         cursor=True) for title, series in groups.items()]
     return ('<h2>Measures over training</h2><p class="note">Means over the probe images; the dashed line is the '
             f'snapshot the slider shows.</p><div class="charts">{"".join(charts)}</div>')
 

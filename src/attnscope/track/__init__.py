@@ -1,9 +1,14 @@
-"""Attention during training: `AttentionTracker` records maps and their measures into a run store."""
+"""Attention during training: `AttentionTracker` records maps and their measures into a run store, from any loop.
+
+`FitTracker` is the callback through which `attnscope.train.fit` drives the same tracker.
+"""
 
 from __future__ import annotations
 
+from attnscope.track.fit import FitTracker
 from attnscope.track.measures import measure
+from attnscope.track.probe import as_probe, probe_from
 from attnscope.track.store import Probe, TrackStore
-from attnscope.track.tracker import AttentionTracker, probe_from
+from attnscope.track.tracker import AttentionTracker
 
-__all__ = ["AttentionTracker", "Probe", "TrackStore", "measure", "probe_from"]
+__all__ = ["AttentionTracker", "FitTracker", "Probe", "TrackStore", "as_probe", "measure", "probe_from"]

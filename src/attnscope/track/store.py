@@ -6,6 +6,8 @@ Layout of `<run>/track/`:
     probe.npz                the probe images (float32, exactly as explained), labels, region boxes
     step_0000120.npz         maps of the snapshot at optimizer step 120: per map key, float16 values
                              divided by their per-image max |value| (key) and that scale (key.scale)
+    scalars.jsonl            the training loop's own scalars (`AttentionTracker.log`): one line per step,
+                             {"step", "epoch", name: value, ...}
 
 Every file is written atomically, and a snapshot's file before the index line that names it, so a
 process killed at any moment (kill -9) leaves an index whose every entry is complete; a snapshot
@@ -31,6 +33,7 @@ from attnscope.errors import DataError
 FORMAT = "attnscope-track/1"
 INDEX = "index.json"
 PROBE = "probe.npz"
+SCALARS = "scalars.jsonl"
 _SNAPSHOT = re.compile(r"step_(\d+)\.npz")
 
 
@@ -41,6 +44,7 @@ class Probe:
     images: torch.Tensor  # (P, C, H, W) float
     labels: torch.Tensor  # (P,) long
     regions: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (P, 4) long boxes
+    source: str | None = None  # where the images came from, for the report (e.g. "the first 64 images of ...")
 
     def __post_init__(self) -> None:
         p = self.images.shape[0]
@@ -82,8 +86,9 @@ class TrackStore:
 
     @classmethod
     def create(cls, folder: str | Path, settings: Mapping[str, Any], probe: Probe,
-               steps_per_epoch: int | None = None) -> TrackStore:
-        """A new, empty store holding `probe`; an existing index there is an error."""
+               steps_per_epoch: int | None = None, source: str | None = None) -> TrackStore:
+        """A new, empty store holding `probe` (`source`: where its images came from, for the report);
+        an existing index there is an error."""
         folder = Path(folder)
         if cls.exists(folder):
             raise DataError(f"{folder} already holds a tracker store")
@@ -95,7 +100,7 @@ class TrackStore:
             "format": FORMAT,
             "settings": dict(settings),
             "probe": {"file": PROBE, "count": int(probe.images.shape[0]), "size": list(probe.images.shape[-2:]),
-                      "regions": list(probe.regions)},
+                      "regions": list(probe.regions), "source": source},
             "steps_per_epoch": steps_per_epoch,
             "snapshots": [],
         })
@@ -156,10 +161,14 @@ class TrackStore:
         self._write_index()
 
     def truncate(self, step: int) -> list[int]:
-        """Forget snapshots past `step` and delete their files and any orphan; returns the dropped steps."""
+        """Forget snapshots and scalars past `step` and delete their files and any orphan; returns the dropped
+        snapshots' steps."""
         dropped = [e["step"] for e in self.snapshots if e["step"] > step]
         self.index["snapshots"] = [e for e in self.snapshots if e["step"] <= step]
         self._write_index()
+        scalars = self.scalars()
+        if any(row["step"] > step for row in scalars):
+            self.write_scalars([row for row in scalars if row["step"] <= step])
         named = {e["file"] for e in self.snapshots}
         for path in self.folder.glob("step_*.npz"):
             if _SNAPSHOT.fullmatch(path.name) and path.name not in named:
@@ -184,6 +193,26 @@ class TrackStore:
         arrays = _read_npz(self.folder / entry["file"], names)
         maps = {k: decode(arrays[k], arrays[f"{k}.scale"]) for k in wanted}
         return maps, torch.from_numpy(arrays["predictions"])
+
+    def scalars(self) -> list[dict[str, Any]]:
+        """The loop's own scalars, one row per step in the order of the steps: {"step", "epoch", name: value}."""
+        path = self.folder / SCALARS
+        if not path.is_file():
+            return []
+        try:
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{path} is not readable JSON lines: {e}") from None
+        for row in rows:
+            if not (isinstance(row, dict) and isinstance(row.get("step"), int)
+                    and all(v is None or isinstance(v, (int, float)) for v in row.values())):
+                raise DataError(f"{path}: every line must be an object of numbers with an integer 'step', got {row!r}")
+        return rows
+
+    def write_scalars(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Replace the scalars file with `rows` (atomically), sorted by step."""
+        ordered = sorted(rows, key=lambda r: r["step"])
+        fileio.write_text(self.folder / SCALARS, "".join(json.dumps(dict(r), allow_nan=False) + "\n" for r in ordered))
 
     def _write_index(self) -> None:
         fileio.write_json(self.folder / INDEX, self.index)

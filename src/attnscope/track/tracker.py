@@ -1,10 +1,20 @@
-"""`AttentionTracker`: a callback of `attnscope.train.fit` that records attention maps while a model learns.
+"""`AttentionTracker`: record attention maps of a model on a fixed probe set while it trains, from any loop.
 
-At the start (step 0), at the end of every epoch and, with `every=N`, every N optimizer steps, it
-explains a fixed probe set with the chosen methods in one `explain` call (so they share their
-passes) and stores the maps with their measures (see `measures.py`) in the run's `track/` folder.
-Any registered method works, post-hoc or intrinsic, by name. Recording never changes training:
-it runs under a forked RNG, and `explain` leaves the model as it found it.
+    tracker = AttentionTracker("runs/mine", probe=(images, labels, boxes), methods=("gradcam", "saliency"), every=100)
+    tracker.epoch_end(model, epoch=0, step=0)             # the untrained model
+    for epoch in range(epochs):
+        for x, y in loader:
+            ...; optimizer.step(); step += 1
+            tracker.log(loss=loss.item())                  # the loop's own scalars, beside the maps
+            tracker.step(model, step=step)                 # records when step % every == 0; cheap otherwise
+        tracker.epoch_end(model, epoch=epoch + 1, step=step)
+    tracker.close()
+
+Each snapshot explains the probe with all methods in one `explain` call (so they share their passes)
+and stores the maps with their measures (`measures.py`) in `<folder>/track` (`store.py`). Any
+registered method works by name, post-hoc or intrinsic. Recording never changes training: it runs
+under a forked RNG, and `explain` leaves the model as it found it. Under torch.distributed only
+rank 0 records; the other ranks' calls return at once.
 """
 
 from __future__ import annotations
@@ -13,220 +23,304 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch import nn
 
-from attnscope.errors import InputError
+from attnscope.errors import AttnscopeError, InputError
 from attnscope.explain import explain
+from attnscope.modules import device_of, unwrap
 from attnscope.registry import METHODS
+from attnscope.track.board import Board
 from attnscope.track.measures import measure, rank_maps
-from attnscope.track.store import Probe, TrackStore, roundtrip
-
-if TYPE_CHECKING:  # the train layer sits above track; only its type is named here
-    from attnscope.train.loop import Run
+from attnscope.track.probe import ProbeSpec, as_probe, same_probe
+from attnscope.track.store import TrackStore, roundtrip
 
 TARGETS = ("label", "predicted")
-SPLITS = ("test", "train")
 FOLDER = "track"
 
 
 class AttentionTracker:
-    """Record maps of `methods` on a probe set of `probe` images (or a `Probe`) during `fit`.
+    """Record maps of `methods` on `probe` into the store `<folder>/track` (and `attnscope report folder`).
 
-    `every`: also record every N optimizer steps (None: epoch ends only). `targets`: explain the
-    true "label" or the "predicted" class. `split`: where an int probe is taken from (its first
-    images). `layer`, `options`, `batch_size` go to `explain`. `tensorboard`: also log the
-    measures and map images to `<run>/tensorboard` (needs the `tensorboard` package).
+    `probe`: a `Probe`, or `(images (P, C, H, W), labels (P,))`, or `(images, labels, boxes)` with boxes
+    None, (P, 4) (region "box"), or {region name: (P, 4)}. `every`: `step()` records every N steps
+    (None: only `epoch_end()` records). `targets`: explain the true "label" or the "predicted" class.
+    `layer`, `options`, `batch_size` go to `explain`. `resume`: continue the store already in `folder`
+    (same settings and probe, else `InputError`); without it an existing store is an error.
+    `steps_per_epoch`: gives step snapshots a fractional epoch when `step()` is not told one.
+    `seed`: stochastic methods (SmoothGrad) draw from (seed, step), so a resumed run repeats them.
+    `probe_source`: where the probe images came from, for the report (default: the `Probe`'s own
+    `source`, set by `probe_from`). `tensorboard`: also log the
+    measures, the scalars and map images to `<folder>/tensorboard` (needs the `tensorboard` package).
     """
 
     def __init__(
         self,
-        methods: str | Sequence[str],
-        probe: int | Probe = 64,
+        folder: str | Path,
+        probe: ProbeSpec | None = None,
+        methods: str | Sequence[str] = ("gradcam",),
         every: int | None = None,
         targets: str = "label",
-        split: str = "test",
         layer: str = "auto",
         options: Mapping[str, Mapping[str, Any]] | None = None,
         batch_size: int | None = None,
+        resume: bool = False,
+        steps_per_epoch: int | None = None,
+        seed: int = 0,
+        probe_source: str | None = None,
         tensorboard: bool = False,
     ) -> None:
-        self.methods = [methods] if isinstance(methods, str) else list(methods)
-        if not self.methods:
-            raise InputError("the tracker needs at least one method")
-        for name in self.methods:
-            METHODS.get(name)  # unknown names fail before any training
-        if isinstance(probe, int) and probe < 1:
-            raise InputError(f"probe must be >= 1 images, got {probe}")
-        if every is not None and every < 1:
-            raise InputError(f"every must be >= 1 steps (or None), got {every}")
-        if targets not in TARGETS:
-            raise InputError(f"targets must be one of {TARGETS}, got {targets!r}")
-        if split not in SPLITS:
-            raise InputError(f"split must be one of {SPLITS}, got {split!r}")
-        self.probe, self.every, self.targets, self.split = probe, every, targets, split
-        self.layer, self.options, self.batch_size = layer, {k: dict(v) for k, v in (options or {}).items()}, batch_size
-        self._tensorboard = _tensorboard_writer_class() if tensorboard else None
+        self.folder = Path(folder)
+        self.probe = as_probe(probe)
+        self.methods = checked_settings(methods, every, targets)
+        if steps_per_epoch is not None and steps_per_epoch < 1:
+            raise InputError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        self.every, self.targets, self.layer, self.batch_size = every, targets, layer, batch_size
+        self.options = {k: dict(v) for k, v in (options or {}).items()}
+        self.resume, self.steps_per_epoch, self.seed = resume, steps_per_epoch, int(seed)
+        self.probe_source = probe_source or self.probe.source or "given to the tracker"
+        self.board = Board.check() if tensorboard else None  # fails now if tensorboard is missing
         self.store: TrackStore | None = None
-        self._probe: Probe | None = None
+        self.main = True  # False on the ranks > 0 of a distributed run: they record nothing
+        self._begun = self._closed = self._model_checked = False
         self._previous: dict[str, torch.Tensor] | None = None  # ranks of the last epoch snapshot's maps
         self._last: tuple[int, dict[str, torch.Tensor]] = (-1, {})  # step and ranks of the last snapshot
-        self._writer: Any = None
-        self._epoch_seconds = 0.0
+        self._at: tuple[int, float | None] | None = None  # (step, epoch) of the last call, for `log`
+        self._scalars: dict[int, dict[str, Any]] = {}  # step → row, written at snapshots and close
+        self._unsaved = False
 
     @property
     def settings(self) -> dict[str, Any]:
         """What determines the recorded series (stored in the index; a resumed run must match it)."""
-        count = self.probe if isinstance(self.probe, int) else int(self.probe.images.shape[0])
-        return {"methods": self.methods, "probe": count, "every": self.every, "targets": self.targets,
-                "split": self.split, "layer": self.layer, "options": self.options, "batch_size": self.batch_size}
+        return {"methods": self.methods, "probe": int(self.probe.images.shape[0]), "every": self.every,
+                "targets": self.targets, "layer": self.layer, "options": self.options,
+                "batch_size": self.batch_size, "seed": self.seed}
 
-    @classmethod
-    def from_store(cls, folder: str | Path, tensorboard: bool = False) -> AttentionTracker:
-        """A tracker that continues the series of the store in `folder` with its own settings."""
-        s = TrackStore.open(folder).settings
-        return cls(s["methods"], s["probe"], s["every"], s["targets"], s["split"], s["layer"], s["options"],
-                   s.get("batch_size"), tensorboard)
+    # -- what a training loop calls ------------------------------------------------------------
 
-    # -- callback hooks ------------------------------------------------------------------------
+    def step(self, model: nn.Module, step: int, epoch: float | None = None) -> dict[str, Any] | None:
+        """After optimizer step `step`: record a snapshot if `step` is a multiple of `every`.
 
-    def on_fit_start(self, run: Run) -> None:
-        if not run.world.main:
-            return
-        folder = run.out / FOLDER
-        if TrackStore.exists(folder):
-            self.store = TrackStore.open(folder)
-            self._check_settings(self.store.settings, folder)
-            self.store.truncate(run.step)  # later snapshots belong to an epoch that is run again
-        else:
-            probe = self.probe if isinstance(self.probe, Probe) else probe_from(self._dataset(run), self.probe)
-            self.store = TrackStore.create(folder, self.settings, probe, steps_per_epoch(run))
-        self._probe = self.store.probe()  # read back: a fresh and a resumed run explain the same tensors
-        epochs = [e for e in self.store.snapshots if e["kind"] == "epoch"]
-        self._previous = rank_maps(self.store.maps(epochs[-1]["step"])) if epochs else None
-        if self._tensorboard is not None:
-            self._writer = self._tensorboard(str(run.out / "tensorboard"), purge_step=run.step or None)
-        if self.store.entry(run.step) is None:
-            self._record(run, "epoch")
-        self._epoch_seconds = 0.0
-
-    def on_step_end(self, run: Run) -> None:
-        if self.store is None or self.every is None or run.step % self.every:
-            return
-        if self.store.entry(run.step) is None:
-            self._record(run, "step")
-
-    def on_epoch_end(self, run: Run) -> dict[str, Any] | None:
-        if self.store is None:
+        Returns the snapshot's measures, or None when none was due. `epoch`: its place on the report's
+        axis (default step / steps_per_epoch when that is known).
+        """
+        if self.every is None:
+            raise InputError("this tracker has every=None: it records only at epoch_end(); pass every=N to "
+                             "record every N steps from step()")
+        self._begin(step)
+        self._place(step, self._epoch_of(step, epoch))
+        if not self.main:
             return None
-        entry = self.store.entry(run.step)
+        if step % self.every or self.store.entry(step) is not None:
+            self._check_model(model)
+            return None
+        return self._record(model, step, "step", self._at[1])
+
+    def epoch_end(self, model: nn.Module, epoch: float, step: int) -> dict[str, Any] | None:
+        """At the end of epoch `epoch` (0: before training), after `step` optimizer steps: record a snapshot.
+
+        A step snapshot already taken at `step` (same weights) becomes the epoch's. Returns its measures.
+        """
+        self._begin(step)
+        self._place(step, epoch)
+        if not self.main:
+            return None
+        entry = self.store.entry(step)
         if entry is None:
-            self._record(run, "epoch")
-        else:  # a step snapshot at the epoch's last step: same weights, so it is the epoch's snapshot
-            self.store.update(run.step, kind="epoch", epoch=run.epoch)
+            measures = self._record(model, step, "epoch", epoch)
+        else:
+            if entry["kind"] != "epoch" or entry["epoch"] != epoch:
+                self.store.update(step, kind="epoch", epoch=epoch)
             last_step, last_ranked = self._last
-            self._previous = last_ranked if last_step == run.step else rank_maps(self.store.maps(run.step))
-        seconds, self._epoch_seconds = self._epoch_seconds, 0.0
-        if self._writer is not None:
-            self._writer.flush()
-        return {"track_s": round(seconds, 4)}
+            self._previous = last_ranked if last_step == step else rank_maps(self.store.maps(step))
+            measures = entry["measures"]
+        self.flush()
+        return measures
+
+    def log(self, step: int | None = None, epoch: float | None = None, **scalars: float) -> None:
+        """Record the loop's own scalars (e.g. loss=..., acc=...) at `step` (default: the last step given).
+
+        Values are numbers (or one-element tensors); NaN and ±inf are kept as null. Several calls at
+        one step add to one row. Written at every snapshot and at `close()`.
+        """
+        if step is None:
+            if self._at is None:
+                raise InputError("log() needs a step: pass step=..., or call step()/epoch_end() first")
+            step, epoch = self._at[0], self._at[1] if epoch is None else epoch
+        if not scalars:
+            raise InputError("log() needs at least one scalar, e.g. tracker.log(loss=...)")
+        values = {name: _scalar(name, value) for name, value in scalars.items()}  # bad values: nothing written
+        self._begin(step)
+        if not self.main:
+            return
+        row = self._scalars.setdefault(step, {"step": step, "epoch": None})
+        if epoch is not None or row["epoch"] is None:
+            row["epoch"] = self._epoch_of(step, epoch)
+        row.update(values)
+        self._unsaved = True
+        if self.board is not None:
+            self.board.scalars("scalars", step, values)
+
+    def _place(self, step: int, epoch: float | None) -> None:
+        """Remember where the loop is (for `log`); scalars logged at `step` without an epoch get this one."""
+        self._at = (step, epoch)
+        row = self._scalars.get(step)
+        if row is not None and row["epoch"] is None and epoch is not None:
+            row["epoch"], self._unsaved = epoch, True
+
+    def flush(self) -> None:
+        """Write the logged scalars (and TensorBoard's events) now."""
+        if self.main and self.store is not None and self._unsaved:
+            self.store.write_scalars(self._scalars.values())
+            self._unsaved = False
+        if self.board is not None:
+            self.board.flush()
+
+    def close(self) -> None:
+        """Write what is pending; later calls raise."""
+        if not self._closed:
+            self.flush()
+            if self.board is not None:
+                self.board.close()
+            self._closed = True
+
+    def __enter__(self) -> AttentionTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the store -----------------------------------------------------------------------------
+
+    def _begin(self, step: int) -> None:
+        """At the first call: open or create the store; on resume, forget what was recorded after `step`."""
+        if self._closed:
+            raise InputError("the tracker is closed")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise InputError(f"step must be an int >= 0 (optimizer steps taken), got {step!r}")
+        if self._begun:
+            return
+        self.main = _is_main_process()
+        if self.main:
+            self.store = self._open_store(step)
+            if self.board is not None:
+                self.board.open(self.folder / "tensorboard", purge_step=step or None)
+        self._begun = True
+
+    def _open_store(self, step: int) -> TrackStore:
+        folder = self.folder / FOLDER
+        if not TrackStore.exists(folder):
+            return TrackStore.create(folder, self.settings, self.probe, self.steps_per_epoch, self.probe_source)
+        if not self.resume:
+            raise InputError(f"{folder} already holds a tracker store; pass resume=True to continue it, "
+                             "or choose another folder")
+        store = TrackStore.open(folder)
+        stored = store.settings
+        diff = [k for k in self.settings if k in stored and _jsonish(self.settings[k]) != _jsonish(stored[k])]
+        if diff:
+            shown = ", ".join(f"{k}: {stored.get(k)!r} (now {self.settings[k]!r})" for k in diff)
+            raise InputError(f"the tracker store in {folder} was recorded with other settings ({shown}); "
+                             "resume with the same settings, or record into another folder")
+        if not same_probe(store.probe(), self.probe):
+            raise InputError(f"the tracker store in {folder} was recorded on another probe set; resume with the "
+                             "same images, labels and boxes, or record into another folder")
+        store.truncate(step)  # later snapshots belong to steps that are trained again
+        self._scalars = {row["step"]: row for row in store.scalars()}
+        epochs = [e for e in store.snapshots if e["kind"] == "epoch"]
+        self._previous = rank_maps(store.maps(epochs[-1]["step"])) if epochs else None
+        return store
 
     # -- recording -----------------------------------------------------------------------------
 
-    def _record(self, run: Run, kind: str) -> None:
+    def _record(self, model: nn.Module, step: int, kind: str, epoch: float | None) -> dict[str, Any]:
         started = time.perf_counter()
-        probe = self._probe
-        images = probe.images.to(run.device)  # (P, C, H, W)
-        targets = probe.labels.to(run.device) if self.targets == "label" else None
-        devices = [run.device.index or 0] if run.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(run.config.seed * 1_000_003 + run.step)  # stochastic methods repeat on resume
-            maps = explain(run.model, images, self.methods, targets=targets, layer=self.layer,
-                           options=self.options or None, batch_size=self.batch_size)
-            predictions = maps.predicted.cpu()  # the shared pass's logits: no extra forward
+        maps = self._explain(model, self.probe.images, step)
+        predictions = maps.predicted.cpu()  # the shared pass's logits: no extra forward
         values = {k: roundtrip(m.values) for k, m in maps.items()}  # (P, H, W) each, as the store keeps them
         ranked = rank_maps(values)
-        measures = measure(values, probe, predictions, ranked=ranked, previous_ranked=self._previous)
-        spe = self.store.index.get("steps_per_epoch") or 1
-        epoch = run.epoch if kind == "epoch" else round(run.step / spe, 4)
+        measures = measure(values, self.probe, predictions, ranked=ranked, previous_ranked=self._previous)
         seconds = time.perf_counter() - started
-        self.store.add({"step": run.step, "epoch": epoch, "kind": kind, "measures": measures,
+        self.store.add({"step": step, "epoch": epoch, "kind": kind, "measures": measures,
                         "seconds": round(seconds, 4)}, values, predictions)
-        self._last = (run.step, ranked)
+        self._last = (step, ranked)
         if kind == "epoch":
             self._previous = ranked  # what `change` of later snapshots compares with
-        self._epoch_seconds += time.perf_counter() - started
-        if self._writer is not None:
-            _log_tensorboard(self._writer, run.step, measures, probe, values)
+        if self.board is not None:
+            self.board.snapshot(step, measures, self.probe, values)
+        self.flush()
+        return measures
 
-    def _dataset(self, run: Run) -> Dataset:
-        return run.test_data if self.split == "test" else run.train_data
+    def _explain(self, model: nn.Module, images: torch.Tensor, step: int):
+        """`explain` of the probe (or a part of it) under an RNG forked and seeded from (seed, step)."""
+        if not isinstance(model, nn.Module):
+            raise InputError(f"the tracker explains a torch.nn.Module, got {type(model).__name__}")
+        core = unwrap(model)  # never a DDP forward: its backward would wait for the other ranks
+        device = device_of(core)
+        n = images.shape[0]
+        targets = self.probe.labels[:n].to(device) if self.targets == "label" else None
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed * 1_000_003 + step)
+            try:
+                found = explain(core, images.to(device), self.methods, targets=targets, layer=self.layer,
+                                options=self.options or None, batch_size=self.batch_size)
+            except AttnscopeError:
+                raise
+            except (RuntimeError, ValueError, TypeError, IndexError) as e:
+                if self._model_checked:
+                    raise
+                shape = tuple(self.probe.images.shape)
+                raise InputError(f"the tracker cannot explain this model on its probe images {shape}: "
+                                 f"{type(e).__name__}: {e}") from e
+        self._model_checked = True
+        return found
 
-    def _check_settings(self, stored: Mapping[str, Any], folder: Path) -> None:
-        ours = self.settings
-        diff = [k for k in ours if _jsonish(ours[k]) != _jsonish(stored.get(k))]
-        if diff:
-            shown = ", ".join(f"{k}: {stored.get(k)!r} (now {ours[k]!r})" for k in diff)
-            raise InputError(f"the tracker store in {folder} was recorded with other settings ({shown}); "
-                             "resume with the same --track settings, or without --track to keep the recorded ones")
+    def _check_model(self, model: nn.Module) -> None:
+        """At the first call that records nothing: explain one probe image, so a model the tracker cannot
+        explain fails now rather than at the first due snapshot."""
+        if not self._model_checked:
+            self._explain(model, self.probe.images[:1], 0)
+
+    def _epoch_of(self, step: int, epoch: float | None) -> float | None:
+        if epoch is not None:
+            return round(float(epoch), 4)
+        return round(step / self.steps_per_epoch, 4) if self.steps_per_epoch else None
 
 
-def probe_from(dataset: Dataset, n: int) -> Probe:
-    """The first `n` samples of a classification data set as a probe, with their boxes as regions.
-
-    Regions: "box" when samples carry a `box`, "decoy" when the data set has a decoy patch.
-    """
-    if n > len(dataset):
-        raise InputError(f"probe of {n} images asked for, but the data set has only {len(dataset)}")
-    samples = [dataset[i] for i in range(n)]
-    if not all(isinstance(s[1], int) for s in samples):
-        raise InputError("the tracker explains classification data (samples of image, integer label, ...)")
-    images = torch.stack([s[0] for s in samples]).float()  # (P, C, H, W)
-    labels = torch.tensor([s[1] for s in samples], dtype=torch.long)
-    regions: dict[str, torch.Tensor] = {}
-    if all(hasattr(s, "box") for s in samples):
-        regions["box"] = torch.stack([s.box for s in samples]).long()
-    if getattr(dataset, "decoy", False):
-        regions["decoy"] = torch.stack([dataset.decoy_box(i) for i in range(n)]).long()
-    return Probe(images, labels, regions)
+def checked_settings(methods: str | Sequence[str], every: int | None, targets: str) -> list[str]:
+    """The method names as a list, after checking them, `every` and `targets` (`InputError`, `UnknownNameError`)."""
+    names = [methods] if isinstance(methods, str) else list(methods)
+    if not names:
+        raise InputError("the tracker needs at least one method")
+    for name in names:
+        METHODS.get(name)  # unknown names fail before any training
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise InputError(f"every must be an int >= 1 (steps), or None to record only at epoch_end, got {every!r}")
+    if targets not in TARGETS:
+        raise InputError(f"targets must be one of {TARGETS}, got {targets!r}")
+    return names
 
 
-def steps_per_epoch(run: Run) -> int:
-    """Optimizer steps per epoch of `run` (its loader: each of W processes takes ⌈N / W⌉ samples)."""
-    world, n = run.world.size, len(run.train_data)
-    return math.ceil(math.ceil(n / world) / (run.config.batch_size // world))
+def _is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _scalar(name: str, value: Any) -> float | None:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise InputError(f"scalar {name!r} must be a number or a one-element tensor, got shape "
+                             f"{tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"scalar {name!r} must be a number, got {type(value).__name__}")
+    return float(value) if math.isfinite(value) else None
 
 
 def _jsonish(value: Any) -> Any:
     import json
 
     return json.loads(json.dumps(value, default=str))
-
-
-def _tensorboard_writer_class() -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise InputError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-    return SummaryWriter
-
-
-def _log_tensorboard(writer: Any, step: int, measures: Mapping[str, float], probe: Probe,
-                     values: Mapping[str, torch.Tensor], shown: int = 8) -> None:
-    """Measures as scalars; per map key, the first `shown` probe images with the map over them."""
-    from matplotlib import colormaps
-
-    from attnscope.maps import normalize
-
-    for key, value in measures.items():
-        if value is not None:
-            writer.add_scalar(f"track/{key}", value, step)
-    images = probe.images[:shown].float().clamp(0, 1)  # (n, C, H, W)
-    if images.shape[1] == 1:
-        images = images.expand(-1, 3, -1, -1)
-    for key, maps in values.items():
-        heat = torch.from_numpy(colormaps["jet"](normalize(maps[:shown]).numpy())[..., :3]).permute(0, 3, 1, 2)
-        blended = 0.5 * images + 0.5 * heat.float()  # (n, 3, H, W)
-        writer.add_image(f"maps/{key}", torch.cat(list(blended), dim=2), step)  # (3, H, n·W)

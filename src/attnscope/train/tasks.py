@@ -60,7 +60,7 @@ class Classification:
         if self.guidance is None:
             logits = model(x)  # (B, K)
             return F.cross_entropy(logits, y), {"count": len(y), "correct": int((logits.argmax(1) == y).sum())}
-        logits, penalty = self.guidance(model, x, y, batch)
+        penalty, logits = self.guidance(model, x, y, batch)
         loss = F.cross_entropy(logits, y) + self.guidance.weight * penalty
         stats = {"count": len(y), "correct": int((logits.argmax(1) == y).sum()),
                  "guide": float(penalty.detach()) * len(y)}

@@ -1,0 +1,106 @@
+"""`FitTracker`: the callback through which `attnscope.train.fit` (and `attnscope train --track`) drives an
+`AttentionTracker` — the same object a user's own loop calls."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from attnscope.errors import InputError
+from attnscope.track.board import Board
+from attnscope.track.probe import probe_from
+from attnscope.track.store import Probe, TrackStore
+from attnscope.track.tracker import AttentionTracker, checked_settings
+
+if TYPE_CHECKING:  # the train layer sits above track; only its type is named here
+    from attnscope.train.loop import Run
+
+SPLITS = ("test", "train")
+
+
+class FitTracker:
+    """Record maps of `methods` on a probe set during `fit`: at step 0, every epoch end, and every `every` steps.
+
+    `probe`: that many first images of the `split` ("test" or "train"), or a `Probe`. The other
+    arguments are the tracker's (`AttentionTracker`).
+    """
+
+    def __init__(
+        self,
+        methods: str | Sequence[str],
+        probe: int | Probe = 64,
+        every: int | None = None,
+        targets: str = "label",
+        split: str = "test",
+        layer: str = "auto",
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+        batch_size: int | None = None,
+        tensorboard: bool = False,
+        probe_source: str | None = None,
+    ) -> None:
+        if isinstance(probe, int) and probe < 1:
+            raise InputError(f"probe must be >= 1 images, got {probe}")
+        if split not in SPLITS:
+            raise InputError(f"split must be one of {SPLITS}, got {split!r}")
+        self.methods = checked_settings(methods, every, targets)  # fail before any training
+        if tensorboard:
+            Board.check()  # a missing package fails now, not after the run folder is written
+        self.probe, self.split, self.probe_source = probe, split, probe_source
+        self.kwargs = dict(every=every, targets=targets, layer=layer, options=options, batch_size=batch_size,
+                           tensorboard=tensorboard)
+        self.tracker: AttentionTracker | None = None
+        self._seconds = 0.0
+
+    @classmethod
+    def from_store(cls, folder: str | Path, tensorboard: bool = False) -> FitTracker:
+        """A callback that continues the series of the store in `folder` with its own settings and probe."""
+        store = TrackStore.open(folder)
+        s = store.settings
+        return cls(s["methods"], store.probe(), s["every"], s["targets"], layer=s["layer"], options=s["options"],
+                   batch_size=s.get("batch_size"), tensorboard=tensorboard,
+                   probe_source=store.index["probe"].get("source"))
+
+    # -- fit's callback hooks --------------------------------------------------------------------
+
+    def on_fit_start(self, run: Run) -> None:
+        if isinstance(self.probe, Probe):
+            probe, source = self.probe, self.probe_source
+        else:
+            dataset = run.test_data if self.split == "test" else run.train_data
+            probe = probe_from(dataset, self.probe)
+            source = f"the first {self.probe} images of the {self.split} split of {run.config.data}"
+        self.tracker = AttentionTracker(run.out, probe, self.methods, resume=run.config.resume,
+                                        steps_per_epoch=steps_per_epoch(run), seed=run.config.seed,
+                                        probe_source=source, **self.kwargs)
+        self._seconds = 0.0
+        self._timed(self.tracker.epoch_end, run.model, epoch=run.epoch, step=run.step)  # step 0: untrained
+        self._seconds = 0.0
+
+    def on_step_end(self, run: Run) -> None:
+        if self.tracker.every is not None:
+            self._timed(self.tracker.step, run.model, step=run.step)
+
+    def on_epoch_end(self, run: Run) -> dict[str, Any]:
+        self._timed(self.tracker.epoch_end, run.model, epoch=run.epoch, step=run.step)
+        seconds, self._seconds = self._seconds, 0.0
+        return {"track_s": round(seconds, 4)}
+
+    @property
+    def store(self) -> TrackStore | None:
+        return None if self.tracker is None else self.tracker.store
+
+    def _timed(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        started = time.perf_counter()
+        call(*args, **kwargs)
+        self._seconds += time.perf_counter() - started
+
+
+def steps_per_epoch(run: Run) -> int:
+    """Optimizer steps per epoch of `run` (its loader: each of W processes takes ⌈N / W⌉ samples)."""
+    world, n = run.world.size, len(run.train_data)
+    return math.ceil(math.ceil(n / world) / (run.config.batch_size // world))
+
+
