@@ -44,7 +44,8 @@ from attnscope.cli.options import parse_list, parse_settings
 @click.option("--track-split", default="test", show_default=True, type=click.Choice(["test", "train"]),
               help="Split the probe images come from.")
 @click.option("--tensorboard", is_flag=True, help="Also log tracked measures and maps to OUT/tensorboard.")
-@click.option("--guide", default=None, metavar="NAME", help="Attention guidance loss: rrr, cam or ltpa.")
+@click.option("--guide", default=None, metavar="NAME",
+              help="Attention guidance loss: rrr, cam, ltpa (classifiers); sat (captioners, per-word boxes).")
 @click.option("--guide-weight", default=None, type=float, help="Weight λ of the guidance loss (default: the guide's).")
 @click.option("--guide-region", default="box", show_default=True, metavar="REGION",
               help="Where attention is allowed: box (the object's), mask (its pixels), or not-decoy "
