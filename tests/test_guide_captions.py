@@ -2,6 +2,9 @@
 the per-word boxes of a batch, the guide and the task agreeing, and a few steps that pull α into the boxes."""
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,3 +125,14 @@ def test_bad_uses_fail_with_one_clear_error():
     task = Captioning(TrainConfig(model="sat", data="scenes", guide="sat"))
     with pytest.raises(InputError, match="words come with boxes"):
         task.check(no_boxes)
+
+
+@pytest.mark.slow
+def test_the_example_pulls_attention_onto_the_named_objects():
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(root / "examples" / "supervised_attention.py"), "--steps", "20"],
+                          capture_output=True, text=True, timeout=300,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(root / "src")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, after = (float(line.rsplit(" ", 1)[1]) for line in done.stdout.splitlines())
+    assert after > before + 0.1, done.stdout
