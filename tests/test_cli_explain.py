@@ -151,11 +151,13 @@ def test_torchvision_name_with_local_weights(tmp_path, image_dir):
         64,
         64,
     ]
-    from attnscope.cli.explain import _normalized, _read_images
+    from attnscope.cli.explain import _normalized
+    from attnscope.cli.images import read_inputs
+    from attnscope.cli.options import parse_fit
 
     model = ats.models.get("resnet18", num_classes=4)
     model.load_state_dict(torch.load(weights))
-    x, _, _ = _read_images(str(image_dir), 16, 0, "64")
+    x = read_inputs(str(image_dir), 16, 0, parse_fit(None, None, False, "64")).images
     with torch.no_grad():  # --targets pred: the recorded predictions are the model's
         expected = model.eval()(_normalized(x, "imagenet")).argmax(1).tolist()
     assert [im["predicted"] for im in manifest["images"]] == expected
@@ -163,11 +165,15 @@ def test_torchvision_name_with_local_weights(tmp_path, image_dir):
 
 def test_overwrite_replaces_an_earlier_output_only(ckpt, tmp_path):
     out = tmp_path / "out"
-    args = ["--checkpoint", ckpt, "--images", "clutter", "--n", "1", "--methods", "cam", "--out", str(out)]
-    invoke(args)
-    (out / "stale.txt").write_text("from an earlier run")
-    invoke([*args, "--overwrite"])
-    assert not (out / "stale.txt").exists() and (out / "manifest.json").is_file()
+    args = ["--checkpoint", ckpt, "--images", "clutter", "--n", "1", "--out", str(out)]
+    invoke([*args, "--methods", "cam,gradcam"])
+    assert (out / "overlays" / "gradcam").is_dir()
+    invoke([*args, "--methods", "cam", "--overwrite"])  # the earlier output goes whole, gradcam's files too
+    assert not (out / "overlays" / "gradcam").exists() and (out / "manifest.json").is_file()
+    (out / "notes.txt").write_text("the user's, not explain's")
+    result = CliRunner().invoke(cli, ["explain", *args, "--methods", "cam", "--overwrite", "--quiet"])
+    assert result.exit_code != 0 and "notes.txt" in str(result.exception)
+    assert (out / "notes.txt").read_text() == "the user's, not explain's" and (out / "manifest.json").is_file()
 
 
 def _error(argv, capsys) -> str:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from attnscope.data import ImageFolderData, load_images
+from attnscope.data import ImageFolderData, load_images, read_image
 from attnscope.errors import DataError, InputError
 
 RNG = np.random.default_rng(0)
@@ -144,3 +144,21 @@ def test_images_of_different_sizes_need_a_size(tmp_path):
         load_images(tmp_path / "void")
     with pytest.raises(InputError, match="no image paths"):
         load_images([])
+
+
+def test_32_bit_float_tiffs_are_read_as_intensities_or_refused(tmp_path):
+    ramp = np.linspace(0.0, 1.0, 12, dtype=np.float32).reshape(3, 4)
+    Image.fromarray(ramp, mode="F").save(tmp_path / "ramp.tif")
+    image = read_image(tmp_path / "ramp.tif")
+    assert image.shape == (3, 3, 4)
+    expected = np.floor(ramp * 255 + 0.5) / 255  # 8-bit, rounded, as every other image is read
+    assert np.allclose(image[0].numpy(), expected) and torch.equal(image[0], image[2])  # grey → RGB
+    assert image.max() == 1.0  # not the all-black PIL's own conversion gave
+    Image.fromarray(ramp * 1000, mode="F").save(tmp_path / "wide.tif")
+    with pytest.raises(DataError, match=r"wide.tif: 32-bit float image with values 0..1000.*\[0, 1\]"):
+        read_image(tmp_path / "wide.tif")
+    nan = ramp.copy()
+    nan[0, 0] = np.nan
+    Image.fromarray(nan, mode="F").save(tmp_path / "nan.tif")
+    with pytest.raises(DataError, match="NaN/inf"):
+        read_image(tmp_path / "nan.tif")

@@ -30,6 +30,13 @@ FAST = {
     "scorecam": {"batch_size": 5},
     "ablationcam": {"batch_size": 3},
     "sat": {"max_len": 5},
+    "rise": {"n": 64, "batch_size": 16},
+    "extremal": {"steps": 20},
+    "sscam": {"n": 3},
+    "iscam": {"n": 3},
+    "deepliftshap": {"n_references": 3},
+    "gradientshap": {"n": 5},
+    "smoothgradcam++": {"n": 2},
 }
 
 

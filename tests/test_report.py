@@ -16,6 +16,8 @@ from attnscope.track import TrackStore
 from attnscope.train import fit
 from tiny_runs import METHODS, tiny_config, tracked_run
 
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
 SANITY_ROWS = [
     {"method": m, "block": b, "metric": "spearman_abs", "mean": v, "ci_low": v - 0.1, "ci_high": v + 0.1}
     for m, base in (("gradcam", 0.9), ("saliency", 0.5)) for b, v in (("logits", base), ("block4", base / 2))
@@ -48,6 +50,9 @@ def test_report_is_one_self_contained_file_with_a_frame_per_snapshot(run_dir):
     assert {"energy@box", "energy@decoy", "pointing@box", "entropy", "change"} <= set(data["measures"])
     for title in ("Training", "Maps during training", "Measures over training", "Configuration"):
         assert f"<h2>{title}</h2>" in page
+    # Every tracked method: a row with its slider image and colour bar, and a strip of how its map changed.
+    assert [f'id="map-{i}"' in page for i in range(4)] == [True, True, True, False]
+    assert page.count('class="colorbar"') == 2 * len(METHODS) and page.count('class="strip"') == len(METHODS)
     assert "<h2>Sanity checks</h2>" not in page and "<h2>Leaderboard</h2>" not in page
 
 
@@ -60,9 +65,11 @@ def test_sanity_and_leaderboard_tables_are_picked_up_when_present(run_dir, tmp_p
     fileio.write_json(elsewhere / "leaderboard.json", {"meta": {}, "rows": [{"method": "gradcam", "pointing": 0.81},
                                                                            {"method": "ig", "pointing": 0.62}]})
     fileio.write_json(folder / "unrelated.json", {"rows": [{"a": 1}]})  # not a sanity table: ignored
+    fileio.write_bytes(folder / "sanity" / "sanity_maps_0.png", PNG)  # its map grid, as `attnscope sanity` names it
     page = build(folder, tmp_path / "r.html", extra=[elsewhere]).read_text()
     assert "<h2>Sanity checks</h2>" in page and page.count('<svg class="chart"') == 1
     assert "spearman_abs" in page and "0 = logits, 1 = block4" in page and "sanity.json (cascading)" in page
+    assert page.count('<img class="grid"') == 1
     assert "<h2>Leaderboard</h2>" in page and page.count("<h3>leaderboard") == 1  # the JSON; its CSV twin skipped
     assert '<td class="num">0.81</td>' in page and "<td>ig</td>" in page
     assert "<h2>Maps during training</h2>" not in page and 'id="frames-data"' not in page

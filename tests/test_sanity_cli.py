@@ -53,8 +53,10 @@ def test_sanity_data_test_trains_on_permuted_labels(run_dir, tmp_path):
 
 def test_bench_leaderboard(run_dir, tmp_path):
     out = tmp_path / "bench"
-    _invoke("bench", "--checkpoint", run_dir, "--out", out, "--images", 2, "--methods", "gradcam,saliency",
-            "--step", 256, "--quiet")
+    printed = _invoke("bench", "--checkpoint", run_dir, "--out", out, "--images", 2, "--methods", "gradcam,saliency",
+                      "--step", 256, "--quiet").output
+    table = [line for line in printed.splitlines() if line.startswith(("┃", "│"))]
+    assert table and max(len(line) for line in table) <= 80 and "…" not in printed  # nothing cut at 80 columns
     rows = json.loads((out / "leaderboard.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["gradcam", "saliency", "random", "sobel"]
     for r in rows:

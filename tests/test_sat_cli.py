@@ -110,7 +110,7 @@ def test_caption_command_writes_captions_strips_and_scores(run, tmp_path):
     folder.mkdir()
     for i, s in enumerate(DigitScenes("test", 2, size=48, digit_size=(10, 14), gap=2)):
         Image.fromarray((s.image.permute(1, 2, 0).numpy() * 255).astype("uint8")).save(folder / f"x{i}.png")
-    main(["caption", "--checkpoint", str(run), "--images", str(folder), "--out", str(out), "--quiet"])  # replaces
+    main(["caption", "--checkpoint", str(run), "--images", str(folder), "--out", str(out), "--quiet", "--overwrite"])
     summary = json.loads((out / "captions.json").read_text())
     assert [r["image"] for r in summary["images"]] == ["x0.png", "x1.png"] and "metrics" not in summary
     assert sorted(p.name for p in (out / "attention").iterdir()) == ["x0.png", "x1.png"]
@@ -121,7 +121,9 @@ def test_caption_command_errors_leave_nothing_behind(run, tmp_path, capsys):
     taken.mkdir()
     (taken / "notes.txt").write_text("mine")
     for args, message in [
-        (["--images", "scenes", "--out", str(taken)], "not an earlier caption output"),
+        (["--images", "scenes", "--out", str(taken)], "pass --overwrite"),
+        (["--images", "scenes", "--out", str(taken), "--overwrite"], "does not hold an `attnscope caption` output"),
+        (["--images", "scenes", "--out", str(tmp_path / "o"), "--beam-size", "100000"], "more than the model's"),
         (["--images", "nowhere", "--out", str(tmp_path / "o")], "neither an existing file"),
         (["--images", "clutter", "--out", str(tmp_path / "o")], "has no captions"),
     ]:

@@ -19,9 +19,10 @@ _NAMES = {
     "SequenceMap": ("attnscope.maps", "SequenceMap"),
     "Explanation": ("attnscope.maps", "Explanation"),
     "list_methods": ("attnscope.explain", "list_methods"),
+    "show": ("attnscope.report.show", "show"),
 }
 
-__all__ = ["Explanation", "AttentionMap", "SequenceMap", "__version__", "list_methods", *_SUBMODULES]
+__all__ = ["Explanation", "AttentionMap", "SequenceMap", "__version__", "list_methods", "show", *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:

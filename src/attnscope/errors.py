@@ -43,3 +43,7 @@ class DataError(AttnscopeError):
 
 class NotApplicableError(AttnscopeError):
     """A method that does not apply to the given model (e.g. `ltpa` on a ResNet)."""
+
+
+class TrainingError(AttnscopeError, FloatingPointError):
+    """Training that cannot go on with the settings given (e.g. the loss became NaN or infinite)."""

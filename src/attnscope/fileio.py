@@ -5,16 +5,18 @@ Like `errors`, this module sits below every layer: any module may import it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
+from attnscope.errors import DataError, InputError
 
 
 @contextmanager
@@ -34,25 +36,66 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `path`; it replaces `path` only if the block succeeds."""
+def atomic_dir(path: str | Path, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; it becomes `path` only if the block succeeds.
+
+    An absent or empty `path` is simply taken. A folder with content is replaced only with
+    `replace=True` (the caller vouches that it may go): it is moved aside, the new folder renamed in,
+    and only then is the old one removed. Nothing but the temporary folders this call made is ever
+    deleted. The temporary folders are named `.<name>.XXXXXXXX.partial` (and `.old`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; results get the permissions of any new folder
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
+        _install(tmp, path, replace)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _install(tmp: Path, path: Path, replace: bool) -> None:
+    """Rename `tmp` to `path`; an existing `path` with content is moved aside first (if `replace`)."""
+    try:
+        os.rename(tmp, path)  # atomic; also takes the place of an empty folder
+        return
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        if not replace:
+            raise InputError(f"{path} exists and is not empty; nothing was replaced") from None
+    old = move_aside(path)
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        os.rename(old, path)  # put the old output back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def move_aside(path: Path) -> Path:
+    """Rename folder `path` to a new `.<name>.XXXXXXXX.old` beside it (content untouched); returns that name."""
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.rename(path, old)  # onto the empty folder just made
+    return old
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def inside(root: Path, relative: str, what: str) -> Path:
+    """`root / relative`, refused (`DataError` naming `what`) when it is absolute or leaves `root` (`..`, links)."""
+    if Path(relative).is_absolute():
+        raise DataError(f"{what} is an absolute path; paths in a data file are relative to its folder {root}")
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise DataError(f"{what} points outside its folder {root}; refusing to read it")
+    return target
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -78,7 +121,7 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     write_bytes(path, old + (json.dumps(record, default=_json_default) + "\n").encode("utf-8"))
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
+def save_tensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
     """Save tensors as safetensors atomically; `metadata` (JSON-able) is stored in the file's header."""
     from safetensors.torch import save_file
 
@@ -86,6 +129,7 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     meta = {"attnscope": json.dumps(metadata, default=_json_default)} if metadata is not None else None
     with atomic_path(path) as tmp:
         save_file(flat, str(tmp), metadata=meta)
+        os.chmod(tmp, 0o666 & ~_umask())  # save_file recreates the file 0600; results are 0644 like the rest
 
 
 def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
@@ -95,7 +139,8 @@ def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
+    torch = sys.modules.get("torch")  # not imported here: without torch loaded there are no tensors
+    if torch is not None and isinstance(obj, torch.Tensor):
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)

@@ -3,22 +3,25 @@ per-word attention overlays per image (as in the paper's figures), and BLEU / gr
 images come from a captioning data set with references.
 
 Everything is written into a temporary folder that is renamed to `--out` at the end, so a failed
-run never leaves a half-written output.
+run never leaves a half-written output; an earlier caption output is replaced only with `--overwrite`
+(`attnscope.outdir`).
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 
-from attnscope import console, fileio
+from attnscope import console, fileio, outdir
 from attnscope.cli import cli
-from attnscope.cli.options import parse_settings
+from attnscope.cli.options import existing_input, parse_settings
 from attnscope.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @cli.command("caption")
@@ -26,6 +29,7 @@ from attnscope.errors import InputError
 @click.option("--images", required=True,
               help="An image file or folder, or a captioning data set name (scenes, karpathy).")
 @click.option("--out", required=True, help="Folder to write captions.json and attention/*.png into.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope caption` output.")
 @click.option("--n", "n", default=16, show_default=True, type=int, help="Images to caption from a data set.")
 @click.option("--split", default="test", show_default=True, help="Split of a data set.")
 @click.option("--data-opt", multiple=True, metavar="KEY=VALUE", help="Data set option (default: the training run's).")
@@ -34,21 +38,22 @@ from attnscope.errors import InputError
 @click.option("--size", default=None, type=int, help="Resize images from a folder to size × size.")
 @click.option("--batch-size", default=32, show_default=True, type=int)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def caption_command(checkpoint: str, images: str, out: str, n: int, split: str, data_opt: tuple[str, ...],
-                    beam_size: int, max_len: int | None, size: int | None, batch_size: int, quiet: bool) -> None:
+def caption_command(checkpoint: str, images: str, out: str, overwrite: bool, n: int, split: str,
+                    data_opt: tuple[str, ...], beam_size: int, max_len: int | None, size: int | None, batch_size: int,
+                    quiet: bool) -> None:
     """Caption IMAGES with the model in CHECKPOINT; write captions.json and per-word attention strips."""
     from attnscope.models import checkpoint as ckpt
 
     if n < 1 or batch_size < 1 or beam_size < 1:
         raise InputError("--n, --batch-size and --beam-size must be >= 1")
+    final = Path(out)
+    outdir.check(final, "caption", overwrite)
     model, header = ckpt.load(checkpoint)
     if getattr(model, "attention_kind", None) != "sat":
         raise InputError(f"{checkpoint} holds a {header['model']['name']!r} model, not a captioning model (sat)")
+    _check_decoding(model, beam_size, max_len)
     source = _source(images, header, n, split, parse_settings(data_opt, "--data-opt"), size)
-    final = Path(out)
-    if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / "captions.json").exists())):
-        raise InputError(f"--out {final} exists and is not an earlier caption output; choose another folder")
-    with fileio.atomic_dir(final) as partial:
+    with outdir.building(final, "caption", overwrite) as partial:
         summary = write_captions(model, source, partial, beam_size, max_len, batch_size, quiet)
         summary["checkpoint"] = str(checkpoint)
         fileio.write_json(partial / "captions.json", summary)
@@ -57,13 +62,28 @@ def caption_command(checkpoint: str, images: str, out: str, n: int, split: str, 
     click.echo(f"wrote {final}/ (captions.json, attention/*.png for {len(summary['images'])} images)")
 
 
+MAX_LEN = 200  # words per caption: each keeps one attention map per image
+
+
+def _check_decoding(model: torch.nn.Module, beam_size: int, max_len: int | None) -> None:
+    """Bound beam search by what it can use: no more beams than the model has words (100000 asked for 118 GB)."""
+    words = len(model.vocab)
+    if beam_size > words:
+        raise InputError(f"--beam-size {beam_size} is more than the model's {words} words, which is the most "
+                         f"beams a caption can branch into; give at most {words}")
+    if max_len is not None and not 1 <= max_len <= MAX_LEN:
+        raise InputError(f"--max-len must be in 1..{MAX_LEN} words, got {max_len}")
+
+
 def _source(images: str, header: dict[str, Any], n: int, split: str, data_cfg: dict[str, Any],
             size: int | None) -> dict[str, Any]:
     """The images to caption: from a path (no references) or from a captioning data set (with them)."""
+    import torch
+
     from attnscope import data
 
-    path = Path(images)
-    if path.exists():
+    path = existing_input(images, "--images")
+    if path is not None:
         batch, paths = data.load_images(path, size=size)  # (N, 3, H, W)
         return {"images": batch, "names": [p.name for p in paths], "samples": None}
     if images not in data.names():

@@ -1,51 +1,108 @@
-"""`attnscope demo`: train SmallCNN on ClutteredDigits while tracking two methods' maps, explain a probe
+"""`attnscope demo`: train SmallCNN on ClutteredDigits while tracking five methods' maps, explain a probe
 set with every post-hoc method, score the maps against the digits' boxes, and write `runs/demo/`
 with its `report.html`.
 
 The folder is built under a temporary name and renamed at the end, so a failed or interrupted
-demo never leaves a half-written `runs/demo/`.
+demo never leaves a half-written `runs/demo/`; an earlier demo there is replaced only with
+`--overwrite` (`attnscope.outdir`).
 """
 
 from __future__ import annotations
 
-import json
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 
-from attnscope import console, fileio
+from attnscope import console, fileio, outdir
 from attnscope.cli import cli
+from attnscope.cli.options import record_final_out
+
+if TYPE_CHECKING:
+    import torch
 
 # The demo's training settings (README: measured accuracy and wall time on 2 CPU cores).
 DEMO_TRAIN = dict(model="smallcnn", data="clutter", n=8000, n_test=2000, epochs=6, batch_size=64, lr=3e-3)
 POST_HOC = ("cam", "gradient", "perturbation")
-TRACKED = ("gradcam", "saliency")  # recorded at every epoch end during the demo's training
+# Recorded at every epoch end during the demo's training: sequential and signed maps, CAMs and gradients, all
+# from one shared pass (0.4 s per snapshot of 16 images on one CPU thread; ig would add 7.5 s).
+TRACKED = ("gradcam", "cam", "saliency", "inputxgrad", "guided-backprop")
 
 
 @cli.command("demo")
-@click.option("--out", default="runs/demo", show_default=True, help="Folder to (re)write.")
+@click.option("--out", default="runs/demo", show_default=True, help="Folder to write.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope demo` output.")
 @click.option("--probe", default=16, show_default=True, type=int, help="Test images to explain.")
 @click.option("--epochs", default=DEMO_TRAIN["epochs"], show_default=True, type=int)
 @click.option("--n", "n", default=DEMO_TRAIN["n"], show_default=True, type=int, help="Training samples.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", default=None, type=int,
+              help="CPU threads (default: the cores that other processes leave idle).")
+@click.option("--photos/--no-photos", default=True, show_default=True,
+              help="First explain real photos with a pretrained EfficientNet-Lite0 (the `pretrained` extra).")
 @click.option("--quiet", is_flag=True)
-def demo_command(out: str, probe: int, epochs: int, n: int, seed: int, quiet: bool) -> None:
-    """Train, explain, score and draw on the built-in ClutteredDigits, in a few minutes on a CPU."""
+def demo_command(out: str, overwrite: bool, probe: int, epochs: int, n: int, seed: int, threads: int | None,
+                 photos: bool, quiet: bool) -> None:
+    """Real photos with a pretrained model; then train, explain, score and draw on ClutteredDigits, on a CPU."""
+    from attnscope.errors import InputError
+
+    for name, value, least in (("--probe", probe, 1), ("--epochs", epochs, 1), ("--n", n, 1)):
+        if value < least:
+            raise InputError(f"{name} must be >= {least}, got {value}")
+    if probe > DEMO_TRAIN["n_test"]:
+        raise InputError(f"--probe {probe}: the demo's test set has {DEMO_TRAIN['n_test']} images")
     final = Path(out)
-    with fileio.atomic_dir(final) as partial:
-        summary = run_demo(partial, probe=probe, epochs=epochs, n=n, seed=seed, quiet=quiet)
-        config = json.loads((partial / "config.json").read_text())
-        fileio.write_json(partial / "config.json", {**config, "out": str(final)})  # where the run now lives
+    outdir.check(final, "demo", overwrite)
+    _use_threads(threads, quiet)
+    with outdir.building(final, "demo", overwrite) as partial:
+        real = photo_step(partial / "photos", quiet) if photos else None
+        summary = run_demo(partial, probe=probe, epochs=epochs, n=n, seed=seed, quiet=quiet, final=final)
+    if real is not None:
+        _print_photos(real)
     _print_summary(summary)
     click.echo(f"wrote {final}/ (report.html, grid.png, summary.json, summary.md, model.safetensors, "
                "maps.safetensors, track/)")
 
 
-def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool) -> dict[str, Any]:
-    """The demo's steps; returns the summary it writes."""
+def idle_cores(cores: int, load: float) -> int:
+    """Threads worth starting: the cores that other processes (their 1-minute load average) leave idle, >= 1.
+
+    More threads than idle cores make every thread wait its turn (bench/demo_threads.py: on 2 cores at a
+    load average of 9-17, the demo took 24 min with 1 thread and 59 min with 2).
+    """
+    return max(1, min(cores, round(cores - load)))
+
+
+def _use_threads(threads: int | None, quiet: bool) -> None:
+    """Set torch's thread count: `--threads`, else OMP_NUM_THREADS if set, else the idle cores."""
+    import torch
+
+    from attnscope.errors import InputError
+
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+        return
+    if os.environ.get("OMP_NUM_THREADS"):
+        return  # the user's choice; torch follows it
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    chosen = idle_cores(cores, load)
+    torch.set_num_threads(chosen)
+    if chosen < cores and not quiet:
+        console.note(f"using {chosen} of {cores} CPU threads: other processes keep the load average at "
+                     f"{load:.1f} (set --threads to choose)")
+
+
+def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool,
+             final: Path | None = None) -> dict[str, Any]:
+    """The demo's steps into `out`; returns the summary it writes. `final`: where `out` will be renamed
+    to (recorded as the run's `out` before the report shows the configuration)."""
+    import torch
+
     from attnscope import data
     from attnscope.track import FitTracker
     from attnscope.train import TrainConfig, fit
@@ -66,9 +123,11 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool)
     scores = score_maps(maps, boxes)
     fileio.save_tensors(out / "maps.safetensors", {k: v for k, v in maps.items()}, {"targets": "labels"})
 
+    from attnscope.explain import list_methods
     from attnscope.report import figures
 
-    figures.save_png(out / "grid.png", figures.grid(images[:8], {k: v[:8] for k, v in maps.items()}, boxes[:8]))
+    figures.save_png(out / "grid.png", figures.grid(images[:8], {k: v[:8] for k, v in maps.items()}, boxes[:8],
+                                                    kinds=list_methods()))
     summary = {
         "model": "smallcnn",
         "data": "clutter (64 px)",
@@ -81,6 +140,8 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool)
     }
     fileio.write_json(out / "summary.json", summary)
     fileio.write_text(out / "summary.md", _markdown(summary))
+    if final is not None:  # the config names where the run will live, not its temporary folder
+        record_final_out(out, final)
     from attnscope.report import build
 
     build(out, title="attnscope demo")
@@ -89,8 +150,27 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool)
     return summary
 
 
+def photo_step(out: Path, quiet: bool) -> dict[str, Any] | None:
+    """The real case first: EfficientNet-Lite0 on the photos (`cli/demo_photos.py`); None, said, without the extra."""
+    from attnscope.cli import demo_photos
+
+    missing = demo_photos.available()
+    if missing is not None:
+        click.echo(f"warning: skipping the real-photo part: {missing}", err=True)
+        return None
+    return demo_photos.run_photos(out, quiet)
+
+
+def _print_photos(real: dict[str, Any]) -> None:
+    rows = [(k, v["pointing"], v["energy_in_box"], v["ms_per_image"]) for k, v in real["methods"].items()]
+    console.table(f"photos: {real['model']} ({real['weights']['file']}), {len(real['photos'])} objects, "
+                  f"{real['wall_s']} s", ["method", "pointing game", "energy in box", "ms / image"], rows)
+
+
 def explain_all(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, quiet: bool):
     """Every applicable post-hoc method on the probe images, for the true class; plus a random map."""
+    import torch
+
     from attnscope.explain import explain, list_methods
     from attnscope.registry import METHODS
 
@@ -137,9 +217,11 @@ def _markdown(summary: dict[str, Any]) -> str:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
+    console.table(*terminal_table(summary))
+
+
+def terminal_table(summary: dict[str, Any]) -> tuple[str, list[str], list[tuple]]:
+    """(title, columns, cells) of the demo's per-method scores, as `console.table` prints it."""
     rows = [(k, v["pointing"], v["energy_in_box"], v["ms_per_image"]) for k, v in summary["methods"].items()]
-    console.table(
-        f"demo: test accuracy {summary['test_acc']:.4f}, {summary['total_wall_s']} s",
-        ["method", "pointing game", "energy in box", "ms / image"],
-        rows,
-    )
+    return (f"demo: test accuracy {summary['test_acc']:.4f}, {summary['total_wall_s']} s",
+            ["method", "pointing game", "energy in box", "ms / image"], rows)

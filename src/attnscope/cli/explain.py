@@ -1,36 +1,51 @@
 """`attnscope explain`: post-hoc maps of a trained model for images; overlays, raw maps, a manifest.
 
 The output folder is built under a temporary name beside `--out` and renamed at the end, so a
-failed or interrupted run never leaves a half-written folder. An existing `--out` is replaced
-only with `--overwrite`, and only if it holds an earlier `attnscope explain` output.
+failed or interrupted run never leaves a half-written folder (`attnscope.outdir`: an existing `--out`
+is replaced only with `--overwrite`, and only if it holds an earlier `attnscope explain` output).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 
+from attnscope import outdir
 from attnscope.cli import cli
-from attnscope.cli.options import load_model, parse_list
-from attnscope.errors import DataError, InputError
+from attnscope.cli.options import load_model, parse_fit, parse_list
+from attnscope.errors import InputError
+
+if TYPE_CHECKING:  # torch (and what imports it) load inside the command, so that --help answers at once
+    import torch
+
+    from attnscope.cli.images import Inputs
 
 MANIFEST = "manifest.json"
 
 
 @cli.command("explain")
-@click.option("--checkpoint", required=True, metavar="RUN_OR_FILE",
-              help="Run folder or checkpoint file; or a model name (e.g. resnet18) with --weights.")
-@click.option("--weights", default=None, help="Local weights file (.safetensors, .pth) for a model name.")
-@click.option("--num-classes", default=None, type=int, help="Classes of a model given by name.")
+@click.option("--checkpoint", "--model", "checkpoint", required=True, metavar="SOURCE",
+              help="Run folder or checkpoint file; a registered name (efficientnet_lite0, smallcnn); any "
+                   "torchvision classifier (swin_t); timm:NAME; or module.path:factory for your own code.")
+@click.option("--weights", default=None, help="Local weights file (.safetensors, or .pt/.pth read with "
+                                              "weights_only) for a model given by name.")
+@click.option("--num-classes", default=None, type=int, help="Classes of a model given by name (default: read "
+                                                            "from the weights' head).")
+@click.option("--model-opt", "model_opts", multiple=True, metavar="KEY=VALUE",
+              help="A keyword argument of the model's builder or factory, e.g. depth=2 (values as JSON).")
 @click.option("--images", required=True, metavar="DIR|FILE|DATA",
               help="A folder of images, one image, or a built-in data set (clutter, clutter-decoy).")
 @click.option("--n", "n", default=16, show_default=True, type=int, help="Images taken from a built-in data set.")
 @click.option("--data-seed", default=0, show_default=True, type=int, help="Seed of a built-in data set.")
-@click.option("--size", default=None, metavar="S|H,W", help="Resize images to S×S or H×W.")
+@click.option("--size", default=None, metavar="S|H,W", help="Squash images to S×S or H×W (aspect ratio lost).")
+@click.option("--resize", default=None, metavar="shorter=S|longer=S|H,W",
+              help="Resize keeping the aspect ratio: the shorter (or longer) side to S; H,W squashes.")
+@click.option("--crop", default=None, metavar="center[=S|H,W]",
+              help="Centre crop after --resize (default S×S with shorter=S), as torchvision's CenterCrop.")
+@click.option("--pad", is_flag=True, help="Zero pad to S×S after --resize longer=S (keeps the whole photo).")
 @click.option("--normalize", type=click.Choice(["none", "imagenet"]), default="none", show_default=True,
               help="Input normalisation the model expects (overlays show the images as read).")
 @click.option("--methods", default="gradcam", show_default=True, help="Comma-separated method names.")
@@ -46,37 +61,63 @@ MANIFEST = "manifest.json"
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope explain` output.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def explain_command(checkpoint, weights, num_classes, images, n, data_seed, size, normalize, methods, targets,
-                    layer, method_opts, batch_size, fmt, out, overwrite, device, quiet) -> None:
-    """Explain images with post-hoc methods; write overlays (PNG), raw maps and manifest.json."""
-    import attnscope.explain  # noqa: F401  (registers the methods)
-    from attnscope.registry import METHODS
+def explain_command(checkpoint, weights, num_classes, model_opts, images, n, data_seed, size, resize, crop, pad,
+                    normalize, methods, targets, layer, method_opts, batch_size, fmt, out, overwrite, device,
+                    quiet) -> None:
+    """Explain images with post-hoc methods; write overlays (PNG) on the original photos, raw maps and
+    manifest.json. Photos of different sizes need --resize (with --crop or --pad) or --size."""
+    from attnscope.explain import method_spec  # (registers the methods)
 
     started = time.perf_counter()
     names = parse_list(methods, "--methods")
     for name in names:
-        METHODS.get(name)  # unknown names fail before any work, listing close ones
+        method_spec(name)  # unknown names (and WRAPPER:METHOD parts) fail before any work, listing close ones
     options = _method_options(method_opts, names)
+    fit = parse_fit(resize, crop, pad, size)
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
-    out = _check_out(Path(out), overwrite)
-    model, info = load_model(checkpoint, weights, num_classes)
+    out = Path(out)
+    outdir.check(out, "explain", overwrite)
+    from attnscope.cli.options import parse_settings
+
+    model, info = load_model(checkpoint, weights, num_classes, parse_settings(model_opts, "--model-opt"))
+    warnings = _random_weights_warning(info)  # said once the maps exist: an error stays the one line
     if getattr(model, "attention_kind", None) == "sat":  # a captioner has no classes to explain
         raise InputError(f"{checkpoint} is a captioning model: use `attnscope caption --checkpoint {checkpoint}`")
     model.to(_device(device))
-    x, sources, labels = _read_images(images, n, data_seed, size)
+    from attnscope.cli.images import flag_maps, read_inputs
+
+    inputs = read_inputs(images, n, data_seed, fit)
+    x, sources, labels = inputs.images, inputs.sources, inputs.labels
     target_spec = _targets(targets, labels)
 
-    maps, predicted = _explain(model, x, names, target_spec, layer, options, batch_size, normalize, quiet)
     from attnscope import fileio
 
-    with fileio.atomic_dir(out) as partial:
-        files = _write(partial, x, sources, maps, fmt)
+    with outdir.building(out, "explain", overwrite) as partial:
+        maps, predicted = _explain(model, x, names, target_spec, layer, options, batch_size, normalize, quiet)
+        for line in warnings:
+            click.echo(f"warning: {line}", err=True)
+        flagged = flag_maps(maps, sources, {k: method_spec(k.split("/")[0]).kind for k in maps})
+        files = _write(partial, inputs, maps, fmt)
         manifest = _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt,
                              time.perf_counter() - started)
+        manifest["warnings"] = warnings
+        manifest["resize"] = None if fit is None else fit.to_dict()
+        for name, found in flagged.items():
+            manifest["methods"][name]["flags"] = found
+        if inputs.placements is not None:
+            for entry, placement in zip(manifest["images"], inputs.placements, strict=True):
+                entry["geometry"] = placement.to_dict()
         fileio.write_json(partial / MANIFEST, manifest)
     click.echo(f"explained {len(x)} images with {', '.join(maps)} → {out}/ "
                f"({files['maps'] if fmt == 'safetensors' else 'maps/'}, overlays/, grid.png, {MANIFEST})")
+
+
+def _random_weights_warning(info: dict[str, Any]) -> list[str]:
+    source = info.get("source") or {}
+    if not source.get("random_weights"):
+        return []
+    return [f"{source.get('name')} has random weights (no --weights given): the maps explain an untrained network"]
 
 
 def _method_options(items: tuple[str, ...], names: list[str]) -> dict[str, dict[str, Any]]:
@@ -91,21 +132,9 @@ def _method_options(items: tuple[str, ...], names: list[str]) -> dict[str, dict[
     return out
 
 
-def _check_out(out: Path, overwrite: bool) -> Path:
-    if out.exists():
-        if not out.is_dir():
-            raise InputError(f"--out {out} exists and is not a folder")
-        if any(out.iterdir()):
-            if not overwrite:
-                raise InputError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
-            if not (out / MANIFEST).is_file():
-                raise InputError(f"--out {out} does not hold an `attnscope explain` output ({MANIFEST}); "
-                                 "refusing to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def _device(spec: str) -> torch.device:
+    import torch
+
     from attnscope.train.distributed import pick_device
 
     try:
@@ -114,43 +143,6 @@ def _device(spec: str) -> torch.device:
     except (RuntimeError, AssertionError) as e:
         raise InputError(f"--device {spec!r} is not usable here: {str(e).splitlines()[0]}") from None
     return device
-
-
-def _read_images(source: str, n: int, seed: int, size: str | None):
-    """`(images (B, 3, H, W) in [0, 1], one description per image, labels (B,) or None)`."""
-    from attnscope import data
-
-    parsed = None if size is None else _parse_size(size)
-    if Path(source).exists():
-        images, paths = data.load_images(source, size=parsed)
-        return images, [{"name": p.stem, "path": str(p)} for p in paths], None
-    if source in data.names():
-        if n < 1:
-            raise InputError(f"--n must be >= 1, got {n}")
-        dataset = data.get(source, "test", n, seed=seed)
-        samples = [dataset[i] for i in range(n)]
-        if not hasattr(samples[0], "label"):
-            raise DataError(f"data set {source!r} has no class labels to explain; use a classification data set")
-        images = torch.stack([s.image for s in samples])
-        if parsed is not None:
-            images = torch.nn.functional.interpolate(images, size=parsed, mode="bilinear", align_corners=False)
-        labels = torch.tensor([int(s.label) for s in samples])
-        return images, [{"name": f"{source}-{i:04d}", "data": source, "index": i} for i in range(n)], labels
-    raise DataError(f"--images {source}: no such file or folder, and not a built-in data set "
-                    f"({', '.join(data.names())})")
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    parts = text.replace("x", ",").split(",")
-    try:
-        hw = [int(p) for p in parts]
-    except ValueError:
-        hw = []
-    if len(hw) == 1:
-        hw *= 2
-    if len(hw) != 2 or min(hw) < 1:
-        raise InputError(f"--size must be S or H,W (positive integers), got {text!r}")
-    return hw[0], hw[1]
 
 
 def _targets(spec: str, labels: torch.Tensor | None):
@@ -168,6 +160,8 @@ def _targets(spec: str, labels: torch.Tensor | None):
 
 def _explain(model, x, names, targets, layer, options, batch_size, normalize, quiet):
     """Maps of every method, batch by batch (methods of one batch share their passes), on the CPU."""
+    import torch
+
     from attnscope import console
     from attnscope.explain import explain
     from attnscope.maps import AttentionMap
@@ -191,6 +185,8 @@ def _explain(model, x, names, targets, layer, options, batch_size, normalize, qu
 
 def _normalized(x: torch.Tensor, how: str) -> torch.Tensor:
     if how == "imagenet":
+        import torch
+
         from attnscope.models.torchvision_models import IMAGENET_MEAN, IMAGENET_STD
 
         mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
@@ -198,10 +194,15 @@ def _normalized(x: torch.Tensor, how: str) -> torch.Tensor:
     return x
 
 
-def _write(folder: Path, images: torch.Tensor, sources: list[dict], maps: dict, fmt: str) -> dict[str, Any]:
-    """Raw maps, one overlay PNG per image and method, and a grid; returns what was written where."""
+def _write(folder: Path, inputs: Inputs, maps: dict, fmt: str) -> dict[str, Any]:
+    """Raw maps, one overlay PNG per image and method (on the original photo), and a grid of the model's
+    inputs; returns what was written where."""
     from attnscope import fileio
+    from attnscope.cli.images import write_overlays
+    from attnscope.explain import method_spec
     from attnscope.report import figures
+
+    images, sources = inputs.images, inputs.sources
 
     tensors = {name: m.values for name, m in maps.items()}
     tensors |= {f"{name}.lowres": m.lowres for name, m in maps.items() if m.lowres is not None}
@@ -213,14 +214,11 @@ def _write(folder: Path, images: torch.Tensor, sources: list[dict], maps: dict, 
         for key, t in tensors.items():
             fileio.write_with(folder / "maps" / f"{key}.npy", lambda tmp, t=t: _save_npy(tmp, t.numpy()))
         files = {"maps": {key: f"maps/{key}.npy" for key in tensors}}
-    files["overlays"] = {}
-    for name, amap in maps.items():
-        for i, source in enumerate(sources):
-            rel = f"overlays/{name}/{i:04d}_{source['name']}.png"
-            figures.save_png(folder / rel, figures.overlay(images[i], amap.values[i]))
-            files["overlays"].setdefault(name, []).append(rel)
+    files["overlays"] = write_overlays(folder, inputs, maps)
     rows = min(len(images), 16)
-    figures.save_png(folder / "grid.png", figures.grid(images[:rows], {k: m.values[:rows] for k, m in maps.items()}))
+    kinds = {k: method_spec(k.split("/")[0]).kind for k in maps}
+    figures.save_png(folder / "grid.png", figures.grid(images[:rows], {k: m.values[:rows] for k, m in maps.items()},
+                                                       kinds=kinds, options={k: m.meta for k, m in maps.items()}))
     files["grid"] = "grid.png"
     return files
 
@@ -234,9 +232,8 @@ def _save_npy(path: Path, array) -> None:
 
 def _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt, seconds) -> dict[str, Any]:
     from attnscope import __version__
-    from attnscope.explain import list_methods
+    from attnscope.explain import method_spec
 
-    kinds = list_methods()
     images = []
     for i, source in enumerate(sources):
         entry = {**source, "predicted": int(predicted[i])}
@@ -249,10 +246,11 @@ def _manifest(checkpoint, info, sources, labels, predicted, maps, files, normali
         "command": "explain",
         "checkpoint": checkpoint,
         "model": info.get("model"),
+        "source": info.get("source"),
         "normalize": normalize,
         "format": fmt,
         "methods": {
-            name: {"kind": kinds.get(name.split("/")[0]), "layer": m.layer, "options": m.meta,
+            name: {"kind": method_spec(name.split("/")[0]).kind, "layer": m.layer, "options": m.meta,
                    "shape": list(m.values.shape), "lowres_shape": None if m.lowres is None else list(m.lowres.shape)}
             for name, m in maps.items()
         },

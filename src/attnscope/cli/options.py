@@ -31,32 +31,16 @@ def parse_list(text: str, what: str) -> list[str]:
     return items
 
 
-def load_model(source: str, weights: str | None = None, num_classes: int | None = None):
-    """A model from a run folder / checkpoint file, or a registered model name (+ a local weights file).
+def load_model(source: str, weights: str | None = None, num_classes: int | None = None,
+               options: dict[str, Any] | None = None):
+    """A model from any source `models.sources.build` accepts; `(model in eval mode, info)`.
 
-    Returns `(model in eval mode, info)`; info holds the checkpoint header or the model's spec.
+    info holds the checkpoint header or the model's spec, and "source": kind, weights file, sha256,
+    and whether the weights are random.
     """
-    from attnscope import models
-    from attnscope.models import checkpoint
+    from attnscope.models import sources
 
-    path = Path(source)
-    if path.exists():
-        if weights is not None:
-            raise InputError("--weights goes with a model name, not with a checkpoint")
-        return checkpoint.load(path)
-    if source in models.names():
-        cfg: dict[str, Any] = {}
-        if weights is not None:
-            cfg["weights"] = weights
-        if num_classes is not None:
-            cfg["num_classes"] = num_classes
-        model = models.get(source, **cfg)
-        return model.eval(), {"model": model.attnscope_spec, "info": {}}
-    if any(ch in source for ch in "/\\.") :
-        raise InputError(f"checkpoint not found: {source}")
-    from attnscope.errors import UnknownNameError
-
-    raise UnknownNameError("model or checkpoint", source, models.names())
+    return sources.build(source, weights, num_classes, options)
 
 
 def method_options(items: tuple[str, ...], flag: str = "--method-opt",
@@ -69,3 +53,108 @@ def method_options(items: tuple[str, ...], flag: str = "--method-opt",
             raise InputError(f"{flag} must look like {form} (e.g. ig.steps=64), got {key!r}")
         out.setdefault(method, {})[option] = value
     return out
+
+
+def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
+    """"224" → (224, 224); "224,320" or "224x320" → (224, 320)."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        hw = [int(p) for p in parts]
+    except ValueError:
+        hw = []
+    if len(hw) == 1:
+        hw *= 2
+    if len(hw) != 2 or min(hw) < 1:
+        raise InputError(f"{flag} must be S or H,W (positive integers), got {text!r}")
+    return _bounded(hw[0], flag, text), _bounded(hw[1], flag, text)
+
+
+MAX_SIDE = 4096  # pixels per side of the model's input: 20000 px asked for tens of GB before the first map
+
+
+def _bounded(side: int, flag: str, text: str) -> int:
+    if side > MAX_SIDE:
+        raise InputError(f"{flag} {text}: at most {MAX_SIDE} pixels per side (one {side}×{side} RGB image alone "
+                         f"takes {12 * side * side / 2**30:.1f} GB as float32, before its maps and gradients)")
+    return side
+
+
+RESIZE_HINT = ("--resize shorter=224 --crop center (keeps the aspect ratio, crops the middle), "
+               "--resize longer=224 --pad (keeps everything, pads with zeros) or --size 224 (squashes)")
+
+
+def parse_fit(resize: str | None, crop: str | None, pad: bool, size: str | None):
+    """The `data.geometry.Fit` that `--resize`, `--crop`, `--pad` and `--size` ask for (None: none asked)."""
+    from attnscope.data.geometry import Fit
+
+    if size is not None:
+        if resize is not None or crop is not None or pad:
+            raise InputError("--size squashes every image to one size; leave it out with --resize/--crop/--pad")
+        return Fit("exact", parse_size(size))
+    if resize is None:
+        if crop is not None or pad:
+            raise InputError(f"--crop and --pad go with --resize, e.g. {RESIZE_HINT}")
+        return None
+    how, eq, value = resize.partition("=")
+    if not eq:
+        return Fit("exact", parse_size(resize, "--resize"), _crop(crop, None), None if not pad else _bad_pad())
+    if how not in ("shorter", "longer") or not value.isdigit() or int(value) < 1:
+        raise InputError(f"--resize must be shorter=S, longer=S, S or H,W, got {resize!r}")
+    side = _bounded(int(value), "--resize", resize)
+    if pad and how != "longer":
+        _bad_pad()
+    return Fit(how, side, _crop(crop, side if how == "shorter" else None), (side, side) if pad else None)
+
+
+def _crop(text: str | None, side: int | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    how, eq, value = text.partition("=")
+    if how != "center":
+        raise InputError(f"--crop must be center, center=S or center=H,W, got {text!r}")
+    if eq:
+        return parse_size(value, "--crop center=")
+    if side is None:
+        raise InputError("--crop center needs its size: --resize shorter=S --crop center, or --crop center=H,W")
+    return side, side
+
+
+def _bad_pad():
+    raise InputError("--pad keeps the whole photo and pads it to a square: use it with --resize longer=S")
+
+
+def read_run_config(folder: str | Path) -> dict[str, Any]:
+    """The `config.json` of a run folder as an object ({} when there is none); anything else is a `CheckpointError`."""
+    from attnscope.errors import CheckpointError
+
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not readable JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} must hold a JSON object (a run's settings), got {type(config).__name__}")
+    return config
+
+
+def record_final_out(run: Path, final: Path) -> None:
+    """Write into a run's config.json the folder it will live in once its temporary folder is renamed."""
+    from attnscope import fileio
+
+    fileio.write_json(run / "config.json", {**read_run_config(run), "out": str(final)})
+
+
+def existing_input(source: str, flag: str) -> Path | None:
+    """`source` as a path when it exists (a regular file or a folder), else None; a FIFO or device is refused.
+
+    Reading a FIFO blocks until something writes to it, and /dev/zero never ends.
+    """
+    path = Path(source)
+    if not path.exists():
+        return None
+    if not (path.is_file() or path.is_dir()):
+        raise InputError(f"{flag} {source} is not a regular file or folder (a FIFO, device or socket); give image "
+                         "files or a folder of them")
+    return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from attnscope import outdir
 from attnscope.cli import cli
 
 
@@ -23,4 +24,5 @@ def report_command(run_dir: str, out: str | None, images: int, max_frames: int, 
     if images < 1 or max_frames < 1:
         raise InputError(f"--images and --max-frames must be >= 1, got {images}, {max_frames}")
     path = build(run_dir, out, images=images, max_frames=max_frames, extra=extra)
+    outdir.adopt(path.parent, path.name)  # written into an earlier command's output: it is part of it now
     click.echo(f"wrote {path}")

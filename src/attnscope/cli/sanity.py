@@ -1,20 +1,25 @@
 """`attnscope sanity`: model parameter and data randomisation tests (Adebayo et al., NeurIPS 2018) of
-a trained model's maps; writes the tidy table, the similarity-vs-depth plot and map grids."""
+a trained model's maps; writes the tidy table, the similarity-vs-depth plot and map grids.
+
+Everything is built in a temporary folder that is renamed to `--out` at the end (`attnscope.outdir`),
+so a failed or killed run leaves no half-written output.
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 
-from attnscope import console
+from attnscope import console, outdir
 from attnscope.cli import cli
-from attnscope.cli.options import load_model, method_options, parse_list
-from attnscope.errors import InputError
+from attnscope.cli.options import load_model, method_options, parse_list, read_run_config, record_final_out
+from attnscope.errors import CheckpointError, InputError
+
+if TYPE_CHECKING:
+    import torch
 
 TESTS = ("cascading", "independent", "data")
 
@@ -33,17 +38,22 @@ class Probe:
 
 def load_probe(source: str, header: dict[str, Any], data: str | None, n: int) -> Probe:
     """`n` test images of `data`, or of the data set the checkpoint records (with its seed, for a run folder)."""
+    import torch
+
     from attnscope import data as datasets
 
+    if n < 1:
+        raise InputError(f"--images must be >= 1, got {n}")
     info = header.get("info", {})
     name = data or info.get("data")
     if name is None:
         raise InputError("the checkpoint does not record its data set; pass --data (e.g. --data clutter)")
     cfg = dict(info.get("data_cfg", {})) if data is None else {}
-    config = Path(source) / "config.json"
-    seed = json.loads(config.read_text()).get("data_seed", 0) if config.is_file() else 0
-    if n < 1:
-        raise InputError(f"--images must be >= 1, got {n}")
+    if not isinstance(name, str) or not isinstance(cfg, dict):
+        raise CheckpointError(f"{source}: the checkpoint's info.data must be a name and info.data_cfg an object")
+    seed = read_run_config(source).get("data_seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise CheckpointError(f"{Path(source) / 'config.json'}: data_seed must be an integer, got {seed!r}")
     dataset = datasets.get(name, "test", n, seed=seed, **cfg)
     samples = [dataset[i] for i in range(n)]
     first = samples[0]
@@ -73,6 +83,7 @@ def _blocks(text: str) -> str | int | list[str]:
 @click.option("--methods", default="gradcam,saliency,guided-backprop,ig", show_default=True,
               help="Methods to test, comma-separated.")
 @click.option("--out", required=True, help="Folder for the tables, plots and map grids.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope sanity` output.")
 @click.option("--test", "tests", default="cascading", show_default=True,
               help="Tests to run, comma-separated: cascading, independent, data.")
 @click.option("--images", "n_images", default=32, show_default=True, type=int, help="Test images to explain.")
@@ -84,7 +95,8 @@ def _blocks(text: str) -> str | int | list[str]:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the re-initialisation.")
 @click.option("--targets", default="predicted", show_default=True, type=click.Choice(["predicted", "label"]),
               help="Explain each model's predicted class (the paper's) or the true label.")
-@click.option("--metrics", default="spearman_abs,spearman_signed,ssim,hog_pearson,hog_spearman", show_default=True)
+@click.option("--metrics", default=None, help="Similarities, comma-separated [default: spearman_abs, "
+              "spearman_signed, ssim, hog_pearson, hog_spearman; HOG left out under 48 px, with a note].")
 @click.option("--method-opt", multiple=True, metavar="METHOD.KEY=VALUE", help="Method option, e.g. ig.steps=16.")
 @click.option("--batch-size", default=None, type=int, help="Explain in chunks of this many images.")
 @click.option("--keep", default=2, show_default=True, type=int, help="Images whose maps are drawn.")
@@ -94,7 +106,7 @@ def _blocks(text: str) -> str | int | list[str]:
 @click.option("--target-acc", default=0.95, show_default=True, type=float, help="Data test: training accuracy.")
 @click.option("--permuted-run", default=None, help="Data test: reuse this permuted-label run instead of training.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def sanity_command(checkpoint, methods, out, tests, n_images, data, blocks, init, seed, targets, metrics,
+def sanity_command(checkpoint, methods, out, overwrite, tests, n_images, data, blocks, init, seed, targets, metrics,
                    method_opt, batch_size, keep, channels_last, permuted_n, permuted_epochs, target_acc,
                    permuted_run, quiet) -> None:
     """Randomisation sanity checks of CHECKPOINT's maps: cascading / independent parameter
@@ -106,28 +118,53 @@ def sanity_command(checkpoint, methods, out, tests, n_images, data, blocks, init
     for t in tests:
         if t not in TESTS:
             raise InputError(f"unknown test {t!r}; choose from {', '.join(TESTS)}")
-    methods, metrics = parse_list(methods, "--methods"), parse_list(metrics, "--metrics")
+    methods = parse_list(methods, "--methods")
+    metrics = None if metrics is None else parse_list(metrics, "--metrics")
+    _check_numbers(keep=keep, batch_size=batch_size, permuted_n=permuted_n, permuted_epochs=permuted_epochs,
+                   target_acc=target_acc)
+    final = Path(out)
+    outdir.check(final, "sanity", overwrite)
     model, header = load_model(checkpoint)
     probe = load_probe(checkpoint, header, data, n_images)
     common = dict(methods=methods, targets=probe.labels if targets == "label" else None, metrics=metrics,
                   options=method_options(method_opt) or None, batch_size=batch_size, keep=keep)
-    for test in tests:
-        if test == "data":
-            permuted, info = _permuted_model(checkpoint, header, probe, Path(out), permuted_run, permuted_n,
-                                             permuted_epochs, target_acc, seed, quiet)
-            result = data_randomization(model, permuted, probe.images, info=info, **common)
-        else:
-            result = model_randomization(model, probe.images, mode=test, blocks=_blocks(blocks), init=init,
-                                         seed=seed, progress=not quiet, channels_last=channels_last, **common)
-        result.meta.update(checkpoint=str(checkpoint), data=probe.data)
-        paths = report.write(result, out, prefix=test)
-        _print(result, metrics[0])
-        click.echo(f"wrote {', '.join(str(p) for p in paths[:3])} and {len(paths) - 3} map grid(s)")
+    with outdir.building(final, "sanity", overwrite) as partial:
+        for test in tests:
+            if test == "data":
+                permuted, info = _permuted_model(checkpoint, header, probe, partial, final, permuted_run, permuted_n,
+                                                 permuted_epochs, target_acc, seed, quiet)
+                result = data_randomization(model, permuted, probe.images, info=info, **common)
+            else:
+                result = model_randomization(model, probe.images, mode=test, blocks=_blocks(blocks), init=init,
+                                             seed=seed, progress=not quiet, channels_last=channels_last, **common)
+            result.meta.update(checkpoint=str(checkpoint), data=probe.data)
+            paths = [final / p.relative_to(partial) for p in report.write(result, partial, prefix=test)]
+            for note in result.meta.get("notes", []):
+                console.console.print(f"note: {note}", markup=False, highlight=False)
+            _print(result, result.meta["metrics"][0])
+            click.echo(f"{test}: {', '.join(str(p) for p in paths[:3])} and {len(paths) - 3} map grid(s)")
+    click.echo(f"wrote {final}/")
 
 
-def _permuted_model(checkpoint: str, header: dict[str, Any], probe: Probe, out: Path, reuse: str | None,
-                    n: int, epochs: int, target_acc: float, seed: int, quiet: bool):
-    """The same architecture trained on permuted labels (reused from `reuse`, else trained into out/)."""
+def _check_numbers(keep: int, batch_size: int | None, permuted_n: int, permuted_epochs: int,
+                   target_acc: float) -> None:
+    """Refuse counts and rates that would be silently cut or never reached, before any work."""
+    checks = [
+        (keep >= 0, f"--keep must be >= 0 images, got {keep}"),
+        (batch_size is None or batch_size >= 1, f"--batch-size must be >= 1, got {batch_size}"),
+        (permuted_n >= 1 and permuted_epochs >= 1,
+         f"--permuted-n and --permuted-epochs must be >= 1, got {permuted_n}, {permuted_epochs}"),
+        (0 < target_acc <= 1, f"--target-acc must be in (0, 1], got {target_acc}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InputError(message)
+
+
+def _permuted_model(checkpoint: str, header: dict[str, Any], probe: Probe, out: Path, final: Path,
+                    reuse: str | None, n: int, epochs: int, target_acc: float, seed: int, quiet: bool):
+    """The same architecture trained on permuted labels (reused from `reuse`, else trained into out/, which
+    becomes `final`)."""
     from attnscope.models import checkpoint as ckpt
     from attnscope.train import TrainConfig, fit_permuted
 
@@ -141,19 +178,24 @@ def _permuted_model(checkpoint: str, header: dict[str, Any], probe: Probe, out: 
                          n_test=max(256, len(probe.labels)), epochs=epochs, lr=1e-3, weight_decay=0.0,
                          schedule="constant", seed=seed, quiet=quiet)
     run, reached = fit_permuted(config, target_acc)
+    record_final_out(out / "permuted-run", final / "permuted-run")
     last = run.history[-1]
     if not reached:
         console.console.print(f"[yellow]warning: the permuted-label model reached training accuracy "
                               f"{last['fit_acc']:.3f} < {target_acc} after {last['epoch']} epochs[/yellow]")
-    info = {"permuted_run": str(out / "permuted-run"), "fit_acc": last["fit_acc"], "test_acc": last["test_acc"],
+    info = {"permuted_run": str(final / "permuted-run"), "fit_acc": last["fit_acc"], "test_acc": last["test_acc"],
             "epochs": last["epoch"], "reached_target": reached, "target_acc": target_acc, "n": n}
     return run.model.eval(), info
 
 
 def _print(result, metric: str) -> None:
-    rows = [r for r in result.rows() if r["metric"] == metric]
+    console.table(*terminal_table(result.rows(), result.steps, metric, result.meta))
+
+
+def terminal_table(rows: list[dict[str, Any]], steps: list[str], metric: str, meta: dict[str, Any]):
+    """(title, columns, cells) of one metric's means, blocks × methods, as `console.table` prints it."""
+    rows = [r for r in rows if r["metric"] == metric]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     cells = {(r["method"], r["block"]): r["mean"] for r in rows}
-    table = [[s, *[cells[(m, s)] for m in methods]] for s in result.steps]
-    console.table(f"{result.meta.get('test')}: {metric} (mean over {result.meta.get('images')} images)",
-                  ["randomised", *methods], table)
+    table = [[s, *[cells.get((m, s)) for m in methods]] for s in steps]
+    return f"{meta.get('test')}: {metric} (mean over {meta.get('images')} images)", ["randomised", *methods], table

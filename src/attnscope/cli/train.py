@@ -1,40 +1,63 @@
-"""`attnscope train`: train a registered model on a registered data set; writes a run folder."""
+"""`attnscope train`: train a registered model on a registered data set; writes a run folder.
+
+The run folder is written in place (a checkpoint per epoch) under the lock of `attnscope.outdir`. A new
+run needs an absent or empty `--out` (or `--overwrite` over an earlier training run); a run that fails
+before its first checkpoint removes what it wrote, and `--resume` of a folder without a checkpoint
+starts it afresh.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import click
 
+from attnscope import fileio, outdir
 from attnscope.cli import cli
 from attnscope.cli.options import parse_list, parse_settings
+from attnscope.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
+
+D = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # the CLI's defaults are the config's
+
+# What a training run writes into its folder (sub-folders end in "/"); `attnscope report` adds report.html.
+RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "model.json", "checkpoints/", "track/",
+             "tensorboard/")
 
 
 @cli.command("train")
-@click.option("--model", default="smallcnn", show_default=True, help="Model name (see `attnscope train --list`).")
-@click.option("--data", default="clutter", show_default=True, help="Data set name.")
-@click.option("--out", default="runs/train", show_default=True, help="Run folder to write.")
-@click.option("--epochs", default=5, show_default=True, type=int)
-@click.option("--n", "--n-train", "n", default=10_000, show_default=True, type=int,
+@click.option("--model", default=D["model"], show_default=True, help="Model name (see `attnscope train --list`).")
+@click.option("--data", default=D["data"], show_default=True, help="Data set name.")
+@click.option("--out", default=D["out"], show_default=True, help="Run folder to write.")
+@click.option("--epochs", default=D["epochs"], show_default=True, type=int)
+@click.option("--n", "--n-train", "n", default=D["n"], show_default=True, type=int,
               help="Training samples (under torchrun write --n-train: torchrun claims --n).")
-@click.option("--n-test", default=2_000, show_default=True, type=int, help="Test samples.")
-@click.option("--batch-size", default=64, show_default=True, type=int, help="Global batch size.")
-@click.option("--optimizer", default="adamw", show_default=True, type=click.Choice(["adamw", "sgd"]))
-@click.option("--lr", default=3e-3, show_default=True, type=float)
-@click.option("--momentum", default=0.9, show_default=True, type=float, help="SGD momentum.")
-@click.option("--weight-decay", default=5e-4, show_default=True, type=float)
-@click.option("--schedule", default="onecycle", show_default=True,
-              type=click.Choice(["onecycle", "cosine", "step", "constant"]))
-@click.option("--step-size", default=1, show_default=True, type=int, help="Epochs between LR drops (step).")
-@click.option("--gamma", default=0.5, show_default=True, type=float, help="LR factor per drop (step).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of initialisation and shuffling.")
-@click.option("--data-seed", default=0, show_default=True, type=int, help="Seed of the generated data.")
+@click.option("--n-test", default=D["n_test"], show_default=True, type=int, help="Test samples.")
+@click.option("--batch-size", default=D["batch_size"], show_default=True, type=int, help="Global batch size.")
+@click.option("--optimizer", default=D["optimizer"], show_default=True, type=click.Choice(OPTIMIZERS))
+@click.option("--lr", default=D["lr"], show_default=True, type=float)
+@click.option("--momentum", default=D["momentum"], show_default=True, type=float, help="SGD momentum.")
+@click.option("--weight-decay", default=D["weight_decay"], show_default=True, type=float)
+@click.option("--schedule", default=D["schedule"], show_default=True,
+              type=click.Choice(SCHEDULES))
+@click.option("--step-size", default=D["step_size"], show_default=True, type=int,
+              help="Epochs between LR drops (step).")
+@click.option("--gamma", default=D["gamma"], show_default=True, type=float, help="LR factor per drop (step).")
+@click.option("--seed", default=D["seed"], show_default=True, type=int, help="Seed of initialisation and shuffling.")
+@click.option("--data-seed", default=D["data_seed"], show_default=True, type=int, help="Seed of the generated data.")
 @click.option("--attention", type=click.Choice(["soft", "hard"]), default=None,
               help="Show, Attend and Tell's attention (model sat); the same as --model-opt attention=...")
 @click.option("--model-opt", multiple=True, metavar="KEY=VALUE", help="Model option, e.g. widths=[16,32,64].")
 @click.option("--data-opt", multiple=True, metavar="KEY=VALUE", help="Data set option, e.g. size=96.")
 @click.option("--task-opt", multiple=True, metavar="KEY=VALUE", help="Task option (loss settings).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
-@click.option("--workers", default=0, show_default=True, type=int, help="Data loader worker processes.")
+@click.option("--device", default=D["device"], show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--workers", default=D["workers"], show_default=True, type=int, help="Data loader worker processes.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope train` run.")
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
 @click.option("--track", default=None, metavar="METHODS",
               help="Record maps of these methods (e.g. gradcam,saliency,ltpa) on a probe set during training.")
@@ -47,14 +70,14 @@ from attnscope.cli.options import parse_list, parse_settings
 @click.option("--guide", default=None, metavar="NAME",
               help="Attention guidance loss: rrr, cam, ltpa (classifiers); sat (captioners, per-word boxes).")
 @click.option("--guide-weight", default=None, type=float, help="Weight λ of the guidance loss (default: the guide's).")
-@click.option("--guide-region", default="box", show_default=True, metavar="REGION",
+@click.option("--guide-region", default=D["guide_region"], show_default=True, metavar="REGION",
               help="Where attention is allowed: box (the object's), mask (its pixels), or not-decoy "
                    "(all but the decoy patch).")
 @click.option("--list", "list_", is_flag=True, help="List model and data set names, then exit.")
 def train_command(model, data, out, epochs, n, n_test, batch_size, optimizer, lr, momentum, weight_decay,
                   schedule, step_size, gamma, seed, data_seed, attention, model_opt, data_opt, task_opt, device,
-                  workers, resume, quiet, track, probe, track_every, track_split, tensorboard, guide, guide_weight,
-                  guide_region, list_) -> None:
+                  workers, resume, overwrite, quiet, track, probe, track_every, track_split, tensorboard, guide,
+                  guide_weight, guide_region, list_) -> None:
     """Train MODEL on DATA; checkpoints each epoch (safetensors + JSON), metrics.jsonl, --resume.
 
     Runs unchanged under `torchrun --nproc_per_node=N` (DistributedDataParallel; rank 0 writes).
@@ -64,6 +87,7 @@ def train_command(model, data, out, epochs, n, n_test, batch_size, optimizer, lr
     from attnscope import models
     from attnscope.guide import GUIDES
     from attnscope.train import TrainConfig, fit
+    from attnscope.train.loop import epoch_line
 
     if list_:
         click.echo("models: " + ", ".join(models.names()))
@@ -85,10 +109,64 @@ def train_command(model, data, out, epochs, n, n_test, batch_size, optimizer, lr
     datasets.DATASETS.get(data)
     if guide is not None:
         GUIDES.get(guide)
-    callbacks = tracking(out, resume, track, probe, track_every, track_split, tensorboard)
-    run = fit(config, callbacks=callbacks)
+    with claimed(Path(out), resume, overwrite) as resume:
+        callbacks = tracking(out, resume, track, probe, track_every, track_split, tensorboard)
+        run = fit(dataclasses.replace(config, resume=resume), callbacks=callbacks)
     if run.world.main and run.history:
-        click.echo(f"trained {model} on {data}: {run.history[-1]} → {out}")
+        click.echo(f"trained {model} on {data} → {out}: {epoch_line(run.history[-1], epochs)}")
+
+
+@contextmanager
+def claimed(out: Path, resume: bool, overwrite: bool) -> Iterator[bool]:
+    """Hold run folder `out` for one training; yields whether it resumes (no checkpoint yet: it starts afresh).
+
+    A fresh run that fails before its first checkpoint leaves the folder as it found it; one that replaces
+    an earlier run (`--overwrite`) puts that run back. Only the first process of a torchrun job writes.
+    """
+    from attnscope import console
+    from attnscope.errors import CheckpointError, InputError
+    from attnscope.train.state import latest_state
+
+    if resume and overwrite:
+        raise InputError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+    afresh = resume and latest_state(out / "checkpoints") is None  # the same answer in every process
+    resume = resume and not afresh
+    if os.environ.get("RANK", "0") != "0":  # the other processes of a torchrun job never write
+        yield resume
+        return
+    if afresh and not _is_run(out):
+        raise CheckpointError(f"--resume: no run to resume in {out}")
+    replace = False if resume or afresh else outdir.check(out, "train", overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with outdir.lock(out):
+        outdir.clear_stale(out, "train")
+        if afresh:
+            console.note(f"{out} has no checkpoint (its run stopped in the first epoch): starting it afresh")
+            outdir.remove_listed(out, RUN_FILES)
+        old = fileio.move_aside(out) if replace else None
+        created = not out.exists()
+        if not resume:
+            out.mkdir(parents=True, exist_ok=True)
+            outdir.write_marker(out, "train", RUN_FILES)
+        try:
+            yield resume
+        except BaseException:
+            if not resume and latest_state(out / "checkpoints") is None:  # nothing worth keeping was written
+                if created:
+                    shutil.rmtree(out, ignore_errors=True)
+                else:
+                    outdir.remove_listed(out, RUN_FILES)
+                if old is not None:
+                    os.rename(old, out)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _is_run(out: Path) -> bool:
+    """A folder an earlier `attnscope train` wrote (its marker, or a run's config.json)."""
+    marker = outdir.read_marker(out)
+    return (marker is not None and marker["command"] == "train") or (out / "config.json").is_file()
 
 
 def tracking(out: str, resume: bool, methods: str | None, probe: int, every: int | None, split: str,

@@ -10,6 +10,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from attnscope.data import geometry
 from attnscope.data.cluttered import ClutteredDigits, ClutterSample
 from attnscope.data.folder import FolderSample, ImageFolderData, load_images, read_image
 from attnscope.data.karpathy import CaptionSample, KarpathyCaptions
@@ -88,6 +89,7 @@ __all__ = [
     "Token",
     "Vocabulary",
     "collate_captions",
+    "geometry",
     "get",
     "load_images",
     "names",

@@ -80,7 +80,7 @@ class ImageFolderData(Dataset):
             if found == 0:
                 raise DataError(f"class folder {self.root / name} holds no images ({_ACCEPTED})")
         if self.size is None:
-            _same_size(shapes)
+            same_size(shapes)
         self.samples, self.skipped = samples, skipped
         self.targets = [label for _, label in samples]
         if skipped:
@@ -105,7 +105,7 @@ def load_images(
     are ignored. Images of different sizes need `size`. Unreadable images raise `DataError`
     naming the file, or with `skip_bad=True` are left out with a warning.
     """
-    paths = _image_paths(path)
+    paths = image_paths(path)
     size = _size(size)
     images: list[torch.Tensor] = []
     kept: list[Path] = []
@@ -126,7 +126,7 @@ def load_images(
         shapes: dict[tuple[int, int], Path] = {}
         for im, p in zip(images, kept, strict=True):
             shapes.setdefault((im.shape[1], im.shape[2]), p)
-        _same_size(shapes)
+        same_size(shapes)
     return torch.stack(images), kept  # (B, 3, H, W)
 
 
@@ -149,7 +149,20 @@ def _to_rgb(im):
     """8-bit RGB; transparency composited onto white, 16-bit grey scaled down rather than clipped.
 
     Mode "I" (32-bit integer grey) is read as 16-bit when any value exceeds 255, else as 8-bit.
+    Mode "F" (32-bit float grey, e.g. a float TIFF) is read as intensities in [0, 1]; values outside
+    [0, 1] or not finite have no agreed meaning and are refused (PIL's own conversion clips them to
+    0 or 1, which made such images all black).
     """
+    if im.mode == "F":
+        values = np.asarray(im, dtype=np.float64)
+        finite = np.isfinite(values)
+        if not finite.all() or values.min(initial=0.0) < 0 or values.max(initial=0.0) > 1:
+            shown = values[finite]
+            span = f"{shown.min():.4g}..{shown.max():.4g}" if shown.size else "none finite"
+            raise DataError(f"{getattr(im, 'filename', '') or 'image'}: 32-bit float image with values {span}"
+                            f"{'' if finite.all() else ' and NaN/inf'}; attnscope reads float images as [0, 1] "
+                            "intensities: rescale it to [0, 1] or save it as 8/16-bit")
+        return Image.fromarray((values * 255.0 + 0.5).astype(np.uint8), mode="L").convert("RGB")
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         wide = im.mode.startswith("I;16") or float(np.asarray(im).max()) > 255
         top = 65535.0 if wide else 255.0
@@ -175,17 +188,15 @@ def _check(path: Path, verify: bool) -> tuple[int, int] | str:
         return f"cannot read image {path}: {e}"
 
 
-def _same_size(shapes: dict[tuple[int, int], Path]) -> None:
-    """Raise naming two files of different sizes, if there are any."""
+def same_size(shapes: dict[tuple[int, int], Path], hint: str = "pass size=(H, W) to resize them") -> None:
+    """Raise naming two files of different sizes, if there are any, and `hint` (what to pass instead)."""
     if len(shapes) > 1:
         (s1, p1), (s2, p2) = list(shapes.items())[:2]
-        raise DataError(
-            f"images differ in size: {p1} is {s1[0]}x{s1[1]} (HxW) but {p2} is {s2[0]}x{s2[1]}; "
-            "pass size=(H, W) to resize them"
-        )
+        raise DataError(f"images differ in size: {p1} is {s1[0]}x{s1[1]} (HxW) but {p2} is {s2[0]}x{s2[1]}; {hint}")
 
 
-def _image_paths(path: str | Path | Sequence[str | Path]) -> list[Path]:
+def image_paths(path: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One file, a folder's image files (sorted; not recursive) or a list of files, checked to exist."""
     if isinstance(path, (str, Path)):
         p = Path(path)
         if not p.exists():

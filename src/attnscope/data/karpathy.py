@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from attnscope.data.folder import read_image
 from attnscope.data.vocab import Vocabulary, tokenize
 from attnscope.errors import DataError, InputError
+from attnscope.fileio import inside
 
 SPLITS = ("train", "val", "test", "restval")
 
@@ -57,6 +58,8 @@ class KarpathyCaptions(Dataset):
         if not chosen:
             found = sorted({e.split for e in entries})
             raise DataError(f"{self.json_path} has no images in split {split!r} (splits found: {found})")
+        for e in chosen:
+            inside(self.root, e.path, f"{self.json_path}: image {e.path!r}")
         missing = [str(self.root / e.path) for e in chosen if not (self.root / e.path).is_file()]
         if missing:
             more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -93,12 +96,16 @@ class Entry(NamedTuple):
 
 def read_entries(path: Path) -> list[Entry]:
     """Every image entry of a Karpathy-split JSON file, checked; `DataError` names what is wrong."""
+    if path.exists() and not path.is_file():
+        raise DataError(f"caption file {path} is not a file (json= takes the Karpathy-split JSON file itself)")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"caption file not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path} is not valid JSON: {e}") from None
+    except OSError as e:
+        raise DataError(f"cannot read caption file {path}: {e.strerror or e}") from None
     images = doc.get("images") if isinstance(doc, dict) else None
     if not isinstance(images, list):
         raise DataError(f"{path}: expected an object with a list under \"images\" (Karpathy-split layout)")

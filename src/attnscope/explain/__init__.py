@@ -11,11 +11,15 @@ import importlib
 import sys
 import types
 
-from attnscope.explain.api import differentiable_methods, explain, list_methods
+from attnscope.explain.api import differentiable_methods, explain, list_methods, method_spec
 from attnscope.explain.context import Oracle
+from attnscope.explain.layers import Layer
 from attnscope.explain.method import INPUTS, Method, Result, register_method
+from attnscope.explain.tasks import BoxScore, RegionScore, Similarity
 
-for _family in ("cam", "gradient", "sampled", "perturbation", "transformer", "intrinsic", "captioning"):
+for _family in ("cam", "gradient", "sampled", "perturbation", "transformer", "intrinsic", "captioning", "lrp",
+                "fullgrad", "reference", "cam_extra", "scorecam_smooth",
+                "masking", "attnlrp", "legrad"):
     importlib.import_module(f"attnscope.explain.{_family}")
 
 
@@ -26,5 +30,5 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["INPUTS", "Method", "Oracle", "Result", "differentiable_methods", "explain", "list_methods",
-           "register_method"]
+__all__ = ["INPUTS", "BoxScore", "Layer", "Method", "Oracle", "RegionScore", "Result", "Similarity",
+           "differentiable_methods", "explain", "list_methods", "method_spec", "register_method"]

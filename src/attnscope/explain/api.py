@@ -22,6 +22,7 @@ from attnscope.explain.context import Pass
 from attnscope.explain.layers import LayerSpec
 from attnscope.explain.method import Method, MethodResult, Result
 from attnscope.explain.targets import TargetSpec
+from attnscope.explain.wrappers import Wrapped, explain_wrapped, wrapped
 from attnscope.maps import AttentionMap, Explanation, SequenceMap, upsample, upsample_density
 from attnscope.modules import device_of, unwrap
 from attnscope.registry import METHODS
@@ -51,7 +52,9 @@ def explain(
     `differentiable`: keep the graph, so a loss on the maps (or on `.logits`) trains the model; the
     model keeps its training mode for the call (a training step's forward).
     `output`: what the targets score when the model does not return logits (`engine.select_output`).
-    Methods asked together share their forward and backward passes. The model is left exactly as found;
+    A name `WRAPPER:METHOD` (`smoothgrad:saliency`, `augsmooth:gradcam`, `fuse:layercam`) explains
+    variants of the call and combines them (`explain.wrappers`). Methods asked together share their
+    forward and backward passes. The model is left exactly as found;
     concurrent calls on one model from several threads run one after the other.
     """
     specs = _methods(methods)
@@ -92,11 +95,24 @@ def explain(
                       frozenset().union(*(s.needs for s in specs)), differentiable, output, runs)
         maps: dict[str, AttentionMap] = {}
         for spec in specs:
+            if isinstance(spec, Wrapped):
+                continue
             result = spec.run(shared.inputs(spec.inputs), options.get(spec.name, {}))
             maps.update(_as_maps(spec, result, shared, options.get(spec.name, {})))
+        wrapped_specs = [s for s in specs if isinstance(s, Wrapped)]
+        if wrapped_specs:  # variants of the call, explained with the targets resolved on the clean images
+            resolved = targets if shared.target.fn is not None else shared.capture.table
+            again = lambda x, names, t, lay, opts: explain(model, x, names, t, lay, opts, None, False, output)
+            maps.update(explain_wrapped(again, wrapped_specs, options, shared.images, resolved, layer))
+            maps = {s.name: maps[s.name] for s in specs if s.name in maps} | maps  # the order asked for
         if not runs:
             return Explanation(maps, None, None)
         return Explanation(maps, shared.capture.logits, shared.capture.table)
+
+
+def method_spec(name: str) -> Method | Wrapped:
+    """The method a name stands for: a registered method or a `WRAPPER:METHOD`; unknown names raise."""
+    return wrapped(name) or METHODS.get(name)
 
 
 def list_methods(kind: str | None = None) -> dict[str, str]:
@@ -143,7 +159,7 @@ def _methods(methods: object) -> list[Method]:
         raise InputError(f"methods must be a method name or a sequence of names, got {methods!r}")
     if not methods:
         raise InputError(f"no methods asked for; known: {', '.join(METHODS)}")
-    return [METHODS.get(m) for m in dict.fromkeys(methods)]
+    return [method_spec(m) for m in dict.fromkeys(methods)]
 
 
 def _options(specs: Sequence[Method], options: object) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,11 @@ is the softmaxed weights (a "probe"); the hook engine records probes like any la
   probe is the layer's `nn.Softmax` child if it has one (TinyViT), else its `attn_drop` (timm
   applies it right after the softmax; it is the identity in eval mode);
 - `nn.MultiheadAttention` (torchvision's ViT): its forward is replaced by the textbook computation
-  with the same parameters, routed through a private `nn.Softmax`.
+  with the same parameters, routed through a private `nn.Softmax`;
+- Hugging Face attention modules (ViT, DeiT, Swin, Dinov2, ...: they call the attention function
+  that `config._attn_implementation` names): for the call the config names "attnscope", an
+  attention function registered with transformers' `AttentionInterface` that computes the eager
+  path (softmax(QKᵀ·scale + mask) V) with the weights routed through a private `nn.Identity` probe.
 
 Everything is restored when the block ends, also on error.
 """
@@ -18,10 +22,12 @@ Everything is restored when the block ends, also on error.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -48,8 +54,9 @@ def no_attention_reason(model: nn.Module) -> str | None:
     if attention_modules(model):
         return None
     return (
-        "it has no attention layers attnscope can read (an nn.MultiheadAttention, or a module with a "
-        "`fused_attn` flag and an nn.Softmax or `attn_drop` child, as in TinyViT and timm)"
+        "it has no attention layers attnscope can read (an nn.MultiheadAttention, a module with a "
+        "`fused_attn` flag and an nn.Softmax or `attn_drop` child, as in TinyViT and timm, or a Hugging Face "
+        "attention module)"
     )
 
 
@@ -62,7 +69,7 @@ def explicit_attention(model: nn.Module) -> Iterator[list[AttentionLayer]]:
     for name, module in found:
         if _kind(module) == "mha":
             _check_mha(name, module)
-        else:
+        elif _kind(module) == "flag":
             _flag_probe(name, module)  # raises before anything is rewritten
     with rewritten(model, "explicit-attention") as layers:
         yield [layer for _, layer in layers]
@@ -71,7 +78,9 @@ def explicit_attention(model: nn.Module) -> Iterator[list[AttentionLayer]]:
 @register_rewrite("explicit-attention", applies=lambda m: _kind(m) is not None)
 def _explicit(name: str, module: nn.Module) -> tuple[AttentionLayer, Callable[[], None]]:
     """One attention layer made to form its weights through a probe module; undo restores it."""
-    if _kind(module) == "mha":
+    if _kind(module) == "hf":
+        probe, undo = _hf_explicit(module)
+    elif _kind(module) == "mha":
         probe = nn.Softmax(dim=-1)
         own = module.__dict__.get("forward")
         module.forward = _explicit_mha(module, probe)
@@ -88,6 +97,8 @@ def _kind(module: nn.Module) -> str | None:
         return "mha"
     if isinstance(getattr(module, "fused_attn", None), bool):
         return "flag"
+    if _is_hf_attention(module):
+        return "hf"
     return None
 
 
@@ -129,10 +140,55 @@ def _explicit_mha(module: nn.MultiheadAttention, probe: nn.Softmax):
         attn = probe((q / math.sqrt(d // heads)) @ k.transpose(-2, -1))  # (B, h, T, T)
         drop = F.dropout(attn, module.dropout, module.training)
         out = (drop @ v).transpose(1, 2).reshape(b, t, d)  # (B, T, D)
-        out = F.linear(out, module.out_proj.weight, module.out_proj.bias)
+        out = module.out_proj(out)  # the module itself, so that a rewrite can hook its input
         out = out if module.batch_first else out.transpose(0, 1)
         weights = (attn.mean(dim=1) if average_attn_weights else attn) if need_weights else None
         return out, weights
 
     return forward
 
+
+
+# --- Hugging Face -------------------------------------------------------------------------------
+
+HF_IMPLEMENTATION = "attnscope"  # the name our attention function is registered under in transformers
+_HF_PROBES: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+
+
+def _is_hf_attention(module: nn.Module) -> bool:
+    """A transformers attention module: it calls the attention function its config names, from q/k/v projections."""
+    config = getattr(module, "config", None)
+    return (type(module).__module__.startswith("transformers.") and hasattr(config, "_attn_implementation")
+            and all(isinstance(getattr(module, p, None), nn.Module) for p in ("q_proj", "k_proj", "v_proj")))
+
+
+def _hf_explicit(module: nn.Module) -> tuple[nn.Module, Callable[[], None]]:
+    """Route `module`'s attention through our registered eager function with a probe; undo restores the config."""
+    from transformers import AttentionInterface
+
+    if HF_IMPLEMENTATION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(HF_IMPLEMENTATION, _hf_attention)
+    probe = _HF_PROBES[module] = nn.Identity()
+    config, before = module.config, module.config._attn_implementation
+    config._attn_implementation = HF_IMPLEMENTATION
+
+    def undo() -> None:
+        config._attn_implementation = before
+        _HF_PROBES.pop(module, None)
+
+    return probe, undo
+
+
+def _hf_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                  attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                  **_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager attention, softmax(Q Kᵀ · scale + mask) V (Vaswani et al. 2017), weights through the module's probe."""
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = (query @ key.transpose(-2, -1)) * scaling  # (B, heads, T, T)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+    probe = _HF_PROBES.get(module)
+    weights = probe(weights) if probe is not None else weights
+    out = F.dropout(weights, p=dropout, training=module.training) @ value  # (B, heads, T, d)
+    return out.transpose(1, 2).contiguous(), weights

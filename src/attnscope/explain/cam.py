@@ -5,6 +5,7 @@ and their gradients G = ∂y/∂A, one row per (image, target) — returning the
 resolution (N, h, w); `explain` upsamples it bilinearly to the input. All gradient CAMs asked
 together read the same pass. Adding one is one decorated function here (docs/architecture.md).
 The final ReLU is a parameter (`relu`), defaulting to each paper's choice; nothing is normalised.
+Every CAM has the option `eigen_smooth` (the first principal component of the weighted channels).
 """
 
 from __future__ import annotations
@@ -19,12 +20,35 @@ from attnscope.explain.method import register_method
 SPATIAL = (2, 3)
 
 
-def weighted_sum(acts: torch.Tensor, weights: torch.Tensor, relu: bool) -> torch.Tensor:
-    """Σ_k w_k A_k for weights (B, C) or (B, C, h, w); then ReLU if asked. Returns (B, h, w)."""
+def weighted_sum(acts: torch.Tensor, weights: torch.Tensor, relu: bool, eigen_smooth: bool = False) -> torch.Tensor:
+    """Σ_k w_k A_k for weights (B, C) or (B, C, h, w); then ReLU if asked. Returns (B, h, w).
+
+    `eigen_smooth`: the first principal component of the weighted channels w_k A_k instead of their
+    sum (pytorch-grad-cam's eigen-smooth), its sign chosen to agree with the sum.
+    """
     if weights.dim() == 2:
         weights = weights[:, :, None, None]
-    cam = (weights * acts).sum(dim=1)
+    weighted = weights * acts  # (B, C, h, w)
+    cam = weighted.sum(dim=1)
+    if eigen_smooth:
+        projection = principal_projection(weighted, center=True)
+        agree = (projection * cam).sum(dim=(1, 2), keepdim=True) >= 0
+        cam = torch.where(agree, projection, -projection)
     return cam.clamp_min(0) if relu else cam
+
+
+def principal_projection(x: torch.Tensor, center: bool) -> torch.Tensor:
+    """(B, C, h, w) channels as an (hw, C) matrix per image, projected on its first right singular vector.
+
+    The sign is fixed so that Σ_k V_1k ≥ 0. `center`: subtract each channel's mean over positions first.
+    """
+    b, _, h, w = x.shape
+    flat = x.flatten(2).transpose(1, 2)  # (B, hw, C)
+    if center:
+        flat = flat - flat.mean(dim=1, keepdim=True)
+    v = torch.linalg.svd(flat, full_matrices=False).Vh[:, 0]  # (B, C)
+    v = v * torch.where(v.sum(dim=1, keepdim=True) < 0, -1.0, 1.0)
+    return (flat @ v[:, :, None])[:, :, 0].view(b, h, w)
 
 
 def safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -39,7 +63,7 @@ def _has_classifier(model: nn.Module) -> str | None:
 
 @register_method("cam", "cam", applies=_has_classifier)
 def cam(acts: torch.Tensor, class_weights: torch.Tensor, class_bias: torch.Tensor, scores: torch.Tensor,
-        layer_name: str, *, relu: bool = False, check_head: bool = True) -> torch.Tensor:
+        layer_name: str, *, relu: bool = False, check_head: bool = True, eigen_smooth: bool = False) -> torch.Tensor:
     """CAM (Zhou et al., CVPR 2016): M_c = Σ_k w_ck A_k, w the linear head after global average pooling.
 
     CAM is exact only when the logit is that head applied to the layer's global average:
@@ -61,18 +85,20 @@ def cam(acts: torch.Tensor, class_weights: torch.Tensor, class_bias: torch.Tenso
                 f"{layer_name!r} (off by up to {float((implied - scores).abs().max()):.3g}); "
                 "choose the layer that feeds global average pooling, or pass check_head=False"
             )
+    if eigen_smooth:
+        return weighted_sum(acts, class_weights, relu, eigen_smooth=True)
     return maps.clamp_min(0) if relu else maps
 
 
 @register_method("gradcam", "cam")
-def gradcam(acts: torch.Tensor, grads: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
+def gradcam(acts: torch.Tensor, grads: torch.Tensor, *, relu: bool = True, eigen_smooth: bool = False) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al., ICCV 2017): ReLU(Σ_k α_k A_k), α_k = mean_{ij} ∂y/∂A_k,ij."""
-    return weighted_sum(acts, grads.mean(dim=SPATIAL), relu)
+    return weighted_sum(acts, grads.mean(dim=SPATIAL), relu, eigen_smooth)
 
 
 @register_method("gradcam++", "cam")
 def gradcam_pp(acts: torch.Tensor, grads: torch.Tensor, scores: torch.Tensor, *, relu: bool = True,
-               exp_score: bool = False, eps: float = 0.0) -> torch.Tensor:
+               exp_score: bool = False, eps: float = 0.0, eigen_smooth: bool = False) -> torch.Tensor:
     """Grad-CAM++ (Chattopadhay et al., WACV 2018, Eq. 19): ReLU(Σ_k w_k A_k) with
 
     w_k = Σ_ij α_k,ij ReLU(g_k,ij),  α_k,ij = g² / (2 g² + Σ_ab A_k,ab · g³),  g = ∂y/∂A_k,ij.
@@ -89,32 +115,32 @@ def gradcam_pp(acts: torch.Tensor, grads: torch.Tensor, scores: torch.Tensor, *,
     weights = (alpha * g.clamp_min(0)).sum(dim=SPATIAL)  # (B, C)
     if exp_score:
         weights = weights * scores.exp()[:, None]
-    return weighted_sum(acts, weights, relu)
+    return weighted_sum(acts, weights, relu, eigen_smooth)
 
 
 @register_method("xgradcam", "cam")
-def xgradcam(acts: torch.Tensor, grads: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
+def xgradcam(acts: torch.Tensor, grads: torch.Tensor, *, relu: bool = True, eigen_smooth: bool = False) -> torch.Tensor:
     """XGrad-CAM (Fu et al., BMVC 2020): ReLU(Σ_k w_k A_k), w_k = Σ_ij (A_k,ij / Σ_ab A_k,ab) ∂y/∂A_k,ij.
 
     A channel whose activations sum to 0 gets weight 0 (pytorch-grad-cam divides by the sum + 1e-7).
     """
     weights = safe_div((acts * grads).sum(dim=SPATIAL), acts.sum(dim=SPATIAL))  # (N, C)
-    return weighted_sum(acts, weights, relu)
+    return weighted_sum(acts, weights, relu, eigen_smooth)
 
 
 @register_method("hirescam", "cam")
-def hirescam(acts: torch.Tensor, grads: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
+def hirescam(acts: torch.Tensor, grads: torch.Tensor, *, relu: bool = True, eigen_smooth: bool = False) -> torch.Tensor:
     """HiResCAM (Draelos & Carin, 2020): ReLU(Σ_k ∂y/∂A_k ⊙ A_k), the gradient kept per position.
 
     relu=True as in the Grad-CAM family; relu=False gives the signed map.
     """
-    return weighted_sum(acts, grads, relu)
+    return weighted_sum(acts, grads, relu, eigen_smooth)
 
 
 @register_method("layercam", "cam")
-def layercam(acts: torch.Tensor, grads: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
+def layercam(acts: torch.Tensor, grads: torch.Tensor, *, relu: bool = True, eigen_smooth: bool = False) -> torch.Tensor:
     """LayerCAM (Jiang et al., IEEE TIP 2021, Eq. 4–5): ReLU(Σ_k ReLU(∂y/∂A_k) ⊙ A_k)."""
-    return weighted_sum(acts, grads.clamp_min(0), relu)
+    return weighted_sum(acts, grads.clamp_min(0), relu, eigen_smooth)
 
 
 @register_method("eigencam", "cam")
@@ -126,11 +152,5 @@ def eigencam(acts: torch.Tensor, *, relu: bool = False, center: bool = False) ->
     more activation), where pytorch-grad-cam leaves it to the SVD routine. `center=True` subtracts
     each channel's mean over positions first, as pytorch-grad-cam does; the paper does not.
     """
-    b, _, h, w = acts.shape  # (N, C, h, w)
-    x = acts.flatten(2).transpose(1, 2)  # (B, hw, C)
-    if center:
-        x = x - x.mean(dim=1, keepdim=True)
-    v = torch.linalg.svd(x, full_matrices=False).Vh[:, 0]  # (B, C)
-    v = v * torch.where(v.sum(dim=1, keepdim=True) < 0, -1.0, 1.0)
-    projection = (x @ v[:, :, None])[:, :, 0].view(b, h, w)
+    projection = principal_projection(acts, center)  # (N, h, w)
     return projection.clamp_min(0) if relu else projection

@@ -20,8 +20,9 @@ from torch import nn
 from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain import engine
 from attnscope.explain.attention import explicit_attention
-from attnscope.explain.layers import LayerSpec, resolve_layer
+from attnscope.explain.layers import LayerSpec, Reading, reading, resolve_layer
 from attnscope.explain.method import INPUTS
+from attnscope.explain.rewrites import rewritten
 from attnscope.explain.targets import Target, TargetSpec
 from attnscope.explain.tokens import TokenLayout, detect_layout
 from attnscope.modules import unwrap
@@ -36,6 +37,21 @@ def classifier(model: nn.Module) -> nn.Linear | None:
     return linears[-1] if linears else None
 
 
+def bias_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The 2-D layers with a bias (FullGrad): nn.Conv2d with a bias, affine nn.BatchNorm2d, in module order."""
+    return [(n, m) for n, m in model.named_modules()
+            if (isinstance(m, nn.Conv2d) and m.bias is not None) or (isinstance(m, nn.BatchNorm2d) and m.affine)]
+
+
+def effective_bias(module: nn.Module) -> torch.Tensor:
+    """The bias a layer adds (C,): a convolution's own; BatchNorm's β − μ·γ/√(σ² + ε) with its running statistics."""
+    if isinstance(module, nn.BatchNorm2d):
+        if module.running_mean is None:
+            raise NotApplicableError("FullGrad reads BatchNorm's running statistics; this BatchNorm2d keeps none")
+        return module.bias - module.running_mean * module.weight / torch.sqrt(module.running_var + module.eps)
+    return module.bias
+
+
 class Oracle:
     """Reruns of the model for one call: its `target` (rows), `source` (row → image) and `images` (B, C, H, W).
 
@@ -44,12 +60,13 @@ class Oracle:
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, target: Target, per_image: int,
-                 layer: nn.Module | None, layout: TokenLayout | None, tokens: torch.Tensor | None,
+                 layer: nn.Module | None, reading: Reading | None, raw: torch.Tensor | None,
                  output: engine.OutputSpec) -> None:
         self.model, self.images, self.target, self.output = model, images, target, output
+        self.core = unwrap(model)  # rewrites apply to the module a DDP / DataParallel wrapper holds
         self.per_image = per_image
         self.source = torch.arange(images.shape[0], device=images.device).repeat_interleave(per_image)  # (N,)
-        self._layer, self._layout, self._tokens = layer, layout, tokens
+        self._layer, self._reading, self._raw = layer, reading, raw
 
     def channels_last(self, setting: bool | str) -> bool:
         """"auto": NHWC when the images already are, or the model declares `prefers_channels_last`."""
@@ -66,6 +83,10 @@ class Oracle:
             x = x.contiguous(memory_format=torch.channels_last)
         return self._out(x)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's (selected) output for inputs `x`, with gradients when they are enabled (optimised inputs)."""
+        return self._out(x)
+
     def _out(self, x: torch.Tensor) -> torch.Tensor:
         return engine.logits_of(engine.select_output(engine.run_model(self.model, x), self.output), x.shape[0])
 
@@ -73,24 +94,62 @@ class Oracle:
         """The explained score (N,) of inputs `x`, input i explained for row `rows[i]`, without gradients."""
         return self.target.take(rows).score(self.logits(x, channels_last))
 
-    def input_gradients(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """d score / d x (N, C, H, W) for inputs `x`, input i explained for row `rows[i]`."""
-        cap, _ = engine.capture(self.model, x, self.target.take(rows), input_grad=True, output=self.output)
+    def input_gradients(self, x: torch.Tensor, rows: torch.Tensor, rewrite: str | None = None,
+                        **kw: Any) -> torch.Tensor:
+        """d score / d x (N, C, H, W) for inputs `x`, input i explained for row `rows[i]`.
+
+        `rewrite`: a registered rewrite (`explain.rewrites`, with options `kw`) applied to the model
+        for this one forward + backward — a modified backward such as an LRP composite.
+        """
+        with ExitStack() as stack:
+            if rewrite is not None:
+                stack.enter_context(rewritten(self.core, rewrite, **kw))
+            cap, _ = engine.capture(self.model, x, self.target.take(rows), input_grad=True, output=self.output)
         return cap.input_grad
+
+    def attention_gradients(self, x: torch.Tensor, rows: torch.Tensor, rewrite: str | None = None,
+                            **kw: Any) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """Every attention layer's weights (N, heads, T, T) and d score / d them for inputs `x`, forward order.
+
+        `rewrite`: a registered rewrite that makes the attention explicit itself and yields its
+        `AttentionLayer`s (e.g. `attnlrp`); else the plain explicit attention of the shared pass.
+        """
+        with ExitStack() as stack:
+            if rewrite is None:
+                layers = stack.enter_context(explicit_attention(self.core))
+            else:
+                ((_, layers),) = stack.enter_context(rewritten(self.core, rewrite, **kw))
+            cap, _ = engine.capture(self.model, x, self.target.take(rows), probes=[(a.name, a.probe) for a in layers],
+                                    probe_grad=True, output=self.output)
+        return cap.probes, cap.probe_grads
+
+    def layer_gradients(self, x: torch.Tensor, rows: torch.Tensor, target: Target | None = None) -> torch.Tensor:
+        """d score / d the chosen layer's output (N, C, h, w) for inputs `x`, input i explained for row `rows[i]`.
+
+        `target`: another score of those inputs (a `Target` over them) instead of the call's own.
+        A token layer's gradient is read as its patch grid, as the shared pass reads it.
+        """
+        if self._layer is None:
+            raise NotApplicableError("this method reads the chosen layer's gradients, and no layer was chosen")
+        cap, _ = engine.capture(self.model, x, self.target.take(rows) if target is None else target,
+                                layer=self._layer, layer_grad=True, output=self.output)
+        grads = cap.gradients
+        return grads if grads.dim() == 4 or self._layout is None else self._layout.to_feature_map(grads)
 
     @torch.no_grad()
     def with_layer_output(self, image: int, outputs: torch.Tensor) -> torch.Tensor:
         """The model's output (N, classes) for image `image` when the chosen layer outputs `outputs` (N, ...).
 
-        For a token layer `outputs` is patch features (N, D, h, w); the extra tokens keep their values.
+        `outputs` are feature maps (N, C, h, w), put back in the layer's own layout (channels-last, or
+        tokens whose extra tokens keep their values).
         The layers before the chosen one run once, on the one image; the layers after it on the N outputs.
         A model whose later layers also read tensors from before the layer cannot take them batched:
         it raises, and the method's option `tail="repeat"` runs the whole model per output instead.
         """
         if self._layer is None:
             raise NotApplicableError("this method replaces the chosen layer's output, and no layer was chosen")
-        if self._layout is not None:
-            outputs = self._layout.to_tokens(outputs, self._tokens[image])
+        if self._reading is not None:
+            outputs = self._reading.from_map(outputs, self._raw[image])
         n = outputs.shape[0]
         handle = self._layer.register_forward_hook(lambda _m, _i, _o: outputs)
         hint = (f"with {n} outputs of the chosen layer for one image, the model's later layers also read tensors "
@@ -109,8 +168,8 @@ class Oracle:
     @torch.no_grad()
     def with_layer_output_repeated(self, image: int, outputs: torch.Tensor) -> torch.Tensor:
         """As `with_layer_output`, running the whole model on the image repeated N times (any model, full cost)."""
-        if self._layout is not None:
-            outputs = self._layout.to_tokens(outputs, self._tokens[image])
+        if self._reading is not None:
+            outputs = self._reading.from_map(outputs, self._raw[image])
         handle = self._layer.register_forward_hook(lambda _m, _i, _o: outputs)
         try:
             return self._out(self.images[image : image + 1].expand(outputs.shape[0], *self.images.shape[1:]))
@@ -131,8 +190,8 @@ class Pass:
         self._layer: tuple[str, nn.Module] | None = None
         self._capture: engine.Capture | None = None
         self._target: Target | None = None
-        self.token_layout: TokenLayout | None = None  # set when the chosen layer outputs tokens (B, T, D)
-        self._tokens: torch.Tensor | None = None  # that layer's raw output (B, T, D)
+        self.reading: Reading | None = None  # how the chosen layer's output reads as (B, C, h, w), once captured
+        self._raw: torch.Tensor | None = None  # that layer's output as it is (B, ...)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -169,24 +228,26 @@ class Pass:
                     own_attention="own_attention" in self.needs,
                     differentiable=self.differentiable,
                     output=self.output,
+                    biased=[m for _, m in bias_layers(self.core)] if "bias_grad" in self.needs else (),
                 )
             self._capture = self._tokens_as_grid(capture)
         return self._capture
 
     def _tokens_as_grid(self, capture: engine.Capture) -> engine.Capture:
+        """The chosen layer's output and gradients as feature maps (B, C, h, w): channels-last and tokens read."""
         acts = capture.activations
-        if acts is None or acts.dim() != 3:
-            if acts is not None and acts.dim() != 4:
-                raise InputError(f"the chosen layer {self.layer[0]!r} outputs {tuple(acts.shape)}, not a spatial map "
-                                 "(B, C, h, w) or tokens (B, T, D); choose a convolutional or token layer")
+        if acts is None:
             return capture
-        self.token_layout = detect_layout(self.core, acts.shape[1], self.size)
-        self._tokens = acts
+        name, module = self.layer
+        self.reading = reading(self.core, self._layer_spec, acts, name, self.images, module)
+        self._raw = acts
+        if self.reading.layout == "nchw":
+            return capture
         grads = capture.gradients
         return dataclasses.replace(
             capture,
-            activations=self.token_layout.to_feature_map(acts),
-            gradients=None if grads is None else self.token_layout.to_feature_map(grads),
+            activations=self.reading.to_map(acts),
+            gradients=None if grads is None else self.reading.to_map(grads),
         )
 
     @property
@@ -273,13 +334,22 @@ class Pass:
     def _input_own_attention(self) -> dict[str, torch.Tensor]:
         return {k: self.rows(v) for k, v in self.capture.own_attention.items()}
 
+    def _input_bias_grads(self) -> tuple[torch.Tensor, ...]:
+        layers = bias_layers(self.core)
+        if not layers:
+            raise NotApplicableError("this method reads the bias gradients of Conv2d / BatchNorm2d layers, "
+                                     "and the model has none with a bias")
+        keep = (lambda t: t) if self.differentiable else (lambda t: t.detach())
+        return tuple(keep(effective_bias(m))[None, :, None, None] * g
+                     for (_, m), g in zip(layers, self.capture.bias_grads, strict=True))
+
     def _input_model(self) -> nn.Module:
         return self.core
 
     def _input_oracle(self) -> Oracle:
         layer = self.layer[1] if self.needs & {"layer"} else None
-        return Oracle(self.model, self.images, self.target, self.capture.rows, layer, self.token_layout,
-                      self._tokens, self.output)
+        return Oracle(self.model, self.images, self.target, self.capture.rows, layer, self.reading,
+                      self._raw, self.output)
 
 
 _missing = sorted(name for name in INPUTS if not hasattr(Pass, f"_input_{name}"))

@@ -114,6 +114,7 @@ class Capture:
     probe_grads: tuple[torch.Tensor, ...] = ()  # (B·K, ...) d score / d each of `probes`, same order
     probe_names: tuple[str, ...] = ()  # the name of the module behind each of `probes`
     own_attention: dict[str, torch.Tensor] | None = None  # what forward(x, return_attention=True) gave besides logits
+    bias_grads: tuple[torch.Tensor, ...] = ()  # (B·K, C, h, w) d score / d the output of each `biased` module
 
     @property
     def rows(self) -> int:
@@ -197,6 +198,7 @@ def capture(
     own_attention: bool = False,
     differentiable: bool = False,
     output: OutputSpec = None,
+    biased: Sequence[nn.Module] = (),
 ) -> tuple[Capture, Target]:
     """One forward pass (recording `layer` and each of `probes`) and the backward passes asked for.
 
@@ -208,11 +210,13 @@ def capture(
     resolved from this very pass. `own_attention`: the pass is `model(x, return_attention=True)`
     and the model's own maps are kept. `differentiable`: nothing is detached and the gradients
     keep their graph (create_graph), so maps built from them can be trained through. `output`
-    selects what the targets score from the model's output (`select_output`).
+    selects what the targets score from the model's output (`select_output`). `biased`: modules
+    (layers with a bias) whose output gradients come from the same backward (FullGrad's bias terms).
     """
     store: list[torch.Tensor] = []
     seen: list[tuple[int, torch.Tensor]] = []
-    from_input = input_grad or guided_grad or probe_grad  # probe gradients need the whole graph
+    bias_seen: list[tuple[int, torch.Tensor]] = []
+    from_input = input_grad or guided_grad or probe_grad or bool(biased)  # these need the whole graph
     x = x.detach().requires_grad_(from_input)
     switch = Switch()
     keep = (lambda t: t) if differentiable else (lambda t: t.detach())
@@ -222,6 +226,8 @@ def capture(
             stack.enter_context(recording(layer, store, leaf=not (from_input or differentiable)))
         if probes:
             stack.enter_context(recording_each([module for _, module in probes], seen))
+        if biased:
+            stack.enter_context(recording_each(list(biased), bias_seen))
         if guided_grad:
             stack.enter_context(rewritten(model, "guided-relu", switch=switch))
         attention: dict[str, torch.Tensor] = {}
@@ -232,6 +238,7 @@ def capture(
             ran = "did not run" if not store else f"ran {len(store)} times"
             raise InputError(f"the chosen layer {ran} in the forward pass; choose a layer that runs once")
         _check_ran_once([name for name, _ in probes], [i for i, _ in seen])
+        _check_ran_once([f"bias layer {i}" for i in range(len(biased))], [i for i, _ in bias_seen])
         if isinstance(target, Target):
             table, k = target.classes, None
         else:
@@ -239,7 +246,9 @@ def capture(
         scores = target.score(logits if k is None else _per_row(logits, k))  # (B·K,)
         per_image = scores.view(x.shape[0], k or 1)  # (B, K)
         outputs = [out for _, out in seen]
-        wrt = ([store[0]] if layer_grad else []) + ([x] if input_grad else []) + (outputs if probe_grad else [])
+        bias_outputs = [out for _, out in sorted(bias_seen, key=lambda pair: pair[0])]  # module order
+        wrt = ([store[0]] if layer_grad else []) + ([x] if input_grad else []) + (outputs if probe_grad else []) \
+            + bias_outputs
         grads = row_grads(per_image, wrt, retain=guided_grad, create_graph=differentiable)
         if guided_grad:
             switch.on = True
@@ -255,7 +264,8 @@ def capture(
             input_grad=grads.pop(0) if input_grad else None,
             guided_grad=guided if guided_grad else None,
             probes=tuple(keep(out) for out in outputs),
-            probe_grads=tuple(grads) if probe_grad else (),
+            probe_grads=tuple(grads[: len(outputs)]) if probe_grad else (),
+            bias_grads=tuple(grads[len(outputs) if probe_grad else 0 :]),
             probe_names=tuple(probes[i][0] for i, _ in seen),
             own_attention={k: keep(v) for k, v in attention.items()} if own_attention else None,
         ),

@@ -42,6 +42,8 @@ INPUTS: dict[str, tuple[str, frozenset[str]]] = {
     "attentions": ("every attention layer's weights, forward order: (N, heads, T, T) each", frozenset({"attention"})),
     "attention_grads": ("d score / d each of `attentions`", frozenset({"attention", "attention_grad"})),
     "token_layout": ("the attention layers' token layout (CLS, registers, patch grid)", frozenset({"attention"})),
+    "bias_grads": ("b ⊙ d score / d output of every Conv2d / BatchNorm2d with a bias, module order: (N, C, h, w) "
+                   "each (FullGrad; the whole backward to the input)", frozenset({"bias_grad"})),
     "own_attention": ("the maps of forward(x, return_attention=True): {name: (N, h, w)}",
                       frozenset({"own_attention"})),
     "model": ("the model itself, for intrinsic methods that run its own protocol (captioning)", frozenset()),

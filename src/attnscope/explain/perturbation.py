@@ -48,6 +48,7 @@ def scorecam(
     align_corners: bool = False,
     batch_size: int = 64,
     channels_last: bool | str = "auto",
+    eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """Score-CAM (Wang et al., CVPR-W 2020): ReLU(Σ_k w_k A_k), w_k the score of the input masked by
     H_k = s(Up(A_k)), Up bilinear upsampling to the input, s min–max normalisation to [0, 1].
@@ -88,7 +89,7 @@ def scorecam(
     scores = scores.view(n, c)
     if weights == "channel-softmax":
         scores = scores.softmax(dim=1)
-    return weighted_sum(acts, scores, relu)
+    return weighted_sum(acts, scores, relu, eigen_smooth)
 
 
 TAILS = ("shared", "repeat")
@@ -96,7 +97,7 @@ TAILS = ("shared", "repeat")
 
 @register_method("ablationcam", "perturbation")
 def ablationcam(acts: torch.Tensor, scores: torch.Tensor, oracle: Oracle, *, relu: bool = True,
-                batch_size: int = 64, tail: str = "shared") -> torch.Tensor:
+                batch_size: int = 64, tail: str = "shared", eigen_smooth: bool = False) -> torch.Tensor:
     """Ablation-CAM (Desai & Ramaswamy, WACV 2020): ReLU(Σ_k w_k A_k), w_k = (y − y_k) / y,
     y_k the score with channel k of the layer set to zero (w_k = 0 where y = 0).
 
@@ -123,7 +124,7 @@ def ablationcam(acts: torch.Tensor, scores: torch.Tensor, oracle: Oracle, *, rel
             out = run(i, ablated)
             for r in rows.tolist():
                 y_k[r, ch] = oracle.target.take(torch.full_like(ch, r)).score(out)
-    return weighted_sum(acts, safe_div(scores[:, None] - y_k, scores[:, None].expand_as(y_k)), relu)
+    return weighted_sum(acts, safe_div(scores[:, None] - y_k, scores[:, None].expand_as(y_k)), relu, eigen_smooth)
 
 
 def _starts(length: int, window: int, stride: int) -> list[int]:

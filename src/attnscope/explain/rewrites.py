@@ -3,9 +3,12 @@
 A rewrite is registered by name with the modules it applies to and how to apply it to one module
 (returning what the caller needs from that module and how to undo it). `rewritten(model, name)`
 applies it to every matching module for a block and undoes everything in reverse order when the
-block ends, also on error — as zennit's rules and canonizers do. Registered here: `guided-relu`
-(Springenberg et al.'s backward for `nn.ReLU`); `explain.attention` registers `explicit-attention`
-(attention layers that form their weights instead of a fused kernel).
+block ends, also on error — as zennit's rules and canonizers do. A rewrite registered with
+`applies=None` is applied once, to the model itself (zennit's composites, which place their own
+rules and canonizers). Registered here: `guided-relu` (Springenberg et al.'s backward for
+`nn.ReLU`); `explain.attention` registers `explicit-attention` (attention layers that form their
+weights instead of a fused kernel); `explain.lrp` registers `lrp` (a zennit composite),
+`explain.attnlrp` registers `attnlrp` (AttnLRP's rules) and `explain.reference` `deeplift-rescale`.
 """
 
 from __future__ import annotations
@@ -25,17 +28,18 @@ Undo = Callable[[], None]
 
 @dataclass(frozen=True)
 class Rewrite:
-    """`applies(module)`: whether the rewrite touches `module`; `apply(name, module, **kw)` → (result, undo)."""
+    """`applies(module)`: whether the rewrite touches `module` (None: the model as a whole, once);
+    `apply(name, module, **kw)` → (result, undo)."""
 
     name: str
-    applies: Callable[[nn.Module], bool]
+    applies: Callable[[nn.Module], bool] | None
     apply: Callable[..., tuple[Any, Undo]]
 
 
 REWRITES: Registry[Rewrite] = Registry("model rewrite")
 
 
-def register_rewrite(name: str, applies: Callable[[nn.Module], bool]):
+def register_rewrite(name: str, applies: Callable[[nn.Module], bool] | None):
     """Decorator registering `apply(name, module, **kw) -> (result, undo)` as rewrite `name`."""
 
     def add(apply: Callable[..., tuple[Any, Undo]]) -> Callable[..., tuple[Any, Undo]]:
@@ -52,11 +56,12 @@ def rewritten(model: nn.Module, name: str, **kw: Any) -> Iterator[list[tuple[str
     undo: list[Undo] = []
     try:
         results = []
-        for module_name, module in model.named_modules():
-            if rewrite.applies(module):
-                result, restore = rewrite.apply(module_name, module, **kw)
-                undo.append(restore)
-                results.append((module_name, result))
+        touched = [("", model)] if rewrite.applies is None else \
+            [(n, m) for n, m in model.named_modules() if rewrite.applies(m)]
+        for module_name, module in touched:
+            result, restore = rewrite.apply(module_name, module, **kw)
+            undo.append(restore)
+            results.append((module_name, result))
         yield results
     finally:
         for restore in reversed(undo):

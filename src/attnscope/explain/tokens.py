@@ -2,7 +2,8 @@
 
 A ViT's token sequence (T tokens) is `prefix` extra tokens (CLS, registers) followed by an h × w
 grid of patches in raster order. The layout is read from what the model declares — timm's and
-TinyViT's `num_prefix_tokens`, a `cls_token` / `class_token` parameter (torchvision) — and the
+TinyViT's `num_prefix_tokens`, a `cls_token` / `class_token` parameter (torchvision), the tokens a
+Hugging Face model's embeddings prepend (CLS, distillation, registers) — and the
 grid from the image's aspect ratio; a model that declares nothing may have 0 extra tokens or 1
 (taken as CLS). Anything else raises instead of guessing.
 """
@@ -59,6 +60,9 @@ def declared_prefix(model: nn.Module) -> tuple[int | None, bool]:
     declared = getattr(model, "num_prefix_tokens", None)
     if isinstance(declared, int):
         return declared, has_cls
+    embedded = _embedding_tokens(model)
+    if embedded is not None:
+        return embedded, True
     if has_cls:
         return 1, True
     return None, False
@@ -77,6 +81,18 @@ def detect_layout(model: nn.Module, tokens: int, size: tuple[int, int]) -> Token
         f"{tokens} tokens are not a patch grid of a {size[0]}×{size[1]} image plus {known}; "
         f"a model with other extra tokens should declare `num_prefix_tokens`"
     )
+
+
+def _embedding_tokens(model: nn.Module) -> int | None:
+    """Extra tokens a Hugging Face ViT's embeddings prepend (CLS, DeiT's distillation token, Dinov2's registers)."""
+    for module in model.modules():
+        if module is model or not type(module).__module__.startswith("transformers."):
+            continue
+        if isinstance(getattr(module, "cls_token", None), torch.Tensor):
+            registers = getattr(module, "register_tokens", None)
+            return (1 + isinstance(getattr(module, "distillation_token", None), torch.Tensor)
+                    + (registers.shape[1] if isinstance(registers, torch.Tensor) else 0))
+    return None
 
 
 def _has_cls(model: nn.Module) -> bool:

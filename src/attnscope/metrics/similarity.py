@@ -133,6 +133,7 @@ class Similarity:
     prepare: Callable[[torch.Tensor], torch.Tensor]
     compare: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     base: Callable[[torch.Tensor], torch.Tensor] = _same
+    min_side: int = 1  # smallest map height and width it is defined for
 
     def features(self, maps: torch.Tensor) -> torch.Tensor:
         return self.prepare(self.base(maps))
@@ -148,9 +149,17 @@ def _ranked_flat(norm: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torc
 
 SIMILARITIES.register("spearman_abs", Similarity(_ranked_flat(abs_norm), pearson))
 SIMILARITIES.register("spearman_signed", Similarity(_ranked_flat(diverging_norm), pearson))
-SIMILARITIES.register("ssim", Similarity(lambda m: normalize(m).double(), ssim_unit))
-SIMILARITIES.register("hog_pearson", Similarity(_same, pearson, hog_features))
-SIMILARITIES.register("hog_spearman", Similarity(rank, pearson, hog_features))
+SIMILARITIES.register("ssim", Similarity(lambda m: normalize(m).double(), ssim_unit, min_side=11))
+SIMILARITIES.register("hog_pearson", Similarity(_same, pearson, hog_features, min_side=48))
+SIMILARITIES.register("hog_spearman", Similarity(rank, pearson, hog_features, min_side=48))
+
+
+def too_small(name: str, size: Sequence[int]) -> str | None:
+    """Why similarity `name` is undefined for maps of `size` (H, W) (HOG's 16 px cells in 3×3 blocks need
+    48 px, SSIM's 11-tap window 11 px), or None where it is defined."""
+    need = SIMILARITIES.get(name).min_side
+    h, w = int(size[0]), int(size[1])
+    return None if min(h, w) >= need else f"{name} needs maps of at least {need}×{need} px, got {h}×{w}"
 
 
 def spearman_abs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -65,8 +65,15 @@ def read_header(path: str | Path) -> dict[str, Any]:
         header = json.loads(meta["attnscope"])
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: corrupt attnscope header ({e})") from None
-    if header.get("format") != FORMAT or "name" not in header.get("model", {}):
-        raise CheckpointError(f"{path}: unsupported checkpoint format {header.get('format')!r}")
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        found = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise CheckpointError(f"{path}: unsupported checkpoint format {found!r} (expected {FORMAT!r})")
+    spec, info = header.get("model"), header.get("info", {})
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise CheckpointError(f"{path}: the header's \"model\" must be an object with a \"name\"")
+    if not isinstance(spec.get("config", {}), dict) or not isinstance(info, dict):
+        raise CheckpointError(f"{path}: the header's model config and info must be objects, got "
+                              f"{type(spec.get('config')).__name__} and {type(info).__name__}")
     return header
 
 

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnscope.errors import InputError
-from attnscope.models import register
+from attnscope.models import check_fields, register
 
 CHOICES = {
     "compatibility": ("pc", "dp", "dp-scaled"),
@@ -76,6 +76,8 @@ class LTPAConfig:
     head_norm: bool = False  # BatchNorm + ReLU on each g_a before the classifier (the authors' Torch `vgg_match`)
 
     def __post_init__(self) -> None:
+        check_fields(self, positive=("num_classes", "in_channels", "widths", "convs_per_stage", "global_dim"),
+                     probability=("dropout",))
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise InputError(f"LTPA {name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -83,8 +85,6 @@ class LTPAConfig:
             raise InputError(
                 f"LTPA needs 1 <= estimators <= len(widths) - 1 = {len(self.widths) - 1}, got {self.estimators}"
             )
-        if self.global_dim < 1 or self.convs_per_stage < 1 or min(self.widths) < 1:
-            raise InputError("LTPA widths, global_dim and convs_per_stage must be positive")
 
 
 class Estimator(nn.Module):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attnscope.models import register
+from attnscope.models import check_fields, register
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,10 @@ class SmallCNNConfig:
     convs_per_block: int = 1
     dropout: float = 0.0
     batch_norm: bool = True
+
+    def __post_init__(self) -> None:
+        check_fields(self, positive=("num_classes", "in_channels", "widths", "convs_per_block"),
+                     probability=("dropout",))
 
 
 class SmallCNN(nn.Module):

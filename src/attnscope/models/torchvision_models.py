@@ -6,6 +6,8 @@ Twelve common names are registered; `build_torchvision` builds any classificatio
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torchvision
 from torch import nn
 
@@ -35,6 +37,7 @@ def build_torchvision(name: str, num_classes: int = 1000, weights: str | None = 
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     if weights is not None:
         load_into(model, read_state_dict(weights), str(weights))
+        model.attnscope_weights = {"path": str(weights), "file": Path(weights).name}
     return model
 
 

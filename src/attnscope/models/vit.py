@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnscope.errors import InputError
-from attnscope.models import register
+from attnscope.models import check_fields, register
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,10 @@ class TinyViTConfig:
     registers: int = 0  # extra learned tokens after CLS (Darcet et al., ICLR 2024)
     dropout: float = 0.0
     stem: str = "conv"  # "patch": one patch_size-strided conv; "conv": 3×3 stride-2 convs (Xiao et al. 2021)
+
+    def __post_init__(self) -> None:
+        check_fields(self, positive=("num_classes", "in_channels", "image_size", "patch_size", "dim", "depth",
+                                     "heads"), probability=("dropout",))
 
 
 class Attention(nn.Module):

@@ -10,6 +10,8 @@ missing, unexpected or mis-shaped keys, never a page of keys.
 from __future__ import annotations
 
 import hashlib
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -34,7 +36,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, foreign, or a pickle that weights_only refuses
+    except pickle.UnpicklingError as e:  # torch's weights-only unpickler refused it; its advice is not repeated
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found is None:
+            raise CheckpointError(f"cannot read weights from {path}: not a file of tensors that torch loads "
+                                  "without running code") from None
+        raise CheckpointError(f"{path} holds pickled Python objects ({found.group(1)}) besides tensors, which "
+                              "attnscope never loads (they can run code); save model.state_dict() instead, or "
+                              "convert it to .safetensors") from None
+    except Exception as e:  # corrupt or foreign file
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(f"cannot read weights from {path}: {type(e).__name__}: {first[:200]}") from None
     state = unwrap_state(state)

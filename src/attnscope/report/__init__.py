@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from attnscope.report import figures
+from attnscope.report import colours, figures, flags
 from attnscope.report.html import build
+from attnscope.report.show import MapFigure, show
 
-__all__ = ["build", "figures"]
+__all__ = ["MapFigure", "build", "colours", "figures", "flags", "show"]

@@ -1,4 +1,8 @@
-"""The report's inline style sheet and script (no CDN, no server: the page opens from disk)."""
+"""The report's inline style sheet and script (no CDN, no server: the page opens from disk).
+
+The page's Content-Security-Policy allows exactly these two texts by their hashes: the script binds
+its own listeners (no inline handlers anywhere) and writes every value as text, never as markup.
+"""
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1180px;
@@ -15,10 +19,20 @@ svg.chart .cursor { stroke: #000; stroke-width: 1; stroke-dasharray: 3 3; }
 table { border-collapse: collapse; margin: 6px 0 12px; font-size: 13px; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; } th { background: #f5f5f5; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td { overflow-wrap: anywhere; }
+.table-wrap { max-width: 100%; max-height: 70vh; overflow: auto; margin: 6px 0 12px; border: 1px solid #eee; }
+.table-wrap table { margin: 0; }
+.table-wrap thead th { position: sticky; top: 0; z-index: 1; box-shadow: 0 1px 0 #ddd; }
+.scroll { max-width: 100%; overflow-x: auto; }
 .maps { overflow-x: auto; }
 .maps .row { display: flex; align-items: center; gap: 10px; margin: 4px 0; }
 .maps .name { width: 150px; flex: none; font-weight: 600; overflow-wrap: anywhere; }
-.maps img { image-rendering: pixelated; display: block; }
+.maps img, img.grid, img.strip { image-rendering: pixelated; display: block; }
+.stack { display: grid; flex: none; }
+.stack > img { grid-area: 1 / 1; }
+.map-legend { font-size: 10px; font-weight: normal; color: #555; margin-top: 4px; width: 120px; }
+.map-legend .ends { display: flex; justify-content: space-between; }
+.flags { color: #a34700; font-size: 11px; font-weight: 600; }
 .controls { position: sticky; top: 0; background: #fff; padding: 8px 0; z-index: 2; border-bottom: 1px solid #eee; }
 .controls input[type=range] { width: 420px; vertical-align: middle; }
 #frame-label { font-weight: 600; margin-left: 10px; }
@@ -66,7 +80,8 @@ JS = """
     frame.predictions.forEach(function (p, j) {
       var span = document.createElement("span");
       span.style.width = data.tile + "px";
-      span.textContent = "pred " + p;
+      var name = (data.classes && data.classes[p] !== undefined) ? data.classes[p] : p;
+      span.textContent = "pred " + name;
       if (p !== data.labels[j]) { span.className = "wrong"; }
       out.appendChild(span);
     });
@@ -82,10 +97,17 @@ JS = """
     });
   }
 
+  function flagText(frame, key) {
+    var found = (frame.flags || {})[key];
+    if (!found) { return ""; }
+    return "⚠ " + Object.keys(found).map(function (j) { return "image " + j + ": " + found[j]; }).join("; ");
+  }
+
   function show(i) {
     var frame = data.frames[i];
     data.keys.forEach(function (key, k) {
       document.getElementById("map-" + k).src = data.images[key][i];
+      document.getElementById("flags-" + k).textContent = flagText(frame, key);
     });
     var epoch = frame.kind === "epoch" ? frame.epoch : (frame.epoch === null ? null : frame.epoch.toFixed(2));
     var place = epoch === null ? "step " + frame.step : "epoch " + epoch + " (step " + frame.step + ")";

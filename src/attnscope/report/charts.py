@@ -30,9 +30,9 @@ def line_chart(
     pad_l, pad_r, pad_t, pad_b = 46, 12, 24, 34
     legend_h = 14 * math.ceil(len(series) / 2) + 6
     plot_w, plot_h = width - pad_l - pad_r, height - pad_t - pad_b
-    xs = [x for pts in series.values() for x, _ in pts]
-    ys = [y for pts in series.values() for _, y in pts if y is not None]
-    ys += [v for pts in (bands or {}).values() for _, lo, hi in pts for v in (lo, hi)]
+    xs = [x for pts in series.values() for x, _ in pts if _finite(x)]
+    ys = [y for pts in series.values() for _, y in pts if _finite(y)]
+    ys += [v for pts in (bands or {}).values() for _, lo, hi in pts for v in (lo, hi) if _finite(v)]
     if not xs or not ys:
         return f'<div class="chart empty">{html.escape(title)}: nothing recorded</div>'
     x0, x1 = min(xs), max(xs)
@@ -60,7 +60,7 @@ def line_chart(
                  f'{html.escape(x_label)}</text>')
     for i, (name, pts) in enumerate(series.items()):
         colour = PALETTE[i % len(PALETTE)]
-        band = (bands or {}).get(name)
+        band = [(x, lo, hi) for x, lo, hi in (bands or {}).get(name, ()) if _finite(x) and _finite(lo) and _finite(hi)]
         if band:
             upper = " ".join(f"{sx(x):.1f},{sy(hi):.1f}" for x, _, hi in band)
             lower = " ".join(f"{sx(x):.1f},{sy(lo):.1f}" for x, lo, _ in reversed(band))
@@ -79,11 +79,15 @@ def line_chart(
     return "".join(parts)
 
 
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _runs(points: Sequence[Point]) -> list[list[tuple[float, float]]]:
-    """Consecutive stretches of points whose y is known."""
+    """Consecutive stretches of points whose x and y are known."""
     runs: list[list[tuple[float, float]]] = [[]]
     for x, y in points:
-        if y is None or not math.isfinite(y):
+        if not (_finite(x) and _finite(y)):
             runs.append([])
         else:
             runs[-1].append((x, y))

@@ -1,33 +1,33 @@
 """`build(run_dir)`: one self-contained `report.html` for a run, opened from disk without a server.
 
-Sections, each present when its source is: training curves (metrics.jsonl); probe images with the
-tracked maps per method and an epoch slider, and the measures over training (track/); sanity-check
-plots and metric leaderboards; the demo's method table; the run's configuration. Images are PNG
-data URIs and the style sheet and script are inline, so the one file is the whole report.
+Sections, each present when its source is: training curves (metrics.jsonl); every tracked method's
+maps of the probe images with an epoch slider, how each map changed over training, and the measures
+over training (track/); sanity-check plots and map grids; metric leaderboards; captions; the demo's
+method table; the run's configuration. Images are PNG data URIs and the style sheet and script are
+inline, so the one file is the whole report.
+
+Every value read from a file is validated (`report.sources`) and escaped here before it reaches the
+page; a Content-Security-Policy allows only this page's own script and style (by hash) and data:
+images, so no inline handler runs and nothing is loaded from anywhere.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
-import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from PIL import Image
-
 from attnscope import fileio
-from attnscope.report import assets, figures, logged
+from attnscope.report import assets, logged, training
 from attnscope.report.charts import line_chart
-from attnscope.report.sources import RunSources, read_run
-from attnscope.track.store import Probe, TrackStore
+from attnscope.report.sources import RunSources, number, read_run
 
-REGION_COLOURS = {"box": (255, 255, 255), "decoy": (255, 40, 40)}
 SKIP_CURVES = {"epoch", "step", "train_time_s", "track_s"}
+pick_frames = training.pick_frames
 
 
 def build(run_dir: str | Path, out: str | Path | None = None, images: int = 8, max_frames: int = 60,
@@ -37,40 +37,56 @@ def build(run_dir: str | Path, out: str | Path | None = None, images: int = 8, m
     `images`: probe images shown per map; `max_frames`: most snapshots the slider steps through
     (every epoch end is kept; step snapshots are thinned evenly to fit); `title`: the page's
     heading (default: "attnscope report: " and the folder's name); `extra`: more folders to take
-    sanity tables and leaderboards from (e.g. where `attnscope sanity --out` wrote them).
+    sanity tables, leaderboards and captions from (e.g. where `attnscope sanity --out` wrote them).
     """
     src = read_run(run_dir, extra)
     out = Path(out) if out is not None else Path(run_dir) / "report.html"
     title = title or f"attnscope report: {src.folder.resolve().name}"
+    axis = logged.axis(src.store) if src.store else "epoch"  # steps for a loop that gave no epochs
     sections = [
         _header(src, title),
+        _photos(src),
         _training(src.metrics),
-        _maps(src.store, images, max_frames) if src.store else "",
-        logged.scalars_section(src.store, logged.axis(src.store)) if src.store else "",
-        _measures(src.store, src.metrics) if src.store else "",
+        training.maps_section(src.store, src.snapshots, images, max_frames, src.classes, axis)
+        if src.store else "",
+        logged.scalars_section(src.store, axis) if src.store else "",
+        training.measures_section(src.snapshots, src.metrics, axis) if src.store else "",
         _sanity(src.sanity),
         _leaderboards(src.leaderboards),
+        _captions(src.captions),
         _summary(src.summary),
         _config(src.config),
     ]
-    page = (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{assets.CSS}</style></head><body>"
-        + "".join(sections)
-        + f"<script>{assets.JS}</script></body></html>\n"
-    )
-    fileio.write_text(out, page)
+    fileio.write_text(out, page(title, "".join(sections)))
     return out
+
+
+def page(title: str, body: str) -> str:
+    """The whole document: the CSP, the inline style and script (allowed by their hashes) and `body`."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{csp()}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{assets.CSS}</style></head><body>"
+        f"{body}<script>{assets.JS}</script></body></html>\n"
+    )
+
+
+def csp() -> str:
+    """Nothing but data: images, and this page's own style and script, named by their SHA-256."""
+    digest = lambda text: base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+    return (f"default-src 'none'; img-src data:; style-src 'sha256-{digest(assets.CSS)}'; "
+            f"script-src 'sha256-{digest(assets.JS)}'; base-uri 'none'; form-action 'none'")
 
 
 def _header(src: RunSources, title: str) -> str:
     cfg, last = src.config, (src.metrics[-1] if src.metrics else {})
-    facts = [f"model <b>{html.escape(str(cfg['model']))}</b>" if "model" in cfg else "",
-             f"data <b>{html.escape(str(cfg['data']))}</b>" if "data" in cfg else "",
-             f"{last['epoch']} epochs" if "epoch" in last else "",
-             f"test accuracy <b>{last['test_acc']:.4f}</b>" if "test_acc" in last else "",
-             f"guidance <b>{html.escape(str(cfg['guide']))}</b>" if cfg.get("guide") else ""]
+    epoch, acc = number(last.get("epoch")), number(last.get("test_acc"))
+    facts = [f"model <b>{_text(cfg['model'])}</b>" if "model" in cfg else "",
+             f"data <b>{_text(cfg['data'])}</b>" if "data" in cfg else "",
+             f"{epoch:g} epochs" if epoch is not None else "",
+             f"test accuracy <b>{acc:.4f}</b>" if acc is not None else "",
+             f"guidance <b>{_text(cfg['guide'])}</b>" if cfg.get("guide") else ""]
     return (f"<h1>{html.escape(title)}</h1>"
             f'<p class="sub">{" · ".join(f for f in facts if f)}</p>')
 
@@ -85,74 +101,6 @@ def _training(metrics: Sequence[Mapping[str, Any]]) -> str:
     return f'<h2>Training</h2><div class="charts">{"".join(charts)}</div>'
 
 
-def _maps(store: TrackStore, n_images: int, max_frames: int) -> str:
-    if not store.snapshots:
-        return "<h2>Maps during training</h2><p>The tracker recorded no snapshot.</p>"
-    probe = store.probe()
-    n = min(n_images, probe.images.shape[0])
-    frames = pick_frames(store.snapshots, max_frames)
-    keys = list(dict.fromkeys(k for e in frames for k in e["maps"]))
-    native = probe.images.shape[-1] + 2  # one tile of a strip, in image pixels
-    tile = round(min(native * max(1, 128 // probe.images.shape[-1]), 980 / n), 2)  # up to 2x, ≤ 980 px in all
-    uris: dict[str, list[str]] = {k: [] for k in keys}
-    frame_data, x = [], logged.axis(store)
-    for entry in frames:
-        maps, predictions = store.read(entry["step"], [k for k in keys if k in entry["maps"]])
-        for k in keys:
-            uris[k].append(_png_uri(_strip(probe, n, maps.get(k))))
-        frame_data.append({"step": entry["step"], "epoch": entry["epoch"], "x": entry[x],
-                           "kind": entry["kind"],
-                           "acc": entry["measures"].get("probe_acc"), "measures": entry["measures"],
-                           "predictions": predictions[:n].tolist()})
-    measures = list(dict.fromkeys(m.rpartition("/")[2] for e in frames for m in e["measures"]
-                                  if m.rpartition("/")[0] in keys))  # map keys may hold "/" (ltpa/stages.1)
-    data = {"frames": frame_data, "keys": keys, "images": uris, "measures": measures,
-            "labels": probe.labels[:n].tolist(), "tile": tile}
-    width = round(n * tile)
-    settings = store.settings
-    source = store.index["probe"].get("source") or f"{settings.get('split', 'test')} split"  # older stores: split
-    rows = [f'<div class="row"><div class="name">image</div><img alt="probe images" width="{width}" '
-            f'src="{_png_uri(_strip(probe, n, None))}"></div>',
-            '<div class="row"><div class="name"></div><div class="preds" id="frame-preds"></div></div>']
-    rows += [f'<div class="row"><div class="name">{html.escape(k)}</div>'
-             f'<img id="map-{i}" alt="{html.escape(k)} map" width="{width}" src="{uris[k][-1]}"></div>'
-             for i, k in enumerate(keys)]
-    regions = ", ".join(f"{r} ({'white' if r == 'box' else 'red'})" for r in probe.regions)
-    return (
-        "<h2>Maps during training</h2>"
-        f'<p class="sub">{n} of {probe.images.shape[0]} probe images ({html.escape(source)}), '
-        f"explained for the {html.escape(settings.get('targets', 'label'))} class; boxes: {html.escape(regions)}. "
-        f"{len(frames)} of {len(store.snapshots)} snapshots. Each map is min–max scaled per image.</p>"
-        f'<div class="controls"><input type="range" id="frame-slider" min="0" max="{len(frames) - 1}" '
-        f'value="{len(frames) - 1}" step="1" aria-label="snapshot"><span id="frame-label"></span></div>'
-        f'<div class="maps">{"".join(rows)}</div><div id="frame-measures"></div>'
-        f'<script type="application/json" id="frames-data">{_script_json(data)}</script>'
-    )
-
-
-def _measures(store: TrackStore, metrics: Sequence[Mapping[str, Any]]) -> str:
-    entries, x = store.snapshots, logged.axis(store)
-    if not entries:
-        return ""
-    names = list(dict.fromkeys(m for e in entries for m in e["measures"]))
-    groups: dict[str, dict[str, list[tuple[float, float | None]]]] = {}
-    for name in names:
-        if name.startswith("agreement/"):
-            title, series = "agreement (Spearman ρ)", name.removeprefix("agreement/")
-        else:
-            head, _, tail = name.rpartition("/")  # "{map}/{measure}", or a plain name such as probe_acc
-            title, series = (tail, head) if head else (name, name)
-        groups.setdefault(title, {})[series] = [(e[x], e["measures"].get(name)) for e in entries]
-    if "probe_acc" in groups and metrics and x == "epoch":
-        groups["probe_acc"]["test_acc"] = [(r["epoch"], r.get("test_acc")) for r in metrics]
-    groups = {("accuracy" if k == "probe_acc" else k): v for k, v in groups.items()}
-    bounded = ("pointing", "energy", "entropy", "accuracy")
-    charts = [line_chart(series, title, x_label=x, y_range=(0, 1) if title.startswith(bounded) else None,
-                         cursor=True) for title, series in groups.items()]
-    return ('<h2>Measures over training</h2><p class="note">Means over the probe images; the dashed line is the '
-            f'snapshot the slider shows.</p><div class="charts">{"".join(charts)}</div>')
-
-
 def _sanity(tables: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     parts = []
     for name, table in tables:
@@ -162,28 +110,75 @@ def _sanity(tables: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
         for metric in dict.fromkeys(r["metric"] for r in rows):
             mine = [r for r in rows if r["metric"] == metric and r["block"] in position]
             methods = list(dict.fromkeys(r["method"] for r in mine))
-            series = {m: [(position[r["block"]], _num(r["mean"])) for r in mine if r["method"] == m] for m in methods}
-            bands = {m: [(position[r["block"]], _num(r["ci_low"]), _num(r["ci_high"])) for r in mine
-                         if r["method"] == m and _num(r["ci_low"]) is not None and _num(r["ci_high"]) is not None]
+            series = {m: [(position[r["block"]], r["mean"]) for r in mine if r["method"] == m] for m in methods}
+            bands = {m: [(position[r["block"]], r["ci_low"], r["ci_high"]) for r in mine
+                         if r["method"] == m and r["ci_low"] is not None and r["ci_high"] is not None]
                      for m in methods}
-            charts.append(line_chart(series, str(metric), x_label="randomised up to block", bands=bands))
-        order = ", ".join(f"{i} = {html.escape(str(s))}" for i, s in enumerate(steps))
+            charts.append(line_chart(series, metric, x_label="randomised up to block", bands=bands))
+        order = ", ".join(f"{i} = {html.escape(s)}" for i, s in enumerate(steps))
         test = table.get("meta", {}).get("test")
         heading = f"{name} ({test})" if test else name
-        parts.append(f"<h3>{html.escape(str(heading))}</h3><p class='note'>Blocks: {order}.</p>"
-                     f'<div class="charts">{"".join(charts)}</div>')
+        grids = "".join(f'<img class="grid" alt="maps along the randomisation" src="{_data_uri(g)}">'
+                        for g in table.get("grids", []))
+        parts.append(f"<h3>{_text(heading)}</h3><p class='note'>Blocks: {order}.</p>"
+                     f'<div class="charts">{"".join(charts)}</div>'
+                     + (f'<p class="note">Maps of the trained model, then after each randomisation step.</p>'
+                        f'<div class="scroll">{grids}</div>' if grids else ""))
     return "<h2>Sanity checks</h2>" + "".join(parts) if parts else ""
 
 
 def _leaderboards(tables: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> str:
-    parts = [f"<h3>{html.escape(name)}</h3>{_table(rows)}" for name, rows in tables if rows]
+    parts = [f"<h3>{_text(name)}</h3>{_table(rows)}" for name, rows in tables if rows]
     return "<h2>Leaderboard</h2>" + "".join(parts) if parts else ""
 
 
-def _summary(summary: Mapping[str, Any] | None) -> str:
-    if not summary or not isinstance(summary.get("methods"), dict):
+def _photos(src: RunSources) -> str:
+    """The demo's real case: a pretrained model's maps on photos against hand-drawn boxes, and one photo's top 5."""
+    real = src.photos
+    if not real:
         return ""
-    rows = [{"method": k, **v} for k, v in summary["methods"].items()]
+    weights = real.get("weights") or {}
+    rows = [{"method": k, **{c: v.get(c) for c in ("pointing", "energy_in_box", "ms_per_image")}}
+            for k, v in real["methods"].items() if isinstance(v, dict)]
+    photos = [{k: p.get(k) for k in ("name", "class_name", "p_class", "predicted")}
+              for p in real.get("photos", []) if isinstance(p, dict)]
+    figures_html = "".join(
+        f'<figure><img alt="{html.escape(what)}" src="{_data_uri(path.read_bytes())}">'
+        f"<figcaption>{html.escape(what)}</figcaption></figure>"
+        for what, path in (("maps of each object's class; boxes drawn by hand", src.folder / "photos" / "grid.png"),
+                           (f"Grad-CAM of the top-5 classes of {real.get('top5', {}).get('photo', '')}, one call "
+                            "with targets (1, 5)", src.folder / "photos" / "top5.png"))
+        if path.is_file())
+    skipped = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>"
+                      for k, v in (real.get("skipped") or {}).items())
+    return (f"<h2>A pretrained model on real photos</h2>"
+            f'<p class="sub">model <b>{html.escape(str(real.get("model")))}</b> · weights '
+            f'<code>{html.escape(str(weights.get("file")))}</code> sha256 '
+            f'<code>{html.escape(str(weights.get("sha256")))}</code></p>'
+            f'{_table(rows)}<div class="scroll">{figures_html}</div><h3>Photos</h3>{_table(photos)}'
+            + (f"<p>Not run here:</p><ul>{skipped}</ul>" if skipped else ""))
+
+
+def _captions(tables: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], limit: int = 16) -> str:
+    parts = []
+    for name, images in tables:
+        rows = []
+        for r in images[:limit]:
+            strip = f'<img class="strip" alt="attention per word" src="{_data_uri(r["strip"])}">' if r["strip"] else ""
+            refs = "".join(f"<li>{_text(x)}</li>" for x in r["references"])
+            rows.append(f"<tr><td>{_text(r['image'])}</td><td><b>{_text(r['caption'])}</b>"
+                        f"{f'<ul>{refs}</ul>' if refs else ''}{strip}</td></tr>")
+        shown = f"first {limit} of {len(images)}" if len(images) > limit else f"{len(images)}"
+        parts.append(f"<h3>{_text(name)}</h3><p class='note'>{shown} images.</p><div class='table-wrap'><table>"
+                     f"<tr><th>image</th><th>caption (references)</th></tr>{''.join(rows)}</table></div>")
+    return "<h2>Captions</h2>" + "".join(parts) if parts else ""
+
+
+def _summary(summary: Mapping[str, Any] | None) -> str:
+    methods = summary.get("methods") if summary else None
+    if not isinstance(methods, dict):
+        return ""
+    rows = [{"method": k, **(v if isinstance(v, dict) else {"value": v})} for k, v in methods.items()]
     return f"<h2>Maps of the trained model (demo)</h2>{_table(rows)}"
 
 
@@ -195,42 +190,13 @@ def _config(config: Mapping[str, Any]) -> str:
            f"{html.escape(json.dumps(config, indent=2))}</pre></details>"
 
 
-def pick_frames(entries: Sequence[Mapping[str, Any]], limit: int) -> list[Mapping[str, Any]]:
-    """At most `limit` snapshots (at least every epoch end), the step snapshots thinned evenly."""
-    if len(entries) <= limit:
-        return list(entries)
-    epochs = [e for e in entries if e["kind"] == "epoch"]
-    steps = [e for e in entries if e["kind"] != "epoch"]
-    room = max(0, limit - len(epochs))
-    kept = [steps[round(i * (len(steps) - 1) / max(room - 1, 1))] for i in range(room)] if room else []
-    return sorted({id(e): e for e in epochs + kept}.values(), key=lambda e: e["step"])
-
-
-def _strip(probe: Probe, n: int, maps: torch.Tensor | None) -> np.ndarray:
-    """The first `n` probe images side by side (2 px apart), with `maps` over them, and their boxes."""
-    h, w = probe.images.shape[-2:]
-    canvas = np.full((h, n * (w + 2), 3), 255, np.uint8)
-    for i in range(n):
-        tile = figures.to_rgb(probe.images[i]) if maps is None else figures.overlay(probe.images[i], maps[i])
-        for region, boxes in probe.regions.items():
-            tile = figures.draw_box(tile, boxes[i].tolist(), REGION_COLOURS.get(region, (255, 255, 0)))
-        canvas[:, i * (w + 2) : i * (w + 2) + w] = tile
-    return canvas
-
-
-def _png_uri(rgb: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def _table(rows: Sequence[Mapping[str, Any]]) -> str:
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(_cell(r.get(c)) for c in columns) + "</tr>" for r in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    """An HTML table in a box that scrolls on its own (the page never does), with a sticky header."""
+    columns = list(dict.fromkeys(str(k) for r in rows for k in r))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(_cell(r.get(c)) for c in columns) + "</tr>"
+                   for r in ({str(k): v for k, v in r.items()} for r in rows))
+    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _cell(value: Any) -> str:
@@ -238,17 +204,14 @@ def _cell(value: Any) -> str:
         return f'<td class="num">{value:.4g}</td>'
     if isinstance(value, int) and not isinstance(value, bool):
         return f'<td class="num">{value}</td>'
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value)
     return f"<td>{html.escape('' if value is None else str(value))}</td>"
 
 
-def _num(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if v == v else None
+def _text(value: Any) -> str:
+    return html.escape(str(value))
 
 
-def _script_json(data: Any) -> str:
-    """JSON safe inside a <script> element (no `</script>` can close it early)."""
-    return json.dumps(data, allow_nan=False).replace("<", "\\u003c").replace(">", "\\u003e")
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from attnscope import fileio
-from attnscope.report import figures
+from attnscope.report import colours, figures
 
 CALIBRATION_STYLE = {"random": ":", "sobel": "--"}
 
@@ -101,25 +101,35 @@ def similarity_plot(rows: Sequence[dict[str, Any]], steps: Sequence[str], title:
 def cascade_grid(image: torch.Tensor, maps: dict[str, dict[str, torch.Tensor]], index: int, scale: int = 2,
                  label_width: int = 96, label_height: int = 14) -> np.ndarray:
     """Rows = methods, columns = the image, the trained model's map, then each randomisation step
-    (`maps[step][method]` (K, H, W), drawn for image `index`), each map min–max normalised."""
+    (`maps[step][method]` (K, H, W), drawn for image `index`), each map scaled on its own by the rule
+    of `report.colours` (signed or sequential per method), a colour bar under each method's name."""
     steps = list(maps)
     methods = list(maps[steps[0]])
     _, h, w = image.shape
     ch, cw = h * scale, w * scale
     cols = ["image", *steps]
-    canvas = np.full((label_height + len(methods) * (ch + 2), label_width + len(cols) * (cw + 2), 3), 255, np.uint8)
-    pil = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(pil)
+    foot = 14
+    canvas = Image.new("RGB", (label_width + len(cols) * (cw + 2), label_height + len(methods) * (ch + 2) + foot),
+                       (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = figures.font(10)
     for j, name in enumerate(cols):
-        draw.text((label_width + j * (cw + 2) + 1, 1), name[-max(4, cw // 6):], fill=(0, 0, 0))
-    for i, method in enumerate(methods):
-        draw.text((2, label_height + i * (ch + 2) + ch // 2 - 5), method[:16], fill=(0, 0, 0))
-    canvas = np.asarray(pil).copy()
+        draw.text((label_width + j * (cw + 2) + 1, 1), figures.elide(name, max(4, cw // 6)), fill=(0, 0, 0), font=font)
     base = figures.to_rgb(image)
+    used = set()
     for i, method in enumerate(methods):
+        along = torch.stack([maps[s][method][index] for s in steps])  # (steps, H, W)
+        signed = colours.is_signed(along, method)
+        used.add(signed)
+        limits = colours.scale(along, signed)
+        y = label_height + i * (ch + 2)
+        draw.text((2, y + ch // 2 - 12), figures.elide(method, 16), fill=(0, 0, 0), font=font)
+        figures.draw_colour_bar(canvas, draw, limits, (0, y + ch // 2 + 2), label_width - 4, figures.font(9))
         for j, name in enumerate(cols):
-            tile = base if name == "image" else figures.overlay(image, maps[name][method][index])
+            tile = base if name == "image" else figures.overlay(image, along[j - 1], limits=limits, index=j - 1)
             tile = np.asarray(Image.fromarray(tile).resize((cw, ch), Image.NEAREST))
-            y, x = label_height + i * (ch + 2), label_width + j * (cw + 2)
-            canvas[y : y + ch, x : x + cw] = tile
-    return canvas
+            canvas.paste(Image.fromarray(tile), (label_width + j * (cw + 2), y))
+    note = "; ".join(f"{'signed' if s else 'sequential'}: {colours.meaning(s)}" for s in sorted(used))
+    draw.text((2, label_height + len(methods) * (ch + 2) + 1), f"each map scaled on its own. {note}",
+              fill=(80, 80, 80), font=figures.font(9))
+    return np.asarray(canvas)

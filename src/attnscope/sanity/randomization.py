@@ -21,7 +21,7 @@ from attnscope.errors import InputError
 from attnscope.explain import explain
 from attnscope.explain.layers import LayerSpec, resolve_layer
 from attnscope.explain.targets import TargetSpec
-from attnscope.metrics.similarity import SIMILARITIES, compare, prepare, similarities
+from attnscope.metrics.similarity import SIMILARITIES, compare, prepare, similarities, too_small
 from attnscope.modules import device_of
 from attnscope.registry import METHODS
 from attnscope.sanity.blocks import INITS, Block, Granularity, Init, reinitialise, trace_blocks
@@ -44,7 +44,7 @@ def model_randomization(
     init: str | Init = "default",
     seed: int = 0,
     block_seed: Callable[[int, str], int] | None = None,
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] | None = None,
     calibration: Sequence[str] = CALIBRATION,
     layer: LayerSpec = "auto",
     options: Options = None,
@@ -65,9 +65,12 @@ def model_randomization(
     `seed + i`; the seeds are recorded in `meta`. `targets=None` explains each model's own predicted
     class (as the paper's code does); pass labels to fix the class. Similarities compare every
     step's maps with the trained model's (never the trained model with itself). `keep`: images whose
-    maps are kept for drawing. `channels_last=True` runs the (copied) model and images in NHWC memory
-    layout: the same maps up to float rounding, often faster on CPUs (1.5× for SmallCNN), not always.
+    maps are kept for drawing. `metrics=None`: `METRICS` less those undefined at the images' size
+    (HOG under 48 px, SSIM under 11 px), each left out with a note in `meta["notes"]`.
+    `channels_last=True` runs the (copied) model and images in NHWC memory layout: the same maps up to
+    float rounding, often faster on CPUs (1.5× for SmallCNN), not always.
     """
+    metrics, notes = _metrics(metrics, images)
     methods = _checked(methods, metrics, calibration)
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
@@ -110,7 +113,7 @@ def model_randomization(
         "seeds": seeds, "layer": layer, "targets": "predicted" if targets is None else "given",
         "metrics": list(metrics), "calibration": list(calibration), "images": int(images.shape[0]),
         "options": {k: dict(v) for k, v in (options or {}).items()}, "channels_last": channels_last,
-        "seconds": time.perf_counter() - started,
+        "seconds": time.perf_counter() - started, "notes": notes,
     }
     return result
 
@@ -121,7 +124,7 @@ def data_randomization(
     images: torch.Tensor,
     methods: Sequence[str] = ("gradcam", "saliency"),
     targets: TargetSpec = None,
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] | None = None,
     calibration: Sequence[str] = CALIBRATION,
     layer: LayerSpec = "auto",
     options: Options = None,
@@ -132,7 +135,9 @@ def data_randomization(
     """Data randomisation test (Adebayo et al. 2018, §5): maps of `model` (trained on true labels)
     against maps of `permuted`, the same architecture trained on permuted labels until it fits
     them (`attnscope.train.fit_permuted`). `info` (e.g. its train and test accuracy) goes into `meta`.
+    `metrics=None`: as in `model_randomization`.
     """
+    metrics, notes = _metrics(metrics, images)
     methods = _checked(methods, metrics, calibration)
     started = time.perf_counter()
     maps = []
@@ -151,8 +156,21 @@ def data_randomization(
                    step: _kept({**other, **{c: b for c, (_, b) in calib.items()}}, keep)}
     result.meta = {"test": "data", "targets": "predicted" if targets is None else "given",
                    "metrics": list(metrics), "images": int(images.shape[0]), **dict(info or {}),
-                   "seconds": time.perf_counter() - started}
+                   "seconds": time.perf_counter() - started, "notes": notes}
     return result
+
+
+def _metrics(metrics: Sequence[str] | None, images: torch.Tensor) -> tuple[list[str], list[str]]:
+    """The metrics to compute and the notes on defaults left out: asked-for metrics must fit the images."""
+    size = tuple(images.shape[-2:])
+    if metrics is not None:
+        for m in metrics:
+            problem = too_small(m, size)  # an unknown name raises here, listing the known ones
+            if problem:
+                raise InputError(f"{problem}: leave it out of the metrics (the default leaves it out by itself)")
+        return list(metrics), []
+    kept = [m for m in METRICS if too_small(m, size) is None]
+    return kept, [f"{too_small(m, size)}: left out" for m in METRICS if m not in kept]
 
 
 def _checked(methods: Sequence[str] | str, metrics: Sequence[str], calibration: Sequence[str]) -> tuple[str, ...]:

@@ -9,11 +9,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from attnscope.errors import InputError
+from attnscope.errors import InputError, NotApplicableError
+from attnscope.registry import METHODS
 from attnscope.track.board import Board
 from attnscope.track.probe import probe_from
 from attnscope.track.store import Probe, TrackStore
-from attnscope.track.tracker import AttentionTracker, checked_settings
+from attnscope.track.tracker import FOLDER, AttentionTracker, checked_settings
 
 if TYPE_CHECKING:  # the train layer sits above track; only its type is named here
     from attnscope.train.loop import Run
@@ -64,6 +65,19 @@ class FitTracker:
                    probe_source=store.index["probe"].get("source"))
 
     # -- fit's callback hooks --------------------------------------------------------------------
+
+    def check(self, run: Run) -> None:
+        """Before the run writes anything: a probe larger than its split or a method that does not apply raises."""
+        if not run.world.main or TrackStore.exists(run.out / FOLDER):  # a resumed store holds its probe
+            return
+        available = len(run.test_data if self.split == "test" else run.train_data)
+        if isinstance(self.probe, int) and self.probe > available:
+            raise InputError(f"probe of {self.probe} images asked for, but the {self.split} split has only "
+                             f"{available} (lower --probe or raise --n-test)")
+        for name in self.methods:
+            reason = METHODS.get(name).applies(run.model)
+            if reason is not None:
+                raise NotApplicableError(f"cannot track {name!r} on {type(run.model).__name__}: {reason}")
 
     def on_fit_start(self, run: Run) -> None:
         if isinstance(self.probe, Probe):

@@ -119,6 +119,8 @@ class TrackStore:
             raise DataError(f"{path} is not a readable tracker index: {e}") from None
         if not isinstance(index, dict) or index.get("format") != FORMAT or not isinstance(index.get("snapshots"), list):
             raise DataError(f"{path} is not an attnscope tracker index (format {FORMAT})")
+        for i, entry in enumerate(index["snapshots"]):
+            _check_entry(path, i, entry)
         return cls(Path(folder), index)
 
     @property
@@ -216,6 +218,20 @@ class TrackStore:
 
     def _write_index(self) -> None:
         fileio.write_json(self.folder / INDEX, self.index)
+
+
+def _check_entry(index: Path, i: int, entry: Any) -> None:
+    """A snapshot entry names its own file in the store's folder (`step_NNNNNNN.npz` of its step) and its maps."""
+    where = f"{index}: snapshots[{i}]"
+    if not isinstance(entry, dict) or not isinstance(entry.get("step"), int) or isinstance(entry.get("step"), bool):
+        raise DataError(f"{where} is not a snapshot entry with an integer \"step\"")
+    file = entry.get("file")
+    if not isinstance(file, str) or file != f"step_{entry['step']:07d}.npz":
+        raise DataError(f"{where}: \"file\" must be the snapshot's own file step_{entry['step']:07d}.npz in "
+                        f"{index.parent}, got {file!r}; refusing to read anything else")
+    maps = entry.get("maps")
+    if not isinstance(maps, list) or not all(isinstance(k, str) for k in maps):
+        raise DataError(f"{where}: \"maps\" must be a list of map names")
 
 
 def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:

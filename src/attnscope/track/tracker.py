@@ -266,14 +266,14 @@ class AttentionTracker:
             try:
                 found = explain(core, images.to(device), self.methods, targets=targets, layer=self.layer,
                                 options=self.options or None, batch_size=self.batch_size)
-            except AttnscopeError:
-                raise
-            except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            except (AttnscopeError, RuntimeError, ValueError, TypeError, IndexError) as e:
                 if self._model_checked:
                     raise
-                shape = tuple(self.probe.images.shape)
-                raise InputError(f"the tracker cannot explain this model on its probe images {shape}: "
-                                 f"{type(e).__name__}: {e}") from e
+                context = f"the tracker cannot explain this model on its probe images {tuple(self.probe.images.shape)}"
+                if isinstance(e, AttnscopeError):  # keep the engine's typed error, say what was being explained
+                    e.args = (f"{context}: {e}", *e.args[1:])
+                    raise
+                raise InputError(f"{context}: {type(e).__name__}: {e}") from e
         self._model_checked = True
         return found
 

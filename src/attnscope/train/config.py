@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,11 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 # Fields that may change when a run is resumed (the rest must match the checkpoint's).
 RESUMABLE = ("epochs", "resume", "out", "workers", "quiet", "device")
+# What each annotation of TrainConfig accepts (bool is an int in Python, and is refused for numbers).
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "str": ((str,), "text"), "int": ((int,), "an integer"), "float": ((int, float), "a number"),
+    "bool": ((bool,), "true or false"), "dict[str, Any]": ((dict,), "an object"),
+}
 
 
 @dataclass
@@ -44,6 +50,10 @@ class TrainConfig:
     guide_region: str = "box"  # where attention is allowed: the object's "box", its "mask" or "not-decoy"
 
     def __post_init__(self) -> None:
+        self._check_types()
+        for name in ("lr", "momentum", "weight_decay", "gamma"):
+            if not math.isfinite(getattr(self, name)):
+                raise InputError(f"{name} must be a finite number, got {getattr(self, name)}")
         checks = [
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
@@ -51,13 +61,29 @@ class TrainConfig:
             (self.n >= 1 and self.n_test >= 1, f"n and n_test must be >= 1, got {self.n}, {self.n_test}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.gamma > 0, f"gamma must be > 0, got {self.gamma}"),
+            (self.workers >= 0, f"workers must be >= 0 (0: load in the main process), got {self.workers}"),
             (self.step_size >= 1, f"step_size must be >= 1, got {self.step_size}"),
-            (self.guide_weight is None or self.guide_weight >= 0,
-             f"guide_weight must be >= 0, got {self.guide_weight}"),
+            (self.guide_weight is None or (math.isfinite(self.guide_weight) and self.guide_weight >= 0),
+             f"guide_weight must be a finite number >= 0, got {self.guide_weight}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+
+    def _check_types(self) -> None:
+        """Every field holds its annotated type (a config.json read back may hold anything)."""
+        for f in dataclasses.fields(self):
+            kind = str(f.type)
+            optional = kind.endswith(" | None")
+            value = getattr(self, f.name)
+            if value is None and optional:
+                continue
+            accepted, label = _TYPES[kind.removesuffix(" | None")]
+            if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+                raise InputError(f"{f.name} must be {label}, got {value!r:.60}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,6 +8,7 @@ batch (DistributedSampler) and only rank 0 writes.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,9 +20,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from attnscope import console, data, fileio, models
-from attnscope.errors import CheckpointError, InputError
+from attnscope.errors import CheckpointError, InputError, TrainingError
 from attnscope.models import checkpoint
-from attnscope.train import distributed, state
+from attnscope.train import (
+    captioning,  # noqa: F401  (registers the "captioning" task)
+    distributed,
+    state,
+)
 from attnscope.train.config import TrainConfig
 from attnscope.train.tasks import TASKS, Task
 
@@ -45,8 +50,12 @@ class Run:
 
 
 class Callback(Protocol):
-    """Optional hooks; each may be left out. `on_epoch_end` may return extra metrics for the record."""
+    """Optional hooks; each may be left out. `on_epoch_end` may return extra metrics for the record.
 
+    `check` runs before anything is written: settings that cannot work raise there, not mid-run.
+    """
+
+    def check(self, run: Run) -> None: ...
     def on_fit_start(self, run: Run) -> None: ...
     def on_step_end(self, run: Run) -> None: ...
     def on_epoch_end(self, run: Run) -> dict[str, Any] | None: ...
@@ -93,6 +102,9 @@ def _fit(config: TrainConfig, callbacks: tuple[Callback, ...], device: torch.dev
     scheduler = _scheduler(config, optimizer, len(loader))
 
     run = Run(config, out, model, task, train_data, test_data, device, world)
+    getattr(task, "check_model", lambda _model: None)(model)
+    for cb in callbacks:
+        getattr(cb, "check", lambda r: None)(run)
     if config.resume:
         _resume(run, optimizer, scheduler)
     elif world.main:
@@ -111,7 +123,7 @@ def _fit(config: TrainConfig, callbacks: tuple[Callback, ...], device: torch.dev
             for batch in loader:
                 loss, stats = task.loss(trained, batch, device)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at step {run.step}; lower --lr")
+                    raise TrainingError(f"the loss became {loss.item()} at step {run.step + 1}; lower --lr")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -141,13 +153,28 @@ def _fit(config: TrainConfig, callbacks: tuple[Callback, ...], device: torch.dev
                 record.update(getattr(cb, "on_epoch_end", lambda r: None)(run) or {})
             _save_epoch(run, optimizer, scheduler, record)
             if not config.quiet:
-                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
-                console.console.print(f"epoch {epoch + 1}: {shown}")
+                console.console.print(epoch_line(record, config.epochs), highlight=False, markup=False,
+                                      soft_wrap=True)
         run.history.append(record)
         world.barrier()
         if _all_reduce({"stop": float(run.stop)}, world)["stop"] > 0:  # callbacks run on rank 0 only
             break
     return run
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """`epoch 2/5 (step 250): train loss 0.41, acc 0.87, time 12.3 s | test loss 0.39, acc 0.88 | lr 0.0012`."""
+    groups: dict[str, list[str]] = {"train": [], "test": [], "": []}
+    for key, value in record.items():
+        if key in ("epoch", "step"):
+            continue
+        group, _, name = key.partition("_") if key.split("_")[0] in ("train", "test") else ("", "", key)
+        unit = " s" if name.endswith("_s") else ""
+        name = name.removesuffix("_s").replace("_", " ")
+        shown = f"{value:{'.3g' if unit else '.4g'}}" if isinstance(value, float) else str(value)
+        groups[group].append(f"{name} {shown}{unit}")
+    parts = [f"{group} {', '.join(items)}".strip() for group, items in groups.items() if items]
+    return f"epoch {record['epoch']}/{epochs} (step {record['step']}): " + " | ".join(parts)
 
 
 def _rates(sums: dict[str, float]) -> dict[str, float]:
@@ -188,22 +215,42 @@ def _resume(run: Run, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
     if path is None:
         raise CheckpointError(f"--resume: no checkpoint in {run.out / 'checkpoints'}")
     header = state.load_state(path, run.model, optimizer, scheduler)
-    saved = TrainConfig.from_dict(header["config"])
+    try:
+        saved = TrainConfig.from_dict(header["config"])
+    except (InputError, TypeError) as e:
+        raise CheckpointError(f"{path}: the training state's config is not a valid run config: {e}") from None
     diff = saved.differences(run.config)
     if diff:
         raise InputError(f"--resume: the run in {run.out} was trained with different {', '.join(diff)}")
     run.epoch = int(header["epoch"])
     run.step = scheduler.last_epoch
+    if run.epoch >= run.config.epochs and run.world.main:
+        console.note(f"{run.out} has already trained {run.epoch} epochs and --epochs is {run.config.epochs}: "
+                     "nothing to train (raise --epochs to continue)")
     metrics = run.out / "metrics.jsonl"
     if metrics.exists():  # drop lines of an epoch that ran past its last checkpoint
-        import json
-
-        lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        lines = _metrics_lines(metrics)
         run.history = [r for r in lines if r["epoch"] <= run.epoch]
         if run.world.main:
             fileio.write_text(metrics, "".join(json.dumps(r) + "\n" for r in run.history))
     if run.world.main:
         fileio.write_json(run.out / "config.json", run.config.to_dict())
+
+
+def _metrics_lines(path: Path) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl; a line that is not a record with an integer epoch is a CheckpointError."""
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}:{number} is not a JSON line: {e}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            raise CheckpointError(f"{path}:{number} is not a metrics record with an integer \"epoch\"")
+        records.append(record)
+    return records
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

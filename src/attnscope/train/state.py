@@ -53,19 +53,48 @@ def load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, s
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
         raise CheckpointError(f"cannot read training state {path}: {type(e).__name__}: {e}") from None
-    if header.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path} is not an attnscope training state")
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    _check_header(path, header)
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
+            parts = key.split(".", 2)
+            if len(parts) != 3 or not parts[1].isdigit():
+                raise CheckpointError(f"{path}: tensor {key!r} is not an optimizer state (optim.<index>.<name>)")
+            state.setdefault(int(parts[1]), {})[parts[2]] = value
     for idx, scalars in header["optim_scalars"].items():
+        if not str(idx).isdigit() or not isinstance(scalars, dict):
+            raise CheckpointError(f"{path}: optim_scalars must map parameter indices to objects")
         state.setdefault(int(idx), {}).update(scalars)
-    optimizer.load_state_dict({"state": state, "param_groups": header["param_groups"]})
-    scheduler.load_state_dict(header["scheduler"])
+    if len({frozenset(slot) for slot in state.values()}) > 1:  # e.g. one parameter's exp_avg is missing
+        raise CheckpointError(f"{path}: the optimizer state is incomplete (parameters hold different entries)")
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        optimizer.load_state_dict({"state": state, "param_groups": header["param_groups"]})
+        scheduler.load_state_dict(header["scheduler"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        reason = " ".join(str(e).split())  # torch lists missing keys over several lines
+        raise CheckpointError(f"{path} does not fit this run: {reason[:300]}") from None
     return header
+
+
+# The header fields of a training state and the type each must have.
+_HEADER = {"epoch": (int, "an integer"), "config": (dict, "an object"), "param_groups": (list, "a list"),
+           "optim_scalars": (dict, "an object"), "scheduler": (dict, "an object")}
+
+
+def _check_header(path: Path, header: Any) -> None:
+    """Refuse a header that is not an attnscope training state, or whose epoch is not the file's."""
+    if not isinstance(header, dict) or header.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path} is not an attnscope training state")
+    for key, (kind, label) in _HEADER.items():
+        value = header.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(f"{path}: header field {key!r} must be {label}, got {value!r:.60}")
+    m = re.fullmatch(r"epoch_(\d+)\.safetensors", path.name)
+    if m is not None and header["epoch"] != int(m.group(1)):
+        raise CheckpointError(f"{path}: the header says epoch {header['epoch']}, the file name {int(m.group(1))}")
+    if header["epoch"] < 1 or not all(isinstance(g, dict) for g in header["param_groups"]):
+        raise CheckpointError(f"{path}: epoch must be >= 1 and param_groups a list of objects")
 
 
 def latest_state(folder: Path) -> Path | None:

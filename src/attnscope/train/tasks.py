@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from attnscope.errors import InputError
+from attnscope.guide.losses import check_applies
 from attnscope.registry import Registry
 from attnscope.train import guidance
 from attnscope.train.config import TrainConfig
@@ -41,6 +43,9 @@ class Classification:
     """Cross-entropy on logits (B, K), plus λ · an attention-guidance penalty if the config asks; accuracy."""
 
     def __init__(self, config: TrainConfig) -> None:
+        if config.task_cfg:  # the captioning task refuses unknown options too: none is silently ignored
+            raise InputError(f"classification takes no task options (--task-opt), got {sorted(config.task_cfg)}; "
+                             "the loss is set by --guide, --guide-weight and --guide-region")
         self.config = config
         self.guidance = guidance.build(config)
 
@@ -54,6 +59,11 @@ class Classification:
         """Fail before the run is written if the guidance cannot read its region off this data."""
         if self.guidance is not None and len(dataset):
             self.guidance.check(self.collate([dataset[0]]))
+
+    def check_model(self, model: nn.Module) -> None:
+        """Fail before the run is written if the guide does not apply to the model (e.g. ltpa on smallcnn)."""
+        if self.guidance is not None:
+            check_applies(self.guidance.spec.name, model)
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch[0].to(device), batch[1].to(device)  # (B, C, H, W), (B,)
