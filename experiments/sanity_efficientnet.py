@@ -34,7 +34,7 @@ from attnscope.data.photos import Photos
 from attnscope.report import figures
 from attnscope.report import sanity as sanity_report
 
-METHODS = ("saliency", "gradcam", "guided-backprop", "guided-gradcam", "ig", "smoothgrad")
+METHODS = ("saliency", "gradcam", "guided-backprop", "guided-gradcam", "ig", "smoothgrad", "lrp")
 # scikit-image photos that ship with it (no download): the sources of the data test's crops
 CROP_SOURCES = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins", "horse", "hubble_deep_field",
                 "immunohistochemistry", "moon", "page", "text", "clock", "grass", "gravel", "brick", "retina",
@@ -74,7 +74,7 @@ def options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def randomisation(args: argparse.Namespace, mode: str, model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
     """One model-parameter randomisation test; its figures go to `--out`."""
-    result = sanity.model_randomization(model, x, METHODS, mode=mode, blocks=3, seed=args.seed,
+    result = sanity.model_randomization(model, x, args.methods, mode=mode, blocks=3, seed=args.seed,
                                         options=options(args), keep=args.keep, progress=True)
     sanity_report.write(result, Path(args.out) / mode, prefix=mode)
     for i in range(min(args.keep, len(x))):
@@ -88,16 +88,17 @@ def abs_grid(image: torch.Tensor, maps: dict[str, dict[str, torch.Tensor]], inde
     from PIL import Image, ImageDraw
 
     cols, label_w, label_h = list(maps), 110, 14
-    canvas = np.full((label_h + len(METHODS) * (tile + 2), label_w + (len(cols) + 1) * (tile + 2), 3), 255, np.uint8)
+    methods = list(maps[cols[0]])
+    canvas = np.full((label_h + len(methods) * (tile + 2), label_w + (len(cols) + 1) * (tile + 2), 3), 255, np.uint8)
     pil = Image.fromarray(canvas)
     draw = ImageDraw.Draw(pil)
     for j, name in enumerate(["image", *cols]):
         draw.text((label_w + j * (tile + 2) + 1, 1), name.replace("net.", "")[-18:], fill=(0, 0, 0))
-    for i, method in enumerate(METHODS):
+    for i, method in enumerate(methods):
         draw.text((2, label_h + i * (tile + 2) + tile // 2 - 5), method, fill=(0, 0, 0))
     canvas = np.asarray(pil).copy()
     photo = np.asarray(Image.fromarray(figures.to_rgb(image)).resize((tile, tile), Image.BILINEAR))
-    for i, method in enumerate(METHODS):
+    for i, method in enumerate(methods):
         y = label_h + i * (tile + 2)
         canvas[y : y + tile, label_w : label_w + tile] = photo
         for j, name in enumerate(cols, 1):
@@ -190,8 +191,8 @@ def data_test(args: argparse.Namespace, model: nn.Module, x: torch.Tensor) -> di
             "true_head": true_info, "permuted_head": perm_info}
     out: dict[str, Any] = {"info": info}
     for name, reference in (("true-head", true_model), ("original", model)):
-        result = sanity.data_randomization(reference, perm_model, x, METHODS, options=options(args), keep=args.keep,
-                                           info=info)
+        result = sanity.data_randomization(reference, perm_model, x, args.methods, options=options(args),
+                                           keep=args.keep, info=info)
         sanity_report.write(result, Path(args.out) / f"data-{name}", prefix="data")
         out[name] = {"meta": result.meta, "rows": result.rows()}
     return out
@@ -222,6 +223,7 @@ def main() -> None:
     p.add_argument("--tests", nargs="+", default=["cascading", "independent", "data"],
                    choices=["cascading", "independent", "data"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--ig-steps", type=int, default=16)
     p.add_argument("--smoothgrad-n", type=int, default=16)
     p.add_argument("--keep", type=int, default=9, help="images whose maps are drawn")
