@@ -75,7 +75,8 @@ def options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 def randomisation(args: argparse.Namespace, mode: str, model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
     """One model-parameter randomisation test; its figures go to `--out`."""
     result = sanity.model_randomization(model, x, args.methods, mode=mode, blocks=3, seed=args.seed,
-                                        options=options(args), keep=args.keep, progress=True)
+                                        options=options(args), keep=args.keep, progress=True,
+                                        batch_size=args.batch_size)
     sanity_report.write(result, Path(args.out) / mode, prefix=mode)
     for i in range(min(args.keep, len(x))):
         figures.save_png(Path(args.out) / mode / f"abs_maps_{i}.png", abs_grid(result.images[i], result.maps, i))
@@ -192,7 +193,7 @@ def data_test(args: argparse.Namespace, model: nn.Module, x: torch.Tensor) -> di
     out: dict[str, Any] = {"info": info}
     for name, reference in (("true-head", true_model), ("original", model)):
         result = sanity.data_randomization(reference, perm_model, x, args.methods, options=options(args),
-                                           keep=args.keep, info=info)
+                                           keep=args.keep, info=info, batch_size=args.batch_size)
         sanity_report.write(result, Path(args.out) / f"data-{name}", prefix="data")
         out[name] = {"meta": result.meta, "rows": result.rows()}
     return out
@@ -230,6 +231,7 @@ def main() -> None:
     p.add_argument("--crops", type=int, default=1000, help="data test: training crops for the heads")
     p.add_argument("--target-acc", type=float, default=0.95)
     p.add_argument("--head-epochs", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=None, help="images per explain call (memory)")
     p.add_argument("--images", type=int, default=None, help="only the first N photos (a smoke run)")
     args = p.parse_args()
     torch.set_num_threads(1)
