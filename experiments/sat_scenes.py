@@ -124,14 +124,16 @@ class ColourDigits(Dataset):
         return s.image, s.label + 10 * colour
 
 
-def pretrain_encoder(out: Path, n: int, epochs: int) -> Path:
-    """A SmallCNN classifier of (digit, colour) on ClutteredDigits; its `features` become the encoder."""
+def pretrain_encoder(out: Path, n: int, epochs: int, widths: tuple[int, ...] | None = None) -> Path:
+    """A SmallCNN classifier of (digit, colour) on ClutteredDigits; its `features` become the encoder.
+    `widths`: its blocks (default SmallCNN's 16-32-64-128, an 8×8 grid on 64 px)."""
     if "clutter-colour" not in data.names():
         data.register("clutter-colour", ColourDigits)
     weights = out / checkpoint.RUN_WEIGHTS
     if not (weights.exists() and _epochs_done(out) >= epochs):
         fit(TrainConfig(model="smallcnn", data="clutter-colour", out=str(out), n=n, n_test=500, epochs=epochs,
-                        batch_size=64, lr=3e-3, quiet=True, resume=(out / "config.json").exists()))
+                        batch_size=64, lr=3e-3, quiet=True, resume=(out / "config.json").exists(),
+                        model_cfg={} if widths is None else {"widths": list(widths)}))
     acc = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["test_acc"]
     print(f"encoder: SmallCNN on ClutteredDigits (digit, colour), test accuracy {acc:.3f}", flush=True)
     return weights

@@ -18,6 +18,7 @@ from attnscope.data.digits import (
     render_digit,
     split_indices,
 )
+from attnscope.data.scenes import relation
 from attnscope.data.vocab import detokenize, pad_ids
 from attnscope.errors import DataError, InputError
 
@@ -196,8 +197,28 @@ def test_collate_pads_captions_and_keeps_every_reference(scenes):
         collate_captions(scenes[:2], vocab, reference=5)
 
 
+def test_distractors_change_only_pixels_outside_every_object_and_no_caption_names_them():
+    cfg = dict(size=64, digit_size=(12, 16), n_objects=(4, 6), gap=2, noise=0.0)
+    plain, busy = DigitScenes("train", 12, **cfg), DigitScenes("train", 12, distractors=8, **cfg)
+    changed_somewhere = 0
+    for i in range(12):
+        a, b = plain[i], busy[i]
+        assert a.captions == b.captions and a.objects == b.objects and torch.equal(a.masks, b.masks)
+        assert 4 <= len(a.objects) <= 6
+        inside = torch.zeros(64, 64, dtype=torch.bool)
+        for x0, y0, x1, y1 in (o.box for o in a.objects):
+            inside[y0:y1, x0:x1] = True
+        diff = (a.image != b.image).any(0)  # (H, W)
+        assert not diff[inside].any()
+        changed_somewhere += int(diff.sum() > 0)
+        for j, k in ((j, k) for j in range(len(a.objects)) for k in range(len(a.objects)) if j != k):
+            assert relation(a.objects[j].box, a.objects[k].box) is not None  # every pair can be captioned
+    assert changed_somewhere == 12
+
+
 def test_bad_options_raise_typed_errors():
-    for kwargs in ({"n_objects": (1, 2)}, {"n_captions": 7}, {"digit_size": (22, 60)}, {"n": 0}, {"gap": -1}):
+    for kwargs in ({"n_objects": (1, 2)}, {"n_objects": (2, 7)}, {"n_captions": 7}, {"digit_size": (22, 60)},
+                   {"n": 0}, {"gap": -1}, {"distractors": -1}, {"fragment_size": 40}):
         with pytest.raises(InputError):
             DigitScenes("train", **{"n": 5, **kwargs})
     with pytest.raises(InputError, match="split"):

@@ -37,6 +37,23 @@ def test_dot_product_compatibility_by_hand():
     torch.testing.assert_close(compatibility(L, G, None), torch.tensor([[[7.0, 2.0]]]))
 
 
+def test_scaled_dot_product_and_average_pooled_g_by_hand():
+    # dp-scaled: <l_i, g> / √D with D = 2: (7, 2) / √2
+    torch.testing.assert_close(compatibility(L, G, None, 2 ** -0.5), torch.tensor([[[7.0, 2.0]]]) / math.sqrt(2))
+    est = Estimator(2, 2, LTPAConfig(compatibility="dp-scaled"))
+    a, _ = est(L, G)
+    torch.testing.assert_close(a, (torch.tensor([7.0, 2.0]) / math.sqrt(2)).softmax(0).view(1, 1, 2))
+    model = tiny(global_pool="avg", compatibility="dp-scaled").eval()
+    x = torch.rand(2, 3, 16, 16)
+    last = []
+    handle = model.stages[-1].register_forward_hook(lambda m, i, o: last.append(o))
+    model(x)
+    handle.remove()
+    assert isinstance(model.global_pool, nn.AdaptiveAvgPool2d)
+    g = model.global_fc(last[0].mean(dim=(2, 3)))  # the global feature from the average, not the maximum
+    torch.testing.assert_close(model.global_fc(model.global_pool(last[0]).flatten(1)), g)
+
+
 def test_parametrised_compatibility_by_hand():
     u = nn.Conv2d(2, 1, 1, bias=False)
     with torch.no_grad():
@@ -141,7 +158,8 @@ def test_indep_head_sums_log_probabilities_and_trains_like_the_authors_summed_sc
 
 def test_pc_softmax_attention_ignores_g_but_pc_sigmoid_and_dp_do_not():
     local, g1, g2 = torch.rand(2, 8, 3, 3), torch.rand(2, 8), 5 * torch.rand(2, 8)
-    for comp, norm, same in [("pc", "softmax", True), ("pc", "sigmoid", False), ("dp", "softmax", False)]:
+    for comp, norm, same in [("pc", "softmax", True), ("pc", "sigmoid", False), ("dp", "softmax", False),
+                             ("dp-scaled", "softmax", False)]:
         est = Estimator(8, 8, LTPAConfig(compatibility=comp, normalisation=norm))
         a1, _ = est(local, g1)
         a2, _ = est(local, g2)
@@ -167,6 +185,8 @@ def test_bad_config_raises():
         tiny(estimators=5)
     with pytest.raises(InputError, match="projection"):
         tiny(projection="both")
+    with pytest.raises(InputError, match="global_pool"):
+        tiny(global_pool="sum")
 
 
 # The intrinsic method ------------------------------------------------------------------------------------------------

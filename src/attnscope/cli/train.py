@@ -67,7 +67,8 @@ RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "model.json", 
 @click.option("--track-split", default="test", show_default=True, type=click.Choice(["test", "train"]),
               help="Split the probe images come from.")
 @click.option("--tensorboard", is_flag=True, help="Also log tracked measures and maps to OUT/tensorboard.")
-@click.option("--guide", default=None, metavar="NAME", help="Attention guidance loss: rrr, cam or ltpa.")
+@click.option("--guide", default=None, metavar="NAME",
+              help="Attention guidance loss: rrr, cam, ltpa (classifiers); sat (captioners, per-word boxes).")
 @click.option("--guide-weight", default=None, type=float, help="Weight λ of the guidance loss (default: the guide's).")
 @click.option("--guide-region", default=D["guide_region"], show_default=True, metavar="REGION",
               help="Where attention is allowed: box (the object's), mask (its pixels), or not-decoy "

@@ -44,6 +44,7 @@ PHRASES: dict[str, tuple[tuple[str, ...], ...]] = {
 INVERSE = {"left": "right", "right": "left", "above": "below", "below": "above"}
 DOMINANCE = 1.25  # the centre difference on the relation's axis must be this many times the other
 MAX_CAPTIONS = 6  # distinct captions that even the sparsest scene (two digits, one above the other) has
+MAX_OBJECTS = 6
 
 Words = list[tuple[str, int | None]]  # a caption as (token, index of the object it names or None)
 
@@ -74,6 +75,8 @@ class DigitScenes(Dataset):
 
     Digits are scaled to `digit_size` px, drawn in distinct (colour, digit) pairs so that every
     noun phrase names one object, and placed with at least `gap` px between their boxes.
+    `distractors` fragments of other digits (`fragment_size` px crops, in named colours, as
+    ClutteredDigits' clutter) are scattered outside every object's box; no caption names them.
     """
 
     kind = "captioning"
@@ -89,22 +92,27 @@ class DigitScenes(Dataset):
         gap: int = 4,
         n_captions: int = 5,
         noise: float = 0.05,
+        distractors: int = 0,
+        fragment_size: int = 6,
     ) -> None:
         lo, hi = n_objects
         dlo, dhi = digit_size
         if n < 1 or size < 16:
             raise InputError(f"need n >= 1 and size >= 16, got n={n}, size={size}")
-        if not 2 <= lo <= hi <= 4:
-            raise InputError(f"n_objects must be a range within 2..4, got {n_objects}")
+        if not 2 <= lo <= hi <= MAX_OBJECTS:
+            raise InputError(f"n_objects must be a range within 2..{MAX_OBJECTS}, got {n_objects}")
         if not 8 <= dlo <= dhi <= size // 2:
             raise InputError(f"digit_size {digit_size} must lie within 8..{size // 2} for a {size}px canvas")
         if not 1 <= n_captions <= MAX_CAPTIONS:
             raise InputError(f"n_captions must be within 1..{MAX_CAPTIONS}, got {n_captions}")
-        if gap < 0 or noise < 0:
-            raise InputError(f"gap and noise must be >= 0, got gap={gap}, noise={noise}")
+        if gap < 0 or noise < 0 or distractors < 0:
+            raise InputError(f"gap, noise and distractors must be >= 0, got {gap}, {noise}, {distractors}")
+        if not 2 <= fragment_size <= dlo:
+            raise InputError(f"fragment_size must lie within 2..{dlo} (the smallest digit), got {fragment_size}")
         self.split, self.n, self.size, self.seed = split, n, size, seed
         self.n_objects, self.digit_size, self.gap = (lo, hi), (dlo, dhi), gap
         self.n_captions, self.noise = n_captions, noise
+        self.distractors, self.fragment_size = distractors, fragment_size
         self.glyphs, self.labels = source_digits(split)  # raises on a bad split
 
     @staticmethod
@@ -121,7 +129,7 @@ class DigitScenes(Dataset):
         if not 0 <= index < self.n:
             raise IndexError(f"index {index} out of range for {self.n} samples")
         rng = sample_rng(self.seed, self.split, index)
-        image, objects, masks, _ = self._draw(rng)
+        image, objects, masks, _ = self._draw(rng, sample_rng(self.seed, self.split, index, salt=1))
         captions = _choose_captions(objects, self.n_captions, rng)
         alignments = [
             [Token(w, None if k is None else objects[k].box, k) for w, k in words] for words in captions
@@ -134,18 +142,21 @@ class DigitScenes(Dataset):
         drawn: background (and the same noise) where they were — the exact counterfactual."""
         if not 0 <= index < self.n:
             raise IndexError(f"index {index} out of range for {self.n} samples")
-        return self._draw(sample_rng(self.seed, self.split, index), frozenset(objects))[0]
+        return self._draw(sample_rng(self.seed, self.split, index), sample_rng(self.seed, self.split, index, salt=1),
+                          frozenset(objects))[0]
 
     def source_indices(self, index: int) -> list[int]:
         """Indices into `load_digits()` of the digits drawn in sample `index`, in `objects` order."""
         if not 0 <= index < self.n:
             raise IndexError(f"index {index} out of range for {self.n} samples")
-        picks = self._draw(sample_rng(self.seed, self.split, index))[3]
+        picks = self._draw(sample_rng(self.seed, self.split, index), None)[3]
         return [int(split_indices()[self.split][p]) for p in picks]
 
-    def _draw(self, rng: np.random.Generator, skip: frozenset[int] = frozenset()):
-        """The image, objects, masks (K, H, W) and chosen source glyphs of one scene; the objects
-        whose indices are in `skip` are not painted (every random draw is still made)."""
+    def _draw(self, rng: np.random.Generator, clutter: np.random.Generator | None,
+              skip: frozenset[int] = frozenset()):
+        """The image, objects, masks (K, H, W) and chosen source glyphs of one scene; the distractors come
+        from their own generator `clutter` (None: not drawn), so they change nothing else of the scene; the
+        objects whose indices are in `skip` are not painted (every random draw is still made)."""
         s = self.size
         k = int(rng.integers(self.n_objects[0], self.n_objects[1] + 1))
         picks, names, inks = self._pick_digits(k, rng)
@@ -159,9 +170,23 @@ class DigitScenes(Dataset):
                 paint(canvas, ink, x0, y0, colour)
             masks[i, y0:y1, x0:x1] = ink > INK_THRESHOLD
             objects.append(SceneObject(int(self.labels[pick]), name, (x0, y0, x1, y1)))
+        for _ in range(self.distractors if clutter is not None else 0):
+            self._distract(canvas, boxes, clutter)
         if self.noise > 0:
             canvas += self.noise * torch.from_numpy(rng.random((3, s, s))).float()
         return canvas.clamp_(0.0, 1.0), objects, masks, picks
+
+    def _distract(self, canvas: torch.Tensor, boxes: list[Box], rng: np.random.Generator) -> None:
+        """Paint one fragment of a random digit of the split, in a named colour, where it touches no object's box."""
+        f, s = self.fragment_size, self.size
+        glyph = render_digit(self.glyphs[int(rng.integers(len(self.glyphs)))], int(rng.integers(*self.digit_size)))
+        oy, ox = (int(v) for v in rng.integers(0, glyph.shape[0] - f + 1, size=2))
+        colour = torch.tensor(COLOURS[list(COLOURS)[int(rng.integers(len(COLOURS)))]])
+        for _try in range(20):
+            px, py = (int(v) for v in rng.integers(0, s - f + 1, size=2))
+            if all(_apart((px, py, px + f, py + f), b, 1) for b in boxes):
+                paint(canvas, glyph[oy : oy + f, ox : ox + f], px, py, colour)
+                return
 
     def _pick_digits(self, k: int, rng: np.random.Generator):
         """`k` source glyphs with distinct (colour, digit) pairs, rendered and cropped to their ink."""

@@ -136,6 +136,9 @@ class CaptionBatch(NamedTuple):
     captions: torch.Tensor  # (B, T) long: <start> ... <end>, then <pad>
     lengths: torch.Tensor  # (B,) long: tokens of each row before padding, <start> and <end> included
     references: list[list[str]]  # all reference captions of each image (for BLEU and grounding)
+    # (B, T - 1, 4) long: the box of the object each target word captions[:, 1:] names, -1 rows for none;
+    # None when the samples have no per-word alignments (DigitScenes has them)
+    boxes: torch.Tensor | None = None
 
 
 def pad_ids(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,12 +159,29 @@ def collate_captions(samples: Sequence[Any], vocab: Vocabulary, reference: int |
     drawn with torch's generator (seeded by `torch.manual_seed` / the DataLoader's worker seed).
     Use as `DataLoader(ds, collate_fn=functools.partial(collate_captions, vocab=vocab))`.
     """
-    chosen = []
+    chosen, picks = [], []
     for s in samples:
         k = int(torch.randint(len(s.captions), ())) if reference is None else reference
         if not -len(s.captions) <= k < len(s.captions):
             raise InputError(f"reference {k} out of range for a sample with {len(s.captions)} captions")
         chosen.append(vocab.encode(s.captions[k]))
+        picks.append(k)
     ids, lengths = pad_ids(chosen, vocab.pad_id)
     images = torch.stack([s.image for s in samples])  # (B, 3, H, W)
-    return CaptionBatch(images, ids, lengths, [list(s.captions) for s in samples])
+    boxes = None
+    if all(getattr(s, "alignments", None) is not None for s in samples):
+        boxes = word_boxes([s.alignments[k] for s, k in zip(samples, picks, strict=True)], ids.shape[1] - 1)
+    return CaptionBatch(images, ids, lengths, [list(s.captions) for s in samples], boxes)
+
+
+def word_boxes(alignments: Sequence[Sequence[Any]], steps: int) -> torch.Tensor:
+    """(B, steps, 4) long boxes of the words of each caption (tokens with `.box`, a box or None), −1 rows
+    where a word names nothing and after the caption's words (its <end> and padding)."""
+    out = torch.full((len(alignments), steps, 4), -1, dtype=torch.long)
+    for row, tokens in enumerate(alignments):
+        if len(tokens) >= steps:
+            raise InputError(f"an alignment of {len(tokens)} words does not fit a caption of {steps} steps")
+        for t, token in enumerate(tokens):
+            if token.box is not None:
+                out[row, t] = torch.as_tensor(token.box, dtype=torch.long)
+    return out

@@ -7,8 +7,9 @@ the training loss is `F.cross_entropy(logits, y) + λ · loss` without a second 
 
 from __future__ import annotations
 
+from attnscope.guide.captions import attention_supervision, box_attention, caption_attention
 from attnscope.guide.losses import GUIDES, GuideLoss, GuideSpec, cam, mass_outside, own_attention, register_guide, rrr
 from attnscope.guide.regions import outside
 
-__all__ = ["GUIDES", "GuideLoss", "GuideSpec", "cam", "mass_outside", "outside", "own_attention", "register_guide",
-           "rrr"]
+__all__ = ["GUIDES", "GuideLoss", "GuideSpec", "attention_supervision", "box_attention", "cam", "caption_attention",
+           "mass_outside", "outside", "own_attention", "register_guide", "rrr"]

@@ -51,7 +51,8 @@ from attnscope.errors import InputError
 from attnscope.models import check_fields, register
 
 CHOICES = {
-    "compatibility": ("pc", "dp"),
+    "compatibility": ("pc", "dp", "dp-scaled"),
+    "global_pool": ("max", "avg"),
     "normalisation": ("softmax", "sigmoid"),
     "head": ("concat", "indep"),
     "projection": ("g-down", "l-up"),
@@ -66,7 +67,8 @@ class LTPAConfig:
     convs_per_stage: int = 1
     estimators: int = 3  # attention on this many stages just before the last (2: att2, 3: att3)
     global_dim: int = 128  # width of g
-    compatibility: str = "pc"  # "pc": ⟨u, l + g⟩, "dp": ⟨l, g⟩
+    compatibility: str = "pc"  # "pc": ⟨u, l + g⟩, "dp": ⟨l, g⟩; not in the paper: "dp-scaled" ⟨l, g⟩ / √D
+    global_pool: str = "max"  # how the last stage is pooled before the global layer; not in the paper: "avg"
     normalisation: str = "softmax"  # "softmax" or "sigmoid"
     head: str = "concat"  # "concat" or "indep"
     projection: str = "g-down"  # where widths differ: "g-down" (g → width of l) or "l-up" (l → width of g)
@@ -97,20 +99,22 @@ class Estimator(nn.Module):
         self.project_g = nn.Linear(global_dim, local_dim, bias=False) if down else None
         self.dim = global_dim if up else local_dim  # width of the features attended over, D
         self.u = nn.Conv2d(self.dim, 1, 1, bias=False) if config.compatibility == "pc" else None
+        self.scale = self.dim ** -0.5 if config.compatibility == "dp-scaled" else 1.0
 
     def forward(self, local: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.project_l is not None:
             local = self.project_l(local)  # (B, D, h, w)
         if self.project_g is not None:
             g = self.project_g(g)  # (B, D)
-        c = compatibility(local, g, self.u)  # (B, h, w)
+        c = compatibility(local, g, self.u, self.scale)  # (B, h, w)
         return attend(local, c, self.normalisation)
 
 
-def compatibility(local: torch.Tensor, g: torch.Tensor, u: nn.Conv2d | None) -> torch.Tensor:
-    """c_i = ⟨u, l_i + g⟩ if `u` is given ("pc"), else ⟨l_i, g⟩ ("dp"); l (B, D, h, w), g (B, D) → (B, h, w)."""
+def compatibility(local: torch.Tensor, g: torch.Tensor, u: nn.Conv2d | None, scale: float = 1.0) -> torch.Tensor:
+    """c_i = ⟨u, l_i + g⟩ if `u` is given ("pc"), else scale · ⟨l_i, g⟩ ("dp": 1, "dp-scaled": 1/√D);
+    l (B, D, h, w), g (B, D) → (B, h, w)."""
     if u is None:
-        return torch.einsum("bdhw,bd->bhw", local, g)
+        return scale * torch.einsum("bdhw,bd->bhw", local, g)
     return u(local + g[:, :, None, None])[:, 0]
 
 
@@ -150,7 +154,7 @@ class LTPA(nn.Module):
             for i, (c_in, w) in enumerate(zip((config.in_channels, *widths[:-1]), widths, strict=True))
         )
         self.cam_layer = f"stages.{len(widths) - 1}"  # what Grad-CAM reads by default: the last stage
-        self.global_pool = nn.AdaptiveMaxPool2d(1)
+        self.global_pool = nn.AdaptiveMaxPool2d(1) if config.global_pool == "max" else nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(config.dropout)
         self.global_fc = nn.Linear(widths[-1], config.global_dim)
         last = len(widths) - 1

@@ -12,6 +12,10 @@ words and averaged over captions, as arctic-captions does.
 
 Options (`--task-opt`): doubly_stochastic (λ, 1.0), reinforce (λ_r, 1.0), entropy (λ_e, 0.01),
 baseline_decay (0.9), beam_size for evaluation (1: greedy), eval_n (test images scored, all).
+
+Not in the paper: `--guide sat` (TrainConfig.guide = "sat", weight `guide_weight`, default 1) adds
+λ_a Σ_t −Σ_i β_ti log α_ti, Liu et al.'s supervised attention (AAAI 2017; `attnscope.guide.captions`),
+on data whose words come with boxes (DigitScenes).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from torch.utils.data import Dataset
 
 from attnscope.data.vocab import CaptionBatch, Vocabulary, collate_captions
 from attnscope.errors import InputError
+from attnscope.guide import GUIDES
+from attnscope.guide.captions import attention_supervision, box_attention
 from attnscope.modules import unwrap
 from attnscope.train.caption_eval import CaptionScores, add_generated
 from attnscope.train.config import TrainConfig
@@ -60,6 +66,16 @@ def reinforce_term(reward: torch.Tensor, baseline: torch.Tensor | float, log_q: 
     return -advantage * (log_q * mask).sum(dim=1)
 
 
+def _attention_weight(config: TrainConfig) -> float:
+    """λ_a of the supervised-attention term: the config's guide must be "sat" (or none: 0)."""
+    if config.guide is None:
+        return 0.0
+    if config.guide != "sat" or config.guide_region != "box":
+        raise InputError(f"captioning takes only --guide sat with the word boxes (--guide-region box), got guide "
+                         f"{config.guide!r}, region {config.guide_region!r}")
+    return GUIDES.get("sat").weight if config.guide_weight is None else float(config.guide_weight)
+
+
 @TASKS.register("captioning")
 class Captioning:
     """Teacher-forced Show, Attend and Tell on a captioning data set; BLEU and grounding on the test set."""
@@ -73,6 +89,13 @@ class Captioning:
             raise InputError(f"baseline_decay must be in [0, 1), got {self.opts['baseline_decay']}")
         self.vocab: Vocabulary | None = None
         self._checked = False
+        self.attention_weight = _attention_weight(config)
+
+    def check(self, dataset: Dataset) -> None:
+        """Fail before the run is written if supervised attention is asked for on data without word boxes."""
+        if self.attention_weight and len(dataset) and getattr(dataset[0], "alignments", None) is None:
+            raise InputError("guide 'sat' needs captions whose words come with boxes (e.g. --data scenes); "
+                             "this data set has none")
 
     def model_kwargs(self, dataset: Dataset) -> dict[str, Any]:
         self.vocab = dataset.vocabulary()
@@ -101,6 +124,11 @@ class Captioning:
             loss = loss + float(self.opts["reinforce"]) * reinforce_term(reward, baseline, out.log_q, mask, out.sampled)
             loss = loss - float(self.opts["entropy"]) * attention_entropy(out.alphas, mask)
             stats["sampled"] = float(out.sampled.sum())
+        if self.attention_weight:
+            beta, has = box_attention(batch.boxes.to(device), out.grid, tuple(batch.images.shape[-2:]))
+            supervised = attention_supervision(out.alphas, beta, has)  # (B,)
+            loss = loss + self.attention_weight * supervised
+            stats["guide"] = float(supervised.detach().sum())
         return loss.mean(), stats
 
     def _baseline(self, core: nn.Module, reward: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,7 @@ class TrainConfig:
     resume: bool = False
     quiet: bool = False
     task_cfg: dict[str, Any] = field(default_factory=dict)  # options of the task (e.g. captioning loss)
-    guide: str | None = None  # attention guidance (attnscope.guide: "rrr", "cam", "ltpa"); None: none
+    guide: str | None = None  # attention guidance (attnscope.guide: "rrr", "cam", "ltpa"; "sat" for captioning)
     guide_weight: float | None = None  # λ of the guidance penalty; None: the guide's default
     guide_region: str = "box"  # where attention is allowed: the object's "box", its "mask" or "not-decoy"
 
