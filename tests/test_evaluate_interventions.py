@@ -99,3 +99,12 @@ def test_interventions_by_hand_on_a_linear_model():
     assert set(table) == {"a", "b", "background"} and table["a"]["n"] == 1
     with pytest.raises(InputError, match="targets"):
         interventions(model, scenes, ["inputxgrad"], targets="random")
+
+
+def test_scene_with_distractors_without_no_object_is_the_scene_itself():
+    """The distractors come from their own generator: the counterfactual keeps them where they were."""
+    scenes = data.DigitScenes(n=3, size=96, distractors=3, seed=0)
+    for i in range(3):
+        assert torch.equal(scenes.without(i), scenes[i].image)
+        if len(scenes[i].objects) > 1:
+            assert not torch.equal(scenes.without(i, 0), scenes[i].image)
