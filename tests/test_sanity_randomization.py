@@ -201,3 +201,21 @@ def test_channels_last_gives_the_same_numbers():
     for a, b in zip(plain.rows(), nhwc.rows(), strict=True):
         assert (a["method"], a["block"]) == (b["method"], b["block"])
         assert a["mean"] == pytest.approx(b["mean"], abs=1e-5)
+
+
+def test_a_step_whose_maps_are_all_constant_is_said_in_the_notes():
+    """Zeroing the conv or the head leaves the output the head's bias: every saliency map is 0, Spearman undefined."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+    def zero(parts):
+        for _, module in parts:
+            for p in module.parameters(recurse=False):
+                p.zero_()
+
+    result = model_randomization(m, torch.rand(3, 3, 16, 16), ("saliency",), mode="independent", init=zero,
+                                 metrics=("spearman_abs",), calibration=())
+    notes = [n for n in result.meta["notes"] if "constant" in n]
+    assert notes == [f"{b}: every saliency map is constant (the model's output no longer depends on the image), "
+                     "so its similarities are undefined (n = 0)" for b in ("4", "0")]
+    assert [r["n"] for r in result.rows()] == [0, 0]

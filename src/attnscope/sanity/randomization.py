@@ -87,7 +87,7 @@ def model_randomization(
 
     result = randomise(model, images, maps_of, methods, mode, order, blocks, init, seed, block_seed, metrics,
                        calibration, layer, keep, progress, channels_last, reuse)
-    result.meta.update(targets="predicted" if targets is None else "given", notes=notes,
+    result.meta.update(targets="predicted" if targets is None else "given", notes=[*notes, *result.meta["notes"]],
                        options={k: dict(v) for k, v in (options or {}).items()})
     return result
 
@@ -135,6 +135,7 @@ def randomise(model: nn.Module, images: torch.Tensor, maps_of: MapsOf, methods: 
                           images=images[:keep].detach().cpu())
     result.maps["trained"] = _kept(reference, keep)
     saved: dict[str, Any] = {}
+    notes: list[str] = []
     with console.progress(len(steps), f"{test or mode} randomisation", progress) as bar:
         for step, block in enumerate(steps, 1):
             if mode == "independent":
@@ -146,6 +147,9 @@ def randomise(model: nn.Module, images: torch.Tensor, maps_of: MapsOf, methods: 
                     **{c: CALIBRATIONS.get(c)(images, step, seed) for c in calibration}}
             for name, features in ref_features.items():
                 result.scores[name][block.name] = compare(features, prepare(maps[name], metrics))
+            notes += [f"{block.name}: every {name} map is constant (the model's output no longer depends on "
+                      "the image), so its similarities are undefined (n = 0)" for name in methods
+                      if _all_constant(maps[name])]
             result.maps[block.name] = _kept(maps, keep)
             bar.advance(1, block=block.name)
     result.meta = {
@@ -155,9 +159,15 @@ def randomise(model: nn.Module, images: torch.Tensor, maps_of: MapsOf, methods: 
         "seeds": seeds, "layer": layer, "metrics": list(metrics), "calibration": list(calibration),
         "images": int(images.shape[0]), "channels_last": channels_last,
         "reused": None if replay is None else {"hits": replay.hits, "misses": replay.misses},
-        "seconds": time.perf_counter() - started, "notes": [],
+        "seconds": time.perf_counter() - started, "notes": notes,
     }
     return result
+
+
+def _all_constant(maps: torch.Tensor) -> bool:
+    """Whether every image's map (B, ...) holds a single value (a rank correlation with it is undefined)."""
+    flat = maps.detach().flatten(1)
+    return bool((flat.amax(1) == flat.amin(1)).all())
 
 
 def data_randomization(
