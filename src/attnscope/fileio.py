@@ -121,6 +121,28 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     write_bytes(path, old + (json.dumps(record, default=_json_default) + "\n").encode("utf-8"))
 
 
+def read_jsonl(path: str | Path, error: type[Exception] = DataError) -> list[tuple[int, dict[str, Any]]]:
+    """The (line number, object) records of a JSON-lines file, blank lines skipped; an unreadable file, a line
+    that is not JSON or not an object raises `error` naming the file and the line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"{path} is not readable: {e}") from None
+    records = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise error(f"{path} line {i} is not JSON: {e}") from None
+        if not isinstance(record, dict):
+            raise error(f"{path} line {i}: expected an object, got {type(record).__name__}")
+        records.append((i, record))
+    return records
+
+
 def save_tensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
     """Save tensors as safetensors atomically; `metadata` (JSON-able) is stored in the file's header."""
     from safetensors.torch import save_file

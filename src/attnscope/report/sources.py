@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attnscope import fileio
 from attnscope.errors import DataError
 from attnscope.track.store import TrackStore
 
@@ -94,20 +95,8 @@ def number(value: Any) -> float | None:
 def metrics_rows(path: Path) -> list[dict[str, Any]]:
     """The lines of metrics.jsonl: objects with a numeric `epoch`; other values kept only when numbers
     (NaN / infinite ones, e.g. a diverged learning rate, become None: a gap in the chart)."""
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path} is not readable: {e}") from None
     rows = []
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path} line {i} is not JSON: {e}") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path} line {i}: expected an object, got {type(record).__name__}")
+    for i, record in fileio.read_jsonl(path, DataError):
         if number(record.get("epoch")) is None:
             raise DataError(f"{path} line {i}: epoch must be a finite number, got {_shown(record.get('epoch'))}")
         rows.append({str(k): number(v) for k, v in record.items() if isinstance(v, (int, float))})

@@ -240,14 +240,8 @@ def _resume(run: Run, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
 def _metrics_lines(path: Path) -> list[dict[str, Any]]:
     """The records of a run's metrics.jsonl; a line that is not a record with an integer epoch is a CheckpointError."""
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{path}:{number} is not a JSON line: {e}") from None
-        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+    for number, record in fileio.read_jsonl(path, CheckpointError):
+        if not isinstance(record.get("epoch"), int):
             raise CheckpointError(f"{path}:{number} is not a metrics record with an integer \"epoch\"")
         records.append(record)
     return records
