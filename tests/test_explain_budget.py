@@ -49,11 +49,12 @@ def test_cost_is_the_bytes_one_forward_allocates() -> None:
 def test_chunk_is_the_most_inputs_that_fit_the_budget() -> None:
     cpu, mib = torch.device("cpu"), 2**20
     assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=False) == 6  # 64 MiB // 10 MiB
-    assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=True) == 3  # backward: twice the bytes
+    assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=True) == 12  # backward: 2× the bytes, 256 MiB
     assert budget.chunk_size(10 * mib, cpu, None, 4, grad=False) == 4  # never more than there are
     assert budget.chunk_size(100 * mib, cpu, None, 1000, grad=False) == 1  # at least one
-    with budget.memory_budget(200 * mib):
+    with budget.memory_budget(200 * mib):  # one budget given: for both kinds of chunk
         assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=False) == 20
+        assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=True) == 10
     assert budget.chunk_size(10 * mib, cpu, 7, 1000, grad=False) == 7  # asked for: kept
     assert budget.parse_bytes("1.5G") == 3 * 2**29 and budget.parse_bytes("512MiB") == 512 * mib
     with pytest.raises(InputError, match="batch_size"):

@@ -3,9 +3,11 @@
 The cost of an input is the bytes one forward allocates for it (the sum of every operator's new
 output, counted on fake tensors: nothing is allocated or computed), twice that when the chunk is
 differentiated (the saved activations plus their gradients). A chunk is the most inputs whose cost
-fits the budget: 64 MiB on a CPU, where larger working sets fall out of the caches and, above
-glibc's mmap threshold, page-fault on every allocation (bench/chunk_budget.py measured it); a
-quarter of the free memory on a GPU. A setting whose chunk of one does not fit the memory there is
+fits the budget. On a CPU that is 64 MiB for forwards alone (masked and ablated inputs: larger
+working sets fall out of the caches and page-fault on every allocation) and 256 MiB for chunks
+that are differentiated (IG, SmoothGrad: a backward amortises more per pass, and at 64 MiB a
+224 px resnet18 got chunks of one, 25 % slower; bench/chunk_budget.py measured both); on a GPU a
+quarter of the free memory. A setting whose chunk of one does not fit the memory there is
 is refused with the estimate (`ResourceError`), before anything runs.
 
 The estimate runs the model's forward once per input shape as Python on fake tensors (cached per
@@ -26,7 +28,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnscope.errors import InputError, ResourceError
 
-CPU_BUDGET = 64 * 2**20  # bytes per chunk on a CPU (bench/chunk_budget.py)
+CPU_BUDGET = 64 * 2**20  # bytes per forward-only chunk on a CPU (bench/chunk_budget.py)
+CPU_GRAD_BUDGET = 256 * 2**20  # bytes per differentiated chunk on a CPU (bench/chunk_budget.py)
 GPU_SHARE = 0.25  # of the free device memory, per chunk
 _BUDGET: contextvars.ContextVar[int | None] = contextvars.ContextVar("attnscope_memory_budget", default=None)
 _COSTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int | None]] = weakref.WeakKeyDictionary()
@@ -58,8 +61,9 @@ def parse_bytes(text: str) -> int:
     return int(value)
 
 
-def budget(device: torch.device) -> int:
-    """Bytes one chunk may use: `memory_budget`'s, else $ATTNSCOPE_MEMORY_BUDGET, else the device's default."""
+def budget(device: torch.device, grad: bool = False) -> int:
+    """Bytes one chunk may use: `memory_budget`'s, else $ATTNSCOPE_MEMORY_BUDGET, else the device's default
+    (on a CPU, larger for a chunk with a backward: `grad`)."""
     given = _BUDGET.get()
     if given is not None:
         return given
@@ -68,7 +72,7 @@ def budget(device: torch.device) -> int:
         return parse_bytes(env)
     if device.type == "cuda":
         return int(GPU_SHARE * torch.cuda.mem_get_info(device)[0])
-    return CPU_BUDGET
+    return CPU_GRAD_BUDGET if grad else CPU_BUDGET
 
 
 def available(device: torch.device) -> int:
@@ -158,7 +162,7 @@ def chunk_size(cost: int | None, device: torch.device, requested: int | None, to
     per_input = cost * (2 if grad else 1)
     free = available(device)
     if requested is None:  # the budget's chunk, never more than what is free
-        chunk = max(1, min(total, budget(device) // per_input, free // per_input))
+        chunk = max(1, min(total, budget(device, grad) // per_input, free // per_input))
     else:
         chunk = min(requested, total)
     if chunk * per_input > free:
