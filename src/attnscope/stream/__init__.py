@@ -1,0 +1,10 @@
+"""Whole data sets, streamed shard by shard, resumable, split across the processes of `torchrun`:
+`explain_dataset` (maps), `bench_dataset` (the leaderboard), `sanity_dataset` (randomisation tests), all
+on one sharded-run core (`stream.core.run_shards`)."""
+
+from attnscope.stream.core import MANIFEST, RUN, STREAM_FORMAT, Sharded, run_shards
+from attnscope.stream.data import FolderImages, NamedData
+from attnscope.stream.explain import COMMAND, MAPS, explain_dataset, shard_name
+
+__all__ = ["COMMAND", "MANIFEST", "MAPS", "RUN", "STREAM_FORMAT", "FolderImages", "NamedData", "Sharded",
+           "explain_dataset", "run_shards", "shard_name"]
