@@ -3,6 +3,8 @@ resumable with `--resume`, split across the processes of `torchrun --nproc_per_n
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,30 +32,48 @@ def dataset_of(source: str, n: int | None, seed: int, fit: Any):
                     f"({', '.join(data.names())})")
 
 
+@contextmanager
+def world_of(model) -> Iterator[Any]:
+    """The processes of `torchrun` (one process without it), set up on the model's device, torn down after."""
+    from attnscope.modules import device_of
+    from attnscope.train import distributed
+
+    world = distributed.setup(device_of(model))
+    try:
+        yield world
+    finally:
+        distributed.teardown(world)
+
+
+def stream_images(stream: bool, images: str | None, n: int | None, resume: bool) -> bool:
+    """Whether a command streams (`--stream`, or `--resume`); refuse streaming without --images DIR|DATASET."""
+    stream = stream or resume
+    if stream and images is None:
+        raise InputError("--stream needs --images DIR|DATASET (a folder of images, or a data set with --n)")
+    if not stream and n is not None:
+        raise InputError("--n counts the images of --images DATASET with --stream; without it, --images is the count")
+    return stream
+
+
 def run_stream(model, info: dict[str, Any], settings: dict[str, Any], images: str, n: int | None, seed: int, fit: Any,
                names: list[str], targets: str, layer: str, options: dict, batch_size: int, shard_size: int,
                workers: int, normalize: str, out: str, overwrite: bool, resume: bool, quiet: bool) -> None:
     """Stream `--images` through the model into the shards of `--out` (every process of torchrun calls it)."""
     from attnscope.cli.explain import _normalized
-    from attnscope.modules import device_of
     from attnscope.stream import explain_dataset
-    from attnscope.train import distributed
 
     if targets not in ("pred", "label"):
         try:
             targets = int(targets)
         except ValueError:
             raise InputError(f"--targets must be pred, label or a class index, got {targets!r}") from None
-    world = distributed.setup(device_of(model))
-    try:
+    with world_of(model) as world:
         dataset = dataset_of(images, n, seed, fit)
         manifest = explain_dataset(
             model, dataset, Path(out), names, targets=targets, layer=layer, options=options,
             shard_size=shard_size, batch_size=batch_size, workers=workers,
             prepare=lambda x: _normalized(x, normalize), settings=settings, resume=resume,
             overwrite=overwrite, progress=not quiet)
-    finally:
-        distributed.teardown(world)
     if world.main:
         click.echo(f"explained {manifest['total']} images with {', '.join(names)} → {out}/ "
                    f"({len(manifest['shards'])} shards in maps/, manifest.json)")
