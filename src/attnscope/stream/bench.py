@@ -111,12 +111,12 @@ def _scores(model: nn.Module, batch: dict[str, Any], start: int, methods, metric
             options) -> tuple[Any, torch.Tensor]:
     """`image_scores` of one shard's images (their data-set indices from `start`), for their labels or, where
     they have none (−1), for the class the model predicts."""
-    from attnscope.evaluate import robustness as rob
     from attnscope.evaluate.leaderboard import image_scores
+    from attnscope.evaluate.robustness import logits_of
 
     images, labels = batch["image"], torch.as_tensor(batch["label"]).long()
     if bool((labels < 0).any()):
-        labels = rob.logits_of(model, images).argmax(1).cpu()
+        labels = logits_of(model, images).argmax(1).cpu()
     index = torch.arange(start, start + images.shape[0])
     scores = image_scores(model, images, labels, batch.get("box"), batch.get("mask"), methods, metrics, calibration,
                           settings, options, index=index)
