@@ -25,7 +25,8 @@ from attnscope.errors import InputError
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope bench` output.")
 @click.option("--images", default=None, help="Test images to score: a count [32]; with --stream a folder of "
                                             "images or a data set (with --n).")
-@click.option("--n", default=None, type=int, help="--stream: images of the data set --images names.")
+@click.option("--n", "--n-images", "n", default=None, type=int,
+              help="--stream: images of the data set --images names (--n-images under torchrun).")
 @click.option("--stream", is_flag=True, help="Score --images shard by shard (bounded memory), resumable, split "
                                              "across the processes of torchrun; the table from the shards' sums.")
 @click.option("--shard-size", default=64, show_default=True, type=int, help="Images per shard file (--stream).")

@@ -88,7 +88,8 @@ def _blocks(text: str) -> str | int | list[str]:
               help="Tests to run, comma-separated: cascading, independent, data, smprt, emprt, random-logit.")
 @click.option("--images", default=None, help="Test images to explain: a count [32]; with --stream a folder of "
                                             "images or a data set (with --n).")
-@click.option("--n", default=None, type=int, help="--stream: images of the data set --images names.")
+@click.option("--n", "--n-images", "n", default=None, type=int,
+              help="--stream: images of the data set --images names (--n-images under torchrun).")
 @click.option("--stream", is_flag=True, help="Run the tests shard by shard over all of --images (bounded memory), "
                                              "resumable, split across the processes of torchrun (not --test data).")
 @click.option("--shard-size", default=64, show_default=True, type=int, help="Images per shard file (--stream).")
