@@ -13,7 +13,7 @@ import click
 
 from attnscope import console, fileio, outdir
 from attnscope.cli import cli
-from attnscope.cli.explain_stream import stream_images
+from attnscope.cli.explain_stream import stream_images, stream_options
 from attnscope.cli.options import load_model, method_options, parse_list
 from attnscope.cli.sanity import load_probe
 from attnscope.errors import InputError
@@ -23,15 +23,8 @@ from attnscope.errors import InputError
 @click.option("--checkpoint", required=True, help="Run folder or checkpoint file of a trained classifier.")
 @click.option("--out", default=None, help="Folder for leaderboard.csv and .json (not with --estimate).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope bench` output.")
-@click.option("--images", default=None, help="Test images to score: a count [32]; with --stream a folder of "
-                                            "images or a data set (with --n).")
-@click.option("--n", "--n-images", "n", default=None, type=int,
-              help="--stream: images of the data set --images names (--n-images under torchrun).")
-@click.option("--stream", is_flag=True, help="Score --images shard by shard (bounded memory), resumable, split "
-                                             "across the processes of torchrun; the table from the shards' sums.")
-@click.option("--shard-size", default=64, show_default=True, type=int, help="Images per shard file (--stream).")
-@click.option("--workers", default=0, show_default=True, type=int, help="DataLoader workers (--stream).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted --stream run in --out (same command).")
+@stream_options("score", "Score --images shard by shard (bounded memory), resumable, split across the processes "
+                "of torchrun; the table from the shards' sums.")
 @click.option("--data", default=None, help="Data set with boxes and masks (default: the checkpoint's).")
 @click.option("--methods", default="all", show_default=True, help="'all' applicable methods, or a comma list.")
 @click.option("--metrics", default="default", show_default=True,
@@ -63,7 +56,7 @@ def bench_command(checkpoint, out, overwrite, images, n, stream, shard_size, wor
         raise InputError(f"need --tolerance >= 0, --step >= 1, --batch-size >= 1, --perturbations >= 1 and "
                          f"--radius >= 0, got {tolerance}, {step}, {batch_size}, {perturbations}, {radius}")
     columns = select(metrics)
-    stream = stream_images(stream, images, n, resume)
+    stream = stream_images(stream, images, n, resume, shard_size, workers)
     if stream:
         bench_stream(checkpoint, out, overwrite, images, n, shard_size, workers, resume, data, methods, columns,
                      Settings(tolerance=tolerance, step=step, batch_size=batch_size, seed=seed,

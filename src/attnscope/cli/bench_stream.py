@@ -35,9 +35,7 @@ def bench_stream(checkpoint: str, out: str | None, overwrite: bool, images: str,
     refused = [(out is None, "--out is required"), (estimate_only, "--estimate times the in-memory run; "
                                                                    "leave out --stream"),
                (data is not None, "--data names the data set of the in-memory run; with --stream pass it "
-                                  "as --images DATASET"),
-               (shard_size < 1 or workers < 0, f"--shard-size must be >= 1 and --workers >= 0, got {shard_size} "
-                                               f"and {workers}")]
+                                  "as --images DATASET")]
     for bad, message in refused:
         if bad:
             raise InputError(message)

@@ -3,7 +3,7 @@ resumable with `--resume`, split across the processes of `torchrun --nproc_per_n
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,11 +45,36 @@ def world_of(model) -> Iterator[Any]:
         distributed.teardown(world)
 
 
-def stream_images(stream: bool, images: str | None, n: int | None, resume: bool) -> bool:
+def stream_options(verb: str, stream_help: str) -> Callable[[Callable], Callable]:
+    """The options of a command that also streams (`bench`, `sanity`): --images as a count or, with --stream,
+    a folder or data set; --n, --stream, --shard-size, --workers, --resume."""
+    options = [
+        click.option("--images", default=None, help=f"Test images to {verb}: a count [32]; with --stream a folder "
+                                                     "of images or a data set (with --n)."),
+        click.option("--n", "--n-images", "n", default=None, type=int,
+                     help="--stream: images of the data set --images names (--n-images under torchrun)."),
+        click.option("--stream", is_flag=True, help=stream_help),
+        click.option("--shard-size", default=64, show_default=True, type=int, help="Images per shard file (--stream)."),
+        click.option("--workers", default=0, show_default=True, type=int, help="DataLoader workers (--stream)."),
+        click.option("--resume", is_flag=True, help="Continue an interrupted --stream run in --out (same command)."),
+    ]
+
+    def add(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return add
+
+
+def stream_images(stream: bool, images: str | None, n: int | None, resume: bool, shard_size: int = 1,
+                  workers: int = 0) -> bool:
     """Whether a command streams (`--stream`, or `--resume`); refuse streaming without --images DIR|DATASET."""
     stream = stream or resume
     if stream and images is None:
         raise InputError("--stream needs --images DIR|DATASET (a folder of images, or a data set with --n)")
+    if shard_size < 1 or workers < 0:
+        raise InputError(f"--shard-size must be >= 1 and --workers >= 0, got {shard_size} and {workers}")
     if not stream and n is not None:
         raise InputError("--n counts the images of --images DATASET with --stream; without it, --images is the count")
     return stream

@@ -15,6 +15,7 @@ import click
 
 from attnscope import console, outdir
 from attnscope.cli import cli
+from attnscope.cli.explain_stream import stream_options
 from attnscope.cli.options import load_model, method_options, parse_list, read_run_config, record_final_out
 from attnscope.errors import CheckpointError, InputError
 
@@ -86,15 +87,8 @@ def _blocks(text: str) -> str | int | list[str]:
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope sanity` output.")
 @click.option("--test", "tests", default="cascading", show_default=True,
               help="Tests to run, comma-separated: cascading, independent, data, smprt, emprt, random-logit.")
-@click.option("--images", default=None, help="Test images to explain: a count [32]; with --stream a folder of "
-                                            "images or a data set (with --n).")
-@click.option("--n", "--n-images", "n", default=None, type=int,
-              help="--stream: images of the data set --images names (--n-images under torchrun).")
-@click.option("--stream", is_flag=True, help="Run the tests shard by shard over all of --images (bounded memory), "
-                                             "resumable, split across the processes of torchrun (not --test data).")
-@click.option("--shard-size", default=64, show_default=True, type=int, help="Images per shard file (--stream).")
-@click.option("--workers", default=0, show_default=True, type=int, help="DataLoader workers (--stream).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted --stream run in --out (same command).")
+@stream_options("explain", "Run the tests shard by shard over all of --images (bounded memory), resumable, split "
+                "across the processes of torchrun (not --test data).")
 @click.option("--data", default=None, help="Data set of the images (default: the checkpoint's).")
 @click.option("--blocks", default="layer", show_default=True,
               help="'layer' (each conv/norm/linear), a module-name depth (2: SmallCNN's conv blocks) or names.")
@@ -139,7 +133,7 @@ def sanity_command(checkpoint, methods, out, overwrite, tests, images, n, stream
     metrics = None if metrics is None else parse_list(metrics, "--metrics")
     _check_numbers(keep=keep, batch_size=batch_size, permuted_n=permuted_n, permuted_epochs=permuted_epochs,
                    target_acc=target_acc)
-    stream = stream_images(stream, images, n, resume)
+    stream = stream_images(stream, images, n, resume, shard_size, workers)
     if stream and "data" in tests:
         raise InputError("--test data trains a model on permuted labels and compares it on a fixed probe; "
                          "it does not stream: run it without --stream")

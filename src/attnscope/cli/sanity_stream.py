@@ -21,8 +21,6 @@ def sanity_stream(model, checkpoint: str, runners: dict[str, Any], images: str, 
     from attnscope.modules import device_of
     from attnscope.stream.sanity import sanity_dataset
 
-    if shard_size < 1 or workers < 0:
-        raise InputError(f"--shard-size must be >= 1 and --workers >= 0, got {shard_size} and {workers}")
     data_seed = read_run_config(checkpoint).get("data_seed", 0)
     with world_of(model) as world:
         dataset = dataset_of(images, n, data_seed, None)
