@@ -273,3 +273,29 @@ def test_resume_with_other_settings_is_refused_and_changes_nothing(ckpt, tmp_pat
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and "shard_size" in err and "\n" not in err, err
     assert {p.name: p.read_bytes() for p in (out / "shards").iterdir()} == before
+
+
+@pytest.mark.parametrize("test", ["independent", "smprt", "emprt", "random-logit"])
+def test_every_streamed_test_equals_its_in_memory_run(model, tmp_path, test) -> None:
+    from attnscope.sanity import emprt, random_logit, smprt
+
+    blocks = dict(blocks=2, metrics=("spearman_abs",))
+    runs = {"independent": lambda x, i, k: model_randomization(model, x, ("saliency",), mode="independent",
+                                                               keep=k, index=i, **blocks),
+            "smprt": lambda x, i, k: smprt(model, x, ("saliency",), samples=3, keep=k, index=i, **blocks),
+            "emprt": lambda x, i, k: emprt(model, x, ("saliency",), blocks=2, bins=10, keep=k, index=i),
+            "random-logit": lambda x, i, k: random_logit(model, x, ("saliency",), metrics=("spearman_abs",),
+                                                         keep=k, index=i)}
+    data = NamedData("clutter", 5, 0)
+    merged = sanity_dataset(data, tmp_path / "out", {test: lambda x, y, i, k: runs[test](x, i, k)},
+                            shard_size=2, keep=1)[test]
+    whole = runs[test](torch.stack([data[i][0] for i in range(5)]), None, 1)
+    for name in whole.scores:
+        for step in whole.steps:
+            for metric, want in whole.scores[name][step].items():
+                got = merged.scores[name][step][metric]
+                if name in ("random", "sobel"):
+                    assert torch.equal(got, want), (name, step, metric)
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, equal_nan=True)
+    if test == "random-logit":
+        assert merged.meta["other"] == whole.meta["other"]  # the random classes: drawn per image index
