@@ -36,7 +36,7 @@ from attnscope.metrics.similarity import similarities
 from attnscope.modules import device_of
 from attnscope.sanity.blocks import Granularity, Init, reinitialise, trace_blocks
 from attnscope.sanity.calibration import CALIBRATIONS
-from attnscope.sanity.randomization import CALIBRATION, METRICS, Options, _checked, _kept, randomise
+from attnscope.sanity.randomization import CALIBRATION, Options, _checked, _kept, _metrics, randomise
 from attnscope.sanity.result import SanityResult
 
 ALL_BLOCKS = "all blocks"
@@ -80,12 +80,14 @@ def smprt(model: nn.Module, images: torch.Tensor, methods: Sequence[str] = ("gra
           targets: TargetSpec = None, samples: int = 50, sigma: float = 0.1, seed: int = 0,
           noise: torch.Tensor | None = None, order: str = "bottom-up", blocks: Granularity = "layer",
           init: str | Init = "default", block_seed: Callable[[int, str], int] | None = None,
-          metrics: Sequence[str] = METRICS, calibration: Sequence[str] = CALIBRATION, layer: LayerSpec = "auto",
+          metrics: Sequence[str] | None = None, calibration: Sequence[str] = CALIBRATION, layer: LayerSpec = "auto",
           options: Options = None, batch_size: int | None = 256, keep: int = 4, progress: bool = False,
           reuse: bool = True, index: torch.Tensor | None = None) -> SanityResult:
     """Smooth MPRT (Hedström et al. 2023): the cascading randomisation test (`model_randomization`,
     `order` "bottom-up" as the paper's code, or "top-down") on maps averaged over `samples` noisy
-    copies (`noise_draws`; the same draws at every step, or the given `noise` (N, B, C, H, W))."""
+    copies (`noise_draws`; the same draws at every step, or the given `noise` (N, B, C, H, W)).
+    `metrics=None`: as in `model_randomization` (the defaults that fit the images' size, with notes)."""
+    metrics, notes = _metrics(metrics, images)
     methods = _checked(methods, metrics, calibration)
     noise = noise_draws(images, samples, sigma, seed, index) if noise is None else noise
 
@@ -94,7 +96,7 @@ def smprt(model: nn.Module, images: torch.Tensor, methods: Sequence[str] = ("gra
 
     result = randomise(model, images, maps_of, methods, "cascading", order, blocks, init, seed, block_seed, metrics,
                        calibration, layer, keep, progress, reuse=reuse, test="smprt", index=index)
-    result.meta.update(samples=int(noise.shape[0]), sigma=sigma, noise_seed=seed,
+    result.meta.update(samples=int(noise.shape[0]), sigma=sigma, noise_seed=seed, notes=[*notes, *result.meta["notes"]],
                        targets="predicted" if targets is None else "given",
                        options={k: dict(v) for k, v in (options or {}).items()})
     return result
@@ -141,12 +143,14 @@ def emprt(model: nn.Module, images: torch.Tensor, methods: Sequence[str] = ("gra
 
 def random_logit(model: nn.Module, images: torch.Tensor, methods: Sequence[str] = ("gradcam", "saliency"),
                  targets: TargetSpec = None, other: torch.Tensor | None = None, seed: int = 0,
-                 metrics: Sequence[str] = METRICS, calibration: Sequence[str] = CALIBRATION,
+                 metrics: Sequence[str] | None = None, calibration: Sequence[str] = CALIBRATION,
                  layer: LayerSpec = "auto", options: Options = None, batch_size: int | None = None,
                  keep: int = 4, progress: bool = False, index: torch.Tensor | None = None) -> SanityResult:
     """Random-logit test (Sixt et al., ICML 2020): similarity of each image's map for its class
     (`targets`; None: the predicted one) and for a random other class (`other` (B,), default drawn
-    uniformly among the other classes, image r's from `seed` and `index[r]`). Low similarity passes."""
+    uniformly among the other classes, image r's from `seed` and `index[r]`). Low similarity passes.
+    `metrics=None`: as in `model_randomization`."""
+    metrics, notes = _metrics(metrics, images)
     methods = _checked(methods, metrics, calibration)
     started = time.perf_counter()
     device = device_of(model)
@@ -176,7 +180,7 @@ def random_logit(model: nn.Module, images: torch.Tensor, methods: Sequence[str] 
         result.scores[name] = {RANDOM_CLASS: similarities(same[name], off[name], metrics)}
     result.maps = {"trained": _kept(same, keep), RANDOM_CLASS: _kept(off, keep)}
     result.meta = {"test": "random-logit", "targets": "predicted" if targets is None else "given",
-                   "other": other.cpu().tolist(), "seed": seed, "metrics": list(metrics),
+                   "other": other.cpu().tolist(), "seed": seed, "metrics": list(metrics), "notes": notes,
                    "calibration": list(calibration), "images": int(images.shape[0]),
                    "seconds": time.perf_counter() - started}
     return result
