@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 import attnscope as ats
@@ -114,8 +115,8 @@ def test_streamed_bench_equals_the_in_memory_leaderboard(model, streamed) -> Non
     whole = image_scores(*args, settings=Settings(**SETTINGS))
     result, out = streamed[2]
     shards = _shards(out)
-    keys = [tuple(k) for k in json.loads(__import__("safetensors").safe_open(
-        str(sorted((out / "shards").iterdir())[0]), "pt").metadata()["attnscope"])["keys"]]
+    with safe_open(str(sorted((out / "shards").iterdir())[0]), "pt") as f:
+        keys = [tuple(k) for k in json.loads(f.metadata()["attnscope"])["keys"]]
     values = torch.cat([s["values"] for s in shards], dim=1)
     assert torch.equal(torch.cat([s["index"] for s in shards]), torch.arange(5))
     for (row, col), got in zip(keys, values, strict=True):

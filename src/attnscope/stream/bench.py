@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from attnscope import fileio
 from attnscope.errors import DataError
 from attnscope.metrics.similarity import mean_ci_of_sums, sums
-from attnscope.stream.core import Sharded, positive, run_shards
+from attnscope.stream.core import Sharded, positive, run_shards, source_of
 
 COMMAND = "bench"
 RESULTS = ("leaderboard.csv", "leaderboard.json")
@@ -53,7 +53,7 @@ class Scored(Dataset):
         return {"image": image, "label": label, **{k: getattr(sample, k) for k in self.truth}}
 
     def source(self, i: int) -> dict[str, Any]:
-        return self.dataset.source(i) if hasattr(self.dataset, "source") else {"index": i}
+        return source_of(self.dataset, i)
 
 
 def bench_dataset(model: nn.Module, dataset: Dataset, out: str | Path, *, methods: Sequence[Any] | None = None,
@@ -72,7 +72,7 @@ def bench_dataset(model: nn.Module, dataset: Dataset, out: str | Path, *, method
     out, items = Path(out), Scored(dataset)
     first = [items[0]] if len(items) else []  # one image scored first: a bad method or column fails before writing
     if first:
-        _scores(model, _collate(first), 0, methods, metrics, calibration, settings, options)
+        _scores(model, default_collate(first), 0, methods, metrics, calibration, settings, options)
     run = {"methods": None if methods is None else [m if isinstance(m, str) else list(m) for m in methods],
            "metrics": metrics if metrics is None or isinstance(metrics, str) else list(metrics),
            "calibration": list(calibration), "settings": vars(settings), "options": options or {},
@@ -91,20 +91,16 @@ def bench_dataset(model: nn.Module, dataset: Dataset, out: str | Path, *, method
                                                 "sums": torch.stack([sums(v) for v in values])}, header)
 
     def finish(shards: list[int]) -> list[str]:
+        from attnscope.report.sanity import table_csv
+
         merged.update(merge([out / job.name(k) for k in shards], dict(meta or {}), len(items)))
-        fileio.write_text(out / RESULTS[0], _csv(merged["rows"]))
+        fileio.write_text(out / RESULTS[0], table_csv(merged["rows"]))
         fileio.write_json(out / RESULTS[1], merged)
         return list(RESULTS)
 
     run_shards(job, compute, finish, resume=resume, overwrite=overwrite, workers=workers,
                pin=next((p.device.type == "cuda" for p in model.parameters()), False), progress=progress)
     return merged
-
-
-def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    from torch.utils.data import default_collate
-
-    return default_collate(items)
 
 
 def _scores(model: nn.Module, batch: dict[str, Any], start: int, methods, metrics, calibration, settings,
@@ -153,9 +149,3 @@ def merge(paths: Sequence[Path], meta: dict[str, Any], total: int) -> dict[str, 
             "groups": {c: COLUMNS.get(c).group for c in head["columns"]}, "skipped": head["skipped"],
             "seconds": {k: round(v, 2) for k, v in seconds.items()}}
     return {"meta": meta, "rows": rows, "ci": ci}
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    from attnscope.report.sanity import table_csv
-
-    return table_csv(rows)
