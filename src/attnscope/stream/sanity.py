@@ -85,7 +85,8 @@ def _write(path: Path, k: int, index: torch.Tensor, results: Mapping[str, Sanity
 
 def merge(paths: Sequence[Path], total: int) -> dict[str, SanityResult]:
     """Each test's result from the shards at `paths` (in order): per-image values concatenated, sums added,
-    kept maps and images joined, meta from the first shard (images: the total; seconds: summed; notes: all)."""
+    kept maps and images joined, meta from the first shard (images: the total; seconds, replay counts and
+    random-logit's classes: of all shards; notes: all)."""
     values: dict[tuple, list[torch.Tensor]] = {}
     totals: dict[tuple, torch.Tensor] = {}
     maps: dict[tuple, list[torch.Tensor]] = {}
@@ -106,11 +107,7 @@ def merge(paths: Sequence[Path], total: int) -> dict[str, SanityResult]:
             head = header
         else:
             for test, meta in header["meta"].items():
-                first = head["meta"][test]
-                first["seconds"] = first.get("seconds", 0) + meta.get("seconds", 0)
-                first["notes"] = list(dict.fromkeys([*first.get("notes", []), *meta.get("notes", [])]))
-                if "other" in first:  # random-logit: the other class of each image
-                    first["other"] = [*first["other"], *meta["other"]]
+                _add_meta(head["meta"][test], meta)
         for key, row, s in zip(keys, part, summed, strict=True):
             values.setdefault(key, []).append(row)
             totals[key] = totals[key] + s if key in totals else s.clone()
@@ -127,3 +124,14 @@ def merge(paths: Sequence[Path], total: int) -> dict[str, SanityResult]:
         result.images = torch.cat(images[test]) if test in images else None
         out[test] = result
     return out
+
+
+def _add_meta(first: dict[str, Any], meta: Mapping[str, Any]) -> None:
+    """A later shard's meta into the first's: seconds and the prefix replay's counts added, notes joined,
+    random-logit's other class of each image appended."""
+    first["seconds"] = first.get("seconds", 0) + meta.get("seconds", 0)
+    first["notes"] = list(dict.fromkeys([*first.get("notes", []), *meta.get("notes", [])]))
+    if "other" in first:
+        first["other"] = [*first["other"], *meta["other"]]
+    if first.get("reused") and meta.get("reused"):
+        first["reused"] = {k: first["reused"][k] + meta["reused"][k] for k in first["reused"]}
