@@ -300,3 +300,15 @@ def test_every_streamed_test_equals_its_in_memory_run(model, tmp_path, test) -> 
                 torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, equal_nan=True)
     if test == "random-logit":
         assert merged.meta["other"] == whole.meta["other"]  # the random classes: drawn per image index
+
+
+def test_a_checkpoints_own_data_set_is_streamed_with_its_configuration(model, tmp_path) -> None:
+    # a run trained on 40 px clutter: `--images clutter` streams the 40 px images its in-memory probe reads
+    ckpt = str(checkpoint.save(model, tmp_path / "model.safetensors", {"data": "clutter", "data_cfg": {"size": 40}}))
+    argv = ["--methods", "gradcam", "--metrics", "pointing,sparseness", "--step", "64"]
+    _cli(["bench", "--checkpoint", ckpt, *argv, "--images", "clutter", "--n", "3", "--stream", "--out",
+          str(tmp_path / "streamed")])
+    _cli(["bench", "--checkpoint", ckpt, *argv, "--images", "3", "--out", str(tmp_path / "memory")])
+    streamed, memory = (json.loads((tmp_path / p / "leaderboard.json").read_text()) for p in ("streamed", "memory"))
+    assert streamed["meta"]["data_cfg"] == {"size": 40}
+    _close_rows(streamed["rows"], memory["rows"], 1e-5)

@@ -27,8 +27,8 @@ def bench_stream(checkpoint: str, out: str | None, overwrite: bool, images: str,
                  method_opt: tuple[str, ...], estimate_only: bool, quiet: bool) -> None:
     """Stream `--images` through the leaderboard into `--out` (every process of torchrun calls it)."""
     from attnscope.cli.bench import terminal_tables
-    from attnscope.cli.explain_stream import dataset_of, world_of
-    from attnscope.cli.options import load_model, method_options, parse_list, read_run_config
+    from attnscope.cli.explain_stream import checkpoint_data, dataset_of, world_of
+    from attnscope.cli.options import load_model, method_options, parse_list
     from attnscope.stream import FolderImages
     from attnscope.stream.bench import bench_dataset
 
@@ -40,13 +40,14 @@ def bench_stream(checkpoint: str, out: str | None, overwrite: bool, images: str,
         if bad:
             raise InputError(message)
     names = None if methods == "all" else parse_list(methods, "--methods")
-    model, _header = load_model(checkpoint)
-    data_seed = read_run_config(checkpoint).get("data_seed", 0)
-    meta = {"checkpoint": str(checkpoint), "data": images, "n": n, "data_seed": data_seed, "tolerance":
+    model, header = load_model(checkpoint)
+    data_seed, config = checkpoint_data(checkpoint, header, images)
+    meta = {"checkpoint": str(checkpoint), "data": images, "n": n, "data_seed": data_seed, "data_cfg": config,
+            "tolerance":
             settings.tolerance, "step": settings.step, "targets": "label", "perturbations": settings.perturbations,
             "radius": settings.radius, "seed": settings.seed, "stream": True}
     with world_of(model) as world:
-        dataset = dataset_of(images, n, data_seed, None)
+        dataset = dataset_of(images, n, data_seed, None, config)
         if isinstance(dataset, FolderImages):
             meta["targets"] = "predicted"
             if world.main:

@@ -13,9 +13,9 @@ import click
 from attnscope.errors import DataError, InputError
 
 
-def dataset_of(source: str, n: int | None, seed: int, fit: Any):
+def dataset_of(source: str, n: int | None, seed: int, fit: Any, config: dict[str, Any] | None = None):
     """The images of `--images` as a lazily read data set: every image of a folder (or one file), or `n`
-    samples of a data set."""
+    samples of a data set (built with `config`)."""
     from attnscope import data
     from attnscope.cli.options import existing_input
     from attnscope.stream import FolderImages, NamedData
@@ -27,7 +27,7 @@ def dataset_of(source: str, n: int | None, seed: int, fit: Any):
     if source in data.names():
         if n is None or n < 1:
             raise InputError(f"--n must be >= 1, got {n}")
-        return NamedData(source, n, seed, fit)
+        return NamedData(source, n, seed, fit, config)
     raise DataError(f"--images {source}: no such file or folder, and not a built-in data set "
                     f"({', '.join(data.names())})")
 
@@ -65,6 +65,16 @@ def stream_options(verb: str, stream_help: str) -> Callable[[Callable], Callable
         return command
 
     return add
+
+
+def checkpoint_data(source: str, header: dict[str, Any], images: str) -> tuple[int, dict[str, Any]]:
+    """The data seed and configuration a checkpoint's run used for its data set, when `images` names that
+    data set (as the in-memory `bench`/`sanity` probe reads it); otherwise the seed and no configuration."""
+    from attnscope.cli.options import read_run_config
+
+    info = header.get("info", {})
+    config = info.get("data_cfg", {}) if images == info.get("data") else {}
+    return read_run_config(source).get("data_seed", 0), dict(config) if isinstance(config, dict) else {}
 
 
 def stream_images(stream: bool, images: str | None, n: int | None, resume: bool, shard_size: int = 1,

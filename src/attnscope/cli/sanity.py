@@ -154,8 +154,8 @@ def sanity_command(checkpoint, methods, out, overwrite, tests, images, n, stream
                     "blocks": blocks, "init": init, "seed": seed, "targets": targets, "options": list(method_opt),
                     "batch_size": batch_size, "order": order, "samples": samples, "noise_level": noise_level,
                     "bins": bins, "channels_last": channels_last}
-        return sanity_stream(model, checkpoint, runners, images, n, final, overwrite, resume, shard_size, workers,
-                             keep, settings, quiet)
+        return sanity_stream(model, header, checkpoint, runners, images, n, final, overwrite, resume, shard_size,
+                             workers, keep, settings, quiet)
     probe = load_probe(checkpoint, header, data, n_images)
     with outdir.building(final, "sanity", overwrite) as partial:
 

@@ -11,24 +11,23 @@ import click
 from attnscope.errors import InputError
 
 
-def sanity_stream(model, checkpoint: str, runners: dict[str, Any], images: str, n: int | None, out: Path,
-                  overwrite: bool, resume: bool, shard_size: int, workers: int, keep: int, settings: dict[str, Any],
-                  quiet: bool) -> None:
+def sanity_stream(model, header: dict[str, Any], checkpoint: str, runners: dict[str, Any], images: str,
+                  n: int | None, out: Path, overwrite: bool, resume: bool, shard_size: int, workers: int, keep: int,
+                  settings: dict[str, Any], quiet: bool) -> None:
     """Run `runners` (the tests asked for) over `--images` into `--out` (every process of torchrun calls it)."""
-    from attnscope.cli.explain_stream import dataset_of, world_of
-    from attnscope.cli.options import read_run_config
+    from attnscope.cli.explain_stream import checkpoint_data, dataset_of, world_of
     from attnscope.cli.sanity import show
     from attnscope.modules import device_of
     from attnscope.stream.sanity import sanity_dataset
 
-    data_seed = read_run_config(checkpoint).get("data_seed", 0)
+    data_seed, config = checkpoint_data(checkpoint, header, images)
     with world_of(model) as world:
-        dataset = dataset_of(images, n, data_seed, None)
+        dataset = dataset_of(images, n, data_seed, None, config)
         if settings["targets"] == "label" and not hasattr(dataset, "data"):
             raise InputError("--targets label needs a built-in data set (images from a folder have no labels)")
         results = sanity_dataset(dataset, out, runners, shard_size=shard_size, keep=keep, workers=workers,
-                                 settings={**settings, "data_seed": data_seed}, resume=resume, overwrite=overwrite,
-                                 progress=not quiet, pin=device_of(model).type == "cuda",
+                                 settings={**settings, "data_seed": data_seed, "data_cfg": config}, resume=resume,
+                                 overwrite=overwrite, progress=not quiet, pin=device_of(model).type == "cuda",
                                  meta={"checkpoint": str(checkpoint), "data": images})
     if not world.main:
         return

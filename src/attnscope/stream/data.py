@@ -44,12 +44,12 @@ class FolderImages(Dataset):
 
 
 class NamedData(Dataset):
-    """`n` samples of a built-in classification data set (test split), as (image, label)."""
+    """`n` samples of a built-in classification data set (test split, built with `config`), as (image, label)."""
 
-    def __init__(self, name: str, n: int, seed: int, fit: Any = None) -> None:
+    def __init__(self, name: str, n: int, seed: int, fit: Any = None, config: dict[str, Any] | None = None) -> None:
         from attnscope import data
 
-        self.name, self.data, self.fit = name, data.get(name, "test", n, seed=seed), fit
+        self.name, self.data, self.fit = name, data.get(name, "test", n, seed=seed, **(config or {})), fit
         self.n = min(n, len(self.data))
         if not hasattr(self.data[0], "label"):
             raise DataError(f"data set {name!r} has no class labels to explain; use a classification data set")
