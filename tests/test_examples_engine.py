@@ -15,6 +15,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
     ("differentiable_gradcam.py", ["--steps", "2"], "model still in train mode after explain: True"),
     ("add_a_method.py", [], "cam (2, 64, 64)"),
     ("explain_dataset.py", ["--n", "10", "--shard-size", "4", "--out", "OUT"], "10 images in 3 shards"),
+    ("score_dataset.py", ["--n", "6", "--shard-size", "3", "--out", "OUT"], "shard 0: 3 images"),
 ])
 def test_example_runs(script: str, args: list[str], expect: str, tmp_path) -> None:
     args = [str(tmp_path / "out") if a == "OUT" else a for a in args]

@@ -156,3 +156,13 @@ def test_reused_outputs_survive_in_place_ops_downstream():
     reuse = PrefixReuse(m, x)
     with reuse.step(reuse.start_of("b")), torch.no_grad():
         assert torch.equal(m(x), want) and torch.equal(m(x), want) and reuse.hits == 1
+
+
+def test_smprt_and_random_logit_default_metrics_fit_the_image_size():
+    # metrics=None (what the CLI passes without --metrics): the defaults less HOG under 48 px, with a note,
+    # as model_randomization does (before, both refused: "give at least one similarity metric")
+    m = models.get("smallcnn", widths=[4, 8])
+    x = torch.rand(2, 3, 32, 32)
+    for result in (smprt(m, x, ("saliency",), samples=2, blocks=2), random_logit(m, x, ("saliency",))):
+        assert result.meta["metrics"] == ["spearman_abs", "spearman_signed", "ssim"]
+        assert any("hog" in note.lower() for note in result.meta["notes"])

@@ -13,6 +13,7 @@ import click
 
 from attnscope import console, fileio, outdir
 from attnscope.cli import cli
+from attnscope.cli.explain_stream import stream_images, stream_options
 from attnscope.cli.options import load_model, method_options, parse_list
 from attnscope.cli.sanity import load_probe
 from attnscope.errors import InputError
@@ -22,7 +23,8 @@ from attnscope.errors import InputError
 @click.option("--checkpoint", required=True, help="Run folder or checkpoint file of a trained classifier.")
 @click.option("--out", default=None, help="Folder for leaderboard.csv and .json (not with --estimate).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope bench` output.")
-@click.option("--images", "n_images", default=32, show_default=True, type=int, help="Test images to score.")
+@stream_options("score", "Score --images shard by shard (bounded memory), resumable, split across the processes "
+                "of torchrun; the table from the shards' sums.")
 @click.option("--data", default=None, help="Data set with boxes and masks (default: the checkpoint's).")
 @click.option("--methods", default="all", show_default=True, help="'all' applicable methods, or a comma list.")
 @click.option("--metrics", default="default", show_default=True,
@@ -37,12 +39,13 @@ from attnscope.errors import InputError
 @click.option("--method-opt", multiple=True, metavar="METHOD.KEY=VALUE", help="Method option, e.g. ig.steps=16.")
 @click.option("--estimate", "estimate_only", is_flag=True, help="Print the time estimate and stop.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def bench_command(checkpoint, out, overwrite, n_images, data, methods, metrics, tolerance, step, batch_size,
-                  perturbations, radius, seed, method_opt, estimate_only, quiet) -> None:
+def bench_command(checkpoint, out, overwrite, images, n, stream, shard_size, workers, resume, data, methods, metrics,
+                  tolerance, step, batch_size, perturbations, radius, seed, method_opt, estimate_only, quiet) -> None:
     """Score every applicable method (post-hoc and intrinsic) on CHECKPOINT's test images: against
     the digits' boxes and masks, by asking the model (deletion, insertion, ROAD, ...), by the maps'
     robustness to small perturbations and their complexity. Calibration rows bound each column."""
     from attnscope import data as datasets
+    from attnscope.cli.bench_stream import bench_stream, count
     from attnscope.evaluate import COLUMNS, Mosaics, Settings, estimate, leaderboard
     from attnscope.evaluate.columns import select
     from attnscope.report.sanity import table_csv
@@ -53,6 +56,13 @@ def bench_command(checkpoint, out, overwrite, n_images, data, methods, metrics, 
         raise InputError(f"need --tolerance >= 0, --step >= 1, --batch-size >= 1, --perturbations >= 1 and "
                          f"--radius >= 0, got {tolerance}, {step}, {batch_size}, {perturbations}, {radius}")
     columns = select(metrics)
+    stream = stream_images(stream, images, n, resume, shard_size, workers)
+    if stream:
+        bench_stream(checkpoint, out, overwrite, images, n, shard_size, workers, resume, data, methods, columns,
+                     Settings(tolerance=tolerance, step=step, batch_size=batch_size, seed=seed,
+                              perturbations=perturbations, radius=radius), method_opt, estimate_only, quiet)
+        return
+    n_images = count(images, "--images", 32)
     if out is not None:
         out = Path(out)
         outdir.check(out, "bench", overwrite)

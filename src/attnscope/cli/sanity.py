@@ -15,6 +15,7 @@ import click
 
 from attnscope import console, outdir
 from attnscope.cli import cli
+from attnscope.cli.explain_stream import stream_options
 from attnscope.cli.options import load_model, method_options, parse_list, read_run_config, record_final_out
 from attnscope.errors import CheckpointError, InputError
 
@@ -86,7 +87,8 @@ def _blocks(text: str) -> str | int | list[str]:
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope sanity` output.")
 @click.option("--test", "tests", default="cascading", show_default=True,
               help="Tests to run, comma-separated: cascading, independent, data, smprt, emprt, random-logit.")
-@click.option("--images", "n_images", default=32, show_default=True, type=int, help="Test images to explain.")
+@stream_options("explain", "Run the tests shard by shard over all of --images (bounded memory), resumable, split "
+                "across the processes of torchrun (not --test data).")
 @click.option("--data", default=None, help="Data set of the images (default: the checkpoint's).")
 @click.option("--blocks", default="layer", show_default=True,
               help="'layer' (each conv/norm/linear), a module-name depth (2: SmallCNN's conv blocks) or names.")
@@ -112,14 +114,16 @@ def _blocks(text: str) -> str | int | list[str]:
 @click.option("--target-acc", default=0.95, show_default=True, type=float, help="Data test: training accuracy.")
 @click.option("--permuted-run", default=None, help="Data test: reuse this permuted-label run instead of training.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def sanity_command(checkpoint, methods, out, overwrite, tests, n_images, data, blocks, init, seed, targets, metrics,
-                   method_opt, batch_size, keep, channels_last, order, samples, noise_level, bins, permuted_n,
-                   permuted_epochs, target_acc, permuted_run, quiet) -> None:
+def sanity_command(checkpoint, methods, out, overwrite, tests, images, n, stream, shard_size, workers, resume, data,
+                   blocks, init, seed, targets, metrics, method_opt, batch_size, keep, channels_last, order, samples,
+                   noise_level, bins, permuted_n, permuted_epochs, target_acc, permuted_run, quiet) -> None:
     """Randomisation sanity checks of CHECKPOINT's maps: cascading / independent parameter
     randomisation and label randomisation (Adebayo et al. 2018); the repaired tests sMPRT and
     eMPRT (Hedström et al. 2023) and the random-logit test (Sixt et al. 2020)."""
+    from attnscope.cli.bench_stream import count
+    from attnscope.cli.explain_stream import stream_images
     from attnscope.report import sanity as report
-    from attnscope.sanity import data_randomization, emprt, model_randomization, random_logit, smprt
+    from attnscope.sanity import data_randomization
 
     tests = parse_list(tests, "--test")
     for t in tests:
@@ -129,43 +133,82 @@ def sanity_command(checkpoint, methods, out, overwrite, tests, n_images, data, b
     metrics = None if metrics is None else parse_list(metrics, "--metrics")
     _check_numbers(keep=keep, batch_size=batch_size, permuted_n=permuted_n, permuted_epochs=permuted_epochs,
                    target_acc=target_acc)
+    stream = stream_images(stream, images, n, resume, shard_size, workers)
+    if stream and "data" in tests:
+        raise InputError("--test data trains a model on permuted labels and compares it on a fixed probe; "
+                         "it does not stream: run it without --stream")
+    n_images = None if stream else count(images, "--images", 32)
     final = Path(out)
-    outdir.check(final, "sanity", overwrite)
+    if not stream:
+        outdir.check(final, "sanity", overwrite)
     model, header = load_model(checkpoint)
+    common = dict(methods=methods, metrics=metrics, options=method_options(method_opt) or None,
+                  batch_size=batch_size)
+    every = _runners(model, common, dict(blocks=_blocks(blocks), init=init, seed=seed), targets, order,
+                     channels_last, samples, noise_level, bins, quiet or stream)  # a stream's bar counts images
+    runners = {test: every[test] for test in tests if test in every}
+    if stream:
+        from attnscope.cli.sanity_stream import sanity_stream
+
+        settings = {"checkpoint": str(checkpoint), "images": images, "n": n, "methods": methods, "metrics": metrics,
+                    "blocks": blocks, "init": init, "seed": seed, "targets": targets, "options": list(method_opt),
+                    "batch_size": batch_size, "order": order, "samples": samples, "noise_level": noise_level,
+                    "bins": bins, "channels_last": channels_last}
+        return sanity_stream(model, header, checkpoint, runners, images, n, final, overwrite, resume, shard_size,
+                             workers, keep, settings, quiet)
     probe = load_probe(checkpoint, header, data, n_images)
-    common = dict(methods=methods, targets=probe.labels if targets == "label" else None, metrics=metrics,
-                  options=method_options(method_opt) or None, batch_size=batch_size, keep=keep)
-    randomised = dict(blocks=_blocks(blocks), init=init, seed=seed)
     with outdir.building(final, "sanity", overwrite) as partial:
 
-        def data_test():
+        def data_test(images, labels, index, keep):
             permuted, info = _permuted_model(checkpoint, header, probe, partial, final, permuted_run, permuted_n,
                                              permuted_epochs, target_acc, seed, quiet)
-            return data_randomization(model, permuted, probe.images, info=info, **common)
+            return data_randomization(model, permuted, images, info=info, keep=keep,
+                                      targets=labels if targets == "label" else None, **common)
 
-        runners = {  # test name → how to run it
-            "cascading": lambda: model_randomization(model, probe.images, mode="cascading", progress=not quiet,
-                                                     order="top-down" if order == "auto" else order,
-                                                     channels_last=channels_last, **randomised, **common),
-            "independent": lambda: model_randomization(model, probe.images, mode="independent", progress=not quiet,
-                                                       channels_last=channels_last, **randomised, **common),
-            "data": data_test,
-            "smprt": lambda: smprt(model, probe.images, samples=samples, sigma=noise_level, progress=not quiet,
-                                   order="bottom-up" if order == "auto" else order, **randomised,
-                                   **{**common, "batch_size": batch_size or 256}),
-            "emprt": lambda: emprt(model, probe.images, bins=bins, progress=not quiet, **randomised,
-                                   **{k: v for k, v in common.items() if k != "metrics"}),
-            "random-logit": lambda: random_logit(model, probe.images, seed=seed, progress=not quiet, **common),
-        }
+        runners["data"] = data_test
         for test in tests:
-            result = runners[test]()
+            result = runners[test](probe.images, probe.labels, None, keep)
             result.meta.update(checkpoint=str(checkpoint), data=probe.data)
             paths = [final / p.relative_to(partial) for p in report.write(result, partial, prefix=test)]
-            for note in result.meta.get("notes", []):
-                console.console.print(f"note: {note}", markup=False, highlight=False)
-            _print(result, result.meta["metrics"][0])
-            click.echo(f"{test}: {', '.join(str(p) for p in paths[:3])} and {len(paths) - 3} map grid(s)")
+            show(test, result, paths)
     click.echo(f"wrote {final}/")
+
+
+def show(test: str, result, paths: list[Path]) -> None:
+    """A test's notes, its table of the first metric and the files written."""
+    for note in result.meta.get("notes", []):
+        console.console.print(f"note: {note}", markup=False, highlight=False)
+    _print(result, result.meta["metrics"][0])
+    click.echo(f"{test}: {', '.join(str(p) for p in paths[:3])} and {len(paths) - 3} map grid(s)")
+
+
+def _runners(model, common: dict[str, Any], randomised: dict[str, Any], targets: str, order: str,
+             channels_last: bool, samples: int, noise_level: float, bins: int, quiet: bool) -> dict[str, Any]:
+    """Test name → fn(images, labels, data-set index, images to keep) -> SanityResult, for the tests that work
+    image by image (the data test needs its probe: `sanity_command` adds it)."""
+    from attnscope.sanity import emprt, model_randomization, random_logit, smprt
+
+    progress = not quiet
+
+    def each(images, labels, index, keep) -> dict[str, Any]:
+        return {**common, "targets": labels if targets == "label" else None, "keep": keep, "index": index}
+
+    return {
+        "cascading": lambda x, y, i, k: model_randomization(
+            model, x, mode="cascading", progress=progress, order="top-down" if order == "auto" else order,
+            channels_last=channels_last, **randomised, **each(x, y, i, k)),
+        "independent": lambda x, y, i, k: model_randomization(
+            model, x, mode="independent", progress=progress, channels_last=channels_last, **randomised,
+            **each(x, y, i, k)),
+        "smprt": lambda x, y, i, k: smprt(
+            model, x, samples=samples, sigma=noise_level, progress=progress,
+            order="bottom-up" if order == "auto" else order, **randomised,
+            **{**each(x, y, i, k), "batch_size": common["batch_size"] or 256}),
+        "emprt": lambda x, y, i, k: emprt(model, x, bins=bins, progress=progress, **randomised,
+                                          **{a: v for a, v in each(x, y, i, k).items() if a != "metrics"}),
+        "random-logit": lambda x, y, i, k: random_logit(model, x, seed=randomised["seed"], progress=progress,
+                                                        **each(x, y, i, k)),
+    }
 
 
 def _check_numbers(keep: int, batch_size: int | None, permuted_n: int, permuted_epochs: int,

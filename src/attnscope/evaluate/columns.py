@@ -10,10 +10,11 @@ leaderboard explains for all methods at once (`per_method=False`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from attnscope import draws
 from attnscope.maps import normalize
 from attnscope.metrics import faithfulness as faith
 from attnscope.metrics import localisation as loc
@@ -48,7 +49,19 @@ class Batch:
     batch_size: int = 256
     seed: int = 0
     top_k: int = 100
+    index: torch.Tensor | None = None  # (B,) the images' data-set indices (default 0 … B − 1): seeds their draws
     _cache: dict = field(default_factory=dict, repr=False)
+
+    def one(self, i: int) -> Batch:
+        """Image i alone, with the seed of its own draws (`draws.image_seed` of the seed and its data-set index)."""
+        index = draws.indices(self.index, self.images.shape[0])
+        pick = slice(i, i + 1)
+        return replace(self, images=self.images[pick], labels=self.labels[pick],
+                       scorer=lambda x, source: self.scorer(x, source + i),
+                       correct=lambda x, source: self.correct(x, source + i),
+                       boxes=None if self.boxes is None else self.boxes[pick],
+                       masks=None if self.masks is None else self.masks[pick],
+                       seed=draws.image_seed(self.seed, int(index[i])), index=index[pick], _cache={})
 
     def cached(self, key: str, maps: torch.Tensor, compute: Callable[[], object]) -> object:
         """`compute()` once per (key, maps) pair: the last maps asked about are remembered."""
@@ -77,13 +90,21 @@ class Column:
     needs: str = ""
     per_method: bool = True
     default: bool = True
+    seeded: bool = False  # draws at random: computed image by image, each from its own seed (`Batch.one`)
+
+    def values(self, maps: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """(B,) for `maps` (B, H, W); a seeded column image by image, so no image's draw depends on its batch."""
+        if not self.seeded:
+            return self.fn(maps, batch)
+        return torch.cat([self.fn(maps[i:i + 1], batch.one(i)).reshape(1) for i in range(maps.shape[0])])
 
 
 COLUMNS: Registry[Column] = Registry("leaderboard metric")
 
 
-def _add(name: str, group: str, fn, higher: bool = True, needs: str = "", default: bool = True) -> None:
-    COLUMNS.register(name, Column(group, fn, higher, needs, default=default))
+def _add(name: str, group: str, fn, higher: bool = True, needs: str = "", default: bool = True,
+         seeded: bool = False) -> None:
+    COLUMNS.register(name, Column(group, fn, higher, needs, default=default, seeded=seeded))
 
 
 def _deletion(m: torch.Tensor, b: Batch) -> torch.Tensor:
@@ -127,15 +148,15 @@ _add("insertion_zero", "faithfulness",
 _add("avg_drop_pct", "faithfulness", lambda m, b: 100 * faith.drop(*_masked(m, b)), higher=False)
 _add("increase_pct", "faithfulness", lambda m, b: 100 * faith.increase(*_masked(m, b)))
 _add("faith_corr", "faithfulness", lambda m, b: pert.faithfulness_correlation(
-    b.scorer, b.images, m, seed=b.seed, batch_size=b.batch_size))
+    b.scorer, b.images, m, seed=b.seed, batch_size=b.batch_size), seeded=True)
 _add("infidelity", "faithfulness", lambda m, b: pert.infidelity(
-    b.scorer, b.images, m, seed=b.seed, batch_size=b.batch_size), higher=False)
+    b.scorer, b.images, m, seed=b.seed, batch_size=b.batch_size), higher=False, seeded=True)
 _add("region_aopc", "faithfulness", lambda m, b: faith.aopc(faith.region_perturbation(
     b.scorer, b.images, m, batch_size=b.batch_size)), default=False)
 _add("monotonicity", "faithfulness", lambda m, b: faith.monotonicity(
     b.scorer, b.images, m, "zero", b.step, b.batch_size), default=False)
-_add("road_morf", "faithfulness", _road("morf"), higher=False, default=False)
-_add("road_lerf", "faithfulness", _road("lerf"), default=False)
+_add("road_morf", "faithfulness", _road("morf"), higher=False, default=False, seeded=True)
+_add("road_lerf", "faithfulness", _road("lerf"), default=False, seeded=True)
 _add("irof", "faithfulness", lambda m, b: irof(b.scorer, b.images, m, b.segments(), "mean", b.batch_size),
      default=False)
 # complexity: of the map alone

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnscope import console
+from attnscope import console, draws
 from attnscope.errors import InputError
 from attnscope.evaluate import robustness as rob
 from attnscope.evaluate.columns import COLUMNS, GROUPS, Batch, select
@@ -110,14 +110,15 @@ def explainers(model: nn.Module, methods: Sequence[MethodSpec], calibration: Seq
     method's sub-maps (e.g. LTPA's "ltpa/stages.1") are rows named label + the key's suffix."""
     out: dict[str, tuple[str, Explainer]] = {}
     for label, (name, opts) in variants(methods, options).items():
-        def run(x: torch.Tensor, c: torch.Tensor, label=label, name=name, opts=opts) -> Mapping[str, torch.Tensor]:
+        def run(x: torch.Tensor, c: torch.Tensor, label=label, name=name, opts=opts,
+                **_draws: Any) -> Mapping[str, torch.Tensor]:
             found = rob.Maps(explain(model, x, name, c, options={name: opts} if opts else None, batch_size=batch))
             return {_row(label, name, key): v for key, v in found.items()}
 
         out[label] = (METHODS.get(name).kind, run)
     for name in calibration:
         CALIBRATIONS.get(name)
-        out[name] = ("calibration", lambda x, c, n=name: {n: CALIBRATIONS.get(n)(x, 0, seed).float()})
+        out[name] = ("calibration", lambda x, c, n=name, index=None, draw=0: {n: calibrated(n, x, seed, index, draw)})
     return out
 
 
@@ -131,15 +132,22 @@ def joint_explainer(model: nn.Module, methods: Sequence[MethodSpec], calibration
     each = explainers(model, [(k, *table[k]) for k in table if k not in plain], (), seed, batch=batch)
     opts = {m: table[m][1] for m in plain if table[m][1]} or None
 
-    def run(x: torch.Tensor, classes: torch.Tensor) -> Mapping[str, torch.Tensor]:
+    def run(x: torch.Tensor, classes: torch.Tensor, index: torch.Tensor | None = None,
+            draw: int | torch.Tensor = 0) -> Mapping[str, torch.Tensor]:
         out = rob.Maps(explain(model, x, plain, classes, options=opts, batch_size=batch)) if plain else rob.Maps({})
         for _kind, fn in each.values():
             out.update(fn(x, classes))
         for name in calibration:
-            out[name] = CALIBRATIONS.get(name)(x, 0, seed).float()
+            out[name] = calibrated(name, x, seed, index, draw)
         return out
 
     return run
+
+
+def calibrated(name: str, images: torch.Tensor, seed: int, index: torch.Tensor | None = None,
+               draw: int | torch.Tensor = 0) -> torch.Tensor:
+    """Calibration map `name` of `images` (float32), its draws seeded per image by `seed` and `index`."""
+    return CALIBRATIONS.get(name)(images, draw, seed, index=index).float()
 
 
 @dataclass
@@ -153,45 +161,79 @@ class Plan:
     skipped: dict[str, str]
 
 
+@dataclass
+class Scores:
+    """Per-image values of a leaderboard: `values[row][column]` (B,) float64 on the CPU (NaN where undefined),
+    each row's kind and the explainer it came from (`label`, whose `seconds` it took), skipped columns."""
+
+    columns: list[str]
+    values: dict[str, dict[str, torch.Tensor]]
+    kinds: dict[str, str]
+    labels: dict[str, str]
+    skipped: dict[str, str]
+    seconds: dict[str, float]
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
 def leaderboard(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor | None = None,
                 masks: torch.Tensor | None = None, methods: Sequence[MethodSpec] | None = None,
                 metrics: Sequence[str] | str | None = None, calibration: Sequence[str] = ("random", "sobel"),
                 settings: Settings | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
-                mosaics: Mosaics | None = None, progress: bool = False, keep_maps: bool = False) -> Board:
+                mosaics: Mosaics | None = None, progress: bool = False, keep_maps: bool = False,
+                index: torch.Tensor | None = None) -> Board:
     """One row per map (for the true `labels`): the mean over the images of each column, and
     `ms_per_image` (the method's explain time). `methods=None`: every method that applies to `model`;
     a method may be given as (row label, method, options) to score one method under several settings;
     `metrics`: column names or a `--metrics` text ("default", "all", group names; see `columns.select`).
-    Columns that need ground truth that is not given (boxes, masks, mosaics) are left out (`skipped`)."""
+    Columns that need ground truth that is not given (boxes, masks, mosaics) are left out (`skipped`).
+    `index`: the images' data-set indices (default 0 … B − 1), which seed each image's random draws."""
+    scores = image_scores(model, images, labels, boxes, masks, methods, metrics, calibration, settings, options,
+                          mosaics, progress, keep_maps, index)
+    b = images.shape[0]
+    rows = board_rows(scores.columns, scores.kinds, lambda row, col: mean_ci(scores.values[row][col])[0]
+                      if col in scores.values[row] else float("nan"),
+                      lambda row: 1000 * scores.seconds[scores.labels[row]] / b)
+    return Board(rows, scores.columns, scores.maps, scores.skipped, scores.seconds)
+
+
+def board_rows(columns: Sequence[str], kinds: Mapping[str, str], mean: Callable[[str, str], float],
+               ms: Callable[[str], float]) -> list[dict[str, Any]]:
+    """The leaderboard's rows: method, kind, the per-method columns, the shared ones (robustness, focus), ms."""
+    order = [c for c in columns if COLUMNS.get(c).per_method] + [c for c in columns if not COLUMNS.get(c).per_method]
+    return [{"method": row, "kind": kind, **{c: mean(row, c) for c in order}, "ms_per_image": ms(row)}
+            for row, kind in kinds.items()]
+
+
+def image_scores(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor | None = None,
+                 masks: torch.Tensor | None = None, methods: Sequence[MethodSpec] | None = None,
+                 metrics: Sequence[str] | str | None = None, calibration: Sequence[str] = ("random", "sobel"),
+                 settings: Settings | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
+                 mosaics: Mosaics | None = None, progress: bool = False, keep_maps: bool = False,
+                 index: torch.Tensor | None = None) -> Scores:
+    """Every column's value for every image and map (what `leaderboard` averages), with the same arguments."""
     settings = settings or Settings()
-    plan = _plan(model, images, labels, boxes, masks, methods, metrics, calibration, settings, options, mosaics)
+    plan = _plan(model, images, labels, boxes, masks, methods, metrics, calibration, settings, options, mosaics,
+                 index)
     names, batch, fns = plan.columns, plan.batch, plan.explainers
     per_method = [c for c in names if COLUMNS.get(c).per_method]
-    board = Board([], names, skipped=plan.skipped)
+    scores = Scores(names, {}, {}, {}, plan.skipped, {})
     all_maps: dict[str, torch.Tensor] = {}
     with console.progress(len(fns) + 1, "leaderboard", progress) as bar:
         for name, (kind, fn) in fns.items():
             started = time.perf_counter()
-            maps = {k: v.detach() for k, v in fn(batch.images, batch.labels).items()}
-            board.seconds[name] = time.perf_counter() - started
+            maps = {k: v.detach() for k, v in fn(batch.images, batch.labels, index=batch.index).items()}
+            scores.seconds[name] = time.perf_counter() - started
             for key, values in maps.items():
-                row: dict[str, Any] = {"method": key, "kind": kind}
-                for col in per_method:
-                    row[col] = mean_ci(COLUMNS.get(col).fn(values, batch).double().cpu())[0]
-                row["ms_per_image"] = 1000 * board.seconds[name] / images.shape[0]
-                board.rows.append(row)
+                scores.values[key] = {c: COLUMNS.get(c).values(values, batch).double().cpu() for c in per_method}
+                scores.kinds[key], scores.labels[key] = kind, name
                 all_maps[key] = values
             bar.advance(1, method=name)
-        shared = _shared_columns(plan, all_maps, settings, mosaics, model, board.seconds)
+        shared = _shared_columns(plan, all_maps, settings, mosaics, model, scores.seconds)
         bar.advance(1, method="robustness/focus")
-    for row in board.rows:
-        for col in names:
-            if col not in row:
-                values = shared.get(row["method"], {}).get(col)
-                row[col] = float("nan") if values is None else mean_ci(values)[0]
-        row["ms_per_image"] = row.pop("ms_per_image")  # last
-    board.maps = {k: v.cpu() for k, v in all_maps.items()} if keep_maps else {}
-    return board
+    for key, columns in shared.items():
+        scores.values.setdefault(key, {}).update({c: v.double().cpu() for c, v in columns.items()})
+    scores.maps = {k: v.cpu() for k, v in all_maps.items()} if keep_maps else {}
+    return scores
 
 
 @dataclass
@@ -253,7 +295,8 @@ def _linear(run: Callable[[int], object], b: int) -> float:
     return max(fixed + per_image * b, two if b > 1 else one)
 
 
-def _plan(model, images, labels, boxes, masks, methods, metrics, calibration, settings, options, mosaics) -> Plan:
+def _plan(model, images, labels, boxes, masks, methods, metrics, calibration, settings, options, mosaics,
+          index=None) -> Plan:
     """Check a leaderboard's inputs and put them together."""
     device = device_of(model)
     if images.dim() != 4 or labels.shape != (images.shape[0],):
@@ -277,7 +320,8 @@ def _plan(model, images, labels, boxes, masks, methods, metrics, calibration, se
         masks = loc.box_masks(boxes.to(device), tuple(images.shape[-2:]))
     batch = Batch(images, labels, class_probability(model, labels), correct_class(model, labels),
                   None if boxes is None else boxes.to(device), None if masks is None else masks.to(device),
-                  settings.tolerance, settings.step, settings.batch_size, settings.seed, settings.top_k)
+                  settings.tolerance, settings.step, settings.batch_size, settings.seed, settings.top_k,
+                  draws.indices(index, images.shape[0]))
     return Plan(names, batch, explainers(model, methods, calibration, settings.seed, options, settings.explain_batch),
                 joint_explainer(model, methods, calibration, settings.seed, options, settings.explain_batch), skipped)
 
@@ -290,9 +334,10 @@ def _shared_columns(plan: Plan, maps: Mapping[str, torch.Tensor], settings: Sett
     out: dict[str, dict[str, torch.Tensor]] = {k: {} for k in maps}
     if robust:
         started = time.perf_counter()
-        perturbed = rob.perturb(batch.images, settings.perturbations, settings.noise, settings.radius, settings.seed)
+        perturbed = rob.perturb(batch.images, settings.perturbations, settings.noise, settings.radius, settings.seed,
+                                batch.index)
         scores = rob.score_robustness(plan.joint, lambda x: rob.logits_of(model, x), batch.images, batch.labels,
-                                      perturbed, robust, maps=maps)
+                                      perturbed, robust, maps=maps, index=batch.index)
         for key, values in scores.items():
             out[key].update(values)
         seconds["robustness"] = time.perf_counter() - started

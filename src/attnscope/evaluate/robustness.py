@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnscope import draws
 from attnscope.errors import InputError
 from attnscope.explain import explain
 from attnscope.explain.layers import LayerSpec
@@ -77,21 +78,27 @@ METRICS.register("ros", Metric(
 
 
 def perturb(images: torch.Tensor, n: int = 10, noise: str = "uniform", radius: float = 0.02,
-            seed: int = 0) -> torch.Tensor:
-    """`n` perturbed copies x + δ of each image (B, n, C, H, W), δ drawn by `NOISES[noise]` from `seed`."""
+            seed: int = 0, index: torch.Tensor | None = None) -> torch.Tensor:
+    """`n` perturbed copies x + δ of each image (B, n, C, H, W), δ drawn by `NOISES[noise]`, image r's from
+    its own generator seeded by `seed` and its data-set index `index[r]` (default r; `attnscope.draws`)."""
     positive_int("perturbations", n)
     if not radius > 0:
         raise InputError(f"the perturbation radius must be > 0, got {radius!r}")
-    return images[:, None] + NOISES.get(noise)(images, n, radius, torch.Generator().manual_seed(seed))
+    draw = NOISES.get(noise)
+    rows = draws.indices(index, images.shape[0])
+    delta = draws.per_image(lambda g: draw(images[:1], n, radius, g)[0], seed, rows)
+    return images[:, None] + delta.to(device=images.device, dtype=images.dtype)
 
 
 def score_robustness(explainer: Explainer, logits_of: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                      classes: torch.Tensor, perturbed: torch.Tensor, metrics: Sequence[str] | None = None,
                      maps: Mapping[str, torch.Tensor] | None = None,
-                     logits: torch.Tensor | None = None) -> dict[str, dict[str, torch.Tensor]]:
+                     logits: torch.Tensor | None = None,
+                     index: torch.Tensor | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """`{name: {metric: (B,)}}` for every map `explainer(images, classes)` gives, from its maps of the
     `perturbed` copies (B, n, C, H, W) explained for the same `classes` (B,). `maps` and `logits` of
-    the unperturbed images may be passed when already computed."""
+    the unperturbed images may be passed when already computed. With the images' data-set `index` (B,) the
+    explainer is also given `index=` and `draw=` (copy j of image i: index i, draw j + 1) for its own draws."""
     names = METRICS.names() if metrics is None else list(metrics)
     for name in names:
         METRICS.get(name)
@@ -102,7 +109,9 @@ def score_robustness(explainer: Explainer, logits_of: Callable[[torch.Tensor], t
     maps = dict(explainer(images, classes)) if maps is None else dict(maps)
     logits = logits_of(images) if logits is None else logits
     flat = perturbed.flatten(0, 1)
-    moved = explainer(flat, classes.repeat_interleave(n))
+    where = {} if index is None else {"index": draws.indices(index, b).repeat_interleave(n),
+                                      "draw": torch.arange(1, n + 1).repeat(b)}
+    moved = explainer(flat, classes.repeat_interleave(n), **where)
     moved_logits = getattr(moved, "logits", None)  # an Explanation carries its pass's logits
     moved_logits = (logits_of(flat) if moved_logits is None else moved_logits).view(b, n, -1)
     kept = moved_logits.argmax(2) == logits.argmax(1)[:, None]

@@ -232,3 +232,29 @@ def mean_ci(values: torch.Tensor, level: float = 0.95) -> tuple[float, float, fl
     half = float(t.ppf(0.5 + level / 2, n - 1)) * float(v.std(unbiased=True)) / n**0.5
     return mean, mean - half, mean + half, n
 
+
+def sums(values: torch.Tensor) -> torch.Tensor:
+    """(n, Σx, Σx²) in float64 over the defined (non-NaN) values: what `mean_ci_of_sums` needs, and what
+    adds up across the shards of a data set."""
+    v = values.double().flatten()
+    v = v[~torch.isnan(v)]
+    return torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64), v.sum(), v.square().sum()])
+
+
+def mean_ci_of_sums(totals: torch.Tensor, level: float = 0.95) -> tuple[float, float, float, int]:
+    """`mean_ci` from the sums (n, Σx, Σx²) of the defined values: mean Σx/n, s² = (Σx² − (Σx)²/n)/(n − 1).
+
+    The difference cancels where the spread is tiny against the mean: s² then carries a relative error of
+    about 1e-16 · mean² / s² (values ≈ 2.3 with s = 3e-4: the bounds ~3e-12 from `mean_ci`'s)."""
+    from scipy.stats import t
+
+    n, total, squares = (float(x) for x in totals.double())
+    if n == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    mean = total / n
+    if n < 2:
+        return mean, float("nan"), float("nan"), int(n)
+    variance = max(squares - total * total / n, 0.0) / (n - 1)
+    half = float(t.ppf(0.5 + level / 2, n - 1)) * variance**0.5 / n**0.5
+    return mean, mean - half, mean + half, int(n)
+

@@ -16,19 +16,24 @@ import torch.nn.functional as F
 
 from attnscope.registry import Registry
 
-CALIBRATIONS: Registry[Callable[[torch.Tensor, int, int], torch.Tensor]] = Registry("calibration map")
+CALIBRATIONS: Registry[Callable[..., torch.Tensor]] = Registry("calibration map")  # (images, draw, seed, index)
 
 
 @CALIBRATIONS.register("random")
-def random_map(images: torch.Tensor, draw: int, seed: int = 0) -> torch.Tensor:
-    """Uniform noise (B, H, W), draw number `draw` of the stream seeded by `seed`."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + draw)
+def random_map(images: torch.Tensor, draw: int | torch.Tensor, seed: int = 0,
+               index: torch.Tensor | None = None) -> torch.Tensor:
+    """Uniform noise (B, H, W): image r's draw number `draw` (one int, or one per image) from its own
+    generator, seeded by `seed` and its data-set index `index[r]` (default r; `attnscope.draws`)."""
+    from attnscope import draws
+
     b, _, h, w = images.shape
-    return torch.rand((b, h, w), generator=g, dtype=torch.float64).to(images.device)
+    rows = draws.indices(index, b)
+    noise = draws.per_image(lambda g: torch.rand((h, w), generator=g, dtype=torch.float64), seed, rows, draw)
+    return noise.reshape(b, h, w).to(images.device)
 
 
 @CALIBRATIONS.register("sobel")
-def sobel_map(images: torch.Tensor, draw: int = 0, seed: int = 0) -> torch.Tensor:
+def sobel_map(images: torch.Tensor, draw: int | torch.Tensor = 0, seed: int = 0, index: object = None) -> torch.Tensor:
     """Sobel gradient magnitude √(G_x² + G_y²) of the channel-mean image (B, H, W), edges replicated."""
     gray = images.double().mean(dim=1, keepdim=True)  # (B, 1, H, W)
     k = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], dtype=torch.float64, device=images.device)
@@ -39,7 +44,7 @@ def sobel_map(images: torch.Tensor, draw: int = 0, seed: int = 0) -> torch.Tenso
 
 
 @CALIBRATIONS.register("centre")
-def centre_map(images: torch.Tensor, draw: int = 0, seed: int = 0) -> torch.Tensor:
+def centre_map(images: torch.Tensor, draw: int | torch.Tensor = 0, seed: int = 0, index: object = None) -> torch.Tensor:
     """1 − d / d_max (B, H, W), d the distance of a pixel to the image centre: it looks at nothing but the middle."""
     b, _, h, w = images.shape
     ys = torch.arange(h, dtype=torch.float64, device=images.device)[:, None] - (h - 1) / 2

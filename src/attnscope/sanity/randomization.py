@@ -57,6 +57,7 @@ def model_randomization(
     channels_last: bool = False,
     order: str = "top-down",
     reuse: bool = True,
+    index: torch.Tensor | None = None,
 ) -> SanityResult:
     """Model parameter randomisation test (Adebayo et al. 2018, §4).
 
@@ -76,7 +77,8 @@ def model_randomization(
     `channels_last=True` runs the (copied) model and images in NHWC memory layout: the same maps up to
     float rounding, often faster on CPUs (1.5× for SmallCNN), not always.
     `reuse=True` replays the outputs of the modules below the lowest randomised block instead of
-    recomputing them at every step (`sanity.reuse`): the same maps, fewer passes.
+    recomputing them at every step (`sanity.reuse`): the same maps, fewer passes. `index`: the images'
+    data-set indices (default 0 … B − 1), which seed each image's calibration draws (`attnscope.draws`).
     """
     metrics, notes = _metrics(metrics, images)
     methods = _checked(methods, metrics, calibration)
@@ -86,7 +88,7 @@ def model_randomization(
         return {k: v.values for k, v in found.items()}
 
     result = randomise(model, images, maps_of, methods, mode, order, blocks, init, seed, block_seed, metrics,
-                       calibration, layer, keep, progress, channels_last, reuse)
+                       calibration, layer, keep, progress, channels_last, reuse, index=index)
     result.meta.update(targets="predicted" if targets is None else "given", notes=[*notes, *result.meta["notes"]],
                        options={k: dict(v) for k, v in (options or {}).items()})
     return result
@@ -100,7 +102,7 @@ def randomise(model: nn.Module, images: torch.Tensor, maps_of: MapsOf, methods: 
               block_seed: Callable[[int, str], int] | None = None, metrics: Sequence[str] = METRICS,
               calibration: Sequence[str] = CALIBRATION, layer: LayerSpec = "auto", keep: int = 4,
               progress: bool = False, channels_last: bool = False, reuse: bool = True,
-              test: str | None = None) -> SanityResult:
+              test: str | None = None, index: torch.Tensor | None = None) -> SanityResult:
     """The parameter randomisation loop of `model_randomization`, with the maps of each step given by
     `maps_of(model, layer)` (plain maps, or sMPRT's smoothed maps). Works on a deep copy."""
     if mode not in MODES:
@@ -129,7 +131,7 @@ def randomise(model: nn.Module, images: torch.Tensor, maps_of: MapsOf, methods: 
         with replay.step(math.inf if lowest is None else replay.start_of(lowest.name)):
             return maps_of(work, layer)
 
-    reference = {**run(None), **{c: CALIBRATIONS.get(c)(images, 0, seed) for c in calibration}}
+    reference = {**run(None), **{c: CALIBRATIONS.get(c)(images, 0, seed, index=index) for c in calibration}}
     ref_features = {k: prepare(v, metrics) for k, v in reference.items()}  # once, compared at every step
     result = SanityResult(test or mode, [b.name for b in steps], {k: {} for k in reference},
                           images=images[:keep].detach().cpu())
@@ -144,7 +146,7 @@ def randomise(model: nn.Module, images: torch.Tensor, maps_of: MapsOf, methods: 
             reinitialise(block, init, seeds[block.name])
             randomised = [block] if mode == "independent" else steps[:step]
             maps = {**run(min(randomised, key=lambda b: b.position)),
-                    **{c: CALIBRATIONS.get(c)(images, step, seed) for c in calibration}}
+                    **{c: CALIBRATIONS.get(c)(images, step, seed, index=index) for c in calibration}}
             for name, features in ref_features.items():
                 result.scores[name][block.name] = compare(features, prepare(maps[name], metrics))
             notes += [f"{block.name}: every {name} map is constant (the model's output no longer depends on "

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from attnscope import console
+from attnscope import console, draws
 from attnscope.errors import InputError
 from attnscope.explain import explain
 from attnscope.explain.engine import logits as forward_logits
@@ -36,19 +36,23 @@ from attnscope.metrics.similarity import similarities
 from attnscope.modules import device_of
 from attnscope.sanity.blocks import Granularity, Init, reinitialise, trace_blocks
 from attnscope.sanity.calibration import CALIBRATIONS
-from attnscope.sanity.randomization import CALIBRATION, METRICS, Options, _checked, _kept, randomise
+from attnscope.sanity.randomization import CALIBRATION, Options, _checked, _kept, _metrics, randomise
 from attnscope.sanity.result import SanityResult
 
 ALL_BLOCKS = "all blocks"
 RANDOM_CLASS = "random class"
 
 
-def noise_draws(images: torch.Tensor, samples: int = 50, sigma: float = 0.1, seed: int = 0) -> torch.Tensor:
-    """δ (N, B, C, H, W): N(0, 1) draws from `seed` scaled per image by σ · (max x − min x) (sMPRT's noise)."""
+def noise_draws(images: torch.Tensor, samples: int = 50, sigma: float = 0.1, seed: int = 0,
+                index: torch.Tensor | None = None) -> torch.Tensor:
+    """δ (N, B, C, H, W): N(0, 1) draws scaled per image by σ · (max x − min x) (sMPRT's noise); image r's
+    from its own generator, seeded by `seed` and its data-set index `index[r]` (default r; `attnscope.draws`)."""
     positive_int("samples", samples)
     if not sigma >= 0:
         raise InputError(f"sigma must be >= 0 (a fraction of each image's value range), got {sigma!r}")
-    z = torch.randn((samples, *images.shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    rows = draws.indices(index, images.shape[0])
+    z = draws.per_image(lambda g: torch.randn((samples, *images.shape[1:]), generator=g, dtype=torch.float64),
+                        seed, rows).transpose(0, 1)
     scale = sigma * (images.amax(dim=(1, 2, 3)) - images.amin(dim=(1, 2, 3))).double().cpu()  # (B,)
     return (z * scale.view(1, -1, 1, 1, 1)).to(device=images.device, dtype=images.dtype)
 
@@ -76,21 +80,23 @@ def smprt(model: nn.Module, images: torch.Tensor, methods: Sequence[str] = ("gra
           targets: TargetSpec = None, samples: int = 50, sigma: float = 0.1, seed: int = 0,
           noise: torch.Tensor | None = None, order: str = "bottom-up", blocks: Granularity = "layer",
           init: str | Init = "default", block_seed: Callable[[int, str], int] | None = None,
-          metrics: Sequence[str] = METRICS, calibration: Sequence[str] = CALIBRATION, layer: LayerSpec = "auto",
+          metrics: Sequence[str] | None = None, calibration: Sequence[str] = CALIBRATION, layer: LayerSpec = "auto",
           options: Options = None, batch_size: int | None = 256, keep: int = 4, progress: bool = False,
-          reuse: bool = True) -> SanityResult:
+          reuse: bool = True, index: torch.Tensor | None = None) -> SanityResult:
     """Smooth MPRT (Hedström et al. 2023): the cascading randomisation test (`model_randomization`,
     `order` "bottom-up" as the paper's code, or "top-down") on maps averaged over `samples` noisy
-    copies (`noise_draws`; the same draws at every step, or the given `noise` (N, B, C, H, W))."""
+    copies (`noise_draws`; the same draws at every step, or the given `noise` (N, B, C, H, W)).
+    `metrics=None`: as in `model_randomization` (the defaults that fit the images' size, with notes)."""
+    metrics, notes = _metrics(metrics, images)
     methods = _checked(methods, metrics, calibration)
-    noise = noise_draws(images, samples, sigma, seed) if noise is None else noise
+    noise = noise_draws(images, samples, sigma, seed, index) if noise is None else noise
 
     def maps_of(work: nn.Module, layer_name: LayerSpec) -> dict[str, torch.Tensor]:
         return smoothed_maps(work, images, noise, methods, targets, layer_name, options, batch_size)
 
     result = randomise(model, images, maps_of, methods, "cascading", order, blocks, init, seed, block_seed, metrics,
-                       calibration, layer, keep, progress, reuse=reuse, test="smprt")
-    result.meta.update(samples=int(noise.shape[0]), sigma=sigma, noise_seed=seed,
+                       calibration, layer, keep, progress, reuse=reuse, test="smprt", index=index)
+    result.meta.update(samples=int(noise.shape[0]), sigma=sigma, noise_seed=seed, notes=[*notes, *result.meta["notes"]],
                        targets="predicted" if targets is None else "given",
                        options={k: dict(v) for k, v in (options or {}).items()})
     return result
@@ -100,7 +106,8 @@ def emprt(model: nn.Module, images: torch.Tensor, methods: Sequence[str] = ("gra
           targets: TargetSpec = None, bins: int = 100, blocks: Granularity = "layer", init: str | Init = "default",
           seed: int = 0, block_seed: Callable[[int, str], int] | None = None,
           calibration: Sequence[str] = CALIBRATION, layer: LayerSpec = "auto", options: Options = None,
-          batch_size: int | None = None, keep: int = 4, progress: bool = False) -> SanityResult:
+          batch_size: int | None = None, keep: int = 4, progress: bool = False,
+          index: torch.Tensor | None = None) -> SanityResult:
     """Efficient MPRT (Hedström et al. 2023): per image, `complexity_rise` = (H_r − H_t) / H_t of the
     histogram entropy (`bins` bins) of the maps of the trained model (H_t) and of the model with every
     block re-initialised (H_r); both entropies are in the table too. NaN where H_t = 0 (a constant map)."""
@@ -114,11 +121,11 @@ def emprt(model: nn.Module, images: torch.Tensor, methods: Sequence[str] = ("gra
         return {k: v.values for k, v in explain(work, images, methods, targets, layer, options, batch_size).items()}
 
     with console.progress(2, "eMPRT", progress) as bar:
-        trained = {**maps(), **{c: CALIBRATIONS.get(c)(images, 0, seed) for c in calibration}}
+        trained = {**maps(), **{c: CALIBRATIONS.get(c)(images, 0, seed, index=index) for c in calibration}}
         bar.advance(1, model="trained")
         for block in traced:
             reinitialise(block, init, seeds[block.name])
-        random = {**maps(), **{c: CALIBRATIONS.get(c)(images, 1, seed) for c in calibration}}
+        random = {**maps(), **{c: CALIBRATIONS.get(c)(images, 1, seed, index=index) for c in calibration}}
         bar.advance(1, model="randomised")
     result = SanityResult("emprt", [ALL_BLOCKS], {}, images=images[:keep].detach().cpu())
     for name, m in trained.items():
@@ -136,12 +143,14 @@ def emprt(model: nn.Module, images: torch.Tensor, methods: Sequence[str] = ("gra
 
 def random_logit(model: nn.Module, images: torch.Tensor, methods: Sequence[str] = ("gradcam", "saliency"),
                  targets: TargetSpec = None, other: torch.Tensor | None = None, seed: int = 0,
-                 metrics: Sequence[str] = METRICS, calibration: Sequence[str] = CALIBRATION,
+                 metrics: Sequence[str] | None = None, calibration: Sequence[str] = CALIBRATION,
                  layer: LayerSpec = "auto", options: Options = None, batch_size: int | None = None,
-                 keep: int = 4, progress: bool = False) -> SanityResult:
+                 keep: int = 4, progress: bool = False, index: torch.Tensor | None = None) -> SanityResult:
     """Random-logit test (Sixt et al., ICML 2020): similarity of each image's map for its class
     (`targets`; None: the predicted one) and for a random other class (`other` (B,), default drawn
-    uniformly among the other classes from `seed`). Low similarity passes."""
+    uniformly among the other classes, image r's from `seed` and `index[r]`). Low similarity passes.
+    `metrics=None`: as in `model_randomization`."""
+    metrics, notes = _metrics(metrics, images)
     methods = _checked(methods, metrics, calibration)
     started = time.perf_counter()
     device = device_of(model)
@@ -153,7 +162,8 @@ def random_logit(model: nn.Module, images: torch.Tensor, methods: Sequence[str] 
     if k < 2:
         raise InputError("the random-logit test needs a model with at least two classes")
     if other is None:
-        pick = torch.randint(0, k - 1, (images.shape[0],), generator=torch.Generator().manual_seed(seed)).to(device)
+        rows = draws.indices(index, images.shape[0])  # image r's draw from its own seed (`attnscope.draws`)
+        pick = draws.per_image(lambda g: torch.randint(0, k - 1, (), generator=g), seed, rows).to(device)
         other = pick + (pick >= classes).long()  # uniform over the classes other than the explained one
     other = other.to(device)
     if other.shape != classes.shape or bool((other == classes).any()) or bool(((other < 0) | (other >= k)).any()):
@@ -164,13 +174,13 @@ def random_logit(model: nn.Module, images: torch.Tensor, methods: Sequence[str] 
         off = {k_: v.values for k_, v in explain(model, images, methods, other, layer, options, batch_size).items()}
         bar.advance(1, classes="random")
     for c in calibration:
-        same[c], off[c] = CALIBRATIONS.get(c)(images, 0, seed), CALIBRATIONS.get(c)(images, 1, seed)
+        same[c], off[c] = (CALIBRATIONS.get(c)(images, draw, seed, index=index) for draw in (0, 1))
     result = SanityResult("random-logit", [RANDOM_CLASS], {}, images=images[:keep].detach().cpu())
     for name in same:
         result.scores[name] = {RANDOM_CLASS: similarities(same[name], off[name], metrics)}
     result.maps = {"trained": _kept(same, keep), RANDOM_CLASS: _kept(off, keep)}
     result.meta = {"test": "random-logit", "targets": "predicted" if targets is None else "given",
-                   "other": other.cpu().tolist(), "seed": seed, "metrics": list(metrics),
+                   "other": other.cpu().tolist(), "seed": seed, "metrics": list(metrics), "notes": notes,
                    "calibration": list(calibration), "images": int(images.shape[0]),
                    "seconds": time.perf_counter() - started}
     return result
