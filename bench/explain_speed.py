@@ -17,16 +17,29 @@ a pytorch-grad-cam object kept alive leaves hooks on the model that store every 
 activations, which slowed the other methods' passes by up to 2 × in an earlier version of this script.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/explain_speed.py --threads 1
+
+`--alone` times every entry of a part in its own fresh process instead (`--only NAME` in a child, with the
+plain forward of the same process as its base): no library warms the allocator, the caches or the
+kernels for another, and no peer's hooks or objects outlive their call in the process another runs in.
+The trained SmallCNN is trained once and shared through `--weights`.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/explain_speed.py --part cams --alone
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import types
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import engine_parts  # bench/engine_parts.py: this folder is on the path when the script runs
 import numpy as np
@@ -51,6 +64,9 @@ def forward_no_grad(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 
 CLOCK = {"cpu": time.process_time, "wall": time.perf_counter}
 clock = CLOCK["cpu"]  # set by --clock
+ONLY: str | None = None  # --only: the one entry this (child) process times; "?" lists the entries
+WEIGHTS: str | None = None  # --weights: where the trained SmallCNN is kept between processes
+LIST = "?"
 
 
 def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -59,6 +75,8 @@ def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float
     The clock is this process's CPU time by default (`--clock cpu`): on a machine shared with other
     jobs, wall time mostly measures when the scheduler let us run; with one thread, CPU time is the work.
     """
+    if ONLY is not None:
+        return _alone(fns, repeats)
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -68,6 +86,47 @@ def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float
             fn()
             times[name].append(clock() - t)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _alone(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """`--only`: print the entries (LIST), or time the one asked for and the table's base (its first entry, the
+    plain forward) in this process and print them as one JSON line; every other entry is NaN, not run."""
+    base = next(iter(fns))
+    if ONLY == LIST:
+        print(json.dumps({"entries": [k for k in fns if k != base]}), flush=True)
+    elif ONLY in fns and ONLY != base:
+        fns[ONLY]()  # warm-up of the one library in this process
+        runs: dict[str, list[float]] = {base: [], ONLY: []}
+        fns[base]()
+        for _ in range(repeats):
+            for name in (base, ONLY):
+                t = clock()
+                fns[name]()
+                runs[name].append(clock() - t)
+        seconds = {k: statistics.median(v) for k, v in runs.items()}
+        print(json.dumps({"entry": ONLY, "seconds": seconds[ONLY], "base": base, "base_seconds": seconds[base]}),
+              flush=True)
+    return {k: math.nan for k in fns}
+
+
+def run_alone(part: str, args: argparse.Namespace) -> None:
+    """Every entry of `part` in a fresh child process; the table of their times over each child's own forward."""
+    weights = args.weights or str(Path(tempfile.mkdtemp(prefix="attnscope-bench-")) / "smallcnn.pt")
+    common = [sys.executable, __file__, "--part", part, "--threads", str(args.threads), "--clock", args.clock,
+              "--repeats", str(args.repeats), "--train-steps", str(args.train_steps), "--images", str(args.images),
+              "--batch-size", str(args.batch_size), "--weights", weights]
+
+    def child(only: str) -> list[dict]:
+        done = subprocess.run([*common, "--only", only], capture_output=True, text=True, check=True)
+        return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+    entries = [e for listing in child(LIST) for e in listing["entries"]]
+    print(f"\n{part}: each entry alone in a fresh process, {args.clock} time, median of {args.repeats}\n")
+    print("| what | seconds | its process's forward | × forward |\n| --- | ---: | ---: | ---: |")
+    for entry in entries:
+        (row,) = child(entry)
+        print(f"| {entry} | {row['seconds']:.3f} | {row['base_seconds']:.3f} | "
+              f"{row['seconds'] / row['base_seconds']:.2f} |", flush=True)
 
 
 def report(title: str, times: dict[str, float], base: str, notes: dict[str, str]) -> None:
@@ -149,7 +208,12 @@ def bench_cams(repeats: int) -> None:
 
 
 def train_smallcnn(steps: int, seed: int = 0, n: int = 4000, batch: int = 32) -> nn.Module:
-    """A SmallCNN trained `steps` AdamW steps (one-cycle schedule) on `n` ClutteredDigits; in eval mode."""
+    """A SmallCNN trained `steps` AdamW steps (one-cycle schedule) on `n` ClutteredDigits; in eval mode.
+    With `--weights` the trained weights are read from there when present, and kept there otherwise."""
+    if WEIGHTS is not None and Path(WEIGHTS).exists():
+        model = ats.models.get("smallcnn")
+        model.load_state_dict(torch.load(WEIGHTS, weights_only=True))
+        return model.eval()
     torch.manual_seed(seed)
     data = ats.data.ClutteredDigits("train", n=n, seed=seed)
     images = torch.stack([data[i].image for i in range(n)])  # (n, 3, 64, 64), generated once
@@ -165,6 +229,8 @@ def train_smallcnn(steps: int, seed: int = 0, n: int = 4000, batch: int = 32) ->
         loss.backward()
         opt.step()
         schedule.step()
+    if WEIGHTS is not None:
+        torch.save(model.state_dict(), WEIGHTS)
     return model.eval()
 
 
@@ -222,9 +288,11 @@ def bench_scorecam(repeats: int, steps: int, n_images: int, batch_size: int) -> 
         import pytorch_grad_cam.score_cam as pgc_module  # its per-image progress bar, off for the timing
 
         pgc_module.tqdm = types.SimpleNamespace(tqdm=lambda iterable, **_: iterable)
-        diff_pgc = (ours(pgc_opts)().normalized() - torch.from_numpy(pgc())).abs().max()
-        diff_tc = (normalize(ours(tc_opts)().lowres) - torchcam()).abs().max()
-        print(f"max |difference| of normalised maps: vs pytorch-grad-cam {diff_pgc:.1e}, vs torchcam {diff_tc:.1e}")
+        if ONLY is None:  # a child of --alone runs nothing but its own entry
+            diff_pgc = (ours(pgc_opts)().normalized() - torch.from_numpy(pgc())).abs().max()
+            diff_tc = (normalize(ours(tc_opts)().lowres) - torchcam()).abs().max()
+            print(f"max |difference| of normalised maps: vs pytorch-grad-cam {diff_pgc:.1e}, "
+                  f"vs torchcam {diff_tc:.1e}")
 
         times = timed(
             {
@@ -280,8 +348,9 @@ def bench_ablation(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, rep
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        diff = (ours().normalized() - torch.from_numpy(pgc())).abs().max()
-        print(f"\nAblation-CAM: max |difference| of normalised maps vs pytorch-grad-cam {diff:.1e}")
+        if ONLY is None:
+            diff = (ours().normalized() - torch.from_numpy(pgc())).abs().max()
+            print(f"\nAblation-CAM: max |difference| of normalised maps vs pytorch-grad-cam {diff:.1e}")
 
         times = timed(
             {
@@ -413,10 +482,17 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=400)
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--alone", action="store_true", help="every entry in its own fresh process (cams, scorecam)")
+    parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # a child of --alone
+    parser.add_argument("--weights", default=None, help="keep / read the trained SmallCNN here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    global clock
-    clock = CLOCK[args.clock]
+    global clock, ONLY, WEIGHTS
+    clock, ONLY, WEIGHTS = CLOCK[args.clock], args.only, args.weights
+    if args.alone:
+        for part in ("cams", "scorecam") if args.part == "all" else (args.part,):
+            run_alone(part, args)
+        return
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats} rounds, {args.clock} time")
     if args.part in ("cams", "all"):
         bench_cams(args.repeats)
