@@ -3,10 +3,8 @@ two torchrun processes (gloo, CPU) write what one process writes; refusals are o
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import attnscope as ats
 from attnscope.cli import main
 from attnscope.models import checkpoint
 from attnscope.stream import NamedData, explain_dataset
+from killing import kill_after_first_shard
 
 ARGS = ["--images", "clutter", "--n", "10", "--stream", "--shard-size", "3", "--batch-size", "2",
         "--methods", "gradcam,occlusion", "--option", "occlusion.window=16", "--option", "occlusion.stride=8"]
@@ -73,14 +72,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(ckpt, tmp_path) -> None:
     _run(["--checkpoint", ckpt, *slow, "--out", str(tmp_path / "whole")])
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "attnscope", "explain", "--checkpoint", ckpt, *slow, "--out", str(out), "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(ats.__file__).parents[1])}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not (out / "maps" / "shard-00000.safetensors").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    kill_after_first_shard(cmd, out / "maps" / "shard-00000.safetensors")
     assert not (out / "manifest.json").exists()  # it was killed mid-run
     done = sorted(p.name for p in (out / "maps").iterdir() if not p.name.startswith("."))
     assert 1 <= len(done) < 4

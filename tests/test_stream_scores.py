@@ -8,10 +8,8 @@ everything computed from one shard's images alone are compared exactly."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,7 @@ from attnscope.sanity import model_randomization
 from attnscope.stream import NamedData
 from attnscope.stream.bench import bench_dataset
 from attnscope.stream.sanity import sanity_dataset
+from killing import kill_after_first_shard
 
 COLUMNS = "pointing,deletion_zero,faith_corr,sparseness,max_sensitivity"
 SETTINGS = dict(step=64, batch_size=64, perturbations=2)
@@ -155,14 +154,7 @@ def test_folder_images_leave_the_localisation_columns_out_in_one_line(ckpt, tmp_
 
 
 def _kill_after_first_shard(cmd: list[str], out: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(ats.__file__).parents[1])}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not (out / "shards" / "shard-00000.safetensors").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    kill_after_first_shard(cmd, out / "shards" / "shard-00000.safetensors")
     assert not (out / "manifest.json").exists()
     assert 1 <= len([p for p in (out / "shards").iterdir() if not p.name.startswith(".")]) < 3
 
