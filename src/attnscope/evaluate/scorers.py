@@ -39,14 +39,18 @@ def as_nhwc(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(t, memory_format=torch.channels_last).copy_(t) if t.dim() == 4 else t
 
 
-def _runner(model: nn.Module, channels_last: bool) -> Callable[[torch.Tensor], object]:
-    if not channels_last:
-        return lambda x: run_model(model, x)
+def _runner(model: nn.Module, channels_last: bool) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """`run(x, chunk)`: the model's outputs for `x`, `chunk` inputs per forward; in NHWC, the weights' NHWC
+    views are made once per call, not once per chunk."""
     from torch.func import functional_call
 
-    def run(x: torch.Tensor) -> object:
-        weights = {k: as_nhwc(v) for k, v in model.named_parameters()}
-        return run_model(lambda inputs: functional_call(model, weights, (inputs,)), as_nhwc(x))
+    def run(x: torch.Tensor, chunk: int) -> torch.Tensor:
+        if channels_last:
+            weights = {k: as_nhwc(v) for k, v in model.named_parameters()}
+            forward = lambda inputs: functional_call(model, weights, (as_nhwc(inputs),))  # noqa: E731
+        else:
+            forward = model
+        return torch.cat([run_model(forward, x[s : s + chunk]) for s in range(0, len(x), chunk)])
 
     return run
 
@@ -61,7 +65,7 @@ def _scorer(model: nn.Module, classes: torch.Tensor, read, channels_last: bool |
         chunk = budget.chunk_size(budget.input_cost(model, tuple(x.shape[1:]), x.dtype), device, None, len(x),
                                   grad=False)
         with model_guard(model), torch.no_grad():
-            logits = torch.cat([forward(x[s : s + chunk]) for s in range(0, len(x), chunk)])
+            logits = forward(x, chunk)
         return read(logits, classes[source.to(device)])
 
     return score
