@@ -46,6 +46,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "dp-scaled": ({"compatibility": "dp-scaled"}, ADAMW, DEFAULT),
     "dp-scaled, avg g": ({"compatibility": "dp-scaled", "global_pool": "avg"}, ADAMW, DEFAULT),
     "indep": ({"head": "indep"}, ADAMW, DEFAULT),
+    "dp-scaled, avg g, indep": ({"compatibility": "dp-scaled", "global_pool": "avg", "head": "indep"}, ADAMW, DEFAULT),
     "24 epochs": ({}, {**ADAMW, "epochs": 24}, DEFAULT),
     "sgd": ({}, SGD, DEFAULT),
     "sgd, 96 px": ({}, SGD, LARGE),

@@ -43,6 +43,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "soft, SA 0.1": {"guide": 0.1},
     "soft, SA 1": {"guide": 1.0},
     "soft, SA 10": {"guide": 10.0},
+    "soft, SA 100": {"guide": 100.0},
+    # not in the paper: α_t also reads the word just read, E y_{t−1} (SATConfig.attend_word)
+    "soft, word attention": {"model": {"attend_word": True}},
+    "soft, word attention, SA 10": {"guide": 10.0, "model": {"attend_word": True}},
     "soft, positions": {"model": {"position_channels": True}},
     "soft, positions, SA 1": {"guide": 1.0, "model": {"position_channels": True}},
     "soft, zero init, SA 1": {"guide": 1.0, "model": {"init_state": "zero"}},

@@ -57,7 +57,36 @@ def test_attention_is_the_papers_mlp_and_softmax_on_hand_set_weights():
     h = torch.tensor([[0.5, 0.0]])
     e = [math.tanh(0.5) + 0.5, math.tanh(1.5) + 0.5, math.tanh(0.5) - math.tanh(1.0) + 0.5]
     expected = torch.tensor([math.exp(v) for v in e]) / sum(math.exp(v) for v in e)
-    assert torch.allclose(dec.attend(keys, h)[0], expected, atol=1e-6)
+    assert torch.allclose(dec.attend(keys, h, torch.randn(1, SMALL["embed_dim"]))[0], expected, atol=1e-6)
+
+
+def test_attend_word_adds_the_word_just_read_to_the_score_which_the_papers_attention_cannot_see(batch):
+    """Paper: α_t = f(a, h_{t−1}) and h_{t−1} has read y_{t−2}, so changing y_{t−1} leaves α_t as it is;
+    `attend_word` adds W_y E y_{t−1} inside the tanh (hand-set weights), and then α_t follows it."""
+    dec = tiny(hidden_dim=2, attn_dim=2, embed_dim=2, attend_word=True).decoder
+    with torch.no_grad():
+        dec.att_hid.weight.copy_(torch.eye(2))
+        dec.att_word.weight.copy_(torch.tensor([[0.0, 2.0], [1.0, 0.0]]))
+        dec.att_out.weight.copy_(torch.tensor([[1.0, -1.0]]))
+        dec.att_out.bias.zero_()
+    keys = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+    h, emb = torch.tensor([[0.5, 0.0]]), torch.tensor([[1.0, -0.25]])  # W_y E y = (-0.5, 1.0)
+    e = [math.tanh(0.0) - math.tanh(1.0), math.tanh(1.0) - math.tanh(1.0), math.tanh(0.0) - math.tanh(2.0)]
+    expected = torch.tensor([math.exp(v) for v in e]) / sum(math.exp(v) for v in e)
+    assert torch.allclose(dec.attend(keys, h, emb)[0], expected, atol=1e-6)
+
+    torch.manual_seed(0)
+    for attend_word in (False, True):
+        model = tiny(attend_word=attend_word).eval()
+        with torch.no_grad():
+            for p in model.decoder.parameters():
+                p.normal_(0.0, 0.5)
+        other = batch.captions[:2].clone()
+        other[:, 2] = (other[:, 2] + 1) % len(VOCAB)  # the input of step 2 (which predicts word 3) changed
+        a, b = model(batch.images[:2], batch.captions[:2]).alphas, model(batch.images[:2], other).alphas
+        assert torch.equal(a[:, :2], b[:, :2])  # steps before the change
+        assert torch.equal(a[:, 2], b[:, 2]) is not attend_word  # step 2's α reads its input only with attend_word
+        assert not torch.allclose(a[:, 3], b[:, 3], atol=1e-4)  # it reaches step 3's h_{t−1} either way
 
 
 def test_hard_attention_on_a_one_hot_alpha_equals_soft_and_samples_follow_alpha(batch):
@@ -190,7 +219,7 @@ def test_a_constant_initial_state_lets_the_image_in_only_through_attention(batch
     a1 = torch.randn(2, L, D)
     a2 = a1.clone()
     a2[:, 1:] = torch.randn(2, L - 1, D) * 3  # other annotations, a_0 (the only one attended) kept
-    one_hot = lambda keys, h: F.one_hot(torch.zeros(keys.shape[0], dtype=torch.long), keys.shape[1]).float()
+    one_hot = lambda keys, h, emb: F.one_hot(torch.zeros(keys.shape[0], dtype=torch.long), keys.shape[1]).float()
 
     def logits(model: ShowAttendTell, a: torch.Tensor) -> torch.Tensor:
         model.encoder.forward = lambda images: (a, (2, 3))

@@ -22,9 +22,11 @@ so a checkpoint rebuilds it; weights trained on another vocabulary refuse to loa
 Options that are NOT in the paper (off by default): `position_channels` appends each a_i's cell
 centre (x, y); `init_state="zero"` (h0 = c0 = 0) or `"learned"` (one learned h0, c0 for all images)
 replaces the mean-annotation initial state, so that the decoder learns of the image only through
-what it attends to; `annotation_scale` multiplies the CNN features. On DigitScenes a constant initial
-state does not train: Adam drives L_z z into the deep output's saturated tanh within a few dozen steps
-and the gradients to the LSTM vanish, with or without features scaled by 0.1 (docs/sat.md).
+what it attends to; `annotation_scale` multiplies the CNN features; `attend_word` adds W_y E y_{t−1}
+to the attention's score, so that α_t can follow the word just read (the paper's h_{t−1} has read
+only y_{t−2}). On DigitScenes a constant initial state does not train: Adam drives L_z z into the
+deep output's saturated tanh within a few dozen steps and the gradients to the LSTM vanish, with or
+without features scaled by 0.1 (docs/sat.md).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class SATConfig:
     position_channels: bool = False  # not in the paper: append each a_i's (x, y) in [-1, 1] (CoordConv-like)
     init_state: str = "mean"  # h0, c0 from the mean annotation (paper); not in the paper: "zero", "learned"
     annotation_scale: float = 1.0  # not in the paper: the CNN features are multiplied by this (not the positions)
+    attend_word: bool = False  # not in the paper: the word just read, E y_{t−1}, enters the attention's score
     embed_dim: int = 64
     hidden_dim: int = 256
     attn_dim: int = 128
@@ -158,6 +161,7 @@ class Decoder(nn.Module):
                 self.register_buffer("c0", start(), persistent=False)
         self.att_ctx = nn.Linear(ctx_dim, a)  # W_a, b
         self.att_hid = nn.Linear(h, a, bias=False)  # W_h
+        self.att_word = nn.Linear(e, a, bias=False) if config.attend_word else None  # W_y (not in the paper)
         self.att_out = nn.Linear(a, 1)  # v, c
         self.gate = nn.Linear(h, 1) if config.gate else None  # f_β
         self.lstm = nn.LSTMCell(e + ctx_dim, h)
@@ -195,9 +199,12 @@ class Decoder(nn.Module):
         b = a.shape[0]
         return torch.tanh(self.h0).expand(b, -1), torch.tanh(self.c0).expand(b, -1)  # zeros for "zero"
 
-    def attend(self, keys: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """α_t (B, L) = softmax_i(v · tanh(W_a a_i + b + W_h h_{t−1}) + c); `keys` = W_a a + b (B, L, A)."""
-        e = self.att_out(torch.tanh(keys + self.att_hid(h)[:, None, :]))  # (B, L, 1)
+    def attend(self, keys: torch.Tensor, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """α_t (B, L) = softmax_i(v · tanh(W_a a_i + b + W_h h_{t−1} [+ W_y E y_{t−1}]) + c); `keys` = W_a a + b
+        (B, L, A). The bracket only with `attend_word`: h_{t−1} was computed from y_{t−2}, so the paper's α_t
+        cannot follow the word just read ("a red" → attend to the red digit for the next word)."""
+        query = self.att_hid(h) if self.att_word is None else self.att_hid(h) + self.att_word(emb)
+        e = self.att_out(torch.tanh(keys + query[:, None, :]))  # (B, L, 1)
         return F.softmax(e.squeeze(2), dim=1)
 
     def step(
@@ -209,7 +216,8 @@ class Decoder(nn.Module):
         `pick(α)` → locations (B,) long chooses a_{s_t} for hard attention (−1: use the expectation).
         """
         h, c = state
-        alpha = self.attend(keys, h)  # (B, L)
+        emb = self.embed(word)  # (B, E)
+        alpha = self.attend(keys, h, emb)  # (B, L)
         z = torch.bmm(alpha[:, None, :], a).squeeze(1)  # (B, D) expected annotation
         loc = None if pick is None else pick(alpha.detach())
         if loc is not None:
@@ -217,7 +225,6 @@ class Decoder(nn.Module):
             z = torch.where((loc >= 0)[:, None], picked, z)
         beta = torch.sigmoid(self.gate(h)).squeeze(1) if self.gate is not None else torch.ones_like(h[:, 0])
         z = beta[:, None] * z  # (B, D)
-        emb = self.embed(word)  # (B, E)
         h, c = self.lstm(torch.cat([emb, z], dim=1), (h, c))
         deep = torch.tanh(emb + self.out_h(self.drop(h)) + self.out_z(z))  # (B, E)
         return self.out(self.drop(deep)), (h, c), alpha, beta, loc
