@@ -168,7 +168,7 @@ def uniform_attention_nll(model: torch.nn.Module, test: Dataset) -> float:
     from attnscope.train.captioning import sequence_nll
 
     attend = model.decoder.attend
-    model.decoder.attend = lambda keys, h: torch.full(keys.shape[:2], 1.0 / keys.shape[1])
+    model.decoder.attend = lambda keys, h, emb: torch.full(keys.shape[:2], 1.0 / keys.shape[1])
     try:
         total, words = 0.0, 0.0
         for start in range(0, len(test), 100):
