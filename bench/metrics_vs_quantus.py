@@ -166,8 +166,10 @@ def faithfulness(b: Bench) -> None:
         return b.quantus("FaithfulnessCorrelation", {**zero, "nr_runs": runs, "subset_size": size,
                                                       "return_aggregate": False}, m, softmax=True)
 
-    b.per_method("faithfulness_corr", "faithfulness",
-                 lambda m: metrics.faithfulness_correlation(prob, x, m, subsets=subsets), theirs_fc)
+    b.case("faithfulness_corr", "faithfulness",  # one call: the 4 methods share the subset-removed images' passes
+           lambda: {m: v.numpy() for m, v in
+                    metrics.faithfulness_correlation(prob, x, b.maps, subsets=subsets).items()},
+           lambda: {m: theirs_fc(v) for m, v in b.maps.items()})
 
     def irof_ours(m):
         rel, counts = metrics.irof_curve(prob, x, m, substrate="zero")
@@ -196,8 +198,9 @@ def faithfulness(b: Bench) -> None:
         return infidelity(b.model, lambda inputs: (flat, inputs - flat), x, m[:, None], target=b.y,
                           n_perturb_samples=10).double().numpy()
 
-    b.per_method("infidelity (captum)", "faithfulness",
-                 lambda m: metrics.infidelity(logit, x, m, perturbations=noise), captum_infidelity)
+    b.case("infidelity (captum)", "faithfulness",  # one call: the 4 methods share the noisy images' passes
+           lambda: {m: v.numpy() for m, v in metrics.infidelity(logit, x, b.maps, perturbations=noise).items()},
+           lambda: {m: captum_infidelity(v) for m, v in b.maps.items()})
 
 
 def robustness(b: Bench) -> None:
