@@ -102,6 +102,7 @@ def path_rule(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
 @register_method("ig", "gradient")
 def integrated_gradients(
     images: torch.Tensor,
+    classes: torch.Tensor,
     oracle: Oracle,
     *,
     steps: int = 50,
@@ -117,12 +118,31 @@ def integrated_gradients(
     Completeness: Σ IG = y(x) − y(x') up to the quadrature error. The paper uses a Riemann sum
     (rule="riemann-right"); the default Gauss–Legendre rule (as captum's default) is more accurate
     for the same number of steps. `batch_size` is the number of path points per backward (None: from
-    the memory budget); `channels_last` the passes' layout, as SmoothGrad's.
+    the memory budget); `channels_last` the passes' layout, as SmoothGrad's. A rule with the point α = 0
+    and one baseline for every image (a number, or one (C, H, W) tensor) differentiates that point once
+    per explained class, not once per row: it is the same input with the same target.
     """
     x = images
     base = baseline_like(baseline, x)
     alphas, weights = path_rule(rule, steps)
-    batch_size = oracle.chunk(batch_size, x.shape[0] * steps, grad=True)
     alphas = alphas.to(device=x.device, dtype=x.dtype)
-    points = lambda i, j: base[i] + alphas[j].view(-1, 1, 1, 1) * (x[i] - base[i])
-    return reduce_channels((x - base) * path_sum(oracle, x, points, weights, batch_size, channels_last), reduce)
+    shared = _shared_start(baseline, classes, alphas)
+    rows = x.shape[0] * (steps - int(shared))
+    batch_size = oracle.chunk(batch_size, rows, grad=True)
+    first = int(shared)  # the path points left to each row
+    points = lambda i, j: base[i] + alphas[j + first].view(-1, 1, 1, 1) * (x[i] - base[i])
+    total = path_sum(oracle, x, points, weights[first:], batch_size, channels_last)
+    if shared:
+        kinds, row_kind = torch.unique(classes, return_inverse=True)
+        one = torch.empty_like(kinds).scatter_reduce_(0, row_kind, torch.arange(len(classes), device=classes.device),
+                                                      "amin", include_self=False)  # the first row of each class
+        start = oracle.input_gradients(base[one], one, channels_last=channels_last)
+        total = total + float(weights[0]) * start[row_kind]
+    return reduce_channels((x - base) * total, reduce)
+
+
+def _shared_start(baseline: float | torch.Tensor, classes: torch.Tensor, alphas: torch.Tensor) -> bool:
+    """Whether the point α = 0 is one input for every row of a class: the rule has it, the baseline is
+    one for all images, and the targets are classes (not a callable)."""
+    one_baseline = not isinstance(baseline, torch.Tensor) or baseline.dim() <= 3
+    return bool(alphas[0] == 0) and one_baseline and bool((classes >= 0).all()) and len(alphas) > 1

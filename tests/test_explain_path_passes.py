@@ -1,5 +1,6 @@
-"""IG's and SmoothGrad's reruns in NHWC layout (`channels_last`, "auto" for a model that declares
-`prefers_channels_last`): the passes really run NHWC, also for one channel, and give the maps of the NCHW passes."""
+"""The passes of IG's and SmoothGrad's reruns: in NHWC layout (`channels_last`, "auto" for a model that declares
+`prefers_channels_last`) they really run NHWC, also for one channel, and give the maps of the NCHW passes; IG's
+point α = 0 with one baseline for all images is differentiated once per class, and gives the maps of once per row."""
 
 import pytest
 import torch
@@ -50,3 +51,19 @@ def test_auto_keeps_the_models_layout_where_it_declares_no_preference(name: str)
     plain = ats.explain(net, x, name, 1, options={name: {"channels_last": False}})[name].values
     auto = ats.explain(net, x, name, 1)[name].values
     assert torch.equal(auto, plain) and not any(net[1].nhwc)
+
+
+def test_igs_baseline_point_once_per_class_gives_the_maps_of_once_per_row() -> None:
+    net, x, y = _net(prefers=False), torch.rand(6, 1, 12, 12), torch.tensor([0, 2, 2, 1, 0, 2])
+    differentiated: list[int] = []
+    net.register_forward_hook(lambda m, i, o: differentiated.append(len(i[0])) if o.requires_grad else None)
+    for rule, steps in (("riemann-trapezoid", 5), ("riemann-left", 4)):
+        differentiated.clear()
+        shared = ats.explain(net, x, "ig", y, options={"ig": {"steps": steps, "rule": rule}})["ig"].values
+        assert sum(differentiated) == 6 * (steps - 1) + 3  # 3 classes: 3 baseline points, not 6
+        per_row = torch.zeros_like(x)  # the same baseline given per image (B, C, H, W): no sharing
+        full = ats.explain(net, x, "ig", y, options={"ig": {"steps": steps, "rule": rule, "baseline": per_row}})
+        torch.testing.assert_close(shared, full["ig"].values, rtol=1e-6, atol=1e-7)
+    differentiated.clear()
+    ats.explain(net, x, "ig", lambda out: out[:, 0], options={"ig": {"steps": 5, "rule": "riemann-left"}})
+    assert sum(differentiated) == 6 * 5  # a callable target: every row's own point
