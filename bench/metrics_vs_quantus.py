@@ -291,8 +291,9 @@ def required(b: Bench, samples: int, steps: int) -> dict[str, Required]:
     pixels = b.x[0, 0].numel()
     segs = int(sum(int(s.max()) + 1 for s in slic_segments(b.x)))
     ig = METHODS["ig"][0]["steps"]
-    explain_once = explanation_passes(b.y, ig)
-    other = torch.from_numpy(np.random.default_rng(42).integers(0, 9, n))  # only its number of classes matters
+    explained = lambda targets: explanation_passes(targets, ig)  # noqa: E731  one explain call of these rows
+    pick = torch.from_numpy(np.random.RandomState(42).randint(0, 9, n))  # the random classes of `randomisation`
+    other = pick + (pick >= b.y).long()
     return {
         "pixel_flipping": Required(n * k * (pixels // 64 - 1) + 1, 0, "images × methods × (steps − 1) + 1: "
                                    "64 steps of 64 px, the last one the zero image for every image"),
@@ -307,13 +308,13 @@ def required(b: Bench, samples: int, steps: int) -> dict[str, Required]:
         "road": Required(n * k * 9, 0, "9 levels per method, each image imputed by its own map's ranking "
                          "(the imputation's linear solve is extra work, not a pass)"),
         "infidelity (captum)": Required(n * (10 + 1), 0, "the image and its 10 noisy copies, shared by the methods"),
-        "robustness (5 metrics)": Required(0, (1 + b.n) * explain_once, f"explanations of the image and its {b.n} "
-                                           "perturbed copies (their logits for ROS come with the forward)"),
-        "smprt": Required(0, (steps + 1) * samples * explain_once, f"{steps + 1} models (trained, then {steps} "
-                          f"cascade steps) × {samples} copies × one explanation"),
-        "emprt": Required(0, 2 * explain_once, "the trained and the fully randomised model × one explanation"),
-        "random_logit": Required(0, explain_once + explanation_passes(other, ig),
-                                 "one explanation for the true and one for the random class"),
+        "robustness (5 metrics)": Required(0, explained(b.y.repeat(1 + b.n)), f"explanations of the image and its "
+                                           f"{b.n} perturbed copies (their logits for ROS come with the forward)"),
+        "smprt": Required(0, (steps + 1) * explained(b.y.repeat(samples)), f"{steps + 1} models (trained, then "
+                          f"{steps} cascade steps) × explanations of {samples} copies"),
+        "emprt": Required(0, 2 * explained(b.y), "the trained and the fully randomised model × one explanation"),
+        "random_logit": Required(0, explained(torch.cat([b.y, other])),
+                                 "explanations for the true and for a random class (α = 0: once per class of both)"),
     }
 
 
