@@ -16,6 +16,7 @@ process (both sides single-threaded, alternating); on a shared machine read the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 import warnings
@@ -23,6 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from census import Census, Required, explanation_passes, floor_rows, print_floor, unit_costs
 from sanity_vs_quantus import METHODS, clock, quantus_explain, since
 
 from attnscope import data, evaluate, explain, metrics
@@ -39,14 +41,15 @@ ROBUST = {"max_sensitivity": "MaxSensitivity", "avg_sensitivity": "AvgSensitivit
 class Bench:
     """The shared inputs, and the rows: one per metric with both sides' times and numbers."""
 
-    def __init__(self, model, x, y, masks, mosaics, n_perturb: int, seed: int) -> None:
+    def __init__(self, model, x, y, masks, mosaics, n_perturb: int, seed: int, census: Census | None = None) -> None:
         import quantus
 
         self.q, self.model, self.x, self.y, self.masks = quantus, model, x, y, masks
-        self.mosaics, self.n, self.seed = mosaics, n_perturb, seed
+        self.mosaics, self.n, self.seed, self.census = mosaics, n_perturb, seed, census
         self.opts = {k: v[0] for k, v in METHODS.items()}
         self.maps = {m: explain(model, x, m, y, options={m: self.opts[m]})[m].values for m in METHODS}
         self.rows: list[dict] = []
+        self.wanted: set[str] | None = None
 
     def quantus(self, cls: str, init: dict, a: torch.Tensor | None = None, x: torch.Tensor | None = None,
                 y: torch.Tensor | None = None, method: str | None = None, **call):
@@ -70,12 +73,18 @@ class Bench:
              relative: bool = False) -> None:
         """Time both sides (alternating) and compare: each returns {key: per-image array} (a key Quantus
         could not compute maps to an error message). `relative`: differences relative to max(1, |theirs|)."""
+        if self.wanted is not None and name not in self.wanted:
+            return
+        passes = self.census.take if self.census else lambda: None
+        passes()
         t = clock()
         a = ours()
         t_ours = since(t)
+        ours_passes = passes()
         t = clock()
         b = theirs()
         t_theirs = since(t)
+        quantus_passes = passes()
         diffs, notes, failed = [], [note] if note else [], {}
         for m in a:
             if isinstance(b[m], str):
@@ -95,6 +104,8 @@ class Bench:
         row = {"metric": name, "group": group, "ours_wall": t_ours[0], "ours_cpu": t_ours[1],
                "quantus_wall": t_theirs[0], "quantus_cpu": t_theirs[1],
                "max_diff": max(diffs) if diffs else float("nan"), "relative": relative, "note": note}
+        if self.census:
+            row.update(ours_passes=ours_passes.as_dict(), quantus_passes=quantus_passes.as_dict())
         self.rows.append(row)
         print(f"{name:<24} {group:<13} ours {t_ours[1]:7.2f} s  quantus {t_theirs[1]:7.2f} s  "
               f"{t_theirs[1] / max(t_ours[1], 1e-9):6.1f}x  max|diff| {row['max_diff']:.1e}  {note}", flush=True)
@@ -155,8 +166,10 @@ def faithfulness(b: Bench) -> None:
         return b.quantus("FaithfulnessCorrelation", {**zero, "nr_runs": runs, "subset_size": size,
                                                       "return_aggregate": False}, m, softmax=True)
 
-    b.per_method("faithfulness_corr", "faithfulness",
-                 lambda m: metrics.faithfulness_correlation(prob, x, m, subsets=subsets), theirs_fc)
+    b.case("faithfulness_corr", "faithfulness",  # one call: the 4 methods share the subset-removed images' passes
+           lambda: {m: v.numpy() for m, v in
+                    metrics.faithfulness_correlation(prob, x, b.maps, subsets=subsets).items()},
+           lambda: {m: theirs_fc(v) for m, v in b.maps.items()})
 
     def irof_ours(m):
         rel, counts = metrics.irof_curve(prob, x, m, substrate="zero")
@@ -185,8 +198,9 @@ def faithfulness(b: Bench) -> None:
         return infidelity(b.model, lambda inputs: (flat, inputs - flat), x, m[:, None], target=b.y,
                           n_perturb_samples=10).double().numpy()
 
-    b.per_method("infidelity (captum)", "faithfulness",
-                 lambda m: metrics.infidelity(logit, x, m, perturbations=noise), captum_infidelity)
+    b.case("infidelity (captum)", "faithfulness",  # one call: the 4 methods share the noisy images' passes
+           lambda: {m: v.numpy() for m, v in metrics.infidelity(logit, x, b.maps, perturbations=noise).items()},
+           lambda: {m: captum_infidelity(v) for m, v in b.maps.items()})
 
 
 def robustness(b: Bench) -> None:
@@ -267,6 +281,43 @@ def randomisation(b: Bench, samples: int) -> None:
                     for m in METHODS})
 
 
+def required(b: Bench, samples: int, steps: int) -> dict[str, Required]:
+    """The passes each metric's definition requires at this bench's settings (`census.Required`): the
+    inputs whose scores or maps it reads, each distinct input once (an input shared by the 4 methods, such
+    as the image itself, the fully perturbed zero image or a map-independent perturbation, once for all)."""
+    from attnscope.metrics import slic_segments
+
+    n, k = len(b.x), len(b.maps)
+    pixels = b.x[0, 0].numel()
+    segs = int(sum(int(s.max()) + 1 for s in slic_segments(b.x)))
+    ig = METHODS["ig"][0]["steps"]
+    explained = lambda targets: explanation_passes(targets, ig)  # noqa: E731  one explain call of these rows
+    pick = torch.from_numpy(np.random.RandomState(42).randint(0, 9, n))  # the random classes of `randomisation`
+    other = pick + (pick >= b.y).long()
+    return {
+        "pixel_flipping": Required(n * k * (pixels // 64 - 1) + 1, 0, "images × methods × (steps − 1) + 1: "
+                                   "64 steps of 64 px, the last one the zero image for every image"),
+        "region_perturbation": Required(n * k * 63 + n + 1, 0, "the image, then 64 regions of 8 × 8 per method; "
+                                        "the 64th leaves the zero image (one for all)"),
+        "monotonicity": Required(n * k * 15 + n, 0, "16 steps of 256 px per method; the last is the image itself"),
+        "faithfulness_corr": Required(n * (100 + 1), 0, "the image and its 100 subset-removed copies: the subsets "
+                                      "are drawn per image, not per method, so the 4 methods share them"),
+        "irof": Required(k * (segs - n) + n + 1, 0,
+                         f"the image, then S_i − 1 partial removals per method (S = {segs} SLIC segments in all), "
+                         "the last (every segment removed) the zero image"),
+        "road": Required(n * k * 9, 0, "9 levels per method, each image imputed by its own map's ranking "
+                         "(the imputation's linear solve is extra work, not a pass)"),
+        "infidelity (captum)": Required(n * (10 + 1), 0, "the image and its 10 noisy copies, shared by the methods"),
+        "robustness (5 metrics)": Required(0, explained(b.y.repeat(1 + b.n)), f"explanations of the image and its "
+                                           f"{b.n} perturbed copies (their logits for ROS come with the forward)"),
+        "smprt": Required(0, (steps + 1) * explained(b.y.repeat(samples)), f"{steps + 1} models (trained, then "
+                          f"{steps} cascade steps) × explanations of {samples} copies"),
+        "emprt": Required(0, 2 * explained(b.y), "the trained and the fully randomised model × one explanation"),
+        "random_logit": Required(0, explained(torch.cat([b.y, other])),
+                                 "explanations for the true and for a random class (α = 0: once per class of both)"),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="runs/grey-base")
@@ -275,6 +326,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=5, help="sMPRT: noisy copies per image")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="localisation,faithfulness,robustness,randomisation")
+    parser.add_argument("--metrics", default=None, help="only these metrics (comma-separated row names)")
+    parser.add_argument("--floor", action="store_true", help="count every pass of both sides and compare with "
+                        "the passes each metric requires at a measured cost per pass (bench/census.py)")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -284,20 +338,29 @@ def main() -> None:
     cfg = header.get("info", {}).get("data_cfg", {})
     built = data.mosaics(data.get(probe.data, "test", 4 * args.images, seed=0, **cfg), args.images, seed=args.seed)
     started = time.perf_counter()
+    census = Census(model) if args.floor else None
     b = Bench(model, probe.images, probe.labels, probe.masks, (built.images, built.labels, built.quadrants),
-              args.perturbations, args.seed)
+              args.perturbations, args.seed, census)
+    b.wanted = set(args.metrics.split(",")) if args.metrics else None
     parts = {"localisation": localisation_and_complexity, "faithfulness": faithfulness, "robustness": robustness,
              "randomisation": lambda bench: randomisation(bench, args.samples)}
     print(f"{args.images} images, {len(METHODS)} methods ({', '.join(METHODS)}), 1 thread; CPU seconds")
-    for name in args.only.split(","):
-        parts[name](b)
+    with census or contextlib.nullcontext():
+        for name in args.only.split(","):
+            parts[name](b)
+    floor = None
+    if args.floor:
+        costs = unit_costs(model, probe.images, probe.labels)
+        rows, total = floor_rows(b.rows, required(b, args.samples, len(trace_blocks(model, probe.images[:1]))), costs)
+        print_floor(rows, total, costs)
+        floor = {"unit_costs": costs, "rows": rows, "total": total}
     totals = {k: sum(r[k] for r in b.rows) for k in ("ours_wall", "ours_cpu", "quantus_wall", "quantus_cpu")}
     print(f"total CPU: attnscope {totals['ours_cpu']:.1f} s, Quantus {totals['quantus_cpu']:.1f} s: "
           f"{totals['quantus_cpu'] / totals['ours_cpu']:.1f}x; wall: {totals['ours_wall']:.1f} s vs "
           f"{totals['quantus_wall']:.1f} s ({time.perf_counter() - started:.0f} s in all)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"images": args.images, "rows": b.rows, "totals": totals}, f, indent=2)
+            json.dump({"images": args.images, "rows": b.rows, "totals": totals, "floor": floor}, f, indent=2)
 
 
 if __name__ == "__main__":

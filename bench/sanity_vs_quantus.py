@@ -15,12 +15,14 @@ both sides run single-threaded in the same process, alternating).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 import warnings
 
 import numpy as np
 import torch
+from census import Census, Required, explanation_passes, floor_rows, print_floor, unit_costs
 
 from attnscope.cli.options import load_model
 from attnscope.cli.sanity import load_probe
@@ -82,6 +84,21 @@ def run_ours(model, x: torch.Tensor, y: torch.Tensor, methods: list[str], channe
     return result, since(started)
 
 
+def floor(model, x: torch.Tensor, y: torch.Tensor, methods: list[str], steps: int, report: dict, ours, theirs) -> dict:
+    """The census of one run of each side against the passes the cascade requires (`census.Required`)."""
+    if methods != list(METHODS):
+        raise SystemExit("--floor derives the required passes for the 4 methods together; drop --methods")
+    need = Required(0, (steps + 1) * explanation_passes(y, METHODS["ig"][0]["steps"]),
+                    f"{steps + 1} models (trained, then {steps} cascade steps) × one explanation of the 4 methods; "
+                    "full passes (the unchanged layers below a top-down step could be replayed: not counted)")
+    costs = unit_costs(model, x, y)
+    row = {"metric": "mprt (cascade)", "ours_cpu": report["ours_cpu_s"], "quantus_cpu": report["quantus_cpu_s"],
+           "ours_passes": ours.as_dict(), "quantus_passes": theirs.as_dict()}
+    rows, total = floor_rows([row], {"mprt (cascade)": need}, costs)
+    print_floor(rows, total, costs)
+    return {"unit_costs": costs, "rows": rows, "total": total}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="runs/sanity-base")
@@ -91,6 +108,8 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="a subset of " + ", ".join(METHODS))
     parser.add_argument("--channels-last", action="store_true", help="our cascade in NHWC layout")
     parser.add_argument("--no-reuse", action="store_true", help="our cascade without replaying unchanged modules")
+    parser.add_argument("--floor", action="store_true", help="count every pass of both sides and compare with "
+                        "the passes the cascade requires at a measured cost per pass (bench/census.py)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     args = parser.parse_args()
     methods = args.methods.split(",")
@@ -101,12 +120,15 @@ def main() -> None:
     probe = load_probe(args.checkpoint, header, None, args.images)
     x, y = probe.images, probe.labels
 
-    ours_t, theirs_t = [], []
-    for _ in range(args.repeats):  # alternate, so both see the same machine load
-        result, t = run_ours(model, x, y, methods, args.channels_last, not args.no_reuse)
-        ours_t.append(t)
-        quantus_scores, t = run_quantus(model, x, y, methods)
-        theirs_t.append(t)
+    ours_t, theirs_t, census = [], [], Census(model) if args.floor else None
+    with census or contextlib.nullcontext():
+        for _ in range(args.repeats):  # alternate, so both see the same machine load
+            result, t = run_ours(model, x, y, methods, args.channels_last, not args.no_reuse)
+            ours_t.append(t)
+            ours_passes = census.take() if census else None
+            quantus_scores, t = run_quantus(model, x, y, methods)
+            theirs_t.append(t)
+            quantus_passes = census.take() if census else None
 
     report = {"images": len(x), "threads": args.threads, "layers": result.steps, "methods": {}}
     print(f"{len(x)} images, {len(result.steps)} layers, cascading top-down, Spearman of |maps|, "
@@ -131,6 +153,8 @@ def main() -> None:
         print(f"{kind} time: attnscope {best_ours:.2f} s, Quantus {best_theirs:.2f} s (best of {args.repeats}): "
               f"{best_theirs / best_ours:.1f}x faster")
     report["reused"] = result.meta.get("reused")
+    if census:
+        report["floor"] = floor(model, x, y, methods, len(result.steps), report, ours_passes, quantus_passes)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

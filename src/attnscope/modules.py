@@ -23,3 +23,9 @@ def unwrap(model: nn.Module) -> nn.Module:
     from torch.nn.parallel import DataParallel, DistributedDataParallel
 
     return model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model
+
+
+def as_nhwc(t: torch.Tensor) -> torch.Tensor:
+    """A 4-D tensor with NHWC strides, also where one channel makes NCHW and NHWC the same contiguous block
+    (`.contiguous(memory_format=...)` then keeps the NCHW strides, and the convolution stays NCHW)."""
+    return torch.empty_like(t, memory_format=torch.channels_last).copy_(t) if t.dim() == 4 else t

@@ -21,7 +21,7 @@ from attnscope.errors import InputError
 from attnscope.explain import budget
 from attnscope.explain.engine import model_guard, run_model
 from attnscope.metrics.faithfulness import Scorer
-from attnscope.modules import device_of
+from attnscope.modules import as_nhwc, device_of
 
 
 def nhwc(model: nn.Module, setting: bool | str = "auto") -> bool:
@@ -31,12 +31,6 @@ def nhwc(model: nn.Module, setting: bool | str = "auto") -> bool:
     if not isinstance(setting, bool):
         raise InputError(f"channels_last must be true, false or 'auto', got {setting!r}")
     return setting
-
-
-def as_nhwc(t: torch.Tensor) -> torch.Tensor:
-    """A 4-D tensor with NHWC strides, also where one channel makes NCHW and NHWC the same contiguous block
-    (`.contiguous(memory_format=...)` then keeps the NCHW strides, and the convolution stays NCHW)."""
-    return torch.empty_like(t, memory_format=torch.channels_last).copy_(t) if t.dim() == 4 else t
 
 
 def _runner(model: nn.Module, channels_last: bool) -> Callable[[torch.Tensor, int], torch.Tensor]:

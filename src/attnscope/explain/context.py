@@ -25,7 +25,7 @@ from attnscope.explain.method import INPUTS
 from attnscope.explain.rewrites import rewritten
 from attnscope.explain.targets import Target, TargetSpec
 from attnscope.explain.tokens import TokenLayout, detect_layout
-from attnscope.modules import unwrap
+from attnscope.modules import as_nhwc, unwrap
 
 
 def classifier(model: nn.Module) -> nn.Linear | None:
@@ -106,12 +106,16 @@ class Oracle:
         return self.target.take(rows).score(self.logits(x, channels_last))
 
     def input_gradients(self, x: torch.Tensor, rows: torch.Tensor, rewrite: str | None = None,
-                        **kw: Any) -> torch.Tensor:
+                        channels_last: bool | str = False, **kw: Any) -> torch.Tensor:
         """d score / d x (N, C, H, W) for inputs `x`, input i explained for row `rows[i]`.
 
         `rewrite`: a registered rewrite (`explain.rewrites`, with options `kw`) applied to the model
         for this one forward + backward — a modified backward such as an LRP composite.
+        `channels_last`: the forward + backward in NHWC layout (`channels_last` resolves "auto"), with
+        NHWC strides also for one channel (`as_nhwc`); the gradient comes back in NCHW.
         """
+        if self.channels_last(channels_last):
+            return self.input_gradients(as_nhwc(x), rows, rewrite, False, **kw).contiguous()
         with ExitStack() as stack:
             if rewrite is not None:
                 stack.enter_context(rewritten(self.core, rewrite, **kw))

@@ -27,10 +27,12 @@ def path_sum(
     points: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     coeffs: torch.Tensor,
     batch_size: int,
+    channels_last: bool | str = False,
 ) -> torch.Tensor:
     """Σ_j coeffs[j] · ∂y/∂x (points(i, j)) for every row i of `images` (N, C, H, W); returns (N, C, H, W).
 
-    `points(i, j)` maps row indices (M,) and step indices (M,) to inputs (M, C, H, W).
+    `points(i, j)` maps row indices (M,) and step indices (M,) to inputs (M, C, H, W); `channels_last`: the
+    layout of their passes (`Oracle.input_gradients`).
     """
     b, n = images.shape[0], coeffs.shape[0]
     coeffs = coeffs.to(device=images.device, dtype=images.dtype)
@@ -38,7 +40,7 @@ def path_sum(
     for start in range(0, b * n, batch_size):
         flat = torch.arange(start, min(start + batch_size, b * n), device=images.device)
         i, j = flat // n, flat % n
-        grads = oracle.input_gradients(points(i, j), i)  # (M, C, H, W)
+        grads = oracle.input_gradients(points(i, j), i, channels_last=channels_last)  # (M, C, H, W)
         total.index_add_(0, i, grads * coeffs[j].view(-1, 1, 1, 1))
     return total
 
@@ -53,13 +55,15 @@ def smoothgrad(
     seed: int = 0,
     reduce: str = "abs-max",
     batch_size: int | None = None,
+    channels_last: bool | str = "auto",
 ) -> torch.Tensor:
     """SmoothGrad (Smilkov et al., 2017, arXiv:1706.03825): reduce((1/n) Σ_j ∂y/∂x (x + ε_j)),
     ε_j ~ N(0, σ_x²), σ_x = sigma · (max(x) − min(x)) per image (the paper's noise level).
 
     The n noise draws come from `seed` and are the same for every image of a batch, so maps are
     reproducible and do not depend on the batch an image is in. The gradient is averaged before
-    the channel reduction (abs-max, as saliency), as in the paper's M̂ = mean of M.
+    the channel reduction (abs-max, as saliency), as in the paper's M̂ = mean of M. `channels_last`: the
+    passes' layout ("auto": NHWC for a model that declares `prefers_channels_last`, `Oracle.channels_last`).
     """
     positive_int("n", n, at_most=MAX_POINTS)
     batch_size = oracle.chunk(batch_size, images.shape[0] * n, grad=True)
@@ -70,7 +74,7 @@ def smoothgrad(
     noise = noise.to(device=x.device, dtype=x.dtype)
     scale = sigma * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))  # (B,)
     points = lambda i, j: x[i] + scale[i].view(-1, 1, 1, 1) * noise[j]
-    mean = path_sum(oracle, x, points, torch.full((n,), 1.0 / n), batch_size)
+    mean = path_sum(oracle, x, points, torch.full((n,), 1.0 / n), batch_size, channels_last)
     return reduce_channels(mean, reduce)
 
 
@@ -98,6 +102,7 @@ def path_rule(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
 @register_method("ig", "gradient")
 def integrated_gradients(
     images: torch.Tensor,
+    classes: torch.Tensor,
     oracle: Oracle,
     *,
     steps: int = 50,
@@ -105,6 +110,7 @@ def integrated_gradients(
     rule: str = "gauss-legendre",
     batch_size: int | None = None,
     reduce: str = "sum",
+    channels_last: bool | str = "auto",
 ) -> torch.Tensor:
     """Integrated Gradients (Sundararajan et al., ICML 2017, Eq. 1):
     IG_i = (x_i − x'_i) · ∫_0^1 ∂y/∂x_i (x' + α (x − x')) dα, summed over channels by default.
@@ -112,12 +118,31 @@ def integrated_gradients(
     Completeness: Σ IG = y(x) − y(x') up to the quadrature error. The paper uses a Riemann sum
     (rule="riemann-right"); the default Gauss–Legendre rule (as captum's default) is more accurate
     for the same number of steps. `batch_size` is the number of path points per backward (None: from
-    the memory budget).
+    the memory budget); `channels_last` the passes' layout, as SmoothGrad's. A rule with the point α = 0
+    and one baseline for every image (a number, or one (C, H, W) tensor) differentiates that point once
+    per explained class, not once per row: it is the same input with the same target.
     """
     x = images
     base = baseline_like(baseline, x)
     alphas, weights = path_rule(rule, steps)
-    batch_size = oracle.chunk(batch_size, x.shape[0] * steps, grad=True)
     alphas = alphas.to(device=x.device, dtype=x.dtype)
-    points = lambda i, j: base[i] + alphas[j].view(-1, 1, 1, 1) * (x[i] - base[i])
-    return reduce_channels((x - base) * path_sum(oracle, x, points, weights, batch_size), reduce)
+    shared = _shared_start(baseline, classes, alphas)
+    rows = x.shape[0] * (steps - int(shared))
+    batch_size = oracle.chunk(batch_size, rows, grad=True)
+    first = int(shared)  # the path points left to each row
+    points = lambda i, j: base[i] + alphas[j + first].view(-1, 1, 1, 1) * (x[i] - base[i])
+    total = path_sum(oracle, x, points, weights[first:], batch_size, channels_last)
+    if shared:
+        kinds, row_kind = torch.unique(classes, return_inverse=True)
+        one = torch.empty_like(kinds).scatter_reduce_(0, row_kind, torch.arange(len(classes), device=classes.device),
+                                                      "amin", include_self=False)  # the first row of each class
+        start = oracle.input_gradients(base[one], one, channels_last=channels_last)
+        total = total + float(weights[0]) * start[row_kind]
+    return reduce_channels((x - base) * total, reduce)
+
+
+def _shared_start(baseline: float | torch.Tensor, classes: torch.Tensor, alphas: torch.Tensor) -> bool:
+    """Whether the point α = 0 is one input for every row of a class: the rule has it, the baseline is
+    one for all images, and the targets are classes (not a callable)."""
+    one_baseline = not isinstance(baseline, torch.Tensor) or baseline.dim() <= 3
+    return bool(alphas[0] == 0) and one_baseline and bool((classes >= 0).all()) and len(alphas) > 1

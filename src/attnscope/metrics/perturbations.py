@@ -9,7 +9,7 @@ Like every faithfulness metric they take a scorer `f(x, source) -> scores` (see
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -21,6 +21,7 @@ from attnscope.registry import Registry
 
 Perturbation = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]  # images, n, gen -> I (B, n, C, H, W)
 PERTURBATIONS: Registry[Perturbation] = Registry("perturbation")
+Maps = torch.Tensor | Mapping[str, torch.Tensor]  # one method's maps (B, H, W), or several methods' by name
 
 
 def random_subsets(b: int, pixels: int, runs: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -33,19 +34,19 @@ def random_subsets(b: int, pixels: int, runs: int, size: int, seed: int = 0) -> 
     return torch.rand(b, runs, pixels, generator=g).argsort(dim=2)[..., :size]
 
 
-def faithfulness_correlation(f: Scorer, images: torch.Tensor, maps: torch.Tensor, runs: int = 100,
+def faithfulness_correlation(f: Scorer, images: torch.Tensor, maps: Maps, runs: int = 100,
                              size: int = 224, substrate: str | torch.Tensor = "zero", seed: int = 0,
-                             subsets: torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
+                             subsets: torch.Tensor | None = None, batch_size: int = 256) -> Maps:
     """Faithfulness correlation (Bhatt et al., IJCAI 2020): Pearson correlation, over `runs` random
     subsets S of `size` pixels, between Σ_{i∈S} M_i and f(x) − f(x_S), x_S = x with S replaced by
     `substrate` (every channel of a pixel). `subsets` (B, runs, size) replaces the seeded draw.
-    NaN where either side is constant over the runs. (B,)."""
-    check_images(images, maps)
-    b, h, w = maps.shape
+    NaN where either side is constant over the runs. (B,); for a dict of maps (several methods) a dict of
+    them, from one set of passes: f(x_S) does not depend on the map."""
+    many = _many(images, maps)
+    b, h, w = next(iter(many.values())).shape
     subsets = random_subsets(b, h * w, runs, size, seed) if subsets is None else _checked_subsets(subsets, b, h * w)
     runs = subsets.shape[1]
-    subsets = subsets.to(maps.device)
-    sums = maps.flatten(1).double()[:, None, :].expand(-1, runs, -1).gather(2, subsets).sum(2)  # (B, runs)
+    subsets = subsets.to(images.device)
     end = substrate_of(substrate, images)
     deltas = torch.empty(b, runs, dtype=torch.float64)
     base = scores_of(f, images, torch.arange(b, device=images.device)).double().cpu()
@@ -56,7 +57,12 @@ def faithfulness_correlation(f: Scorer, images: torch.Tensor, maps: torch.Tensor
         hidden.scatter_(1, subsets[i, r], True)
         x = torch.where(hidden.view(-1, 1, h, w), end[i], images[i])
         deltas.view(-1)[lo : lo + len(flat)] = base[i.cpu()] - scores_of(f, x, i).double().cpu()
-    return pearson(sums.cpu(), deltas)
+
+    def correlation(m: torch.Tensor) -> torch.Tensor:
+        sums = m.flatten(1).double()[:, None, :].expand(-1, runs, -1).gather(2, subsets.to(m.device)).sum(2)
+        return pearson(sums.cpu(), deltas)  # (B,)
+
+    return _each(maps, many, correlation)
 
 
 @PERTURBATIONS.register("gaussian")
@@ -81,14 +87,15 @@ def square_perturbation(images: torch.Tensor, n: int, generator: torch.Generator
     return images[:, None] * inside[:, :, None].to(images.dtype)
 
 
-def infidelity(f: Scorer, images: torch.Tensor, maps: torch.Tensor, n: int = 10, perturbation: str = "gaussian",
+def infidelity(f: Scorer, images: torch.Tensor, maps: Maps, n: int = 10, perturbation: str = "gaussian",
                seed: int = 0, normalize: bool = False, perturbations: torch.Tensor | None = None,
-               batch_size: int = 256) -> torch.Tensor:
+               batch_size: int = 256) -> Maps:
     """Infidelity (Yeh et al., NeurIPS 2019): E_I[(Σ I ⊙ M − (f(x) − f(x − I)))²] over `n` draws of I
     (`perturbation`: "gaussian" or "square", see `PERTURBATIONS`), the map broadcast over channels.
     `normalize=True` first scales M by the β minimising it, β = E[IM·Δf] / E[(IM)²] (captum's option).
-    `perturbations` (B, n, C, H, W) replaces the seeded draw. Lower is better. (B,)."""
-    check_images(images, maps)
+    `perturbations` (B, n, C, H, W) replaces the seeded draw. Lower is better. (B,); for a dict of maps
+    (several methods) a dict of them, from one set of passes: f(x − I) does not depend on the map."""
+    many = _many(images, maps)
     b = images.shape[0]
     if perturbations is None:
         draw = PERTURBATIONS.get(perturbation)
@@ -98,7 +105,6 @@ def infidelity(f: Scorer, images: torch.Tensor, maps: torch.Tensor, n: int = 10,
                          f"got {tuple(perturbations.shape)}")
     n = perturbations.shape[1]
     perturbations = perturbations.to(device=images.device, dtype=images.dtype)
-    explained = (perturbations.double() * maps[:, None, None].double()).flatten(2).sum(2)  # (B, n)
     base = scores_of(f, images, torch.arange(b, device=images.device)).double().cpu()
     deltas = torch.empty(b, n, dtype=torch.float64)
     for lo in range(0, b * n, positive_int("batch_size", batch_size)):
@@ -106,11 +112,31 @@ def infidelity(f: Scorer, images: torch.Tensor, maps: torch.Tensor, n: int = 10,
         i, j = flat // n, flat % n
         moved = scores_of(f, images[i] - perturbations[i, j], i).double().cpu()
         deltas.view(-1)[lo : lo + len(flat)] = base[i.cpu()] - moved
-    explained = explained.cpu()
-    if normalize:
-        beta = (explained * deltas).mean(1, keepdim=True) / explained.square().mean(1, keepdim=True).clamp_min(1e-300)
-        explained = beta * explained
-    return (explained - deltas).square().mean(1)
+
+    def score(m: torch.Tensor) -> torch.Tensor:
+        explained = (perturbations.double() * m[:, None, None].double()).flatten(2).sum(2).cpu()  # (B, n)
+        if normalize:
+            fit = (explained * deltas).mean(1, keepdim=True)
+            explained = fit / explained.square().mean(1, keepdim=True).clamp_min(1e-300) * explained
+        return (explained - deltas).square().mean(1)
+
+    return _each(maps, many, score)
+
+
+def _many(images: torch.Tensor, maps: Maps) -> dict[str, torch.Tensor]:
+    """`maps` as a non-empty dict {name: (B, H, W)}, each checked against `images`."""
+    many = dict(maps) if isinstance(maps, Mapping) else {"": maps}
+    if not many:
+        raise InputError("maps must be a (B, H, W) tensor or a non-empty dict of them")
+    for m in many.values():
+        check_images(images, m)
+    return many
+
+
+def _each(maps: Maps, many: dict[str, torch.Tensor], score: Callable[[torch.Tensor], torch.Tensor]) -> Maps:
+    """`score` of each map: a dict for a dict of maps, else the one result."""
+    out = {k: score(m) for k, m in many.items()}
+    return out if isinstance(maps, Mapping) else out[""]
 
 
 def _checked_subsets(subsets: torch.Tensor, b: int, pixels: int) -> torch.Tensor:

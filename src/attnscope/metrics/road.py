@@ -35,20 +35,15 @@ def neighbour_kernel(dtype: torch.dtype = torch.float64, device: torch.device | 
 
 
 def neighbour_sum(t: torch.Tensor) -> torch.Tensor:
-    """Σ_q w_pq t_q over the 8 neighbours q of every pixel p of (N, 1, H, W), outside ones counting 0:
-    the 3×3 convolution with `neighbour_kernel()` (zero padding); in float64 as shifted sums (a
-    float64 conv2d is slow on a CPU)."""
-    if t.dtype != torch.float64:
-        return F.conv2d(t, neighbour_kernel(t.dtype, t.device).view(1, 1, 3, 3), padding=1)
+    """Σ_q w_pq t_q over the 8 neighbours q of every pixel p of (N, 1, H, W), outside ones counting 0
+    (the 3×3 weights `neighbour_kernel()`, zero padding): (direct sum)/6 + (diagonal sum)/12 of shifted
+    views — on a CPU 3.7× faster than the one-channel 3×3 `conv2d` in float32 (bench/README.md, floor)."""
     h, w = t.shape[-2:]
-    pad = F.pad(t, (1, 1, 1, 1))
-    k = neighbour_kernel().tolist()
-    out = torch.zeros_like(t)
-    for dy in range(3):
-        for dx in range(3):
-            if k[dy][dx]:
-                out = out + k[dy][dx] * pad[..., dy : dy + h, dx : dx + w]
-    return out
+    p = F.pad(t, (1, 1, 1, 1))
+    at = lambda dy, dx: p[..., 1 + dy : h + 1 + dy, 1 + dx : w + 1 + dx]  # noqa: E731  the neighbour at (dy, dx)
+    direct = at(-1, 0) + at(1, 0) + at(0, -1) + at(0, 1)
+    diagonal = at(-1, -1) + at(-1, 1) + at(1, -1) + at(1, 1)
+    return direct / 6 + diagonal / 12
 
 
 def impute(images: torch.Tensor, removed: torch.Tensor, noise: float = 0.0, generator: torch.Generator | None = None,
