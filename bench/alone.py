@@ -19,6 +19,13 @@ def fresh(script: str, argv: Sequence[str], env: Mapping[str, str] | None = None
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
+def sides(script: str, argv: Sequence[str], names: Sequence[str]) -> list[dict]:
+    """The row of `script` run once per side, each in a fresh process: `argv` (the parent's, less `--alone`)
+    plus `--side NAME`."""
+    own = [a for a in argv if a != "--alone"]
+    return [fresh_row(script, [*own, "--side", name]) for name in names]
+
+
 def fresh_row(script: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> dict:
     """The last JSON object line of `fresh(script, argv)`: the result of a child that prints one."""
     return fresh(script, argv, env)[-1]

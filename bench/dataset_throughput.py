@@ -23,6 +23,8 @@ jobs, wall time would measure them). Throughput = images / CPU seconds.
              Before it, the time `evaluate.estimate` (what `attnscope bench --estimate` prints) expects for
              512 images is printed (`--no-estimate` skips it: it times every method and column on 1 and 2
              images, which on resnet18 at 224 px costs more than the leaderboard of 2 images).
+             `--parts leaderboard-methods` times instead each of its methods' `explain` on one image (a lower
+             bound of its cost per image; the columns come on top).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/dataset_throughput.py --n 512 --n-ig 64
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/dataset_throughput.py --parts forward,leaderboard --n-leaderboard 2
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -165,6 +168,23 @@ def leaderboard_estimate(model: torch.nn.Module, n: int) -> dict[str, Any]:
             "explain_s": round(guess.explain, 1), "groups_s": {g: round(s, 1) for g, s in guess.groups.items()}}
 
 
+def methods_child() -> dict[str, Any]:
+    """CPU seconds of `explain` of each method the default leaderboard runs on resnet18, on one 224 px image,
+    one after the other (the first call of each includes its own warm-up): a lower bound of the leaderboard's
+    cost per image (its columns come on top), printed as each finishes."""
+    import attnscope as ats
+    from attnscope.evaluate.leaderboard import applicable_methods
+
+    model, x = _model(), Synthetic(1)[0][None]
+    seconds = {}
+    for name in applicable_methods(model):
+        t0 = time.process_time()
+        ats.explain(model, x, name)
+        seconds[name] = round(time.process_time() - t0, 2)
+        print(f"{name}: {seconds[name]} s", file=sys.stderr, flush=True)
+    return {"part": "leaderboard-methods", "images": 1, "cpu_s": seconds, "sum_cpu_s": round(sum(seconds.values()), 1)}
+
+
 def leaderboard_child(n: int, workers: int, batch: int) -> dict[str, Any]:
     """The default leaderboard of `n` images, timed in CPU seconds (this process's), whole."""
     model = _model()
@@ -213,7 +233,7 @@ def main() -> None:
     if "leaderboard" in parts and not args.no_estimate:
         print(json.dumps(_fresh(args, "leaderboard-estimate", "attnscope")), flush=True)
     rows = {}
-    for part, library in [*RUNS, ("leaderboard", "attnscope")]:
+    for part, library in [*RUNS, ("leaderboard-methods", "attnscope"), ("leaderboard", "attnscope")]:
         if part in parts:
             rows[(part, library)] = _fresh(args, part, library)
             print(json.dumps(rows[(part, library)]), flush=True)
@@ -242,6 +262,8 @@ def main() -> None:
 def _child(args: argparse.Namespace) -> dict:
     """The row of the one (part, library) this child process times."""
     part, library = args.child
+    if part == "leaderboard-methods":
+        return methods_child()
     if part == "leaderboard-estimate":
         return leaderboard_estimate(_model(), 512)
     if part == "leaderboard":

@@ -11,18 +11,26 @@ map). Maps that metrics are given (`a_batch`) are computed once by attnscope and
 metrics that explain (robustness, randomisation) explain on each side — Quantus once per method
 and metric, attnscope once for the 4 methods together. Times are wall and CPU seconds of this
 process (both sides single-threaded, alternating); on a shared machine read the CPU column.
+
+`--alone` runs each side in its own fresh process instead (`--side ours|quantus` in a child: every metric of
+that side only, its numbers sent back as JSON) and compares the two in the parent; the maps both sides are
+given are computed by attnscope in each child before its first metric, untimed, as in one process.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/metrics_vs_quantus.py --checkpoint runs/grey-base --alone
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from alone import sides
 from sanity_vs_quantus import METHODS, clock, quantus_explain, since
 
 from attnscope import data, evaluate, explain, metrics
@@ -39,10 +47,12 @@ ROBUST = {"max_sensitivity": "MaxSensitivity", "avg_sensitivity": "AvgSensitivit
 class Bench:
     """The shared inputs, and the rows: one per metric with both sides' times and numbers."""
 
-    def __init__(self, model, x, y, masks, mosaics, n_perturb: int, seed: int) -> None:
+    def __init__(self, model, x, y, masks, mosaics, n_perturb: int, seed: int, side: str | None = None) -> None:
         import quantus
 
         self.q, self.model, self.x, self.y, self.masks = quantus, model, x, y, masks
+        self.side = side  # a child of --alone computes this side only and keeps its numbers in `sides`
+        self.sides: list[dict] = []
         self.mosaics, self.n, self.seed = mosaics, n_perturb, seed
         self.opts = {k: v[0] for k, v in METHODS.items()}
         self.maps = {m: explain(model, x, m, y, options={m: self.opts[m]})[m].values for m in METHODS}
@@ -70,12 +80,25 @@ class Bench:
              relative: bool = False) -> None:
         """Time both sides (alternating) and compare: each returns {key: per-image array} (a key Quantus
         could not compute maps to an error message). `relative`: differences relative to max(1, |theirs|)."""
+        if self.side is not None:
+            t = clock()
+            values = (ours if self.side == "ours" else theirs)()
+            self.sides.append({"metric": name, "group": group, "note": note, "relative": relative, "time": since(t),
+                               "values": {k: v if isinstance(v, str) else np.asarray(v, dtype=np.float64).tolist()
+                                          for k, v in values.items()}})
+            print(f"{name:<24} {self.side} {self.sides[-1]['time'][1]:7.2f} s", file=sys.stderr, flush=True)
+            return
         t = clock()
         a = ours()
         t_ours = since(t)
         t = clock()
         b = theirs()
         t_theirs = since(t)
+        self.compare(name, group, a, b, t_ours, t_theirs, note, relative)
+
+    def compare(self, name: str, group: str, a: dict, b: dict, t_ours: tuple[float, float],
+                t_theirs: tuple[float, float], note: str = "", relative: bool = False) -> None:
+        """The row of one metric from both sides' numbers and times."""
         diffs, notes, failed = [], [note] if note else [], {}
         for m in a:
             if isinstance(b[m], str):
@@ -276,6 +299,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="localisation,faithfulness,robustness,randomisation")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--alone", action="store_true", help="each side in its own fresh process")
+    parser.add_argument("--side", choices=("ours", "quantus"), default=None, help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -285,12 +310,23 @@ def main() -> None:
     built = data.mosaics(data.get(probe.data, "test", 4 * args.images, seed=0, **cfg), args.images, seed=args.seed)
     started = time.perf_counter()
     b = Bench(model, probe.images, probe.labels, probe.masks, (built.images, built.labels, built.quadrants),
-              args.perturbations, args.seed)
+              args.perturbations, args.seed, args.side)
     parts = {"localisation": localisation_and_complexity, "faithfulness": faithfulness, "robustness": robustness,
              "randomisation": lambda bench: randomisation(bench, args.samples)}
-    print(f"{args.images} images, {len(METHODS)} methods ({', '.join(METHODS)}), 1 thread; CPU seconds")
-    for name in args.only.split(","):
-        parts[name](b)
+    if args.alone:
+        both = [row["sides"] for row in sides(__file__, sys.argv[1:], ("ours", "quantus"))]
+        print(f"{args.images} images, {len(METHODS)} methods ({', '.join(METHODS)}), 1 thread; CPU seconds; "
+              "each side alone in a fresh process")
+        for ours, theirs in zip(*both, strict=True):
+            b.compare(ours["metric"], ours["group"], ours["values"], theirs["values"], ours["time"], theirs["time"],
+                      ours["note"], ours["relative"])
+    else:
+        print(f"{args.images} images, {len(METHODS)} methods ({', '.join(METHODS)}), 1 thread; CPU seconds")
+        for name in args.only.split(","):
+            parts[name](b)
+    if args.side is not None:
+        print(json.dumps({"side": args.side, "sides": b.sides}))
+        return
     totals = {k: sum(r[k] for r in b.rows) for k in ("ours_wall", "ours_cpu", "quantus_wall", "quantus_cpu")}
     print(f"total CPU: attnscope {totals['ours_cpu']:.1f} s, Quantus {totals['quantus_cpu']:.1f} s: "
           f"{totals['quantus_cpu'] / totals['ours_cpu']:.1f}x; wall: {totals['ours_wall']:.1f} s vs "
