@@ -31,7 +31,8 @@ def test_the_leaderboard_part_runs_the_default_streamed_leaderboard(tmp_path) ->
     except SystemExit as e:
         assert e.code in (0, None)
     cli = json.loads((tmp_path / "cli" / "leaderboard.json").read_text())
-    part = dataset_throughput.default_leaderboard(model, NamedData("clutter", 2, 0, config=config), tmp_path / "part", 2)
+    data = NamedData("clutter", 2, 0, config=config)
+    part = dataset_throughput.default_leaderboard(model, data, tmp_path / "part", 2)
     assert part["meta"]["columns"] == cli["meta"]["columns"]
     assert [r["method"] for r in part["rows"]] == [r["method"] for r in cli["rows"]]
     assert len(part["rows"]) > 25  # every applicable method and the calibration rows, not a subset
