@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import time
 
 import torch
+from alone import fresh_row
 
 
 def _faults() -> int:
@@ -116,8 +115,7 @@ def main() -> None:
     if args.part in (None, "chunks"):
         for part, chunks in (("masked", (4, 16, 32, 64, 128, None)), ("ig", (1, 4, 16, 32, None))):
             for chunk in chunks:
-                cmd = [sys.executable, __file__, "--part", part] + ([] if chunk is None else ["--chunk", str(chunk)])
-                row = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+                row = fresh_row(__file__, ["--part", part] + ([] if chunk is None else ["--chunk", str(chunk)]))
                 print(json.dumps({"part": part, "asked": chunk or "budget", **row}), flush=True)
     if args.part in (None, "ablation"):
         print(json.dumps({"part": "ablation", **ablation(args.repeats)}), flush=True)

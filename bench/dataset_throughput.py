@@ -1,5 +1,6 @@
 """Images per second over a streamed data set: (a) a plain forward, (b) five gradient CAMs, (c) IG with
-32 steps — attnscope against pytorch-grad-cam and captum looping over the same DataLoader.
+32 steps, (d) the full default leaderboard — attnscope against pytorch-grad-cam and captum looping over the
+same DataLoader (the peers have no leaderboard).
 
 resnet18 (torchvision, random weights, seed 0), 224 px images made per index by a Dataset (no disk),
 batches of 16 from a DataLoader. Every (part, library) runs alone in a fresh process (`--child`), so no
@@ -15,19 +16,32 @@ jobs, wall time would measure them). Throughput = images / CPU seconds.
              `IntegratedGradients.attribute(n_steps=32)` at its default (all steps in one batch).
 - scorecam:  at `layer4` (512 channels: 512 masked forwards per image) attnscope vs pytorch-grad-cam's
              ScoreCAM at its default (batch_size 32); its floor is 512 × the forward's time per image.
+- leaderboard: what `attnscope bench --stream` runs with no --methods/--metrics (every applicable method,
+             `--metrics default`, the default settings), through the same call (`stream.bench_dataset`) and so
+             the same streamed DataLoader (shards of `--batch` images), into a temporary folder; timed whole,
+             including the one image it scores first as a check. No peer has a leaderboard: no peer row.
+             Before it, the time `evaluate.estimate` (what `attnscope bench --estimate` prints) expects for
+             512 images is printed (`--no-estimate` skips it: it times every method and column on 1 and 2
+             images, which on resnet18 at 224 px costs more than the leaderboard of 2 images).
+             `--parts leaderboard-methods` times instead each of its methods' `explain` on one image (a lower
+             bound of its cost per image; the columns come on top).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/dataset_throughput.py --n 512 --n-ig 64
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/dataset_throughput.py --parts forward,leaderboard --n-leaderboard 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
+from alone import fresh_row
 from torch.utils.data import DataLoader, Dataset
 
 CAMS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
@@ -44,6 +58,14 @@ class Synthetic(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(i))
+
+
+class Unlabelled(Synthetic):
+    """The same images as (image, −1) items: no label, so the leaderboard scores the class the model predicts
+    (as for a folder of images)."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return super().__getitem__(i), -1
 
 
 def _model() -> torch.nn.Module:
@@ -121,6 +143,61 @@ RUNS = {("forward", "torch"): _forward, ("backward", "torch"): _backward, ("cams
         ("scorecam", "attnscope"): _ours_scorecam, ("scorecam", "pytorch-grad-cam"): _gradcam_scorecam}
 
 
+def default_leaderboard(model: torch.nn.Module, dataset: Dataset, out: Path, shard_size: int,
+                        workers: int = 0) -> dict[str, Any]:
+    """The leaderboard `attnscope bench --stream` computes with no --methods/--metrics, of `dataset` into `out`:
+    every applicable method (methods=None), the default columns, the default Settings (the CLI's defaults)."""
+    from attnscope.evaluate.columns import select
+    from attnscope.stream.bench import bench_dataset
+
+    return bench_dataset(model, dataset, out, metrics=select("default"), shard_size=shard_size, workers=workers)
+
+
+def leaderboard_estimate(model: torch.nn.Module, n: int) -> dict[str, Any]:
+    """`evaluate.estimate` of the default leaderboard of `n` images of `Unlabelled` (what `attnscope bench
+    --estimate` prints): every method and column timed on images 0 and 1, extrapolated to n."""
+    from attnscope.evaluate import estimate
+    from attnscope.evaluate.columns import select
+
+    two = torch.stack([Synthetic(2)[i] for i in range(2)])
+    with torch.no_grad():
+        labels = model(two).argmax(1)
+    index = torch.arange(n) % 2  # n images, copies of the two it times (only images[:2] are run)
+    guess = estimate(model, two[index], labels[index], metrics=select("default"))
+    return {"part": "leaderboard-estimate", "images": n, "estimated_s": round(guess.total, 1),
+            "explain_s": round(guess.explain, 1), "groups_s": {g: round(s, 1) for g, s in guess.groups.items()}}
+
+
+def methods_child() -> dict[str, Any]:
+    """CPU seconds of `explain` of each method the default leaderboard runs on resnet18, on one 224 px image,
+    one after the other (the first call of each includes its own warm-up): a lower bound of the leaderboard's
+    cost per image (its columns come on top), printed as each finishes."""
+    import attnscope as ats
+    from attnscope.evaluate.leaderboard import applicable_methods
+
+    model, x = _model(), Synthetic(1)[0][None]
+    seconds = {}
+    for name in applicable_methods(model):
+        t0 = time.process_time()
+        ats.explain(model, x, name)
+        seconds[name] = round(time.process_time() - t0, 2)
+        print(f"{name}: {seconds[name]} s", file=sys.stderr, flush=True)
+    return {"part": "leaderboard-methods", "images": 1, "cpu_s": seconds, "sum_cpu_s": round(sum(seconds.values()), 1)}
+
+
+def leaderboard_child(n: int, workers: int, batch: int) -> dict[str, Any]:
+    """The default leaderboard of `n` images, timed in CPU seconds (this process's), whole."""
+    model = _model()
+    with tempfile.TemporaryDirectory(prefix="attnscope-bench-") as tmp:
+        t0 = time.process_time()
+        result = default_leaderboard(model, Unlabelled(n), Path(tmp) / "out", batch, workers)
+        seconds = time.process_time() - t0
+    head = result["meta"]
+    return {"part": "leaderboard", "library": "attnscope", "images": n, "cpu_s": round(seconds, 2),
+            "images_per_s": round(n / seconds, 5), "maps": len(result["rows"]), "columns": head["columns"],
+            "skipped": head["skipped"], "explain_wall_s": head["seconds"]}
+
+
 def child(part: str, library: str, n: int, workers: int, batch: int = 16) -> dict:
     model = _model()
     step = RUNS[(part, library)](model)
@@ -141,27 +218,25 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=512, help="images for forward, backward and cams (+1 warm-up batch)")
     parser.add_argument("--n-ig", type=int, default=64, help="images for IG (+1 warm-up batch)")
     parser.add_argument("--n-scorecam", type=int, default=2, help="images for Score-CAM (+1 warm-up batch)")
+    parser.add_argument("--n-leaderboard", type=int, default=2, help="images for the default leaderboard")
+    parser.add_argument("--no-estimate", action="store_true", help="leave out the leaderboard's time estimate")
     parser.add_argument("--batch", type=int, default=16, help="images per DataLoader batch")
     parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--parts", default="forward,backward,cams,ig,scorecam")
+    parser.add_argument("--parts", default="forward,backward,cams,ig,scorecam,leaderboard")
     parser.add_argument("--child", nargs=2, metavar=("PART", "LIBRARY"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.child:
-        n = {"ig": args.n_ig, "scorecam": args.n_scorecam}.get(args.child[0], args.n)
-        batch = min(args.batch, n)
-        print(json.dumps(child(*args.child, n + batch, args.workers, batch)))
+        print(json.dumps(_child(args)))
         return
+    parts = args.parts.split(",")
+    if "leaderboard" in parts and not args.no_estimate:
+        print(json.dumps(_fresh(args, "leaderboard-estimate", "attnscope")), flush=True)
     rows = {}
-    for part, library in RUNS:
-        if part not in args.parts.split(","):
-            continue
-        cmd = [sys.executable, __file__, "--child", part, library, "--n", str(args.n), "--n-ig", str(args.n_ig),
-               "--n-scorecam", str(args.n_scorecam), "--batch", str(args.batch), "--workers", str(args.workers)]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        row = json.loads(done.stdout.strip().splitlines()[-1])
-        rows[(part, library)] = row
-        print(json.dumps(row), flush=True)
+    for part, library in [*RUNS, ("leaderboard-methods", "attnscope"), ("leaderboard", "attnscope")]:
+        if part in parts:
+            rows[(part, library)] = _fresh(args, part, library)
+            print(json.dumps(rows[(part, library)]), flush=True)
     rate = lambda p, lib: rows[(p, lib)]["images_per_s"] if (p, lib) in rows else None
     if rate("forward", "torch") and rate("cams", "attnscope"):
         print(f"five CAMs / plain forward throughput: {rate('cams', 'attnscope') / rate('forward', 'torch'):.2f}")
@@ -179,6 +254,31 @@ def main() -> None:
     if rate("scorecam", "attnscope") and rate("scorecam", "pytorch-grad-cam"):
         ratio = rate("scorecam", "attnscope") / rate("scorecam", "pytorch-grad-cam")
         print(f"Score-CAM, attnscope / pytorch-grad-cam: {ratio:.2f}×")
+    if rate("leaderboard", "attnscope") and rate("forward", "torch"):
+        ratio = rate("leaderboard", "attnscope") / rate("forward", "torch")
+        print(f"default leaderboard / plain forward throughput: {ratio:.5f} (no peer has a leaderboard)")
+
+
+def _child(args: argparse.Namespace) -> dict:
+    """The row of the one (part, library) this child process times."""
+    part, library = args.child
+    if part == "leaderboard-methods":
+        return methods_child()
+    if part == "leaderboard-estimate":
+        return leaderboard_estimate(_model(), 512)
+    if part == "leaderboard":
+        return leaderboard_child(args.n_leaderboard, args.workers, min(args.batch, args.n_leaderboard))
+    n = {"ig": args.n_ig, "scorecam": args.n_scorecam}.get(part, args.n)
+    batch = min(args.batch, n)
+    return child(part, library, n + batch, args.workers, batch)
+
+
+def _fresh(args: argparse.Namespace, part: str, library: str) -> dict:
+    """The row of (part, library), timed alone in a fresh process."""
+    argv = ["--child", part, library, "--n", str(args.n), "--n-ig", str(args.n_ig), "--n-scorecam",
+            str(args.n_scorecam), "--n-leaderboard", str(args.n_leaderboard), "--batch", str(args.batch),
+            "--workers", str(args.workers)]
+    return fresh_row(__file__, argv)
 
 
 if __name__ == "__main__":

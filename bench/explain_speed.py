@@ -32,8 +32,6 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import types
@@ -44,6 +42,7 @@ from pathlib import Path
 import engine_parts  # bench/engine_parts.py: this folder is on the path when the script runs
 import numpy as np
 import torch
+from alone import fresh
 from torch import nn
 
 import attnscope as ats
@@ -112,21 +111,23 @@ def _alone(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, floa
 def run_alone(part: str, args: argparse.Namespace) -> None:
     """Every entry of `part` in a fresh child process; the table of their times over each child's own forward."""
     weights = args.weights or str(Path(tempfile.mkdtemp(prefix="attnscope-bench-")) / "smallcnn.pt")
-    common = [sys.executable, __file__, "--part", part, "--threads", str(args.threads), "--clock", args.clock,
+    common = ["--part", part, "--threads", str(args.threads), "--clock", args.clock,
               "--repeats", str(args.repeats), "--train-steps", str(args.train_steps), "--images", str(args.images),
               "--batch-size", str(args.batch_size), "--weights", weights]
 
     def child(only: str) -> list[dict]:
-        done = subprocess.run([*common, "--only", only], capture_output=True, text=True, check=True)
-        return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        return fresh(__file__, [*common, "--only", only])
 
-    entries = [e for listing in child(LIST) for e in listing["entries"]]
+    listings = child(LIST)  # one per table of the part; an entry may be in several (the same step, two models)
+    entries = list(dict.fromkeys(e for listing in listings for e in listing["entries"]))
     print(f"\n{part}: each entry alone in a fresh process, {args.clock} time, median of {args.repeats}\n")
-    print("| what | seconds | its process's forward | × forward |\n| --- | ---: | ---: | ---: |")
+    print("| what | seconds | its process's base | × base |\n| --- | ---: | ---: | ---: |")
     for entry in entries:
-        (row,) = child(entry)
-        print(f"| {entry} | {row['seconds']:.3f} | {row['base_seconds']:.3f} | "
-              f"{row['seconds'] / row['base_seconds']:.2f} |", flush=True)
+        rows = child(entry)
+        for k, row in enumerate(rows):
+            name = entry if len(rows) == 1 else f"{entry} (table {k + 1} of the part)"
+            print(f"| {name} | {row['seconds']:.3f} | {row['base_seconds']:.3f} | "
+                  f"{row['seconds'] / row['base_seconds']:.2f} |", flush=True)
 
 
 def report(title: str, times: dict[str, float], base: str, notes: dict[str, str]) -> None:
@@ -431,9 +432,10 @@ def bench_fullgrad(repeats: int) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        diff = (ats.explain(model, x, "fullgrad", targets=classes)["fullgrad"].normalized()
-                - torch.from_numpy(pgc())).abs().max()
-        print(f"\nFullGrad: max |difference| of normalised maps vs pytorch-grad-cam {diff:.1e}")
+        if ONLY is None:  # a child of --alone runs nothing but its own entry
+            diff = (ats.explain(model, x, "fullgrad", targets=classes)["fullgrad"].normalized()
+                    - torch.from_numpy(pgc())).abs().max()
+            print(f"\nFullGrad: max |difference| of normalised maps vs pytorch-grad-cam {diff:.1e}")
         times = timed({
             "forward (no_grad)": forward_no_grad(model, x),
             "forward + backward to the input": forward_backward(model, x, classes),
@@ -455,10 +457,11 @@ def bench_rise(repeats: int, steps: int, n_images: int) -> None:
     with torch.no_grad():
         classes = model(x).argmax(dim=1)
     opts = {"n": 4000, "score": "sigmoid", "batch_size": 64, "channels_last": False}
-    ours = ats.explain(model, x, "rise", targets=classes, options={"rise": opts})["rise"].values
-    ref = rise(model, x, seed=0, num_masks=4000, num_cells=7, batch_size=64)[torch.arange(n_images), classes] / 0.5
-    print(f"\nRISE: max |difference| vs TorchRay {float((ours - ref).abs().max()):.1e} (maps up to "
-          f"{float(ref.abs().max()):.2f})")
+    if ONLY is None:  # a child of --alone runs nothing but its own entry
+        ours = ats.explain(model, x, "rise", targets=classes, options={"rise": opts})["rise"].values
+        ref = rise(model, x, seed=0, num_masks=4000, num_cells=7, batch_size=64)[torch.arange(n_images), classes] / 0.5
+        print(f"\nRISE: max |difference| vs TorchRay {float((ours - ref).abs().max()):.1e} (maps up to "
+              f"{float(ref.abs().max()):.2f})")
     times = timed({
         "forward (no_grad)": forward_no_grad(model, x),
         "attnscope rise, 4000 masks (NCHW)": lambda: ats.explain(model, x, "rise", targets=classes,
@@ -472,9 +475,12 @@ def bench_rise(repeats: int, steps: int, n_images: int) -> None:
            "thread(s)", {**times, **per_image}, "forward (no_grad)", {})
 
 
+PARTS = ("cams", "scorecam", "top5", "train", "lrp", "fullgrad", "rise")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("cams", "scorecam", "top5", "train", "lrp", "fullgrad", "rise", "all"),
+    parser.add_argument("--part", choices=(*PARTS, "all"),
                         default="all")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", choices=tuple(CLOCK), default="cpu", help="what a timing measures (see `timed`)")
@@ -482,7 +488,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=400)
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--alone", action="store_true", help="every entry in its own fresh process (cams, scorecam)")
+    parser.add_argument("--alone", action="store_true", help="every entry in its own fresh process (every part)")
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # a child of --alone
     parser.add_argument("--weights", default=None, help="keep / read the trained SmallCNN here")
     args = parser.parse_args()
@@ -490,7 +496,7 @@ def main() -> None:
     global clock, ONLY, WEIGHTS
     clock, ONLY, WEIGHTS = CLOCK[args.clock], args.only, args.weights
     if args.alone:
-        for part in ("cams", "scorecam") if args.part == "all" else (args.part,):
+        for part in PARTS if args.part == "all" else (args.part,):
             run_alone(part, args)
         return
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats} rounds, {args.clock} time")

@@ -11,6 +11,12 @@ map). Maps that metrics are given (`a_batch`) are computed once by attnscope and
 metrics that explain (robustness, randomisation) explain on each side — Quantus once per method
 and metric, attnscope once for the 4 methods together. Times are wall and CPU seconds of this
 process (both sides single-threaded, alternating); on a shared machine read the CPU column.
+
+`--alone` runs each side in its own fresh process instead (`--side ours|quantus` in a child: every metric of
+that side only, its numbers sent back as JSON) and compares the two in the parent; the maps both sides are
+given are computed by attnscope in each child before its first metric, untimed, as in one process.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/metrics_vs_quantus.py --checkpoint runs/grey-base --alone
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 import time
 import warnings
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from alone import sides
 from census import Census, Required, explanation_passes, floor_rows, print_floor, unit_costs
 from sanity_vs_quantus import METHODS, clock, quantus_explain, since
 
@@ -41,11 +49,14 @@ ROBUST = {"max_sensitivity": "MaxSensitivity", "avg_sensitivity": "AvgSensitivit
 class Bench:
     """The shared inputs, and the rows: one per metric with both sides' times and numbers."""
 
-    def __init__(self, model, x, y, masks, mosaics, n_perturb: int, seed: int, census: Census | None = None) -> None:
+    def __init__(self, model, x, y, masks, mosaics, n_perturb: int, seed: int, census: Census | None = None,
+                 side: str | None = None) -> None:
         import quantus
 
         self.q, self.model, self.x, self.y, self.masks = quantus, model, x, y, masks
         self.mosaics, self.n, self.seed, self.census = mosaics, n_perturb, seed, census
+        self.side = side  # a child of --alone computes this side only and keeps its numbers in `sides`
+        self.sides: list[dict] = []
         self.opts = {k: v[0] for k, v in METHODS.items()}
         self.maps = {m: explain(model, x, m, y, options={m: self.opts[m]})[m].values for m in METHODS}
         self.rows: list[dict] = []
@@ -75,6 +86,14 @@ class Bench:
         could not compute maps to an error message). `relative`: differences relative to max(1, |theirs|)."""
         if self.wanted is not None and name not in self.wanted:
             return
+        if self.side is not None:
+            t = clock()
+            values = (ours if self.side == "ours" else theirs)()
+            self.sides.append({"metric": name, "group": group, "note": note, "relative": relative, "time": since(t),
+                               "values": {k: v if isinstance(v, str) else np.asarray(v, dtype=np.float64).tolist()
+                                          for k, v in values.items()}})
+            print(f"{name:<24} {self.side} {self.sides[-1]['time'][1]:7.2f} s", file=sys.stderr, flush=True)
+            return
         passes = self.census.take if self.census else lambda: None
         passes()
         t = clock()
@@ -85,6 +104,13 @@ class Bench:
         b = theirs()
         t_theirs = since(t)
         quantus_passes = passes()
+        row = self.compare(name, group, a, b, t_ours, t_theirs, note, relative)
+        if self.census:
+            row.update(ours_passes=ours_passes.as_dict(), quantus_passes=quantus_passes.as_dict())
+
+    def compare(self, name: str, group: str, a: dict, b: dict, t_ours: tuple[float, float],
+                t_theirs: tuple[float, float], note: str = "", relative: bool = False) -> dict:
+        """The row of one metric from both sides' numbers and times (kept in `rows` and returned)."""
         diffs, notes, failed = [], [note] if note else [], {}
         for m in a:
             if isinstance(b[m], str):
@@ -104,11 +130,10 @@ class Bench:
         row = {"metric": name, "group": group, "ours_wall": t_ours[0], "ours_cpu": t_ours[1],
                "quantus_wall": t_theirs[0], "quantus_cpu": t_theirs[1],
                "max_diff": max(diffs) if diffs else float("nan"), "relative": relative, "note": note}
-        if self.census:
-            row.update(ours_passes=ours_passes.as_dict(), quantus_passes=quantus_passes.as_dict())
         self.rows.append(row)
         print(f"{name:<24} {group:<13} ours {t_ours[1]:7.2f} s  quantus {t_theirs[1]:7.2f} s  "
               f"{t_theirs[1] / max(t_ours[1], 1e-9):6.1f}x  max|diff| {row['max_diff']:.1e}  {note}", flush=True)
+        return row
 
     def per_method(self, name: str, group: str, ours: Callable[[torch.Tensor], torch.Tensor],
                    theirs: Callable[[torch.Tensor], np.ndarray], note: str = "") -> None:
@@ -330,7 +355,11 @@ def main() -> None:
     parser.add_argument("--floor", action="store_true", help="count every pass of both sides and compare with "
                         "the passes each metric requires at a measured cost per pass (bench/census.py)")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--alone", action="store_true", help="each side in its own fresh process")
+    parser.add_argument("--side", choices=("ours", "quantus"), default=None, help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
+    if args.floor and (args.alone or args.side):
+        parser.error("--floor counts both sides' passes in one process: it cannot be combined with --alone")
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     model, header = load_model(args.checkpoint)
@@ -340,14 +369,25 @@ def main() -> None:
     started = time.perf_counter()
     census = Census(model) if args.floor else None
     b = Bench(model, probe.images, probe.labels, probe.masks, (built.images, built.labels, built.quadrants),
-              args.perturbations, args.seed, census)
+              args.perturbations, args.seed, census, args.side)
     b.wanted = set(args.metrics.split(",")) if args.metrics else None
     parts = {"localisation": localisation_and_complexity, "faithfulness": faithfulness, "robustness": robustness,
              "randomisation": lambda bench: randomisation(bench, args.samples)}
-    print(f"{args.images} images, {len(METHODS)} methods ({', '.join(METHODS)}), 1 thread; CPU seconds")
-    with census or contextlib.nullcontext():
-        for name in args.only.split(","):
-            parts[name](b)
+    if args.alone:
+        both = [row["sides"] for row in sides(__file__, sys.argv[1:], ("ours", "quantus"))]
+        print(f"{args.images} images, {len(METHODS)} methods ({', '.join(METHODS)}), 1 thread; CPU seconds; "
+              "each side alone in a fresh process")
+        for ours, theirs in zip(*both, strict=True):
+            b.compare(ours["metric"], ours["group"], ours["values"], theirs["values"], ours["time"], theirs["time"],
+                      ours["note"], ours["relative"])
+    else:
+        print(f"{args.images} images, {len(METHODS)} methods ({', '.join(METHODS)}), 1 thread; CPU seconds")
+        with census or contextlib.nullcontext():
+            for name in args.only.split(","):
+                parts[name](b)
+    if args.side is not None:
+        print(json.dumps({"side": args.side, "sides": b.sides}))
+        return
     floor = None
     if args.floor:
         costs = unit_costs(model, probe.images, probe.labels)

@@ -9,7 +9,11 @@ explainers (captum); attnscope runs one cascade that explains the 4 methods from
 
 Prints per-method agreement (largest per-image difference over all layers) and the timings: wall
 seconds and this process's CPU seconds (on a shared machine the CPU time is the cost of the work;
-both sides run single-threaded in the same process, alternating).
+both sides run single-threaded in the same process, alternating). `--alone` runs each side in its own
+fresh process instead (`--side ours|quantus` in a child, its scores sent back as JSON), so neither warms
+the allocator or the kernels for the other:
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/sanity_vs_quantus.py --checkpoint runs/sanity-base --alone
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 import time
 import warnings
 
 import numpy as np
 import torch
+from alone import sides
 from census import Census, Required, explanation_passes, floor_rows, print_floor, unit_costs
 
 from attnscope.cli.options import load_model
@@ -111,7 +117,11 @@ def main() -> None:
     parser.add_argument("--floor", action="store_true", help="count every pass of both sides and compare with "
                         "the passes the cascade requires at a measured cost per pass (bench/census.py)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
+    parser.add_argument("--alone", action="store_true", help="each side in its own fresh process")
+    parser.add_argument("--side", choices=("ours", "quantus"), default=None, help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
+    if args.floor and (args.alone or args.side):
+        parser.error("--floor counts both sides' passes in one process: it cannot be combined with --alone")
     methods = args.methods.split(",")
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -120,44 +130,79 @@ def main() -> None:
     probe = load_probe(args.checkpoint, header, None, args.images)
     x, y = probe.images, probe.labels
 
-    ours_t, theirs_t, census = [], [], Census(model) if args.floor else None
-    with census or contextlib.nullcontext():
-        for _ in range(args.repeats):  # alternate, so both see the same machine load
-            result, t = run_ours(model, x, y, methods, args.channels_last, not args.no_reuse)
-            ours_t.append(t)
-            ours_passes = census.take() if census else None
-            quantus_scores, t = run_quantus(model, x, y, methods)
-            theirs_t.append(t)
-            quantus_passes = census.take() if census else None
+    if args.side is not None:  # a child of --alone: one side, its scores and times as one JSON line
+        print(json.dumps(SIDES[args.side](model, x, y, methods, args)))
+        return
+    passes: dict = {}  # --floor: each side's passes in its last run
+    if args.alone:
+        ours, theirs = sides(__file__, sys.argv[1:], tuple(SIDES))
+    else:
+        census = Census(model) if args.floor else None
+        runs: dict[str, list[dict]] = {side: [] for side in SIDES}
+        with census or contextlib.nullcontext():
+            for _ in range(args.repeats):  # alternate, so both see the same machine load
+                for side, run in SIDES.items():
+                    runs[side].append(run(model, x, y, methods, args, 1))
+                    if census:
+                        passes[side] = census.take()
+        ours, theirs = ({**r[-1], "times": [t for one in r for t in one["times"]]} for r in runs.values())
+    report = report_sides(ours, theirs, methods, args)
+    if passes:
+        report["floor"] = floor(model, x, y, methods, len(ours["steps"]), report, passes["ours"], passes["quantus"])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
 
-    report = {"images": len(x), "threads": args.threads, "layers": result.steps, "methods": {}}
-    print(f"{len(x)} images, {len(result.steps)} layers, cascading top-down, Spearman of |maps|, "
-          f"{args.threads} thread(s)")
+
+def ours_side(model, x: torch.Tensor, y: torch.Tensor, methods: list[str], args, repeats: int | None = None) -> dict:
+    """attnscope's cascade `repeats` times: its times, steps, per-image scores and mean over layers per method."""
+    times = []
+    for _ in range(args.repeats if repeats is None else repeats):
+        result, t = run_ours(model, x, y, methods, args.channels_last, not args.no_reuse)
+        times.append(t)
+    return {"times": times, "steps": list(result.steps), "reused": result.meta.get("reused"),
+            "scores": {m: {s: result.scores[m][s]["spearman_abs"].tolist() for s in result.steps} for m in methods},
+            "means": {m: float(np.nanmean([result.value(m, s, "spearman_abs") for s in result.steps]))
+                      for m in methods}}
+
+
+def quantus_side(model, x: torch.Tensor, y: torch.Tensor, methods: list[str], args,
+                 repeats: int | None = None) -> dict:
+    """Quantus' MPRT of each method `repeats` times: its times and per-image scores per layer."""
+    times = []
+    for _ in range(args.repeats if repeats is None else repeats):
+        scores, t = run_quantus(model, x, y, methods)
+        times.append(t)
+    return {"times": times, "scores": {m: {k: np.asarray(v, dtype=float).tolist() for k, v in scores[m].items()}
+                                       for m in methods}}
+
+
+SIDES = {"ours": ours_side, "quantus": quantus_side}
+
+
+def report_sides(ours: dict, theirs: dict, methods: list[str], args) -> dict:
+    """Print the agreement per method and both sides' best times; the report."""
+    steps, images = ours["steps"], len(next(iter(ours["scores"][methods[0]].values())))
+    report = {"images": images, "threads": args.threads, "layers": steps, "methods": {}, "alone": args.alone}
+    print(f"{images} images, {len(steps)} layers, cascading top-down, Spearman of |maps|, "
+          f"{args.threads} thread(s){', each side alone in a fresh process' if args.alone else ''}")
     print(f"{'method':<16} {'max |ours - quantus|':>21} {'ours: mean over layers':>23} "
           f"{'quantus avg (incl. original)':>29}")
     for name in methods:
-        diffs = []
-        for step in result.steps:
-            ours = result.scores[name][step]["spearman_abs"].numpy()
-            theirs = np.asarray(quantus_scores[name][step], dtype=float)
-            diffs.append(np.nanmax(np.abs(ours - theirs)))
-        ours_mean = np.nanmean([result.value(name, s, "spearman_abs") for s in result.steps])
-        with_original = np.nanmean([np.nanmean(v) for v in quantus_scores[name].values()])
-        report["methods"][name] = {"max_abs_diff": float(max(diffs)), "ours_mean_over_layers": float(ours_mean),
+        diffs = [np.nanmax(np.abs(np.asarray(ours["scores"][name][step], dtype=float)
+                                  - np.asarray(theirs["scores"][name][step], dtype=float))) for step in steps]
+        with_original = np.nanmean([np.nanmean(v) for v in theirs["scores"][name].values()])
+        report["methods"][name] = {"max_abs_diff": float(max(diffs)), "ours_mean_over_layers": ours["means"][name],
                                    "quantus_mean_incl_original": float(with_original)}
-        print(f"{name:<16} {max(diffs):>21.2e} {ours_mean:>23.4f} {with_original:>29.4f}")
+        print(f"{name:<16} {max(diffs):>21.2e} {ours['means'][name]:>23.4f} {with_original:>29.4f}")
     for kind, i in (("wall", 0), ("cpu", 1)):
-        best_ours, best_theirs = min(t[i] for t in ours_t), min(t[i] for t in theirs_t)
+        best_ours, best_theirs = min(t[i] for t in ours["times"]), min(t[i] for t in theirs["times"])
         report.update({f"ours_{kind}_s": best_ours, f"quantus_{kind}_s": best_theirs,
                        f"speedup_{kind}": best_theirs / best_ours})
         print(f"{kind} time: attnscope {best_ours:.2f} s, Quantus {best_theirs:.2f} s (best of {args.repeats}): "
               f"{best_theirs / best_ours:.1f}x faster")
-    report["reused"] = result.meta.get("reused")
-    if census:
-        report["floor"] = floor(model, x, y, methods, len(result.steps), report, ours_passes, quantus_passes)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+    report["reused"] = ours["reused"]
+    return report
 
 
 if __name__ == "__main__":
