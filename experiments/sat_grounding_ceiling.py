@@ -43,6 +43,7 @@ from attnscope.guide.captions import box_attention
 from attnscope.maps import upsample
 from attnscope.metrics.localisation import box_masks, pointing_game
 from attnscope.models import checkpoint
+from attnscope.train.caption_eval import word_grounding
 
 POSITIONS = ("first colour", "first digit", "second colour", "second digit")
 
@@ -113,10 +114,10 @@ def run_positions(run: Path, n_test: int) -> dict[str, float]:
         images = torch.stack([s.image for s in samples])
         forced = explain(model, images, ("sat",), options={"sat": {"captions": [s.captions[0] for s in samples]}})
         for alphas, sample in zip(forced["sat"].lowres, samples, strict=True):
-            words = [(t, token) for t, token in enumerate(sample.alignments[0]) if token.object is not None]
-            for name, (t, token) in zip(POSITIONS, words, strict=True):
-                maps = upsample(alphas[t][None].float(), (scenes.size, scenes.size))
-                hits[name].append(float(pointing_game(maps, torch.tensor([token.box]))))
+            boxes = [token.box for token in sample.alignments[0]]  # as add_reference: object words in order
+            scored, _ = word_grounding(alphas[: len(boxes)], boxes, (scenes.size, scenes.size))
+            for name, hit in zip(POSITIONS, scored.tolist(), strict=True):
+                hits[name].append(hit)
     every = [h for v in hits.values() for h in v]
     return {"grounding_ref": sum(every) / len(every), **{name: sum(v) / len(v) for name, v in hits.items()}}
 
