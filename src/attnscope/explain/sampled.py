@@ -127,9 +127,8 @@ def integrated_gradients(
     alphas, weights = path_rule(rule, steps)
     alphas = alphas.to(device=x.device, dtype=x.dtype)
     shared = _shared_start(baseline, classes, alphas)
-    rows = x.shape[0] * (steps - int(shared))
-    batch_size = oracle.chunk(batch_size, rows, grad=True)
-    first = int(shared)  # the path points left to each row
+    first = int(shared)  # the path points left to each row: alphas[first:]
+    batch_size = oracle.chunk(batch_size, x.shape[0] * (steps - first), grad=True)
     points = lambda i, j: base[i] + alphas[j + first].view(-1, 1, 1, 1) * (x[i] - base[i])
     total = path_sum(oracle, x, points, weights[first:], batch_size, channels_last)
     if shared:
