@@ -89,9 +89,10 @@ class Oracle:
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor, channels_last: bool | str = "auto") -> torch.Tensor:
-        """The model's (selected) output for inputs `x` (N, C, H, W), without gradients."""
+        """The model's (selected) output for inputs `x` (N, C, H, W), without gradients (in NHWC strides when
+        `channels_last`, also for one channel: `as_nhwc`, as `input_gradients`)."""
         if self.channels_last(channels_last):
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = as_nhwc(x)
         return self._out(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
