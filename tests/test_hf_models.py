@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import attnscope as ats
-from attnscope.errors import NotApplicableError
 
 T = pytest.importorskip("transformers")  # the dev extra
 timm = pytest.importorskip("timm")
@@ -31,9 +30,9 @@ def build(kind: str) -> torch.nn.Module:
 EXPECTED = {
     "vit": ("vit.layers.1.layernorm_before", "tokens", 1),
     "deit": ("deit.layers.1.layernorm_before", "tokens", 2),  # CLS and distillation tokens
-    "swin": ("swin.encoder.layers.1.blocks.0.layernorm_before", "tokens", 0),
+    "swin": ("swin.layernorm", "tokens", 0),  # mean-pooled: the last token block, not the last attention's input
     "convnext": ("convnext.encoder.stages.1", "nchw", 0),
-    "dinov2": ("dinov2.encoder.layer.1.norm1", "tokens", 1),
+    "dinov2": ("dinov2.layernorm", "tokens", 1),  # its head reads CLS and the mean of the patches
 }
 
 
@@ -111,6 +110,9 @@ def test_the_eager_path_is_forced_for_the_call_only() -> None:
     ats.explain(model, torch.rand(1, 3, 32, 32), "rollout")
     assert model.config._attn_implementation == "sdpa"
     swin = build("swin")
-    with pytest.raises(NotApplicableError, match="not windowed"):  # Swin's windows are no global attention
+    handle = swin.swin.encoder.layers[1].register_forward_hook(lambda *_: (_ for _ in ()).throw(KeyError("boom")))
+    with pytest.raises(KeyError, match="boom"):
         ats.explain(swin, torch.rand(1, 3, 32, 32), "rollout")
+    handle.remove()
     assert swin.config._attn_implementation == "sdpa"  # restored on error too
+    assert not any("forward" in m.__dict__ for m in swin.modules())

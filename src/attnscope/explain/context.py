@@ -19,12 +19,13 @@ from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain import budget, engine, split
-from attnscope.explain.attention import explicit_attention
+from attnscope.explain.attention import AttentionLayer, explicit_attention
 from attnscope.explain.layers import LayerSpec, Reading, reading, resolve_layer
 from attnscope.explain.method import INPUTS
 from attnscope.explain.rewrites import rewritten
 from attnscope.explain.targets import Target, TargetSpec
-from attnscope.explain.tokens import TokenLayout, detect_layout
+from attnscope.explain.tokens import TokenLayout
+from attnscope.explain.windowed import TokenGraph, token_graph
 from attnscope.modules import as_nhwc, unwrap
 
 
@@ -227,6 +228,8 @@ class Pass:
         self._target: Target | None = None
         self.reading: Reading | None = None  # how the chosen layer's output reads as (B, C, h, w), once captured
         self._raw: torch.Tensor | None = None  # that layer's output as it is (B, ...)
+        self._attention: list[AttentionLayer] = []  # the attention layers read in the pass
+        self._graph: TokenGraph | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -251,7 +254,7 @@ class Pass:
             with ExitStack() as stack:
                 layers = []
                 if self.needs & {"attention", "attention_grad"}:
-                    layers = stack.enter_context(explicit_attention(self.core))
+                    layers = self._attention = stack.enter_context(explicit_attention(self.core))
                 capture, self._target = engine.capture(
                     self.model, self.images, self._target_spec,
                     layer=self.layer[1] if uses_layer else None,
@@ -351,20 +354,33 @@ class Pass:
         return self.capture.guided_grad
 
     def _input_attentions(self) -> tuple[torch.Tensor, ...]:
-        b = self.images.shape[0]
-        for name, attn in zip(self.capture.probe_names, self.capture.probes, strict=True):
-            if attn.dim() != 4 or attn.shape[0] != b or attn.shape[-1] != attn.shape[-2]:
-                raise NotApplicableError(
-                    f"attention layer {name!r} gives weights {tuple(attn.shape)} for {b} images; attnscope reads "
-                    f"global self-attention (B, heads, T, T), not windowed or cross-attention")
-        return tuple(self.rows(a) for a in self.capture.probes)
+        return tuple(self._attention_rows(a) for a in self.capture.probes)
 
     def _input_attention_grads(self) -> tuple[torch.Tensor, ...]:
-        return self.capture.probe_grads
+        """d score / d weights, (B·K·nW, ...) in the order of `attentions` (the engine gives (B·nW·K, ...))."""
+        k, b = self.capture.rows, self.images.shape[0]
+        return tuple(g if k == 1 else g.view(b, -1, k, *g.shape[1:]).transpose(1, 2).flatten(0, 2)
+                     for g in self.capture.probe_grads)
+
+    def _attention_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """A layer's weights (B·nW, ...) as one block of nW sequences per row (B·K·nW, ...)."""
+        k, b = (self.capture.rows if self.runs else 1), self.images.shape[0]
+        return t if k == 1 else t.view(b, -1, *t.shape[1:]).repeat_interleave(k, 0).flatten(0, 1)
+
+    def _input_token_graph(self) -> TokenGraph:
+        if self._graph is None:
+            by_name = {a.name: a for a in self._attention}
+            self._graph = token_graph(self.core, [by_name[n] for n in self.capture.probe_names],
+                                      [p.shape for p in self.capture.probes], self.images.shape[0], self.images,
+                                      self.output)
+        return self._graph
 
     def _input_token_layout(self) -> TokenLayout:
-        probes = self.capture.probes
-        return detect_layout(self.core, probes[-1].shape[-1], self.size)
+        graph = self._input_token_graph()
+        if not graph.is_global:
+            raise NotApplicableError("this model's attention is windowed or hierarchical: read `token_graph`")
+        space = graph.layers[-1].queries
+        return TokenLayout(space.prefix, space.grid, graph.cls)
 
     def _input_own_attention(self) -> dict[str, torch.Tensor]:
         return {k: self.rows(v) for k, v in self.capture.own_attention.items()}

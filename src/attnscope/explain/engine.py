@@ -214,11 +214,12 @@ def capture(
     Plain gradients (layer, input and/or probes) come from one backward; guided input gradients
     from a second backward over the same graph with the ReLUs switched to the guided rule, so
     Grad-CAM, saliency, Guided Backprop and gradient-weighted rollout asked together cost one
-    forward. `probes` are (name, module) pairs; each must run exactly once, and their outputs come
-    back in the order they ran. `target` may be unresolved (None, int, tensor, callable); it is
-    resolved from this very pass. `own_attention`: the pass is `model(x, return_attention=True)`
-    and the model's own maps are kept. `differentiable`: nothing is detached and the gradients
-    keep their graph (create_graph), so maps built from them can be trained through. `output`
+    forward. `probes` are (name, module) pairs; each must run once or not at all (an unused tower); the
+    outputs of those that ran come back in the order they ran, named in `probe_names`. `target` may be
+    unresolved (None, int, tensor, callable); it is resolved from this very pass. `own_attention`: the
+    pass is `model(x, return_attention=True)` and the model's own maps are kept. `differentiable`:
+    nothing is detached and the gradients keep their graph (create_graph), so maps built from them
+    can be trained through. `output`
     selects what the targets score from the model's output (`select_output`). `biased`: modules
     (layers with a bias) whose output gradients come from the same backward (FullGrad's bias terms).
     """
@@ -246,7 +247,7 @@ def capture(
         if layer is not None and len(store) != 1:
             ran = "did not run" if not store else f"ran {len(store)} times"
             raise InputError(f"the chosen layer {ran} in the forward pass; choose a layer that runs once")
-        _check_ran_once([name for name, _ in probes], [i for i, _ in seen])
+        _check_ran_once([name for name, _ in probes], [i for i, _ in seen], may_skip=True)
         _check_ran_once([f"bias layer {i}" for i in range(len(biased))], [i for i, _ in bias_seen])
         if isinstance(target, Target):
             table, k = target.classes, None
@@ -317,10 +318,11 @@ def _attention_maps(attention: object, batch: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def _check_ran_once(names: list[str], ran: list[int]) -> None:
+def _check_ran_once(names: list[str], ran: list[int], may_skip: bool = False) -> None:
+    """Each module ran once (`may_skip`: or not at all — an attention layer of a tower the call does not use)."""
     for i, name in enumerate(names):
         count = ran.count(i)
-        if count != 1:
+        if count != 1 and not (may_skip and count == 0):
             times = "did not run" if count == 0 else f"ran {count} times"
             raise InputError(f"{name!r} {times} in the forward pass; a recorded module must run once")
 
