@@ -89,10 +89,14 @@ def layer_sensitivities(oracle: Oracle, x: torch.Tensor, rows: torch.Tensor, poo
             for h in hooks:
                 h.remove()
         ran = [i for i, _ in attn]
-        found = [_stream(chains[i], seen, layers[i].name) for i in ran]
-        streams = [t for _, t in found]
-        last = streams[-1]
-        chosen = [k for k, s in enumerate(streams) if s.shape == last.shape]
+        found = [_stream(chains[i], seen) for i in ran]
+        if found[-1] is None:
+            raise NotApplicableError(f"legrad reads the token stream after each attention layer's block, and found "
+                                     f"no residual block around the last one, {layers[ran[-1]].name!r}")
+        streams = [None if f is None else f[1] for f in found]
+        last, keys = streams[-1], graph.layers[-1].keys
+        chosen = [k for k, s in enumerate(streams)
+                  if s is not None and s.shape == last.shape and graph.layers[k].keys == keys]
         stacked = torch.cat([streams[k] for k in chosen])  # (L·N, ...)
         if head is None:
             scores = target.take(rows.repeat(len(chosen))).score(_tail(oracle, x, found[-1][0], last, stacked))
@@ -113,15 +117,15 @@ def _shape(inputs: tuple) -> tuple:
     return tuple(first.shape) if first is not None else ()
 
 
-def _stream(chain: list[nn.Module], seen: dict, name: str) -> tuple[nn.Module, torch.Tensor]:
-    """The token stream after attention layer `name`'s block: the output of its outermost ancestor that holds no
-    other attention layer and keeps its input's shape (a residual block)."""
+def _stream(chain: list[nn.Module], seen: dict) -> tuple[nn.Module, torch.Tensor] | None:
+    """The token stream after an attention layer's block: the output of its outermost ancestor that holds no
+    other attention layer and keeps its input's shape (a residual block); None if there is none (a
+    downsampling attention)."""
     for module in reversed(chain):
         shapes = seen.get(id(module))
         if shapes is not None and shapes[1] is not None and shapes[0] == tuple(shapes[1].shape):
             return module, shapes[1]
-    raise NotApplicableError(f"legrad reads the token stream after each attention layer's block, and found no "
-                             f"residual block around {name!r}")
+    return None
 
 
 def _tail(oracle: Oracle, x: torch.Tensor, block: nn.Module, last: torch.Tensor, stacked: torch.Tensor
@@ -132,8 +136,9 @@ def _tail(oracle: Oracle, x: torch.Tensor, block: nn.Module, last: torch.Tensor,
     try:
         out = engine.select_output(engine.run_model(oracle.model, x), oracle.output)
     except (RuntimeError, InputError) as e:
-        raise NotApplicableError("legrad reads every layer's stream through what follows the last block, and this "
-                                 f"model's head reads more than the last block ({str(e).splitlines()[0][:80]})") from e
+        raise NotApplicableError("legrad reads every layer's stream through what follows the last block, and what "
+                                 "follows this model's last block does not run on the streams of several layers "
+                                 f"stacked ({str(e).splitlines()[0][:80]})") from e
     finally:
         handle.remove()
     if not isinstance(out, torch.Tensor) or out.shape[0] != stacked.shape[0]:

@@ -122,12 +122,15 @@ def attention_flow(
     head_fusion: str = "mean",
     sink: int = 0,
     max_edges: int = FLOW_MAX_EDGES,
+    readout: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention flow (Abnar & Zuidema, ACL 2020): max-flow from each input token to output token `sink`.
 
     The graph has a node per token and layer (L + 1 layers); node j of layer l-1 feeds node i of
     layer l with capacity Â_l[i, j] (`with_residual` of the head-fused attention). Returns
-    (B, T): the maximum flow from input token j to `sink` at the top layer.
+    (B, T): the maximum flow from input token j to `sink` at the top layer. `readout` (T,): a head
+    that reads several tokens (a mean pool): the sink is one more node that top token i feeds with
+    capacity readout[i] (for a one-hot readout at `sink`, the same flow).
 
     Exact up to rounding: capacities are rounded to multiples of 1/FLOW_SCALE (2⁻²⁰) for scipy's
     integer solver, so each value is within (edges of a minimum cut) · 2⁻²¹ of the exact flow.
@@ -148,16 +151,24 @@ def attention_flow(
         raise InputError(f"sink token {sink} is out of range for {t} tokens")
     layers = [with_residual(fuse_heads(a, head_fusion)) for a in attentions]
     caps = torch.stack(layers, dim=1).detach().double().cpu().numpy()  # (B, L, T, T)
-    n_nodes = (n_layers + 1) * t
+    n_nodes = (n_layers + 1) * t + (readout is not None)
     # Edge (node j of layer l) → (node i of layer l + 1) for every l, i, j; node id = layer · T + token.
     lay, dst, src = np.meshgrid(np.arange(n_layers), np.arange(t), np.arange(t), indexing="ij")
     rows, cols = (lay * t + src).ravel(), ((lay + 1) * t + dst).ravel()
+    target = n_layers * t + sink
+    if readout is not None:  # top token i → the readout node, capacity readout[i]
+        rows = np.concatenate([rows, n_layers * t + np.arange(t)])
+        cols = np.concatenate([cols, np.full(t, n_nodes - 1)])
+        target = n_nodes - 1
+        read = np.rint(readout.detach().double().cpu().numpy() * FLOW_SCALE).astype(np.int32)
     out = torch.zeros(b, t, dtype=torch.float64)
     for i in range(b):
         weights = np.rint(caps[i].ravel() * FLOW_SCALE).astype(np.int32)  # same (l, i, j) order as rows/cols
+        if readout is not None:
+            weights = np.concatenate([weights, read])
         graph = csr_matrix((weights, (rows, cols)), shape=(n_nodes, n_nodes))
         for j in range(t):
-            out[i, j] = maximum_flow(graph, j, n_layers * t + sink).flow_value / FLOW_SCALE
+            out[i, j] = maximum_flow(graph, j, target).flow_value / FLOW_SCALE
     return out.to(dtype=attentions[0].dtype, device=attentions[0].device)
 
 
@@ -233,14 +244,17 @@ def weighted(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tenso
 @register_method("flow", "transformer", applies=no_attention_reason)
 def flow(attentions: Sequence[torch.Tensor], token_graph: TokenGraph, *, head_fusion: str = "mean",
          max_edges: int = FLOW_MAX_EDGES) -> torch.Tensor:
-    """Attention flow (Abnar & Zuidema, ACL 2020): max-flow from each patch to the CLS output; small models only."""
+    """Attention flow (Abnar & Zuidema, ACL 2020): max-flow from each patch to the CLS output (to the tokens a pooled
+    head reads, each with its share); small models only."""
     graph = token_graph
     graph.check_composes("flow")
-    if not graph.is_global or not graph.reads_cls_only:
-        raise NotApplicableError("attention flow is a max-flow through one token set into the one token the output "
-                                 "reads (CLS); this model's attention is windowed or hierarchical, or its head reads "
-                                 "several tokens: rollout, grad-rollout, attention, chefer, attnlrp apply")
-    return graph.to_grid(attention_flow(attentions, head_fusion, graph.cls, max_edges))
+    if not graph.is_global:
+        raise NotApplicableError("attention flow is a max-flow through the layers of one token set (Abnar & Zuidema "
+                                 "2020); this model's attention is windowed or hierarchical, its token sets change "
+                                 "between layers: rollout, grad-rollout, attention, chefer, attnlrp apply")
+    if graph.reads_cls_only:
+        return graph.to_grid(attention_flow(attentions, head_fusion, graph.cls, max_edges))
+    return graph.to_grid(attention_flow(attentions, head_fusion, 0, max_edges, readout=graph.readout))
 
 
 def _cls(layout: TokenLayout) -> int:
