@@ -272,7 +272,9 @@ def _manifest(checkpoint, info, sources, labels, predicted, maps, files, normali
         "normalize": normalize,
         "format": fmt,
         "methods": {
-            name: {"kind": method_spec(name.split("/")[0]).kind, "layer": m.layer, "options": m.meta,
+            name: {"kind": method_spec(name.split("/")[0]).kind, "layer": m.layer,
+                   "layer_choice": m.meta.get("layer_choice"),
+                   "options": {k: v for k, v in m.meta.items() if k != "layer_choice"},
                    "shape": list(m.values.shape), "lowres_shape": None if m.lowres is None else list(m.lowres.shape)}
             for name, m in maps.items()
         },

@@ -150,7 +150,8 @@ def _as_maps(spec: Method, result: MethodResult, shared: Pass, options: Mapping[
             values=values, method=key, targets=cap.table,
             layer=part.layer or (shared.layer[0] if reads_layer else None),
             lowres=None if at_input else low,
-            meta={**spec.defaults, **options, **part.meta},
+            meta={**spec.defaults, **options, **part.meta,
+                  **({"layer_choice": shared.layer_choice} if reads_layer and not part.layer else {})},
         )
     return out
 

@@ -20,7 +20,7 @@ from torch import nn
 from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain import budget, engine, split
 from attnscope.explain.attention import AttentionLayer, explicit_attention
-from attnscope.explain.layers import LayerSpec, Reading, reading, resolve_layer
+from attnscope.explain.layers import Layer, LayerSpec, Reading, auto_layer, reading, resolve_layer
 from attnscope.explain.method import INPUTS
 from attnscope.explain.rewrites import rewritten
 from attnscope.explain.targets import Target, TargetSpec
@@ -241,6 +241,12 @@ class Pass:
         if self._layer is None:
             self._layer = resolve_layer(self.core, self._layer_spec, self.images)
         return self._layer
+
+    @property
+    def layer_choice(self) -> str:
+        """Why this layer (one line): the rule `layer="auto"` applied, or "given"."""
+        spec = self._layer_spec.at if isinstance(self._layer_spec, Layer) else self._layer_spec
+        return auto_layer(self.core, self.images)[1] if spec == "auto" else "given"
 
     @property
     def capture(self) -> engine.Capture:

@@ -246,7 +246,8 @@ def capture(
         logits = logits_of(select_output(raw, output), x.shape[0])
         if layer is not None and len(store) != 1:
             ran = "did not run" if not store else f"ran {len(store)} times"
-            raise InputError(f"the chosen layer {ran} in the forward pass; choose a layer that runs once")
+            name = next((n for n, m in model.named_modules() if m is layer), "?")
+            raise InputError(f"the chosen layer {name!r} {ran} in the forward pass; choose a layer that runs once")
         _check_ran_once([name for name, _ in probes], [i for i, _ in seen], may_skip=True)
         _check_ran_once([f"bias layer {i}" for i in range(len(biased))], [i for i, _ in bias_seen])
         if isinstance(target, Target):
