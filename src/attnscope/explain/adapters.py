@@ -57,6 +57,7 @@ class Geometry:
     size: tuple[int, int] = (0, 0)
     shift: tuple[int, int] = (0, 0)
     grid: tuple[int, int] | None = None
+    on_grid: bool = True  # False: the queries are no image tokens (a decoder's object queries)
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,13 @@ def _timm_vit(call: Call) -> Geometry:
     return Geometry("grid")  # the sequence's grid follows from its length and the image's aspect
 
 
+def _detr(call: Call) -> Geometry:
+    """DETR: the encoder attends over the backbone's grid; the decoder's queries are object queries."""
+    decoder = _is(call.module, "transformers.models.detr.modeling_detr", "DetrCrossAttention") or \
+        _ancestor(call, "transformers.models.detr.modeling_detr", "DetrDecoderLayer") is not None
+    return Geometry(on_grid=not decoder)
+
+
 def _hf_eager(module: nn.Module) -> Undo:
     """Hugging Face: the config's attention implementation set to "eager" for the call (SDPA, flash, flex
     never form the weights), restored after."""
@@ -258,7 +266,7 @@ for _adapter in (
                      geometry=_swin_block, prepare=lambda m: _hf_eager(m) if hasattr(m, "config") else (lambda: None)),
     AttentionAdapter("hf-levit", lambda m: _hf_named(m, "LevitAttention", "LevitAttentionSubsample")),
     AttentionAdapter("hf-detr", lambda m: _hf_named(m, "DetrSelfAttention", "DetrCrossAttention")
-                     and _is_hf_interface(m), prepare=_hf_eager, composes=_HF_CROSS),
+                     and _is_hf_interface(m), geometry=_detr, prepare=_hf_eager, composes=_HF_CROSS),
     AttentionAdapter("hf-segformer", lambda m: _hf_named(m, "SegformerAttention") and _is_hf_interface(m),
                      prepare=_hf_eager, composes=_HF_MULTISCALE),
     AttentionAdapter("hf", _is_hf_interface, prepare=_hf_eager),

@@ -97,11 +97,10 @@ def layer_sensitivities(oracle: Oracle, x: torch.Tensor, rows: torch.Tensor, poo
         last, keys = streams[-1], graph.layers[-1].keys
         chosen = [k for k, s in enumerate(streams)
                   if s is not None and s.shape == last.shape and graph.layers[k].keys == keys]
-        stacked = torch.cat([streams[k] for k in chosen])  # (L·N, ...)
         if head is None:
-            scores = target.take(rows.repeat(len(chosen))).score(_tail(oracle, x, found[-1][0], last, stacked))
+            scores = _scores(oracle, x, found[-1][0], last, [streams[k] for k in chosen], target, rows)
         else:
-            scores = target.take(rows.repeat(len(chosen))).score(head(stacked))
+            scores = target.take(rows.repeat(len(chosen))).score(head(torch.cat([streams[k] for k in chosen])))
         n, sens = x.shape[0], []
         for j, k in enumerate(chosen):
             (grad,) = torch.autograd.grad(scores[j * n : (j + 1) * n].sum(), attn[k][1], retain_graph=True)
@@ -126,6 +125,18 @@ def _stream(chain: list[nn.Module], seen: dict) -> tuple[nn.Module, torch.Tensor
         if shapes is not None and shapes[1] is not None and shapes[0] == tuple(shapes[1].shape):
             return module, shapes[1]
     return None
+
+
+def _scores(oracle: Oracle, x: torch.Tensor, block: nn.Module, last: torch.Tensor, streams: list[torch.Tensor],
+            target, rows: torch.Tensor) -> torch.Tensor:
+    """s_l of every stream (L·N,): one rerun on the streams stacked, or one per stream where what follows the last
+    block cannot take them stacked (a multi-scale head, which also reads earlier stages)."""
+    try:
+        return target.take(rows.repeat(len(streams))).score(_tail(oracle, x, block, last, torch.cat(streams)))
+    except NotApplicableError:
+        if len(streams) == 1:
+            raise
+    return torch.cat([target.score(_tail(oracle, x, block, last, s)) for s in streams])
 
 
 def _tail(oracle: Oracle, x: torch.Tensor, block: nn.Module, last: torch.Tensor, stacked: torch.Tensor

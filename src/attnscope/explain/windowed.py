@@ -137,6 +137,9 @@ def place(name: str, geometry: Geometry, shape: Sequence[int], batch: int, model
     if shape[0] % batch:
         raise InputError(f"attention layer {name!r} gives {shape[0]} sequences for {batch} images")
     windows, nq, nk = shape[0] // batch, shape[-2], shape[-1]
+    if not geometry.on_grid:
+        raise NotApplicableError(f"attention layer {name!r} attends from {nq} queries that are no image tokens "
+                                 "(object queries)")
     if geometry.kind == "global":
         if windows != 1:
             raise NotApplicableError(f"attention layer {name!r} runs {windows} sequences per image and its "

@@ -1,0 +1,240 @@
+"""Windowed and hierarchical attention placed on the image grid (explain/windowed.py), against the hand and the formula.
+
+The toy Swin's rollout is computed by hand: its q and k are zero, so each window's attention is the softmax
+of the relative-position bias (+ the shift mask), and the windows of the shifted layer are written out as
+index lists. The real Swin / MaxViT models are checked against a dense rollout built from each library's
+own window-partition code applied to a grid of token indices.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import attnscope as ats
+from attnscope.explain.attention import explicit_attention
+
+torchvision = pytest.importorskip("torchvision")
+
+# The 4 × 4 grid of the toy's first stage, token t at (t // 4, t % 4). Layer 1: 2 × 2 windows, no shift.
+PLAIN = [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13], [10, 11, 14, 15]]
+# Layer 2: the grid rolled by (−1, −1), then cut into 2 × 2 windows: window (0, 0) holds x[1, 1], x[1, 2],
+# x[2, 1], x[2, 2]; window (0, 1) holds x[1, 3], x[1, 0], x[2, 3], x[2, 0]; and so on.
+SHIFTED = [[5, 6, 9, 10], [7, 4, 11, 8], [13, 14, 1, 2], [15, 12, 3, 0]]
+# torchvision's shift mask: the rolled grid's rows 0–1, 2, 3 (and columns) are regions 0, 1, 2; a token attends
+# only within its region (−100 elsewhere). The region of each token of SHIFTED, window by window:
+REGIONS = [[0, 0, 0, 0], [1, 2, 1, 2], [3, 3, 6, 6], [4, 5, 7, 8]]
+BIAS = {(dy, dx): 0.3 * dy - 0.7 * dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)}  # relative-position bias
+
+
+def toy_swin() -> nn.Module:
+    """torchvision's Swin: 8 × 8 images, 2 × 2 patches (a 4 × 4 grid), stage 1 = 2 blocks (shift 0, 1), patch
+    merging to 2 × 2, stage 2 = 1 block (one window); q = k = 0 and the bias table set from BIAS; float64."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    model = SwinTransformer([2, 2], 4, [2, 1], [1, 1], [2, 2], num_classes=3).double().eval()
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if type(module).__name__ == "ShiftedWindowAttention":
+                dim = module.qkv.in_features
+                module.qkv.weight[: 2 * dim] = 0  # q = k = 0: the scores are the bias alone
+                module.qkv.bias[: 2 * dim] = 0
+                table = module.relative_position_bias_table  # ((2M − 1)², heads), index (dy + 1) · 3 + (dx + 1)
+                for (dy, dx), b in BIAS.items():
+                    table[(dy + 1) * 3 + (dx + 1)] = b
+    return model
+
+
+def window_attention(tokens: list[int], regions: list[int] | None = None) -> torch.Tensor:
+    """The 4 × 4 attention of one 2 × 2 window by hand: softmax_j(BIAS[pos_i − pos_j] − 100 · [regions differ])."""
+    local = [(0, 0), (0, 1), (1, 0), (1, 1)]  # window-local positions, raster order
+    scores = torch.tensor([[BIAS[(local[i][0] - local[j][0], local[i][1] - local[j][1])]
+                            - (100.0 if regions and regions[i] != regions[j] else 0.0)
+                            for j in range(4)] for i in range(4)], dtype=torch.float64)
+    return scores.softmax(dim=-1)
+
+
+def scattered(windows: list[list[int]], regions: list[list[int]] | None, size: int) -> torch.Tensor:
+    a = torch.zeros(size, size, dtype=torch.float64)
+    for w, tokens in enumerate(windows):
+        local = window_attention(tokens, regions[w] if regions else None)
+        for i, ti in enumerate(tokens):
+            for j, tj in enumerate(tokens):
+                a[ti, tj] = local[i, j]
+    return a
+
+
+def residual(a: torch.Tensor) -> torch.Tensor:
+    a = (a + torch.eye(a.shape[0], dtype=a.dtype)) / 2
+    return a / a.sum(dim=1, keepdim=True)
+
+
+def test_toy_swin_rollout_equals_the_hand_computation() -> None:
+    """r = u · Â_3 · D · Â_2 · Â_1: u the mean over the 4 final tokens (the head pools), D the patch merging
+    (each 2 × 2 cell's four tokens get a quarter of their merged token), Â = (A + I) / 2."""
+    model = toy_swin()
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    out = ats.explain(model, x, ["rollout", "attention"])
+    a1, a2 = scattered(PLAIN, None, 16), scattered(SHIFTED, REGIONS, 16)
+    a3 = scattered([[0, 1, 2, 3]], None, 4)  # stage 2: one window over the 2 × 2 grid, no shift
+    merge = torch.zeros(4, 16, dtype=torch.float64)  # merged token (a, b) covers fine (2a + i, 2b + j)
+    for t in range(16):
+        merge[(t // 4) // 2 * 2 + (t % 4) // 2, t] = 0.25
+    u = torch.full((1, 4), 0.25, dtype=torch.float64)
+    expected = u @ residual(a3) @ merge @ residual(a2) @ residual(a1)
+    torch.testing.assert_close(out["rollout"].lowres, expected.view(1, 4, 4), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(out["attention"].lowres, (u @ a3).view(1, 2, 2), rtol=1e-12, atol=1e-15)
+    assert out["rollout"].lowres.dtype == torch.float64
+
+
+# --- real architectures against a dense rollout from each library's own partition code ------------------
+
+
+def index_grid(h: int, w: int) -> torch.Tensor:
+    return torch.arange(h * w, dtype=torch.float64).view(1, h, w, 1)  # (B, H, W, C): token t at (t // w, t % w)
+
+
+def timm_swin_positions(block: nn.Module, h: int, w: int) -> torch.Tensor:
+    from timm.models.swin_transformer import window_partition
+
+    grid = torch.roll(index_grid(h, w), shifts=(-block.shift_size[0], -block.shift_size[1]), dims=(1, 2))
+    return window_partition(grid, block.window_size).reshape(-1, block.window_size[0] * block.window_size[1])
+
+
+def hf_swin_positions(layer: nn.Module, h: int, w: int) -> torch.Tensor:
+    module = __import__(type(layer).__module__, fromlist=["window_partition"])
+    grid = layer.cyclic_shift(index_grid(h, w)) if hasattr(layer, "cyclic_shift") else \
+        torch.roll(index_grid(h, w), shifts=(-layer.shift_size, -layer.shift_size), dims=(1, 2))
+    return module.window_partition(grid, layer.window_size).reshape(-1, layer.window_size ** 2)
+
+
+def timm_maxvit_positions(block: nn.Module, h: int, w: int) -> torch.Tensor:
+    from timm.models.maxxvit import grid_partition, window_partition
+
+    cut = window_partition if block.partition_block else grid_partition
+    size = block.partition_size
+    return cut(index_grid(h, w), list(size)).reshape(-1, size[0] * size[1])
+
+
+def tv_maxvit_positions(layer: nn.Module, h: int, w: int) -> torch.Tensor:
+    grid = index_grid(h, w).permute(0, 3, 1, 2)  # (B, C, H, W)
+    return layer.partition_swap(layer.partition_op(grid, layer.p))[0, ..., 0]  # (G, P): the model's own ops
+
+
+def tv_swin_positions(attn: nn.Module, h: int, w: int) -> torch.Tensor:
+    """torchvision's `shifted_window_attention` index ops, ported (it has no partition function of its own)."""
+    (m0, m1), shift = attn.window_size, [0 if m >= n else s for m, n, s in zip(attn.window_size, (h, w), attn.shift_size)]
+    x = torch.roll(index_grid(h, w), shifts=(-shift[0], -shift[1]), dims=(1, 2)) if sum(shift) else index_grid(h, w)
+    return x.view(1, h // m0, m0, w // m1, m1, 1).permute(0, 1, 3, 2, 4, 5).reshape(-1, m0 * m1)
+
+
+def build(family: str) -> tuple[nn.Module, int, list]:
+    """A tiny random float64 model, its image size, and per attention layer (module, owner, grid, positions fn)."""
+    import timm
+    import transformers as T
+    from torchvision.models import maxvit, swin_transformer as tvs
+
+    torch.manual_seed(0)
+    swin = dict(num_classes=5, img_size=32, embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=2)
+    hf = dict(num_labels=5, image_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[1, 2], window_size=2)
+    if family == "timm-swin":
+        model = timm.create_model("swin_tiny_patch4_window7_224", **swin)
+    elif family == "timm-swinv2":
+        model = timm.create_model("swinv2_tiny_window8_256", **swin)
+    elif family == "hf-swin":
+        model = T.SwinForImageClassification(T.SwinConfig(**hf))
+    elif family == "hf-swinv2":
+        model = T.Swinv2ForImageClassification(T.Swinv2Config(**hf))
+    elif family == "tv-swinv2":
+        model = tvs.SwinTransformer([4, 4], 16, [2, 2], [1, 2], [2, 2], num_classes=5, block=tvs.SwinTransformerBlockV2,
+                                    downsample_layer=tvs.PatchMergingV2)
+    elif family == "timm-maxvit":
+        model = timm.create_model("maxvit_pico_rw_256", num_classes=5, img_size=64, embed_dim=(16, 32), depths=(1, 1),
+                                  block_type=("M", "M"), stem_width=8, transformer_dim_head=8,
+                                  transformer_window_size=(2, 2), transformer_grid_size=(2, 2))
+    else:
+        model = maxvit.MaxVit((64, 64), 8, 2, [16, 32], [1, 1], 8, 0.0, num_classes=5)
+    model = model.double().eval()
+    size = 64 if "maxvit" in family else 32
+    layers = []
+    names = dict(model.named_modules())
+    from attnscope.explain.attention import attention_modules
+
+    for name, module in attention_modules(model):
+        owner = names[name.rpartition(".")[0]]
+        if family.startswith("timm-swin"):
+            layers.append((owner, timm_swin_positions))
+        elif family.startswith("hf-swin"):
+            layer = owner if hasattr(owner, "shift_size") else names[name.rsplit(".", 2)[0]]
+            layers.append((layer, hf_swin_positions))
+        elif family == "tv-swinv2":
+            layers.append((module, tv_swin_positions))
+        elif family == "timm-maxvit":
+            layers.append((owner, timm_maxvit_positions))
+        else:
+            layers.append((names[name.rsplit(".", 2)[0]], tv_maxvit_positions))
+    return model, size, layers
+
+
+def capture(model: nn.Module, x: torch.Tensor, target: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Every layer's weights (nW, heads, N, N) and ∂y/∂ them, in run order, read at the probes."""
+    with explicit_attention(model) as layers:
+        seen = []
+        handles = [a.probe.register_forward_hook(lambda _m, _i, o: seen.append(o) or o.retain_grad())
+                   for a in layers]
+        model(x)[0, target].backward() if isinstance(model(x), torch.Tensor) else model(x).logits[0, target].backward()
+        for h in handles:
+            h.remove()
+    half = len(seen) // 2  # the first forward's records belong to the isinstance check
+    return [a.detach() for a in seen[half:]], [a.grad for a in seen[half:]]
+
+
+def dense(weights: torch.Tensor, positions: torch.Tensor, t: int) -> torch.Tensor:
+    a = torch.zeros(t, t, dtype=torch.float64)
+    fused = weights.double().mean(dim=1)  # (nW, N, N); Hugging Face forms its weights in float32
+    for w in range(positions.shape[0]):
+        p = positions[w].long()
+        a[p[:, None], p[None, :]] = fused[w]
+    return a
+
+
+def merge(coarse: int, fine: int) -> torch.Tensor:
+    """D (Tc, Tf): each coarse token depends equally on the f × f fine tokens it covers."""
+    hc, hf = int(coarse ** 0.5), int(fine ** 0.5)
+    f = hf // hc
+    d = torch.zeros(coarse, fine, dtype=torch.float64)
+    for t in range(fine):
+        d[(t // hf) // f * hc + (t % hf) // f, t] = 1.0 / (f * f)
+    return d
+
+
+@pytest.mark.parametrize("family", ["timm-swin", "timm-swinv2", "hf-swin", "hf-swinv2", "tv-swinv2", "timm-maxvit",
+                                    "tv-maxvit"])
+def test_windowed_maps_equal_a_dense_rollout_from_the_librarys_partition(family: str) -> None:
+    model, size, layers = build(family)
+    x = torch.rand(1, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    weights, grads = capture(model, x, 2)
+    assert len(weights) == len(layers)
+    mats, gmats = [], []
+    for (owner, positions), a, g in zip(layers, weights, grads, strict=True):
+        t = a.shape[0] * a.shape[-1]
+        side = int(t ** 0.5)
+        pos = positions(owner, side, side)
+        mats.append(dense(a, pos, t))
+        gmats.append(dense((a * g).clamp_min(0), pos, t))
+    r, q = torch.full((1, mats[-1].shape[0]), 1.0 / mats[-1].shape[0], dtype=torch.float64), None
+    q = r.clone()
+    for i in range(len(mats) - 1, -1, -1):
+        r, q = r @ residual(mats[i]), q @ (torch.eye(len(gmats[i]), dtype=torch.float64) + gmats[i])
+        if i and mats[i - 1].shape[0] != mats[i].shape[0]:
+            d = merge(mats[i].shape[0], mats[i - 1].shape[0])
+            r, q = r @ d, q @ d
+    out = ats.explain(model, x, ["rollout", "grad-rollout", "attention"], targets=2)
+    tol = dict(rtol=1e-10, atol=1e-14) if weights[0].dtype == torch.float64 else dict(rtol=1e-5, atol=1e-8)
+    side, last = int(mats[0].shape[0] ** 0.5), int(mats[-1].shape[0] ** 0.5)
+    raw = torch.full((1, mats[-1].shape[0]), 1.0 / mats[-1].shape[0], dtype=torch.float64) @ mats[-1]
+    for name, ref in (("rollout", r.view(1, side, side)), ("grad-rollout", q.view(1, side, side)),
+                      ("attention", raw.view(1, last, last))):
+        torch.testing.assert_close(out[name].lowres.double(), ref, **tol)
