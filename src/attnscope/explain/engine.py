@@ -340,6 +340,9 @@ def row_grads(scores: torch.Tensor, wrt: list[torch.Tensor], retain: bool, creat
     b, k = scores.shape
     if not scores.requires_grad:
         return [torch.zeros_like(t).repeat_interleave(k, 0) for t in wrt]
+    if not all(t.requires_grad for t in wrt):  # no path from these (a decoder's object queries): zeros
+        live = iter(row_grads(scores, [t for t in wrt if t.requires_grad], retain, create_graph, batched))
+        return [next(live) if t.requires_grad else torch.zeros_like(t).repeat_interleave(k, 0) for t in wrt]
     if k == 1:
         return _grad(scores.sum(), wrt, retain or create_graph, create_graph)
     if batched and not create_graph:

@@ -118,30 +118,32 @@ def _shape(inputs: tuple) -> tuple:
 
 def _stream(chain: list[nn.Module], seen: dict) -> tuple[nn.Module, torch.Tensor] | None:
     """The token stream after an attention layer's block: the output of its outermost ancestor that holds no
-    other attention layer and keeps its input's shape (a residual block); None if there is none (a
-    downsampling attention)."""
-    for module in reversed(chain):
-        shapes = seen.get(id(module))
-        if shapes is not None and shapes[1] is not None and shapes[0] == tuple(shapes[1].shape):
-            return module, shapes[1]
-    return None
+    other attention layer and keeps its input's shape (a residual block), else of its outermost such ancestor
+    (a block that downsamples as it starts a stage); None if none outputs a tensor."""
+    ran = [(m, seen[id(m)]) for m in reversed(chain) if id(m) in seen and seen[id(m)][1] is not None]
+    for module, (shape, out) in ran:
+        if shape == tuple(out.shape):
+            return module, out
+    return (ran[0][0], ran[0][1][1]) if ran else None
 
 
 def _scores(oracle: Oracle, x: torch.Tensor, block: nn.Module, last: torch.Tensor, streams: list[torch.Tensor],
             target, rows: torch.Tensor) -> torch.Tensor:
     """s_l of every stream (L·N,): one rerun on the streams stacked, or one per stream where what follows the last
     block cannot take them stacked (a multi-scale head, which also reads earlier stages)."""
+    n = x.shape[0]
     try:
-        return target.take(rows.repeat(len(streams))).score(_tail(oracle, x, block, last, torch.cat(streams)))
+        return target.take(rows.repeat(len(streams))).score(_tail(oracle, x, block, last, torch.cat(streams),
+                                                                  n * len(streams)))
     except NotApplicableError:
         if len(streams) == 1:
             raise
-    return torch.cat([target.score(_tail(oracle, x, block, last, s)) for s in streams])
+    return torch.cat([target.score(_tail(oracle, x, block, last, s, n)) for s in streams])
 
 
-def _tail(oracle: Oracle, x: torch.Tensor, block: nn.Module, last: torch.Tensor, stacked: torch.Tensor
-          ) -> torch.Tensor:
-    """The model's output when its last block outputs `stacked` (L·N rows) instead of `last` (N rows)."""
+def _tail(oracle: Oracle, x: torch.Tensor, block: nn.Module, last: torch.Tensor, stacked: torch.Tensor,
+          rows: int) -> torch.Tensor:
+    """The model's output (`rows` of them) when its last block outputs `stacked` (L streams) instead of `last`."""
     handle = block.register_forward_hook(lambda _m, _i, o: _replaced(o, stacked) if _first(o).shape == last.shape
                                          else None)
     try:
@@ -152,7 +154,7 @@ def _tail(oracle: Oracle, x: torch.Tensor, block: nn.Module, last: torch.Tensor,
                                  f"stacked ({str(e).splitlines()[0][:80]})") from e
     finally:
         handle.remove()
-    if not isinstance(out, torch.Tensor) or out.shape[0] != stacked.shape[0]:
+    if not isinstance(out, torch.Tensor) or out.shape[0] != rows:
         raise NotApplicableError("legrad reads every layer's stream through what follows the last block, and this "
                                  "model's head does not give one output per stream")
     return out

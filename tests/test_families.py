@@ -1,0 +1,200 @@
+"""Every family of issue 28 (tests/families.py): the auto layer, which transformer methods apply, and the maps
+against an independent reference — pytorch-grad-cam with its documented reshape (or autograd by hand for
+detectors and segmenters), the model's own weights (Hugging Face `output_attentions`, the model's output left
+unchanged by the interception), the pure rollout functions from the readout the head's structure gives,
+LeGrad's last layer from the attention gradient, and AttnLRP's conservation (CP-LRP, bias-free copies)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import attnscope as ats
+from attnscope.errors import NotApplicableError
+from attnscope.explain import BoxScore, RegionScore
+from attnscope.explain import transformer as tf
+from attnscope.explain.attention import explicit_attention
+from attnscope.explain.layers import auto_layer
+from families import ATTENTION_METHODS, FAMILIES
+
+pytest.importorskip("timm")
+pytest.importorskip("transformers")
+pytest.importorskip("open_clip")
+
+_BUILT: dict[str, nn.Module] = {}
+
+
+def model_of(name: str) -> nn.Module:
+    if name not in _BUILT:
+        _BUILT[name] = FAMILIES[name].build()
+    return _BUILT[name]
+
+
+def images(name: str, n: int = 2) -> torch.Tensor:
+    size = FAMILIES[name].size
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def target_of(name: str):
+    fam = FAMILIES[name]
+    if fam.kind == "segmenter":
+        size = fam.size // (4 if name == "hf-segformer" else 1)
+        mask = torch.zeros(size, size, dtype=torch.bool)
+        mask[size // 4 : size // 2, size // 4 : size // 2] = True
+        return RegionScore(1, mask)
+    if name == "hf-detr":
+        return lambda logits: logits[:, 0, 1]
+    if fam.kind == "detector":
+        return lambda detections: torch.stack([d["scores"].sum() if d["scores"].numel() else d["boxes"].sum() * 0
+                                               for d in detections])
+    if fam.kind == "tower":
+        return lambda embeddings: embeddings[:, 3]
+    return torch.tensor([1, 3])
+
+
+def grid_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, int, int]]:
+    """name → (runs, grid area, channels) of every module whose output is a grid of the image (h·w > 1)."""
+    from attnscope.explain.layers import _grid_tokens, _is_spatial, fitting_layouts
+
+    seen: dict[str, list] = {}
+
+    def hook(name):
+        def record(_m, _i, out):
+            if not isinstance(out, torch.Tensor) or out.shape[0] != 1:
+                return
+            if out.dim() == 4 and _is_spatial(tuple(out.shape), x.shape[-2:]):
+                layout = (fitting_layouts(tuple(out.shape), x.shape[-2:]) or ["nchw"])[0]
+                area = out.shape[2] * out.shape[3] if layout == "nchw" else out.shape[1] * out.shape[2]
+                if area < 2:  # a squeeze-excitation's (B, C, 1, 1)
+                    return
+                entry = (area, out.shape[1])
+            elif out.dim() == 3 and _grid_tokens(model, out.shape[1], x.shape[-2:]):
+                entry = (_grid_tokens(model, out.shape[1], x.shape[-2:]), out.shape[2])
+            else:
+                return
+            seen.setdefault(name, []).append(entry)
+        return record
+
+    from attnscope.explain.attention import attention_modules
+
+    inside = [n + "." for n, _ in attention_modules(model)]  # an attention's bias tables are no blocks
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+               if n and not any(n.startswith(p) for p in inside)]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: (len(v), v[0][0], v[0][1]) for n, v in seen.items()}
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_auto_layer_is_the_last_stage_never_a_head_a_stem_or_after_pooling(name: str) -> None:
+    model, x = model_of(name), images(name)
+    layer, why = auto_layer(model, x)
+    assert layer == FAMILIES[name].layer, why
+    outputs = grid_outputs(model, x)
+    runs, area, channels = outputs[layer]
+    assert runs == 1
+    once = {n: o for n, o in outputs.items() if o[0] == 1}
+    assert area == min(o[1] for o in once.values())  # the coarsest grid: the last stage, not a stem
+    assert layer != next(iter(outputs))  # not the first module with a grid output (a stem)
+    if FAMILIES[name].kind == "segmenter":
+        with torch.no_grad():
+            out = model(x[:1])
+        classes = _tensor(out).shape[1]
+        assert channels != classes  # not the segmentation head
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_each_transformer_method_runs_where_it_applies_and_refuses_with_a_reason_elsewhere(name: str) -> None:
+    fam, model, x = FAMILIES[name], model_of(name), images(name)
+    for method in ATTENTION_METHODS:
+        if method in fam.methods:
+            out = ats.explain(model, x, method, targets=target_of(name), output=fam.output)[method]
+            assert torch.isfinite(out.values).all() and float(out.values.std()) > 0, method
+        else:
+            with pytest.raises(NotApplicableError) as refusal:
+                ats.explain(model, x, method, targets=target_of(name), output=fam.output)
+            message = str(refusal.value)
+            assert "apply" in message and any(m in message for m in (*fam.methods, "gradcam")), message
+    assert not any("forward" in m.__dict__ for m in model.modules())  # every interception undone
+
+
+ATTENTION_FAMILIES = [n for n, f in FAMILIES.items() if f.methods and n != "hf-detr"]
+
+
+@pytest.mark.parametrize("name", ATTENTION_FAMILIES)
+def test_the_interception_leaves_the_models_output_unchanged(name: str) -> None:
+    """The explicit attention computes what the model's own path (SDPA, fused MHA, eager) computes."""
+    model, x = model_of(name), images(name)
+    with torch.no_grad():
+        plain = _tensor(model(x))
+        with explicit_attention(model) as layers:
+            seen = []
+            handles = [a.probe.register_forward_hook(lambda _m, _i, o: seen.append(o)) for a in layers]
+            read = _tensor(model(x))
+            for h in handles:
+                h.remove()
+    torch.testing.assert_close(read, plain, rtol=1e-4, atol=1e-5)
+    assert seen and all(torch.allclose(a.sum(-1), torch.ones(())) for a in seen)  # rows of weights sum to 1
+
+
+def _tensor(out: object) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    for key in ("logits", "image_embeds", "out"):
+        found = out.get(key) if isinstance(out, dict) else getattr(out, key, None)
+        if isinstance(found, torch.Tensor):
+            return found
+    raise AssertionError(type(out))
+
+
+# The tokens each head reads, by the head's code: (extra tokens, which of them are read, whether the patches are).
+READOUT = {"hf-vit": (1, [0], False), "hf-deit": (2, [0], False),  # DeiTForImageClassification reads CLS only
+           "hf-beit": (1, [], True),
+           "hf-dinov2-registers": (3, [0], True), "hf-clip-vision": (1, [0], False),
+           "hf-clip-image-features": (1, [0], False), "open_clip": (1, [0], False),
+           "timm-vit-registers": (5, [0], False), "timm-eva02": (1, [], True), "torchvision-vit": (1, [0], False)}
+
+
+@pytest.mark.parametrize("name", list(READOUT))
+def test_vit_family_maps_equal_the_pure_functions_from_the_heads_readout(name: str) -> None:
+    fam, model, x = FAMILIES[name], model_of(name), images(name)
+    methods = ["attention", "rollout", "grad-rollout", "flow", "legrad"]
+    out = ats.explain(model, x, methods, targets=target_of(name), output=fam.output)
+    with explicit_attention(model) as layers:
+        seen = []
+        handles = [a.probe.register_forward_hook(lambda _m, _i, o: seen.append(o) or o.retain_grad())
+                   for a in layers]
+        score = target_of(name)
+        y = _tensor(model(x))
+        (y[torch.arange(2), score] if isinstance(score, torch.Tensor) else score(y)).sum().backward()
+        for h in handles:
+            h.remove()
+    prefix, read, patches = READOUT[name]
+    t = seen[0].shape[-1]
+    u = torch.zeros(t)
+    u[read] = 1.0
+    if patches:
+        u[prefix:] = 1.0
+    u = (u / u.sum()).expand(2, t)
+    side = int((t - prefix) ** 0.5)
+    grid = lambda r: r[:, prefix:].reshape(2, side, side)  # noqa: E731
+    a = [s.detach() for s in seen]
+    expect = {
+        "attention": grid(torch.einsum("bi,bij->bj", u, a[-1].mean(1))),
+        "rollout": grid(torch.einsum("bi,bij->bj", u, tf.rollout(a))),
+        "grad-rollout": grid(torch.einsum("bi,bij->bj", u, tf.grad_rollout(a, [s.grad for s in seen]))),
+        "legrad": None,
+    }
+    for method, ref in expect.items():
+        if ref is not None:
+            torch.testing.assert_close(out[method].lowres, ref, rtol=1e-4, atol=1e-6)
+    last = ats.explain(model, x, "legrad", targets=target_of(name), output=fam.output,
+                       options={"legrad": {"last": 1}})["legrad"].lowres
+    torch.testing.assert_close(last, grid(seen[-1].grad.clamp_min(0).mean(dim=(1, 2))), rtol=1e-4, atol=1e-9)
+    if read == [0] and not patches:  # flow into the CLS token, as Abnar & Zuidema
+        torch.testing.assert_close(out["flow"].lowres, grid(tf.attention_flow(a, sink=0)), rtol=1e-4, atol=1e-5)
