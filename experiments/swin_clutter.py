@@ -1,15 +1,15 @@
 """TinySwin on ClutteredDigits: how well its windowed attention maps point at the digit, over seeds.
 
 A small Swin (`attnscope.models.swin`: 16 × 16 tokens in 4 × 4 shifted windows, then 8 × 8, then 4 × 4)
-is trained by the library's own loop (what `attnscope train --model swin --data clutter` runs) for each
-seed; then the maps of each method, for the true class, on the first `--probe` test images are scored
+is trained by the library's own loop (what `attnscope train --model swin --data clutter --lr 1e-3
+--weight-decay 0.05 --model-opt stochastic_depth=0` runs) for each seed; then the maps of each method, for the true class, on the first `--probe` test images are scored
 against the digit's box — pointing game and energy in box, raw and min–max normalised — as
 `experiments/vit_clutter.py` scores TinyViT. Windowed maps are composed on the image grid by the rule of
 `explain/windowed.py` (docs/vit.md). Each seed's rows and the mean with a 95 % t-interval over seeds go
 to `summary.json` / `summary.md` in `--out`; rerunning reuses finished training runs.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src nice -n 5 python experiments/swin_clutter.py --out runs/swin_clutter \\
-        --seeds 0,1,2 --n 10000 --epochs 10
+        --seeds 0,1,2 --n 10000 --epochs 12 --lr 1e-3
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def train(seed: int, out: Path, args: argparse.Namespace) -> tuple[torch.nn.Modu
     metrics = out / "metrics.jsonl"
     if not (metrics.exists() and len(metrics.read_text().splitlines()) >= args.epochs):
         config = TrainConfig(model="swin", data="clutter", out=str(out), n=args.n, n_test=args.n_test,
-                             epochs=args.epochs, batch_size=64, seed=seed, quiet=True, weight_decay=0.05,
-                             resume=(out / "checkpoints").exists())
+                             epochs=args.epochs, batch_size=64, seed=seed, quiet=True, lr=args.lr, weight_decay=0.05,
+                             model_cfg={"stochastic_depth": 0.0}, resume=(out / "checkpoints").exists())
         fit(config)
     net, _ = checkpoint.load(out)
     return net.eval(), json.loads(metrics.read_text().splitlines()[-1])
@@ -99,7 +99,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--n-test", type=int, default=2_000)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--probe", type=int, default=300)
     parser.add_argument("--train-only", action="store_true", help="train the seeds, score nothing")
     args = parser.parse_args()

@@ -142,9 +142,12 @@ def detector(kind: str) -> nn.Module:
     size = dict(min_size=64, max_size=64)
     if kind in ("retinanet", "fcos"):
         backbone = _resnet_fpn_extractor(resnet, 5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
-        return getattr(detection, "RetinaNet" if kind == "retinanet" else "FCOS")(backbone, num_classes=3, **size)
+        return getattr(detection, "RetinaNet" if kind == "retinanet" else "FCOS")(backbone, num_classes=3,
+                                                                                 score_thresh=0.0, **size)
     backbone = _resnet_fpn_extractor(resnet, 5)
-    return getattr(detection, "FasterRCNN" if kind == "fasterrcnn" else "MaskRCNN")(backbone, num_classes=3, **size)
+    few = dict(rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_detections_per_img=5)  # fast
+    return getattr(detection, "FasterRCNN" if kind == "fasterrcnn" else "MaskRCNN")(backbone, num_classes=3, **size,
+                                                                                    **few)
 
 
 def segmenter(kind: str) -> nn.Module:

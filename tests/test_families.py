@@ -198,3 +198,116 @@ def test_vit_family_maps_equal_the_pure_functions_from_the_heads_readout(name: s
     torch.testing.assert_close(last, grid(seen[-1].grad.clamp_min(0).mean(dim=(1, 2))), rtol=1e-4, atol=1e-9)
     if read == [0] and not patches:  # flow into the CLS token, as Abnar & Zuidema
         torch.testing.assert_close(out["flow"].lowres, grid(tf.attention_flow(a, sink=0)), rtol=1e-4, atol=1e-5)
+
+
+class _Output(nn.Module):
+    """The model with its output as one tensor, for pytorch-grad-cam (Hugging Face ModelOutput, torchvision dicts)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _tensor(self.model(x))
+
+
+def pgc_reshape(model: nn.Module, layer: nn.Module, x: torch.Tensor):
+    """pytorch-grad-cam's documented reshape_transform for the layer's output: tokens → drop the extra tokens and
+    reshape the patches to (B, C, h, w) (its ViT / Swin tutorials), channels-last → permute; else none."""
+    from attnscope.explain.layers import _grid_tokens, fitting_layouts
+
+    with torch.no_grad():
+        seen = []
+        handle = layer.register_forward_hook(lambda _m, _i, o: seen.append(o))
+        model(x[:1])
+        handle.remove()
+    out = seen[0]
+    if out.dim() == 3:
+        grid = _grid_tokens(model, out.shape[1], x.shape[-2:])
+        side, prefix = int(grid ** 0.5), out.shape[1] - grid
+        return lambda t: t[:, prefix:].reshape(t.shape[0], side, side, t.shape[2]).permute(0, 3, 1, 2)
+    if fitting_layouts(tuple(out.shape), x.shape[-2:]) == ["nhwc"]:
+        return lambda t: t.permute(0, 3, 1, 2)
+    return None
+
+
+def reference_gradcam(name: str, model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """Signed Grad-CAM Σ_k mean_ij(∂y/∂A_k) A_k: pytorch-grad-cam's `get_cam_image` for classifiers, towers and
+    segmenters (ClassifierOutputTarget, SemanticSegmentationTarget); autograd by hand for detectors."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, SemanticSegmentationTarget
+
+    fam, module = FAMILIES[name], model.get_submodule(layer)
+    if fam.kind == "detector":
+        store = []
+        handle = module.register_forward_hook(lambda _m, _i, o: store.append(o) or o.clone())
+        out = model(x.clone().requires_grad_())
+        handle.remove()
+        y = target_of(name)(out.logits if name == "hf-detr" else out)
+        (g,) = torch.autograd.grad(y.sum(), store[0])
+        return (g.mean(dim=(2, 3), keepdim=True) * store[0]).sum(1).detach()
+    reshape = pgc_reshape(model, module, x)
+    if fam.kind == "segmenter":
+        region = target_of(name)
+        targets = [SemanticSegmentationTarget(int(region.label), region.mask.float().numpy()) for _ in range(len(x))]
+    else:
+        classes = target_of(name)
+        targets = [ClassifierOutputTarget(int(c)) for c in (classes if isinstance(classes, torch.Tensor) else [3, 3])]
+    with GradCAM(model=_Output(model), target_layers=[module], reshape_transform=reshape) as cam:
+        outputs = cam.activations_and_grads(x)
+        sum(t(o) for t, o in zip(targets, outputs, strict=True)).backward()
+        acts = cam.activations_and_grads.activations[0].cpu().numpy()
+        grads = cam.activations_and_grads.gradients[0].cpu().numpy()
+        return torch.from_numpy(cam.get_cam_image(x, module, targets, acts, grads, False)).float()
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_gradcam_at_the_auto_layer_equals_pytorch_grad_cam(name: str) -> None:
+    fam, model, x = FAMILIES[name], model_of(name), images(name)
+    out = ats.explain(model, x, "gradcam", targets=target_of(name), output=fam.output,
+                      options={"gradcam": {"relu": False}})["gradcam"]
+    assert out.layer == fam.layer and out.meta["layer_choice"]
+    ref = reference_gradcam(name, model, fam.layer, x)
+    assert float(ref.abs().max()) > 0
+    assert float((out.lowres - ref).abs().max()) <= 1e-4 * float(ref.abs().max())
+
+
+def bias_free(model: nn.Module) -> nn.Module:
+    """The model with no additive constant anywhere: biases, position embeddings, CLS / register tokens, bias
+    tables and BatchNorm running means at zero (the weights of linear, convolution and norm layers kept)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            last = name.rsplit(".", 1)[-1]
+            if "bias" in last or any(k in name for k in ("pos_embed", "positional_embedding", "position_embedding",
+                                                          "cls_token", "class_embedding", "reg_token", "register")):
+                p.zero_()
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.zero_()
+    return model
+
+
+@pytest.mark.parametrize("name", ["hf-vit", "hf-clip-vision", "open_clip", "torchvision-swin", "timm-swin",
+                                  "hf-swin", "hf-swin-v2", "timm-levit"])
+def test_cp_lrp_conserves_the_score_on_a_bias_free_copy(name: str) -> None:
+    """With no additive constants, CP-LRP's rules (identity on norms and activations, A constant, LRP-0 on linear
+    maps) are exactly conservative: the input relevance sums to the explained score — on every implementation."""
+    fam, model = FAMILIES[name], bias_free(FAMILIES[name].build())
+    x = images(name)
+    out = ats.explain(model, x, "attnlrp", targets=target_of(name), output=fam.output,
+                      options={"attnlrp": {"attention": "cp"}})
+    score = target_of(name)
+    y = _tensor(model(x)).detach()
+    y = y[torch.arange(2), score] if isinstance(score, torch.Tensor) else score(y)
+    assert float(y.abs().min()) > 0
+    torch.testing.assert_close(out["attnlrp"].values.sum(dim=(1, 2)), y, rtol=1e-4, atol=1e-6)
+
+
+def test_a_clip_called_as_get_image_features_reads_its_image_tower_only() -> None:
+    """The text tower's attention never runs; only the layers that ran are read (and refused nowhere)."""
+    model, x = model_of("hf-clip-image-features"), images("hf-clip-image-features")
+    from attnscope.explain.context import Pass
+
+    shared = Pass(model, x, target_of("hf-clip-image-features"), "auto", frozenset({"attention"}))
+    names = shared.capture.probe_names
+    assert names == ("clip.vision_model.encoder.layers.0.self_attn", "clip.vision_model.encoder.layers.1.self_attn")
