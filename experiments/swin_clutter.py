@@ -2,7 +2,8 @@
 
 A small Swin (`attnscope.models.swin`: 16 × 16 tokens in 4 × 4 shifted windows, then 8 × 8, then 4 × 4)
 is trained by the library's own loop (what `attnscope train --model swin --data clutter --lr 1e-3
---weight-decay 0.05 --model-opt stochastic_depth=0` runs) for each seed; then the maps of each method, for the true class, on the first `--probe` test images are scored
+--weight-decay 0.05 --model-opt stochastic_depth=0` runs) for each seed; then the maps of each method,
+for the true class, on the first `--probe` test images are scored
 against the digit's box — pointing game and energy in box, raw and min–max normalised — as
 `experiments/vit_clutter.py` scores TinyViT. Windowed maps are composed on the image grid by the rule of
 `explain/windowed.py` (docs/vit.md). Each seed's rows and the mean with a 95 % t-interval over seeds go
@@ -88,7 +89,8 @@ def markdown(summary: dict) -> str:
              "| method | pointing game | energy in box | energy in box (min–max) | ms / image |",
              "| --- | --- | --- | --- | --- |"]
     for row in summary["rows"]:
-        cells = [f"{row[k][0]:.3f} ± {row[k][1]:.3f}" for k in ("pointing", "energy_in_box", "energy_in_box_normalized")]
+        keys = ("pointing", "energy_in_box", "energy_in_box_normalized")
+        cells = [f"{row[k][0]:.3f} ± {row[k][1]:.3f}" for k in keys]
         lines.append(f"| {row['method']} | {' | '.join(cells)} | {row['ms_per_image'][0]:.1f} |")
     return "\n".join(lines) + "\n"
 

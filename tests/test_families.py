@@ -12,7 +12,7 @@ from torch import nn
 
 import attnscope as ats
 from attnscope.errors import NotApplicableError
-from attnscope.explain import BoxScore, RegionScore
+from attnscope.explain import RegionScore
 from attnscope.explain import transformer as tf
 from attnscope.explain.attention import explicit_attention
 from attnscope.explain.layers import auto_layer

@@ -36,7 +36,7 @@ def toy_swin() -> nn.Module:
     torch.manual_seed(0)
     model = SwinTransformer([2, 2], 4, [2, 1], [1, 1], [2, 2], num_classes=3).double().eval()
     with torch.no_grad():
-        for name, module in model.named_modules():
+        for module in model.modules():
             if type(module).__name__ == "ShiftedWindowAttention":
                 dim = module.qkv.in_features
                 module.qkv.weight[: 2 * dim] = 0  # q = k = 0: the scores are the bias alone
@@ -125,7 +125,8 @@ def tv_maxvit_positions(layer: nn.Module, h: int, w: int) -> torch.Tensor:
 
 def tv_swin_positions(attn: nn.Module, h: int, w: int) -> torch.Tensor:
     """torchvision's `shifted_window_attention` index ops, ported (it has no partition function of its own)."""
-    (m0, m1), shift = attn.window_size, [0 if m >= n else s for m, n, s in zip(attn.window_size, (h, w), attn.shift_size)]
+    (m0, m1) = attn.window_size
+    shift = [0 if m >= n else s for m, n, s in zip(attn.window_size, (h, w), attn.shift_size, strict=True)]
     x = torch.roll(index_grid(h, w), shifts=(-shift[0], -shift[1]), dims=(1, 2)) if sum(shift) else index_grid(h, w)
     return x.view(1, h // m0, m0, w // m1, m1, 1).permute(0, 1, 3, 2, 4, 5).reshape(-1, m0 * m1)
 
@@ -134,7 +135,8 @@ def build(family: str) -> tuple[nn.Module, int, list]:
     """A tiny random float64 model, its image size, and per attention layer (module, owner, grid, positions fn)."""
     import timm
     import transformers as T
-    from torchvision.models import maxvit, swin_transformer as tvs
+    from torchvision.models import maxvit
+    from torchvision.models import swin_transformer as tvs
 
     torch.manual_seed(0)
     swin = dict(num_classes=5, img_size=32, embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=2)

@@ -1,11 +1,12 @@
 """TinySwin: a small Swin Transformer (Liu et al., ICCV 2021) for 64 px images, on torchvision's implementation.
 
 Patch embedding (TinyViT's conv stem of 3 × 3 stride-2 convs by default, which trains on small data where
-one `patch_size`-strided conv does not; `stem="patch"` is torchvision's) → stages of Swin blocks attending within `window` × `window`
-windows, every second block's windows cyclically shifted by half a window; 2 × 2 patch merging between
-stages → norm → global average pool → head. At the defaults a 64 px image is a 16 × 16 token grid, then
-8 × 8, then 4 × 4 (one window). It is torchvision's `SwinTransformer` itself, so `explain` reads it as it
-reads any torchvision Swin (`explain.adapters`); it has no CLS token: the head averages every token.
+one `patch_size`-strided conv does not; `stem="patch"` is torchvision's) → stages of Swin blocks attending
+within `window` × `window` windows, every second block's windows cyclically shifted by half a window;
+2 × 2 patch merging between stages → norm → global average pool → head. At the defaults a 64 px image
+is a 16 × 16 token grid, then 8 × 8, then 4 × 4 (one window). It is torchvision's `SwinTransformer` itself,
+so `explain` reads it as any torchvision Swin (`explain.adapters`); it has no CLS token: the head averages
+every token.
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ class TinySwinConfig:
                      probability=("stochastic_depth",))
         if len(self.depths) != len(self.heads):
             raise ValueError(f"depths {self.depths} and heads {self.heads} must have one entry per stage")
-        grid = self.image_size // self.patch_size
-        if self.image_size % self.patch_size or grid % (self.window * 2 ** (len(self.depths) - 1)):
+        grid, tile = self.image_size // self.patch_size, self.window * 2 ** (len(self.depths) - 1)
+        if self.image_size % self.patch_size or grid % tile:
             raise ValueError(f"image_size {self.image_size} / patch_size {self.patch_size} = {grid} tokens per side "
-                             f"must be a multiple of window × 2^(stages − 1) = {self.window * 2 ** (len(self.depths) - 1)}")
+                             f"must be a multiple of window × 2^(stages − 1) = {tile}")
 
 
 class TinySwin(SwinTransformer):
