@@ -240,3 +240,55 @@ def test_windowed_maps_equal_a_dense_rollout_from_the_librarys_partition(family:
     for name, ref in (("rollout", r.view(1, side, side)), ("grad-rollout", q.view(1, side, side)),
                       ("attention", raw.view(1, last, last))):
         torch.testing.assert_close(out[name].lowres.double(), ref, **tol)
+
+
+def test_chefer_and_legrad_on_a_windowed_model_are_the_dense_composition() -> None:
+    """chefer: the grad-rollout product with (∇A ⊙ R_A)⁺, R_A = A ⊙ ∂y/∂A under AttnLRP's rules / y (read at the
+    probes under the `attnlrp` rewrite); legrad with last=1: mean over heads and queries of ReLU(∂y/∂A_L) at the
+    keys of the last layer's windows."""
+    from attnscope.explain.rewrites import rewritten
+
+    model, size, layers = build("timm-swin")
+    x = torch.rand(1, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    weights, grads = capture(model, x, 2)
+    with rewritten(model, "attnlrp") as applied:
+        ((_, lrp_layers),) = applied
+        seen = []
+        handles = [a.probe.register_forward_hook(lambda _m, _i, o: seen.append(o) or o.retain_grad())
+                   for a in lrp_layers]
+        y = model(x)[0, 2]
+        y.backward()
+        for h in handles:
+            h.remove()
+    q = None
+    mats = []
+    for (owner, positions), a, g, r in zip(layers, weights, grads, seen, strict=True):
+        t = a.shape[0] * a.shape[-1]
+        side = int(t ** 0.5)
+        relevance = r.detach() * r.grad / y.detach()
+        mats.append(dense((g * relevance).clamp_min(0), positions(owner, side, side), t))
+    q = torch.full((1, mats[-1].shape[0]), 1.0 / mats[-1].shape[0], dtype=torch.float64)
+    for i in range(len(mats) - 1, -1, -1):
+        q = q @ (torch.eye(len(mats[i]), dtype=torch.float64) + mats[i])
+        if i and mats[i - 1].shape[0] != mats[i].shape[0]:
+            q = q @ merge(mats[i].shape[0], mats[i - 1].shape[0])
+    out = ats.explain(model, x, ["chefer", "legrad"], targets=2, options={"legrad": {"last": 1}})
+    side = int(mats[0].shape[0] ** 0.5)
+    torch.testing.assert_close(out["chefer"].lowres, q.view(1, side, side), rtol=1e-10, atol=1e-14)
+    owner, positions = layers[-1]
+    g = grads[-1].clamp_min(0).mean(dim=1)  # (nW, N, N): heads averaged
+    t = g.shape[0] * g.shape[-1]
+    keys = torch.zeros(t, dtype=torch.float64)
+    keys.index_add_(0, positions(owner, int(t ** 0.5), int(t ** 0.5)).long().flatten(), g.sum(dim=1).flatten() / t)
+    torch.testing.assert_close(out["legrad"].lowres, keys.view(1, int(t ** 0.5), -1), rtol=1e-10, atol=1e-14)
+
+
+def test_k_targets_per_image_equal_separate_calls_on_a_windowed_model() -> None:
+    model, size, _ = build("hf-swin")
+    x = torch.rand(2, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    methods = ["rollout", "grad-rollout", "chefer", "legrad", "attention"]
+    both = ats.explain(model, x, methods, targets=torch.tensor([[1, 4], [0, 2]]))
+    for k, column in enumerate(([1, 0], [4, 2])):
+        one = ats.explain(model, x, methods, targets=torch.tensor(column))
+        for m in methods:
+            torch.testing.assert_close(both[m].values[:, k], one[m].values, rtol=1e-5, atol=1e-8)

@@ -25,7 +25,7 @@ from attnscope.explain.method import INPUTS
 from attnscope.explain.rewrites import rewritten
 from attnscope.explain.targets import Target, TargetSpec
 from attnscope.explain.tokens import TokenLayout
-from attnscope.explain.windowed import TokenGraph, token_graph
+from attnscope.explain.windowed import TokenGraph, per_row, token_graph
 from attnscope.modules import as_nhwc, unwrap
 
 
@@ -360,33 +360,18 @@ class Pass:
         return self.capture.guided_grad
 
     def _input_attentions(self) -> tuple[torch.Tensor, ...]:
-        return tuple(self._attention_rows(a) for a in self.capture.probes)
+        return per_row(self.capture.probes, self.images.shape[0], self.capture.rows if self.runs else 1)
 
     def _input_attention_grads(self) -> tuple[torch.Tensor, ...]:
-        """d score / d weights, (B·K·nW, ...) in the order of `attentions` (the engine gives (B·nW·K, ...))."""
-        k, b = self.capture.rows, self.images.shape[0]
-        return tuple(g if k == 1 else g.view(b, -1, k, *g.shape[1:]).transpose(1, 2).flatten(0, 2)
-                     for g in self.capture.probe_grads)
-
-    def _attention_rows(self, t: torch.Tensor) -> torch.Tensor:
-        """A layer's weights (B·nW, ...) as one block of nW sequences per row (B·K·nW, ...)."""
-        k, b = (self.capture.rows if self.runs else 1), self.images.shape[0]
-        return t if k == 1 else t.view(b, -1, *t.shape[1:]).repeat_interleave(k, 0).flatten(0, 1)
+        return per_row(self.capture.probe_grads, self.images.shape[0], self.capture.rows, grads=True)
 
     def _input_token_graph(self) -> TokenGraph:
         if self._graph is None:
-            by_name = {a.name: a for a in self._attention}
-            self._graph = token_graph(self.core, [by_name[n] for n in self.capture.probe_names],
-                                      [p.shape for p in self.capture.probes], self.images.shape[0], self.images,
-                                      self.output)
+            self._graph = token_graph(self.core, self._attention, self.capture, self.images, self.output)
         return self._graph
 
     def _input_token_layout(self) -> TokenLayout:
-        graph = self._input_token_graph()
-        if not graph.is_global:
-            raise NotApplicableError("this model's attention is windowed or hierarchical: read `token_graph`")
-        space = graph.layers[-1].queries
-        return TokenLayout(space.prefix, space.grid, graph.cls)
+        return self._input_token_graph().layout()
 
     def _input_own_attention(self) -> dict[str, torch.Tensor]:
         return {k: self.rows(v) for k, v in self.capture.own_attention.items()}

@@ -39,7 +39,7 @@ from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain import engine
 from attnscope.explain.adapters import Geometry
 from attnscope.explain.attention import AttentionLayer, explicit_attention
-from attnscope.explain.tokens import _grid, declared_prefix, detect_layout
+from attnscope.explain.tokens import TokenLayout, _grid, declared_prefix, detect_layout
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,13 @@ class TokenGraph:
         """The space of the first layer's stream (its queries, or its keys for a subsampling attention)."""
         first = self.layers[0]
         return first.queries if first.residual else first.keys
+
+    def layout(self) -> TokenLayout:
+        """The `TokenLayout` of a ViT-like model (one global space); windowed models have none."""
+        if not self.is_global:
+            raise NotApplicableError("this model's attention is windowed or hierarchical: read `token_graph`")
+        space = self.layers[-1].queries
+        return TokenLayout(space.prefix, space.grid, self.cls)
 
     def check_composes(self, method: str) -> None:
         if self.composes is not None:
@@ -241,6 +248,16 @@ def at_layer(graph: TokenGraph, index: int) -> torch.Tensor:
     return r[0]
 
 
+def per_row(weights: Sequence[torch.Tensor], batch: int, k: int, grads: bool = False) -> tuple[torch.Tensor, ...]:
+    """Each layer's (B·nW, ...) weights as one block of nW sequences per row (B·K·nW, ...), K rows per image;
+    `grads`: the engine's gradients, which come (B·nW·K, ...), reordered the same way."""
+    if k == 1:
+        return tuple(weights)
+    if grads:
+        return tuple(g.view(batch, -1, k, *g.shape[1:]).transpose(1, 2).flatten(0, 2) for g in weights)
+    return tuple(t.view(batch, -1, *t.shape[1:]).repeat_interleave(k, 0).flatten(0, 1) for t in weights)
+
+
 def per_sequence(t: torch.Tensor, p: Placement) -> torch.Tensor:
     """A layer's (N·nW, heads, Nq, Nk) tensor as (N, nW, heads, Nq, Nk)."""
     return t.view(-1, p.windows, *t.shape[1:])
@@ -257,10 +274,13 @@ def key_scores(values: torch.Tensor, p: Placement) -> torch.Tensor:
 _READOUT: weakref.WeakKeyDictionary[nn.Module, dict[tuple, torch.Tensor | None]] = weakref.WeakKeyDictionary()
 
 
-def token_graph(model: nn.Module, layers: Sequence[AttentionLayer], shapes: Sequence[Sequence[int]], batch: int,
-                images: torch.Tensor, output: object = None) -> TokenGraph:
-    """The recorded layers (in the order they ran, weights of `shapes`) placed on the grid of `images`."""
-    size = tuple(images.shape[-2:])
+def token_graph(model: nn.Module, layers: Sequence[AttentionLayer], capture: engine.Capture, images: torch.Tensor,
+                output: object = None) -> TokenGraph:
+    """The attention layers a pass recorded (`capture.probe_names`, in the order they ran) placed on the grid of
+    `images`; `layers`: the pass's `AttentionLayer`s by which they are found."""
+    by_name = {a.name: a for a in layers}
+    layers = [by_name[n] for n in capture.probe_names]
+    shapes, batch, size = [p.shape for p in capture.probes], images.shape[0], tuple(images.shape[-2:])
     composes = next((a.adapter.composes for a in layers if a.adapter is not None and a.adapter.composes), None)
     try:
         placed = tuple(place(a.name, a.probe.geometry or Geometry(), s, batch, model, size)
