@@ -16,6 +16,7 @@ from attnscope.explain import RegionScore
 from attnscope.explain import transformer as tf
 from attnscope.explain.attention import explicit_attention
 from attnscope.explain.layers import auto_layer
+from attnscope.explain.rewrites import rewritten
 from families import ATTENTION_METHODS, FAMILIES
 
 pytest.importorskip("timm")
@@ -193,6 +194,20 @@ def test_vit_family_maps_equal_the_pure_functions_from_the_heads_readout(name: s
     for method, ref in expect.items():
         if ref is not None:
             torch.testing.assert_close(out[method].lowres, ref, rtol=1e-4, atol=1e-6)
+    with rewritten(model, "attnlrp") as applied:  # chefer: R_A = A ⊙ ∂y/∂A under AttnLRP's rules / y
+        ((_, lrp_layers),) = applied
+        lrp = []
+        handles = [a.probe.register_forward_hook(lambda _m, _i, o: lrp.append(o) or o.retain_grad())
+                   for a in lrp_layers]
+        y = _tensor(model(x))
+        y = y[torch.arange(2), score] if isinstance(score, torch.Tensor) else score(y)
+        y.sum().backward()
+        for h in handles:
+            h.remove()
+    relevance = [r.detach() * r.grad / y.detach().view(-1, 1, 1, 1) for r in lrp]
+    chefer = grid(torch.einsum("bi,bij->bj", u, tf.grad_rollout(relevance, [s.grad for s in seen])))
+    torch.testing.assert_close(ats.explain(model, x, "chefer", targets=score, output=fam.output)["chefer"].lowres,
+                               chefer, rtol=1e-4, atol=1e-6)
     last = ats.explain(model, x, "legrad", targets=target_of(name), output=fam.output,
                        options={"legrad": {"last": 1}})["legrad"].lowres
     torch.testing.assert_close(last, grid(seen[-1].grad.clamp_min(0).mean(dim=(1, 2))), rtol=1e-4, atol=1e-9)
@@ -279,7 +294,8 @@ def bias_free(model: nn.Module) -> nn.Module:
         for name, p in model.named_parameters():
             last = name.rsplit(".", 1)[-1]
             if "bias" in last or any(k in name for k in ("pos_embed", "positional_embedding", "position_embedding",
-                                                          "cls_token", "class_embedding", "reg_token", "register")):
+                                                          "cls_token", "class_token", "class_embedding", "reg_token",
+                                                          "register_tokens", "distillation_token")):
                 p.zero_()
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -287,8 +303,10 @@ def bias_free(model: nn.Module) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("name", ["hf-vit", "hf-clip-vision", "open_clip", "torchvision-swin", "timm-swin",
-                                  "hf-swin", "hf-swin-v2", "timm-levit"])
+@pytest.mark.parametrize("name", ["hf-vit", "hf-deit", "hf-beit", "hf-dinov2-registers", "hf-clip-vision",
+                                  "open_clip", "timm-vit-registers", "torchvision-vit", "torchvision-swin",
+                                  "timm-swin", "hf-swin", "hf-swin-v2", "timm-levit", "timm-mobilevit",
+                                  "hf-segformer"])
 def test_cp_lrp_conserves_the_score_on_a_bias_free_copy(name: str) -> None:
     """With no additive constants, CP-LRP's rules (identity on norms and activations, A constant, LRP-0 on linear
     maps) are exactly conservative: the input relevance sums to the explained score — on every implementation."""

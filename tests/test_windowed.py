@@ -156,10 +156,15 @@ def build(family: str) -> tuple[nn.Module, int, list]:
         model = timm.create_model("maxvit_pico_rw_256", num_classes=5, img_size=64, embed_dim=(16, 32), depths=(1, 1),
                                   block_type=("M", "M"), stem_width=8, transformer_dim_head=8,
                                   transformer_window_size=(2, 2), transformer_grid_size=(2, 2))
-    else:
+    elif family == "tv-maxvit":
         model = maxvit.MaxVit((64, 64), 8, 2, [16, 32], [1, 1], 8, 0.0, num_classes=5)
+    else:  # LeViT (global, subsampling attention), CoAtNet (global 2-D), MobileViT (unfolded patches)
+        from families import FAMILIES
+
+        model = FAMILIES[family].build()
     model = model.double().eval()
-    size = 64 if "maxvit" in family else 32
+    size = {"timm-levit": 128, "timm-mobilevit": 128}.get(family, 64 if "maxvit" in family or "coatnet" in family
+                                                          else 32)
     layers = []
     names = dict(model.named_modules())
     from attnscope.explain.attention import attention_modules
@@ -175,9 +180,22 @@ def build(family: str) -> tuple[nn.Module, int, list]:
             layers.append((module, tv_swin_positions))
         elif family == "timm-maxvit":
             layers.append((owner, timm_maxvit_positions))
-        else:
+        elif family == "tv-maxvit":
             layers.append((names[name.rsplit(".", 2)[0]], tv_maxvit_positions))
+        elif family == "timm-mobilevit":
+            layers.append((names[name.rsplit(".", 3)[0]], mobilevit_positions))
+        else:
+            layers.append((owner, None))  # global: every token of the query and key grids, raster order
     return model, size, layers
+
+
+def mobilevit_positions(block: nn.Module, h: int, w: int) -> torch.Tensor:
+    """timm's MobileViT unfolding (`MobileVitBlock.forward`'s reshapes, ported): sequence p = a pixel position
+    of the patch, its tokens the patches."""
+    (ph, pw), x = block.patch_size, index_grid(h, w).permute(0, 3, 1, 2)  # (B, C, H, W)
+    nh, nw = h // ph, w // pw
+    x = x.reshape(nh, ph, nw, pw).transpose(1, 2)
+    return x.reshape(1, 1, nh * nw, ph * pw).transpose(1, 3).reshape(ph * pw, nh * nw)
 
 
 def capture(model: nn.Module, x: torch.Tensor, target: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -193,12 +211,11 @@ def capture(model: nn.Module, x: torch.Tensor, target: int) -> tuple[list[torch.
     return [a.detach() for a in seen[half:]], [a.grad for a in seen[half:]]
 
 
-def dense(weights: torch.Tensor, positions: torch.Tensor, t: int) -> torch.Tensor:
-    a = torch.zeros(t, t, dtype=torch.float64)
-    fused = weights.double().mean(dim=1)  # (nW, N, N); Hugging Face forms its weights in float32
-    for w in range(positions.shape[0]):
-        p = positions[w].long()
-        a[p[:, None], p[None, :]] = fused[w]
+def dense(weights: torch.Tensor, pq: torch.Tensor, pk: torch.Tensor, tq: int, tk: int) -> torch.Tensor:
+    a = torch.zeros(tq, tk, dtype=torch.float64)
+    fused = weights.double().mean(dim=1)  # (nW, Nq, Nk); Hugging Face forms its weights in float32
+    for w in range(pq.shape[0]):
+        a[pq[w].long()[:, None], pk[w].long()[None, :]] = fused[w]
     return a
 
 
@@ -212,30 +229,59 @@ def merge(coarse: int, fine: int) -> torch.Tensor:
     return d
 
 
-@pytest.mark.parametrize("family", ["timm-swin", "timm-swinv2", "hf-swin", "hf-swinv2", "tv-swinv2", "timm-maxvit",
-                                    "tv-maxvit"])
+def dense_all(layers: list, weights: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's (nW, heads, Nq, Nk) as dense (Tq, Tk): the window positions from the library's own code."""
+    out = []
+    for (owner, positions), a in zip(layers, weights, strict=True):
+        tq, tk = a.shape[0] * a.shape[-2], a.shape[0] * a.shape[-1]
+        if positions is None:
+            pq, pk = torch.arange(tq)[None], torch.arange(tk)[None]
+        else:
+            pq = pk = positions(owner, int(tq ** 0.5), int(tq ** 0.5))
+        out.append((pq, pk))
+    return out
+
+
+def product(mats: list[torch.Tensor], residual_rule: str) -> torch.Tensor:
+    """u · Â_L ··· Â_1 from the mean over the last queries: Â = (Ã·D + I)/2 renormalised ("rollout") or I + Ã·D
+    ("add") where the queries are the stream (D: coarse keys spread over the query grid), Ã where they are
+    fewer than the keys (a subsampling attention); D between layers of different grids."""
+    r = torch.full((1, mats[-1].shape[0]), 1.0 / mats[-1].shape[0], dtype=torch.float64)
+    for i in range(len(mats) - 1, -1, -1):
+        a = mats[i]
+        tq, tk = a.shape
+        if tq >= tk:
+            a = a @ merge(tk, tq) if tk != tq else a
+            eye = torch.eye(tq, dtype=torch.float64)
+            r = r @ (residual(a) if residual_rule == "rollout" else eye + a)
+            stream = tq
+        else:
+            r, stream = r @ a, tk
+        if i and mats[i - 1].shape[0] != stream:
+            r = r @ merge(stream, mats[i - 1].shape[0])
+    return r
+
+
+WINDOWED = ["timm-swin", "timm-swinv2", "hf-swin", "hf-swinv2", "tv-swinv2", "timm-maxvit", "tv-maxvit",
+            "timm-levit", "timm-coatnet", "timm-mobilevit"]
+
+
+@pytest.mark.parametrize("family", WINDOWED)
 def test_windowed_maps_equal_a_dense_rollout_from_the_librarys_partition(family: str) -> None:
     model, size, layers = build(family)
     x = torch.rand(1, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     weights, grads = capture(model, x, 2)
     assert len(weights) == len(layers)
-    mats, gmats = [], []
-    for (owner, positions), a, g in zip(layers, weights, grads, strict=True):
-        t = a.shape[0] * a.shape[-1]
-        side = int(t ** 0.5)
-        pos = positions(owner, side, side)
-        mats.append(dense(a, pos, t))
-        gmats.append(dense((a * g).clamp_min(0), pos, t))
-    r, q = torch.full((1, mats[-1].shape[0]), 1.0 / mats[-1].shape[0], dtype=torch.float64), None
-    q = r.clone()
-    for i in range(len(mats) - 1, -1, -1):
-        r, q = r @ residual(mats[i]), q @ (torch.eye(len(gmats[i]), dtype=torch.float64) + gmats[i])
-        if i and mats[i - 1].shape[0] != mats[i].shape[0]:
-            d = merge(mats[i].shape[0], mats[i - 1].shape[0])
-            r, q = r @ d, q @ d
+    positions = dense_all(layers, weights)
+    shape = [(a.shape[0] * a.shape[-2], a.shape[0] * a.shape[-1]) for a in weights]
+    mats = [dense(a, pq, pk, *t) for a, (pq, pk), t in zip(weights, positions, shape, strict=True)]
+    gmats = [dense((a * g).clamp_min(0), pq, pk, *t)
+             for a, g, (pq, pk), t in zip(weights, grads, positions, shape, strict=True)]
+    r, q = product(mats, "rollout"), product(gmats, "add")
     out = ats.explain(model, x, ["rollout", "grad-rollout", "attention"], targets=2)
     tol = dict(rtol=1e-10, atol=1e-14) if weights[0].dtype == torch.float64 else dict(rtol=1e-5, atol=1e-8)
-    side, last = int(mats[0].shape[0] ** 0.5), int(mats[-1].shape[0] ** 0.5)
+    first = mats[0].shape[0] if mats[0].shape[0] >= mats[0].shape[1] else mats[0].shape[1]
+    side, last = int(first ** 0.5), int(mats[-1].shape[1] ** 0.5)
     raw = torch.full((1, mats[-1].shape[0]), 1.0 / mats[-1].shape[0], dtype=torch.float64) @ mats[-1]
     for name, ref in (("rollout", r.view(1, side, side)), ("grad-rollout", q.view(1, side, side)),
                       ("attention", raw.view(1, last, last))):
@@ -266,12 +312,9 @@ def test_chefer_and_legrad_on_a_windowed_model_are_the_dense_composition() -> No
         t = a.shape[0] * a.shape[-1]
         side = int(t ** 0.5)
         relevance = r.detach() * r.grad / y.detach()
-        mats.append(dense((g * relevance).clamp_min(0), positions(owner, side, side), t))
-    q = torch.full((1, mats[-1].shape[0]), 1.0 / mats[-1].shape[0], dtype=torch.float64)
-    for i in range(len(mats) - 1, -1, -1):
-        q = q @ (torch.eye(len(mats[i]), dtype=torch.float64) + mats[i])
-        if i and mats[i - 1].shape[0] != mats[i].shape[0]:
-            q = q @ merge(mats[i].shape[0], mats[i - 1].shape[0])
+        pos = positions(owner, side, side)
+        mats.append(dense((g * relevance).clamp_min(0), pos, pos, t, t))
+    q = product(mats, "add")
     out = ats.explain(model, x, ["chefer", "legrad"], targets=2, options={"legrad": {"last": 1}})
     side = int(mats[0].shape[0] ** 0.5)
     torch.testing.assert_close(out["chefer"].lowres, q.view(1, side, side), rtol=1e-10, atol=1e-14)
