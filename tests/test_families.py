@@ -329,3 +329,26 @@ def test_a_clip_called_as_get_image_features_reads_its_image_tower_only() -> Non
     shared = Pass(model, x, target_of("hf-clip-image-features"), "auto", frozenset({"attention"}))
     names = shared.capture.probe_names
     assert names == ("clip.vision_model.encoder.layers.0.self_attn", "clip.vision_model.encoder.layers.1.self_attn")
+
+
+def test_the_manifest_says_which_layer_was_chosen_and_why(tmp_path) -> None:
+    """`attnscope explain` writes the layer and the rule that chose it (one line) beside each layer method."""
+    import json
+
+    from click.testing import CliRunner
+
+    from attnscope.cli import cli
+    from attnscope.models import checkpoint
+
+    torch.manual_seed(0)
+    path = checkpoint.save(ats.models.get("swin", depths=[1, 1], heads=[1, 2], dim=16, window=2, image_size=32),
+                           tmp_path / "swin.safetensors")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["explain", "--checkpoint", str(path), "--images", "clutter", "--n", "2",
+                                      "--methods", "gradcam,rollout", "--resize", "shorter=32", "--out", str(out),
+                                      "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    methods = json.loads((out / "manifest.json").read_text())["methods"]
+    assert methods["gradcam"]["layer"] == "norm"
+    assert methods["gradcam"]["layer_choice"] == "the last spatial block before global pooling"
+    assert methods["rollout"]["layer_choice"] is None and "layer_choice" not in methods["gradcam"]["options"]

@@ -251,7 +251,7 @@ def flow(attentions: Sequence[torch.Tensor], token_graph: TokenGraph, *, head_fu
     if not graph.is_global:
         raise NotApplicableError("attention flow is a max-flow through the layers of one token set (Abnar & Zuidema "
                                  "2020); this model's attention is windowed or hierarchical, its token sets change "
-                                 "between layers: rollout, grad-rollout, attention, chefer, attnlrp apply")
+                                 "between layers: rollout, grad-rollout, attention, chefer, attnlrp, legrad apply")
     if graph.reads_cls_only:
         return graph.to_grid(attention_flow(attentions, head_fusion, graph.cls, max_edges))
     return graph.to_grid(attention_flow(attentions, head_fusion, 0, max_edges, readout=graph.readout))
