@@ -352,3 +352,16 @@ def test_the_manifest_says_which_layer_was_chosen_and_why(tmp_path) -> None:
     assert methods["gradcam"]["layer"] == "norm"
     assert methods["gradcam"]["layer_choice"] == "the last spatial block before global pooling"
     assert methods["rollout"]["layer_choice"] is None and "layer_choice" not in methods["gradcam"]["options"]
+
+
+def test_timm_fused_and_unfused_attention_give_the_same_maps() -> None:
+    """timm's two paths — F.scaled_dot_product_attention and softmax(q kᵀ) v — are both intercepted."""
+    model, x = FAMILIES["timm-vit-registers"].build(), images("timm-vit-registers")
+    methods = ["rollout", "grad-rollout", "chefer", "attnlrp", "legrad"]
+    fused = ats.explain(model, x, methods, targets=torch.tensor([1, 3]))
+    for m in model.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = False
+    plain = ats.explain(model, x, methods, targets=torch.tensor([1, 3]))
+    for method in methods:
+        torch.testing.assert_close(plain[method].values, fused[method].values, rtol=1e-4, atol=1e-6)
