@@ -8,23 +8,41 @@ that `import attnscope` — and `attnscope --help` — do not pay for importing 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers see of the names imported on first use below
+    from attnscope.explain.api import explain as explain
+    from attnscope.explain.spec import Explainer as Explainer
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "errors", "explain", "guide", "integrations", "metrics", "models", "report", "sanity", "track",
-               "train")
+_SUBMODULES = ("data", "errors", "guide", "integrations", "metrics", "models", "report", "sanity", "track", "train")
 _NAMES = {
     "AttentionMap": ("attnscope.maps", "AttentionMap"),
     "SequenceMap": ("attnscope.maps", "SequenceMap"),
     "Explanation": ("attnscope.maps", "Explanation"),
     "Explainer": ("attnscope.explain.spec", "Explainer"),
+    "explain": ("attnscope.explain", "explain"),  # the function; the package `attnscope.explain` stays importable
     "list_methods": ("attnscope.explain", "list_methods"),
     "show": ("attnscope.report.show", "show"),
 }
 
-__all__ = ["Explainer", "Explanation", "AttentionMap", "SequenceMap", "__version__", "list_methods", "show",
+__all__ = ["Explainer", "Explanation", "AttentionMap", "SequenceMap", "__version__", "explain", "list_methods", "show",
            *_SUBMODULES]
+
+
+class _Package(types.ModuleType):
+    """attnscope itself: importing the package `attnscope.explain` sets the attribute `explain` to the function."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "explain" and isinstance(value, types.ModuleType):
+            value = value.explain
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

@@ -18,8 +18,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError
-from attnscope.explain import budget
-from attnscope.explain.engine import model_guard, run_model
+from attnscope.explain import budget, model_guard, run_model
 from attnscope.metrics.faithfulness import Scorer
 from attnscope.modules import as_nhwc, device_of
 

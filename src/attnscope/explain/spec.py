@@ -140,6 +140,18 @@ def as_explainer(how: Explainer | str | Sequence[str] | None, default: Sequence[
                      f"got {type(how).__name__}")
 
 
+HOW_KEYWORDS = ("methods", "layer", "options", "batch_size")  # what consumers of maps took before they took `how`
+
+
+def into_how(how: Explainer | str | Sequence[str] | None, old: dict[str, Any], given: bool) -> Explainer:
+    """The `how` of a call that used the keywords of the last release (`attnscope.deprecated.moved`)."""
+    methods = old.pop("methods", None)
+    if methods is not None and given:
+        raise TypeError("give how= or methods=, not both")
+    base = as_explainer(how if methods is None else methods)
+    return base.replace(**old) if old else base
+
+
 def _names(methods: object) -> tuple[str, ...]:
     if isinstance(methods, str):
         return (methods,)
