@@ -39,7 +39,7 @@ def moved(param: str, names: tuple[str, ...], build: Build) -> Callable[[F], F]:
             if not old:
                 return fn(*args, **kwargs)
             shown = ", ".join(f"{k}=" for k in old)
-            _warn(f"{fn.__qualname__}({shown}...) is deprecated and goes in the next release: pass {param}= "
+            _warn(f"{_name(fn)}({shown}...) is deprecated and goes in the next release: pass {param}= "
                   "instead (see the CHANGELOG)")
             others = {k: kwargs.pop(k) for k in list(kwargs) if k not in sig.parameters}  # for decorators below
             bound = sig.bind_partial(*args, **kwargs)
@@ -72,7 +72,7 @@ def renamed(**names: str) -> Callable[[F], F]:
                 if old in kwargs:
                     if new in kwargs:
                         raise TypeError(f"{fn.__qualname__}() got both {old}= and {new}=; pass {new}= only")
-                    _warn(f"{fn.__qualname__}({old}=...) is deprecated and goes in the next release: pass {new}= "
+                    _warn(f"{_name(fn)}({old}=...) is deprecated and goes in the next release: pass {new}= "
                           "instead")
                     kwargs[new] = kwargs.pop(old)
             return fn(*args, **kwargs)
@@ -80,6 +80,11 @@ def renamed(**names: str) -> Callable[[F], F]:
         return call  # type: ignore[return-value]
 
     return wrap
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    """How a call is written: `f`, or `Class` for its `__init__`."""
+    return fn.__qualname__.removesuffix(".__init__")
 
 
 def _warn(message: str) -> None:

@@ -89,12 +89,12 @@ def perturb(images: torch.Tensor, n: int = 10, noise: str = "uniform", radius: f
 
 
 def score_robustness(explainer: MapsFn, logits_of: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-                     classes: torch.Tensor, perturbed: torch.Tensor, metrics: Sequence[str] | None = None,
+                     targets: torch.Tensor, perturbed: torch.Tensor, metrics: Sequence[str] | None = None,
                      maps: Mapping[str, torch.Tensor] | None = None,
                      logits: torch.Tensor | None = None,
                      index: torch.Tensor | None = None) -> dict[str, dict[str, torch.Tensor]]:
-    """`{name: {metric: (B,)}}` for every map `explainer(images, classes)` gives, from its maps of the
-    `perturbed` copies (B, n, C, H, W) explained for the same `classes` (B,). `maps` and `logits` of
+    """`{name: {metric: (B,)}}` for every map `explainer(images, targets)` gives, from its maps of the
+    `perturbed` copies (B, n, C, H, W) explained for the same `targets` (B,). `maps` and `logits` of
     the unperturbed images may be passed when already computed. With the images' data-set `index` (B,) the
     explainer is also given `index=` and `draw=` (copy j of image i: index i, draw j + 1) for its own draws."""
     names = METRICS.names() if metrics is None else list(metrics)
@@ -104,12 +104,12 @@ def score_robustness(explainer: MapsFn, logits_of: Callable[[torch.Tensor], torc
     if perturbed.shape[0] != images.shape[0] or perturbed.shape[2:] != images.shape[1:]:
         raise InputError(f"perturbed images must be (B, n, C, H, W) with (B, C, H, W) = {tuple(images.shape)}, "
                          f"got {tuple(perturbed.shape)}")
-    maps = dict(explainer(images, classes)) if maps is None else dict(maps)
+    maps = dict(explainer(images, targets)) if maps is None else dict(maps)
     logits = logits_of(images) if logits is None else logits
     flat = perturbed.flatten(0, 1)
     where = {} if index is None else {"index": draws.indices(index, b).repeat_interleave(n),
                                       "draw": torch.arange(1, n + 1).repeat(b)}
-    moved = explainer(flat, classes.repeat_interleave(n), **where)
+    moved = explainer(flat, targets.repeat_interleave(n), **where)
     moved_logits = getattr(moved, "logits", None)  # an Explanation carries its pass's logits
     moved_logits = (logits_of(flat) if moved_logits is None else moved_logits).view(b, n, -1)
     kept = moved_logits.argmax(2) == logits.argmax(1)[:, None]
