@@ -15,6 +15,7 @@ def calls(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
                        options={"ig": {"steps": 8}}, batch_size=4)
     how = ats.Explainer(("gradcam", "saliency"), layer="auto", options={"gradcam": {"relu": False}})
     again = how(model, x, targets=torch.tensor([1, 2]))
-    narrower: ats.Explainer = how.replace(methods=("gradcam",))
+    narrower: ats.Explainer = how.replace(methods="gradcam")
+    ats.Explainer("saliency", options=None, targets=lambda logits: logits[:, 0], output="logits", batch_size=8)
     found: ats.Explanation = narrower(model, x)
     return maps["gradcam"].values + more["ig"].values + again.logits + found["gradcam"].values

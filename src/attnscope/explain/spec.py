@@ -76,9 +76,9 @@ class Explainer:
     `differentiable`: keep the graph (losses on maps train the model).
     """
 
-    methods: tuple[str, ...] = ("gradcam",)
+    methods: str | Sequence[str] = ("gradcam",)  # kept as a tuple of names
     layer: LayerSpec = "auto"
-    options: Options = field(default_factory=Frozen)
+    options: Options | None = field(default_factory=Frozen)  # kept as a read-only mapping
     targets: TargetSpec = None
     batch_size: int | None = None
     output: OutputSpec = None
