@@ -1,7 +1,8 @@
 """What one `explain` call shares between its methods: the shared pass (`Pass`) and reruns (`Oracle`).
 
-`Pass` runs the shared forward (+ backward) once, for the union of what the methods asked for
-read, and hands each method its inputs by name, one row per (image, target), image-major.
+`shared_pass` runs the shared forward (+ backward) once, for the union of what the methods read (the
+plan's needs), at one point of `explain.plan`; the `Pass` it returns hands each method its inputs by
+name, one row per (image, target), image-major.
 `Oracle` is the one object a method gets when it must run the model again (Score-CAM,
 Ablation-CAM, occlusion, IG, SmoothGrad): scores and input gradients of other inputs, and the
 output when the chosen layer's output is replaced; the target and token layout are bound in it.
