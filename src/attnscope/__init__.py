@@ -48,6 +48,7 @@ sys.modules[__name__].__class__ = _Package
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         module = importlib.import_module(f"attnscope.{name}")
+        module = globals().get(name, module)  # as importing set it (`explain`: the function, see `_Package`)
     elif name in _NAMES:
         where, attr = _NAMES[name]
         module = getattr(importlib.import_module(where), attr)
