@@ -25,7 +25,7 @@ def as_values(maps: Any) -> Any:
     """An `AttentionMap`'s `values` (a dict of them: each one's), anything else as it is."""
     if isinstance(maps, AttentionMap):
         return maps.values
-    if isinstance(maps, Mapping) and any(isinstance(v, AttentionMap) for v in maps.values()):
+    if isinstance(maps, Mapping) and any(isinstance(v, AttentionMap) for _, v in maps.items()):
         return {k: as_values(v) for k, v in maps.items()}
     return maps
 
