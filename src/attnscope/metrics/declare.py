@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -78,13 +78,11 @@ class Batch:
             self._cache[key] = entry
         return entry[1]
 
-    def segments(self) -> torch.Tensor:
-        """SLIC superpixels of the images, computed once."""
-        from attnscope.metrics.irof import slic_segments
-
-        if "segments" not in self._cache:
-            self._cache["segments"] = slic_segments(self.images)
-        return self._cache["segments"]
+    def once(self, key: str, compute: Callable[[], object]) -> object:
+        """`compute()` once for these images (e.g. their SLIC superpixels), whatever the maps."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
 
 _FIELDS = {f.name for f in fields(Batch)} - {"_cache"}
@@ -133,30 +131,34 @@ class Metric:
 
 
 METRICS: Registry[Metric] = Registry("metric")
+_OPTIONS = {f.name for f in fields(Metric)} - {"name", "group", "score", "function"}
 
 
-def declare(name: str, group: str, score: Callable[[torch.Tensor, Batch], torch.Tensor] | None = None, *,
-            higher_is_better: bool = True, needs: str | None = None, short: str = "", legend: str = "",
-            default: bool = True, per_method: bool = True, seeded: bool = False, model: bool = False,
-            bounds: tuple[float, float] | None = None) -> Callable[[F], F]:
+def declare(name: str, group: str, score: Callable[[torch.Tensor, Batch], torch.Tensor] | None = None,
+            **options: Any) -> Callable[[F], F]:
     """Register the column `name` of the decorated metric function (returned unchanged).
 
     `score(maps, batch)`: how the column is computed; default: the function called with the maps and the
     `Batch` fields named by its other required parameters (`def peak(maps, boxes)` reads `batch.boxes`),
-    `needs` then following from them. `per_method=False` columns have no `score` (the leaderboard computes
-    them). Columns are registered when `declare(...)` is called, so stacked declarations keep the order they
-    are read in. A duplicate name or an unknown group raises."""
+    `needs` then following from them. `options`: the other fields of `Metric` (`higher_is_better`, `needs`,
+    `short`, `legend`, `default`, `per_method`, `seeded`, `model`, `bounds`). `per_method=False` columns have
+    no `score` (the leaderboard computes them). Columns are registered when `declare(...)` is called, so
+    stacked declarations keep the order they are read in. A duplicate name, an unknown group or field raises."""
     if group not in GROUPS:
         raise InputError(f"metric {name!r}: group must be one of {', '.join(GROUPS)}, got {group!r}")
+    unknown = set(options) - _OPTIONS
+    if unknown:
+        raise InputError(f"metric {name!r}: no field {', '.join(sorted(unknown))}; fields: "
+                         f"{', '.join(sorted(_OPTIONS))}")
+    needs = options.get("needs")
     if needs is not None and needs not in ("", *TRUTH):
         raise InputError(f"metric {name!r}: needs must be one of {', '.join(TRUTH)} or '', got {needs!r}")
-    metric = Metric(name, group, score, higher_is_better, needs or "", short, legend or name.replace("_", " "),
-                    default, per_method, seeded, model, bounds)
+    metric = Metric(name, group, score, **{"legend": name.replace("_", " "), **options, "needs": needs or ""})
     METRICS.register(name, metric)
 
     def add(fn: F) -> F:
         metric.function = fn
-        if score is None and per_method:
+        if score is None and metric.per_method:
             metric.score, wants = _by_name(name, fn)
             metric.needs = wants if needs is None else needs
         return fn

@@ -60,7 +60,8 @@ def irof_curve(maps: torch.Tensor, images: torch.Tensor, f: Scorer, segments: to
     return scores / base[:, None], counts.cpu()
 
 
-@declare("irof", "faithfulness", lambda m, b: irof(m, b.images, b.scorer, b.segments(), "mean", b.batch_size),
+@declare("irof", "faithfulness", lambda m, b: irof(m, b.images, b.scorer, b.once("segments", lambda: slic_segments(
+    b.images)), "mean", b.batch_size),
          default=False, model=True, short="irof", legend="IROF", bounds=(0, 1))
 @scored
 def irof(maps: torch.Tensor, images: torch.Tensor, f: Scorer, segments: torch.Tensor | None = None,

@@ -71,14 +71,8 @@ def show(
     `report.colours`); `shared=True` gives all images one scale (the 99th percentile) instead of one per
     image. `boxes`: (B, 4) x0, y0, x1, y1. (`target=`, the name before 0.2, still works with a warning.)
     """
-    if target is not None:
-        warnings.warn("ats.show(target=k) is deprecated: the column of K targets is `targets=k`, the word every "
-                      "other call uses", DeprecationWarning, stacklevel=2)
-        if targets is not None:
-            raise InputError("give targets=k only (target= is its old name)")
-        targets = target
     images = _images(image)
-    columns = _columns(maps, targets)
+    columns = _columns(maps, _renamed(targets, target))
     b = images.shape[0]
     for name, (values, _, _) in columns.items():
         if values.shape[0] != b or tuple(values.shape[-2:]) != tuple(images.shape[-2:]):
@@ -114,6 +108,17 @@ def show(
                         fontsize=7, color="#ffd200", wrap=True, bbox={"facecolor": "black", "alpha": 0.7, "pad": 2})
         _colour_bar(fig, bars[j], limits, b == 1 or shared)
     return fig
+
+
+def _renamed(targets: int | None, target: int | None) -> int | None:
+    """`targets`, or `target` (its name before 0.2) with a DeprecationWarning."""
+    if target is None:
+        return targets
+    warnings.warn("ats.show(target=k) is deprecated: the column of K targets is `targets=k`, the word every "
+                  "other call uses", DeprecationWarning, stacklevel=3)
+    if targets is not None:
+        raise InputError("give targets=k only (target= is its old name)")
+    return target
 
 
 def _tile(ax: Any, rgb: np.ndarray, title: str | None, boxes: torch.Tensor | None, i: int) -> None:
