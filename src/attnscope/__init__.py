@@ -21,12 +21,13 @@ _NAMES = {
     "AttentionMap": ("attnscope.maps", "AttentionMap"),
     "SequenceMap": ("attnscope.maps", "SequenceMap"),
     "Explanation": ("attnscope.maps", "Explanation"),
+    "Explainer": ("attnscope.explain.spec", "Explainer"),
     "list_methods": ("attnscope.explain", "list_methods"),
     "list": ("attnscope.registry", "list"),
     "show": ("attnscope.report.show", "show"),
 }
 
-__all__ = ["Explanation", "AttentionMap", "SequenceMap", "__version__", "list", "list_methods", "show",
+__all__ = ["Explainer", "Explanation", "AttentionMap", "SequenceMap", "__version__", "list", "list_methods", "show",
            *_SUBMODULES]
 
 
