@@ -166,3 +166,21 @@ def test_reprs_are_short_and_numpy_sees_the_values(explanation):
     scene = ats.data.DigitScenes("test", n=1)[0]
     assert repr(scene).startswith("SceneSample(image=tensor((3, 96, 96), float32), captions=[")
     assert len(repr(scene)) < 300
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return found
+
+
+@pytest.mark.parametrize("package,banned", [("models", ("attnscope.data", "attnscope.explain")),
+                                            ("metrics", ("attnscope.models",)), ("report", ("attnscope.models",))])
+def test_layers_import_only_from_above(package, banned):
+    offenders = {p.name: sorted(i for i in _imports(p) if i.startswith(banned))
+                 for p in (SRC / package).glob("*.py")}
+    assert {k: v for k, v in offenders.items() if v} == {}
