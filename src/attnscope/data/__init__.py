@@ -16,8 +16,10 @@ from attnscope.data.photos import Photos, PhotoSample
 from attnscope.data.registry import get, names, register
 from attnscope.data.scenes import DigitScenes, SceneObject, SceneSample, Token
 from attnscope.data.vocab import CaptionBatch, Vocabulary, collate_captions, tokenize
+from attnscope.registry import DATASETS
 
 __all__ = [
+    "DATASETS",
     "CaptionBatch",
     "CaptionSample",
     "ClutterSample",
