@@ -93,13 +93,12 @@ def explain_command(checkpoint, weights, num_classes, model_opts, images, n, dat
     if not stream:
         outdir.check(out, "explain", overwrite)
     from attnscope.cli.options import parse_settings
+    from attnscope.models import normalized
 
     model, info = load_model(checkpoint, weights, num_classes, parse_settings(model_opts, "--model-opt"))
     warnings = _random_weights_warning(info)  # said once the maps exist: an error stays the one line
     if getattr(model, "attention_kind", None) == "sat":  # a captioner has no classes to explain
         raise InputError(f"{checkpoint} is a captioning model: use `attnscope caption --checkpoint {checkpoint}`")
-    from attnscope.models import normalized
-
     model = normalized(model, normalize).to(_device(device))  # the weights' input convention inside the model
     if stream:
         from attnscope.cli.explain_stream import run_stream
