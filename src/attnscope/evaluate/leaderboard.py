@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from attnscope import console, draws
+from attnscope.deprecated import moved
 from attnscope.errors import InputError
 from attnscope.evaluate import robustness as rob
 from attnscope.evaluate.columns import COLUMNS, GROUPS, Batch, select
 from attnscope.evaluate.scorers import class_probability, correct_class
-from attnscope.explain import Explainer, as_explainer
+from attnscope.explain import HOW_KEYWORDS, Explainer, as_explainer, into_how
 from attnscope.metrics import localisation as loc
 from attnscope.metrics.similarity import mean_ci
 from attnscope.modules import device_of
@@ -186,6 +187,14 @@ class Scores:
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def _old_how(how: How, old: dict[str, Any], given: bool) -> Explainer:
+    """The `how` of a call with last release's `methods=` / `options=` (`attnscope.deprecated.moved`)."""
+    if "methods" not in old and how is None:
+        raise TypeError("leaderboard: give the methods with their options: how=Explainer(methods, options=...)")
+    return into_how(how, old, given)
+
+
+@moved("how", HOW_KEYWORDS, _old_how)
 def leaderboard(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, boxes: torch.Tensor | None = None,
                 masks: torch.Tensor | None = None, how: How = None, metrics: Sequence[str] | str | None = None,
                 settings: Settings | None = None, *, mosaics: Mosaics | None = None,

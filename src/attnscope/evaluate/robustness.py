@@ -134,7 +134,7 @@ def robustness(model: nn.Module, images: torch.Tensor, how: Explainer | str | Se
     images = images.to(device)
     perturbed = perturb(images, n, noise, radius, seed) if perturbed is None else perturbed.to(device)
     first = how(model, images, targets)
-    classes = next(iter(first.values())).targets.to(device)
+    classes = first[next(iter(first))].targets.to(device)
 
     def explainer(x: torch.Tensor, c: torch.Tensor) -> Mapping[str, torch.Tensor]:
         return Maps(how(model, x, c))

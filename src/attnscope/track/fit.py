@@ -13,6 +13,7 @@ from attnscope.deprecated import moved
 from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain import HOW_KEYWORDS, Explainer, into_how
 from attnscope.track.board import Board
+from attnscope.track.measures import DEFAULT, checked_measures
 from attnscope.track.probe import probe_from
 from attnscope.track.store import Probe, TrackStore
 from attnscope.track.tracker import FOLDER, AttentionTracker, checked_settings
@@ -41,16 +42,18 @@ class FitTracker:
         split: str = "test",
         tensorboard: bool = False,
         probe_source: str | None = None,
+        measures: str | Sequence[str] = DEFAULT,
     ) -> None:
         if isinstance(probe, int) and probe < 1:
             raise InputError(f"probe must be >= 1 images, got {probe}")
         if split not in SPLITS:
             raise InputError(f"split must be one of {SPLITS}, got {split!r}")
         self.how = checked_settings(how, every, targets)  # fail before any training
+        measures = checked_measures(measures)
         if tensorboard:
             Board.check()  # a missing package fails now, not after the run folder is written
         self.probe, self.split, self.probe_source = probe, split, probe_source
-        self.kwargs = dict(every=every, targets=targets, tensorboard=tensorboard)
+        self.kwargs = dict(every=every, targets=targets, tensorboard=tensorboard, measures=measures)
         self.tracker: AttentionTracker | None = None
         self._seconds = 0.0
 
@@ -65,7 +68,7 @@ class FitTracker:
         how = Explainer(tuple(s["methods"]), s["layer"], s["options"], batch_size=s.get("batch_size"),
                         **{k: v for k, v in s.get("how", {}).items() if k in ("output", "differentiable")})
         return cls(how, store.probe(), s["every"], s["targets"], tensorboard=tensorboard,
-                   probe_source=store.index["probe"].get("source"))
+                   probe_source=store.index["probe"].get("source"), measures=s.get("measures", DEFAULT))
 
     # -- fit's callback hooks --------------------------------------------------------------------
 
