@@ -108,6 +108,16 @@ def auto_layer(model: nn.Module, images: torch.Tensor) -> tuple[str, str]:
     return cached
 
 
+def layer_choice(model: nn.Module, images: torch.Tensor, name: str) -> str:
+    """Why layer `name` was chosen (one line): the rule of `auto_layer` if "auto" picked it for these images, else
+    "given" (read from the cache of "auto": never traces)."""
+    choice = getattr(model, "cam_layer", None)
+    if choice == name:
+        return "declared by the model (`cam_layer`)"
+    picked = _AUTO_CACHE.get(model, {}).get(tuple(images.shape[1:]))
+    return picked[1] if picked is not None and picked[0] == name else "given"
+
+
 def token_layer(model: nn.Module, images: torch.Tensor) -> str:
     """The layer "auto" picks (for a CLS-token ViT: the module whose tokens feed the last attention layer)."""
     return auto_layer(model, images)[0]
