@@ -125,11 +125,11 @@ def capture(
     same graph, so Grad-CAM, saliency, Guided Backprop and gradient-weighted rollout asked together cost
     one forward; "attention" records each of `probes` ((name, module) pairs that run once or, an unused
     tower's, not at all; the outputs of those that ran, in the order they ran), "attention_grad" their
-    gradients; "own_attention" runs `model(x, return_attention=True)` and keeps the model's own maps; "bias_grad" the gradients of the
-    outputs of `biased` (layers with a bias, FullGrad's terms) from the same backward. `target` may be
-    unresolved (None, int, tensor, callable). `differentiable`: nothing is detached and the gradients keep
-    their graph (create_graph), so maps built from them can be trained through. `output` selects what the
-    targets score from the model's output (`select_output`).
+    gradients; "own_attention" runs `model(x, return_attention=True)` and keeps the model's own maps;
+    "bias_grad" the gradients of the outputs of `biased` (layers with a bias, FullGrad's terms) from the
+    same backward. `target` may be unresolved (None, int, tensor, callable). `differentiable`: nothing is
+    detached and the gradients keep their graph (create_graph), so maps built from them can be trained
+    through. `output` selects what the targets score from the model's output (`select_output`).
     """
     unknown = sorted(set(needs) - NEEDS)
     if unknown:
