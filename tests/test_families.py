@@ -324,9 +324,9 @@ def test_cp_lrp_conserves_the_score_on_a_bias_free_copy(name: str) -> None:
 def test_a_clip_called_as_get_image_features_reads_its_image_tower_only() -> None:
     """The text tower's attention never runs; only the layers that ran are read (and refused nowhere)."""
     model, x = model_of("hf-clip-image-features"), images("hf-clip-image-features")
-    from attnscope.explain.context import Pass
+    from attnscope.explain.context import shared_pass
 
-    shared = Pass(model, x, target_of("hf-clip-image-features"), "auto", frozenset({"attention"}))
+    shared = shared_pass(model, x, target_of("hf-clip-image-features"), frozenset({"attention"}), None)
     names = shared.capture.probe_names
     assert names == ("clip.vision_model.encoder.layers.0.self_attn", "clip.vision_model.encoder.layers.1.self_attn")
 
