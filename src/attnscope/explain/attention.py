@@ -78,26 +78,31 @@ def no_attention_reason(model: nn.Module) -> str | None:
 
 
 @contextmanager
-def explicit_attention(model: nn.Module, rule: str | None = None) -> Iterator[list[AttentionLayer]]:
-    """Every attention layer of `model` computed explicitly for the block, through its probe; yield the layers."""
+def explicit_attention(model: nn.Module, rule: str | None = None, record: bool = True
+                       ) -> Iterator[list[AttentionLayer]]:
+    """Every attention layer of `model` computed explicitly for the block, through its probe; yield the layers.
+
+    `record=False`: nobody reads the weights (AttnLRP's input relevance), so an SDPA or MHA call keeps its
+    fused kernel, with the rule applied around it (q and k, A·V: the same gradients)."""
     if rule not in RULES:
         raise NotApplicableError(f"attention rule must be one of {RULES}, got {rule!r}")
     if not attention_modules(model):
         raise NotApplicableError(f"this model {no_attention_reason(model)}")
-    with rewritten(model, "explicit-attention", rule=rule) as applied:
+    with rewritten(model, "explicit-attention", rule=rule, record=record) as applied:
         ((_, layers),) = applied
         yield layers
 
 
 @register_rewrite("explicit-attention", applies=None)
-def _explicit(_name: str, model: nn.Module, rule: str | None = None) -> tuple[list[AttentionLayer], Callable]:
+def _explicit(_name: str, model: nn.Module, rule: str | None = None, record: bool = True
+              ) -> tuple[list[AttentionLayer], Callable]:
     """Each attention layer of `model` run under its interception, through a probe; undo restores every layer."""
     layers, undo = [], []
     try:
         for name, module in attention_modules(model):
             adapter = adapter_for(module)
             path = tuple(model.get_submodule(".".join(name.split(".")[:i])) for i in range(name.count(".") + 2))
-            site = _Site(name, module, path, adapter, AttentionProbe(), rule)
+            site = _Site(name, module, path, adapter, AttentionProbe(), rule, record)
             undo.append(adapter.prepare(module))
             undo.append(site.install())
             layers.append(AttentionLayer(name, module, site.probe, adapter))
@@ -131,6 +136,7 @@ class _Site:
     adapter: AttentionAdapter
     probe: AttentionProbe
     rule: str | None
+    record: bool = True  # False: the weights are not read, a fused kernel may stay fused
     weights: torch.Tensor | None = None  # this call's weights, until the product that reads them
     done: bool = False
 
@@ -164,7 +170,8 @@ class _Site:
         if weights.dim() == 3:  # (B'·heads, Nq, Nk)
             heads = self.adapter.heads(self.module) or 1
             weights = weights.view(-1, heads, *shape[-2:])
-        recorded = self.probe(weights.reshape(-1, *weights.shape[-3:]))  # (B', heads, Nq, Nk)
+        flat = weights.reshape(-1, *weights.shape[-3:])  # (B', heads, Nq, Nk)
+        recorded = self.probe(flat) if self.record else flat
         if self.rule == "cp":  # CP-LRP: A is a constant, all relevance goes to V
             recorded = recorded.detach()
         self.weights, self.done = recorded.reshape(shape), True
@@ -216,9 +223,25 @@ def _masked(scores: torch.Tensor, mask: torch.Tensor | None, allowed_if_true: bo
     return scores + mask
 
 
+def _fused(site: _Site, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+           enable_gqa=False) -> torch.Tensor:
+    """F.scaled_dot_product_attention itself, the rule around it: "uniform" halves the gradients of q and k (half
+    of q·kᵀ's) and of the output (half of A·V's); "cp" makes q and k constants (A a constant)."""
+    if site.rule == "uniform":
+        query, key = _Scaled.apply(query, 0.5), _Scaled.apply(key, 0.5)
+    elif site.rule == "cp":
+        query, key = query.detach(), key.detach()
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale=scale,
+                                         enable_gqa=enable_gqa)
+    site.done = True
+    return _Scaled.apply(out, 0.5) if site.rule == "uniform" else out
+
+
 def _sdpa(site: _Site, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
           enable_gqa=False) -> torch.Tensor:
     """F.scaled_dot_product_attention written out (its documented reference), weights through the site."""
+    if not site.record:
+        return _fused(site, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     scale = query.shape[-1] ** -0.5 if scale is None else scale
     if enable_gqa and key.shape[-3] != query.shape[-3]:
         key = key.repeat_interleave(query.shape[-3] // key.shape[-3], -3)
@@ -257,19 +280,27 @@ def _mha(site: _Site, *args, **kwargs):
     q, k, v = (F.linear(t, w, bb) for t, w, bb in zip((query, key, value), weights, biases, strict=True))
     q, k, v = (t.reshape(t.shape[0], b * heads, e // heads).transpose(0, 1).reshape(b, heads, t.shape[0], -1)
                for t in (q, k, v))  # (B, h, T, d)
-    scores = (q / (e // heads) ** 0.5) @ k.transpose(-2, -1)  # (B, h, Tq, Tk)
     mask = p["attn_mask"]
     if mask is None and p["is_causal"]:
         mask = torch.ones(tq, tk, dtype=torch.bool, device=q.device).triu(1)
     if mask is not None:
-        scores = _masked(scores, mask.view(b, heads, tq, tk) if mask.dim() == 3 else mask, allowed_if_true=False)
+        mask = _masked(torch.zeros(b, heads, tq, tk, dtype=q.dtype, device=q.device),
+                       mask.view(b, heads, tq, tk) if mask.dim() == 3 else mask, allowed_if_true=False)
     if p["key_padding_mask"] is not None:
-        scores = _masked(scores, p["key_padding_mask"].view(b, 1, 1, tk), allowed_if_true=False)
-    attn = site.attend(scores)
-    out = site.product(F.dropout(attn, p["dropout_p"], training=p["training"]) @ v)  # (B, h, Tq, d)
+        mask = _masked(torch.zeros(b, 1, 1, tk, dtype=q.dtype, device=q.device) if mask is None else mask,
+                       p["key_padding_mask"].view(b, 1, 1, tk), allowed_if_true=False)
+    dropout = p["dropout_p"] if p["training"] else 0.0
+    attn = None
+    if not site.record and not p["need_weights"]:
+        out = _fused(site, q, k, v, mask, dropout)
+    else:
+        scores = (q / (e // heads) ** 0.5) @ k.transpose(-2, -1)  # (B, h, Tq, Tk)
+        attn = site.attend(scores if mask is None else scores + mask)
+        out = site.product(F.dropout(attn, dropout, training=dropout > 0) @ v)  # (B, h, Tq, d)
     out = out.permute(2, 0, 1, 3).reshape(tq, b, e)
     out = F.linear(out, p["out_proj_weight"], p["out_proj_bias"])
-    shown = (attn.mean(dim=1) if p["average_attn_weights"] else attn) if p["need_weights"] else None
+    shown = (attn.mean(dim=1) if p["average_attn_weights"] else attn) if attn is not None and p["need_weights"] \
+        else None
     if unbatched:
         out = out.squeeze(1)
         shown = None if shown is None else shown.squeeze(0)

@@ -111,13 +111,15 @@ def _under_rules(model: nn.Module) -> Callable[[], None]:
 
 
 @register_rewrite("attnlrp", applies=None)
-def _attnlrp(_name: str, model: nn.Module, attention: str = "uniform") -> tuple[list[AttentionLayer], Callable]:
-    """AttnLRP's rules on every normalisation, elementwise activation and attention layer of `model`."""
+def _attnlrp(_name: str, model: nn.Module, attention: str = "uniform", record: bool = True
+             ) -> tuple[list[AttentionLayer], Callable]:
+    """AttnLRP's rules on every normalisation, elementwise activation and attention layer of `model`
+    (`record=False`: the weights are not read, fused attention kernels stay fused)."""
     if attention not in ATTENTION_RULES:
         raise InputError(f"attnlrp attention rule must be one of {ATTENTION_RULES}, got {attention!r}")
     stack = ExitStack()
     try:
-        layers = stack.enter_context(explicit_attention(model, rule=attention))
+        layers = stack.enter_context(explicit_attention(model, rule=attention, record=record))
         stack.callback(_under_rules(model))
         modules = IDENTITY_RULE + _composite_activations()
         for module in model.modules():
@@ -134,7 +136,7 @@ def attnlrp(images: torch.Tensor, oracle: Oracle, *, attention: str = "uniform",
     """AttnLRP (Achtibat et al., ICML 2024): R_x = x ⊙ ∂y/∂x under AttnLRP's rules (module docstring), R_out = y;
     `attention="cp"`: CP-LRP inside attention (Ali et al. 2022; lxt's choice for torchvision ViTs)."""
     rows = torch.arange(images.shape[0], device=images.device)
-    grads = oracle.input_gradients(images, rows, rewrite="attnlrp", attention=attention)
+    grads = oracle.input_gradients(images, rows, rewrite="attnlrp", attention=attention, record=False)
     return reduce_channels(images * grads, reduce)
 
 
