@@ -227,11 +227,19 @@ def _hf_eager(module: nn.Module) -> Undo:
     return lambda: setattr(config, "_attn_implementation", before)
 
 
+_PROJECTIONS = (("q_proj", "k_proj", "v_proj"), ("query", "key", "value"), ("qkv",), ("c_attn",))
+
+
 def _is_hf_interface(module: nn.Module) -> bool:
-    """A transformers attention module calling the function its config names, from q/k/v projections."""
-    config = getattr(module, "config", None)
-    return (type(module).__module__.startswith("transformers.") and hasattr(config, "_attn_implementation")
-            and all(isinstance(getattr(module, p, None), nn.Module) for p in ("q_proj", "k_proj", "v_proj")))
+    """A transformers attention module: its own q, k, v projections (separate or fused: `qkv`, GPT-2's `c_attn`);
+    most call the attention function their config names (switched to "eager" for the call), the others
+    compute their softmax themselves (BLIP, older ViT-style `query` / `key` / `value` modules)."""
+    return type(module).__module__.startswith("transformers.") and any(
+        all(isinstance(getattr(module, p, None), nn.Module) for p in names) for names in _PROJECTIONS)
+
+
+def _hf_prepare(module: nn.Module) -> Undo:
+    return _hf_eager(module) if hasattr(getattr(module, "config", None), "_attn_implementation") else (lambda: None)
 
 
 def _hf_named(module: nn.Module, *names: str) -> bool:
@@ -263,12 +271,12 @@ for _adapter in (
     AttentionAdapter("timm", lambda m: isinstance(getattr(m, "fused_attn", None), bool), geometry=_timm_vit),
     AttentionAdapter("open_clip", lambda m: _is(m, "open_clip.transformer", "Attention")),
     AttentionAdapter("hf-swin", lambda m: _hf_named(m, "SwinAttention", "Swinv2SelfAttention", "DonutSwinAttention"),
-                     geometry=_swin_block, prepare=lambda m: _hf_eager(m) if hasattr(m, "config") else (lambda: None)),
+                     geometry=_swin_block, prepare=_hf_prepare),
     AttentionAdapter("hf-levit", lambda m: _hf_named(m, "LevitAttention", "LevitAttentionSubsample")),
     AttentionAdapter("hf-detr", lambda m: _hf_named(m, "DetrSelfAttention", "DetrCrossAttention")
-                     and _is_hf_interface(m), geometry=_detr, prepare=_hf_eager, composes=_HF_CROSS),
+                     and _is_hf_interface(m), geometry=_detr, prepare=_hf_prepare, composes=_HF_CROSS),
     AttentionAdapter("hf-segformer", lambda m: _hf_named(m, "SegformerAttention") and _is_hf_interface(m),
-                     prepare=_hf_eager, composes=_HF_MULTISCALE),
-    AttentionAdapter("hf", _is_hf_interface, prepare=_hf_eager),
+                     prepare=_hf_prepare, composes=_HF_MULTISCALE),
+    AttentionAdapter("hf", _is_hf_interface, prepare=_hf_prepare),
 ):
     register_attention(_adapter)
