@@ -1,0 +1,431 @@
+"""The options the commands share, each declared once, as decorators that hand the command one value per group.
+
+    @model_options()      --checkpoint/--model, --weights, --num-classes, --model-opt  →  source: ModelSource
+    @output_options(cmd)  --out, --overwrite                                          →  output: Output
+    @compute_options()    --device, --threads, --quiet (threads set before the body)  →  compute: Compute
+    @seed_option()        --seed                                                      →  seed: int
+    @explain_options()    --methods, --layer, --method-opt, --targets, --explain-batch  →  how: How
+    @images_options()     --images, --n, --data-seed, --size/--resize/--crop/--pad    →  images: ImageChoice
+    @stream_options()     --stream, --shard-size, --workers, --resume                 →  streaming: Streaming
+
+A new flag of a group is one option here and one field of the value it builds: every command with the group
+gets it. Renamed options keep their old spelling as a hidden alias where it kept its meaning (CHANGELOG).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from attnscope import outdir
+from attnscope.cli.options import method_options, parse_fit, parse_list, parse_settings
+from attnscope.errors import InputError
+
+Spec = tuple[tuple[str, ...], dict[str, Any]]
+
+
+def group(name: str, specs: list[Spec], build: Callable[..., Any]) -> Callable[[Callable], Callable]:
+    """Add the options `specs` to a command; their values reach it as one keyword `name` = build(**values)."""
+    keys = [click.Option(list(decls), **attrs).name for decls, attrs in specs]
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            kwargs[name] = build(**{k: kwargs.pop(k) for k in keys})
+            return command(*args, **kwargs)
+
+        for decls, attrs in reversed(specs):
+            wrapper = click.option(*decls, **attrs)(wrapper)
+        return wrapper
+
+    return decorate
+
+
+# -- the model -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the model comes from (`--checkpoint/--model`), with its weights file, classes and builder options."""
+
+    source: str
+    weights: str | None = None
+    num_classes: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    given: tuple[str, ...] = ()  # the --model-opt texts as given (what a streamed run records)
+
+    def load(self) -> tuple[Any, dict[str, Any]]:
+        """(model in eval mode, its header or spec with "source"), from any source `models.sources.build` takes."""
+        from attnscope.models import sources
+
+        return sources.build(self.source, self.weights, self.num_classes, self.options)
+
+    def recorded(self) -> dict[str, Any]:
+        """What a streamed run records of the model beyond its source: only what was given, so that a run
+        folder of the previous version, which recorded none of it, resumes."""
+        given = {"weights": self.weights, "model_opts": list(self.given) or None, "num_classes": self.num_classes}
+        return {k: v for k, v in given.items() if v is not None}
+
+
+def model_options(help: str = "Run folder or checkpoint file of a trained classifier; or a registered name "
+                                "(efficientnet_lite0, smallcnn), any torchvision classifier (swin_t), timm:NAME or "
+                                "module.path:factory for your own code.") -> Callable[[Callable], Callable]:
+    specs: list[Spec] = [
+        (("--checkpoint", "--model", "checkpoint"), dict(required=True, metavar="SOURCE", help=help)),
+        (("--weights",), dict(default=None, help="Local weights file (.safetensors, or .pt/.pth read with "
+                                                 "weights_only) for a model given by name.")),
+        (("--num-classes",), dict(default=None, type=int, help="Classes of a model given by name (default: read "
+                                                               "from the weights' head).")),
+        (("--model-opt", "model_opts"), dict(multiple=True, metavar="KEY=VALUE", help="A keyword argument of the "
+                                             "model's builder or factory, e.g. depth=2 (values as JSON).")),
+    ]
+
+    def build(checkpoint: str, weights: str | None, num_classes: int | None, model_opts: tuple[str, ...]):
+        return ModelSource(checkpoint, weights, num_classes, parse_settings(model_opts, "--model-opt"), model_opts)
+
+    return group("source", specs, build)
+
+
+# -- the output folder -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Output:
+    """`--out` of `command` under the output-folder rules (`attnscope.outdir`), and `--overwrite`."""
+
+    path: Path | None
+    overwrite: bool
+    command: str
+
+    def check(self) -> bool:
+        """Refuse, before any work, an `--out` the command may not write; True when it replaces an output."""
+        return outdir.check(self.path, self.command, self.overwrite)
+
+    @contextmanager
+    def building(self) -> Iterator[Path]:
+        """A temporary folder to write in, renamed to `--out` when the block succeeds."""
+        with outdir.building(self.path, self.command, self.overwrite) as partial:
+            yield partial
+
+
+def output_options(command: str, required: bool = True, help: str = "Folder to write.",
+                   default: str | None = None) -> Callable[[Callable], Callable]:
+    specs: list[Spec] = [
+        (("--out",), dict(required=required and default is None, default=default, show_default=default is not None,
+                          help=help)),
+        (("--overwrite",), dict(is_flag=True, help=f"Replace --out if it holds an earlier `attnscope {command}` "
+                                                   "output.")),
+    ]
+    return group("output", specs, lambda out, overwrite: Output(None if out is None else Path(out), overwrite,
+                                                                command))
+
+
+# -- where and how it computes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where a command computes (`--device`), and whether it shows progress (`--quiet`); threads are set."""
+
+    device: str = "auto"
+    quiet: bool = False
+
+    def torch_device(self) -> Any:
+        """`--device` as a usable `torch.device` ("auto": this process's GPU if there is one, else the CPU)."""
+        import torch
+
+        from attnscope.train.distributed import pick_device
+
+        try:
+            device = pick_device(self.device)
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError, ValueError) as e:
+            raise InputError(f"--device {self.device!r} is not usable here: {str(e).splitlines()[0]}") from None
+        return device
+
+    @property
+    def progress(self) -> bool:
+        return not self.quiet
+
+
+def idle_cores(cores: int, load: float) -> int:
+    """Threads worth starting: the cores that other processes (their 1-minute load average) leave idle, >= 1.
+
+    More threads than idle cores make every thread wait its turn (bench/demo_threads.py: on 2 cores at a
+    load average of 9-17, the demo took 24 min with 1 thread and 59 min with 2).
+    """
+    return max(1, min(cores, round(cores - load)))
+
+
+def use_threads(threads: int | None, quiet: bool) -> None:
+    """Set torch's threads: `--threads`, else OMP_NUM_THREADS if set, else the cores the load leaves idle (said in
+    one line when fewer than all). With fewer threads than cores, OpenMP's idle threads sleep instead of spinning
+    (OMP_WAIT_POLICY=PASSIVE, unless set): their spinning takes the cores other processes are waiting for."""
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be >= 1, got {threads}")
+    if threads is None and os.environ.get("OMP_NUM_THREADS"):
+        return  # the user's choice; torch follows it
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    chosen = threads if threads is not None else idle_cores(cores, load)
+    if chosen < cores:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads OpenMP: before its import
+    import torch
+
+    torch.set_num_threads(chosen)
+    if threads is None and chosen < cores and not quiet:
+        from attnscope import console
+
+        console.note(f"using {chosen} of {cores} CPU threads: other processes keep the load average at "
+                     f"{load:.1f} (set --threads to choose)")
+
+
+def compute_options(device_help: str = "auto, cpu, cuda, cuda:1 ...") -> Callable[[Callable], Callable]:
+    specs: list[Spec] = [
+        (("--device",), dict(default="auto", show_default=True, help=device_help)),
+        (("--threads",), dict(default=None, type=int, help="CPU threads (default: OMP_NUM_THREADS, else the cores "
+                                                           "that other processes leave idle).")),
+        (("--quiet",), dict(is_flag=True, help="No progress bars.")),
+    ]
+
+    def build(device: str, threads: int | None, quiet: bool) -> Compute:
+        use_threads(threads, quiet)
+        return Compute(device, quiet)
+
+    return group("compute", specs, build)
+
+
+def seed_option(help: str = "Seed of every random draw.") -> Callable[[Callable], Callable]:
+    return group("seed", [(("--seed",), dict(default=0, show_default=True, type=int, help=help))], lambda seed: seed)
+
+
+# -- how to explain --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class How:
+    """How a command explains: methods (None: every applicable one), layer, method options, targets
+    ("predicted", "label" or a class index) and images per explain call (None: all at once)."""
+
+    methods: list[str] | None
+    layer: str = "auto"
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    targets: str | int = "predicted"
+    batch_size: int | None = None
+    given: tuple[str, ...] = ()  # the --method-opt texts as given (what a streamed run records)
+
+    def targets_for(self, labels: Any) -> Any:
+        """What `explain` takes as targets for images with these `labels` (None when they have none)."""
+        from attnscope.explain.targets import choice_targets
+
+        return choice_targets(self.targets, labels)
+
+    def recorded(self) -> dict[str, Any]:
+        """What a streamed `bench`/`sanity` run records of how it explains beyond its earlier settings (only what
+        differs from the default, so that a run folder of the previous version resumes)."""
+        return {} if self.layer == "auto" else {"layer": self.layer}
+
+
+def how_kwargs(how: How) -> dict[str, Any]:
+    """`how` as the keyword arguments of the library's consumers of maps (sanity tests, leaderboard)."""
+    return {"methods": how.methods, "layer": how.layer, "options": how.options or None, "batch_size": how.batch_size}
+
+
+def tracker_kwargs(how: How) -> dict[str, Any]:
+    """`how` as the tracker's keyword arguments (its methods apart)."""
+    return {"targets": how.targets, "layer": how.layer, "options": how.options or None, "batch_size": how.batch_size}
+
+
+def explain_options(methods: str | None = "gradcam", targets: str = "predicted", batch_size: int | None = 16,
+                    methods_flag: str = "--methods", methods_help: str = "Comma-separated method names.",
+                    batch_alias: bool = True) -> Callable[[Callable], Callable]:
+    """--methods (or `methods_flag`), --layer, --method-opt (old: --option), --targets, --explain-batch (old:
+    --batch-size, where it meant images per explain call) → `how`. methods "all": every applicable method."""
+    names = methods_flag.lstrip("-").replace("-", "_")
+    specs: list[Spec] = [
+        ((methods_flag, names), dict(default=methods, show_default=methods is not None, help=methods_help)),
+        (("--layer",), dict(default="auto", show_default=True, help="Layer of the CAM methods (a dotted name).")),
+        (("--method-opt", "method_opts"), dict(multiple=True, metavar="METHOD.KEY=VALUE",
+                                               help="A method option, e.g. ig.steps=64 or gradcam.relu=false.")),
+        (("--option", "old_method_opts"), dict(multiple=True, hidden=True)),
+        (("--targets",), dict(default=targets, show_default=True, metavar="predicted|label|INT",
+                              help="The class each map explains: predicted (the model's), label (the data set's) "
+                                   "or a class index.")),
+        (("--explain-batch",), dict(default=batch_size, show_default=batch_size is not None, type=int,
+                                    help="Images per explain call" + (" (default: all at once)."
+                                                                      if batch_size is None else "."))),
+    ]
+    if batch_alias:
+        specs.append((("--batch-size", "old_batch_size"), dict(default=None, type=int, hidden=True)))
+
+    def build(layer: str, method_opts: tuple[str, ...], old_method_opts: tuple[str, ...], targets: str,
+              explain_batch: int | None, old_batch_size: int | None = None, **listed: str | None) -> How:
+        from attnscope.explain.targets import parse_targets
+
+        text = listed[names]
+        chosen = None if text is None or text == methods == "all" else parse_list(text, methods_flag)
+        given = (*method_opts, *old_method_opts)
+        options = method_options(given)
+        for method, opts in options.items():
+            if chosen is not None and method not in chosen:
+                raise InputError(f"--method-opt {method}.{next(iter(opts))}: {method!r} is not among "
+                                 f"{methods_flag} ({', '.join(chosen)})")
+        if old_batch_size is not None:
+            if explain_batch != batch_size:
+                raise InputError("--explain-batch and --batch-size are one option under two names; give one")
+            explain_batch = old_batch_size
+        if explain_batch is not None and explain_batch < 1:
+            raise InputError(f"--explain-batch must be >= 1, got {explain_batch}")
+        return How(chosen, layer, options, parse_targets(targets), explain_batch, given)
+
+    return group("how", specs, build)
+
+
+# -- the images ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    """`--images` (a folder, a file, a built-in data set, or a count of the checkpoint's test images),
+    `--n`, `--data-seed` and the fit to one input size (`--size/--resize/--crop/--pad`)."""
+
+    source: str | None
+    n: int | None
+    data_seed: int | None
+    fit: Any = None
+
+    @property
+    def counted(self) -> bool:
+        """`--images N` or none: a count of the checkpoint's test images, not a folder, file or data set."""
+        return self.source is None or self.source.isdigit()
+
+    def dataset(self, default_n: int, name: str | None = None, seed: int | None = None,
+                config: dict[str, Any] | None = None) -> Any:
+        """The images as a lazily read data set: `--images` DIR|FILE|DATA, or the data set `name` (built with
+        `seed` and `config`), of which `--images N` (the older form) or `--n` counts the images."""
+        from attnscope.data.inputs import images_of
+
+        n = default_n if self.n is None else self.n
+        if name is not None and self.counted and self.source is not None:
+            if self.n is not None:
+                raise InputError("--images N and --n N both count images; give one of them")
+            n = int(self.source)
+        name = name or self.source
+        if name is None:
+            raise InputError("--images is required: a folder of images, an image file or a data set")
+        if n is not None and n < 1:
+            raise InputError(f"--n must be >= 1, got {n}")
+        seed = self.data_seed if self.data_seed is not None else (seed or 0)
+        return images_of(name, n, seed, self.fit, config)
+
+    @property
+    def fit_dict(self) -> dict[str, Any] | None:
+        return None if self.fit is None else self.fit.to_dict()
+
+
+def images_options(required: bool = True, n: int | None = 16, data_seed: int | None = 0,
+                   help: str = "A folder of images, one image, or a built-in data set (clutter, photos).",
+                   fit: bool = True) -> Callable[[Callable], Callable]:
+    specs: list[Spec] = [
+        (("--images",), dict(required=required, default=None, metavar="DIR|FILE|DATA", help=help)),
+        (("--n", "--n-images", "n"), dict(default=n, show_default=n is not None, type=int,
+                                          help="Images taken from a data set (--n-images under torchrun, whose "
+                                               "parser claims --n).")),
+        (("--data-seed",), dict(default=data_seed, show_default=data_seed is not None, type=int,
+                                help="Seed of a built-in data set" + (" (default: the run's)." if data_seed is None
+                                                                      else "."))),
+    ]
+    if fit:
+        specs += [
+            (("--size",), dict(default=None, metavar="S|H,W", help="Squash images to S×S or H×W (aspect ratio "
+                                                                    "lost).")),
+            (("--resize",), dict(default=None, metavar="shorter=S|longer=S|H,W", help="Resize keeping the aspect "
+                                 "ratio: the shorter (or longer) side to S; H,W squashes.")),
+            (("--crop",), dict(default=None, metavar="center[=S|H,W]", help="Centre crop after --resize (default "
+                               "S×S with shorter=S), as torchvision's CenterCrop.")),
+            (("--pad",), dict(is_flag=True, help="Zero pad to S×S after --resize longer=S (keeps the whole photo).")),
+        ]
+
+    def build(images: str | None, n: int | None, data_seed: int | None, size: str | None = None,
+              resize: str | None = None, crop: str | None = None, pad: bool = False) -> ImageChoice:
+        return ImageChoice(images, n, data_seed, parse_fit(resize, crop, pad, size))
+
+    return group("images", specs, build)
+
+
+@dataclass(frozen=True)
+class TestImages:
+    """The test images of a command on a checkpoint: the data set, its name (or folder) and how it was built."""
+
+    dataset: Any
+    name: str
+    seed: int
+    config: dict[str, Any]
+
+
+def checkpoint_images(source: ModelSource, header: dict[str, Any], images: ImageChoice, data: str | None,
+                      stream: bool, how: How | None = None, default_n: int = 32) -> TestImages:
+    """`bench`'s and `sanity`'s images: `--images DIR|FILE|DATA`, or `--images N` (default `default_n`) test images
+    of the data set the checkpoint was trained on (or of `--data`), with its seed and configuration."""
+    from attnscope.data.inputs import FolderImages
+    from attnscope.models.runs import checkpoint_data
+
+    if stream and images.counted:
+        raise InputError("--stream needs --images DIR|DATASET (a folder of images, or a data set with --n)")
+    if data is not None and not images.counted:
+        raise InputError(f"--data names the data set of --images N; give --images {data} or leave out --data")
+    name, seed, config = checkpoint_data(source.source, header, data if images.counted else images.source)
+    dataset = images.dataset(default_n, name, seed, config)
+    if how is not None and how.targets == "label" and isinstance(dataset, FolderImages):
+        raise InputError("--targets label needs a built-in data set (images from a folder have no labels)")
+    return TestImages(dataset, name, seed if images.data_seed is None else images.data_seed, config)
+
+
+# -- streaming -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Streaming:
+    """`--stream` (or `--resume`, which continues a stream), images per shard file, DataLoader workers."""
+
+    on: bool
+    shard_size: int = 64
+    workers: int = 0
+    resume: bool = False
+
+
+def stream_options(help: str) -> Callable[[Callable], Callable]:
+    specs: list[Spec] = [
+        (("--stream",), dict(is_flag=True, help=help)),
+        (("--shard-size",), dict(default=64, show_default=True, type=int, help="Images per shard file (--stream).")),
+        (("--workers",), dict(default=0, show_default=True, type=int, help="DataLoader workers reading images "
+                                                                           "(--stream).")),
+        (("--resume",), dict(is_flag=True, help="Continue an interrupted --stream run in --out (same command).")),
+    ]
+
+    def build(stream: bool, shard_size: int, workers: int, resume: bool) -> Streaming:
+        if shard_size < 1 or workers < 0:
+            raise InputError(f"--shard-size must be >= 1 and --workers >= 0, got {shard_size} and {workers}")
+        return Streaming(stream or resume, shard_size, workers, resume)
+
+    return group("streaming", specs, build)
+
+
+@contextmanager
+def world_of(model: Any) -> Iterator[Any]:
+    """The processes of `torchrun` (one process without it), set up on the model's device, torn down after."""
+    from attnscope.modules import device_of
+    from attnscope.train import distributed
+
+    world = distributed.setup(device_of(model))
+    try:
+        yield world
+    finally:
+        distributed.teardown(world)
