@@ -18,18 +18,14 @@ from attnscope.cli import cli
 from attnscope.cli.common import (
     Compute,
     How,
-    ImageChoice,
     ModelSource,
     Output,
-    Streaming,
     compute_options,
     explain_options,
-    images_options,
     model_options,
     output_options,
-    stream_options,
-    world_of,
 )
+from attnscope.cli.inputs import ImageChoice, Streaming, images_options, stream_options, world_of
 from attnscope.errors import InputError
 
 if TYPE_CHECKING:  # torch (and what imports it) load inside the command, so that --help answers at once

@@ -32,13 +32,14 @@ from attnscope.errors import InputError
 @click.option("--data", default=None, help="clutter, clutter-decoy or scenes (default: the checkpoint's).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test"]),
               help="Split to draw the scenes from (clutter-decoy: the decoy encodes the label only in train).")
-@click.option("--n", "--images", "n", default=32, show_default=True, type=int, help="Scenes to intervene on.")
+@click.option("--n", default=None, type=int, help="Scenes to intervene on [32].")
+@click.option("--images", "old_n", default=None, type=int, hidden=True)
 @explain_options(methods="gradcam,saliency,guided-backprop,ig", targets="predicted", batch_size=None,
                  batch_alias=False, methods_help="Methods to check, comma-separated.")
 @seed_option("Seed of the generated scenes.")
 @compute_options()
-def interventions_command(source: ModelSource, output: Output, data: str | None, split: str, n: int, how: How,
-                          seed: int, compute: Compute) -> None:
+def interventions_command(source: ModelSource, output: Output, data: str | None, split: str, n: int | None,
+                          old_n: int | None, how: How, seed: int, compute: Compute) -> None:
     """Ground-truth interventions on CHECKPOINT: one table per method (probability drop and map mass
     per part), and the single-deletion, top-part and background checks of every method."""
     from attnscope import data as datasets
@@ -50,6 +51,9 @@ def interventions_command(source: ModelSource, output: Output, data: str | None,
     if how.targets not in ("predicted", "label") or how.layer != "auto" or how.batch_size is not None:
         raise InputError("`attnscope interventions` explains the predicted class or the label (--targets), at each "
                          "method's default layer, all scenes at once")
+    if n is not None and old_n is not None:
+        raise InputError("--n and --images are one option under two names; give one")
+    n = next((v for v in (n, old_n) if v is not None), 32)
     if n < 1:
         raise InputError(f"--n must be >= 1 scenes, got {n}")
     output.check()

@@ -18,19 +18,21 @@ from attnscope.cli import cli
 from attnscope.cli.common import (
     Compute,
     How,
-    ImageChoice,
     ModelSource,
     Output,
-    Streaming,
-    TestImages,
-    checkpoint_images,
     compute_options,
     explain_options,
     how_kwargs,
-    images_options,
     model_options,
     output_options,
     seed_option,
+)
+from attnscope.cli.inputs import (
+    ImageChoice,
+    Streaming,
+    TestImages,
+    checkpoint_images,
+    images_options,
     stream_options,
     world_of,
 )
