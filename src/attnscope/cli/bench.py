@@ -22,6 +22,7 @@ from attnscope.cli.common import (
     Output,
     compute_options,
     explain_options,
+    how_kwargs,
     model_options,
     output_options,
     seed_option,
@@ -140,7 +141,7 @@ def _in_memory(model, test: TestImages, how: How, columns: list[str], settings: 
     batch = default_collate([items[i] for i in range(len(items))])
     images = batch["image"]
     labels = _labels(model, images, batch["label"], predicted)
-    common = dict(methods=how.methods, metrics=columns, settings=settings, options=how.options or None,
+    common = dict(methods=how_kwargs(how)["methods"], metrics=columns, settings=settings, options=how.options or None,
                   mosaics=_mosaics(test, columns, len(images), settings.seed))
     truth = (batch.get("box"), batch.get("mask"))
     guess = estimate(model, images, labels, *truth, **common)
@@ -183,8 +184,8 @@ def _stream(model, test: TestImages, how: How, columns: list[str], settings: Any
         if world.main:
             _folder_note(how, predicted)
         dataset = Unlabelled(test.dataset) if predicted else test.dataset  # label −1: the predicted class
-        result = bench_dataset(model, dataset, output.path, methods=how.methods, metrics=columns, settings=settings,
-                               options=how.options or None, shard_size=streaming.shard_size,
+        result = bench_dataset(model, dataset, output.path, methods=how_kwargs(how)["methods"], metrics=columns,
+                               settings=settings, options=how.options or None, shard_size=streaming.shard_size,
                                workers=streaming.workers, meta=meta, resume=streaming.resume,
                                overwrite=output.overwrite, progress=compute.progress)
     if not world.main:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,15 +212,33 @@ def seed_option(help: str = "Seed of every random draw.") -> Callable[[Callable]
 
 @dataclass(frozen=True)
 class How:
-    """How a command explains: methods (None: every applicable one), layer, method options, targets
-    ("predicted", "label" or a class index) and images per explain call (None: all at once)."""
+    """How a command explains: the fields of an `attnscope.Explainer` (layer, options, batch size, ...), its
+    methods (None: every method that applies to the model, `bench --methods all`), the `--targets` choice
+    ("predicted", "label" or a class index: labels differ per image, so they are given per call) and the
+    --method-opt texts as given (what a streamed run records)."""
 
-    methods: list[str] | None
-    layer: str = "auto"
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    methods: tuple[str, ...] | None
+    fields: dict[str, Any] = field(default_factory=dict)  # Explainer(methods, **fields)
     targets: str | int = "predicted"
-    batch_size: int | None = None
-    given: tuple[str, ...] = ()  # the --method-opt texts as given (what a streamed run records)
+    given: tuple[str, ...] = ()
+
+    def explainer(self, methods: Sequence[str] | None = None) -> Any:
+        """The `Explainer` of these settings (of `methods` when the command resolved "all" to names)."""
+        from attnscope.explain import Explainer
+
+        return Explainer(tuple(methods or self.methods or ()), **self.fields)
+
+    @property
+    def layer(self) -> Any:
+        return self.fields.get("layer", "auto")
+
+    @property
+    def options(self) -> dict[str, dict[str, Any]]:
+        return self.fields.get("options", {})
+
+    @property
+    def batch_size(self) -> int | None:
+        return self.fields.get("batch_size")
 
     def targets_for(self, labels: Any) -> Any:
         """What `explain` takes as targets for images with these `labels` (None when they have none)."""
@@ -231,12 +249,17 @@ class How:
     def recorded(self) -> dict[str, Any]:
         """What a streamed `bench`/`sanity` run records of how it explains beyond its earlier settings (only what
         differs from the default, so that a run folder of the previous version resumes)."""
-        return {} if self.layer == "auto" else {"layer": self.layer}
+        if self.methods is None:
+            return {} if self.layer == "auto" else {"layer": self.layer}
+        every = self.explainer().settings()
+        return {k: v for k, v in every.items() if k not in ("methods", "options", "batch_size", "targets")
+                and not (k == "layer" and v == "auto")}
 
 
 def how_kwargs(how: How) -> dict[str, Any]:
     """`how` as the keyword arguments of the library's consumers of maps (sanity tests, leaderboard)."""
-    return {"methods": how.methods, "layer": how.layer, "options": how.options or None, "batch_size": how.batch_size}
+    return {"methods": None if how.methods is None else list(how.methods), "layer": how.layer,
+            "options": how.options or None, "batch_size": how.batch_size}
 
 
 def tracker_kwargs(how: How) -> dict[str, Any]:
@@ -248,7 +271,9 @@ def explain_options(methods: str | None = "gradcam", targets: str = "predicted",
                     methods_flag: str = "--methods", methods_help: str = "Comma-separated method names.",
                     batch_alias: bool = True) -> Callable[[Callable], Callable]:
     """--methods (or `methods_flag`), --layer, --method-opt (old: --option), --targets, --explain-batch (old:
-    --batch-size, where it meant images per explain call) → `how`. methods "all": every applicable method."""
+    --batch-size, where it meant images per explain call) → `how`. methods "all": every applicable method.
+
+    A new explain option is one more option here and its `Explainer` field in `fields` (below)."""
     names = methods_flag.lstrip("-").replace("-", "_")
     specs: list[Spec] = [
         ((methods_flag, names), dict(default=methods, show_default=methods is not None, help=methods_help)),
@@ -271,7 +296,7 @@ def explain_options(methods: str | None = "gradcam", targets: str = "predicted",
         from attnscope.explain.targets import parse_targets
 
         text = listed[names]
-        chosen = None if text is None or text == methods == "all" else parse_list(text, methods_flag)
+        chosen = None if text is None or text == methods == "all" else tuple(parse_list(text, methods_flag))
         given = (*method_opts, *old_method_opts)
         options = method_options(given)
         for method, opts in options.items():
@@ -284,6 +309,10 @@ def explain_options(methods: str | None = "gradcam", targets: str = "predicted",
             explain_batch = old_batch_size
         if explain_batch is not None and explain_batch < 1:
             raise InputError(f"--explain-batch must be >= 1, got {explain_batch}")
-        return How(chosen, layer, options, parse_targets(targets), explain_batch, given)
+        how = How(chosen, {"layer": layer, "options": options, "batch_size": explain_batch}, parse_targets(targets),
+                  given)
+        if chosen is not None:
+            how.explainer()  # names, options and fields checked now, before any work (close names listed)
+        return how
 
     return group("how", specs, build)

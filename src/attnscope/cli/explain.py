@@ -52,11 +52,7 @@ def explain_command(source: ModelSource, images: ImageChoice, normalize: str, ho
                     compute: Compute, streaming: Streaming) -> None:
     """Explain images with post-hoc methods; write overlays (PNG) on the original photos, raw maps and
     manifest.json. Photos of different sizes need --resize (with --crop or --pad) or --size."""
-    from attnscope.explain import method_spec  # (registers the methods)
-
-    started = time.perf_counter()
-    for name in how.methods:
-        method_spec(name)  # unknown names (and WRAPPER:METHOD parts) fail before any work, listing close ones
+    started = time.perf_counter()  # (the methods, their options and the layer were checked: `explain_options`)
     if streaming.on and fmt != "safetensors":
         raise InputError("--stream writes safetensors shards; --format npy is for the in-memory run")
     if not streaming.on:
@@ -97,12 +93,12 @@ def _stream(model, source: ModelSource, images: ImageChoice, data, normalize: st
     settings = {"checkpoint": source.source, "weights": source.weights, "model_opts": list(source.given),
                 "images": images.source, "n": images.n, "data_seed": images.data_seed, "fit": images.fit_dict,
                 "normalize": normalize}
-    if source.num_classes is not None:  # recorded only when given: a run of the previous version resumes
-        settings["num_classes"] = source.num_classes
+    extra = {**source.recorded(), **how.recorded()}  # only what was given: a run of the previous version resumes
+    settings |= {k: v for k, v in extra.items() if k not in settings and k != "layer"}
     targets = "pred" if how.targets == "predicted" else how.targets  # the library's (and run.json's) spelling
     with world_of(model) as world:
         manifest = explain_dataset(
-            model, data, output.path, how.methods, targets=targets, layer=how.layer, options=how.options,
+            model, data, output.path, list(how.methods), targets=targets, layer=how.layer, options=how.options,
             shard_size=streaming.shard_size, batch_size=how.batch_size, workers=streaming.workers,
             prepare=lambda x: _normalized(x, normalize), settings=settings, resume=streaming.resume,
             overwrite=output.overwrite, progress=compute.progress)
@@ -123,11 +119,10 @@ def _explain(model, x: torch.Tensor, how: How, targets: Any, normalize: str, qui
     import torch
 
     from attnscope import console
-    from attnscope.explain import explain
     from attnscope.maps import AttentionMap
     from attnscope.modules import device_of
 
-    device = device_of(model)
+    device, explainer = device_of(model), how.explainer()
     chunks: dict[str, list[AttentionMap]] = {}
     predicted = []
     size = how.batch_size or len(x)
@@ -136,7 +131,7 @@ def _explain(model, x: torch.Tensor, how: How, targets: Any, normalize: str, qui
         for i in starts:
             batch = _normalized(x[i : i + size], normalize).to(device)
             t = targets[i : i + size] if isinstance(targets, torch.Tensor) else targets
-            maps = explain(model, batch, how.methods, t, how.layer, how.options)
+            maps = explainer(model, batch, t)
             for name, amap in maps.items():
                 chunks.setdefault(name, []).append(amap.cpu())
             predicted.append(maps.predicted.cpu())  # from the shared pass: no forward of its own
