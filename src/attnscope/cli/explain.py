@@ -57,12 +57,14 @@ def explain_command(source: ModelSource, images: ImageChoice, normalize: str, ho
         raise InputError("--stream writes safetensors shards; --format npy is for the in-memory run")
     if not streaming.on:
         output.check()
+    from attnscope.models import normalized
+
     model, info = source.load()
     warnings = _random_weights_warning(info)  # said once the maps exist: an error stays the one line
     if getattr(model, "attention_kind", None) == "sat":  # a captioner has no classes to explain
         raise InputError(f"{source.source} is a captioning model: use `attnscope caption --checkpoint "
                          f"{source.source}`")
-    model.to(compute.torch_device())
+    model = normalized(model, normalize).to(compute.torch_device())  # the weights' input convention inside it
     data = images.dataset(16)
     if streaming.on:
         return _stream(model, source, images, data, normalize, how, output, compute, streaming)
@@ -71,7 +73,7 @@ def explain_command(source: ModelSource, images: ImageChoice, normalize: str, ho
     inputs = read_all(data)
     targets = how.targets_for(inputs.labels)
     with output.building() as partial:
-        maps, predicted = _explain(model, inputs.images, how, targets, normalize, compute.quiet)
+        maps, predicted = _explain(model, inputs.images, how, targets, compute.quiet)
         for line in warnings:
             click.echo(f"warning: {line}", err=True)
         files = _write(partial, inputs, maps, fmt)
@@ -100,7 +102,7 @@ def _stream(model, source: ModelSource, images: ImageChoice, data, normalize: st
         manifest = explain_dataset(
             model, data, output.path, list(how.methods), targets=targets, layer=how.layer, options=how.options,
             shard_size=streaming.shard_size, batch_size=how.batch_size, workers=streaming.workers,
-            prepare=lambda x: _normalized(x, normalize), settings=settings, resume=streaming.resume,
+            settings=settings, resume=streaming.resume,
             overwrite=output.overwrite, progress=compute.progress)
     if world.main:
         click.echo(f"explained {manifest['total']} images with {', '.join(how.methods)} → {output.path}/ "
@@ -114,7 +116,7 @@ def _random_weights_warning(info: dict[str, Any]) -> list[str]:
     return [f"{source.get('name')} has random weights (no --weights given): the maps explain an untrained network"]
 
 
-def _explain(model, x: torch.Tensor, how: How, targets: Any, normalize: str, quiet: bool):
+def _explain(model, x: torch.Tensor, how: How, targets: Any, quiet: bool):
     """Maps of every method, batch by batch (methods of one batch share their passes), on the CPU."""
     import torch
 
@@ -129,7 +131,7 @@ def _explain(model, x: torch.Tensor, how: How, targets: Any, normalize: str, qui
     starts = range(0, len(x), size)
     with console.progress(len(starts), "explain", enabled=not quiet) as bar:
         for i in starts:
-            batch = _normalized(x[i : i + size], normalize).to(device)
+            batch = x[i : i + size].to(device)
             t = targets[i : i + size] if isinstance(targets, torch.Tensor) else targets
             maps = explainer(model, batch, t)
             for name, amap in maps.items():
@@ -137,17 +139,6 @@ def _explain(model, x: torch.Tensor, how: How, targets: Any, normalize: str, qui
             predicted.append(maps.predicted.cpu())  # from the shared pass: no forward of its own
             bar.advance(1, images=min(i + size, len(x)))
     return {k: AttentionMap.cat(v) for k, v in chunks.items()}, torch.cat(predicted)
-
-
-def _normalized(x: torch.Tensor, how: str) -> torch.Tensor:
-    if how == "imagenet":
-        import torch
-
-        from attnscope.models.torchvision_models import IMAGENET_MEAN, IMAGENET_STD
-
-        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-        return (x - mean) / std
-    return x
 
 
 def _write(folder: Path, inputs: Inputs, maps: dict, fmt: str) -> dict[str, Any]:
