@@ -22,14 +22,13 @@ from attnscope.cli.common import (
     Output,
     compute_options,
     explain_options,
-    how_kwargs,
     model_options,
     output_options,
     seed_option,
 )
 from attnscope.cli.inputs import (
     ImageChoice,
-    Streaming,
+    StreamChoice,
     TestImages,
     checkpoint_images,
     images_options,
@@ -65,7 +64,7 @@ FOLDER_NOTE = ("images of a folder have no boxes or masks: the localisation colu
 @seed_option("Seed of every random draw of the metrics.")
 @click.option("--estimate", "estimate_only", is_flag=True, help="Print the time estimate and stop.")
 @compute_options()
-def bench_command(source: ModelSource, output: Output, images: ImageChoice, data: str | None, streaming: Streaming,
+def bench_command(source: ModelSource, output: Output, images: ImageChoice, data: str | None, streaming: StreamChoice,
                   how: How, metrics: str, tolerance: float, step: int | None, forward_batch: int | None,
                   old_forward_batch: int | None, perturbations: int, radius: float, seed: int, estimate_only: bool,
                   compute: Compute) -> None:
@@ -76,7 +75,7 @@ def bench_command(source: ModelSource, output: Output, images: ImageChoice, data
     from attnscope.evaluate.columns import select
 
     settings = Settings(tolerance=tolerance, step=step, batch_size=_forward_batch(forward_batch, old_forward_batch),
-                        seed=seed, perturbations=perturbations, radius=radius, explain_batch=how.batch_size)
+                        seed=seed, perturbations=perturbations, radius=radius, progress=compute.progress)
     _check(output, settings, how, streaming, estimate_only)
     columns = select(metrics)
     if output.path is not None and not streaming.on:
@@ -90,7 +89,7 @@ def bench_command(source: ModelSource, output: Output, images: ImageChoice, data
             "seed": seed}
     if streaming.on:
         meta = {**meta, "n": images.n, "data_seed": test.seed, "data_cfg": test.config, "stream": True}
-        return _stream(model, test, how, columns, settings, {**meta, **how.recorded(), **source.recorded()},
+        return _stream(model, test, how, columns, settings, {**meta, **source.recorded()},
                        predicted, output, streaming, compute)
     _in_memory(model, test, how, columns, settings, meta, predicted, output, estimate_only, compute)
 
@@ -101,7 +100,7 @@ def _forward_batch(value: int | None, old: int | None) -> int:
     return next((v for v in (value, old) if v is not None), 256)
 
 
-def _check(output: Output, settings: Any, how: How, streaming: Streaming, estimate_only: bool) -> None:
+def _check(output: Output, settings: Any, how: How, streaming: StreamChoice, estimate_only: bool) -> None:
     """Refuse what cannot be run, before any work."""
     s = settings
     if (s.tolerance < 0 or (s.step is not None and s.step < 1) or s.batch_size < 1 or s.perturbations < 1
@@ -111,7 +110,6 @@ def _check(output: Output, settings: Any, how: How, streaming: Streaming, estima
     refused = [(output.path is None and not estimate_only,
                 "--out is required (or pass --estimate to only print the time estimate)"),
                (streaming.on and estimate_only, "--estimate times the in-memory run; leave out --stream"),
-               (how.layer != "auto", "--layer: `attnscope bench` explains each method at its own default layer"),
                (how.targets not in ("label", "predicted"), "--targets: `attnscope bench` scores the true class "
                                                            "(label) or the predicted one (predicted)")]
     for bad, message in refused:
@@ -141,7 +139,7 @@ def _in_memory(model, test: TestImages, how: How, columns: list[str], settings: 
     batch = default_collate([items[i] for i in range(len(items))])
     images = batch["image"]
     labels = _labels(model, images, batch["label"], predicted)
-    common = dict(methods=how_kwargs(how)["methods"], metrics=columns, settings=settings, options=how.options or None,
+    common = dict(how=how.for_model(model), metrics=columns, settings=settings,
                   mosaics=_mosaics(test, columns, len(images), settings.seed))
     truth = (batch.get("box"), batch.get("mask"))
     guess = estimate(model, images, labels, *truth, **common)
@@ -150,7 +148,7 @@ def _in_memory(model, test: TestImages, how: How, columns: list[str], settings: 
                f"timed on 1 and {guess.measured_on} images)", err=True)
     if estimate_only:
         return
-    board = leaderboard(model, images, labels, *truth, progress=compute.progress, **common)
+    board = leaderboard(model, images, labels, *truth, **common)
     lower = [c for c, up in board.higher_is_better().items() if not up]
     meta = {**meta, "images": len(images), "columns": board.columns, "lower_is_better": lower,
             "groups": {c: COLUMNS.get(c).group for c in board.columns}, "skipped": board.skipped,
@@ -174,7 +172,7 @@ def _mosaics(test: TestImages, columns: list[str], n: int, seed: int) -> Any:
 
 
 def _stream(model, test: TestImages, how: How, columns: list[str], settings: Any, meta: dict[str, Any],
-            predicted: bool, output: Output, streaming: Streaming, compute: Compute) -> None:
+            predicted: bool, output: Output, streaming: StreamChoice, compute: Compute) -> None:
     """The body shard by shard: `--images` through the leaderboard into `--out` (every process of torchrun
     calls it); the table from the shards' sums."""
     from attnscope.data.inputs import Unlabelled
@@ -184,10 +182,8 @@ def _stream(model, test: TestImages, how: How, columns: list[str], settings: Any
         if world.main:
             _folder_note(how, predicted)
         dataset = Unlabelled(test.dataset) if predicted else test.dataset  # label −1: the predicted class
-        result = bench_dataset(model, dataset, output.path, methods=how_kwargs(how)["methods"], metrics=columns,
-                               settings=settings, options=how.options or None, shard_size=streaming.shard_size,
-                               workers=streaming.workers, meta=meta, resume=streaming.resume,
-                               overwrite=output.overwrite, progress=compute.progress)
+        result = bench_dataset(model, dataset, output.path, how.for_model(model), metrics=columns, settings=settings,
+                               meta=meta, streaming=streaming.streaming(output.overwrite, compute.progress))
     if not world.main:
         return
     _show(result, test.name, predicted)

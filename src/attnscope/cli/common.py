@@ -6,7 +6,7 @@
     @seed_option()        --seed                                                      →  seed: int
     @explain_options()    --methods, --layer, --method-opt, --targets, --explain-batch  →  how: How
     @images_options()     --images, --n, --data-seed, --size/--resize/--crop/--pad    →  images: ImageChoice
-    @stream_options()     --stream, --shard-size, --workers, --resume                 →  streaming: Streaming
+    @stream_options()     --stream, --shard-size, --workers, --resume                 →  streaming: StreamChoice
 
 (the last two in `cli/inputs.py`). A new flag of a group is one option here and one field of the value it
 builds: every command with the group gets it. Renamed options keep their old spelling as a hidden alias
@@ -240,6 +240,17 @@ class How:
     def batch_size(self) -> int | None:
         return self.fields.get("batch_size")
 
+    def for_model(self, model: Any) -> Any:
+        """The `Explainer` a consumer of maps takes for `model`: of the methods asked for, else of every method that
+        applies to it (None when nothing else was asked either: the consumer's default, the same methods)."""
+        if self.methods is not None:
+            return self.explainer()
+        if all(v in (None, "auto") or v == {} for v in self.fields.values()):
+            return None
+        from attnscope.evaluate import applicable_methods
+
+        return self.explainer(applicable_methods(model))
+
     def targets_for(self, labels: Any) -> Any:
         """What `explain` takes as targets for images with these `labels` (None when they have none)."""
         from attnscope.explain.targets import choice_targets
@@ -254,17 +265,6 @@ class How:
         every = self.explainer().settings()
         return {k: v for k, v in every.items() if k not in ("methods", "options", "batch_size", "targets")
                 and not (k == "layer" and v == "auto")}
-
-
-def how_kwargs(how: How) -> dict[str, Any]:
-    """`how` as the keyword arguments of the library's consumers of maps (sanity tests, leaderboard)."""
-    return {"methods": None if how.methods is None else list(how.methods), "layer": how.layer,
-            "options": how.options or None, "batch_size": how.batch_size}
-
-
-def tracker_kwargs(how: How) -> dict[str, Any]:
-    """`how` as the tracker's keyword arguments (its methods apart)."""
-    return {"targets": how.targets, "layer": how.layer, "options": how.options or None, "batch_size": how.batch_size}
 
 
 def explain_options(methods: str | None = "gradcam", targets: str = "predicted", batch_size: int | None = 16,

@@ -25,7 +25,7 @@ from attnscope.cli.common import (
     model_options,
     output_options,
 )
-from attnscope.cli.inputs import ImageChoice, Streaming, images_options, stream_options, world_of
+from attnscope.cli.inputs import ImageChoice, StreamChoice, images_options, stream_options, world_of
 from attnscope.errors import InputError
 
 if TYPE_CHECKING:  # torch (and what imports it) load inside the command, so that --help answers at once
@@ -49,7 +49,7 @@ MANIFEST = "manifest.json"
 @stream_options("Stream all of --images (a folder, or --n of a data set) into safetensors shards + manifest.json, "
                 "no overlays; resumable; under torchrun split across the processes.")
 def explain_command(source: ModelSource, images: ImageChoice, normalize: str, how: How, fmt: str, output: Output,
-                    compute: Compute, streaming: Streaming) -> None:
+                    compute: Compute, streaming: StreamChoice) -> None:
     """Explain images with post-hoc methods; write overlays (PNG) on the original photos, raw maps and
     manifest.json. Photos of different sizes need --resize (with --crop or --pad) or --size."""
     started = time.perf_counter()  # (the methods, their options and the layer were checked: `explain_options`)
@@ -87,7 +87,7 @@ def explain_command(source: ModelSource, images: ImageChoice, normalize: str, ho
 
 
 def _stream(model, source: ModelSource, images: ImageChoice, data, normalize: str, how: How, output: Output,
-            compute: Compute, streaming: Streaming) -> None:
+            compute: Compute, streaming: StreamChoice) -> None:
     """The same body shard by shard: `--images` through the model into the shards of `--out` (every process of
     torchrun calls it); resumable, the settings compared with run.json."""
     from attnscope.stream import explain_dataset
@@ -95,15 +95,12 @@ def _stream(model, source: ModelSource, images: ImageChoice, data, normalize: st
     settings = {"checkpoint": source.source, "weights": source.weights, "model_opts": list(source.given),
                 "images": images.source, "n": images.n, "data_seed": images.data_seed, "fit": images.fit_dict,
                 "normalize": normalize}
-    extra = {**source.recorded(), **how.recorded()}  # only what was given: a run of the previous version resumes
-    settings |= {k: v for k, v in extra.items() if k not in settings and k != "layer"}
+    if source.num_classes is not None:  # recorded only when given: a run of the previous version resumes
+        settings["num_classes"] = source.num_classes
     targets = "pred" if how.targets == "predicted" else how.targets  # the library's (and run.json's) spelling
     with world_of(model) as world:
-        manifest = explain_dataset(
-            model, data, output.path, list(how.methods), targets=targets, layer=how.layer, options=how.options,
-            shard_size=streaming.shard_size, batch_size=how.batch_size, workers=streaming.workers,
-            settings=settings, resume=streaming.resume,
-            overwrite=output.overwrite, progress=compute.progress)
+        manifest = explain_dataset(model, data, output.path, how.explainer(), targets=targets, settings=settings,
+                                   streaming=streaming.streaming(output.overwrite, compute.progress))
     if world.main:
         click.echo(f"explained {manifest['total']} images with {', '.join(how.methods)} → {output.path}/ "
                    f"({len(manifest['shards'])} shards in maps/, manifest.json)")

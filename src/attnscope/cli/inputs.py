@@ -116,13 +116,19 @@ def checkpoint_images(source: ModelSource, header: dict[str, Any], images: Image
 
 
 @dataclass(frozen=True)
-class Streaming:
+class StreamChoice:
     """`--stream` (or `--resume`, which continues a stream), images per shard file, DataLoader workers."""
 
     on: bool
     shard_size: int = 64
     workers: int = 0
     resume: bool = False
+
+    def streaming(self, overwrite: bool, progress: bool) -> Any:
+        """The library's `stream.Streaming` of these options, `--overwrite` and the progress bar."""
+        from attnscope.stream import Streaming
+
+        return Streaming(self.shard_size, self.workers, self.resume, overwrite, progress)
 
 
 def stream_options(help: str) -> Callable[[Callable], Callable]:
@@ -134,10 +140,10 @@ def stream_options(help: str) -> Callable[[Callable], Callable]:
         (("--resume",), dict(is_flag=True, help="Continue an interrupted --stream run in --out (same command).")),
     ]
 
-    def build(stream: bool, shard_size: int, workers: int, resume: bool) -> Streaming:
+    def build(stream: bool, shard_size: int, workers: int, resume: bool) -> StreamChoice:
         if shard_size < 1 or workers < 0:
             raise InputError(f"--shard-size must be >= 1 and --workers >= 0, got {shard_size} and {workers}")
-        return Streaming(stream or resume, shard_size, workers, resume)
+        return StreamChoice(stream or resume, shard_size, workers, resume)
 
     return group("streaming", specs, build)
 

@@ -18,7 +18,6 @@ from attnscope.cli.common import (
     Output,
     compute_options,
     explain_options,
-    how_kwargs,
     model_options,
     output_options,
     seed_option,
@@ -48,9 +47,9 @@ def interventions_command(source: ModelSource, output: Output, data: str | None,
     from attnscope.report.sanity import table_csv
     from attnscope.report.terminal import print_interventions
 
-    if how.targets not in ("predicted", "label") or how.layer != "auto" or how.batch_size is not None:
-        raise InputError("`attnscope interventions` explains the predicted class or the label (--targets), at each "
-                         "method's default layer, all scenes at once")
+    if how.targets not in ("predicted", "label"):
+        raise InputError("--targets: `attnscope interventions` explains the predicted class (predicted) or the "
+                         "digit's (label)")
     if n is not None and old_n is not None:
         raise InputError("--n and --images are one option under two names; give one")
     n = next((v for v in (n, old_n) if v is not None), 32)
@@ -65,9 +64,7 @@ def interventions_command(source: ModelSource, output: Output, data: str | None,
                          f"{', '.join(SCENES)}, got {name!r}")
     cfg = dict(header.get("info", {}).get("data_cfg", {})) if data is None else {}
     scenes = SCENES[name](datasets.get(name, split, n, seed=seed, **cfg), n, progress=compute.progress)
-    kwargs = how_kwargs(how)
-    result = interventions(model, scenes, kwargs["methods"], how.targets, options=kwargs["options"],
-                           progress=compute.progress)
+    result = interventions(model, scenes, how.explainer(), how.targets, progress=compute.progress)
     parts = [{"method": m, **row} for m in result.mass for row in result.table(m)]
     with output.building() as partial:
         fileio.write_json(partial / "interventions.json", {

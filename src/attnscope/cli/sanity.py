@@ -8,6 +8,7 @@ One body for both runs: each test is a function of (images, labels, data-set ind
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,14 +23,13 @@ from attnscope.cli.common import (
     Output,
     compute_options,
     explain_options,
-    how_kwargs,
     model_options,
     output_options,
     seed_option,
 )
 from attnscope.cli.inputs import (
     ImageChoice,
-    Streaming,
+    StreamChoice,
     TestImages,
     checkpoint_images,
     images_options,
@@ -78,12 +78,14 @@ TESTS = ("cascading", "independent", "data", "smprt", "emprt", "random-logit")
 @click.option("--permuted-run", default=None, help="Data test: reuse this permuted-label run instead of training.")
 @compute_options()
 def sanity_command(source: ModelSource, how: How, output: Output, tests: str, images: ImageChoice, data: str | None,
-                   streaming: Streaming, blocks: str, init: str, seed: int, metrics: str | None, keep: int,
+                   streaming: StreamChoice, blocks: str, init: str, seed: int, metrics: str | None, keep: int,
                    channels_last: bool, order: str, samples: int, noise_level: float, bins: int, permuted_n: int,
                    permuted_epochs: int, target_acc: float, permuted_run: str | None, compute: Compute) -> None:
     """Randomisation sanity checks of CHECKPOINT's maps: cascading / independent parameter
     randomisation and label randomisation (Adebayo et al. 2018); the repaired tests sMPRT and
     eMPRT (Hedström et al. 2023) and the random-logit test (Sixt et al. 2020)."""
+    from attnscope.sanity import Randomisation
+
     tests = _tests(tests, streaming)
     metrics = None if metrics is None else parse_list(metrics, "--metrics")
     _check_numbers(keep=keep, permuted_n=permuted_n, permuted_epochs=permuted_epochs, target_acc=target_acc)
@@ -92,8 +94,8 @@ def sanity_command(source: ModelSource, how: How, output: Output, tests: str, im
     model, header = source.load()
     model.to(compute.torch_device())
     test_images = checkpoint_images(source, header, images, data, streaming.on, how)
-    randomised = dict(blocks=_blocks(blocks), init=init, seed=seed)
-    every = _runners(model, how, metrics, randomised, order, channels_last, samples, noise_level, bins,
+    randomised = Randomisation(_blocks(blocks), None, init, seed, channels_last=channels_last)
+    every = _runners(model, how, metrics, randomised, order, samples, noise_level, bins,
                      compute.quiet or streaming.on)  # a stream's bar counts images
     runners = {test: every[test] for test in tests if test in every}
     if streaming.on:
@@ -119,7 +121,7 @@ def sanity_command(source: ModelSource, how: How, output: Output, tests: str, im
     click.echo(f"wrote {output.path}/")
 
 
-def _tests(text: str, streaming: Streaming) -> list[str]:
+def _tests(text: str, streaming: StreamChoice) -> list[str]:
     tests = parse_list(text, "--test")
     for t in tests:
         if t not in TESTS:
@@ -131,16 +133,15 @@ def _tests(text: str, streaming: Streaming) -> list[str]:
 
 
 def _stream(model, images: TestImages, runners: dict[str, Any], source: ModelSource, output: Output,
-            streaming: Streaming, keep: int, settings: dict[str, Any], compute: Compute) -> None:
+            streaming: StreamChoice, keep: int, settings: dict[str, Any], compute: Compute) -> None:
     """The same tests shard by shard over `--images` into `--out` (every process of torchrun calls it)."""
     from attnscope.stream.sanity import sanity_dataset
 
     with world_of(model) as world:
-        results = sanity_dataset(images.dataset, output.path, runners, shard_size=streaming.shard_size, keep=keep,
-                                 workers=streaming.workers, settings=settings, resume=streaming.resume,
-                                 overwrite=output.overwrite, progress=compute.progress,
+        results = sanity_dataset(images.dataset, output.path, runners, keep=keep, settings=settings,
+                                 meta={"checkpoint": source.source, "data": images.name},
                                  pin=compute.torch_device().type == "cuda",
-                                 meta={"checkpoint": source.source, "data": images.name})
+                                 streaming=streaming.streaming(output.overwrite, compute.progress))
     if not world.main:
         return
     out = output.path
@@ -166,33 +167,29 @@ def _show(test: str, result, paths: list[Path]) -> None:
     click.echo(f"{test}: {', '.join(str(p) for p in paths[:3])} and {len(paths) - 3} map grid(s)")
 
 
-def _runners(model, how: How, metrics: list[str] | None, randomised: dict[str, Any], order: str,
-             channels_last: bool, samples: int, noise_level: float, bins: int, quiet: bool) -> dict[str, Any]:
+def _runners(model, how: How, metrics: list[str] | None, randomised: Any, order: str, samples: int,
+             noise_level: float, bins: int, quiet: bool) -> dict[str, Any]:
     """Test name → fn(images, labels, data-set index, images to keep) -> SanityResult: the body of the command,
     run once in memory or once per shard (the data test needs its probe: `_data_test`)."""
-    from attnscope.sanity import emprt, model_randomization, random_logit, smprt
+    from attnscope.sanity import Comparison, emprt, model_randomization, random_logit, smprt
 
-    progress = not quiet
+    progress, explainer = not quiet, how.explainer()
+    ordered = randomised if order == "auto" else dataclasses.replace(randomised, order=order)  # None: the test's
 
-    def each(labels, index, keep) -> dict[str, Any]:
-        return {**how_kwargs(how), "metrics": metrics, "targets": how.targets_for(labels), "keep": keep,
-                "index": index}
+    def each(labels, index, keep, measured=metrics) -> dict[str, Any]:
+        return {"targets": how.targets_for(labels), "comparison": Comparison(measured, keep=keep), "index": index,
+                "progress": progress}
 
     return {
-        "cascading": lambda x, y, i, k: model_randomization(
-            model, x, mode="cascading", progress=progress, order="top-down" if order == "auto" else order,
-            channels_last=channels_last, **randomised, **each(y, i, k)),
-        "independent": lambda x, y, i, k: model_randomization(
-            model, x, mode="independent", progress=progress, channels_last=channels_last, **randomised,
-            **each(y, i, k)),
-        "smprt": lambda x, y, i, k: smprt(
-            model, x, samples=samples, sigma=noise_level, progress=progress,
-            order="bottom-up" if order == "auto" else order, **randomised,
-            **{**each(y, i, k), "batch_size": how.batch_size or 256}),
-        "emprt": lambda x, y, i, k: emprt(model, x, bins=bins, progress=progress, **randomised,
-                                          **{a: v for a, v in each(y, i, k).items() if a != "metrics"}),
-        "random-logit": lambda x, y, i, k: random_logit(model, x, seed=randomised["seed"], progress=progress,
-                                                        **each(y, i, k)),
+        "cascading": lambda x, y, i, k: model_randomization(model, x, explainer, mode="cascading",
+                                                            randomisation=ordered, **each(y, i, k)),
+        "independent": lambda x, y, i, k: model_randomization(model, x, explainer, mode="independent",
+                                                              randomisation=randomised, **each(y, i, k)),
+        "smprt": lambda x, y, i, k: smprt(model, x, explainer, samples=samples, sigma=noise_level,
+                                          randomisation=ordered, **each(y, i, k)),
+        "emprt": lambda x, y, i, k: emprt(model, x, explainer, bins=bins, randomisation=randomised,
+                                          **each(y, i, k, None)),
+        "random-logit": lambda x, y, i, k: random_logit(model, x, explainer, seed=randomised.seed, **each(y, i, k)),
     }
 
 
@@ -233,12 +230,12 @@ def _data_test(model, header: dict[str, Any], images: TestImages, probe: Inputs,
                final: Path, permuted: Permuted):
     """The data randomisation test on the probe: the model against the same architecture trained on permuted
     labels (trained when the test runs, into out/permuted-run, which becomes final/permuted-run)."""
-    from attnscope.sanity import data_randomization
+    from attnscope.sanity import Comparison, data_randomization
 
     def run(x, labels, index, keep):
         other, info = _permuted_model(header, images, len(x), out, final, permuted)
-        return data_randomization(model, other, x, info=info, keep=keep, targets=how.targets_for(labels),
-                                  metrics=metrics, **how_kwargs(how))
+        return data_randomization(model, other, x, how.explainer(), how.targets_for(labels),
+                                  Comparison(metrics, keep=keep), info)
 
     return run
 

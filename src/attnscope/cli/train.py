@@ -27,7 +27,6 @@ from attnscope.cli.common import (
     explain_options,
     output_options,
     seed_option,
-    tracker_kwargs,
 )
 from attnscope.cli.options import parse_settings
 from attnscope.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
@@ -198,5 +197,5 @@ def tracking(out: str, resume: bool, how: How, probe: int, every: int | None, sp
         if tensorboard or every is not None:
             raise InputError("--tensorboard and --track-every go with --track METHODS")
         return ()
-    return (FitTracker(how.methods, probe=probe, every=every, split=split, tensorboard=tensorboard,
-                       **tracker_kwargs(how)),)
+    return (FitTracker(how.explainer(), probe=probe, every=every, targets=how.targets, split=split,
+                       tensorboard=tensorboard),)
