@@ -207,7 +207,8 @@ def through(r: torch.Tensor, a: torch.Tensor, p: Placement) -> torch.Tensor:
     """r·Ã for a row vector r (B, Tq) over the queries and a layer's weights a (B, nW, Nq, Nk): (B, Tk)."""
     b = r.shape[0]
     per_query = r[:, p.q_index.to(r.device)]  # (B, nW, Nq)
-    per_key = torch.einsum("bwi,bwij->bwj", per_query, a.to(r.dtype))  # (B, nW, Nk)
+    with torch.autocast(r.device.type, enabled=False):  # in r's precision, also under the caller's autocast
+        per_key = torch.einsum("bwi,bwij->bwj", per_query, a.to(r.dtype))  # (B, nW, Nk)
     out = torch.zeros(b, p.keys.size, dtype=r.dtype, device=r.device)
     return out.index_add_(1, p.k_index.to(r.device).flatten(), per_key.reshape(b, -1))
 
