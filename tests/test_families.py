@@ -365,3 +365,22 @@ def test_timm_fused_and_unfused_attention_give_the_same_maps() -> None:
     plain = ats.explain(model, x, methods, targets=torch.tensor([1, 3]))
     for method in methods:
         torch.testing.assert_close(plain[method].values, fused[method].values, rtol=1e-4, atol=1e-6)
+
+
+def test_the_table_in_docs_models_is_the_one_these_tests_pin() -> None:
+    """docs/models.md's family table: per row, the auto layer and the ✓ cells are FAMILIES' (each checked above),
+    every other cell a refusal; every family has a row."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in FAMILIES:
+            rows[cells[0]] = cells[1:]
+    assert set(rows) == set(FAMILIES)
+    for name, cells in rows.items():
+        assert cells[0] == f"`{FAMILIES[name].layer}`", name
+        ticked = tuple(m for m, cell in zip(ATTENTION_METHODS, cells[1:], strict=True) if cell == "✓")
+        assert ticked == FAMILIES[name].methods, name
+        assert all(cell == "✓" or cell.startswith("– (") for cell in cells[1:]), name
