@@ -297,3 +297,14 @@ def _choose_captions(objects: list[SceneObject], n: int, rng: np.random.Generato
 def _orders(k: int) -> list[tuple[int, ...]]:
     """Every ordering of every subset of at least two of `k` objects."""
     return [p for r in range(2, k + 1) for c in combinations(range(k), r) for p in permutations(c)]
+
+
+def phrases(sample: SceneSample) -> list[tuple[str, int]]:
+    """The noun phrase of every object of a scene ("a red three") with the object's index into `objects`: the
+    short texts a dual encoder learns besides the captions (each names exactly one object of the scene)."""
+    return [(detokenize([w for w, _ in _noun(sample.objects, i)]), i) for i in range(len(sample.objects))]
+
+
+def phrase_of(colour: str, digit: int) -> str:
+    """The phrase naming an object of `colour` and `digit`: "a red three"."""
+    return f"a {colour} {NUMBER_WORDS[digit]}"
