@@ -57,6 +57,11 @@ def explain(
     forward and backward passes. The model is left exactly as found;
     concurrent calls on one model from several threads run one after the other.
     """
+    from attnscope.explain import multimodal
+
+    if multimodal.bound_target(model, targets, methods):  # texts, captions: the model bound to them
+        return multimodal.explain_bound(explain, model, images, methods, targets, layer, options, batch_size,
+                                        differentiable)
     specs = _methods(methods)
     options = _options(specs, options)
     if not isinstance(model, nn.Module):

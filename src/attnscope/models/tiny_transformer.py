@@ -109,7 +109,8 @@ class VisionTower(nn.Module):
         self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, final_norm: bool = True) -> torch.Tensor:
+        """Images → tokens (B, T, D), after the final `norm` unless `final_norm=False`."""
         size = self.image_size
         if x.dim() != 4 or tuple(x.shape[-2:]) != (size, size):
             raise InputError(f"this vision tower was built for images (B, C, {size}, {size}), got {tuple(x.shape)}")
@@ -119,7 +120,7 @@ class VisionTower(nn.Module):
         tokens = tokens + self.pos_embed
         for block in self.blocks:
             tokens = block(tokens)
-        return self.norm(tokens)  # (B, T, D)
+        return self.norm(tokens) if final_norm else tokens  # (B, T, D)
 
 
 def causal_mask(t: int, like: torch.Tensor) -> torch.Tensor:
