@@ -239,10 +239,10 @@ def _joined(parts: list[dict[str, Any]], ids: list[torch.Tensor]) -> Explanation
     names = [k for k in parts[0] if k]
     maps = {name: SequenceMap.cat([p[name] for p in parts]) for name in names}
     t = max(len(r) - 1 for r in ids)
-    logits = torch.zeros(len(parts), t, device=ids[0].device)
+    logits = parts[0][""].new_zeros(len(parts), t).detach()
     targets = torch.full((len(parts), t), -1, dtype=torch.long, device=ids[0].device)
     for i, (p, r) in enumerate(zip(parts, ids, strict=True)):
-        logits[i, : len(r) - 1] = p[""][0].detach().to(logits.device)
+        logits[i, : len(r) - 1] = p[""][0].detach()
         targets[i, : len(r) - 1] = r[1:]
     return Explanation(maps, logits, targets)
 
