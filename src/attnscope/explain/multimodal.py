@@ -98,7 +98,7 @@ def captioner(model: nn.Module, tokenizer: Any = None) -> Captioner | None:
 
 
 def _protocol(model: nn.Module, _tokenizer: Any) -> Captioner | None:
-    """attnscope's own captioners (Show, Attend and Tell; captioner-tiny): `forward(images, ids)`, `caption`, `vocab`."""
+    """attnscope's own captioners (Show, Attend and Tell, captioner-tiny): `forward(images, ids)`, `caption`."""
     if getattr(model, "attention_kind", None) != "sat":
         return None
     vocab = model.vocab
@@ -152,7 +152,8 @@ def explain_captions(explain: Callable[..., Explanation], model: nn.Module, imag
         raise NotApplicableError(f"{type(unwrap(model)).__name__} is not a captioner attnscope knows: "
                                  f"Caption targets read {describe()}")
     if spec.captions is not None and len(spec.captions) != images.shape[0]:
-        raise InputError(f"Caption holds {len(spec.captions)} captions for {images.shape[0]} images; give one per image")
+        raise InputError(f"Caption holds {len(spec.captions)} captions for {images.shape[0]} images; "
+                         "give one per image")
     ids = _caption_ids(found, images, spec)
     parts = []
     for b, row in enumerate(ids):
