@@ -24,13 +24,14 @@ equal those of its images one by one by construction; the `SequenceMap`s are pad
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
+from attnscope.explain.engine import model_guard
 from attnscope.explain.method import Result, register_method
 from attnscope.explain.tokens import detect_layout
 from attnscope.explain.transformer import HEAD_FUSIONS
@@ -47,12 +48,15 @@ class Caption:
     `score`: what each token's map explains — its "logit" (as Chefer et al.'s one-hot of the output) or its
     "logprob" (log p(token | image, tokens before it), what a counterfactual drop measures).
     `tokenizer`: for captioners that do not carry their words (Hugging Face models), a tokenizer.
+    `last`: explain only the last word of each given caption (no end token is added): one map per image,
+    (B, H, W), and `logits` (B, V) the scores of every word at that step — e.g. "a red three" for "three".
     """
 
     captions: Sequence[str] | None = None
     score: str = "logit"
     tokenizer: Any = None
     max_len: int | None = None
+    last: bool = False
 
     def __post_init__(self) -> None:
         if self.score not in SCORES:
@@ -61,6 +65,8 @@ class Caption:
                 isinstance(c, str) and c.strip() for c in self.captions)):
             raise InputError(f"Caption captions must be a list of non-empty strings (one per image), got "
                              f"{self.captions!r:.80}")
+        if self.last and self.captions is None:
+            raise InputError("Caption(last=True) explains the last word of given captions: pass captions")
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,8 @@ def explain_captions(explain: Callable[..., Explanation], model: nn.Module, imag
         raise InputError(f"Caption holds {len(spec.captions)} captions for {images.shape[0]} images; "
                          "give one per image")
     ids = _caption_ids(found, images, spec)
+    if spec.last:
+        return _last_words(explain, found, images, methods, ids, spec, layer, options, differentiable)
     parts = []
     for b, row in enumerate(ids):
         bound = TeacherForced(found, row, spec.score)
@@ -163,6 +171,28 @@ def explain_captions(explain: Callable[..., Explanation], model: nn.Module, imag
                       differentiable=differentiable)
         parts.append({name: _as_sequence(amap, row, found) for name, amap in out.items()} | {"": out.logits})
     return _joined(parts, ids)
+
+
+def _last_words(explain: Callable[..., Explanation], found: Captioner, images: torch.Tensor, methods: Sequence[str],
+                ids: list[torch.Tensor], spec: Caption, layer: Any, options: Any, differentiable: bool
+                ) -> Explanation:
+    """One map per image (B, H, W): the last word of its caption (`Caption(last=True)`); logits (B, V) there."""
+    maps: dict[str, list[AttentionMap]] = {}
+    logits = []
+    for b, row in enumerate(ids):
+        row = row[:-1]  # without the end token: the caption's last word is the last target
+        if len(row) < 2:
+            raise InputError(f"caption {b} has no word to explain")
+        bound = TeacherForced(found, row, spec.score)
+        out = explain(bound, images[b : b + 1], methods, targets=torch.tensor([len(row) - 2], device=images.device),
+                      layer=layer, options=options, differentiable=differentiable)
+        for name, amap in out.items():
+            maps.setdefault(name, []).append(amap)
+        with model_guard(found.model), torch.no_grad():
+            logits.append(found.forced(images[b : b + 1], row[None])[:, -1])  # (1, V) at the explained step
+    targets = torch.stack([r[-2] for r in ids]).to(images.device)  # the word each map explains
+    joined = {n: replace(AttentionMap.cat(parts), targets=targets) for n, parts in maps.items()}
+    return Explanation(joined, torch.cat(logits), targets)
 
 
 def bound_target(model: nn.Module, targets: Any, methods: Any) -> bool:
@@ -214,8 +244,6 @@ def explain_bound(explain: Callable[..., Explanation], model: nn.Module, images:
 def _caption_ids(found: Captioner, images: torch.Tensor, spec: Caption) -> list[torch.Tensor]:
     """Each image's ids from the start token to the end token (given, or generated greedily)."""
     if spec.captions is None:
-        from attnscope.explain.engine import model_guard
-
         with model_guard(found.model), torch.no_grad():
             generated = found.generate(images, spec.max_len)  # (B, T + 1)
         rows = []
