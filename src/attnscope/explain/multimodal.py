@@ -149,10 +149,8 @@ class TeacherForced(nn.Module):
         return logits.gather(2, ids[:, 1:, None])[..., 0]  # (N, T)
 
 
-def explain_captions(explain: Callable[..., Explanation], model: nn.Module, images: torch.Tensor,
-                     methods: Sequence[str], spec: Caption, layer: Any, options: Any, differentiable: bool
-                     ) -> Explanation:
-    """`explain` of every token of each image's caption: one call per image on the bound captioner (module doc)."""
+def explain_captions(how: Any, model: nn.Module, images: torch.Tensor, spec: Caption) -> Explanation:
+    """`how` on every token of each image's caption: one call per image on the bound captioner (module doc)."""
     found = captioner(model, spec.tokenizer)
     if found is None:
         raise NotApplicableError(f"{type(unwrap(model)).__name__} is not a captioner attnscope knows: "
@@ -161,20 +159,19 @@ def explain_captions(explain: Callable[..., Explanation], model: nn.Module, imag
         raise InputError(f"Caption holds {len(spec.captions)} captions for {images.shape[0]} images; "
                          "give one per image")
     ids = _caption_ids(found, images, spec)
+    how = how.replace(targets=None, batch_size=None)
     if spec.last:
-        return _last_words(explain, found, images, methods, ids, spec, layer, options, differentiable)
+        return _last_words(how, found, images, ids, spec)
     parts = []
     for b, row in enumerate(ids):
         bound = TeacherForced(found, row, spec.score)
         steps = torch.arange(len(row) - 1, device=images.device)[None]  # (1, T): target t is token t + 1
-        out = explain(bound, images[b : b + 1], methods, targets=steps, layer=layer, options=options,
-                      differentiable=differentiable)
+        out = how(bound, images[b : b + 1], steps)
         parts.append({name: _as_sequence(amap, row, found) for name, amap in out.items()} | {"": out.logits})
     return _joined(parts, ids)
 
 
-def _last_words(explain: Callable[..., Explanation], found: Captioner, images: torch.Tensor, methods: Sequence[str],
-                ids: list[torch.Tensor], spec: Caption, layer: Any, options: Any, differentiable: bool
+def _last_words(how: Any, found: Captioner, images: torch.Tensor, ids: list[torch.Tensor], spec: Caption
                 ) -> Explanation:
     """One map per image (B, H, W): the last word of its caption (`Caption(last=True)`); logits (B, V) there."""
     maps: dict[str, list[AttentionMap]] = {}
@@ -184,8 +181,7 @@ def _last_words(explain: Callable[..., Explanation], found: Captioner, images: t
         if len(row) < 2:
             raise InputError(f"caption {b} has no word to explain")
         bound = TeacherForced(found, row, spec.score)
-        out = explain(bound, images[b : b + 1], methods, targets=torch.tensor([len(row) - 2], device=images.device),
-                      layer=layer, options=options, differentiable=differentiable)
+        out = how(bound, images[b : b + 1], torch.tensor([len(row) - 2], device=images.device))
         for name, amap in out.items():
             maps.setdefault(name, []).append(amap)
         with model_guard(found.model), torch.no_grad():
@@ -210,35 +206,33 @@ def bound_target(model: nn.Module, targets: Any, methods: Any) -> bool:
 
 
 def _uses_pass(name: str) -> bool:
-    from attnscope.explain.api import method_spec
+    from attnscope.explain.spec import method_spec
 
     return method_spec(name).uses_pass
 
 
-def explain_bound(explain: Callable[..., Explanation], model: nn.Module, images: torch.Tensor, methods: Any,
-                  targets: Any, layer: Any, options: Any, batch_size: int | None, differentiable: bool) -> Explanation:
-    """`explain` for text or caption targets (see `bound_target`); generative methods (`sat`) run on the model
-    itself and join the result."""
+def explain_bound(how: Any, model: nn.Module, images: torch.Tensor, targets: Any) -> Explanation:
+    """What `explain` does for text or caption targets (see `bound_target`), as the `Explainer` `how` says;
+    generative methods (`sat`) run on the model itself and join the result."""
     from attnscope.explain.text import Text, explain_texts
 
-    names = [methods] if isinstance(methods, str) else list(methods)
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise InputError("images must be a float tensor (B, C, H, W)")
     if isinstance(targets, Text):
-        return explain_texts(explain, model, images, names, targets, layer, options, batch_size, differentiable)
+        return explain_texts(how, model, images, targets)
     spec = targets if isinstance(targets, Caption) else Caption()
-    free = [n for n in names if not _uses_pass(n)]
-    bound = [n for n in names if _uses_pass(n)]
-    own = {k: v for k, v in (options or {}).items() if k in free}
-    out = None if not bound else explain_captions(
-        explain, model, images, bound, spec, layer, {k: v for k, v in (options or {}).items() if k in bound} or None,
-        differentiable)
+    free = tuple(n for n in how.methods if not _uses_pass(n))
+    bound = tuple(n for n in how.methods if _uses_pass(n))
+    out = explain_captions(how.replace(methods=bound), model, images, spec) if bound else None
     if not free:
         return out
-    extra = explain(model, images, free, options=own or None, batch_size=batch_size)
+    if spec.last:
+        raise NotApplicableError(f"{', '.join(free)} generate(s) its own caption and cannot explain the last word "
+                                 "of a given one; use cross-attention")
+    extra = how.replace(methods=free, targets=None)(model, images)
     if out is None:
         return extra
-    return Explanation({n: (extra | out)[n] for n in names}, out.logits, out.targets)
+    return Explanation({n: (extra | out)[n] for n in how.methods}, out.logits, out.targets)
 
 
 def _caption_ids(found: Captioner, images: torch.Tensor, spec: Caption) -> list[torch.Tensor]:

@@ -152,19 +152,15 @@ def text_embeddings(found: DualEncoder, texts: Sequence[str]) -> torch.Tensor:
         return found.encode(list(texts))
 
 
-def explain_texts(explain: Callable[..., Any], model: nn.Module, images: torch.Tensor, methods: Sequence[str],
-                  spec: Text, layer: Any, options: Any, batch_size: int | None, differentiable: bool) -> Any:
-    """`explain` of the bound image tower with target k = text k for every image: maps (B, K, H, W)."""
+def explain_texts(how: Any, model: nn.Module, images: torch.Tensor, spec: Text) -> Any:
+    """`how` on the bound image tower with target k = text k for every image: maps (B, K, H, W)."""
     found = dual_encoder(model, spec.tokenizer)
     if found is None:
         raise NotApplicableError(f"{type(unwrap(model)).__name__} is not a dual encoder attnscope knows: Text "
                                  f"targets read {describe()}")
-    texts = text_embeddings(found, spec.texts)
-    bound = ImageScores(found, texts, spec.score == "cosine")
+    bound = ImageScores(found, text_embeddings(found, spec.texts), spec.score == "cosine")
     k = len(spec.texts)
-    targets = torch.arange(k, device=images.device).expand(images.shape[0], k)  # (B, K): text k for each image
-    out = explain(bound, images, methods, targets=targets, layer=layer, options=options, batch_size=batch_size,
-                  differentiable=differentiable)
+    out = how.replace(targets=None)(bound, images, torch.arange(k, device=images.device).expand(images.shape[0], k))
     for amap in out.values():
         amap.meta["texts"] = list(spec.texts)
     return out
