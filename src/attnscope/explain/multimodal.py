@@ -23,6 +23,7 @@ equal those of its images one by one by construction; the `SequenceMap`s are pad
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -32,8 +33,9 @@ from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain.engine import model_guard
+from attnscope.explain.layers import Layer
 from attnscope.explain.method import Result, register_method
-from attnscope.explain.tokens import detect_layout
+from attnscope.explain.tokens import TokenLayout, detect_layout
 from attnscope.explain.transformer import HEAD_FUSIONS
 from attnscope.maps import AttentionMap, Explanation, SequenceMap
 from attnscope.modules import unwrap
@@ -70,13 +72,28 @@ class Caption:
 
 
 @dataclass(frozen=True)
+class ImageTokens:
+    """Where a decoder-only VLM's image tokens sit in its sequence: from position `start`, a `grid` (h, w) of them
+    in raster order; `offset` is the position whose output predicts the caption's first token."""
+
+    start: int
+    grid: tuple[int, int]
+    offset: int
+
+    @property
+    def count(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+
+@dataclass(frozen=True)
 class Captioner:
     """How attnscope runs one captioner: teacher-forced logits, greedy ids, its words and image tokens.
 
     `forced(images (N, C, H, W), ids (N, T + 1))` → logits (N, T, V) of ids[:, 1:]; `generate(images, max_len)` →
     ids (B, T + 1) from the start token (after <end>: padding); `encode(text)` → ids from the start token to the
-    end token; `cam_layer`: the dotted name (in the model) whose tokens Grad-CAM reads; `prefix`: tokens before
-    the patch grid there and among the cross-attention's keys; `query_offset`: the decoder position of token 0.
+    end token; `cam_layer`: the dotted name (in the model) whose tokens Grad-CAM reads, or a `Layer` of it;
+    `prefix`: tokens before the patch grid there and among the cross-attention's keys; `image_tokens(size)`:
+    for a decoder-only model (no cross-attention), where the image tokens of an image of `size` (H, W) sit.
     """
 
     model: nn.Module
@@ -86,9 +103,9 @@ class Captioner:
     vocabulary: tuple[str, ...]
     end_id: int
     pad_id: int
-    cam_layer: str | None = None
+    cam_layer: Any = None
     prefix: int = 0
-    query_offset: int = 0
+    image_tokens: Callable[[tuple[int, int]], ImageTokens] | None = None
 
 
 CAPTIONERS: list[Callable[[nn.Module, Any], Captioner | None]] = []  # adapters, tried in order
@@ -138,7 +155,7 @@ class TeacherForced(nn.Module):
         self.model, self.found, self.score = found.model, found, score
         self.register_buffer("ids", ids[None], persistent=False)  # (1, T + 1)
         self.num_prefix_tokens = found.prefix
-        if found.cam_layer is not None:
+        if isinstance(found.cam_layer, str):
             self.cam_layer = f"model.{found.cam_layer}"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -160,6 +177,13 @@ def explain_captions(how: Any, model: nn.Module, images: torch.Tensor, spec: Cap
                          "give one per image")
     ids = _caption_ids(found, images, spec)
     how = how.replace(targets=None, batch_size=None)
+    auto = isinstance(how.layer, str) and how.layer == "auto"
+    if isinstance(found.cam_layer, Layer) and auto:
+        how = how.replace(layer=dataclasses.replace(found.cam_layer, at=f"model.{found.cam_layer.at}"))
+    layered = [s.name for s in how.specs if getattr(s, "needs", frozenset()) & {"layer"}]
+    if found.cam_layer is None and auto and layered:
+        raise NotApplicableError(f"{', '.join(layered)} read(s) a layer of the vision tower, and attnscope knows none "
+                                 f"of {type(found.model).__name__} it can read as a patch grid; pass layer=")
     if spec.last:
         return _last_words(how, found, images, ids, spec)
     parts = []
@@ -354,8 +378,20 @@ def _cross_names(names: Sequence[str], kinds: Sequence[str]) -> list[str]:
     return found
 
 
-def _image_grid(model: nn.Module, keys: int, size: tuple[int, int]):
+def _image_grid(model: nn.Module, keys: int, size: tuple[int, int]) -> TokenLayout:
     return detect_layout(model, keys, size)
+
+
+def _image_tokens(model: nn.Module, size: tuple[int, int]) -> ImageTokens | None:
+    """A decoder-only VLM's image tokens (bound to a caption), or None for an encoder–decoder."""
+    core = unwrap(model)
+    found = core.found if isinstance(core, TeacherForced) else None
+    return None if found is None or found.image_tokens is None else found.image_tokens(size)
+
+
+def _token_rows(rows: torch.Tensor, spot: ImageTokens) -> torch.Tensor:
+    """Per-row relevance over the sequence (N, T) → over the image tokens as their grid (N, h, w)."""
+    return rows[:, spot.start : spot.start + spot.count].reshape(len(rows), *spot.grid)
 
 
 def _applies(model: nn.Module) -> str | None:
@@ -377,14 +413,18 @@ def cross_attention(attention_maps: dict[str, torch.Tensor], classes: torch.Tens
     """Raw cross-attention: A_l[t, image tokens] of the decoder position predicting token t, heads fused
     (mean, max or min); l = the last cross-attention layer by default. A distribution over the image tokens."""
     names = list(attention_maps)
-    cross = _cross_names(names, roles(names, attention_maps, model))
+    kinds = roles(names, attention_maps, model)
+    spot = _image_tokens(model, tuple(images.shape[-2:]))
+    cross = [n for n, k in zip(names, kinds, strict=True) if k == "text"] if spot else _cross_names(names, kinds)
     if not -len(cross) <= layer_index < len(cross):
         raise InputError(f"layer_index {layer_index} is out of range for {len(cross)} cross-attention layers")
     if head_fusion not in HEAD_FUSIONS:
         raise InputError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
     a = attention_maps[cross[layer_index]]  # (N, heads, Tq, Tk)
     a = a.mean(dim=1) if head_fusion == "mean" else a.amax(dim=1) if head_fusion == "max" else a.amin(dim=1)
-    rows = a[torch.arange(len(a), device=a.device), classes.to(a.device) + _offset(model)]  # (N, Tk)
+    rows = a[torch.arange(len(a), device=a.device), classes.to(a.device) + (spot.offset if spot else 0)]  # (N, Tk)
+    if spot is not None:  # a decoder-only VLM: the attention of the predicting position to the image tokens
+        return Result(_token_rows(rows, spot), resize="density")
     return Result(_image_grid(model, rows.shape[-1], tuple(images.shape[-2:])).to_grid(rows), resize="density")
 
 
@@ -396,17 +436,20 @@ def chefer_mm(attention_maps: dict[str, torch.Tensor], attention_map_grads: dict
     names = list(attention_maps)
     kinds = roles(names, attention_maps, model)
     layers = [(k, attention_maps[n], attention_map_grads[n]) for n, k in zip(names, kinds, strict=True)]
-    r_ii, r_ti = relevance(layers, start_layer)
     size = tuple(images.shape[-2:])
+    spot = _image_tokens(model, size)
+    if spot is not None:  # decoder-only: the self-attention rule over the language model's sequence
+        r_tt, _ = relevance([("image", a, g) for role, a, g in layers if role == "text"])  # the self rule
+        return _token_rows(r_tt[torch.arange(len(r_tt), device=r_tt.device), classes.to(r_tt.device) + spot.offset],
+                           spot)
+    r_ii, r_ti = relevance(layers, start_layer)
     if r_ti is not None:
-        rows = r_ti[torch.arange(len(r_ti), device=r_ti.device), classes.to(r_ti.device) + _offset(model)]
+        rows = r_ti[torch.arange(len(r_ti), device=r_ti.device), classes.to(r_ti.device)]
         return _image_grid(model, rows.shape[-1], size).to_grid(rows)
+    if isinstance(unwrap(model), TeacherForced):
+        raise NotApplicableError("chefer-mm found no cross-attention from the words to the image among the attention "
+                                 "layers it reads of this captioner")
     layout = _image_grid(model, r_ii.shape[-1], size)
     if layout.cls is None:
         raise NotApplicableError("chefer-mm on an image tower reads the CLS token's row, and this tower has none")
     return layout.to_grid(r_ii[:, layout.cls])
-
-
-def _offset(model: nn.Module) -> int:
-    core = unwrap(model)
-    return core.found.query_offset if isinstance(core, TeacherForced) else 0
