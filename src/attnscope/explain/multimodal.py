@@ -453,3 +453,25 @@ def chefer_mm(attention_maps: dict[str, torch.Tensor], attention_map_grads: dict
     if layout.cls is None:
         raise NotApplicableError("chefer-mm on an image tower reads the CLS token's row, and this tower has none")
     return layout.to_grid(r_ii[:, layout.cls])
+
+
+def _has_alpha(model: nn.Module) -> str | None:
+    core = unwrap(model)
+    found = core.found if isinstance(core, TeacherForced) else captioner(core)
+    if found is not None and getattr(found.model, "attention_kind", None) == "sat":
+        return None
+    return ("it reads the attention a captioner of attnscope's protocol (sat, captioner-tiny) pays while it writes "
+            "each word (its forward's `alphas`)")
+
+
+@register_method("alpha", "intrinsic", applies=_has_alpha)
+def alpha(images: torch.Tensor, classes: torch.Tensor, model: nn.Module) -> Result:
+    """The captioner's own attention α_t for token t of the bound caption (Show, Attend and Tell's soft attention;
+    captioner-tiny's last cross-attention, heads averaged), teacher-forced: what `sat` reads, per token target."""
+    core = unwrap(model)
+    if not isinstance(core, TeacherForced):
+        raise NotApplicableError("alpha explains the tokens of a caption: pass targets=Caption(...)")
+    with torch.no_grad():
+        out = core.found.model(images, core.ids.expand(len(images), -1), sample=False)
+    a = out.alphas[torch.arange(len(images), device=images.device), classes.to(images.device)]  # (N, L)
+    return Result(a.reshape(len(a), *out.grid), resize="density")

@@ -40,6 +40,9 @@ class CaptionerTinyConfig:
     decoder_depth: int = 2
     heads: int = 4
     mlp_ratio: float = 2.0
+    stem: str = "conv"  # "conv" (Xiao et al. 2021) or "smallcnn": a hybrid ViT on SmallCNN's feature map
+    stem_widths: tuple[int, ...] = (16, 32, 64, 128)  # smallcnn stem: one block per width (8×8 at 64 px)
+    freeze_stem: bool = False  # the stem's CNN is not trained (e.g. a pretrained SmallCNN, `stem_weights=`)
     max_len: int = 20  # longest generated caption, <end> included
     attention: str = "soft"  # the captioning protocol's field; a transformer attends softly
 
@@ -60,14 +63,15 @@ class CaptionerTiny(nn.Module):
 
     attention_kind = "sat"  # the captioning protocol of `explain.captioning.sat` (forward, caption, vocab)
 
-    def __init__(self, config: CaptionerTinyConfig) -> None:
+    def __init__(self, config: CaptionerTinyConfig, stem_weights: str | None = None) -> None:
         super().__init__()
         if config.vocab is None:
             raise InputError("captioner-tiny needs a vocabulary: vocab=Vocabulary.to_json() (the trainer passes it)")
         self.config = config
         self.vocab = Vocabulary.from_json(config.vocab)
         self.encoder = VisionTower(config.image_size, config.patch_size, config.dim, config.depth, config.heads,
-                                   config.mlp_ratio, cls=False)
+                                   config.mlp_ratio, cls=False, stem=config.stem, stem_widths=config.stem_widths,
+                                   freeze_stem=config.freeze_stem)
         self.decoder = TextTower(len(self.vocab), config.max_len + 1, config.dim, config.decoder_depth, config.heads,
                                  config.mlp_ratio, cross=True)
         self.head = nn.Linear(config.dim, len(self.vocab))
@@ -75,6 +79,10 @@ class CaptionerTiny(nn.Module):
         self.cam_layer = "encoder.norm"  # the memory every cross-attention reads
         self.register_buffer("vocab_id", torch.tensor(vocab_fingerprint(self.vocab)))
         init_weights(self)
+        if stem_weights is not None:  # after the initialisation, which would overwrite them
+            from attnscope.models.sat import _load_part
+
+            _load_part(self.encoder.patch_embed[0], stem_weights, "features.", "smallcnn")
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -139,9 +147,13 @@ class CaptionerTiny(nn.Module):
 
 @register("captioner-tiny")
 def captioner_tiny(**cfg: Any) -> CaptionerTiny:
-    """A tiny ViT + transformer-decoder captioner; options are the fields of `CaptionerTinyConfig`."""
+    """A tiny ViT + transformer-decoder captioner; options are the fields of `CaptionerTinyConfig`, and
+    `stem_weights`: a SmallCNN checkpoint whose `features` start a "smallcnn" stem."""
     cfg.pop("num_classes", None)
-    return CaptionerTiny(CaptionerTinyConfig(**cfg))
+    weights = cfg.pop("stem_weights", None)
+    if "stem_widths" in cfg:
+        cfg["stem_widths"] = tuple(cfg["stem_widths"])
+    return CaptionerTiny(CaptionerTinyConfig(**cfg), weights)
 
 
 captioner_tiny.task = "transformer-captioning"  # what `attnscope train` trains it with (`train.multimodal`)

@@ -46,6 +46,9 @@ class ClipTinyConfig:
     text_heads: int = 4
     embed_dim: int = 64  # the joint embedding
     mlp_ratio: float = 2.0
+    stem: str = "conv"  # "conv" (Xiao et al. 2021) or "smallcnn": a hybrid ViT on SmallCNN's feature map
+    stem_widths: tuple[int, ...] = (16, 32, 64, 128)  # smallcnn stem: one block per width (8×8 at 64 px)
+    freeze_stem: bool = False  # the stem's CNN is not trained (e.g. a pretrained SmallCNN, `stem_weights=`)
     max_len: int = 24  # tokens per text, <start> and <end> included
     temperature: float = 0.07  # initial τ = log(1 / temperature), as CLIP
 
@@ -75,20 +78,25 @@ class ClipTiny(nn.Module):
 
     attention_kind = "dual-encoder"
 
-    def __init__(self, config: ClipTinyConfig) -> None:
+    def __init__(self, config: ClipTinyConfig, stem_weights: str | None = None) -> None:
         super().__init__()
         if config.vocab is None:
             raise InputError("clip-tiny needs a vocabulary: vocab=Vocabulary.to_json() (the trainer passes the data's)")
         self.config = config
         self.vocab = Vocabulary.from_json(config.vocab)
         self.visual = VisionTower(config.image_size, config.patch_size, config.dim, config.depth, config.heads,
-                                  config.mlp_ratio, cls=True)
+                                  config.mlp_ratio, cls=True, stem=config.stem, stem_widths=config.stem_widths,
+                                  freeze_stem=config.freeze_stem)
         self.visual_proj = nn.Linear(config.dim, config.embed_dim, bias=False)
         self.text = TextTower(len(self.vocab), config.max_len, config.text_dim, config.text_depth, config.text_heads,
                               config.mlp_ratio)
         self.text_proj = nn.Linear(config.text_dim, config.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.temperature)))
         init_weights(self)
+        if stem_weights is not None:  # after the initialisation, which would overwrite them
+            from attnscope.models.sat import _load_part
+
+            _load_part(self.visual.patch_embed[0], stem_weights, "features.", "smallcnn")
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Ids (K, L) of `texts` for `encode_text`."""
@@ -126,9 +134,13 @@ def similarity(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tenso
 
 @register("clip-tiny")
 def clip_tiny(**cfg: Any) -> ClipTiny:
-    """A tiny CLIP; options are the fields of `ClipTinyConfig` (the trainer passes `vocab`)."""
+    """A tiny CLIP; options are the fields of `ClipTinyConfig` (the trainer passes `vocab`), and `stem_weights`:
+    a SmallCNN checkpoint whose `features` start a "smallcnn" stem."""
     cfg.pop("num_classes", None)
-    return ClipTiny(ClipTinyConfig(**cfg))
+    weights = cfg.pop("stem_weights", None)
+    if "stem_widths" in cfg:
+        cfg["stem_widths"] = tuple(cfg["stem_widths"])
+    return ClipTiny(ClipTinyConfig(**cfg), weights)
 
 
 clip_tiny.task = "contrastive"  # what `attnscope train` trains it with (`train.multimodal`)

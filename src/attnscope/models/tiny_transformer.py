@@ -90,24 +90,57 @@ def conv_stem(in_channels: int, dim: int, patch: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Conv2d(c, dim, 1))
 
 
+def smallcnn_stem(widths: tuple[int, ...], dim: int, weights: str | None = None) -> nn.Sequential:
+    """The hybrid ViT's stem (Dosovitskiy et al., ICLR 2021, §3.1): a CNN's feature map as the patches — SmallCNN's
+    `features` (one stride-2 pool per block but the last), optionally from a SmallCNN checkpoint, then a 1×1 conv."""
+    from attnscope.models.sat import _load_part
+    from attnscope.models.smallcnn import SmallCNN, SmallCNNConfig
+
+    features = SmallCNN(SmallCNNConfig(widths=tuple(widths))).features
+    if weights is not None:  # e.g. a SmallCNN classifier's checkpoint: its `features.*` tensors
+        _load_part(features, weights, "features.", "smallcnn")
+    return nn.Sequential(features, nn.Conv2d(widths[-1], dim, 1))
+
+
 class VisionTower(nn.Module):
     """Images (B, C, S, S) → tokens (B, T, D): [CLS] + patches in raster order + positions → blocks → `norm`.
 
     `num_prefix_tokens` (timm's name) says how many tokens precede the patches (1 with a CLS token, else 0).
+    `stem`: "conv" (`conv_stem`) or "smallcnn" (`smallcnn_stem`, with `stem_widths`, maybe `stem_weights`);
+    `freeze_stem`: the stem's CNN keeps its weights and BatchNorm statistics (as a pretrained encoder is kept).
     """
 
     def __init__(self, image_size: int, patch_size: int, dim: int, depth: int, heads: int, mlp_ratio: float,
-                 cls: bool, in_channels: int = 3) -> None:
+                 cls: bool, in_channels: int = 3, stem: str = "conv", stem_widths: tuple[int, ...] = (16, 32, 64, 128),
+                 stem_weights: str | None = None, freeze_stem: bool = False) -> None:
         super().__init__()
         if image_size % patch_size:
             raise InputError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
         self.image_size, self.grid = image_size, image_size // patch_size
         self.num_prefix_tokens = int(cls)
-        self.patch_embed = conv_stem(in_channels, dim, patch_size)
+        if stem == "conv":
+            self.patch_embed = conv_stem(in_channels, dim, patch_size)
+        elif stem == "smallcnn":
+            stride = 2 ** (len(stem_widths) - 1)
+            if stride != patch_size:
+                raise InputError(f"a SmallCNN stem of {len(stem_widths)} blocks has stride {stride}, not "
+                                 f"patch_size {patch_size}")
+            self.patch_embed = smallcnn_stem(stem_widths, dim, stem_weights)
+        else:
+            raise InputError(f"stem must be 'conv' or 'smallcnn', got {stem!r}")
+        self.frozen = freeze_stem
+        if freeze_stem:
+            self.patch_embed[0].requires_grad_(False)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls else None
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + self.grid**2, dim))
         self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
+
+    def train(self, mode: bool = True) -> VisionTower:
+        super().train(mode)
+        if self.frozen:
+            self.patch_embed[0].eval()  # a frozen CNN keeps its BatchNorm statistics
+        return self
 
     def forward(self, x: torch.Tensor, final_norm: bool = True) -> torch.Tensor:
         """Images → tokens (B, T, D), after the final `norm` unless `final_norm=False`."""
