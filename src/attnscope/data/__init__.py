@@ -55,8 +55,10 @@ def _scenes(split: str, n: int, seed: int, **cfg: Any) -> DigitScenes:
 
 
 from attnscope.data.permuted import PermutedLabels, permuted  # noqa: E402
+from attnscope.data.scenes import shuffled  # noqa: E402
 
 register("permuted", permuted)
+register("scenes-shuffled", shuffled)
 
 
 @register("karpathy")

@@ -308,3 +308,32 @@ def phrases(sample: SceneSample) -> list[tuple[str, int]]:
 def phrase_of(colour: str, digit: int) -> str:
     """The phrase naming an object of `colour` and `digit`: "a red three"."""
     return f"a {colour} {NUMBER_WORDS[digit]}"
+
+
+class ShuffledCaptions(Dataset):
+    """DigitScenes whose training captions belong to other images: sample i keeps its image and takes the captions
+    (and word boxes) of sample π(i), π drawn from `caption_seed` — the data of a captioner's data randomisation test
+    (Adebayo et al., NeurIPS 2018, §5). A captioner can fit them only by memorising; its maps should not ground."""
+
+    kind = "captioning"
+
+    def __init__(self, base: DigitScenes, caption_seed: int = 0) -> None:
+        self.base = base
+        self.perm = torch.randperm(len(base), generator=torch.Generator().manual_seed(caption_seed)).tolist()
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> SceneSample:
+        own, other = self.base[index], self.base[self.perm[index]]
+        return own._replace(captions=other.captions, tokens=other.tokens, alignments=other.alignments)
+
+    def vocabulary(self) -> Vocabulary:
+        return self.base.vocabulary()
+
+
+def shuffled(split: str, n: int, seed: int, caption_seed: int = 0, **cfg: object) -> Dataset:
+    """Data set "scenes-shuffled": DigitScenes with the training split's captions shuffled across images (the test
+    split as it is, so test scores measure what was learnt of the true captions)."""
+    scenes = DigitScenes(split, n, seed=seed, **cfg)
+    return ShuffledCaptions(scenes, caption_seed) if split == "train" else scenes
