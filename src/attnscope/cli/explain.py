@@ -52,6 +52,12 @@ MANIFEST = "manifest.json"
 @click.option("--methods", default="gradcam", show_default=True, help="Comma-separated method names.")
 @click.option("--targets", default="pred", show_default=True,
               help="pred (the predicted class), label (built-in data), or a class index.")
+@click.option("--text", "texts", multiple=True, metavar="PROMPT",
+              help="A dual encoder (CLIP, SigLIP): explain the image–text score of this prompt (repeatable).")
+@click.option("--texts", "texts_file", default=None, metavar="FILE", help="Prompts, one per line (as --text).")
+@click.option("--token-methods", default="inputxgrad", show_default=True,
+              help="With --text: methods of each prompt token's relevance (tokens.html): inputxgrad, ig, attention, "
+                   "chefer-mm, attnlrp.")
 @click.option("--layer", default="auto", show_default=True, help="Layer of the CAM methods (a dotted name).")
 @click.option("--option", "method_opts", multiple=True, metavar="METHOD.KEY=VALUE",
               help="A method option, e.g. ig.steps=64 or gradcam.relu=false.")
@@ -70,8 +76,8 @@ MANIFEST = "manifest.json"
                                                                          "(--stream).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted --stream run in --out (same command).")
 def explain_command(checkpoint, weights, num_classes, model_opts, images, n, data_seed, size, resize, crop, pad,
-                    normalize, methods, targets, layer, method_opts, batch_size, fmt, out, overwrite, device,
-                    quiet, stream, shard_size, workers, resume) -> None:
+                    normalize, methods, targets, texts, texts_file, token_methods, layer, method_opts, batch_size, fmt,
+                    out, overwrite, device, quiet, stream, shard_size, workers, resume) -> None:
     """Explain images with post-hoc methods; write overlays (PNG) on the original photos, raw maps and
     manifest.json. Photos of different sizes need --resize (with --crop or --pad) or --size."""
     from attnscope.explain import method_spec  # (registers the methods)
@@ -98,6 +104,11 @@ def explain_command(checkpoint, weights, num_classes, model_opts, images, n, dat
     warnings = _random_weights_warning(info)  # said once the maps exist: an error stays the one line
     if getattr(model, "attention_kind", None) == "sat":  # a captioner has no classes to explain
         raise InputError(f"{checkpoint} is a captioning model: use `attnscope caption --checkpoint {checkpoint}`")
+    from attnscope.cli.texts import split_by_text, text_target, write_tokens
+
+    text = text_target(texts, texts_file, info)
+    if text is not None and (stream or targets != "pred"):
+        raise InputError("--text / --texts explain prompts: they go without --targets and --stream")
     model.to(_device(device))
     if stream:
         from attnscope.cli.explain_stream import run_stream
@@ -111,12 +122,14 @@ def explain_command(checkpoint, weights, num_classes, model_opts, images, n, dat
 
     inputs = read_inputs(images, n, data_seed, fit)
     x, sources, labels = inputs.images, inputs.sources, inputs.labels
-    target_spec = _targets(targets, labels)
+    target_spec = text if text is not None else _targets(targets, labels)
 
     from attnscope import fileio
 
     with outdir.building(out, "explain", overwrite) as partial:
         maps, predicted = _explain(model, x, names, target_spec, layer, options, batch_size, normalize, quiet)
+        if text is not None:  # one map per image and prompt; `predicted` is the best-matching prompt
+            maps = split_by_text(maps, list(text.texts))
         for line in warnings:
             click.echo(f"warning: {line}", err=True)
         flagged = flag_maps(maps, sources, {k: method_spec(k.split("/")[0]).kind for k in maps})
@@ -124,6 +137,13 @@ def explain_command(checkpoint, weights, num_classes, model_opts, images, n, dat
         manifest = _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt,
                              time.perf_counter() - started)
         manifest["warnings"] = warnings
+        if text is not None:
+            manifest["texts"] = list(text.texts)
+            from attnscope.modules import device_of
+
+            manifest["files"] |= write_tokens(partial, model, _normalized(x, normalize).to(device_of(model)), text,
+                                              parse_list(token_methods, "--token-methods"),
+                                              [s_["name"] for s_ in sources])
         manifest["resize"] = None if fit is None else fit.to_dict()
         for name, found in flagged.items():
             manifest["methods"][name]["flags"] = found

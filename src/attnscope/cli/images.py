@@ -49,10 +49,11 @@ def read_inputs(source: str, n: int, seed: int, fit: Any = None) -> Inputs:
             raise InputError(f"--n must be >= 1, got {n}")
         dataset = data.get(source, "test", n, seed=seed)
         samples = [dataset[i] for i in range(min(n, len(dataset)))]  # a fixed set (photos) may hold fewer
-        if not hasattr(samples[0], "label"):
+        captions = getattr(dataset, "kind", None) == "captioning"  # scenes for prompts (--text): no labels
+        if not hasattr(samples[0], "label") and not captions:
             raise DataError(f"data set {source!r} has no class labels to explain; use a classification data set")
         images = [s.image for s in samples]
-        labels = torch.tensor([int(s.label) for s in samples])
+        labels = None if captions else torch.tensor([int(s.label) for s in samples])
         sources = [{"name": f"{source}-{i:04d}", "data": source, "index": i} for i in range(len(samples))]
         return Inputs(torch.stack(images), sources, labels) if fit is None else _fitted(images, sources, labels, fit)
     raise DataError(f"--images {source}: no such file or folder, and not a built-in data set "
