@@ -58,7 +58,8 @@ def caption_command(checkpoint: str, weights: str | None, methods: str, images: 
     model, header = load_model(checkpoint, weights)
     own = getattr(model, "attention_kind", None) == "sat"
     if not own and captioner(model, header.get("tokenizer")) is None:
-        raise InputError(f"{checkpoint} holds a {header['model']['name']!r} model, not a captioning model attnscope knows")
+        raise InputError(f"{checkpoint} holds a {header['model']['name']!r} model, not a captioning model attnscope "
+                         "knows")
     names = (["sat"] if own else ["gradcam"]) if methods == "auto" else parse_list(methods, "--methods")
     if names != ["sat"] and beam_size > 1:
         raise InputError("--beam-size goes with the model's own attention (--methods sat); other maps explain "
