@@ -76,3 +76,19 @@ def test_caption_a_hugging_face_captioner_from_its_folder(tmp_path) -> None:
           *SCENES, "--n", "2", "--max-len", "3", "--methods", "gradcam,saliency", "--out", str(out), "--quiet"])
     record = json.loads((out / "captions.json").read_text())["images"][1]
     assert 1 <= len(record["words"]) <= 3 and sorted(record["strips"]) == ["gradcam", "saliency"]
+
+
+def test_the_report_draws_every_methods_strips_and_the_prompt_tokens(tmp_path) -> None:
+    clip = _train(tmp_path, "clip-tiny", "--model-opt", "text_dim=16", "--model-opt", "embed_dim=8")
+    maps = tmp_path / "maps"
+    main(["explain", "--model", str(clip), "--images", "scenes", "--size", "48", "--n", "1", "--text",
+          "a red <b>three</b>", "--out", str(maps), "--quiet"])
+    captioner = _train(tmp_path, "captioner-tiny", "--model-opt", "decoder_depth=1")
+    out = tmp_path / "captions"
+    main(["caption", "--checkpoint", str(captioner), "--images", "scenes", "--n", "1", "--methods", "alpha,gradcam",
+          "--out", str(out), "--quiet"])
+    main(["report", str(out), "--with", str(maps)])
+    page = (out / "report.html").read_text()
+    assert "Prompt tokens" in page and page.count("<span title=") == 12  # <start>, 10 tokens, <end>
+    assert "&lt;unk&gt;" in page and "<b>three</b>" not in page
+    assert 'alt="alpha per word"' in page and 'alt="gradcam per word"' in page

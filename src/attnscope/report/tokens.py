@@ -19,15 +19,22 @@ def highlighted(words: Sequence[tuple[str, float]]) -> str:
     return " ".join(spans)
 
 
+def token_page_body(data: Mapping[str, Sequence[Sequence[Sequence[tuple[str, float]]]]], images: Sequence[str]
+                    ) -> str:
+    """Per method, per image, every prompt's tokens highlighted by their relevance (HTML, escaped)."""
+    rows = []
+    for method, per_image in data.items():
+        rows.append(f"<h4>{html.escape(method)}</h4>")
+        for name, prompts in zip(images, per_image, strict=False):
+            items = "".join(f"<li>{highlighted(words)}</li>" for words in prompts)
+            rows.append(f"<p>{html.escape(str(name))}</p><ul>{items}</ul>")
+    return "".join(rows)
+
+
 def token_page(data: Mapping[str, Sequence[Sequence[Sequence[tuple[str, float]]]]], texts: Sequence[str],
                images: Sequence[str]) -> str:
     """A self-contained page: per method, per image, every prompt's tokens highlighted by their relevance."""
-    rows = []
-    for method, per_image in data.items():
-        rows.append(f"<h2>{html.escape(method)}</h2>")
-        for name, prompts in zip(images, per_image, strict=True):
-            items = "".join(f"<li>{highlighted(words)}</li>" for words in prompts)
-            rows.append(f"<h3>{html.escape(str(name))}</h3><ul>{items}</ul>")
+    rows = [token_page_body(data, images)]
     head = ("<!doctype html><meta charset='utf-8'><meta http-equiv='Content-Security-Policy' "
             "content=\"default-src 'none'; style-src 'unsafe-inline'\"><title>prompt tokens</title>")
     legend = (f"<p>Relevance of each token of {len(texts)} prompt(s) for the image–text score: red positive, "
