@@ -21,10 +21,13 @@ _NAMES = {
     "Explainer": ("attnscope.explain.spec", "Explainer"),
     "list_methods": ("attnscope.explain", "list_methods"),
     "show": ("attnscope.report.show", "show"),
+    "Text": ("attnscope.explain.text", "Text"),
+    "Caption": ("attnscope.explain.multimodal", "Caption"),
+    "explain_tokens": ("attnscope.explain.text_tokens", "explain_tokens"),
 }
 
-__all__ = ["Explainer", "Explanation", "AttentionMap", "SequenceMap", "__version__", "list_methods", "show",
-           *_SUBMODULES]
+__all__ = ["Caption", "Explainer", "Explanation", "AttentionMap", "SequenceMap", "Text", "__version__",
+           "explain_tokens", "list_methods", "show", *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:
