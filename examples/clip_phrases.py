@@ -18,8 +18,8 @@ import torch
 import attnscope as ats
 from attnscope.data import DigitScenes
 from attnscope.data.scenes import phrase_of
-from attnscope.train.multimodal import Contrastive, contrastive_loss
 from attnscope.train.config import TrainConfig
+from attnscope.train.multimodal import Contrastive, contrastive_loss
 
 METHODS = ("gradcam", "chefer-mm", "legrad", "attention")
 
