@@ -174,3 +174,26 @@ def test_token_relevance_ig_is_complete_and_chefer_reads_the_end_token() -> None
     assert [w for w, _ in ig.words(0, 0)] == ["<start>", "a", "red", "three", "<end>"]
     for name in ("ig", "inputxgrad", "chefer-mm", "attention", "attnlrp"):
         assert (out[name].values[:, ~out[name].mask] == 0).all()  # padding after <end> is never read
+
+
+def test_sanity_checks_take_a_bound_dual_encoder_or_captioner() -> None:
+    """`bind` gives the model explain binds (and its targets): the sanity checks re-initialise its copy's blocks."""
+    import copy
+
+    from attnscope.explain import multimodal, text
+
+    model, x = _clip(), _images()
+    bound, targets = text.bind(model, Text(TEXTS), 2)
+    twin = copy.deepcopy(bound)
+    assert twin.found.model is not model and twin.tower is twin.found.model.visual
+    torch.testing.assert_close(twin(x), bound(x))
+    result = ats.sanity.model_randomization(bound, x, ("gradcam", "chefer-mm"), targets=targets[:, 0],
+                                            metrics=["spearman_abs"], calibration=())
+    assert result.steps[0] == "head.proj" and any(s.startswith("tower.blocks.0") for s in result.steps)
+    assert result.value("chefer-mm", result.steps[-1], "spearman_abs") < 0.9
+    captioner_model = _captioner()
+    bound, targets = multimodal.bind(captioner_model, "a red three")
+    result = ats.sanity.model_randomization(bound, x[:1], ("alpha", "chefer-mm"), targets=targets[:, 2],
+                                            metrics=["spearman_abs"], calibration=())
+    values = [result.value("chefer-mm", step, "spearman_abs") for step in result.steps]
+    assert result.steps[0] == "model.head" and min(v for v in values if v == v) < 0.9

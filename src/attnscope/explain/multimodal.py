@@ -23,6 +23,7 @@ equal those of its images one by one by construction; the `SequenceMap`s are pad
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -150,13 +151,20 @@ class TeacherForced(nn.Module):
     The captioner is the child `model`, so its layers keep their names under "model.".
     """
 
-    def __init__(self, found: Captioner, ids: torch.Tensor, score: str) -> None:
+    def __init__(self, found: Captioner, ids: torch.Tensor, score: str, tokenizer: Any = None) -> None:
         super().__init__()
-        self.model, self.found, self.score = found.model, found, score
+        self.model, self.found, self.score, self.tokenizer = found.model, found, score, tokenizer
         self.register_buffer("ids", ids[None], persistent=False)  # (1, T + 1)
         self.num_prefix_tokens = found.prefix
         if isinstance(found.cam_layer, str):
             self.cam_layer = f"model.{found.cam_layer}"
+
+    def __deepcopy__(self, memo: dict) -> TeacherForced:
+        """A copy bound to a copy of the captioner (its adapter's functions read the copy, not this model)."""
+        model = copy.deepcopy(self.found.model, memo)
+        twin = TeacherForced(captioner(model, self.tokenizer), self.ids[0].clone(), self.score, self.tokenizer)
+        twin.train(self.training)
+        return twin
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         ids = self.ids.expand(images.shape[0], -1)  # (N, T + 1)
@@ -188,7 +196,7 @@ def explain_captions(how: Any, model: nn.Module, images: torch.Tensor, spec: Cap
         return _last_words(how, found, images, ids, spec)
     parts = []
     for b, row in enumerate(ids):
-        bound = TeacherForced(found, row, spec.score)
+        bound = TeacherForced(found, row, spec.score, spec.tokenizer)
         steps = torch.arange(len(row) - 1, device=images.device)[None]  # (1, T): target t is token t + 1
         out = how(bound, images[b : b + 1], steps)
         parts.append({name: _as_sequence(amap, row, found) for name, amap in out.items()} | {"": out.logits})
@@ -204,7 +212,7 @@ def _last_words(how: Any, found: Captioner, images: torch.Tensor, ids: list[torc
         row = row[:-1]  # without the end token: the caption's last word is the last target
         if len(row) < 2:
             raise InputError(f"caption {b} has no word to explain")
-        bound = TeacherForced(found, row, spec.score)
+        bound = TeacherForced(found, row, spec.score, spec.tokenizer)
         out = how(bound, images[b : b + 1], torch.tensor([len(row) - 2], device=images.device))
         for name, amap in out.items():
             maps.setdefault(name, []).append(amap)
@@ -257,6 +265,17 @@ def explain_bound(how: Any, model: nn.Module, images: torch.Tensor, targets: Any
     if out is None:
         return extra
     return Explanation({n: (extra | out)[n] for n in how.methods}, out.logits, out.targets)
+
+
+def bind(model: nn.Module, caption: str, tokenizer: Any = None, score: str = "logit"
+         ) -> tuple[TeacherForced, torch.Tensor]:
+    """`model` bound to one `caption` and the targets (1, T) that explain each of its tokens: what `explain` does for
+    `Caption` targets, as a model any consumer of maps takes (sanity checks of one image's words)."""
+    found = captioner(model, tokenizer)
+    if found is None:
+        raise NotApplicableError(f"{type(unwrap(model)).__name__} is not a captioner attnscope knows: {describe()}")
+    ids = torch.tensor(found.encode(caption), dtype=torch.long)
+    return TeacherForced(found, ids, score, tokenizer), torch.arange(len(ids) - 1)[None]
 
 
 def _caption_ids(found: Captioner, images: torch.Tensor, spec: Caption) -> list[torch.Tensor]:

@@ -14,6 +14,7 @@ text is read at), AttnLRP.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -129,11 +130,23 @@ class ImageScores(nn.Module):
 
     text_target = True
 
-    def __init__(self, found: DualEncoder, texts: torch.Tensor, cosine: bool) -> None:
+    def __init__(self, found: DualEncoder, texts: torch.Tensor, cosine: bool, tokenizer: Any = None) -> None:
         super().__init__()
         self.tower, self.norm, self.found = found.tower, found.norm, found
         self.head = SimilarityHead(found.proj, texts, found.scale(), found.bias(), cosine)
         self.num_prefix_tokens = found.prefix
+        self.cosine, self.tokenizer = cosine, tokenizer
+
+    def __deepcopy__(self, memo: dict) -> ImageScores:
+        """A copy bound to a copy of the whole dual encoder (its adapter's functions read the copy, not this model),
+        so that what a sanity check re-initialises in the copy is what the copy runs."""
+        model = copy.deepcopy(self.found.model, memo)
+        found = dual_encoder(model, self.tokenizer)
+        twin = ImageScores(found, self.head.texts.clone(), self.cosine, self.tokenizer)
+        twin.head.scale.copy_(self.head.scale)
+        twin.head.bias.copy_(self.head.bias)
+        twin.train(self.training)
+        return twin
 
     @property
     def cls_token(self) -> torch.Tensor | None:
@@ -158,7 +171,7 @@ def explain_texts(how: Any, model: nn.Module, images: torch.Tensor, spec: Text) 
     if found is None:
         raise NotApplicableError(f"{type(unwrap(model)).__name__} is not a dual encoder attnscope knows: Text "
                                  f"targets read {describe()}")
-    bound = ImageScores(found, text_embeddings(found, spec.texts), spec.score == "cosine")
+    bound = ImageScores(found, text_embeddings(found, spec.texts), spec.score == "cosine", spec.tokenizer)
     k = len(spec.texts)
     out = how.replace(targets=None)(bound, images, torch.arange(k, device=images.device).expand(images.shape[0], k))
     for amap in out.values():
@@ -170,3 +183,15 @@ def describe() -> str:
     """What kinds of dual encoders the adapters know (for messages)."""
     return ("attnscope's clip-tiny (attention_kind = 'dual-encoder'), and transformers' CLIPModel and SiglipModel, "
             "open_clip's CLIP")
+
+
+def bind(model: nn.Module, text: Text, batch: int) -> tuple[ImageScores, torch.Tensor]:
+    """`model`'s image tower bound to `text`'s prompts and the targets (batch, K) that explain each prompt: what
+    `explain` does for `Text` targets, as a model any consumer of maps takes (e.g. `ats.sanity.model_randomization
+    (bound, images, methods, targets=targets)` randomises the image tower's blocks)."""
+    found = dual_encoder(model, text.tokenizer)
+    if found is None:
+        raise NotApplicableError(f"{type(unwrap(model)).__name__} is not a dual encoder attnscope knows: {describe()}")
+    bound = ImageScores(found, text_embeddings(found, text.texts), text.score == "cosine", text.tokenizer)
+    k = len(text.texts)
+    return bound, torch.arange(k, device=bound.head.texts.device).expand(batch, k)

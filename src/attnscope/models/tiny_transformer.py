@@ -136,6 +136,12 @@ class VisionTower(nn.Module):
         self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
 
+    def reset_parameters(self) -> None:
+        """Re-draw this module's own parameters (CLS token, positions) as at initialisation (sanity checks)."""
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+
     def train(self, mode: bool = True) -> VisionTower:
         super().train(mode)
         if self.frozen:
@@ -173,6 +179,10 @@ class TextTower(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, max_len, dim))
         self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, cross=cross) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
+
+    def reset_parameters(self) -> None:
+        """Re-draw this module's own parameters (positions) as at initialisation (sanity checks)."""
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
     def forward_embedded(self, x: torch.Tensor, memory: torch.Tensor | None = None, need_weights: bool = False
                          ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
