@@ -106,9 +106,7 @@ def explain_command(checkpoint, weights, num_classes, model_opts, images, n, dat
         raise InputError(f"{checkpoint} is a captioning model: use `attnscope caption --checkpoint {checkpoint}`")
     from attnscope.cli.texts import split_by_text, text_target, write_tokens
 
-    text = text_target(texts, texts_file, info)
-    if text is not None and (stream or targets != "pred"):
-        raise InputError("--text / --texts explain prompts: they go without --targets and --stream")
+    text = text_target(texts, texts_file, info, alone=not stream and targets == "pred")
     model.to(_device(device))
     if stream:
         from attnscope.cli.explain_stream import run_stream
@@ -137,13 +135,8 @@ def explain_command(checkpoint, weights, num_classes, model_opts, images, n, dat
         manifest = _manifest(checkpoint, info, sources, labels, predicted, maps, files, normalize, fmt,
                              time.perf_counter() - started)
         manifest["warnings"] = warnings
-        if text is not None:
-            manifest["texts"] = list(text.texts)
-            from attnscope.modules import device_of
-
-            manifest["files"] |= write_tokens(partial, model, _normalized(x, normalize).to(device_of(model)), text,
-                                              parse_list(token_methods, "--token-methods"),
-                                              [s_["name"] for s_ in sources])
+        if text is not None:  # the prompts, and each prompt token's relevance
+            manifest |= write_tokens(partial, model, _normalized(x, normalize), text, token_methods, sources)
         manifest["resize"] = None if fit is None else fit.to_dict()
         for name, found in flagged.items():
             manifest["methods"][name]["flags"] = found

@@ -14,9 +14,10 @@ if TYPE_CHECKING:
 MAX_TEXTS = 64  # prompts per call: each is one more target row of every image
 
 
-def text_target(texts: tuple[str, ...], texts_file: str | None, info: dict[str, Any]):
-    """A `Text` target from --text and --texts FILE (one prompt per line), with the model's tokenizer; None if none."""
-    prompts = [t for t in texts]
+def text_target(texts: tuple[str, ...], texts_file: str | None, info: dict[str, Any], alone: bool):
+    """A `Text` target from --text and --texts FILE (one prompt per line), with the model's tokenizer; None if none.
+    `alone`: whether no other target (--targets) and no --stream were asked for."""
+    prompts = list(texts)
     if texts_file is not None:
         path = Path(texts_file)
         if not path.is_file():
@@ -27,6 +28,8 @@ def text_target(texts: tuple[str, ...], texts_file: str | None, info: dict[str, 
             raise InputError(f"--texts {texts_file}: cannot read it as UTF-8 text ({e})") from None
     if not prompts:
         return None
+    if not alone:
+        raise InputError("--text / --texts explain prompts: they go without --targets and --stream")
     if len(prompts) > MAX_TEXTS or any(not p.strip() for p in prompts):
         raise InputError(f"give 1 to {MAX_TEXTS} non-empty prompts with --text / --texts, got {len(prompts)}")
     from attnscope.explain.text import Text
@@ -45,16 +48,20 @@ def split_by_text(maps: dict[str, Any], texts: list[str]) -> dict[str, Any]:
     return out
 
 
-def write_tokens(folder: Path, model: Any, images: torch.Tensor, text: Any, methods: list[str],
-                 names: list[str]) -> dict[str, str]:
-    """tokens.json (per method, image and prompt: each token's relevance) and tokens.html (highlighted text)."""
+def write_tokens(folder: Path, model: Any, images: torch.Tensor, text: Any, token_methods: str,
+                 sources: list[dict[str, Any]]) -> dict[str, Any]:
+    """tokens.json (per method, image and prompt: each token's relevance) and tokens.html (highlighted text);
+    returns what the manifest records of them."""
     from attnscope import fileio
+    from attnscope.cli.options import parse_list
     from attnscope.explain.text_tokens import explain_tokens
+    from attnscope.modules import device_of
     from attnscope.report.tokens import token_page
 
-    found = explain_tokens(model, images, text, methods)
+    names = [s["name"] for s in sources]
+    found = explain_tokens(model, images.to(device_of(model)), text, parse_list(token_methods, "--token-methods"))
     data = {m: [[tm.words(b, k) for k in range(len(text.texts))] for b in range(len(images))]
             for m, tm in found.items()}
     fileio.write_json(folder / "tokens.json", {"texts": list(text.texts), "images": names, "methods": data})
     fileio.write_text(folder / "tokens.html", token_page(data, list(text.texts), names))
-    return {"tokens": "tokens.json", "tokens_html": "tokens.html"}
+    return {"texts": list(text.texts), "tokens": {"json": "tokens.json", "html": "tokens.html"}}

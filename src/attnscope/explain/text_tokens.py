@@ -28,7 +28,7 @@ from torch import nn
 from attnscope.errors import InputError
 from attnscope.explain import engine
 from attnscope.explain.attention import explicit_attention
-from attnscope.explain.multimodal import relevance
+from attnscope.explain.crossmodal import relevance
 from attnscope.explain.options import positive_int
 from attnscope.explain.rewrites import rewritten
 from attnscope.explain.text import DualEncoder, Text, describe, dual_encoder
