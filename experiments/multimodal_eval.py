@@ -13,7 +13,7 @@ that names an object (its colour and its number word), through `Caption` targets
   (independent): Spearman of each word's map before and after;
 - data randomisation: captioner-tiny trained on shuffled captions, the same words: Spearman of the two maps.
 clip-tiny, on the phrase of every object ("a red three") as `Text` targets: pointing, energy, ρ_named from the
-similarity drop, single deletion, a phrase naming an absent object, randomisation of the image tower's blocks.
+similarity drop, single deletion, a phrase naming an absent object, randomisation of either tower (independent).
 
 Each value is kept per (image, word), so tables can pool seeds and pair methods on the same words.
 """
@@ -184,7 +184,7 @@ def score_clip(model: torch.nn.Module, test: Any) -> dict[str, Any]:
     methods = METHODS["clip"]
     rows = []
     rng = random.Random(0)
-    random_tower = _randomized_tower(model)
+    random_tower, random_text = _randomized_tower(model, "visual"), _randomized_tower(model, "text")
     trust: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
     for i in range(len(test)):
         sample = test[i]
@@ -208,20 +208,25 @@ def score_clip(model: torch.nn.Module, test: Any) -> dict[str, Any]:
             rows.append(row)
         if i < TRUST_N:
             rand = ats.explain(random_tower, sample.image[None], list(methods), targets=Text(texts))
+            rand_text = ats.explain(random_text, sample.image[None], list(methods), targets=Text(texts))
             for m in methods:
                 a = out[m].values[0].flatten(1).float()
                 trust[m].setdefault("absent phrase", []).extend(
                     spearman(a[:-1], a[-1:].expand(len(texts), -1)).tolist())
                 trust[m].setdefault("image tower", []).extend(
                     spearman(a[:-1], rand[m].values[0].flatten(1).float()).tolist())
+                trust[m].setdefault("text tower", []).extend(
+                    spearman(a[:-1], rand_text[m].values[0].flatten(1).float()).tolist())
     return {"methods": list(methods), "rows": rows, "trust": trust}
 
 
-def _randomized_tower(model: torch.nn.Module) -> torch.nn.Module:
-    """clip-tiny with its image tower's transformer blocks re-drawn (the frozen CNN stem kept)."""
+def _randomized_tower(model: torch.nn.Module, tower: str) -> torch.nn.Module:
+    """clip-tiny with one tower's weights re-drawn: "visual" (its transformer blocks; the frozen CNN stem kept) or
+    "text" (all of it: the prompts' embeddings change, the image tower is the trained one)."""
     copied = copy.deepcopy(model)
     torch.manual_seed(0)
-    for m in copied.visual.blocks.modules():
+    part = copied.visual.blocks if tower == "visual" else copied.text
+    for m in part.modules():
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()
     return copied.eval()
