@@ -44,12 +44,17 @@ METHODS = {"sat": ("alpha", "gradcam", "saliency"),
 TRUST_N = 50  # scenes for the randomisation and changed-word tests
 
 
+def _finished(run: Path, epochs: int) -> bool:
+    metrics = run / "metrics.jsonl"
+    return metrics.exists() and len(metrics.read_text().splitlines()) >= epochs
+
+
 def score_seed(runs: dict[str, Path], seed: int, args: Any, results: Path) -> None:
     """Score every finished run of one seed into results/<model>-s<seed>.json (skipped when present)."""
     test = data.get("scenes", "test", args.score_n, seed=0, size=64, digit_size=[15, 23])
     for name in ("sat", "captioner", "clip"):
         path = results / f"{name}-s{seed}.json"
-        if path.exists() or not (runs[name] / "model.safetensors").exists():
+        if path.exists() or not _finished(runs[name], args.epochs):
             continue
         model, _ = checkpoint.load(runs[name])
         model.eval()
@@ -57,8 +62,7 @@ def score_seed(runs: dict[str, Path], seed: int, args: Any, results: Path) -> No
             out = score_clip(model, test)
         else:
             shuffled = runs.get("captioner-shuffled") if name == "captioner" else None
-            other = checkpoint.load(shuffled)[0].eval() if shuffled and (shuffled / "model.safetensors").exists() \
-                else None
+            other = checkpoint.load(shuffled)[0].eval() if shuffled and _finished(shuffled, args.epochs) else None
             out = score_captioner(model, test, METHODS[name], other)
         out.update(model=name, seed=seed, run=str(runs[name]), n_scenes=len(test))
         fileio.write_json(path, out)
