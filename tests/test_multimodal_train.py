@@ -74,7 +74,7 @@ def test_captioner_tiny_trains_with_the_tracker_and_records_each_object_word(tmp
     assert probe.texts == expected.texts and torch.equal(probe.labels, expected.labels)
     assert [s["step"] for s in store.snapshots] == [0, 2]
     measures = store.snapshots[-1]["measures"]
-    assert {"cross-attention/pointing@box", "chefer-mm/energy@box", "probe_acc"} <= set(measures)
+    assert {"cross-attention/pointing@box", "chefer-mm/energy_box@box", "probe_acc"} <= set(measures)
     assert store.maps(2)["gradcam"].shape == (len(probe.texts), 48, 48)
 
 

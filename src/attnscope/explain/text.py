@@ -174,7 +174,7 @@ def explain_texts(how: Any, model: nn.Module, images: torch.Tensor, spec: Text) 
     bound = ImageScores(found, text_embeddings(found, spec.texts), spec.score == "cosine", spec.tokenizer)
     k = len(spec.texts)
     out = how.replace(targets=None)(bound, images, torch.arange(k, device=images.device).expand(images.shape[0], k))
-    for amap in out.values():
+    for _, amap in out.items():
         amap.meta["texts"] = list(spec.texts)
     return out
 

@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnscope.data.vocab import Vocabulary
 from attnscope.errors import CheckpointError, InputError
-from attnscope.models import check_fields, register
 from attnscope.models import sat_search as search
+from attnscope.models.registry import check_fields, register
 from attnscope.models.sat import Caption, vocab_fingerprint
+from attnscope.models.sat_encoder import _load_part
 from attnscope.models.tiny_transformer import TextTower, VisionTower, init_weights
+from attnscope.vocab import Vocabulary
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,6 @@ class CaptionerTiny(nn.Module):
         self.register_buffer("vocab_id", torch.tensor(vocab_fingerprint(self.vocab)))
         init_weights(self)
         if stem_weights is not None:  # after the initialisation, which would overwrite them
-            from attnscope.models.sat import _load_part
-
             _load_part(self.encoder.patch_embed[0], stem_weights, "features.", "smallcnn")
 
     @property

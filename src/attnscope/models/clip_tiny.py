@@ -26,11 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnscope.data.digits import NUMBER_WORDS
-from attnscope.data.vocab import Vocabulary, pad_ids, tokenize
 from attnscope.errors import InputError
-from attnscope.models import check_fields, register
+from attnscope.models.registry import check_fields, register
+from attnscope.models.sat_encoder import _load_part
 from attnscope.models.tiny_transformer import TextTower, VisionTower, init_weights
+from attnscope.vocab import Vocabulary, tokenize
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")  # DigitScenes' words
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,15 @@ def encode_texts(vocab: Vocabulary, texts: Sequence[str], max_len: int) -> torch
         raise InputError(f"texts must be a non-empty list of non-empty strings, got {texts!r:.80}")
     encoded = []
     for text in texts:
-        words = [NUMBER_WORDS[int(w)] if w.isdigit() and len(w) == 1 else w for w in tokenize(text)]
+        words = [DIGIT_WORDS[int(w)] if w.isdigit() and len(w) == 1 else w for w in tokenize(text)]
         ids = vocab.encode(words)
         if len(ids) > max_len:
             raise InputError(f"{text!r} has {len(ids) - 2} words; this model reads at most {max_len - 2}")
         encoded.append(ids)
-    return pad_ids(encoded, vocab.pad_id)[0]
+    ids = torch.full((len(encoded), max(map(len, encoded))), vocab.pad_id, dtype=torch.long)
+    for row, seq in enumerate(encoded):
+        ids[row, : len(seq)] = torch.tensor(seq)
+    return ids  # (K, L)
 
 
 class ClipTiny(nn.Module):
@@ -94,8 +99,6 @@ class ClipTiny(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.temperature)))
         init_weights(self)
         if stem_weights is not None:  # after the initialisation, which would overwrite them
-            from attnscope.models.sat import _load_part
-
             _load_part(self.visual.patch_embed[0], stem_weights, "features.", "smallcnn")
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:

@@ -93,7 +93,7 @@ def conv_stem(in_channels: int, dim: int, patch: int) -> nn.Sequential:
 def smallcnn_stem(widths: tuple[int, ...], dim: int, weights: str | None = None) -> nn.Sequential:
     """The hybrid ViT's stem (Dosovitskiy et al., ICLR 2021, §3.1): a CNN's feature map as the patches — SmallCNN's
     `features` (one stride-2 pool per block but the last), optionally from a SmallCNN checkpoint, then a 1×1 conv."""
-    from attnscope.models.sat import _load_part
+    from attnscope.models.sat_encoder import _load_part
     from attnscope.models.smallcnn import SmallCNN, SmallCNNConfig
 
     features = SmallCNN(SmallCNNConfig(widths=tuple(widths))).features
