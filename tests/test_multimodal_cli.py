@@ -92,3 +92,35 @@ def test_the_report_draws_every_methods_strips_and_the_prompt_tokens(tmp_path) -
     assert "Prompt tokens" in page and page.count("<span title=") == 12  # <start>, 10 tokens, <end>
     assert "&lt;unk&gt;" in page and "<b>three</b>" not in page
     assert 'alt="alpha per word"' in page and 'alt="gradcam per word"' in page
+
+
+def test_explain_texts_of_a_hugging_face_clip_from_its_folder(tmp_path) -> None:
+    """--model hf:CLIPModel --weights FOLDER: the model and its tokenizer from a save_pretrained folder, offline."""
+    transformers = pytest.importorskip("transformers", reason="the dev extra installs transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    words = ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "a", "red", "three", "blue", "seven"]
+    vocab = {w: i for i, w in enumerate(words)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.post_processor = processors.TemplateProcessing(single="[BOS] $A [EOS]", special_tokens=[("[BOS]", 2),
+                                                                                               ("[EOS]", 3)])
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]",
+                                                     bos_token="[BOS]", eos_token="[EOS]")
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=9,
+                max_position_embeddings=16, bos_token_id=2, eos_token_id=3, pad_token_id=0)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=48,
+                  patch_size=8)
+    torch.manual_seed(0)
+    model = transformers.CLIPModel(transformers.CLIPConfig(vision_config=vision, text_config=text, projection_dim=8))
+    folder = tmp_path / "clip"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    out = tmp_path / "maps"
+    main(["explain", "--model", "hf:CLIPModel", "--weights", str(folder), "--images", "scenes", "--size", "48",
+          "--n", "2", "--text", "a red three", "--text", "a blue seven", "--methods", "gradcam,chefer-mm",
+          "--token-methods", "inputxgrad,chefer-mm", "--out", str(out), "--quiet"])
+    tokens = json.loads((out / "tokens.json").read_text())
+    assert [w for w, _ in tokens["methods"]["chefer-mm"][1][0]] == ["[BOS]", "a", "red", "three", "[EOS]"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["kind"] == "transformers" and len(manifest["methods"]) == 4
