@@ -41,7 +41,7 @@ from attnscope.models import checkpoint
 METHODS = {"sat": ("alpha", "gradcam", "saliency"),
            "captioner": ("alpha", "chefer-mm", "gradcam", "attnlrp", "saliency"),
            "clip": ("gradcam", "attention", "rollout", "chefer-mm", "legrad", "attnlrp", "saliency")}
-TRUST_N = 50  # scenes for the randomisation and changed-word tests
+TRUST_N = 30  # scenes for the randomisation and changed-word tests
 
 
 def _finished(run: Path, epochs: int) -> bool:

@@ -85,7 +85,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--probe", type=int, default=16, help="test images whose object words the tracker follows")
     p.add_argument("--results", default="experiments/results/multimodal")
-    p.add_argument("--score-n", type=int, default=200, help="test scenes scored by `score`")
+    p.add_argument("--score-n", type=int, default=120, help="test scenes scored by `score`")
     args = p.parse_args()
     encoder = sat_scenes.pretrain_encoder(Path(args.out) / "encoder", 8000, 8)
     if args.what == "train":
