@@ -162,10 +162,9 @@ def captioner_trust(model: torch.nn.Module, test: Any, methods: tuple[str, ...],
             others["shuffled captions"] = _maps(shuffled, sample.image, caption, methods)
         for t, _ in words:
             changed = _maps(model, sample.image, _changed(sample, t, rng), methods)
-            for m in methods:
-                a = maps[m][t].flatten()[None]
+            for m in methods:  # Spearman of two maps (H, W): one value
                 for name, other in [("changed word", changed), *others.items()]:
-                    out[m].setdefault(name, []).append(float(spearman(a, other[m][t].flatten()[None])[0]))
+                    out[m].setdefault(name, []).append(float(spearman(maps[m][t], other[m][t])))
     return out
 
 
@@ -213,14 +212,13 @@ def score_clip(model: torch.nn.Module, test: Any) -> dict[str, Any]:
         if i < TRUST_N:
             rand = ats.explain(random_tower, sample.image[None], list(methods), targets=Text(texts))
             rand_text = ats.explain(random_text, sample.image[None], list(methods), targets=Text(texts))
-            for m in methods:
-                a = out[m].values[0].flatten(1).float()
+            for m in methods:  # maps (K, H, W) against maps (K, H, W): one Spearman per phrase
+                a = out[m].values[0].float()
                 trust[m].setdefault("absent phrase", []).extend(
-                    spearman(a[:-1], a[-1:].expand(len(texts), -1)).tolist())
-                trust[m].setdefault("image tower", []).extend(
-                    spearman(a[:-1], rand[m].values[0].flatten(1).float()).tolist())
+                    spearman(a[:-1], a[-1:].expand_as(a[:-1])).tolist())
+                trust[m].setdefault("image tower", []).extend(spearman(a[:-1], rand[m].values[0].float()).tolist())
                 trust[m].setdefault("text tower", []).extend(
-                    spearman(a[:-1], rand_text[m].values[0].flatten(1).float()).tolist())
+                    spearman(a[:-1], rand_text[m].values[0].float()).tolist())
     return {"methods": list(methods), "rows": rows, "trust": trust}
 
 
