@@ -54,6 +54,8 @@ def score_seed(runs: dict[str, Path], seed: int, args: Any, results: Path) -> No
     test = data.get("scenes", "test", args.score_n, seed=0, size=64, digit_size=[15, 23])
     for name in ("sat", "captioner", "clip"):
         path = results / f"{name}-s{seed}.json"
+        if name == "captioner" and path.exists():
+            _add_shuffled(path, runs, test, args.epochs)
         if path.exists() or not _finished(runs[name], args.epochs):
             continue
         model, _ = checkpoint.load(runs[name])
@@ -67,6 +69,25 @@ def score_seed(runs: dict[str, Path], seed: int, args: Any, results: Path) -> No
         out.update(model=name, seed=seed, run=str(runs[name]), n_scenes=len(test))
         fileio.write_json(path, out)
         print(f"scored {path}", flush=True)
+
+
+def _add_shuffled(path: Path, runs: dict[str, Path], test: Any, epochs: int) -> None:
+    """The data randomisation test of a captioner scored before its shuffled-caption twin had finished training."""
+    scored = json.loads(path.read_text())
+    shuffled = runs.get("captioner-shuffled")
+    methods = tuple(scored["methods"])
+    if "shuffled captions" in scored["trust"][methods[0]] or shuffled is None or not _finished(shuffled, epochs):
+        return
+    model, other = (checkpoint.load(p)[0].eval() for p in (runs["captioner"], shuffled))
+    for i in range(min(TRUST_N, len(test))):
+        sample = test[i]
+        maps, theirs = (_maps(m, sample.image, sample.captions[0], methods) for m in (model, other))
+        for t, _ in _words(sample):
+            for m in methods:
+                scored["trust"][m].setdefault("shuffled captions", []).append(float(spearman(maps[m][t],
+                                                                                             theirs[m][t])))
+    fileio.write_json(path, scored)
+    print(f"added the shuffled-caption test to {path}", flush=True)
 
 
 # --- captioners ------------------------------------------------------------------------------------------------
