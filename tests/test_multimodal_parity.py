@@ -152,9 +152,19 @@ def test_chefer_mm_on_an_encoder_decoder_equals_the_detr_generator() -> None:
     model = models.get("captioner-tiny", vocab=VOCAB, decoder_depth=2, max_len=12, **SMALL).double().eval()
     image = torch.rand(1, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     caption = "a red three left of a blue two"
-    ours = ats.explain(model, image, "chefer-mm", targets=Caption([caption]))["chefer-mm"].lowres[0]  # (T, 4, 4)
+    reference = {"chefer-mm": {"residual": "reference"}}  # the authors' 0/0 in eq. 9 kept (see below)
+    ours = ats.explain(model, image, "chefer-mm", targets=Caption([caption]), options=reference)["chefer-mm"]
+    ours = ours.lowres[0]  # (T, 4, 4)
+    safe = ats.explain(model, image, "chefer-mm", targets=Caption([caption]))["chefer-mm"].lowres[0]
     ids = torch.tensor(captioner(model).encode(caption))[None]
-    for t in range(ids.shape[1] - 1):
+    steps = ids.shape[1] - 1
+    # In a causal decoder the positions after token t get no gradient from its score: their rows of R^{tt} − I are
+    # 0, eq. 9 divides 0 by 0, and the reference zeroes every entry the NaN reaches — all of them, for every token
+    # but the last. "safe" keeps those rows at 0 instead; where the reference has no 0/0 (the last token) both agree.
+    assert all(float(ours[t].abs().max()) == 0 for t in range(steps - 1)) and float(ours[-1].abs().max()) > 0
+    assert all(float(safe[t].abs().max()) > 0 for t in range(steps))
+    torch.testing.assert_close(safe[-1], ours[-1], **TOL)
+    for t in range(steps):
         with Recorder(model) as seen:
             logits = model(image, ids).logits  # (1, T, V)
             one_hot = torch.zeros_like(logits)

@@ -28,21 +28,31 @@ def avg_heads(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return (grad * attn).clamp_min(0).mean(dim=1)
 
 
-def normalized_residual(r: torch.Tensor) -> torch.Tensor:
-    """R̂ = R̄ + I with R̄ = R − I, each row divided by its sum (eqs. 8–9); (N, T, T). A zero row becomes NaN, as in
-    the authors' code, and `cross_rule` sets what it touches to 0."""
+RESIDUALS = ("safe", "reference")
+
+
+def normalized_residual(r: torch.Tensor, residual: str = "safe") -> torch.Tensor:
+    """R̂ = R̄ + I with R̄ = R − I, each row divided by its sum (eqs. 8–9); (N, T, T).
+
+    A row of R − I that sums to 0 (a position no relevance reached) is 0/0: `residual="reference"` keeps the NaN,
+    as the authors' code does, and `cross_rule` then zeroes every entry the NaN reaches — in a causal decoder that
+    is every entry, for any token but the last (the positions after it get no gradient); `"safe"` keeps such a row
+    at 0 (R̂ row = the identity's)."""
     eye = torch.eye(r.shape[-1], dtype=r.dtype, device=r.device)
     bar = r - eye
-    return bar / bar.sum(dim=-1, keepdim=True) + eye
+    total = bar.sum(dim=-1, keepdim=True)
+    if residual == "reference":
+        return bar / total + eye
+    return torch.where(total != 0, bar / torch.where(total != 0, total, 1), 0) + eye
 
 
-def cross_rule(r_tt: torch.Tensor, r_ii: torch.Tensor, a_ti: torch.Tensor) -> torch.Tensor:
+def cross_rule(r_tt: torch.Tensor, r_ii: torch.Tensor, a_ti: torch.Tensor, residual: str = "safe") -> torch.Tensor:
     """The addition to R^{ti} of a cross-attention Ā (N, Tt, Ti): (R̂^{tt})ᵀ Ā R̂^{ii} (eq. 10), NaN → 0."""
-    out = normalized_residual(r_tt).transpose(-2, -1) @ a_ti @ normalized_residual(r_ii)
+    out = normalized_residual(r_tt, residual).transpose(-2, -1) @ a_ti @ normalized_residual(r_ii, residual)
     return torch.nan_to_num(out, nan=0.0)
 
 
-def relevance(layers: Sequence[tuple[str, torch.Tensor, torch.Tensor]], start_layer: int = 0
+def relevance(layers: Sequence[tuple[str, torch.Tensor, torch.Tensor]], start_layer: int = 0, residual: str = "safe"
               ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(R^{ii}, R^{ti}) after every (role, A, ∇A) in forward order; roles "image", "text", "cross" (module doc).
 
@@ -65,7 +75,7 @@ def relevance(layers: Sequence[tuple[str, torch.Tensor, torch.Tensor]], start_la
         elif role == "cross":
             r_tt = _eye(n, tq, a) if r_tt is None else r_tt
             r_ii = _eye(n, tk, a) if r_ii is None else r_ii
-            r_ti = (0 if r_ti is None else r_ti) + cross_rule(r_tt, r_ii, a)
+            r_ti = (0 if r_ti is None else r_ti) + cross_rule(r_tt, r_ii, a, residual)
     return r_ii, r_ti
 
 
@@ -150,9 +160,13 @@ def cross_attention(attention_maps: dict[str, torch.Tensor], classes: torch.Tens
 
 @register_method("chefer-mm", "transformer", applies=_applies)
 def chefer_mm(attention_maps: dict[str, torch.Tensor], attention_map_grads: dict[str, torch.Tensor],
-              classes: torch.Tensor, images: torch.Tensor, model: nn.Module, *, start_layer: int = 0) -> torch.Tensor:
+              classes: torch.Tensor, images: torch.Tensor, model: nn.Module, *, start_layer: int = 0,
+              residual: str = "safe") -> torch.Tensor:
     """Chefer et al.'s generic rule (ICCV 2021; module docstring): R^{ti}[t] at the patches for a captioner,
-    the image tower's R^{ii}[CLS] for a dual encoder; `start_layer` skips earlier image self-attention layers."""
+    the image tower's R^{ii}[CLS] for a dual encoder; `start_layer` skips earlier image self-attention layers;
+    `residual`: "safe" or "reference" (the authors' 0/0 in eq. 9, see `normalized_residual`)."""
+    if residual not in RESIDUALS:
+        raise InputError(f"residual must be one of {RESIDUALS}, got {residual!r}")
     names = list(attention_maps)
     kinds = roles(names, attention_maps, model)
     layers = [(k, attention_maps[n], attention_map_grads[n]) for n, k in zip(names, kinds, strict=True)]
@@ -162,7 +176,7 @@ def chefer_mm(attention_maps: dict[str, torch.Tensor], attention_map_grads: dict
         r_tt, _ = relevance([("image", a, g) for role, a, g in layers if role == "text"])  # the self rule
         return _token_rows(r_tt[torch.arange(len(r_tt), device=r_tt.device), classes.to(r_tt.device) + spot.offset],
                            spot)
-    r_ii, r_ti = relevance(layers, start_layer)
+    r_ii, r_ti = relevance(layers, start_layer, residual)
     if r_ti is not None:
         rows = r_ti[torch.arange(len(r_ti), device=r_ti.device), classes.to(r_ti.device)]
         return _image_grid(model, rows.shape[-1], size).to_grid(rows)
