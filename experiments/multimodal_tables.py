@@ -175,6 +175,7 @@ def main() -> None:
     caption = {k: v for k, v in data.items() if k != "clip"}
     print("## Grounding per word\n\n" + grounding(data) + "\n")
     print("## Paired comparisons\n\n" + comparisons(data, [
+        ("captioner", "attnlrp", "sat", "alpha"), ("captioner", "attnlrp", "sat", "gradcam"),
         ("captioner", "chefer-mm", "sat", "alpha"), ("captioner", "alpha", "sat", "alpha"),
         ("captioner", "gradcam", "sat", "gradcam"), ("captioner", "chefer-mm", "captioner", "alpha"),
         ("captioner", "gradcam", "captioner", "alpha"), ("captioner", "attnlrp", "captioner", "alpha"),
