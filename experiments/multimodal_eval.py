@@ -38,8 +38,8 @@ from attnscope.metrics.localisation import box_masks
 from attnscope.metrics.similarity import spearman
 from attnscope.models import checkpoint
 
-METHODS = {"sat": ("alpha", "gradcam", "saliency"),
-           "captioner": ("alpha", "chefer-mm", "gradcam", "attnlrp", "saliency"),
+METHODS = {"sat": ("alpha", "gradcam", "saliency", "inputxgrad"),
+           "captioner": ("alpha", "chefer-mm", "gradcam", "attnlrp", "saliency", "inputxgrad"),
            "clip": ("gradcam", "attention", "rollout", "chefer-mm", "legrad", "attnlrp", "saliency")}
 TRUST_N = 30  # scenes for the randomisation and changed-word tests
 

@@ -176,6 +176,7 @@ def main() -> None:
     print("## Grounding per word\n\n" + grounding(data) + "\n")
     print("## Paired comparisons\n\n" + comparisons(data, [
         ("captioner", "attnlrp", "sat", "alpha"), ("captioner", "attnlrp", "sat", "gradcam"),
+        ("captioner", "inputxgrad", "sat", "inputxgrad"), ("captioner", "attnlrp", "captioner", "inputxgrad"),
         ("captioner", "chefer-mm", "sat", "alpha"), ("captioner", "alpha", "sat", "alpha"),
         ("captioner", "gradcam", "sat", "gradcam"), ("captioner", "chefer-mm", "captioner", "alpha"),
         ("captioner", "gradcam", "captioner", "alpha"), ("captioner", "attnlrp", "captioner", "alpha"),
