@@ -187,13 +187,14 @@ def test_sanity_checks_take_a_bound_dual_encoder_or_captioner() -> None:
     twin = copy.deepcopy(bound)
     assert twin.found.model is not model and twin.tower is twin.found.model.visual
     torch.testing.assert_close(twin(x), bound(x))
+    compare = ats.sanity.Comparison(metrics=["spearman_abs"], calibration=())
     result = ats.sanity.model_randomization(bound, x, ("gradcam", "chefer-mm"), targets=targets[:, 0],
-                                            metrics=["spearman_abs"], calibration=())
+                                            comparison=compare)
     assert result.steps[0] == "head.proj" and any(s.startswith("tower.blocks.0") for s in result.steps)
     assert result.value("chefer-mm", result.steps[-1], "spearman_abs") < 0.9
     captioner_model = _captioner()
     bound, targets = multimodal.bind(captioner_model, "a red three")
     result = ats.sanity.model_randomization(bound, x[:1], ("alpha", "chefer-mm"), targets=targets[:, 2],
-                                            metrics=["spearman_abs"], calibration=())
+                                            comparison=compare)
     values = [result.value("alpha", step, "spearman_abs") for step in result.steps]
     assert result.steps[0] == "model.head" and min(v for v in values if v == v) < 0.9
