@@ -1,6 +1,6 @@
-"""`attnscope caption`: captions of images by a trained Show, Attend and Tell model, with a strip of
-per-word attention overlays per image (as in the paper's figures), and BLEU / grounding when the
-images come from a captioning data set with references.
+"""`attnscope caption`: captions of images by a captioner (Show, Attend and Tell, captioner-tiny, a Hugging Face
+captioner or VLM), with a strip of per-word maps per image and method (as in the paper's figures), and BLEU /
+grounding when the images come from a captioning data set with references.
 
 Everything is written into a temporary folder that is renamed to `--out` at the end, so a failed
 run never leaves a half-written output; an earlier caption output is replaced only with `--overwrite`
@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from attnscope import console, fileio, outdir
+from attnscope import console, fileio
 from attnscope.cli import cli
-from attnscope.cli.options import existing_input, parse_settings
+from attnscope.cli.common import Compute, ModelSource, Output, compute_options, model_options, output_options
+from attnscope.cli.options import parse_settings
 from attnscope.errors import InputError
 
 if TYPE_CHECKING:
@@ -25,56 +26,56 @@ if TYPE_CHECKING:
 
 
 @cli.command("caption")
-@click.option("--checkpoint", "--model", "checkpoint", required=True, metavar="SOURCE",
-              help="Run folder or checkpoint of a trained sat or captioner-tiny, or hf:CLASS (a Hugging Face "
-                   "captioner or VLM) with --weights FOLDER.")
-@click.option("--weights", default=None, help="With --model hf:CLASS: its save_pretrained folder.")
+@model_options(help="Run folder or checkpoint of a trained sat or captioner-tiny, or hf:CLASS (a Hugging Face "
+                   "captioner or VLM) with --weights FOLDER (its save_pretrained folder).")
 @click.option("--methods", default="auto", show_default=True,
               help="Per-word maps: auto (the model's own attention, sat, for sat and captioner-tiny; gradcam for "
                    "others) or names, e.g. alpha,cross-attention,chefer-mm,gradcam (greedy captions).")
 @click.option("--images", required=True,
               help="An image file or folder, or a captioning data set name (scenes, karpathy).")
-@click.option("--out", required=True, help="Folder to write captions.json and attention/*.png into.")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope caption` output.")
+@output_options("caption", help="Folder to write captions.json and attention/*.png into.")
 @click.option("--n", "n", default=16, show_default=True, type=int, help="Images to caption from a data set.")
 @click.option("--split", default="test", show_default=True, help="Split of a data set.")
 @click.option("--data-opt", multiple=True, metavar="KEY=VALUE", help="Data set option (default: the training run's).")
 @click.option("--beam-size", default=1, show_default=True, type=int, help="1: greedy; more: beam search.")
 @click.option("--max-len", default=None, type=int, help="Longest caption (default: the model's).")
 @click.option("--size", default=None, type=int, help="Resize images from a folder to size × size.")
-@click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def caption_command(checkpoint: str, weights: str | None, methods: str, images: str, out: str, overwrite: bool,
-                    n: int, split: str, data_opt: tuple[str, ...], beam_size: int, max_len: int | None,
-                    size: int | None, batch_size: int, quiet: bool) -> None:
+@click.option("--explain-batch", default=32, show_default=True, type=int,
+              help="Images captioned (with their attention) per call.")
+@click.option("--batch-size", "old_batch", default=None, type=int, hidden=True)
+@compute_options()
+def caption_command(source: ModelSource, methods: str, images: str, output: Output, n: int, split: str,
+                    data_opt: tuple[str, ...], beam_size: int, max_len: int | None, size: int | None,
+                    explain_batch: int, old_batch: int | None, compute: Compute) -> None:
     """Caption IMAGES with the model in CHECKPOINT; write captions.json and per-word attention strips."""
-    from attnscope.cli.options import load_model, parse_list
+    from attnscope.cli.options import parse_list
     from attnscope.explain.multimodal import captioner
 
+    batch_size = explain_batch if old_batch is None else old_batch
     if n < 1 or batch_size < 1 or beam_size < 1:
-        raise InputError("--n, --batch-size and --beam-size must be >= 1")
-    final = Path(out)
-    outdir.check(final, "caption", overwrite)
-    model, header = load_model(checkpoint, weights)
+        raise InputError("--n, --explain-batch and --beam-size must be >= 1")
+    output.check()
+    model, header = source.load()
     own = getattr(model, "attention_kind", None) == "sat"
     if not own and captioner(model, header.get("tokenizer")) is None:
-        raise InputError(f"{checkpoint} holds a {header['model']['name']!r} model, not a captioning model attnscope "
-                         "knows")
+        raise InputError(f"{source.source} holds a {header['model']['name']!r} model, not a captioning model "
+                         "attnscope knows")
     names = (["sat"] if own else ["gradcam"]) if methods == "auto" else parse_list(methods, "--methods")
     if names != ["sat"] and beam_size > 1:
         raise InputError("--beam-size goes with the model's own attention (--methods sat); other maps explain "
                          "the greedy caption")
     if own:
         _check_decoding(model, beam_size, max_len)
-    source = _source(images, header, n, split, parse_settings(data_opt, "--data-opt"), size)
-    with outdir.building(final, "caption", overwrite) as partial:
+    model.to(compute.torch_device())
+    data = _source(images, header, n, split, parse_settings(data_opt, "--data-opt"), size)
+    with output.building() as partial:
         how = {"methods": names, "tokenizer": header.get("tokenizer")}
-        summary = write_captions(model, source, partial, beam_size, max_len, batch_size, quiet, how)
-        summary["checkpoint"] = str(checkpoint)
+        summary = write_captions(model, data, partial, beam_size, max_len, batch_size, compute.quiet, how)
+        summary["checkpoint"] = source.source
         fileio.write_json(partial / "captions.json", summary)
     for key, value in summary.get("metrics", {}).items():
         click.echo(f"{key}: {value:.4f}")
-    click.echo(f"wrote {final}/ (captions.json, attention/*.png for {len(summary['images'])} images)")
+    click.echo(f"wrote {output.path}/ (captions.json, attention/*.png for {len(summary['images'])} images)")
 
 
 MAX_LEN = 200  # words per caption: each keeps one attention map per image
@@ -96,6 +97,7 @@ def _source(images: str, header: dict[str, Any], n: int, split: str, data_cfg: d
     import torch
 
     from attnscope import data
+    from attnscope.data.inputs import existing_input
 
     path = existing_input(images, "--images")
     if path is not None:
@@ -118,6 +120,7 @@ def _source(images: str, header: dict[str, Any], n: int, split: str, data_cfg: d
 def write_captions(model: torch.nn.Module, source: dict[str, Any], out: Path, beam_size: int, max_len: int | None,
                    batch_size: int, quiet: bool, how: dict[str, Any] | None = None) -> dict[str, Any]:
     """Caption every image of `source`; write one attention strip per image (and method); return the summary."""
+    from attnscope.modules import device_of
     from attnscope.train.caption_eval import CaptionScores
 
     how = how or {"methods": ["sat"], "tokenizer": None}
@@ -130,7 +133,7 @@ def write_captions(model: torch.nn.Module, source: dict[str, Any], out: Path, be
     stems = _unique_stems(names)
     with console.progress(len(images), "caption", not quiet) as bar:
         for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
+            chunk = images[start : start + batch_size].to(device_of(model))
             part = None if samples is None else samples[start : start + len(chunk)]
             seqs = _per_word(model, chunk, part, scores, beam_size, max_len, how)
             first = next(iter(seqs.values()))
