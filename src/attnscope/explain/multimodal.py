@@ -221,24 +221,17 @@ def _last_words(how: Any, found: Captioner, images: torch.Tensor, ids: list[torc
     return Explanation(joined, torch.cat(logits), targets)
 
 
-def bound_target(model: nn.Module, targets: Any, methods: Any) -> bool:
+def bound_target(model: nn.Module, targets: Any, uses_pass: Sequence[bool]) -> bool:
     """Whether `explain` binds the model to texts or captions: `Text` / `Caption` targets, or a captioner explained
-    without targets by a method that reads the shared pass (it then explains the caption it generates)."""
+    without targets by a method that reads the shared pass (`uses_pass`: of each method; it then explains the
+    caption it generates)."""
     from attnscope.explain.text import Text
 
     if isinstance(targets, (Text, Caption)):
         return True
-    names = [methods] if isinstance(methods, str) else methods
-    if targets is not None or not isinstance(model, nn.Module) or isinstance(unwrap(model), TeacherForced) \
-            or not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+    if targets is not None or not isinstance(model, nn.Module) or isinstance(unwrap(model), TeacherForced):
         return False
-    return captioner(model) is not None and any(_uses_pass(name) for name in names)
-
-
-def _uses_pass(name: str) -> bool:
-    from attnscope.explain.spec import method_spec
-
-    return method_spec(name).uses_pass
+    return captioner(model) is not None and any(uses_pass)
 
 
 def explain_bound(how: Any, model: nn.Module, images: torch.Tensor, targets: Any) -> Explanation:
@@ -251,8 +244,9 @@ def explain_bound(how: Any, model: nn.Module, images: torch.Tensor, targets: Any
     if isinstance(targets, Text):
         return explain_texts(how, model, images, targets)
     spec = targets if isinstance(targets, Caption) else Caption()
-    free = tuple(n for n in how.methods if not _uses_pass(n))
-    bound = tuple(n for n in how.methods if _uses_pass(n))
+    passes = {name: spec.uses_pass for name, spec in zip(how.methods, how.specs, strict=True)}
+    free = tuple(n for n in how.methods if not passes[n])
+    bound = tuple(n for n in how.methods if passes[n])
     out = explain_captions(how.replace(methods=bound), model, images, spec) if bound else None
     if not free:
         return out

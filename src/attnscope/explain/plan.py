@@ -100,7 +100,7 @@ def explain_with(how: Explainer, model: nn.Module, images: torch.Tensor, targets
     """The maps of `model` for `images` as `how` says, for `targets` (see `explain`)."""
     from attnscope.explain import multimodal
 
-    if multimodal.bound_target(model, targets, how.methods):  # texts, captions: the model bound to them
+    if multimodal.bound_target(model, targets, [s.uses_pass for s in how.specs]):  # texts, captions: bound to them
         return multimodal.explain_bound(how, model, images, targets)
     images = _checked(how, model, images, targets)
     todo = plan(how, images.shape[0])
