@@ -144,13 +144,14 @@ def trust(data: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def dynamics(runs_folder: Path, models: list[str]) -> str:
+def dynamics(runs_folder: Path, seeds: dict[str, list[int]]) -> str:
+    """Tracker curves of the scored seeds only (a run cut short would average into its first epochs)."""
     from attnscope.track.store import TrackStore
 
     lines = ["| model | method | " + " | ".join(f"epoch {e}" for e in range(7)) + " |", "| --- " * 9 + "|"]
-    for model in models:
+    for model, scored in seeds.items():
         series: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for folder in sorted(runs_folder.glob(f"{model}-s*")):
+        for folder in (runs_folder / f"{model}-s{seed}" for seed in sorted(scored)):
             if not (folder / "track").exists():
                 continue
             store = TrackStore.open(folder / "track")
@@ -185,7 +186,7 @@ def main() -> None:
     print("## Causal faithfulness\n\n" + causal(data) + "\n")
     print("## Trust\n\n" + trust(data) + "\n")
     print("## Training (tracker probe, pointing per object word, mean over seeds)\n\n"
-          + dynamics(Path(args.runs), list(caption)) + "\n")
+          + dynamics(Path(args.runs), {k: [run["seed"] for run in v] for k, v in caption.items()}) + "\n")
 
 
 if __name__ == "__main__":
