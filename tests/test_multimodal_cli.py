@@ -41,7 +41,9 @@ def test_explain_texts_writes_a_map_per_prompt_and_highlighted_tokens(tmp_path) 
 def test_explain_texts_refuses_what_does_not_fit(tmp_path, capsys) -> None:
     run = _train(tmp_path, "clip-tiny", "--model-opt", "text_dim=16", "--model-opt", "embed_dim=8")
     for extra, message in [(["--texts", str(tmp_path / "none.txt")], "no such file"),
-                           (["--text", "a red three", "--targets", "3"], "without --targets")]:
+                           (["--text", "a red three", "--targets", "3"], "without --targets"),
+                           (["--text", "a red three", "--stream"], "and --stream"),
+                           (["--text", " "], "non-empty prompts")]:
         with pytest.raises(SystemExit) as info:
             main(["explain", "--model", str(run), "--images", "scenes", "--size", "48", *extra,
                   "--out", str(tmp_path / "o")])
