@@ -303,6 +303,12 @@ class Pass:
             self._graph = token_graph(self.core, self._attention, self.capture, self.images, self.output)
         return self._graph
 
+    def _input_attention_maps(self) -> dict[str, torch.Tensor]:
+        return {n: self.rows(a) for n, a in zip(self.capture.probe_names, self.capture.probes, strict=True)}
+
+    def _input_attention_map_grads(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.capture.probe_names, self.capture.probe_grads, strict=True))
+
     def _input_token_layout(self) -> TokenLayout:
         return self._input_token_graph().layout()
 

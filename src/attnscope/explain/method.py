@@ -46,6 +46,10 @@ INPUTS: dict[str, tuple[str, frozenset[str]]] = {
                      frozenset({"attention"})),
     "token_graph": ("every attention layer placed on the image's token grid (windows, stages) and the tokens the "
                     "output reads: `explain.windowed.TokenGraph`", frozenset({"attention"})),
+    "attention_maps": ("every attention layer's weights by module name, forward order: {name: (N, heads, Tq, Tk)}, "
+                       "cross-attention included", frozenset({"attention"})),
+    "attention_map_grads": ("d score / d each of `attention_maps`: {name: (N, heads, Tq, Tk)}",
+                            frozenset({"attention", "attention_grad"})),
     "bias_grads": ("b ⊙ d score / d output of every Conv2d / BatchNorm2d with a bias, module order: (N, C, h, w) "
                    "each (FullGrad; the whole backward to the input)", frozenset({"bias_grad"})),
     "own_attention": ("the maps of forward(x, return_attention=True): {name: (N, h, w)}",
