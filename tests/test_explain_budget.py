@@ -48,10 +48,10 @@ def test_cost_is_the_bytes_one_forward_allocates() -> None:
 
 def test_chunk_is_the_most_inputs_that_fit_the_budget() -> None:
     cpu, mib = torch.device("cpu"), 2**20
-    assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=False) == 6  # 64 MiB // 10 MiB
-    assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=True) == 12  # backward: 2× the bytes, 256 MiB
+    assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=False) == 51  # 512 MiB // 10 MiB
+    assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=True) == 25  # backward: 2× the bytes
     assert budget.chunk_size(10 * mib, cpu, None, 4, grad=False) == 4  # never more than there are
-    assert budget.chunk_size(100 * mib, cpu, None, 1000, grad=False) == 1  # at least one
+    assert budget.chunk_size(1000 * mib, cpu, None, 1000, grad=False) == 1  # at least one
     with budget.memory_budget(200 * mib):  # one budget given: for both kinds of chunk
         assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=False) == 20
         assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=True) == 10
@@ -130,3 +130,23 @@ def test_robustness_scores_the_same_in_budget_chunks(model, monkeypatch) -> None
     monkeypatch.setattr(budget, "available", lambda device: cost // 2)
     with pytest.raises(ResourceError):
         robustness.logits_of(model, X)
+
+
+def test_the_probe_picks_the_chunk_fastest_per_input_and_measures_once(monkeypatch) -> None:
+    """Per-input time by hand: (4 + n) / n falls to the budget's 32, then 0.1·|n − 8| + 1 has its least at 8
+    (the probe stops two sizes after it); each measured once and cached."""
+    net, cpu = nn.Linear(2, 2), torch.device("cpu")
+    ran: list[int] = []
+    for cost, best, tried in ((lambda n: 4 + n, 32, [2, 2, 4, 8, 16, 32]),
+                              (lambda n: n * (0.1 * abs(n - 8) + 1), 8, [2, 2, 4, 8, 16, 32])):
+        monkeypatch.setattr(budget, "_seconds", lambda run, n, device, cost=cost: (run(n), cost(n))[1])
+        probe, ran[:] = budget.Probe(f"by-hand-{best}", ran.append), []
+        with budget.memory_budget(32):  # one byte per input: chunks of at most 32
+            assert budget.probed_chunk(net, 1, cpu, None, 1000, False, ("k",), probe) == best
+            assert ran == tried  # one warm-up, then each size in turn
+            assert budget.probed_chunk(net, 1, cpu, None, 1000, False, ("k",), probe) == best and ran == tried
+    assert budget.sizes(32) == [2, 4, 8, 16, 32] and budget.sizes(20) == [2, 4, 8, 16, 20]
+    assert budget.probed_chunk(net, 1, cpu, 5, 1000, False, ("k",), probe) == 5  # asked for: no probe
+    assert budget.probed_chunk(net, 1, cpu, None, budget.PROBE_MIN - 1, False, ("k",), probe) == budget.PROBE_MIN - 1
+    with budget.memory_budget(4):  # the budget bounds the probe: 4 bytes, 1 byte per input
+        assert budget.probed_chunk(net, 1, cpu, None, 1000, False, ("k",), probe) == 4

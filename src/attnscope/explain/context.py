@@ -69,15 +69,18 @@ class Oracle:
         self._layer, self._reading, self._raw = layer, reading, raw
         self._tail: tuple[nn.Module | None, str] | None = None
 
-    def chunk(self, requested: int | None, total: int, grad: bool = False, after_layer: bool = False) -> int:
-        """Inputs per rerun: `requested`, or the most that fit the memory budget (`explain.budget`); refuses
-        a chunk that cannot fit the memory there is, with the estimate.
+    def chunk(self, requested: int | None, total: int, grad: bool = False, after_layer: bool = False,
+              probe: budget.Probe | None = None) -> int:
+        """Inputs per rerun: `requested`, or within the memory budget the chunk `probe` measures fastest
+        (`explain.budget.probed_chunk`); refuses a chunk that cannot fit the memory there is, with the estimate.
 
         `after_layer`: the inputs are outputs of the chosen layer: only what runs from it on counts.
         """
         after = self._layer if after_layer else None
-        cost = budget.input_cost(self.core, tuple(self.images.shape[1:]), self.images.dtype, after)
-        return budget.chunk_size(cost, self.images.device, requested, total, grad)
+        shape = tuple(self.images.shape[1:])
+        cost = budget.input_cost(self.core, shape, self.images.dtype, after)
+        key = (shape, self.images.dtype, grad, None if after is None else id(after))
+        return budget.probed_chunk(self.core, cost, self.images.device, requested, total, grad, key, probe)
 
     def channels_last(self, setting: bool | str) -> bool:
         """"auto": NHWC when the images already are, or the model declares `prefers_channels_last`."""

@@ -18,6 +18,7 @@ from attnscope.errors import InputError
 from attnscope.explain.context import Oracle
 from attnscope.explain.method import register_method
 from attnscope.explain.options import positive_int
+from attnscope.explain.perturbation import forward_probe
 from attnscope.explain.targets import Target
 
 RISE_SCORES = ("probability", "sigmoid", "logit")
@@ -71,7 +72,7 @@ def rise(oracle: Oracle, *, n: int = 4000, cells: int = 7, p: float = 0.5, score
     size = tuple(x.shape[-2:])
     gen = torch.Generator().manual_seed(seed)
     total = x.new_zeros(x.shape[0] * k, *size)
-    batch_size = oracle.chunk(batch_size, min(n, draw))
+    batch_size = min(oracle.chunk(batch_size, n * x.shape[0], probe=forward_probe(oracle, channels_last)), draw)
     for start in range(0, n, draw):
         drawn = rise_masks(min(draw, n - start), cells, p, size, gen).to(x)  # (M, H, W)
         for i, s in itertools.product(range(x.shape[0]), range(0, len(drawn), batch_size)):

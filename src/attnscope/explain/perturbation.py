@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from attnscope.errors import InputError, NotApplicableError
+from attnscope.explain.budget import Probe
 from attnscope.explain.cam import safe_div, weighted_sum
 from attnscope.explain.context import Oracle
 from attnscope.explain.method import Result, register_method
@@ -22,6 +23,14 @@ from attnscope.explain.targets import Target
 from attnscope.maps import normalize, upsample
 
 SCORECAM_WEIGHTS = ("probability", "channel-softmax")
+
+
+def forward_probe(oracle: Oracle, channels_last: bool | str) -> Probe:
+    """Chunks of masked forwards timed on copies of the first image, in the layout the passes run in."""
+    nhwc = oracle.channels_last(channels_last)
+    x = oracle.images[:1]
+    return Probe(f"forward-{'nhwc' if nhwc else 'nchw'}",
+                 lambda n: oracle.logits(x.expand(n, *x.shape[1:]).clone(), channels_last))
 
 
 def _input_masks(
@@ -73,7 +82,7 @@ def scorecam(
     keys = torch.cat([image[:, None].to(masks.dtype), masks], dim=1)[~blank]
     unique, inverse = torch.unique(keys, dim=0, return_inverse=True)  # distinct (image, mask) pairs
     u_image, u_masks = unique[:, 0].long(), unique[:, 1:].view(-1, h, w)
-    batch_size = oracle.chunk(batch_size, len(unique))
+    batch_size = oracle.chunk(batch_size, len(unique), probe=forward_probe(oracle, channels_last))
     logits = [
         oracle.logits(oracle.images[u_image[s : s + batch_size]]
                       * _input_masks(u_masks[s : s + batch_size], oracle.images.shape[-2:], upsample_first,
@@ -133,7 +142,9 @@ def ablationcam(acts: torch.Tensor, scores: torch.Tensor, oracle: Oracle, *, rel
            "repeat": oracle.with_layer_output_repeated}[used]
     n, c = acts.shape[:2]
     k = oracle.per_image
-    batch_size = oracle.chunk(batch_size, c, after_layer=used != "repeat")
+    first = acts[:1]
+    probe = Probe(f"ablation-{used}", lambda m: run(0, first.expand(m, *first.shape[1:]).clone()))
+    batch_size = oracle.chunk(batch_size, c, after_layer=used != "repeat", probe=probe)
     y_k = scores[:, None].repeat(1, c)  # (N, C)
     for i in range(n // k):
         rows = torch.arange(i * k, (i + 1) * k, device=acts.device)
@@ -197,7 +208,7 @@ def occlusion(
     win_rows = rows.repeat_interleave(cols.shape[0], dim=0)  # (P, H), window p = (p // Pw, p % Pw)
     win_cols = cols.repeat(rows.shape[0], 1)  # (P, W)
     drops = x.new_empty(b * k, p)
-    batch_size = oracle.chunk(batch_size, b * p)
+    batch_size = oracle.chunk(batch_size, b * p, probe=forward_probe(oracle, channels_last))
     for s in range(0, b * p, batch_size):
         flat = torch.arange(s, min(s + batch_size, b * p), device=x.device)
         i, j = flat // p, flat % p

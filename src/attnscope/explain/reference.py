@@ -23,7 +23,7 @@ from attnscope.explain.gradient import reduce_channels
 from attnscope.explain.method import register_method
 from attnscope.explain.options import positive_int
 from attnscope.explain.rewrites import register_rewrite
-from attnscope.explain.sampled import MAX_POINTS
+from attnscope.explain.sampled import MAX_POINTS, gradient_probe
 
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.GELU, nn.SiLU)
 RESCALE_EPS = 1e-10  # |Δin| below this: the activation's own derivative (captum's threshold)
@@ -175,7 +175,7 @@ def gradientshap(images: torch.Tensor, oracle: Oracle, *, references: float | to
     batch. references as in `deepliftshap`.
     """
     positive_int("n", n, at_most=MAX_POINTS)
-    batch_size = oracle.chunk(batch_size, images.shape[0] * n, grad=True)
+    batch_size = oracle.chunk(batch_size, images.shape[0] * n, grad=True, probe=gradient_probe(oracle))
     if not stdev >= 0:
         raise InputError(f"stdev must be >= 0, got {stdev!r}")
     ref = reference_set(references, images, n_references, seed)  # (N, M, C, H, W)
