@@ -150,3 +150,39 @@ def test_the_probe_picks_the_chunk_fastest_per_input_and_measures_once(monkeypat
     assert budget.probed_chunk(net, 1, cpu, None, budget.PROBE_MIN - 1, False, ("k",), probe) == budget.PROBE_MIN - 1
     with budget.memory_budget(4):  # the budget bounds the probe: 4 bytes, 1 byte per input
         assert budget.probed_chunk(net, 1, cpu, None, 1000, False, ("k",), probe) == 4
+
+
+def test_ablation_tail_is_traced_once_and_follows_the_model() -> None:
+    """The fx tail is cached per model and layer: weights changed in place are read through it (same map as
+    tail='repeat'); a replaced head is traced again; the cache dies with the model."""
+    import gc
+    import weakref
+
+    import torchvision
+
+    from attnscope.explain import split
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=4).eval()
+    x = torch.randn(1, 3, 32, 32)
+    opts = lambda tail: {"ablationcam": {"tail": tail}}
+
+    def both(net: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        cut = ats.explain(net, x, "ablationcam", layer="layer4", options=opts("split"))["ablationcam"].values
+        return cut, ats.explain(net, x, "ablationcam", layer="layer4", options=opts("repeat"))["ablationcam"].values
+
+    both(net)
+    first = split.tail_after(net, "layer4")[0]
+    with torch.no_grad():
+        net.fc.weight.mul_(-2.0)  # a training step: in place
+    cut, whole = both(net)
+    assert split.tail_after(net, "layer4")[0] is first
+    torch.testing.assert_close(cut, whole, rtol=1e-4, atol=1e-6)
+    net.fc = torch.nn.Linear(512, 4)  # a new head: traced again
+    cut, whole = both(net)
+    assert split.tail_after(net, "layer4")[0] is not first and first.fc is not net.fc
+    torch.testing.assert_close(cut, whole, rtol=1e-4, atol=1e-6)
+    alive = weakref.ref(net)
+    del net, first
+    gc.collect()
+    assert alive() is None
