@@ -23,7 +23,7 @@ from attnscope.explain.layers import LayerSpec
 from attnscope.explain.method import Method, MethodResult, Result
 from attnscope.explain.targets import TargetSpec
 from attnscope.explain.wrappers import Wrapped, explain_wrapped, wrapped
-from attnscope.maps import AttentionMap, Explanation, SequenceMap, upsample, upsample_density
+from attnscope.maps import AttentionMap, Explanation, SequenceMap, Upsampled, upsample, upsample_density
 from attnscope.modules import device_of, unwrap
 from attnscope.registry import METHODS
 
@@ -142,10 +142,10 @@ def _as_maps(spec: Method, result: MethodResult, shared: Pass, options: Mapping[
         low = low if low.dtype == torch.float64 else low.float()
         at_input = tuple(low.shape[-2:]) == size
         resize = upsample_density if part.resize == "density" else upsample
-        values = low if at_input else resize(low, size)
         if cap.per_image is not None:  # rows back to (B, K, ...)
-            values = values.view(-1, cap.per_image, *values.shape[1:])
             low = low.view(-1, cap.per_image, *low.shape[1:])
+        values = low if at_input else Upsampled(lambda low=low, resize=resize: resize(low, size),
+                                                (*low.shape[:-2], *size))  # on first read of .values
         out[key] = AttentionMap(
             values=values, method=key, targets=cap.table,
             layer=part.layer or (shared.layer[0] if reads_layer else None),
