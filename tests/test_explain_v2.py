@@ -417,9 +417,9 @@ def test_full_resolution_values_are_upsampled_once_on_first_read(monkeypatch) ->
     calls = []
     eager = maps_module.upsample
     monkeypatch.setattr(maps_module, "upsample", lambda *a, **k: (calls.append(1), eager(*a, **k))[1])
-    import attnscope.explain.api as api
+    import attnscope.explain.plan as plan
 
-    monkeypatch.setattr(api, "upsample", maps_module.upsample)
+    monkeypatch.setattr(plan, "upsample", maps_module.upsample)
     torch.manual_seed(0)
     model = ats.models.get("smallcnn", widths=[4, 8]).eval()
     x = torch.randn(2, 3, 32, 32)
