@@ -12,7 +12,7 @@ the first call (VmHWM − VmRSS, with the peak reset) against its budget (the sh
 rerun budget of `explain.budget`). A method without a peer is measured against its floor alone.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/ladder.py --rounds 2 --repeats 1            # every method
-    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/ladder.py --methods scorecam,lrp --write     # some; into README
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/ladder.py --methods "scorecam;lrp" --write   # some; into README
 
 `--write` puts the table between the ladder markers of bench/README.md and docs/speed.md and the rows in
 bench/results/ladder.json (merged with the rows already there, so parts can be run at different times).
@@ -39,13 +39,13 @@ RESULTS = HERE / "results" / "ladder.json"
 MARK = ("<!-- ladder:start -->", "<!-- ladder:end -->")
 
 
-def build(name: str, batch: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+def build(name: str, batch: int, top: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """The workload's model (random weights; resnet18 with random BatchNorm statistics, so every layer has a
-    bias), `batch` images and the class each is explained for (its prediction)."""
+    bias), `batch` images and the class each is explained for (its prediction; its `top` best classes (B, top))."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    if name == "resnet18":
-        model, size = ats.models.get("resnet18").eval(), 224
+    if name in ("resnet18", "resnet50"):
+        model, size = ats.models.get(name).eval(), 224
         with torch.no_grad():
             for m in model.modules():
                 if isinstance(m, nn.BatchNorm2d):
@@ -66,8 +66,9 @@ def build(name: str, batch: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]
     x = torch.randn(batch, 3, size, size, generator=g)
     with torch.no_grad():
         out = model(x)
-    classes = out.argmax(dim=1) if isinstance(out, torch.Tensor) and out.dim() == 2 else torch.zeros(batch).long()
-    return model, x, classes
+    if not (isinstance(out, torch.Tensor) and out.dim() == 2):
+        return model, x, torch.zeros(batch).long()
+    return model, x, out.topk(top, dim=1).indices if top else out.argmax(dim=1)
 
 
 def _memory() -> tuple[int, int]:
@@ -82,10 +83,11 @@ def child(method: str, side: str, repeats: int, batch: int | None) -> dict:
 
     warnings.filterwarnings("ignore")
     work = WORKLOADS[method]
-    model, x, classes = build(work.model, batch or work.batch)  # as a user has it: parameters trainable
-    opts = {method: work.options} if work.options else None
+    model, x, classes = build(work.model, batch or work.batch, work.top)  # as a user has it: parameters trainable
+    names = work.methods or (method,)
+    opts = {names[0]: work.options} if work.options else None
     targets = None if work.model == "sat" else classes
-    call = (lambda: ats.explain(model, x, method, targets=targets, options=opts)) if side == "attnscope" \
+    call = (lambda: ats.explain(model, x, names, targets=targets, options=opts)) if side == "attnscope" \
         else work.peers[side](model, x, classes)
 
     def forward() -> None:
@@ -172,15 +174,16 @@ def row(method: str, runs: list[dict], unit: dict) -> dict:
 def table(rows: list[dict]) -> str:
     """The ladder as one markdown table."""
     lines = ["| method | model, batch | attnscope s | best peer | peer s | peer / attnscope | floor s | "
-             "attnscope / floor | peak MiB (budget) | floor: what the method must run |",
-             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "attnscope / floor | × its forward | peak MiB (budget) | floor: what the method must run |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         peer = "—" if r["peer"] is None else r["peer"]
         fmt = lambda v, d=2: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
         note = f" ({r['note']})" if r["note"] else ""
         lines.append(f"| {r['method']} | {r['model']}, {r['batch']} | {r['attnscope_s']:.3f} | {peer} | "
                      f"{fmt(r['peer_s'], 3)} | {fmt(r['ratio'])}× | {r['floor_s']:.3f} | {r['over_floor']:.2f}× | "
-                     f"{r['peak_mib']:.0f} ({r['budget_mib']:.0f}) | {r['how']}{note} |")
+                     f"{r['attnscope_s'] / r['forward_s']:.2f} | {r['peak_mib']:.0f} ({r['budget_mib']:.0f}) | "
+                     f"{r['how']}{note} |")
     return "\n".join(lines)
 
 
@@ -202,7 +205,7 @@ def write(rows: list[dict], header: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default=None, help="comma-separated; default: every method in the ladder")
+    parser.add_argument("--methods", default=None, help="entries separated by ';'; default: every entry")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of fresh processes (A/B/A/B)")
     parser.add_argument("--repeats", type=int, default=1, help="timed calls per child, after one warm-up")
     parser.add_argument("--batch", type=int, default=None, help="override every workload's batch")
@@ -217,7 +220,7 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(child(args.child, args.side, args.repeats, args.batch)), flush=True)
         return
-    chosen = args.methods.split(",") if args.methods else [m for m in ats.list_methods() if m in WORKLOADS]
+    chosen = args.methods.split(";") if args.methods else list(WORKLOADS)
     missing = [m for m in ats.list_methods() if m not in WORKLOADS]
     if missing and not args.methods:
         print(f"not in the ladder (no workload): {missing}", file=sys.stderr)

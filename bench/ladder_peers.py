@@ -35,6 +35,8 @@ class Workload:
     forward_backwards: float = 0.0
     how: str = "one forward"
     note: str = ""
+    methods: tuple[str, ...] = ()  # the methods of the call when the entry is not one method's name
+    top: int = 0  # explain each image's `top` best classes ((B, top) targets) instead of its prediction
 
 
 def _pgc(cls_name: str, **kw: Any) -> Builder:
@@ -180,6 +182,38 @@ def _torchray_extremal(steps: int) -> Builder:
     return build
 
 
+def _torchcam_top(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> Call:
+    """torchcam's best use for K targets: one forward, K backward passes over the kept graph (maps at 7 × 7)."""
+    import torchcam.methods as tc
+
+    def run() -> object:
+        with tc.GradCAM(model, "layer4", input_shape=tuple(x.shape[1:])) as extractor:
+            scores = model(x)
+            return [extractor(class_idx=classes[:, k].tolist(), scores=scores, retain_graph=k < classes.shape[1] - 1)
+                    for k in range(classes.shape[1])]
+
+    return run
+
+
+def _captum_top(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> Call:
+    from captum.attr import LayerGradCam
+
+    method = LayerGradCam(model, model.layer4)
+    return lambda: [method.attribute(x, target=classes[:, k], relu_attributions=True) for k in range(classes.shape[1])]
+
+
+def _torchcam_four(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> Call:
+    """torchcam's four of the five gradient CAMs (it has no HiResCAM), one extractor each."""
+    calls = [_torchcam(name)(model, x, classes) for name in ("GradCAM", "GradCAMpp", "XGradCAM", "LayerCAM")]
+    return lambda: [call() for call in calls]
+
+
+def _pgc_five(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> Call:
+    calls = [_pgc(name)(model, x, classes) for name in ("GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM",
+                                                          "LayerCAM")]
+    return lambda: [call() for call in calls]
+
+
 def _torchcam_legrad(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> Call:
     import torchcam.methods as tc
 
@@ -257,6 +291,14 @@ WORKLOADS: dict[str, Workload] = {
     "chefer": Workload(model="vit", **GRAD),
     "attnlrp": Workload(model="vit", **GRAD),
     "legrad": Workload(model="vit", peers={"torchcam": _torchcam_legrad}, **GRAD),
+    "5 CAMs": Workload(methods=("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"),
+                       peers={"torchcam (4 of them)": _torchcam_four, "pytorch-grad-cam": _pgc_five}, **CAM),
+    "gradcam, resnet50": Workload(model="resnet50", batch=8, methods=("gradcam",),
+                                  peers={"torchcam": _torchcam("GradCAM"), "captum": _captum_layer_gradcam}, **CAM),
+    "gradcam top-5": Workload(methods=("gradcam",), top=5, peers={"torchcam": _torchcam_top, "captum": _captum_top},
+                              **CAM),
+    "gradcam top-5, resnet50": Workload(model="resnet50", batch=8, methods=("gradcam",), top=5,
+                                        peers={"torchcam": _torchcam_top, "captum": _captum_top}, **CAM),
     "ltpa": Workload(model="ltpa", how="one forward"),
     "own-attention": Workload(model="ltpa", how="one forward"),
     "sat": Workload(model="sat", how="one forward (teacher-forced on the greedy caption)"),
