@@ -215,7 +215,7 @@ def image_scores(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, b
     plan = _plan(model, images, labels, boxes, masks, methods, metrics, calibration, settings, options, mosaics,
                  index)
     names, batch, fns = plan.columns, plan.batch, plan.explainers
-    per_method = [c for c in names if COLUMNS.get(c).per_method]
+    per_method = [c for c in names if COLUMNS.get(c).per_method and c not in SHARED_PASSES]
     scores = Scores(names, {}, {}, {}, plan.skipped, {})
     all_maps: dict[str, torch.Tensor] = {}
     with console.progress(len(fns) + 1, "leaderboard", progress) as bar:
@@ -228,6 +228,8 @@ def image_scores(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, b
                 scores.kinds[key], scores.labels[key] = kind, name
                 all_maps[key] = values
             bar.advance(1, method=name)
+        for key, columns in _passes_shared_by_maps(names, all_maps, batch).items():
+            scores.values[key].update(columns)
         shared = _shared_columns(plan, all_maps, settings, mosaics, model, scores.seconds)
         bar.advance(1, method="robustness/focus")
     for key, columns in shared.items():
@@ -324,6 +326,23 @@ def _plan(model, images, labels, boxes, masks, methods, metrics, calibration, se
                   draws.indices(index, images.shape[0]))
     return Plan(names, batch, explainers(model, methods, calibration, settings.seed, options, settings.explain_batch),
                 joint_explainer(model, methods, calibration, settings.seed, options, settings.explain_batch), skipped)
+
+
+SHARED_PASSES = ("faith_corr", "infidelity")  # their perturbed inputs do not depend on the map
+
+
+def _passes_shared_by_maps(columns: Sequence[str], maps: Mapping[str, torch.Tensor],
+                           batch: Batch) -> dict[str, dict[str, torch.Tensor]]:
+    """The columns whose model passes do not depend on the map (faithfulness correlation's subsets, infidelity's
+    perturbations), for every map at once: one set of passes per image (its own seed, `Batch.one`), not one per
+    map — the same numbers as map by map."""
+    out: dict[str, dict[str, torch.Tensor]] = {k: {} for k in maps}
+    for col in (c for c in columns if c in SHARED_PASSES):
+        fn = COLUMNS.get(col).fn
+        per_image = [fn({k: v[i : i + 1] for k, v in maps.items()}, batch.one(i)) for i in range(len(batch.images))]
+        for k in maps:
+            out[k][col] = torch.cat([p[k].reshape(1) for p in per_image]).double().cpu()
+    return out
 
 
 def _shared_columns(plan: Plan, maps: Mapping[str, torch.Tensor], settings: Settings, mosaics: Mosaics | None,
