@@ -81,7 +81,7 @@ def bench_command(checkpoint, out, overwrite, images, n, stream, shard_size, wor
     guess = estimate(model, probe.images, probe.labels, probe.boxes, probe.masks, **common)
     parts = ", ".join(f"{g} {s:.0f} s" for g, s in guess.groups.items() if s >= 0.5)
     click.echo(f"estimated time: {guess.total:.0f} s (explaining {guess.explain:.0f} s{', ' + parts if parts else ''}; "
-               f"timed on 1 and {guess.measured_on} images)", err=True)
+               f"a probe of {guess.measured_on} image, scaled to {n_images})", err=True)
     if estimate_only:
         return
     board = leaderboard(model, probe.images, probe.labels, probe.boxes, probe.masks, progress=not quiet, **common)
