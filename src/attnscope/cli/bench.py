@@ -38,9 +38,13 @@ from attnscope.errors import InputError
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw of the metrics.")
 @click.option("--method-opt", multiple=True, metavar="METHOD.KEY=VALUE", help="Method option, e.g. ig.steps=16.")
 @click.option("--estimate", "estimate_only", is_flag=True, help="Print the time estimate and stop.")
+@click.option("--preset", "preset_name", default="default", show_default=True,
+              help="'fast': 5 one-pass methods, every group's cheapest columns, 8 curve steps, 3 robustness copies "
+                   "(bench/README.md); options given explicitly win.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def bench_command(checkpoint, out, overwrite, images, n, stream, shard_size, workers, resume, data, methods, metrics,
-                  tolerance, step, batch_size, perturbations, radius, seed, method_opt, estimate_only, quiet) -> None:
+                  tolerance, step, batch_size, perturbations, radius, seed, method_opt, estimate_only, preset_name,
+                  quiet) -> None:
     """Score every applicable method (post-hoc and intrinsic) on CHECKPOINT's test images: against
     the digits' boxes and masks, by asking the model (deletion, insertion, ROAD, ...), by the maps'
     robustness to small perturbations and their complexity. Calibration rows bound each column."""
@@ -48,10 +52,17 @@ def bench_command(checkpoint, out, overwrite, images, n, stream, shard_size, wor
     from attnscope.cli.bench_stream import bench_stream, count
     from attnscope.evaluate import COLUMNS, Mosaics, Settings, estimate, leaderboard
     from attnscope.evaluate.columns import select
+    from attnscope.evaluate.presets import preset
     from attnscope.report.sanity import table_csv
 
     if out is None and not estimate_only:
         raise InputError("--out is required (or pass --estimate to only print the time estimate)")
+    chosen, source = preset(preset_name), click.get_current_context().get_parameter_source
+    given = lambda name: source(name) != click.core.ParameterSource.DEFAULT  # noqa: E731
+    methods = methods if given("methods") or chosen.methods is None else ",".join(chosen.methods)
+    metrics = metrics if given("metrics") else chosen.metrics
+    perturbations = perturbations if given("perturbations") else chosen.perturbations
+    steps = None if given("step") else chosen.steps  # the curves' steps, in pixels once the images' size is known
     if tolerance < 0 or (step is not None and step < 1) or batch_size < 1 or perturbations < 1 or radius < 0:
         raise InputError(f"need --tolerance >= 0, --step >= 1, --batch-size >= 1, --perturbations >= 1 and "
                          f"--radius >= 0, got {tolerance}, {step}, {batch_size}, {perturbations}, {radius}")
@@ -60,7 +71,7 @@ def bench_command(checkpoint, out, overwrite, images, n, stream, shard_size, wor
     if stream:
         bench_stream(checkpoint, out, overwrite, images, n, shard_size, workers, resume, data, methods, columns,
                      Settings(tolerance=tolerance, step=step, batch_size=batch_size, seed=seed,
-                              perturbations=perturbations, radius=radius), method_opt, estimate_only, quiet)
+                              perturbations=perturbations, radius=radius), method_opt, estimate_only, quiet, steps)
         return
     n_images = count(images, "--images", 32)
     if out is not None:
@@ -68,6 +79,7 @@ def bench_command(checkpoint, out, overwrite, images, n, stream, shard_size, wor
         outdir.check(out, "bench", overwrite)
     model, header = load_model(checkpoint)
     probe = load_probe(checkpoint, header, data, n_images)
+    step = step if steps is None else -(-probe.images.shape[-2] * probe.images.shape[-1] // steps)
     names = None if methods == "all" else parse_list(methods, "--methods")
     settings = Settings(tolerance=tolerance, step=step, batch_size=batch_size, seed=seed, perturbations=perturbations,
                         radius=radius)

@@ -24,8 +24,11 @@ def count(text: str | None, option: str, default: int) -> int:
 
 def bench_stream(checkpoint: str, out: str | None, overwrite: bool, images: str, n: int | None, shard_size: int,
                  workers: int, resume: bool, data: str | None, methods: str, columns: list[str], settings: Any,
-                 method_opt: tuple[str, ...], estimate_only: bool, quiet: bool) -> None:
-    """Stream `--images` through the leaderboard into `--out` (every process of torchrun calls it)."""
+                 method_opt: tuple[str, ...], estimate_only: bool, quiet: bool, steps: int | None = None) -> None:
+    """Stream `--images` through the leaderboard into `--out` (every process of torchrun calls it); `steps`: the
+    deletion and insertion curves' steps (a preset's), in pixels from the first image's size."""
+    from dataclasses import replace
+
     from attnscope.cli.bench import terminal_tables
     from attnscope.cli.explain_stream import checkpoint_data, dataset_of, world_of
     from attnscope.cli.options import load_model, method_options, parse_list
@@ -48,6 +51,10 @@ def bench_stream(checkpoint: str, out: str | None, overwrite: bool, images: str,
             "radius": settings.radius, "seed": settings.seed, "stream": True}
     with world_of(model) as world:
         dataset = dataset_of(images, n, data_seed, None, config)
+        if steps is not None and len(dataset):
+            h, w = dataset[0][0].shape[-2:]
+            settings = replace(settings, step=-(-h * w // steps))
+            meta["step"] = settings.step
         if isinstance(dataset, FolderImages):
             meta["targets"] = "predicted"
             if world.main:
