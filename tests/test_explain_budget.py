@@ -186,3 +186,26 @@ def test_ablation_tail_is_traced_once_and_follows_the_model() -> None:
     del net, first
     gc.collect()
     assert alive() is None
+
+
+def test_auto_layout_of_a_long_rerun_is_the_one_the_probe_measures_faster(monkeypatch) -> None:
+    """channels_last="auto" on a model that declares no layout: a rerun of PROBE_MIN inputs or more takes the
+    layout whose chunk the probe found faster (by a clock that says which), with that layout's maps."""
+    from attnscope.explain import context
+
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    opts = {"occlusion": {"window": 2, "stride": 2}}  # 64 windows × 2 images: probed
+    layouts: list[bool] = []  # the layout of each rerun, in order
+    real = context.Oracle.logits
+    monkeypatch.setattr(context.Oracle, "logits", lambda self, t, cl="auto": (layouts.append(bool(cl)),
+                                                                              real(self, t, cl))[1])
+    for faster in (True, False):  # NHWC faster, then NCHW faster (a fresh model: nothing cached)
+        net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                            nn.Linear(4, 3)).eval()
+        monkeypatch.setattr(budget, "_seconds", lambda run, n, device, f=faster: (
+            run(n), n * (1.0 if layouts[-1] == f else 2.0))[1])
+        auto = ats.explain(net, x, "occlusion", targets=0, options=opts)["occlusion"].values
+        assert layouts[-1] is faster  # the passes ran in the faster layout
+        forced = ats.explain(net, x, "occlusion", targets=0,
+                             options={"occlusion": {**opts["occlusion"], "channels_last": faster}})["occlusion"]
+        torch.testing.assert_close(auto, forced.values, rtol=1e-5, atol=1e-6)

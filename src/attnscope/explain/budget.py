@@ -218,10 +218,10 @@ def _seconds(run: Callable[[int], object], n: int, device: torch.device) -> floa
     return time.process_time() - start
 
 
-def fastest(model: nn.Module, key: tuple, probe: Probe, limit: int, device: torch.device) -> int:
-    """The chunk (≤ `limit`) with the least time per input for `probe`, measured once per `model` (and its
-    `structure`), `key` and `probe.kind`, then cached for the process: one warm-up, then each of `sizes(limit)`
-    once, in increasing order, stopping after two sizes that were no faster per input than the best one."""
+def fastest(model: nn.Module, key: tuple, probe: Probe, limit: int, device: torch.device) -> tuple[int, float]:
+    """The chunk (≤ `limit`) with the least time per input for `probe`, and that time, measured once per `model`
+    (and its `structure`), `key` and `probe.kind`, then cached for the process: one warm-up, then each of
+    `sizes(limit)` once, in increasing order, stopping after two sizes that were no faster per input than the best."""
     known = _FASTEST.setdefault(model, {})
     key = (*key, probe.kind, limit, device.type, structure(model))
     if key not in known:
@@ -236,7 +236,7 @@ def fastest(model: nn.Module, key: tuple, probe: Probe, limit: int, device: torc
                 worse += 1
                 if worse == 2:
                     break
-        known[key] = best
+        known[key] = (best, best_time)
     return known[key]
 
 
@@ -244,10 +244,17 @@ def probed_chunk(model: nn.Module, cost: int | None, device: torch.device, reque
                  grad: bool, key: tuple, probe: Probe | None) -> int:
     """`chunk_size`'s chunk, or — for a rerun of `PROBE_MIN` inputs or more with nothing requested — the
     fastest chunk within it (`fastest`)."""
+    return probed(model, cost, device, requested, total, grad, key, probe)[0]
+
+
+def probed(model: nn.Module, cost: int | None, device: torch.device, requested: int | None, total: int,
+           grad: bool, key: tuple, probe: Probe | None) -> tuple[int, float | None]:
+    """`probed_chunk`'s chunk and, where the probe ran (or had run), its time per input."""
     limit = chunk_size(cost, device, requested, total, grad)
     if requested is not None or probe is None or total < PROBE_MIN or limit <= 2:
-        return limit
-    return min(fastest(model, key, probe, limit, device), total)
+        return limit, None
+    chunk, per_input = fastest(model, key, probe, limit, device)
+    return min(chunk, total), per_input
 
 
 LARGE_INPUT = 1 / 64  # of the available memory: inputs at least this large are checked before the shared pass

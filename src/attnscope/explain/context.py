@@ -10,7 +10,7 @@ output when the chosen layer's output is replaced; the target and token layout a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from typing import Any
 
@@ -81,6 +81,26 @@ class Oracle:
         cost = budget.input_cost(self.core, shape, self.images.dtype, after)
         key = (shape, self.images.dtype, grad, None if after is None else id(after))
         return budget.probed_chunk(self.core, cost, self.images.device, requested, total, grad, key, probe)
+
+    def plan(self, setting: bool | str, requested: int | None, total: int,
+             probe_for: Callable[[bool], budget.Probe], grad: bool = False) -> tuple[bool, int]:
+        """The layout (NHWC?) and chunk of a rerun of `total` inputs: `channels_last` resolved as `channels_last`
+        does, except that "auto" on a run the probe measures (`budget.PROBE_MIN` inputs or more, no chunk
+        requested, a model with no declared layout) takes the layout whose chunk the probe found faster."""
+        nhwc = self.channels_last(setting)
+        chunk, per_input = self.chunk_timed(requested, total, grad, probe_for(nhwc))
+        if setting != "auto" or nhwc or per_input is None or self.images.shape[1] == 1:
+            return nhwc, chunk
+        other, other_time = self.chunk_timed(requested, total, grad, probe_for(True))
+        return (True, other) if other_time < per_input else (False, chunk)
+
+    def chunk_timed(self, requested: int | None, total: int, grad: bool,
+                    probe: budget.Probe) -> tuple[int, float | None]:
+        """`chunk`'s chunk and the probe's time per input (None where no probe ran)."""
+        shape = tuple(self.images.shape[1:])
+        cost = budget.input_cost(self.core, shape, self.images.dtype)
+        return budget.probed(self.core, cost, self.images.device, requested, total, grad,
+                             (shape, self.images.dtype, grad, None), probe)
 
     def channels_last(self, setting: bool | str) -> bool:
         """"auto": NHWC when the images already are, or the model declares `prefers_channels_last`."""

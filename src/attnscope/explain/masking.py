@@ -72,7 +72,9 @@ def rise(oracle: Oracle, *, n: int = 4000, cells: int = 7, p: float = 0.5, score
     size = tuple(x.shape[-2:])
     gen = torch.Generator().manual_seed(seed)
     total = x.new_zeros(x.shape[0] * k, *size)
-    batch_size = min(oracle.chunk(batch_size, n * x.shape[0], probe=forward_probe(oracle, channels_last)), draw)
+    channels_last, batch_size = oracle.plan(channels_last, batch_size, n * x.shape[0],
+                                            lambda nhwc: forward_probe(oracle, nhwc))
+    batch_size = min(batch_size, draw)
     for start in range(0, n, draw):
         drawn = rise_masks(min(draw, n - start), cells, p, size, gen).to(x)  # (M, H, W)
         for i, s in itertools.product(range(x.shape[0]), range(0, len(drawn), batch_size)):

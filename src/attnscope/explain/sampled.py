@@ -79,7 +79,8 @@ def smoothgrad(
     passes' layout ("auto": NHWC for a model that declares `prefers_channels_last`, `Oracle.channels_last`).
     """
     positive_int("n", n, at_most=MAX_POINTS)
-    batch_size = oracle.chunk(batch_size, images.shape[0] * n, grad=True, probe=gradient_probe(oracle, channels_last))
+    channels_last, batch_size = oracle.plan(channels_last, batch_size, images.shape[0] * n,
+                                            lambda nhwc: gradient_probe(oracle, nhwc), grad=True)
     if not sigma >= 0:
         raise InputError(f"sigma must be >= 0 (a fraction of each image's value range), got {sigma!r}")
     x = images
@@ -141,8 +142,8 @@ def integrated_gradients(
     alphas = alphas.to(device=x.device, dtype=x.dtype)
     shared = _shared_start(baseline, classes, alphas)
     first = int(shared)  # the path points left to each row: alphas[first:]
-    batch_size = oracle.chunk(batch_size, x.shape[0] * (steps - first), grad=True,
-                              probe=gradient_probe(oracle, channels_last))
+    channels_last, batch_size = oracle.plan(channels_last, batch_size, x.shape[0] * (steps - first),
+                                            lambda nhwc: gradient_probe(oracle, nhwc), grad=True)
     points = lambda i, j: base[i] + alphas[j + first].view(-1, 1, 1, 1) * (x[i] - base[i])
     total = path_sum(oracle, x, points, weights[first:], batch_size, channels_last)
     if shared:

@@ -35,7 +35,8 @@ def mean_masked_scores(oracle: Oracle, acts: torch.Tensor, upsample_first: bool,
     n_img, c = acts.shape[0] // k, acts.shape[1]
     n = coeffs.shape[0]
     total = acts.new_zeros(n_img * k, c)
-    batch_size = oracle.chunk(batch_size, n_img * c * n, probe=forward_probe(oracle, channels_last))
+    channels_last, batch_size = oracle.plan(channels_last, batch_size, n_img * c * n,
+                                            lambda nhwc: forward_probe(oracle, nhwc))
     for i in range(n_img):
         h = channel_masks(acts[i * k : i * k + 1], tuple(oracle.images.shape[-2:]), upsample_first)[0]  # (C, H, W)
         for s in range(0, c * n, batch_size):
