@@ -197,8 +197,8 @@ def test_auto_layout_of_a_long_rerun_is_the_one_the_probe_measures_faster(monkey
     opts = {"occlusion": {"window": 2, "stride": 2}}  # 64 windows × 2 images: probed
     layouts: list[bool] = []  # the layout of each rerun, in order
     real = context.Oracle.logits
-    monkeypatch.setattr(context.Oracle, "logits", lambda self, t, cl="auto": (layouts.append(bool(cl)),
-                                                                              real(self, t, cl))[1])
+    monkeypatch.setattr(context.Oracle, "logits", lambda self, t, cl="auto", fold=False: (
+        layouts.append(bool(cl)), real(self, t, cl, fold))[1])
     for faster in (True, False):  # NHWC faster, then NCHW faster (a fresh model: nothing cached)
         net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                             nn.Linear(4, 3)).eval()
@@ -209,3 +209,37 @@ def test_auto_layout_of_a_long_rerun_is_the_one_the_probe_measures_faster(monkey
         forced = ats.explain(net, x, "occlusion", targets=0,
                              options={"occlusion": {**opts["occlusion"], "channels_last": faster}})["occlusion"]
         torch.testing.assert_close(auto, forced.values, rtol=1e-5, atol=1e-6)
+
+
+def test_folded_copy_follows_the_weights_and_steps_aside_for_hooks() -> None:
+    """split.folded: BatchNorm folded into the convolutions, the same logits to rounding; a weight or running
+    statistic changed in place makes a new copy (parameter versions); none while the model carries hooks or
+    trains; Score-CAM with fold_batchnorm=True gives the default's maps to rounding."""
+    from attnscope.explain import split
+
+    torch.manual_seed(0)
+    net = ats.models.get("smallcnn", widths=[4, 8]).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    copy = split.folded(net)
+    assert copy is not None and split.folded(net) is copy
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in copy.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(copy(x), net(x), rtol=1e-5, atol=1e-6)
+        next(m for m in net.modules() if isinstance(m, nn.BatchNorm2d)).weight.mul_(2.0)
+        assert split.folded(net) is not copy
+        torch.testing.assert_close(split.folded(net)(x), net(x), rtol=1e-5, atol=1e-6)
+    handle = net.register_forward_hook(lambda *_: None)
+    assert split.folded(net) is None
+    handle.remove()
+    assert split.folded(net.train()) is None
+    net.eval()
+    opts = lambda fold: {"scorecam": {"fold_batchnorm": fold}}  # noqa: E731
+    big = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(3))  # 8 images × 8 channels: folded
+    plain = ats.explain(net, big, "scorecam", layer="features", options=opts(False))["scorecam"].values
+    folded = ats.explain(net, big, "scorecam", layer="features", options=opts(True))["scorecam"].values
+    torch.testing.assert_close(folded, plain, rtol=1e-4, atol=1e-5)

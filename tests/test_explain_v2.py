@@ -372,6 +372,15 @@ def test_reruns_work_by_default_on_a_model_that_flattens_with_view():
         ats.explain(model, x, "scorecam", options={"scorecam": {"channels_last": True}})
 
 
+def test_a_long_rerun_keeps_nchw_where_the_model_cannot_take_nhwc():
+    """channels_last="auto" on a run the probe measures tries NHWC too; a forward that cannot take it keeps NCHW."""
+    model, x = Flattening(), torch.rand(2, 3, 8, 8)
+    opts = {"occlusion": {"window": 1, "stride": 1}}  # 64 windows × 2 images: the probe runs
+    out = ats.explain(model, x, "occlusion", options=opts)["occlusion"].values
+    nchw = ats.explain(model, x, "occlusion", options={"occlusion": {**opts["occlusion"], "channels_last": False}})
+    torch.testing.assert_close(out, nchw["occlusion"].values)
+
+
 def test_channels_last_auto_follows_the_model_and_the_images():
     images = torch.rand(2, 3, 8, 8)
     oracle = Oracle(small(), images, Target(torch.zeros(2, dtype=torch.long)), 1, None, None, None, None)

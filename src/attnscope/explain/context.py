@@ -91,7 +91,10 @@ class Oracle:
         chunk, per_input = self.chunk_timed(requested, total, grad, probe_for(nhwc))
         if setting != "auto" or nhwc or per_input is None or self.images.shape[1] == 1:
             return nhwc, chunk
-        other, other_time = self.chunk_timed(requested, total, grad, probe_for(True))
+        try:
+            other, other_time = self.chunk_timed(requested, total, grad, probe_for(True))
+        except (RuntimeError, InputError):  # a forward that cannot take NHWC (x.view on a feature map): keep NCHW
+            return False, chunk
         return (True, other) if other_time < per_input else (False, chunk)
 
     def chunk_timed(self, requested: int | None, total: int, grad: bool,
@@ -111,11 +114,15 @@ class Oracle:
         return bool(setting)
 
     @torch.no_grad()
-    def logits(self, x: torch.Tensor, channels_last: bool | str = "auto") -> torch.Tensor:
+    def logits(self, x: torch.Tensor, channels_last: bool | str = "auto", fold: bool = False) -> torch.Tensor:
         """The model's (selected) output for inputs `x` (N, C, H, W), without gradients (in NHWC strides when
-        `channels_last`, also for one channel: `as_nhwc`, as `input_gradients`)."""
+        `channels_last`, also for one channel: `as_nhwc`, as `input_gradients`). `fold`: through the model's copy
+        with BatchNorm folded into its convolutions where there is one (`split.folded`; to float rounding)."""
         if self.channels_last(channels_last):
             x = as_nhwc(x)
+        copy = split.folded(self.core) if fold else None
+        if copy is not None:
+            return engine.logits_of(engine.select_output(engine.run_model(copy, x), self.output), x.shape[0])
         return self._out(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
