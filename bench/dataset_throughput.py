@@ -201,7 +201,7 @@ def fast_child(n: int) -> dict[str, Any]:
     with torch.no_grad():
         labels = model(x).argmax(1)
     h, w = x.shape[-2:]
-    boxes = torch.tensor([[w // 4, h // 4, 3 * w // 4, 3 * h // 4]] * n, dtype=torch.float32)
+    boxes = torch.tensor([[w // 4, h // 4, 3 * w // 4, 3 * h // 4]] * n)
     fast = preset("fast")
     settings = Settings(step=fast.step(h, w), perturbations=fast.perturbations)
     t0 = time.process_time()
