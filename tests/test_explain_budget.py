@@ -134,7 +134,7 @@ def test_robustness_scores_the_same_in_budget_chunks(model, monkeypatch) -> None
 
 def test_the_probe_picks_the_chunk_fastest_per_input_and_measures_once(monkeypatch) -> None:
     """Per-input time by hand: (4 + n) / n falls to the budget's 32, then 0.1·|n − 8| + 1 has its least at 8
-    (the probe stops two sizes after it); each measured once and cached."""
+    (the probe stops two sizes after it); each measured once and cached per architecture."""
     net, cpu = nn.Linear(2, 2), torch.device("cpu")
     ran: list[int] = []
     for cost, best, tried in ((lambda n: 4 + n, 32, [2, 2, 4, 8, 16, 32]),
@@ -145,6 +145,8 @@ def test_the_probe_picks_the_chunk_fastest_per_input_and_measures_once(monkeypat
             assert budget.probed_chunk(net, 1, cpu, None, 1000, False, ("k",), probe) == best
             assert ran == tried  # one warm-up, then each size in turn
             assert budget.probed_chunk(net, 1, cpu, None, 1000, False, ("k",), probe) == best and ran == tried
+            twin = nn.Linear(2, 2)  # another load of the same architecture: the same chunk, not measured again
+            assert budget.probed_chunk(twin, 1, cpu, None, 1000, False, ("k",), probe) == best and ran == tried
     assert budget.sizes(32) == [2, 4, 8, 16, 32] and budget.sizes(20) == [2, 4, 8, 16, 20]
     assert budget.probed_chunk(net, 1, cpu, 5, 1000, False, ("k",), probe) == 5  # asked for: no probe
     assert budget.probed_chunk(net, 1, cpu, None, budget.PROBE_MIN - 1, False, ("k",), probe) == budget.PROBE_MIN - 1
@@ -199,11 +201,12 @@ def test_auto_layout_of_a_long_rerun_is_the_one_the_probe_measures_faster(monkey
     real = context.Oracle.logits
     monkeypatch.setattr(context.Oracle, "logits", lambda self, t, cl="auto", fold=False: (
         layouts.append(bool(cl)), real(self, t, cl, fold))[1])
-    for faster in (True, False):  # NHWC faster, then NCHW faster (a fresh model: nothing cached)
+    for faster in (True, False):  # NHWC faster, then NCHW faster
         net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                             nn.Linear(4, 3)).eval()
         monkeypatch.setattr(budget, "_seconds", lambda run, n, device, f=faster: (
             run(n), n * (1.0 if layouts[-1] == f else 2.0))[1])
+        monkeypatch.setattr(budget, "_FASTEST", {})  # probes are cached per architecture: measure again
         auto = ats.explain(net, x, "occlusion", targets=0, options=opts)["occlusion"].values
         assert layouts[-1] is faster  # the passes ran in the faster layout
         forced = ats.explain(net, x, "occlusion", targets=0,

@@ -37,7 +37,14 @@ PROBE_MIN = 64  # reruns of fewer inputs take the budget's chunk: a probe would 
 PROBE_MAX = 64  # the largest chunk a probe tries (per-input time is flat beyond it on every model measured)
 _BUDGET: contextvars.ContextVar[int | None] = contextvars.ContextVar("attnscope_memory_budget", default=None)
 _COSTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int | None]] = weakref.WeakKeyDictionary()
-_FASTEST: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = weakref.WeakKeyDictionary()
+_FASTEST: dict[tuple, tuple[int, float]] = {}  # (architecture, kind of pass, ...) → (chunk, seconds per input)
+
+
+def architecture(model: nn.Module) -> tuple:
+    """What a model's cost per input depends on: its module types and their parameter shapes and dtypes — the same
+    for two loads of one checkpoint, so they share a probe (and so the same chunks and the same rounding)."""
+    return tuple((type(m).__qualname__, tuple((tuple(p.shape), p.dtype) for p in m.parameters(recurse=False)))
+                 for m in model.modules())
 
 
 def structure(model: nn.Module) -> tuple:
@@ -219,11 +226,12 @@ def _seconds(run: Callable[[int], object], n: int, device: torch.device) -> floa
 
 
 def fastest(model: nn.Module, key: tuple, probe: Probe, limit: int, device: torch.device) -> tuple[int, float]:
-    """The chunk (≤ `limit`) with the least time per input for `probe`, and that time, measured once per `model`
-    (and its `structure`), `key` and `probe.kind`, then cached for the process: one warm-up, then each of
-    `sizes(limit)` once, in increasing order, stopping after two sizes that were no faster per input than the best."""
-    known = _FASTEST.setdefault(model, {})
-    key = (*key, probe.kind, limit, device.type, structure(model))
+    """The chunk (≤ `limit`) with the least time per input for `probe`, and that time, measured once per model
+    `architecture`, `key` and `probe.kind`, then cached for the process (every model of that architecture gets the
+    same chunks, so the same float rounding): one warm-up, then each of `sizes(limit)` once, in increasing order,
+    stopping after two sizes that were no faster per input than the best."""
+    known = _FASTEST
+    key = (*key, probe.kind, limit, device.type, architecture(model))
     if key not in known:
         tried = sizes(limit)
         probe.run(tried[0])  # warm-up: the first pass of a shape allocates and picks its kernels

@@ -79,7 +79,7 @@ class Oracle:
         after = self._layer if after_layer else None
         shape = tuple(self.images.shape[1:])
         cost = budget.input_cost(self.core, shape, self.images.dtype, after)
-        key = (shape, self.images.dtype, grad, None if after is None else id(after))
+        key = (shape, self.images.dtype, grad, None if after is None else self._layer_name())
         return budget.probed_chunk(self.core, cost, self.images.device, requested, total, grad, key, probe)
 
     def plan(self, setting: bool | str, requested: int | None, total: int,
@@ -104,6 +104,10 @@ class Oracle:
         cost = budget.input_cost(self.core, shape, self.images.dtype)
         return budget.probed(self.core, cost, self.images.device, requested, total, grad,
                              (shape, self.images.dtype, grad, None), probe)
+
+    def _layer_name(self) -> str:
+        """The chosen layer's dotted name (a cache key that two loads of one model share)."""
+        return next(n for n, m in self.core.named_modules() if m is self._layer)
 
     def channels_last(self, setting: bool | str) -> bool:
         """"auto": NHWC when the images already are, or the model declares `prefers_channels_last`."""
