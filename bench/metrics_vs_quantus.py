@@ -39,7 +39,8 @@ from attnscope import data, evaluate, explain, metrics
 from attnscope.cli.options import load_model
 from attnscope.cli.sanity import load_probe
 from attnscope.evaluate.robustness import perturb
-from attnscope.sanity import emprt, random_logit, smprt, trace_blocks
+from attnscope.explain import Explainer
+from attnscope.sanity import Comparison, Randomisation, emprt, random_logit, smprt, trace_blocks
 
 ROBUST = {"max_sensitivity": "MaxSensitivity", "avg_sensitivity": "AvgSensitivity",
           "local_lipschitz": "LocalLipschitzEstimate", "ris": "RelativeInputStability",
@@ -58,6 +59,7 @@ class Bench:
         self.side = side  # a child of --alone computes this side only and keeps its numbers in `sides`
         self.sides: list[dict] = []
         self.opts = {k: v[0] for k, v in METHODS.items()}
+        self.how = Explainer(list(METHODS), options=self.opts)
         self.maps = {m: explain(model, x, m, y, options={m: self.opts[m]})[m].values for m in METHODS}
         self.rows: list[dict] = []
         self.wanted: set[str] | None = None
@@ -171,13 +173,13 @@ def faithfulness(b: Bench) -> None:
     logit = evaluate.class_logit(b.model, b.y)
     x = b.x
     zero = {"normalise": False, "perturb_baseline": 0.0}
-    b.per_method("pixel_flipping", "faithfulness", lambda m: metrics.pixel_flipping(prob, x, m, "zero", 64)[:, 1:],
+    b.per_method("pixel_flipping", "faithfulness", lambda m: metrics.pixel_flipping(m, x, prob, "zero", 64)[:, 1:],
                  lambda m: b.quantus("PixelFlipping", {**zero, "features_in_step": 64}, m, softmax=True))
     b.per_method("region_perturbation", "faithfulness",
-                 lambda m: (lambda c: c[:, :1] - c[:, 1:])(metrics.region_perturbation(prob, x, m, 8, 64)),
+                 lambda m: (lambda c: c[:, :1] - c[:, 1:])(metrics.region_perturbation(m, x, prob, 8, 64)),
                  lambda m: b.quantus("RegionPerturbation", {**zero, "patch_size": 8, "regions_evaluation": 64},
                                      m, softmax=True))
-    b.per_method("monotonicity", "faithfulness", lambda m: metrics.monotonicity(prob, x, m, "zero", 256),
+    b.per_method("monotonicity", "faithfulness", lambda m: metrics.monotonicity(m, x, prob, "zero", 256),
                  lambda m: b.quantus("Monotonicity", {**zero, "features_in_step": 256, "abs": False}, m,
                                      softmax=True),
                  "Quantus never inserts the image (its baseline is refilled with the baseline): always 1")
@@ -193,11 +195,11 @@ def faithfulness(b: Bench) -> None:
 
     b.case("faithfulness_corr", "faithfulness",  # one call: the 4 methods share the subset-removed images' passes
            lambda: {m: v.numpy() for m, v in
-                    metrics.faithfulness_correlation(prob, x, b.maps, subsets=subsets).items()},
+                    metrics.faithfulness_correlation(b.maps, x, prob, subsets=subsets).items()},
            lambda: {m: theirs_fc(v) for m, v in b.maps.items()})
 
     def irof_ours(m):
-        rel, counts = metrics.irof_curve(prob, x, m, substrate="zero")
+        rel, counts = metrics.irof_curve(m, x, prob, substrate="zero")
         return torch.tensor([s - np.trapezoid(rel[i, 1 : s + 1].numpy()) for i, s in enumerate(counts.tolist())])
 
     def irof_theirs(m):
@@ -209,7 +211,7 @@ def faithfulness(b: Bench) -> None:
     levels = [10, 20, 30, 40, 50, 60, 70, 80, 90]
     correct = evaluate.correct_class(b.model, b.y)
     b.case("road", "faithfulness",
-           lambda: {m: metrics.road_curve(correct, x, v, levels, noise=0.0).mean(0).numpy() for m, v in b.maps.items()},
+           lambda: {m: metrics.road_curve(v, x, correct, levels, noise=0.0).mean(0).numpy() for m, v in b.maps.items()},
            lambda: {m: np.asarray(list(b.quantus("ROAD", {"normalise": False, "percentages": levels, "noise": 0.0},
                                                  v).values())) for m, v in b.maps.items()},
            "Quantus keeps the mean over images per level; noise 0 on both sides")
@@ -220,11 +222,11 @@ def faithfulness(b: Bench) -> None:
         from captum.metrics import infidelity
 
         flat = noise.flatten(0, 1)
-        return infidelity(b.model, lambda inputs: (flat, inputs - flat), x, m[:, None], target=b.y,
+        return infidelity(x, lambda inputs: (flat, inputs - flat), b.model, m[:, None], target=b.y,
                           n_perturb_samples=10).double().numpy()
 
     b.case("infidelity (captum)", "faithfulness",  # one call: the 4 methods share the noisy images' passes
-           lambda: {m: v.numpy() for m, v in metrics.infidelity(logit, x, b.maps, perturbations=noise).items()},
+           lambda: {m: v.numpy() for m, v in metrics.infidelity(b.maps, x, logit, perturbations=noise).items()},
            lambda: {m: captum_infidelity(v) for m, v in b.maps.items()})
 
 
@@ -244,8 +246,7 @@ def robustness(b: Bench) -> None:
         return out
 
     def ours():
-        scores = evaluate.robustness(b.model, b.x, list(METHODS), b.y, list(ROBUST), perturbed=perturbed,
-                                     options=b.opts)
+        scores = evaluate.robustness(b.model, b.x, b.how, b.y, list(ROBUST), perturbed=perturbed)
         return {f"{m}/{name}": scores[m][name].numpy() for name in ROBUST for m in METHODS}
 
     b.case("robustness (5 metrics)", "robustness", ours, theirs,
@@ -264,8 +265,8 @@ def randomisation(b: Bench, samples: int) -> None:
     steps = [blk.name for blk in trace_blocks(b.model, x[:1])]
 
     def smprt_ours():
-        r = smprt(b.model, x, list(METHODS), targets=y, noise=noise, block_seed=seed43, metrics=("spearman_abs",),
-                  calibration=(), options=b.opts, keep=0)
+        r = smprt(b.model, x, b.how, targets=y, samples=noise, randomisation=Randomisation(block_seed=seed43),
+                  comparison=Comparison(("spearman_abs",), calibration=(), keep=0))
         return {f"{m}/{s}": r.scores[m][s]["spearman_abs"].numpy() for m in METHODS for s in r.steps}
 
     def smprt_theirs():
@@ -288,8 +289,8 @@ def randomisation(b: Bench, samples: int) -> None:
     b.case("smprt", "randomisation", smprt_ours, smprt_theirs, f"{samples} noisy copies, same draws")
     b.case("emprt", "randomisation",
            lambda: {m: v["all blocks"]["complexity_rise"].numpy() for m, v in
-                    emprt(b.model, x, list(METHODS), targets=y, block_seed=seed43, calibration=(),
-                          options=b.opts, keep=0).scores.items()},
+                    emprt(b.model, x, b.how, targets=y, randomisation=Randomisation(block_seed=seed43),
+                          comparison=Comparison(calibration=(), keep=0)).scores.items()},
            lambda: {m: b.quantus("EfficientMPRT", {"layer_order": "bottom_up", "seed": 42, "abs": False,
                                                    "normalise": False}, method=m) for m in METHODS})
     from quantus.functions.similarity_func import correlation_spearman
@@ -299,8 +300,8 @@ def randomisation(b: Bench, samples: int) -> None:
     other = pick + (pick >= y).long()
     b.case("random_logit", "randomisation",
            lambda: {m: v["random class"]["spearman_signed"].numpy() for m, v in
-                    random_logit(b.model, x, list(METHODS), targets=y, other=other, metrics=("spearman_signed",),
-                                 calibration=(), options=b.opts, keep=0).scores.items()},
+                    random_logit(b.model, x, b.how, targets=y, other=other,
+                                 comparison=Comparison(("spearman_signed",), calibration=(), keep=0)).scores.items()},
            lambda: {m: b.quantus("RandomLogit", {"num_classes": 10, "seed": 42, "abs": False, "normalise": True,
                                                  "similarity_func": correlation_spearman}, method=m)
                     for m in METHODS})

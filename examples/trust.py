@@ -51,20 +51,21 @@ def main() -> None:
 
     # Metrics are plain functions of tensors: here ROAD, scored by the accuracy as in the paper.
     maps = ats.explain(model, images, "gradcam", labels)["gradcam"].values
-    road = ats.metrics.road_curve(ats.evaluate.correct_class(model, labels), images, maps, percentages=(20, 50, 80))
+    road = ats.metrics.road_curve(maps, images, ats.evaluate.correct_class(model, labels), percentages=(20, 50, 80))
     print("ROAD MoRF accuracy at 20/50/80 %:", road.mean(0).tolist())
     # Infidelity of several methods from one set of passes (its perturbed images do not depend on the map).
     several = {m: v.values for m, v in ats.explain(model, images, methods, labels).items()}
-    infid = ats.metrics.infidelity(ats.evaluate.class_logit(model, labels), images, several, n=8)
+    infid = ats.metrics.infidelity(several, images, ats.evaluate.class_logit(model, labels), n=8)
     print("infidelity:", {m: round(float(v.mean()), 4) for m, v in infid.items()})
 
     # The repaired randomisation tests: a method passes sMPRT and random-logit when its similarity is low,
     # eMPRT when the complexity rises.
-    smooth = ats.sanity.smprt(model, images, methods, targets=labels, samples=4, metrics=("spearman_abs",))
+    spearman = ats.sanity.Comparison(("spearman_abs",))
+    smooth = ats.sanity.smprt(model, images, methods, targets=labels, samples=4, comparison=spearman)
     print("sMPRT, all blocks:", {m: round(smooth.value(m, smooth.steps[-1], "spearman_abs"), 3) for m in methods})
     rise = ats.sanity.emprt(model, images, methods, targets=labels)
     print("eMPRT complexity rise:", {m: round(rise.value(m, "all blocks", "complexity_rise"), 3) for m in methods})
-    other = ats.sanity.random_logit(model, images, methods, targets=labels, metrics=("spearman_abs",))
+    other = ats.sanity.random_logit(model, images, methods, targets=labels, comparison=spearman)
     print("random logit:", {m: round(other.value(m, "random class", "spearman_abs"), 3) for m in methods})
 
     # Ground-truth interventions: remove the digit or the fragments and compare the drops with the maps.

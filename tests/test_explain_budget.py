@@ -148,6 +148,8 @@ def test_the_probe_picks_the_chunk_fastest_per_input_and_measures_once(monkeypat
             twin = nn.Linear(2, 2)  # another load of the same architecture: the same chunk, not measured again
             assert budget.probed_chunk(twin, 1, cpu, None, 1000, False, ("k",), probe) == best and ran == tried
     assert budget.sizes(32) == [2, 4, 8, 16, 32] and budget.sizes(20) == [2, 4, 8, 16, 20]
+    with budget.fixed_chunks(), budget.memory_budget(32):  # no probe: the budget's chunk, bitwise reproducible
+        assert budget.probed_chunk(nn.Linear(3, 3), 1, cpu, None, 1000, False, ("k",), probe) == 32
     assert budget.probed_chunk(net, 1, cpu, 5, 1000, False, ("k",), probe) == 5  # asked for: no probe
     assert budget.probed_chunk(net, 1, cpu, None, budget.PROBE_MIN - 1, False, ("k",), probe) == budget.PROBE_MIN - 1
     with budget.memory_budget(4):  # the budget bounds the probe: 4 bytes, 1 byte per input

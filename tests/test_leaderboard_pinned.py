@@ -2,6 +2,8 @@
 complexity, focus) on a tiny fixed model, per image, each row's mean and its 95 % CI, equal to the values
 stored in `tests/data/leaderboard_pinned.json` — written from the code before the leaderboard's perturbation
 passes were shared across methods and metrics (issue 31), so a faster leaderboard must give the same table.
+The reruns take the budget's fixed chunks (`budget.fixed_chunks`): the chunk probe's choice follows the
+machine's speed, and a different chunk rounds batched kernels differently (the sensitivity columns amplify it).
 
 Regenerate (only when a change of the numbers is intended, and say why in the commit):
 
@@ -20,6 +22,7 @@ import torch
 from attnscope import data, models
 from attnscope.evaluate import Mosaics, Settings
 from attnscope.evaluate.leaderboard import applicable_methods, image_scores
+from attnscope.explain import Explainer, budget
 from attnscope.metrics.similarity import mean_ci
 
 STORED = Path(__file__).parent / "data" / "leaderboard_pinned.json"
@@ -40,9 +43,10 @@ def board() -> dict:
     boxes = torch.stack([s.box for s in samples])
     masks = torch.stack([s.mask for s in samples])
     mosaic = data.mosaics(ds, 2, seed=0)
-    scores = image_scores(model, images, labels, boxes, masks, applicable_methods(model), "all",
-                          settings=Settings(perturbations=2), options=OPTIONS,
-                          mosaics=Mosaics(mosaic.images, mosaic.labels, mosaic.quadrants))
+    how = Explainer(applicable_methods(model), options=OPTIONS)
+    with budget.fixed_chunks():  # the probe's chunks follow the machine's speed, and so does their rounding
+        scores = image_scores(model, images, labels, boxes, masks, how, "all", Settings(perturbations=2),
+                              mosaics=Mosaics(mosaic.images, mosaic.labels, mosaic.quadrants))
     values = {row: {col: [float(v) for v in t] for col, t in cols.items()} for row, cols in scores.values.items()}
     ci = {row: {col: list(mean_ci(t)[:3]) for col, t in cols.items()} for row, cols in scores.values.items()}
     return {"columns": scores.columns, "rows": list(scores.values), "values": values, "ci": ci}
@@ -57,9 +61,9 @@ def _same(a: float, b: float) -> bool:
 def test_every_row_column_and_ci_equal_the_pinned_values() -> None:
     stored = json.loads(STORED.read_text())
     now = board()
-    assert now["columns"] == stored["columns"]
+    assert set(stored["columns"]) <= set(now["columns"])  # columns declared since are not pinned (entropy)
     assert now["rows"] == stored["rows"]
-    assert len(now["rows"]) == 31 and len(now["columns"]) == 33  # 29 methods + 2 calibration maps; every column
+    assert len(now["rows"]) == 31 and len(stored["columns"]) == 33  # 29 methods + 2 calibration maps; every column
     differ = [(row, col, i, a, b) for row in stored["rows"] for col in stored["columns"]
               for i, (a, b) in enumerate(zip(now["values"][row][col], stored["values"][row][col], strict=True))
               if not _same(a, b)]

@@ -82,21 +82,20 @@ def bench_command(checkpoint, out, overwrite, images, n, stream, shard_size, wor
     step = step if steps is None else -(-probe.images.shape[-2] * probe.images.shape[-1] // steps)
     names = None if methods == "all" else parse_list(methods, "--methods")
     settings = Settings(tolerance=tolerance, step=step, batch_size=batch_size, seed=seed, perturbations=perturbations,
-                        radius=radius)
+                        radius=radius, progress=not quiet)
     mosaics = None
     if "focus" in columns:
         built = datasets.mosaics(datasets.get(probe.data, "test", max(4 * n_images, 64), seed=0, **probe.data_cfg),
                                  n_images, seed=seed)
         mosaics = Mosaics(built.images, built.labels, built.quadrants)
-    common = dict(methods=names, metrics=columns, settings=settings, options=method_options(method_opt) or None,
-                  mosaics=mosaics)
+    common = dict(how=explainer_of(model, names, method_opt), metrics=columns, settings=settings, mosaics=mosaics)
     guess = estimate(model, probe.images, probe.labels, probe.boxes, probe.masks, **common)
     parts = ", ".join(f"{g} {s:.0f} s" for g, s in guess.groups.items() if s >= 0.5)
     click.echo(f"estimated time: {guess.total:.0f} s (explaining {guess.explain:.0f} s{', ' + parts if parts else ''}; "
                f"a probe of {guess.measured_on} image, scaled to {n_images})", err=True)
     if estimate_only:
         return
-    board = leaderboard(model, probe.images, probe.labels, probe.boxes, probe.masks, progress=not quiet, **common)
+    board = leaderboard(model, probe.images, probe.labels, probe.boxes, probe.masks, **common)
     lower = [c for c, up in board.higher_is_better().items() if not up]
     meta = {"checkpoint": str(checkpoint), "data": probe.data, "images": n_images, "tolerance": tolerance,
             "step": step, "targets": "label", "columns": board.columns, "lower_is_better": lower,
@@ -113,24 +112,8 @@ def bench_command(checkpoint, out, overwrite, images, n, stream, shard_size, wor
     click.echo(f"wrote {out / 'leaderboard.csv'} and {out / 'leaderboard.json'}")
 
 
-# Short column names for the terminal (80 columns), with the legend printed under each table.
-SHORT = {"pointing": ("point", "pointing game"), "energy_box": ("energy", "energy in box"),
-         "energy_box_norm": ("energyN", "energy in box of the min-max normalised map"),
-         "mass_mask": ("mass", "relevance mass in mask"), "rank_mask": ("rank", "relevance rank in mask"),
-         "top_k_mask": ("topk", "top-k intersection with mask"), "auc_mask": ("auc", "ROC AUC against mask"),
-         "pixel_acc_mask": ("pxacc", "pixel accuracy against mask"), "iou_mask": ("iou", "mean IoU with mask"),
-         "ap_mask": ("ap", "average precision against mask"),
-         "deletion_zero": ("del0", "deletion AUC, zero fill"), "deletion_blur": ("delB", "deletion AUC, blur"),
-         "insertion_blur": ("insB", "insertion AUC, blur"), "insertion_zero": ("ins0", "insertion AUC, zero"),
-         "pixel_flip_aopc": ("flip", "pixel flipping AOPC"), "avg_drop_pct": ("drop%", "Average Drop %"),
-         "increase_pct": ("inc%", "Increase in Confidence %"), "faith_corr": ("fcorr", "faithfulness correlation"),
-         "region_aopc": ("region", "region perturbation AOPC"), "monotonicity": ("mono", "monotonicity"),
-         "effective_complexity": ("effcx", "effective complexity"), "infidelity": ("infid", "infidelity"),
-         "road_morf": ("roadM", "ROAD, most relevant first"), "road_lerf": ("roadL", "ROAD, least relevant first"),
-         "sparseness": ("sparse", "sparseness (Gini)"), "max_sensitivity": ("maxS", "max-sensitivity"),
-         "avg_sensitivity": ("avgS", "avg-sensitivity"), "local_lipschitz": ("lips", "local Lipschitz estimate"),
-         "ris": ("ris", "relative input stability"), "ros": ("ros", "relative output stability"),
-         "ms_per_image": ("ms", "ms per image")}
+# The board's own column beside the metrics (whose short names and legends are declared with them).
+TIME = {"ms_per_image": ("ms", "ms per image")}
 
 
 def terminal_tables(rows: list[dict], columns: list[str], lower: list[str], n_images: int,
@@ -138,13 +121,15 @@ def terminal_tables(rows: list[dict], columns: list[str], lower: list[str], n_im
     """(title, short column names, cells, legend) per column group, then the time table, as `console.table`
     prints them; a column where lower is better is marked ↓."""
     from attnscope.evaluate import COLUMNS
+    from attnscope.metrics.declare import header
 
     groups = {c: COLUMNS.get(c).group for c in columns} | {"ms_per_image": "time"}
     tables = []
     for group in dict.fromkeys(groups.values()):
         cols = [c for c in [*columns, "ms_per_image"] if groups[c] == group]
-        short = [SHORT.get(c, (c, c))[0] + ("↓" if c in lower else "") for c in cols]
-        legend = {name: SHORT[c][1] for c, name in zip(cols, short, strict=True) if c in SHORT}
+        heads = {c: TIME.get(c) or header(c) for c in cols}
+        short = [heads[c][0].removesuffix("↓") + ("↓" if c in lower else "") for c in cols]
+        legend = {name: heads[c][1] for c, name in zip(cols, short, strict=True) if heads[c][1] != c}
         legend |= {"↓": "lower is better"} if any(c in lower for c in cols) else {}
         if group == "time":
             tables.append(("time", ["method", "kind", *short], [[r["method"], r["kind"], *[r.get(c) for c in cols]]
@@ -153,3 +138,14 @@ def terminal_tables(rows: list[dict], columns: list[str], lower: list[str], n_im
         tables.append((f"{group}: {n_images} {data} test images, true class", ["method", *short],
                        [[r["method"], *[r.get(c) for c in cols]] for r in rows], legend))
     return tables
+
+
+def explainer_of(model, names: list[str] | None, method_opt: tuple[str, ...]):
+    """The leaderboard's `how`: the methods asked for (None: every one that applies) with their --method-opt."""
+    from attnscope.evaluate import applicable_methods
+    from attnscope.explain import Explainer
+
+    options = method_options(method_opt) or None
+    if names is None and options is None:
+        return None
+    return Explainer(names if names is not None else applicable_methods(model), options=options)

@@ -7,8 +7,9 @@ CPU 512 MiB (bench/chunk_budget.py), on a GPU a quarter of the free memory. With
 inputs takes the chunk that a short probe measured fastest per input (`fastest`: a few chunk sizes
 timed once per model, input shape and kind of pass, cached for the process), since the fastest chunk
 depends on the model and the machine (resnet18 at 224 px: 8; a SmallCNN at 64 px: ~35; chunks of 1–2
-cost resnet18 15–25 % more). A setting whose chunk of one does not fit the memory there is refused
-with the estimate (`ResourceError`), before anything runs.
+cost resnet18 15–25 % more); chunks and so float rounding then follow the machine's speed (maps agree across
+processes to rounding; `fixed_chunks` or ATTNSCOPE_CHUNK_PROBE=0 for the budget's fixed chunks). A setting whose
+chunk of one does not fit the memory there is refused with the estimate (`ResourceError`), before anything runs.
 
 The estimate runs the model's forward once per input shape as Python on fake tensors (cached per
 model and its module structure, `structure`): hooks on its modules see fake tensors then.
@@ -54,6 +55,26 @@ def structure(model: nn.Module) -> tuple:
     modules = tuple((id(m), id(m.__dict__.get("forward"))) for m in model.modules())
     tensors = tuple(id(t) for t in model.parameters()) + tuple(id(t) for t in model.buffers())
     return modules + tensors
+
+
+_PROBING: contextvars.ContextVar[bool] = contextvars.ContextVar("attnscope_chunk_probe", default=True)
+
+
+@contextmanager
+def fixed_chunks() -> Iterator[None]:
+    """Inside the block, reruns take the budget's chunk, never a probed one (also `ATTNSCOPE_CHUNK_PROBE=0`): the
+    probe follows the machine's speed, and a different chunk rounds batched kernels differently (1e-7 of a
+    logit), so bitwise-reproducible numbers across processes need fixed chunks."""
+    token = _PROBING.set(False)
+    try:
+        yield
+    finally:
+        _PROBING.reset(token)
+
+
+def probing() -> bool:
+    """Whether reruns may take a probed chunk (`fixed_chunks`, $ATTNSCOPE_CHUNK_PROBE)."""
+    return _PROBING.get() and os.environ.get("ATTNSCOPE_CHUNK_PROBE", "1") != "0"
 
 
 @contextmanager
@@ -259,7 +280,7 @@ def probed(model: nn.Module, cost: int | None, device: torch.device, requested: 
            grad: bool, key: tuple, probe: Probe | None) -> tuple[int, float | None]:
     """`probed_chunk`'s chunk and, where the probe ran (or had run), its time per input."""
     limit = chunk_size(cost, device, requested, total, grad)
-    if requested is not None or probe is None or total < PROBE_MIN or limit <= 2:
+    if requested is not None or probe is None or total < PROBE_MIN or limit <= 2 or not probing():
         return limit, None
     chunk, per_input = fastest(model, key, probe, limit, device)
     return min(chunk, total), per_input
