@@ -37,6 +37,10 @@ import attnscope as ats
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "ladder.json"
 MARK = ("<!-- ladder:start -->", "<!-- ladder:end -->")
+HEADER = ("CPU seconds per call (`time.process_time`), 1 thread, each side alone in a fresh process, the median of "
+          "the alternating rounds (A/B/A/B) of one call after a warm-up; the load average (2 shared cores) and the "
+          "command of each row are in bench/results/ladder.json. `peer / attnscope` > 1: attnscope is faster. "
+          "`× its forward`: attnscope over the plain forward of the same batch in the same process.")
 
 
 def build(name: str, batch: int, top: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
@@ -178,8 +182,8 @@ def row(method: str, runs: list[dict], unit: dict) -> dict:
 def table(rows: list[dict]) -> str:
     """The ladder as one markdown table."""
     lines = ["| method | model, batch | attnscope s | best peer | peer s | peer / attnscope | floor s | "
-             "attnscope / floor | × its forward | peak MiB (budget) | floor: what the method must run |",
-             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "attnscope / floor | × its forward | peak MiB (budget) | load | floor: what the method must run |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         peer = "—" if r["peer"] is None else r["peer"]
         fmt = lambda v, d=2: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
@@ -187,7 +191,7 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['method']} | {r['model']}, {r['batch']} | {r['attnscope_s']:.3f} | {peer} | "
                      f"{fmt(r['peer_s'], 3)} | {fmt(r['ratio'])}× | {r['floor_s']:.3f} | {r['over_floor']:.2f}× | "
                      f"{r['attnscope_s'] / r['forward_s']:.2f} | {r['peak_mib']:.0f} ({r['budget_mib']:.0f}) | "
-                     f"{r['how']}{note} |")
+                     f"{r.get('load', '?')} | {r['how']}{note} |")
     return "\n".join(lines)
 
 
@@ -241,15 +245,13 @@ def main() -> None:
             print(f"{method}: failed: {str(e)[-600:]}", file=sys.stderr, flush=True)
             continue
         rows.append(row(method, runs, unit[WORKLOADS[method].model]))
+        rows[-1]["load"] = open("/proc/loadavg").read().split()[0]
+        rows[-1]["command"] = f"OMP_NUM_THREADS=1 PYTHONPATH=src python bench/ladder.py --methods \"{method}\" " \
+                              f"--rounds {args.rounds} --repeats {args.repeats}"
         print(json.dumps(rows[-1]), flush=True)
-    load = open("/proc/loadavg").read().split()[:3]
-    header = (f"CPU seconds per call, 1 thread, each side alone in a fresh process, median of {args.rounds} "
-              f"alternating rounds × {args.repeats} call(s) after a warm-up; load average at the end "
-              f"{' '.join(load)} (2 cores, shared); torch {torch.__version__}. Command: `OMP_NUM_THREADS=1 "
-              f"PYTHONPATH=src python bench/ladder.py {' '.join(sys.argv[1:])}`")
-    print("\n" + header + "\n\n" + table(rows))
-    if args.write:
-        write(rows, header)
+        if args.write:  # after every entry: a long ladder stopped midway keeps what it measured
+            write(rows[-1:], HEADER)
+    print("\n" + HEADER + "\n\n" + table(rows))
 
 
 if __name__ == "__main__":
