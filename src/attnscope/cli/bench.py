@@ -52,17 +52,11 @@ def bench_command(checkpoint, out, overwrite, images, n, stream, shard_size, wor
     from attnscope.cli.bench_stream import bench_stream, count
     from attnscope.evaluate import COLUMNS, Mosaics, Settings, estimate, leaderboard
     from attnscope.evaluate.columns import select
-    from attnscope.evaluate.presets import preset
     from attnscope.report.sanity import table_csv
 
     if out is None and not estimate_only:
         raise InputError("--out is required (or pass --estimate to only print the time estimate)")
-    chosen, source = preset(preset_name), click.get_current_context().get_parameter_source
-    given = lambda name: source(name) != click.core.ParameterSource.DEFAULT  # noqa: E731
-    methods = methods if given("methods") or chosen.methods is None else ",".join(chosen.methods)
-    metrics = metrics if given("metrics") else chosen.metrics
-    perturbations = perturbations if given("perturbations") else chosen.perturbations
-    steps = None if given("step") else chosen.steps  # the curves' steps, in pixels once the images' size is known
+    methods, metrics, perturbations, steps = _preset(preset_name, methods, metrics, perturbations)
     if tolerance < 0 or (step is not None and step < 1) or batch_size < 1 or perturbations < 1 or radius < 0:
         raise InputError(f"need --tolerance >= 0, --step >= 1, --batch-size >= 1, --perturbations >= 1 and "
                          f"--radius >= 0, got {tolerance}, {step}, {batch_size}, {perturbations}, {radius}")
@@ -110,6 +104,19 @@ def bench_command(checkpoint, out, overwrite, images, n, stream, shard_size, wor
     if board.skipped:
         click.echo(f"left out (no ground truth for them): {', '.join(board.skipped)}", err=True)
     click.echo(f"wrote {out / 'leaderboard.csv'} and {out / 'leaderboard.json'}")
+
+
+def _preset(name: str, methods: str, metrics: str, perturbations: int) -> tuple[str, str, int, int | None]:
+    """The preset's methods, columns, robustness copies and curve steps (`evaluate.presets`) where the command
+    line gave none of its own (an option given explicitly wins)."""
+    from attnscope.evaluate.presets import preset
+
+    chosen, source = preset(name), click.get_current_context().get_parameter_source
+    given = lambda option: source(option) != click.core.ParameterSource.DEFAULT  # noqa: E731
+    return (methods if given("methods") or chosen.methods is None else ",".join(chosen.methods),
+            metrics if given("metrics") else chosen.metrics,
+            perturbations if given("perturbations") else chosen.perturbations,
+            None if given("step") else chosen.steps)  # the curves' steps: pixels once the images' size is known
 
 
 # The board's own column beside the metrics (whose short names and legends are declared with them).

@@ -59,7 +59,7 @@ def _checked(n: int) -> None:
 @register_method("sscam", "perturbation")
 def sscam(acts: torch.Tensor, oracle: Oracle, *, n: int = 35, sigma: float = 2.0, seed: int = 0, relu: bool = True,
           upsample_first: bool = True, batch_size: int | None = None, channels_last: bool | str = "auto",
-          eigen_smooth: bool = False, fold_batchnorm: bool = False) -> torch.Tensor:
+          eigen_smooth: bool = False) -> torch.Tensor:
     """SS-CAM (Wang et al., 2020, arXiv:2006.14255): ReLU(Σ_k w_k A_k), w = softmax_k((1/n) Σ_j y(x ⊙ (H_k + δ_j))),
     δ_j ~ N(0, σ²) at input resolution — the same n draws for every image and channel (from `seed`).
 
@@ -71,8 +71,7 @@ def sscam(acts: torch.Tensor, oracle: Oracle, *, n: int = 35, sigma: float = 2.0
         raise InputError(f"sigma must be >= 0, got {sigma!r}")
     size = tuple(oracle.images.shape[-2:])
     noise = (sigma * torch.randn((n, *size), generator=torch.Generator().manual_seed(seed))).to(acts)
-    scores = mean_masked_scores(oracle, acts, upsample_first, torch.ones(n).to(acts), noise, batch_size, channels_last,
-                                fold_batchnorm)
+    scores = mean_masked_scores(oracle, acts, upsample_first, torch.ones(n).to(acts), noise, batch_size, channels_last)
     return weighted_sum(acts, scores.softmax(dim=1), relu, eigen_smooth)
 
 
