@@ -27,10 +27,10 @@ from attnscope.explain import budget
 from attnscope.explain.context import Pass, shared_pass
 from attnscope.explain.method import Method, MethodResult, Result
 from attnscope.explain.run import model_guard
-from attnscope.explain.targets import TargetSpec
+from attnscope.explain.targets import TargetSpec, by_name
 from attnscope.explain.wrappers import Wrapped, explain_wrapped
 from attnscope.maps import AttentionMap, Explanation, SequenceMap, upsample, upsample_density
-from attnscope.modules import device_of, unwrap
+from attnscope.modules import class_names, device_of, unwrap
 from attnscope.registry import METHODS
 
 if TYPE_CHECKING:
@@ -71,6 +71,8 @@ def plan(how: Explainer, batch: int) -> Plan:
 
 def explain_with(how: Explainer, model: nn.Module, images: torch.Tensor, targets: TargetSpec) -> Explanation:
     """The maps of `model` for `images` as `how` says, for `targets` (see `explain`)."""
+    names = class_names(model) if isinstance(model, nn.Module) else None
+    targets = by_name(targets, names, images.shape[0] if isinstance(images, torch.Tensor) else 0)
     images = _checked(how, model, images, targets)
     todo = plan(how, images.shape[0])
     if len(todo.chunks) > 1:
@@ -89,8 +91,8 @@ def explain_with(how: Explainer, model: nn.Module, images: torch.Tensor, targets
         if todo.wrapped:
             maps = _with_wrapped(how, todo, model, shared, targets, maps)
     if not todo.runs:
-        return Explanation(maps, None, None)
-    return Explanation(maps, shared.capture.logits, shared.capture.table)
+        return Explanation(maps, None, None, class_names=names)
+    return Explanation(maps, shared.capture.logits, shared.capture.table, class_names=names)
 
 
 def _with_wrapped(how: Explainer, todo: Plan, model: nn.Module, shared: Pass, targets: TargetSpec,
