@@ -71,15 +71,21 @@ def run_photos(out: Path, quiet: bool, methods: Sequence[str] | None = None) -> 
     classes = imagenet_classes()
     top5 = _top5(model, images[names.index(TOP5_PHOTO)], classes)
 
+    from attnscope.explain import method_spec
     from attnscope.report import figures
+    from attnscope.report.labels import row_labels
 
     out.mkdir(parents=True, exist_ok=True)
     fileio.save_tensors(out / "maps.safetensors", {**maps, "images": images, "labels": labels, "boxes": boxes})
-    shown = {k: v for k, v in maps.items() if k in SHOWN}
-    figures.save_png(out / "grid.png", figures.grid(images, shown, boxes, scale=1))
-    figures.save_png(out / "top5.png", figures.grid(top5["image"][None], top5["maps"], scale=1))
     with torch.no_grad():
         probs = model(images).softmax(1)
+    shown = {k: v for k, v in maps.items() if k in SHOWN}
+    kinds = {k: method_spec(k).kind if k not in BASELINES else "calibration" for k in shown}
+    rows = row_labels(labels, classes, probs, labels, names)
+    figures.save_png(out / "grid.png", figures.grid(images, shown, boxes, zoom=0.6, kinds=kinds, rows=rows))
+    figures.save_png(out / "top5.png", figures.grid(top5["image"][None], top5["maps"], zoom=0.75, scale="row",
+                                                    groups={k: "gradcam" for k in top5["maps"]},
+                                                    rows=[f"{TOP5_PHOTO}\nGrad-CAM of its top-5 classes"]))
     summary = {
         "model": MODEL,
         "weights": model.attnscope_weights,
@@ -114,11 +120,12 @@ def _score(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, b
 def _top5(model: torch.nn.Module, image: torch.Tensor, classes: list[str]) -> dict[str, Any]:
     """Grad-CAM of one photo's five most probable classes, from one call with targets (1, 5)."""
     from attnscope.explain import explain
+    from attnscope.report.labels import class_text, prob
 
     with torch.no_grad():
         probs = model(image[None]).softmax(1)[0]
     top = probs.topk(5).indices
     amap = explain(model, image[None], "gradcam", targets=top[None])["gradcam"]  # values (1, 5, H, W)
-    labels = [f"{classes[int(c)]} {float(probs[c]):.2f}" for c in top]
+    labels = [f"{class_text(int(c), classes)} p {prob(float(probs[c]))}" for c in top]
     return {"image": image, "maps": {label: amap.values[:, j] for j, label in enumerate(labels)},
             "classes": [{"class": int(c), "name": classes[int(c)], "p": round(float(probs[c]), 4)} for c in top]}

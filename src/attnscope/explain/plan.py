@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
-from attnscope.explain import budget
+from attnscope.explain import budget, progress
 from attnscope.explain.context import Pass, shared_pass
 from attnscope.explain.method import Method, MethodResult, Result
 from attnscope.explain.run import model_guard
@@ -82,12 +82,16 @@ def explain_with(how: Explainer, model: nn.Module, images: torch.Tensor, targets
     with _lock(model), model_guard(model, how.differentiable):
         if todo.runs and not how.differentiable:  # refused before it runs, with the estimate (`explain.budget`)
             budget.check_pass(unwrap(model), images, device_of(model), todo.gradients)
+        if todo.runs:
+            progress.inputs(images.shape[0])
         shared = shared_pass(model, images.to(device_of(model)), targets, how.layer, todo.needs,
                              how.differentiable, how.output, todo.runs)  # THE shared pass
         maps: dict[str, AttentionMap] = {}
         for spec in todo.plain:
             options = how.options.get(spec.name, {})
+            progress.method("start", spec.name)
             maps.update(_as_maps(spec, spec.run(shared.inputs(spec.inputs), options), shared, options))
+            progress.method("done", spec.name, images.shape[0])
         if todo.wrapped:
             maps = _with_wrapped(how, todo, model, shared, targets, maps)
     if not todo.runs:
@@ -104,7 +108,13 @@ def _with_wrapped(how: Explainer, todo: Plan, model: nn.Module, shared: Pass, ta
         return how.replace(methods=tuple(names), layer=layer, options=opts, batch_size=None,
                            differentiable=False)(model, x, t)
 
-    maps.update(explain_wrapped(again, todo.wrapped, how.options, shared.images, resolved, how.layer))
+    names = [w.name for w in todo.wrapped]
+    for name in names:
+        progress.method("start", name)
+    with progress.muted():  # the variants' own calls are this method's work
+        maps.update(explain_wrapped(again, todo.wrapped, how.options, shared.images, resolved, how.layer))
+    for name in names:
+        progress.method("done", name, shared.images.shape[0])
     return {s: maps[s] for s in how.methods if s in maps} | maps  # the order asked for
 
 

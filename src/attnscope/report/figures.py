@@ -84,11 +84,11 @@ def overlay(image: torch.Tensor, map_: torch.Tensor, alpha: float | None = None,
 
 
 def draw_box(
-    rgb: np.ndarray, box: Sequence[int], colour: tuple[int, int, int] = (255, 255, 255), scale: int = 1
+    rgb: np.ndarray, box: Sequence[int], colour: tuple[int, int, int] = (255, 255, 255), scale: float = 1
 ) -> np.ndarray:
-    """A copy of `rgb` with the rectangle `(x0, y0, x1, y1)` (x1, y1 exclusive) drawn on it."""
+    """A copy of `rgb` with the rectangle `(x0, y0, x1, y1)` (x1, y1 exclusive) drawn on it, `scale`d."""
     img = Image.fromarray(rgb)
-    x0, y0, x1, y1 = (int(v) * scale for v in box)
+    x0, y0, x1, y1 = (round(int(v) * scale) for v in box)
     ImageDraw.Draw(img).rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour)
     return np.asarray(img)
 

@@ -35,7 +35,7 @@ def grid(
     images: torch.Tensor,
     maps: Mapping[str, torch.Tensor],
     boxes: torch.Tensor | None = None,
-    zoom: int = 2,
+    zoom: float = 2,
     kinds: Mapping[str, str | None] | None = None,
     signed: Mapping[str, bool] | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -49,8 +49,8 @@ def grid(
 
     `scale`: "image" (each map its own limits, the default), "row" or "figure" (maps of one method share
     them across a row or the whole grid); `groups`: column → method, where several columns hold one
-    method's maps (e.g. one image's top-5 classes). `zoom`: pixels per map pixel. (An int `scale` is the
-    zoom's name before 0.2.)
+    method's maps (e.g. one image's top-5 classes). `zoom`: pixels per map pixel (below 1 shrinks). (An int
+    `scale` is the zoom's name before 0.2.)
     """
     if isinstance(scale, int) and not isinstance(scale, bool):
         zoom, scale = scale, "image"  # the old keyword: grid(..., scale=2) magnified
@@ -74,7 +74,7 @@ class _Tiles:
 
     def __init__(self, images, maps, names, boxes, zoom, signed, options, scale, groups) -> None:
         self.images, self.maps, self.boxes, self.zoom, self.scale = images, maps, boxes, zoom, scale
-        self.ch, self.cw = images.shape[2] * zoom, images.shape[3] * zoom
+        self.ch, self.cw = max(1, round(images.shape[2] * zoom)), max(1, round(images.shape[3] * zoom))
         own = figures.column_scales(maps, signed, options)
         self.group = {n: groups.get(n, n) for n in names}
         self.scales = dict(own)
@@ -94,7 +94,8 @@ class _Tiles:
     def tile(self, i: int, name: str) -> np.ndarray:
         rgb = figures.to_rgb(self.images[i]) if name == "image" else figures.overlay(
             self.images[i], self.maps[name][i], limits=self.scales[name], index=i)
-        rgb = np.asarray(Image.fromarray(rgb).resize((self.cw, self.ch), Image.NEAREST))
+        resample = Image.NEAREST if self.zoom >= 1 else Image.BILINEAR  # shrinking averages, growing keeps pixels
+        rgb = np.asarray(Image.fromarray(rgb).resize((self.cw, self.ch), resample))
         if self.boxes is not None:
             rgb = figures.draw_box(rgb, self.boxes[i].tolist(), scale=self.zoom)
         if name == "image":

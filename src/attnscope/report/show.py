@@ -4,7 +4,8 @@
 the image then one overlay per method (grouped by kind), a colour bar under every method's column
 saying what the colours mean and how the maps were scaled (`report.colours`), each row labelled with
 the class its maps explain (name, index, probability: `report.labels`), optional boxes, the flag of any
-map that says nothing (`report.flags`) and the mark of a weak one written on it. The figure is not registered with pyplot (no global state); `fig.save("maps.png")` writes it.
+map that says nothing (`report.flags`) and the mark of a weak one written on it. The figure is not
+registered with pyplot (no global state); `fig.save("maps.png")` writes it.
 """
 
 from __future__ import annotations
