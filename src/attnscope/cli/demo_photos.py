@@ -27,16 +27,21 @@ OPTIONS = {"ig": {"steps": 16}, "smoothgrad": {"n": 16}, "occlusion": {"window":
 OPTIONS |= {"gradientshap": {"n": 16}}
 SHOWN = ("gradcam", "hirescam", "layercam", "ig", "occlusion", "ablationcam", "centre")  # in grid.png
 BASELINES = ("centre", "random")  # calibration maps (`sanity.calibration`), scored like the methods
-_RUN_IT = "; run it with `attnscope explain --model efficientnet_lite0 --images photos --methods {}`"
-# Methods left out, with why (shown in the report).
+# Methods left out, with why (shown in the report, with the command that runs each: `commands`).
 SKIPPED = {
-    "scorecam": "one forward pass per channel of the layer (1,280 per image at 224 px): minutes per photo on a CPU"
-                + _RUN_IT.format("scorecam"),
-    "sscam": "Score-CAM's 1,280 passes per photo, 35 times (noisy copies)" + _RUN_IT.format("sscam"),
-    "iscam": "Score-CAM's 1,280 passes per photo, 10 times (integration steps)" + _RUN_IT.format("iscam"),
-    "rise": "4,000 masked forward passes per photo" + _RUN_IT.format("rise"),
-    "extremal": "800 optimisation steps (forward + backward) per photo and area" + _RUN_IT.format("extremal"),
+    "scorecam": "one forward pass per channel of the layer (1,280 per image at 224 px): minutes per photo on a CPU",
+    "sscam": "Score-CAM's 1,280 passes per photo, 35 times (noisy copies)",
+    "iscam": "Score-CAM's 1,280 passes per photo, 10 times (integration steps)",
+    "rise": "4,000 masked forward passes per photo",
+    "extremal": "800 optimisation steps (forward + backward) per photo and area",
 }
+
+
+def commands(methods: Sequence[str]) -> dict[str, str]:
+    """The complete command that explains the photos with each of `methods` (as the demo's table does: each
+    object's labelled class), into a new folder."""
+    return {m: f"attnscope explain --model {MODEL} --images photos --targets label --methods {m} "
+               f"--out runs/photos-{m}" for m in methods}
 
 
 def available() -> str | None:
@@ -96,6 +101,7 @@ def run_photos(out: Path, quiet: bool, methods: Sequence[str] | None = None) -> 
                                   "ms_per_image": round(r["ms_per_image"], 1)} for r in board.rows},
         "baselines": list(BASELINES),
         "skipped": {**SKIPPED, **not_applicable(model, POST_HOC)},
+        "commands": commands(SKIPPED),
         "options": OPTIONS,
         "top5": {"photo": TOP5_PHOTO, "classes": top5["classes"]},
         "files": {"grid": "grid.png", "top5": "top5.png", "maps": "maps.safetensors"},
