@@ -132,11 +132,11 @@ def full_run(out: Path) -> Path:
 
     from attnscope import data, fileio
     from attnscope.cli import demo_photos
-    from attnscope.evaluate import leaderboard
+    from attnscope.evaluate import Settings, leaderboard
     from attnscope.report import figures
     from attnscope.report import sanity as sanity_files
     from attnscope.report.labels import probabilities, row_labels
-    from attnscope.sanity import model_randomization
+    from attnscope.sanity import Comparison, model_randomization
 
     run, _ = tracked_run(out)
     if demo_photos.available() is None:
@@ -145,8 +145,8 @@ def full_run(out: Path) -> Path:
     x = torch.stack([s.image for s in test])
     y, boxes = torch.tensor([s.label for s in test]), torch.stack([s.box for s in test])
     model = run.model.eval()
-    board = leaderboard(model, x, y, boxes, methods=("gradcam", "saliency"), metrics="all", calibration=("random",),
-                        keep_maps=True)
+    board = leaderboard(model, x, y, boxes, how=("gradcam", "saliency"), metrics="all",
+                        settings=Settings(calibration=("random",), keep_maps=True))
     fileio.write_json(out / "bench" / "leaderboard.json", {"rows": board.rows})
     fileio.write_json(out / "summary.json", {"probe_images": 4, "methods": {
         r["method"]: {"pointing": r["pointing"], "energy_in_box": r["energy_box"], "ms_per_image": r["ms_per_image"]}
@@ -155,5 +155,5 @@ def full_run(out: Path) -> Path:
     with torch.no_grad():
         probs = probabilities(model(x))
     figures.save_png(out / "grid.png", figures.grid(x, board.maps, boxes, zoom=4, rows=row_labels(y, None, probs, y)))
-    sanity_files.write(model_randomization(model, x[:2], ("gradcam", "saliency"), keep=1), out / "sanity")
+    sanity_files.write(model_randomization(model, x[:2], ("gradcam", "saliency"), comparison=Comparison(keep=1)), out / "sanity")
     return out
