@@ -42,7 +42,7 @@ shell: $(VENV)/.stamp-core
 	@VIRTUAL_ENV="$(abspath $(VENV))" PATH="$(abspath $(BIN)):$$PATH" $${SHELL:-/bin/sh} -i
 
 lint: $(VENV)/.stamp-dev
-	$(BIN)/ruff check src tests bench experiments examples
+	$(BIN)/ruff check src tests bench experiments examples tools
 
 # The public calls of tests/typecheck/ against attnscope's signatures (mypy; settings in pyproject.toml).
 typecheck: $(VENV)/.stamp-dev

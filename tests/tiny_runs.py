@@ -155,5 +155,6 @@ def full_run(out: Path) -> Path:
     with torch.no_grad():
         probs = probabilities(model(x))
     figures.save_png(out / "grid.png", figures.grid(x, board.maps, boxes, zoom=4, rows=row_labels(y, None, probs, y)))
-    sanity_files.write(model_randomization(model, x[:2], ("gradcam", "saliency"), comparison=Comparison(keep=1)), out / "sanity")
+    randomised = model_randomization(model, x[:2], ("gradcam", "saliency"), comparison=Comparison(keep=1))
+    sanity_files.write(randomised, out / "sanity")
     return out

@@ -7,7 +7,10 @@ target per image explains K targets per image unchanged; `explain` folds the row
 
 from __future__ import annotations
 
+<<<<<<< ours
 import re
+=======
+>>>>>>> theirs
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -140,6 +143,7 @@ def checked_scores(scores: object, n: int) -> torch.Tensor:
     return scores
 
 
+<<<<<<< ours
 def by_name(spec: TargetSpec, names: Sequence[str] | None, batch: int) -> TargetSpec:
     """Class names in `targets` as indices: a name → its index (every image); B names → LongTensor[B]; B lists
     of K names → LongTensor[B, K]. Any other spec is returned as it is. `names`: the model's class names."""
@@ -189,3 +193,39 @@ def close_names(name: str, names: Sequence[str], n: int = 5) -> list[str]:
     lowered = {c.casefold(): c for c in names}
     similar = [lowered[c] for c in difflib.get_close_matches(key, list(lowered), n=n, cutoff=0.6)]
     return list(dict.fromkeys(words + similar))[:n]
+=======
+# --targets of the command line: which class each image's map explains.
+TARGET_WORDS = {"predicted": "predicted", "pred": "predicted", "label": "label"}  # word → its one meaning
+TARGET_FORMS = "predicted (the model's class), label (the data set's) or a class index"
+
+
+def parse_targets(text: str, classes: Sequence[str] | None = None, flag: str = "--targets") -> str | int:
+    """A `--targets` text → "predicted", "label" or a class index (≥ 0); "pred" means "predicted".
+
+    `classes`: the model's class names, when it has them; a name among them is its index.
+    """
+    word = TARGET_WORDS.get(text.strip().lower())
+    if word is not None:
+        return word
+    if classes is not None and text in classes:
+        return list(classes).index(text)
+    try:
+        index = int(text)
+    except ValueError:
+        index = -1
+    if index < 0:
+        named = " or a class name" if classes is not None else ""
+        raise InputError(f"{flag} must be {TARGET_FORMS}{named}, got {text!r}")
+    return index
+
+
+def choice_targets(choice: str | int, labels: torch.Tensor | None) -> TargetSpec:
+    """What `explain` takes for a parsed `--targets`: None (predicted), the images' `labels`, or the class."""
+    if choice == "predicted":
+        return None
+    if choice == "label":
+        if labels is None or bool((labels < 0).any()):
+            raise InputError("--targets label needs a built-in data set (images from a folder have no labels)")
+        return labels
+    return int(choice)
+>>>>>>> theirs
