@@ -7,10 +7,7 @@ target per image explains K targets per image unchanged; `explain` folds the row
 
 from __future__ import annotations
 
-<<<<<<< ours
 import re
-=======
->>>>>>> theirs
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -143,7 +140,6 @@ def checked_scores(scores: object, n: int) -> torch.Tensor:
     return scores
 
 
-<<<<<<< ours
 def by_name(spec: TargetSpec, names: Sequence[str] | None, batch: int) -> TargetSpec:
     """Class names in `targets` as indices: a name → its index (every image); B names → LongTensor[B]; B lists
     of K names → LongTensor[B, K]. Any other spec is returned as it is. `names`: the model's class names."""
@@ -193,39 +189,55 @@ def close_names(name: str, names: Sequence[str], n: int = 5) -> list[str]:
     lowered = {c.casefold(): c for c in names}
     similar = [lowered[c] for c in difflib.get_close_matches(key, list(lowered), n=n, cutoff=0.6)]
     return list(dict.fromkeys(words + similar))[:n]
-=======
+
+
 # --targets of the command line: which class each image's map explains.
 TARGET_WORDS = {"predicted": "predicted", "pred": "predicted", "label": "label"}  # word → its one meaning
-TARGET_FORMS = "predicted (the model's class), label (the data set's) or a class index"
+TARGET_FORMS = "predicted (the model's class), label (the data set's), a class index or a class name"
 
 
 def parse_targets(text: str, classes: Sequence[str] | None = None, flag: str = "--targets") -> str | int:
-    """A `--targets` text → "predicted", "label" or a class index (≥ 0); "pred" means "predicted".
+    """A `--targets` text → "predicted", "label", a class index (≥ 0) or a class name; "pred" means "predicted".
 
-    `classes`: the model's class names, when it has them; a name among them is its index.
+    `classes`: the model's class names, when known; a name is then its index (close names suggested on a
+    miss). Without them a name stays a name, resolved once the model is loaded (`named_choice`).
     """
+    import difflib
+
     word = TARGET_WORDS.get(text.strip().lower())
     if word is not None:
         return word
-    if classes is not None and text in classes:
-        return list(classes).index(text)
-    try:
-        index = int(text)
-    except ValueError:
-        index = -1
-    if index < 0:
-        named = " or a class name" if classes is not None else ""
-        raise InputError(f"{flag} must be {TARGET_FORMS}{named}, got {text!r}")
-    return index
+    if re.fullmatch(r"\s*\+?\d+\s*", text):
+        return int(text)
+    if re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", text):  # a number, but no index
+        raise InputError(f"{flag} must be {TARGET_FORMS}, got {text!r}")
+    if classes is not None:
+        return class_index(text, classes)
+    close = difflib.get_close_matches(text.strip().lower(), list(TARGET_WORDS), n=1, cutoff=0.75)
+    if close or not text.strip():
+        hint = f" (did you mean {TARGET_WORDS[close[0]]}?)" if close else ""
+        raise InputError(f"{flag} must be {TARGET_FORMS}, got {text!r}{hint}")
+    return text
+
+
+def named_choice(choice: str | int, names: Sequence[str] | None, flag: str = "--targets") -> str | int:
+    """A parsed `--targets` with a class name made the model's index for it (its `names`: `class_index`, close
+    names suggested on a miss); "predicted", "label" and indices as they are."""
+    if not isinstance(choice, str) or choice in ("predicted", "label"):
+        return choice
+    if names is None:
+        raise InputError(f"{flag} {choice!r} names a class, but this model carries no class names: give {flag} "
+                         "predicted, label or the class index, or the model its names (--classes FILE|imagenet)")
+    return class_index(choice, names)
 
 
 def choice_targets(choice: str | int, labels: torch.Tensor | None) -> TargetSpec:
-    """What `explain` takes for a parsed `--targets`: None (predicted), the images' `labels`, or the class."""
+    """What `explain` takes for a parsed `--targets`: None (predicted), the images' `labels`, or the class (an index
+    or a name)."""
     if choice == "predicted":
         return None
     if choice == "label":
         if labels is None or bool((labels < 0).any()):
             raise InputError("--targets label needs a built-in data set (images from a folder have no labels)")
         return labels
-    return int(choice)
->>>>>>> theirs
+    return choice if isinstance(choice, str) else int(choice)  # a class name: `explain` resolves it by the model's
