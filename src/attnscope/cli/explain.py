@@ -201,12 +201,12 @@ def _manifest(checkpoint: str, info: dict[str, Any], inputs: Inputs, probs: torc
     images = []
     for i, source in enumerate(inputs.sources):
         top = int(probs[i].argmax())
-        entry = {**source, "predicted": top, "p_predicted": round(float(probs[i, top]), 4)}
+        entry = {**source, "predicted": top, "p_predicted": _p(probs[i, top])}
         if inputs.labels is not None:
             entry["label"] = int(inputs.labels[i])
         targets = {name: int(m.targets[i]) for name, m in maps.items()}
         entry["targets"] = targets
-        entry["p_targets"] = {name: round(float(probs[i, t]), 4) for name, t in targets.items() if t >= 0}
+        entry["p_targets"] = {name: _p(probs[i, t]) for name, t in targets.items() if t >= 0}
         if names is not None:
             entry["predicted_name"] = names[top]
             if inputs.labels is not None and 0 <= int(inputs.labels[i]) < len(names):
@@ -221,3 +221,8 @@ def _manifest(checkpoint: str, info: dict[str, Any], inputs: Inputs, probs: torc
     return {"attnscope": __version__, "command": "explain", "checkpoint": checkpoint, "model": info.get("model"),
             "source": info.get("source"), "normalize": normalize, "format": fmt, "methods": methods,
             "images": images, "files": files, "seconds": round(seconds, 2)}
+
+
+def _p(p: torch.Tensor) -> float:
+    """A probability to 4 significant digits (a weak class keeps its size: 3.2e-06, not 0.0)."""
+    return float(f"{float(p):.4g}")
