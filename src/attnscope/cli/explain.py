@@ -28,6 +28,7 @@ from attnscope.cli.common import (
     output_options,
 )
 from attnscope.cli.inputs import ImageChoice, StreamChoice, images_options, stream_options, world_of
+from attnscope.cli.texts import Prompts, split_by_text, text_options, write_tokens
 from attnscope.errors import InputError
 
 if TYPE_CHECKING:  # torch (and what imports it) load inside the command, so that --help answers at once
@@ -44,14 +45,15 @@ MANIFEST = "manifest.json"
 @click.option("--normalize", type=click.Choice(["none", "imagenet"]), default="none", show_default=True,
               help="Input normalisation the model expects (overlays show the images as read).")
 @explain_options(methods="gradcam", targets="predicted", batch_size=16)
+@text_options()
 @click.option("--format", "fmt", type=click.Choice(["safetensors", "npy"]), default="safetensors",
               show_default=True, help="File format of the raw maps.")
 @output_options("explain")
 @compute_options()
 @stream_options("Stream all of --images (a folder, or --n of a data set) into safetensors shards + manifest.json, "
                 "no overlays; resumable; under torchrun split across the processes.")
-def explain_command(source: ModelSource, images: ImageChoice, normalize: str, how: How, fmt: str, output: Output,
-                    compute: Compute, streaming: StreamChoice) -> None:
+def explain_command(source: ModelSource, images: ImageChoice, normalize: str, how: How, prompts: Prompts, fmt: str,
+                    output: Output, compute: Compute, streaming: StreamChoice) -> None:
     """Explain images with post-hoc methods; write overlays (PNG) on the original photos, raw maps and
     manifest.json. Photos of different sizes need --resize (with --crop or --pad) or --size."""
     started = time.perf_counter()  # (the methods, their options and the layer were checked: `explain_options`)
@@ -67,6 +69,7 @@ def explain_command(source: ModelSource, images: ImageChoice, normalize: str, ho
     if getattr(model, "attention_kind", None) == "sat":  # a captioner has no classes to explain
         raise InputError(f"{source.source} is a captioning model: use `attnscope caption --checkpoint "
                          f"{source.source}`")
+    text = prompts.target(info, alone=not streaming.on and how.targets == "predicted")
     model = normalized(model, normalize).to(compute.torch_device())  # the weights' input convention inside it
     names = class_names(model)
     how = dataclasses.replace(how, targets=named_choice(how.targets, names))  # a class name: its index, or refused
@@ -76,15 +79,20 @@ def explain_command(source: ModelSource, images: ImageChoice, normalize: str, ho
     from attnscope.data.inputs import read_all
 
     inputs = read_all(data)
-    targets = how.targets_for(inputs.labels)
+    targets = text if text is not None else how.targets_for(inputs.labels)
     with output.building() as partial:
         maps, probs = _explain(model, inputs.images, how, targets, compute.quiet)
+        if text is not None:  # one map per image and prompt; `probs` are over the prompts (no class names)
+            maps = split_by_text(maps, list(text.texts))
+            names = None
         for line in warnings:
             click.echo(f"warning: {line}", err=True)
-        files = _write(partial, inputs, maps, fmt, probs, names)
+        files = _write(partial, inputs, maps, fmt, None if text is not None else probs, names)
         manifest = _manifest(source.source, info, inputs, probs, maps, files, normalize, fmt,
                              time.perf_counter() - started, names)
         manifest["warnings"] = warnings
+        if text is not None:  # the prompts, and each prompt token's relevance
+            manifest |= write_tokens(partial, model, inputs.images, text, prompts.token_methods, inputs.sources)
         manifest["resize"] = images.fit_dict
         fileio.write_json(partial / MANIFEST, manifest)
     click.echo(f"explained {len(inputs.images)} images with {', '.join(maps)} → {output.path}/ "
@@ -146,11 +154,11 @@ def _explain(model, x: torch.Tensor, how: How, targets: Any, quiet: bool):
     return {k: AttentionMap.cat(v) for k, v in chunks.items()}, torch.cat(probs)
 
 
-def _write(folder: Path, inputs: Inputs, maps: dict, fmt: str, probs: torch.Tensor,
+def _write(folder: Path, inputs: Inputs, maps: dict, fmt: str, probs: torch.Tensor | None,
            names: Sequence[str] | None) -> dict[str, Any]:
     """Raw maps, one overlay PNG per image and method (on the original photo), and a grid of the model's
-    inputs, its rows labelled (image, explained class, p, true and predicted class); returns what was written
-    where."""
+    inputs, its rows labelled by class (image, explained class, p, true and predicted class) where `probs` are
+    the model's class probabilities; returns what was written where."""
     from attnscope.explain import method_spec
     from attnscope.report import figures
     from attnscope.report.labels import row_labels
@@ -171,8 +179,9 @@ def _write(folder: Path, inputs: Inputs, maps: dict, fmt: str, probs: torch.Tens
     files["overlays"] = write_overlays(folder, inputs, maps)
     rows = min(len(images), 16)
     kinds = {k: method_spec(k.split("/")[0]).kind for k in maps}
-    labels = row_labels(next(iter(maps.values())).targets[:rows], names, probs[:rows],
-                        None if inputs.labels is None else inputs.labels[:rows], [s["name"] for s in sources[:rows]])
+    labels = None if probs is None else row_labels(
+        next(iter(maps.values())).targets[:rows], names, probs[:rows],
+        None if inputs.labels is None else inputs.labels[:rows], [s["name"] for s in sources[:rows]])
     figures.save_png(folder / "grid.png", figures.grid(images[:rows], {k: m.values[:rows] for k, m in maps.items()},
                                                        kinds=kinds, options={k: m.meta for k, m in maps.items()},
                                                        rows=labels))
@@ -206,7 +215,7 @@ def _manifest(checkpoint: str, info: dict[str, Any], inputs: Inputs, probs: torc
             entry["label"] = int(inputs.labels[i])
         targets = {name: int(m.targets[i]) for name, m in maps.items()}
         entry["targets"] = targets
-        entry["p_targets"] = {name: _p(probs[i, t]) for name, t in targets.items() if t >= 0}
+        entry["p_targets"] = {name: _p(probs[i, t]) for name, t in targets.items() if 0 <= t < probs.shape[1]}
         if names is not None:
             entry["predicted_name"] = names[top]
             if inputs.labels is not None and 0 <= int(inputs.labels[i]) < len(names):

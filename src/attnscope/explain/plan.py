@@ -98,6 +98,10 @@ def plan(how: Explainer, batch: int) -> Plan:
 
 def explain_with(how: Explainer, model: nn.Module, images: torch.Tensor, targets: TargetSpec) -> Explanation:
     """The maps of `model` for `images` as `how` says, for `targets` (see `explain`)."""
+    from attnscope.explain import multimodal
+
+    if multimodal.bound_target(model, targets, [s.uses_pass for s in how.specs]):  # texts, captions: bound to them
+        return multimodal.explain_bound(how, model, images, targets)
     names = class_names(model) if isinstance(model, nn.Module) else None
     targets = by_name(targets, names, images.shape[0] if isinstance(images, torch.Tensor) else 0)
     images = _checked(how, model, images, targets)
