@@ -123,12 +123,19 @@ def test_the_readme_lines_are_found_and_every_span_is_a_line_a_reference_or_set_
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    """A working folder with a tiny trained run at runs/demo; then every README line that trains is run in it."""
+    """A working folder with tiny trained runs at runs/demo (SmallCNN) and runs/clip (clip-tiny, which the README
+    names without training it); then every README line that trains is run in it."""
     from attnscope.train import TrainConfig, fit
 
     root = tmp_path_factory.mktemp("readme_cli")
     fit(TrainConfig(model="smallcnn", data="clutter", n=64, n_test=8, epochs=1, batch_size=32, quiet=True,
                     model_cfg={"widths": [4, 4, 8, 8]}, out=str(root / "runs" / "demo")))
+    clip = ["train", "--model", "clip-tiny", "--data", "scenes", "--n", "64", "--n-test", "16", "--batch-size", "32",
+            "--epochs", "1", "--model-opt", "image_size=96", "--out", str(root / "runs" / "clip"), "--quiet"]
+    try:
+        main(clip)
+    except SystemExit as e:
+        assert e.code in (0, None), f"{clip} → exit {e.code}"
     return root
 
 
