@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
-from attnscope.explain import budget, engine, split
+from attnscope.explain import budget, engine, progress, split
 from attnscope.explain.attention import explicit_attention
 from attnscope.explain.layers import LayerSpec, Reading, reading
 from attnscope.explain.method import INPUTS
@@ -73,14 +73,12 @@ class Oracle:
     def chunk(self, requested: int | None, total: int, grad: bool = False, after_layer: bool = False,
               probe: budget.Probe | None = None) -> int:
         """Inputs per rerun: `requested`, or within the memory budget the chunk `probe` measures fastest
-        (`explain.budget.probed_chunk`); refuses a chunk that cannot fit the memory there is, with the estimate.
-
-        `after_layer`: the inputs are outputs of the chosen layer: only what runs from it on counts.
-        """
+        (`budget.probed_chunk`; refused with the estimate where none fits); `after_layer`: inputs of the layer."""
         after = self._layer if after_layer else None
         shape = tuple(self.images.shape[1:])
         cost = budget.input_cost(self.core, shape, self.images.dtype, after)
-        key = (shape, self.images.dtype, grad, None if after is None else self._layer_name())
+        name = None if after is None else next(n for n, m in self.core.named_modules() if m is after)  # 2 loads: 1 key
+        key = (shape, self.images.dtype, grad, name)
         return budget.probed_chunk(self.core, cost, self.images.device, requested, total, grad, key, probe)
 
     def plan(self, setting: bool | str, requested: int | None, total: int,
@@ -101,14 +99,9 @@ class Oracle:
     def chunk_timed(self, requested: int | None, total: int, grad: bool,
                     probe: budget.Probe) -> tuple[int, float | None]:
         """`chunk`'s chunk and the probe's time per input (None where no probe ran)."""
-        shape = tuple(self.images.shape[1:])
-        cost = budget.input_cost(self.core, shape, self.images.dtype)
-        return budget.probed(self.core, cost, self.images.device, requested, total, grad,
-                             (shape, self.images.dtype, grad, None), probe)
-
-    def _layer_name(self) -> str:
-        """The chosen layer's dotted name (a cache key that two loads of one model share)."""
-        return next(n for n, m in self.core.named_modules() if m is self._layer)
+        shape, dtype = tuple(self.images.shape[1:]), self.images.dtype
+        return budget.probed(self.core, budget.input_cost(self.core, shape, dtype), self.images.device, requested,
+                             total, grad, (shape, dtype, grad, None), probe)
 
     def channels_last(self, setting: bool | str) -> bool:
         """"auto": NHWC when the images already are, or the model declares `prefers_channels_last`."""
@@ -125,17 +118,17 @@ class Oracle:
         with BatchNorm folded into its convolutions where there is one (`split.folded`; to float rounding)."""
         if self.channels_last(channels_last):
             x = as_nhwc(x)
-        copy = split.folded(self.core) if fold else None
-        if copy is not None:
-            return engine.logits_of(engine.select_output(engine.run_model(copy, x), self.output), x.shape[0])
-        return self._out(x)
+        return self._out(x, split.folded(self.core) if fold else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's (selected) output for inputs `x`, with gradients when they are enabled (optimised inputs)."""
         return self._out(x)
 
-    def _out(self, x: torch.Tensor) -> torch.Tensor:
-        return engine.logits_of(engine.select_output(engine.run_model(self.model, x), self.output), x.shape[0])
+    def _out(self, x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+        """The (selected) logits of `x` through the model, or through `model` (its folded copy) when given."""
+        progress.inputs(x.shape[0])
+        run = engine.run_model(self.model if model is None else model, x)
+        return engine.logits_of(engine.select_output(run, self.output), x.shape[0])
 
     def scores(self, x: torch.Tensor, rows: torch.Tensor, channels_last: bool | str = "auto") -> torch.Tensor:
         """The explained score (N,) of inputs `x`, input i explained for row `rows[i]`, without gradients."""
@@ -152,6 +145,7 @@ class Oracle:
         """
         if self.channels_last(channels_last):
             return self.input_gradients(as_nhwc(x), rows, rewrite, False, **kw).contiguous()
+        progress.inputs(x.shape[0])
         with ExitStack() as stack:
             if rewrite is not None:
                 stack.enter_context(rewritten(self.core, rewrite, **kw))
@@ -166,6 +160,7 @@ class Oracle:
         `rewrite`: a registered rewrite that makes the attention explicit itself and yields its
         `AttentionLayer`s (e.g. `attnlrp`); else the plain explicit attention of the shared pass.
         """
+        progress.inputs(x.shape[0])
         with ExitStack() as stack:
             if rewrite is None:
                 layers = stack.enter_context(explicit_attention(self.core))
@@ -183,6 +178,7 @@ class Oracle:
         """
         if self._layer is None:
             raise NotApplicableError("this method reads the chosen layer's gradients, and no layer was chosen")
+        progress.inputs(x.shape[0])
         cap, _ = engine.capture(self.model, x, self.target.take(rows) if target is None else target,
                                 frozenset({"layer", "layer_grad"}), layer=self._layer, output=self.output)
         grads = cap.gradients
@@ -203,6 +199,7 @@ class Oracle:
         if self._reading is not None:
             outputs = self._reading.from_map(outputs, self._raw[image])
         n = outputs.shape[0]
+        progress.inputs(n)
         handle = self._layer.register_forward_hook(lambda _m, _i, _o: outputs)
         hint = (f"with {n} outputs of the chosen layer for one image, the model's later layers also read tensors "
                 "from before the layer; pass the option tail='repeat' (the whole model per output)")
@@ -234,6 +231,7 @@ class Oracle:
             raise NotApplicableError(f"the layers after the chosen one cannot run alone: {why}")
         if self._reading is not None:
             outputs = self._reading.from_map(outputs, self._raw[image])
+        progress.inputs(outputs.shape[0])
         return engine.logits_of(engine.select_output(tail(outputs), self.output), outputs.shape[0])
 
     @torch.no_grad()

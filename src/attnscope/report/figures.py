@@ -1,8 +1,8 @@
-"""Pictures of maps: overlays of a map on its image and grids of images × methods (no pyplot).
+"""Pictures of maps: overlays of a map on its image, colour bars, flags (no pyplot); the labelled grid of
+images × methods is `report.grid` (`figures.grid` is it).
 
 Everything returns or writes uint8 RGB arrays; PNGs are written atomically. Colours follow
-`report.colours` (sequential `inferno`, signed `RdBu_r` centred on 0 with 0 transparent); every
-grid has a colour bar per column and a line saying how each tile was scaled, and maps that say
+`report.colours` (sequential `inferno`, signed `RdBu_r` centred on 0 with 0 transparent); maps that say
 nothing (all zero, constant, NaN) carry their flag on the tile (`report.flags`).
 """
 
@@ -17,10 +17,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from attnscope import fileio
-from attnscope.console import elide_middle as elide  # "features.3.1" → "feat…3.1": both ends stay
+from attnscope.console import elide_middle as elide  # noqa: F401  ("features.3.1" → "feat…3.1", for grids)
 from attnscope.errors import InputError
 from attnscope.report import colours
-from attnscope.report.flags import flags as find_flags
 
 KIND_ORDER = ("cam", "gradient", "perturbation", "intrinsic", "transformer")
 FLAG_COLOUR = (255, 210, 0)
@@ -85,23 +84,24 @@ def overlay(image: torch.Tensor, map_: torch.Tensor, alpha: float | None = None,
 
 
 def draw_box(
-    rgb: np.ndarray, box: Sequence[int], colour: tuple[int, int, int] = (255, 255, 255), scale: int = 1
+    rgb: np.ndarray, box: Sequence[int], colour: tuple[int, int, int] = (255, 255, 255), scale: float = 1
 ) -> np.ndarray:
-    """A copy of `rgb` with the rectangle `(x0, y0, x1, y1)` (x1, y1 exclusive) drawn on it."""
+    """A copy of `rgb` with the rectangle `(x0, y0, x1, y1)` (x1, y1 exclusive) drawn on it, `scale`d."""
     img = Image.fromarray(rgb)
-    x0, y0, x1, y1 = (int(v) * scale for v in box)
+    x0, y0, x1, y1 = (round(int(v) * scale) for v in box)
     ImageDraw.Draw(img).rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour)
     return np.asarray(img)
 
 
-def draw_flag(rgb: np.ndarray, text: str) -> np.ndarray:
-    """A copy of `rgb` with `text` written in its top-left corner on a dark band."""
+def draw_flag(rgb: np.ndarray, text: str, bottom: bool = False) -> np.ndarray:
+    """A copy of `rgb` with `text` written in its top-left (or bottom-left) corner on a dark band."""
     img = Image.fromarray(rgb)
     draw = ImageDraw.Draw(img)
-    f = font(9 if rgb.shape[1] < 96 else 10)
+    f = font(10 if rgb.shape[1] < 96 else 11)
     x0, y0, x1, y1 = draw.textbbox((2, 1), text, font=f)
-    draw.rectangle([0, 0, min(x1 + 2, rgb.shape[1] - 1), y1 + 1], fill=(0, 0, 0))
-    draw.text((2, 1), text, fill=FLAG_COLOUR, font=f)
+    top = rgb.shape[0] - (y1 + 2) if bottom else 0
+    draw.rectangle([0, top, min(x1 + 2, rgb.shape[1] - 1), top + y1 + 1], fill=(0, 0, 0))
+    draw.text((2, top + 1), text, fill=FLAG_COLOUR, font=f)
     return np.asarray(img)
 
 
@@ -126,75 +126,15 @@ def column_scales(maps: Mapping[str, torch.Tensor], signed: Mapping[str, bool] |
     return out
 
 
-def grid(
-    images: torch.Tensor,
-    maps: Mapping[str, torch.Tensor],
-    boxes: torch.Tensor | None = None,
-    scale: int = 2,
-    label_height: int = 14,
-    kinds: Mapping[str, str | None] | None = None,
-    signed: Mapping[str, bool] | None = None,
-    options: Mapping[str, Mapping[str, Any]] | None = None,
-) -> np.ndarray:
-    """Rows = images, columns = the image then one overlay per method (grouped by `kinds`), names on top,
-    a colour bar under each column and a line on how the tiles were scaled."""
-    b, _, h, w = images.shape
-    maps = {k: as_batch(v, f"maps[{k!r}]") for k, v in maps.items()}
-    names = by_kind(list(maps), kinds)
-    scales = column_scales(maps, signed, options)
-    cols = ["image", *names]
-    ch, cw = h * scale, w * scale
-    head = label_height * (2 if kinds else 1)
-    foot = 30 if cw >= 48 else 12
-    canvas = Image.new("RGB", (len(cols) * (cw + 2), head + b * (ch + 2) + foot + 14), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    f = font(10)
-    if kinds:
-        _kind_headers(draw, names, kinds, cw, f)
-    for j, name in enumerate(cols):
-        draw.text((j * (cw + 2) + 2, head - label_height + 1), elide(name, max(4, cw // 6)), fill=(0, 0, 0), font=f)
-    for i in range(b):
-        for j, name in enumerate(cols):
-            tile = to_rgb(images[i]) if name == "image" else overlay(images[i], maps[name][i], limits=scales[name],
-                                                                      index=i)
-            tile = np.asarray(Image.fromarray(tile).resize((cw, ch), Image.NEAREST))
-            if boxes is not None:
-                tile = draw_box(tile, boxes[i].tolist(), scale=scale)
-            flag = None if name == "image" else find_flags(maps[name][i][None])[0]
-            if flag is not None:
-                tile = draw_flag(tile, flag)
-            canvas.paste(Image.fromarray(tile), (j * (cw + 2), head + i * (ch + 2)))
-    y = head + b * (ch + 2) + 2
-    for j, name in enumerate(names, start=1):
-        draw_colour_bar(canvas, draw, scales[name], (j * (cw + 2), y), cw, f, labels=foot > 12)
-    used = {s.signed for s in scales.values()}
-    note = "; ".join(f"{'signed' if s else 'sequential'}: {colours.meaning(s)}" for s in sorted(used))
-    draw.text((2, y + foot), elide(f"each tile scaled per image. {note}", len(cols) * (cw + 2) // 5), fill=(80, 80, 80),
-              font=font(9))
-    return np.asarray(canvas)
-
-
-def _kind_headers(draw: ImageDraw.ImageDraw, names: Sequence[str], kinds: Mapping[str, str | None], cw: int,
-                  f: Any) -> None:
-    """One label per run of columns of the same kind, over those columns, with a rule under it."""
-    start = 0
-    for j in range(1, len(names) + 1):
-        if j == len(names) or kinds.get(names[j]) != kinds.get(names[start]):
-            x0, x1 = (start + 1) * (cw + 2), (j + 1) * (cw + 2) - 4
-            draw.text((x0 + 2, 1), elide(str(kinds.get(names[start]) or ""), max(4, (x1 - x0) // 6)),
-                      fill=(90, 90, 90), font=f)
-            draw.line([x0 + 2, 13, x1, 13], fill=(170, 170, 170))
-            start = j
-
-
 def draw_colour_bar(canvas: Image.Image, draw: ImageDraw.ImageDraw, limits: colours.Scale, at: tuple[int, int],
-                    width: int, f: Any, labels: bool = True) -> None:
-    """The colour bar of `limits`, `width` px wide at `at`, with what its ends (and middle) mean under it."""
+                    width: int, f: Any, labels: bool = True, index: int | None = None) -> None:
+    """The colour bar of `limits`, `width` px wide at `at`, with what its ends (and middle) mean under it
+    (the values of entry `index` when one scale holds for the column)."""
     x, y = at
     canvas.paste(Image.fromarray(colours.colour_bar(limits.signed, width - 4, 6)), (x + 2, y))
     if not labels:
         return
-    low, mid, high = limits.labels()
+    low, mid, high = limits.labels(index)
     draw.text((x + 2, y + 8), low, fill=(0, 0, 0), font=f)
     if mid:
         draw.text((x + width // 2 - 3, y + 8), mid, fill=(0, 0, 0), font=f)
@@ -205,3 +145,6 @@ def draw_colour_bar(canvas: Image.Image, draw: ImageDraw.ImageDraw, limits: colo
 def save_png(path: str | Path, rgb: np.ndarray) -> None:
     """Write a uint8 (H, W, 3) array as a PNG, atomically."""
     fileio.write_with(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
+
+
+from attnscope.report.grid import grid  # noqa: E402, F401  (the grid draws with the primitives above)
