@@ -21,7 +21,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from attnscope.errors import InputError
-from attnscope.report import colours, figures
+from attnscope.report import colours
+from attnscope.report import draw as figures
 from attnscope.report.flags import flags as find_flags
 
 WIDTH = 1280  # pixels a grid may take before it wraps (a laptop screen, the report's page)
