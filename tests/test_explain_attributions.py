@@ -115,6 +115,19 @@ def test_lrp_on_ltpa_equals_zennit() -> None:
     assert_max_diff(ats.explain(model, x, "lrp", targets=t)["lrp"].values, ref, 1e-6)
 
 
+def test_lrp_through_a_convolution_that_pads_in_its_own_forward_equals_zennit() -> None:
+    """timm's Conv2dSame (EfficientNet's "same" padding) pads in its forward before the convolution: its relevance
+    must be evaluated through that forward (a plain conv's shortcut gave a 5x5 output for a 7x7 layer)."""
+    from timm.layers import Conv2dSame
+
+    torch.manual_seed(0)
+    model = nn.Sequential(Conv2dSame(3, 8, 3, stride=2), nn.ReLU(), Conv2dSame(8, 8, 3, stride=2, bias=False),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    x, t = x_and_targets(3, 13)
+    ref = zennit_relevance(model, x, t, EpsilonPlusFlat())
+    assert_max_diff(ats.explain(model, x, "lrp", targets=t)["lrp"].values, ref, 1e-6)
+
+
 def test_lrp_epsilon_to_zero_is_input_times_gradient_on_a_bias_free_relu_net() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1,

@@ -105,7 +105,10 @@ def _terms(module: nn.Module, hook: Any) -> list[_Term]:
 
 
 def _conv_op(module: nn.Module) -> tuple[Callable, Callable] | None:
-    """(forward with given parameters, input gradient) of a plain convolution or linear layer, else None."""
+    """(forward with given parameters, input gradient) of a plain convolution or linear layer (the class's own
+    forward, not a subclass's), else None."""
+    if type(module).forward not in (nn.Linear.forward, nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward):
+        return None  # a subclass with its own forward (timm's Conv2dSame pads first): evaluated generically
     if isinstance(module, nn.Linear):
         return (lambda x, p: F.linear(x, p["weight"], p.get("bias")),
                 lambda x, p, g: g.matmul(p["weight"]))
