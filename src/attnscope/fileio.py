@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -98,6 +99,37 @@ def inside(root: Path, relative: str, what: str) -> Path:
     return target
 
 
+def regular(path: str | Path, what: str, error: type[Exception] = DataError) -> Path:
+    """`path`, once its type is known to be a regular file (links followed); a FIFO, device, socket or folder raises
+    `error` naming `what`, so nothing ever blocks on a FIFO or reads /dev/zero forever."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise error(f"{_named(what, path)} cannot be read: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO, device or socket"
+        raise error(f"{_named(what, path)} is {kind}, not a regular file")
+    return path
+
+
+def read_regular(path: str | Path, what: str, error: type[Exception] = DataError) -> bytes:
+    """The bytes of regular file `path`, its type checked on the open file itself (no race with a swap to a FIFO)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO this way does not wait for a writer
+    except OSError as e:
+        raise error(f"{_named(what, path)} cannot be read: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error(f"{_named(what, path)} is not a regular file (a folder, FIFO, device or socket)")
+        os.set_blocking(fd, True)
+        return f.read()
+
+
+def _named(what: str, path: str | Path) -> str:
+    return f"{what} {path}" if what else str(path)
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` atomically."""
     with atomic_path(path) as tmp:
@@ -126,8 +158,8 @@ def read_jsonl(path: str | Path, error: type[Exception] = DataError) -> list[tup
     that is not JSON or not an object raises `error` naming the file and the line."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        lines = read_regular(path, "", error).decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
         raise error(f"{path} is not readable: {e}") from None
     records = []
     for i, line in enumerate(lines, start=1):

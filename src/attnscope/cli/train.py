@@ -141,8 +141,12 @@ def claimed(out: Path, resume: bool, overwrite: bool) -> Iterator[bool]:
     with outdir.lock(out):
         outdir.clear_stale(out, "train")
         if afresh:
+            outdir.owned(out, "train")  # its marker, every entry inside, nothing else in it: or nothing is removed
             console.note(f"{out} has no checkpoint (its run stopped in the first epoch): starting it afresh")
-            outdir.remove_listed(out, RUN_FILES)
+            outdir.remove_listed(out, RUN_FILES, "train")
+        elif resume:
+            for entry in RUN_FILES:  # a run continued is written through none of its names' links
+                outdir.contained(out, entry, "train")
         old = fileio.move_aside(out) if replace else None
         created = not out.exists()
         if not resume:
@@ -155,7 +159,7 @@ def claimed(out: Path, resume: bool, overwrite: bool) -> Iterator[bool]:
                 if created:
                     shutil.rmtree(out, ignore_errors=True)
                 else:
-                    outdir.remove_listed(out, RUN_FILES)
+                    outdir.remove_listed(out, RUN_FILES, "train")
                 if old is not None:
                     os.rename(old, out)
             raise
@@ -164,9 +168,9 @@ def claimed(out: Path, resume: bool, overwrite: bool) -> Iterator[bool]:
 
 
 def _is_run(out: Path) -> bool:
-    """A folder an earlier `attnscope train` wrote (its marker, or a run's config.json)."""
+    """A folder an earlier `attnscope train` wrote: its marker, never a file name a user's folder may have."""
     marker = outdir.read_marker(out)
-    return (marker is not None and marker["command"] == "train") or (out / "config.json").is_file()
+    return marker is not None and marker["command"] == "train"
 
 
 def tracking(out: str, resume: bool, methods: str | None, probe: int, every: int | None, split: str,
