@@ -9,6 +9,7 @@ found by tracing one forward pass with hooks, never from registration order.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -122,11 +123,18 @@ def _reset_norm(module: nn.Module) -> None:
 
 @INITS.register("default")
 def default_init(parts: list[tuple[str, nn.Module]]) -> None:
-    """Each module's own `reset_parameters()`: PyTorch's default initialisation (BatchNorm: identity + stats)."""
-    for name, m in parts:
-        if not hasattr(m, "reset_parameters"):
-            raise InputError(f"module {name!r} ({type(m).__name__}) has no reset_parameters(); use init='trunc-normal'")
-        m.reset_parameters()
+    """Each module's own `reset_parameters()`: PyTorch's default initialisation (BatchNorm: identity + stats;
+    `nn.MultiheadAttention`: its `_reset_parameters()`). A module with neither (a ViT's encoder holding its
+    position embedding, a user's module with raw parameters) has its own parameters drawn from N(0, σ²), σ the
+    standard deviation of each trained tensor (0.02, ViT's init, when that is 0 or undefined)."""
+    for _name, m in parts:
+        reset = getattr(m, "reset_parameters", None) or getattr(m, "_reset_parameters", None)
+        if callable(reset):
+            reset()
+        else:
+            for p in m.parameters(recurse=False):
+                std = float(p.float().std()) if p.numel() > 1 else 0.0
+                nn.init.normal_(p, std=std if math.isfinite(std) and std > 0 else 0.02)
 
 
 @INITS.register("trunc-normal")
