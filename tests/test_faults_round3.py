@@ -94,3 +94,47 @@ def test_json_helpers_survive_a_fifo_in_place_of_a_file(tmp_path):
     os.mkfifo(tmp_path / outdir.MARKER)
     assert outdir.read_marker(tmp_path) is None
     assert json.loads("{}") == {}
+
+
+# -- item 4: explain inside torch.inference_mode() -------------------------------------------------------------
+
+
+def test_explain_leaves_inference_mode_for_its_pass_and_gives_the_maps_of_a_call_outside_it():
+    import torch
+
+    import attnscope as ats
+    from attnscope import models
+
+    model, x = models.get("smallcnn", widths=[4, 8]).eval(), torch.rand(2, 3, 32, 32)
+    methods = ("gradcam", "saliency", "ig")
+    want = ats.explain(model, x, methods)
+    assert all(want[m].values.abs().sum() > 0 for m in methods)
+    with torch.inference_mode():
+        inside = ats.explain(model, x, methods)  # all zeros before (no graph is recorded in inference mode)
+        made_inside = x.clone()  # an inference tensor
+        assert torch.is_inference_mode_enabled()  # the caller's mode is back
+    from_inference_tensor = ats.explain(model, made_inside, methods, targets=torch.tensor([1, 2]))
+    for m in methods:
+        torch.testing.assert_close(inside[m].values, want[m].values)
+    want12 = ats.explain(model, x, methods, targets=torch.tensor([1, 2]))
+    for m in methods:
+        torch.testing.assert_close(from_inference_tensor[m].values, want12[m].values)
+    assert made_inside.is_inference()  # the caller's tensor is untouched
+
+
+def test_a_model_made_under_inference_mode_and_meta_or_sparse_images_are_typed_errors():
+    import torch
+
+    import attnscope as ats
+    from attnscope import models
+    from attnscope.errors import InputError
+
+    with torch.inference_mode():
+        frozen = models.get("smallcnn", widths=[4, 8]).eval()
+    model, x = models.get("smallcnn", widths=[4, 8]).eval(), torch.rand(2, 3, 32, 32)
+    with pytest.raises(InputError, match=r"features\.0\.0\.weight is an inference tensor"):
+        ats.explain(frozen, x, "saliency")
+    with pytest.raises(InputError, match="meta device"):
+        ats.explain(model, x.to("meta"), "gradcam")
+    with pytest.raises(InputError, match="to_dense"):
+        ats.explain(model, x.to_sparse(), "gradcam")

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
-from attnscope.explain import budget, engine
+from attnscope.explain import budget, engine, guards
 from attnscope.explain.context import Pass
 from attnscope.explain.layers import LayerSpec
 from attnscope.explain.method import Method, MethodResult, Result
@@ -31,6 +31,7 @@ _LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyD
 _LOCKS_GUARD = threading.Lock()
 
 
+@guards.outside_inference_mode  # leaves torch.inference_mode() for its pass (explain.guards)
 def explain(
     model: nn.Module,
     images: torch.Tensor,
