@@ -14,7 +14,7 @@ import click
 from attnscope import console, fileio, outdir
 from attnscope.cli import cli
 from attnscope.cli.explain_stream import stream_images, stream_options
-from attnscope.cli.options import load_model, method_options, parse_list
+from attnscope.cli.options import COUNT, SEED, load_model, method_options, parse_list
 from attnscope.cli.sanity import load_probe
 from attnscope.errors import InputError
 
@@ -31,11 +31,11 @@ from attnscope.errors import InputError
               help="Columns: 'default', 'all', groups (localisation, faithfulness, robustness, complexity) and "
                    "column names, comma-separated (see docs/sanity.md).")
 @click.option("--tolerance", default=0.0, show_default=True, type=float, help="Pointing game tolerance (px).")
-@click.option("--step", default=None, type=int, help="Deletion/insertion pixels per step (default: one row).")
-@click.option("--batch-size", default=256, show_default=True, type=int, help="Perturbed images per forward.")
-@click.option("--perturbations", default=10, show_default=True, type=int, help="Robustness: perturbed copies.")
+@click.option("--step", default=None, type=COUNT, help="Deletion/insertion pixels per step (default: one row).")
+@click.option("--batch-size", default=256, show_default=True, type=COUNT, help="Perturbed images per forward.")
+@click.option("--perturbations", default=10, show_default=True, type=COUNT, help="Robustness: perturbed copies.")
 @click.option("--radius", default=0.02, show_default=True, type=float, help="Robustness: noise radius U(-r, r).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw of the metrics.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every random draw of the metrics.")
 @click.option("--method-opt", multiple=True, metavar="METHOD.KEY=VALUE", help="Method option, e.g. ig.steps=16.")
 @click.option("--estimate", "estimate_only", is_flag=True, help="Print the time estimate and stop.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -48,6 +48,7 @@ def bench_command(checkpoint, out, overwrite, images, n, stream, shard_size, wor
     from attnscope.cli.bench_stream import bench_stream, count
     from attnscope.evaluate import COLUMNS, Mosaics, Settings, estimate, leaderboard
     from attnscope.evaluate.columns import select
+    from attnscope.evaluate.leaderboard import applicable_methods
     from attnscope.report.sanity import table_csv
 
     if out is None and not estimate_only:
@@ -76,8 +77,9 @@ def bench_command(checkpoint, out, overwrite, images, n, stream, shard_size, wor
         built = datasets.mosaics(datasets.get(probe.data, "test", max(4 * n_images, 64), seed=0, **probe.data_cfg),
                                  n_images, seed=seed)
         mosaics = Mosaics(built.images, built.labels, built.quadrants)
-    common = dict(methods=names, metrics=columns, settings=settings, options=method_options(method_opt) or None,
-                  mosaics=mosaics)
+    ran = names if names is not None else applicable_methods(model)
+    common = dict(methods=names, metrics=columns, settings=settings, mosaics=mosaics,
+                  options=method_options(method_opt, methods=ran) or None)
     guess = estimate(model, probe.images, probe.labels, probe.boxes, probe.masks, **common)
     parts = ", ".join(f"{g} {s:.0f} s" for g, s in guess.groups.items() if s >= 0.5)
     click.echo(f"estimated time: {guess.total:.0f} s (explaining {guess.explain:.0f} s{', ' + parts if parts else ''}; "

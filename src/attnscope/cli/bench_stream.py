@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from attnscope import console
+from attnscope.cli.options import COUNT
 from attnscope.errors import InputError
 
 
@@ -17,9 +18,12 @@ def count(text: str | None, option: str, default: int) -> int:
     if text is None:
         return default
     try:
-        return int(text)
+        number = int(text)
     except ValueError:
         raise InputError(f"{option} {text}: a number of test images; a folder or data set needs --stream") from None
+    if number > COUNT.high:
+        raise InputError(f"{option}: at most {COUNT.high} test images, got {text[:40]}")
+    return number
 
 
 def bench_stream(checkpoint: str, out: str | None, overwrite: bool, images: str, n: int | None, shard_size: int,
@@ -29,6 +33,7 @@ def bench_stream(checkpoint: str, out: str | None, overwrite: bool, images: str,
     from attnscope.cli.bench import terminal_tables
     from attnscope.cli.explain_stream import checkpoint_data, dataset_of, world_of
     from attnscope.cli.options import load_model, method_options, parse_list
+    from attnscope.evaluate.leaderboard import applicable_methods
     from attnscope.stream import FolderImages
     from attnscope.stream.bench import bench_dataset
 
@@ -54,7 +59,8 @@ def bench_stream(checkpoint: str, out: str | None, overwrite: bool, images: str,
                 click.echo("images of a folder have no boxes or masks: the localisation columns are not "
                            "applicable, and each image is scored for the class the model predicts", err=True)
         result = bench_dataset(model, dataset, Path(out), methods=names, metrics=columns, settings=settings,
-                               options=method_options(method_opt) or None, shard_size=shard_size, workers=workers,
+                               options=method_options(method_opt, methods=names or applicable_methods(model)) or None,
+                               shard_size=shard_size, workers=workers,
                                meta=meta, resume=resume, overwrite=overwrite, progress=not quiet)
     if not world.main:
         return

@@ -10,7 +10,7 @@ import click
 
 from attnscope import console, fileio
 from attnscope.cli import cli
-from attnscope.cli.options import load_model, method_options, parse_list
+from attnscope.cli.options import COUNT, SEED, load_model, method_options, parse_list
 from attnscope.errors import InputError
 
 
@@ -20,13 +20,13 @@ from attnscope.errors import InputError
 @click.option("--data", default=None, help="clutter, clutter-decoy or scenes (default: the checkpoint's).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test"]),
               help="Split to draw the scenes from (clutter-decoy: the decoy encodes the label only in train).")
-@click.option("--images", "n_images", default=32, show_default=True, type=int, help="Scenes to intervene on.")
+@click.option("--images", "n_images", default=32, show_default=True, type=COUNT, help="Scenes to intervene on.")
 @click.option("--methods", default="gradcam,saliency,guided-backprop,ig", show_default=True,
               help="Methods to check, comma-separated.")
 @click.option("--targets", default="predicted", show_default=True, type=click.Choice(["predicted", "label"]),
               help="Explain the predicted class or the digit's label.")
 @click.option("--method-opt", multiple=True, metavar="METHOD.KEY=VALUE", help="Method option, e.g. ig.steps=16.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the generated scenes.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the generated scenes.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def interventions_command(checkpoint, out, data, split, n_images, methods, targets, method_opt, seed, quiet) -> None:
     """Ground-truth interventions on CHECKPOINT: one table per method (probability drop and map mass
@@ -42,8 +42,9 @@ def interventions_command(checkpoint, out, data, split, n_images, methods, targe
                          f"{', '.join(SCENES)}, got {name!r}")
     cfg = dict(header.get("info", {}).get("data_cfg", {})) if data is None else {}
     scenes = SCENES[name](datasets.get(name, split, n_images, seed=seed, **cfg), n_images, progress=not quiet)
-    result = interventions(model, scenes, parse_list(methods, "--methods"), targets,
-                           options=method_options(method_opt) or None, progress=not quiet)
+    names = parse_list(methods, "--methods")
+    result = interventions(model, scenes, names, targets, options=method_options(method_opt, methods=names) or None,
+                           progress=not quiet)
     summary = result.summary()
     parts = [{"method": m, **row} for m in result.mass for row in result.table(m)]
     out = Path(out)

@@ -16,7 +16,7 @@ import click
 from attnscope import console, outdir
 from attnscope.cli import cli
 from attnscope.cli.explain_stream import stream_options
-from attnscope.cli.options import load_model, method_options, parse_list, read_run_config, record_final_out
+from attnscope.cli.options import COUNT, SEED, load_model, method_options, parse_list, read_run_config, record_final_out
 from attnscope.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:
@@ -94,23 +94,23 @@ def _blocks(text: str) -> str | int | list[str]:
               help="'layer' (each conv/norm/linear), a module-name depth (2: SmallCNN's conv blocks) or names.")
 @click.option("--init", default="default", show_default=True, type=click.Choice(["default", "trunc-normal"]),
               help="Re-initialisation: each module's reset_parameters, or N(0, 0.01²) truncated.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the re-initialisation.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the re-initialisation.")
 @click.option("--targets", default="predicted", show_default=True, type=click.Choice(["predicted", "label"]),
               help="Explain each model's predicted class (the paper's) or the true label.")
 @click.option("--metrics", default=None, help="Similarities, comma-separated [default: spearman_abs, "
               "spearman_signed, ssim, hog_pearson, hog_spearman; HOG left out under 48 px, with a note].")
 @click.option("--method-opt", multiple=True, metavar="METHOD.KEY=VALUE", help="Method option, e.g. ig.steps=16.")
-@click.option("--batch-size", default=None, type=int, help="Explain in chunks of this many images.")
-@click.option("--keep", default=2, show_default=True, type=int, help="Images whose maps are drawn.")
+@click.option("--batch-size", default=None, type=COUNT, help="Explain in chunks of this many images.")
+@click.option("--keep", default=2, show_default=True, type=COUNT, help="Images whose maps are drawn.")
 @click.option("--channels-last", is_flag=True, help="Run the randomised copies in NHWC layout (often faster on CPU).")
 @click.option("--order", default="auto", show_default=True, type=click.Choice(["auto", "top-down", "bottom-up"]),
               help="Cascade order; auto: top-down for cascading (Adebayo et al.), bottom-up for smprt (Hedström).")
-@click.option("--samples", default=50, show_default=True, type=int, help="sMPRT: noisy copies per image.")
+@click.option("--samples", default=50, show_default=True, type=COUNT, help="sMPRT: noisy copies per image.")
 @click.option("--noise-level", default=0.1, show_default=True, type=float,
               help="sMPRT: noise σ as a fraction of each image's value range.")
-@click.option("--bins", default=100, show_default=True, type=int, help="eMPRT: histogram bins of the entropy.")
-@click.option("--permuted-n", default=512, show_default=True, type=int, help="Data test: training images.")
-@click.option("--permuted-epochs", default=150, show_default=True, type=int, help="Data test: most epochs.")
+@click.option("--bins", default=100, show_default=True, type=COUNT, help="eMPRT: histogram bins of the entropy.")
+@click.option("--permuted-n", default=512, show_default=True, type=COUNT, help="Data test: training images.")
+@click.option("--permuted-epochs", default=150, show_default=True, type=COUNT, help="Data test: most epochs.")
 @click.option("--target-acc", default=0.95, show_default=True, type=float, help="Data test: training accuracy.")
 @click.option("--permuted-run", default=None, help="Data test: reuse this permuted-label run instead of training.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -142,7 +142,7 @@ def sanity_command(checkpoint, methods, out, overwrite, tests, images, n, stream
     if not stream:
         outdir.check(final, "sanity", overwrite)
     model, header = load_model(checkpoint)
-    common = dict(methods=methods, metrics=metrics, options=method_options(method_opt) or None,
+    common = dict(methods=methods, metrics=metrics, options=method_options(method_opt, methods=methods) or None,
                   batch_size=batch_size)
     every = _runners(model, common, dict(blocks=_blocks(blocks), init=init, seed=seed), targets, order,
                      channels_last, samples, noise_level, bins, quiet or stream)  # a stream's bar counts images
