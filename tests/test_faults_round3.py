@@ -138,3 +138,207 @@ def test_a_model_made_under_inference_mode_and_meta_or_sparse_images_are_typed_e
         ats.explain(model, x.to("meta"), "gradcam")
     with pytest.raises(InputError, match="to_dense"):
         ats.explain(model, x.to_sparse(), "gradcam")
+
+
+# -- item 7: silent results ---------------------------------------------------------------------------------------
+
+
+def test_an_int32_tiff_above_65535_is_refused_not_read_as_white(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from attnscope.data import read_image
+    from attnscope.errors import DataError
+
+    Image.fromarray(np.array([[0, 70000], [35000, 1000]], dtype=np.int32), mode="I").save(tmp_path / "wide.tif")
+    with pytest.raises(DataError, match=r"32-bit integer image with values 0\.\.70000"):
+        read_image(tmp_path / "wide.tif")
+    Image.fromarray(np.array([[0, 65535], [257, 0]], dtype=np.int32), mode="I").save(tmp_path / "sixteen.tif")
+    grey = read_image(tmp_path / "sixteen.tif")[0]  # still read as 16-bit: 65535 → 1, 257 → 1/255
+    assert grey[0, 1] == 1.0 and grey[1, 0] == pytest.approx(1 / 255) and grey[0, 0] == 0
+
+
+@pytest.mark.parametrize("kind", ["dangling", "fifo", "dev-zero"])
+def test_a_png_that_is_not_a_regular_file_inside_a_folder_is_refused_in_one_line(tmp_path, capsys, kind):
+    from PIL import Image
+
+    from attnscope.data import load_images
+    from attnscope.data.folder import ImageFolderData
+    from attnscope.errors import DataError
+
+    folder = tmp_path / "imgs"
+    (folder / "cls").mkdir(parents=True)
+    for where in (folder, folder / "cls"):
+        Image.new("RGB", (8, 8), (9, 9, 9)).save(where / "a.png")
+        bad = where / "b.png"
+        if kind == "fifo":
+            os.mkfifo(bad)
+        else:
+            bad.symlink_to("/dev/zero" if kind == "dev-zero" else tmp_path / "gone.png")
+    with pytest.raises(DataError, match="b.png is a"):
+        load_images(folder)
+    with pytest.raises(DataError, match="b.png (is|cannot be read)"):
+        ImageFolderData(folder)
+    with pytest.warns(UserWarning, match="b.png"):
+        assert len(ImageFolderData(folder, skip_bad=True)) == 1  # left out with a word, never silently
+
+
+def test_method_options_for_a_method_not_run_are_refused_by_bench_and_interventions(tmp_path, capsys):
+    from attnscope.cli.options import method_options
+    from attnscope.errors import InputError
+
+    with pytest.raises(InputError, match="'ig' is not among the methods this command runs"):
+        method_options(("ig.steps=-1",), methods=["gradcam", "saliency"])
+    assert method_options(("ig.steps=4",), methods=["ig"]) == {"ig": {"steps": 4}}
+    run = tmp_path / "run"
+    main(["train", "--out", str(run), "--epochs", "1", *TINY])
+    capsys.readouterr()
+    for argv in (["bench", "--checkpoint", str(run), "--out", str(tmp_path / "b"), "--images", "2", "--methods",
+                  "saliency", "--quiet"],
+                 ["interventions", "--checkpoint", str(run), "--out", str(tmp_path / "i"), "--images", "2",
+                  "--methods", "saliency", "--quiet"]):
+        code, err = _run([*argv, "--method-opt", "ig.steps=-1"], capsys)
+        assert _one_line(code, err) and "'ig' is not among" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize("how", ["nan", "detached", "constant"])
+def test_a_target_callable_giving_nan_or_scores_detached_from_the_logits_is_a_typed_error(how):
+    import torch
+
+    import attnscope as ats
+    from attnscope import models
+    from attnscope.errors import InputError
+
+    model, x = models.get("smallcnn", widths=[4, 8]).eval(), torch.rand(2, 3, 32, 32)
+    fn = {"nan": lambda out: out[:, 0] * torch.tensor([1.0, float("nan")]),
+          "detached": lambda out: out[:, 0].detach(), "constant": lambda out: torch.ones(out.shape[0])}[how]
+    message = "NaN or infinite scores \\(rows \\[1\\]\\)" if how == "nan" else "do not depend"
+    with pytest.raises(InputError, match=message):
+        ats.explain(model, x, ("gradcam", "saliency"), targets=fn)
+    if how != "nan":  # a method that only reads scores (occlusion) is given what it asked for
+        assert ats.explain(model, x, "occlusion", targets=fn, options={"occlusion": {"window": 8, "stride": 8}})
+    ok = ats.explain(model, x, "saliency", targets=lambda out: out[:, 3] - out[:, 5])
+    assert ok["saliency"].values.abs().sum() > 0
+
+
+def test_box_score_refuses_boxes_without_area():
+    import torch
+
+    from attnscope.errors import InputError
+    from attnscope.explain.tasks import BoxScore
+
+    for box in ([4.0, 4.0, 4.0, 9.0], [0.0, 6.0, 5.0, 6.0], [5.0, 0.0, 1.0, 9.0], [0.0, 0.0, float("nan"), 3.0]):
+        with pytest.raises(InputError, match="x2 > x1 and y2 > y1"):
+            BoxScore(torch.tensor([[0.0, 0.0, 5.0, 5.0], box]), torch.tensor([1, 1]))
+    assert BoxScore(torch.tensor([0.0, 0.0, 5.0, 5.0]), 1).boxes.shape == (4,)
+
+
+def test_normalized_gives_zeros_for_a_map_constant_up_to_float_rounding_and_keeps_real_structure():
+    import torch
+    import torchvision
+
+    import attnscope as ats
+    from attnscope.maps import NEAR_CONSTANT, normalize
+
+    torch.manual_seed(0)
+    vgg = torchvision.models.vgg11(num_classes=10).eval()
+    maps = ats.explain(vgg, torch.rand(2, 3, 32, 32), ("gradcam", "layercam"), layer="features")  # a 1×1 layer
+    for m in maps.values():
+        assert m.lowres.shape[-2:] == (1, 1)
+        flat = m.values.flatten(-2)
+        assert (flat.max(-1).values > flat.min(-1).values).any()  # the upsampled constant varies by float noise
+        assert torch.equal(m.normalized(), torch.zeros_like(m.values))  # ... and normalises to zeros, as documented
+    eps = torch.finfo(torch.float32).eps
+    near = torch.full((1, 4, 4), 3.0)
+    near[0, 0, 0] += 3.0 * eps * (NEAR_CONSTANT - 1)
+    assert torch.equal(normalize(near), torch.zeros_like(near))
+    real = torch.full((1, 4, 4), 3.0)
+    real[0, 0, 0] += 3.0 * eps * 4 * NEAR_CONSTANT  # above the noise: structure, stretched to [0, 1]
+    assert normalize(real)[0, 0, 0] == 1.0 and normalize(real)[0, 1, 1] == 0.0
+    assert torch.equal(normalize(torch.zeros(1, 3, 3)), torch.zeros(1, 3, 3))
+    assert torch.equal(normalize(torch.tensor([[[0.0, 1e-30], [0.0, 0.0]]]))[0, 0], torch.tensor([0.0, 1.0]))
+
+
+# -- item 8: nothing waits on a FIFO ------------------------------------------------------------------------------
+
+HANG = textwrap.dedent("""
+    import os, sys, numpy as np
+    from pathlib import Path
+    from attnscope.errors import DataError
+    root = Path(sys.argv[1])
+    os.mkfifo(root / "pipe.png")
+    from attnscope.data import read_image
+    try:
+        read_image(root / "pipe.png")
+    except DataError as e:
+        print("image:", e)
+    from attnscope.track.store import INDEX, FORMAT, TrackStore
+    (root / "track").mkdir()
+    (root / "track" / INDEX).write_text('{"format": "%s", "settings": {}, "probe": {"file": "probe.npz"}, '
+                                        '"snapshots": []}' % FORMAT)
+    os.mkfifo(root / "track" / "probe.npz")
+    try:
+        TrackStore.open(root / "track").probe()
+    except DataError as e:
+        print("store:", e)
+""")
+
+
+def test_read_image_and_a_tracker_store_never_block_on_a_fifo(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", HANG, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=120)  # before: blocked until killed
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("image: ") and "not a regular file" in lines[0]
+    assert lines[1].startswith("store: ") and "not a regular file" in lines[1]
+
+
+# -- item 9: every remaining traceback is one line (the CLI cases are in bench/faults_census.py) -------------------
+
+
+def test_option_types_refuse_out_of_range_numbers_and_unusable_devices_in_one_line(capsys):
+    for argv, needle in [
+        (["explain", "--checkpoint", "x", "--images", "clutter", "--n", "9" * 23, "--out", "o"], "at most 2147483647"),
+        (["explain", "--checkpoint", "x", "--images", "clutter", "--data-seed", "-1", "--out", "o"], "a seed is 0"),
+        (["train", "--seed", str(2**70)], "a seed is 0 .. 9223372036854775807"),
+        (["bench", "--checkpoint", "x", "--seed", str(2**70)], "a seed is"),
+        (["sanity", "--checkpoint", "x", "--out", "o", "--seed", str(2**70)], "a seed is"),
+        (["train", "--batch-size", "1e20"], "'1e20' is not an integer"),
+        (["train", "--batch-size", str(10**20)], "at most 2147483647"),
+        (["train", "--device", "abc"], "'abc' is not a device"),
+        (["train", "--device", "cuda:3"], "cuda:3: "),
+        (["explain", "--checkpoint", "x", "--images", "clutter", "--device", "meta", "--out", "o"], "meta holds"),
+        (["train", "--workers", "100000"], "at most 256"),
+    ]:
+        code, err = _run(argv, capsys)
+        assert _one_line(code, err) and needle in err, (argv, err)
+
+
+def test_library_seeds_devices_and_a_full_disk_are_typed_errors(tmp_path, monkeypatch):
+    import errno
+
+    import safetensors.torch
+    import torch
+    from safetensors import SafetensorError
+
+    from attnscope import fileio
+    from attnscope.errors import InputError
+    from attnscope.train import TrainConfig
+    from attnscope.train.distributed import pick_device
+
+    with pytest.raises(InputError, match="2\\*\\*63 - 1"):
+        TrainConfig(seed=2**70)
+    for spec in ("abc", "meta", "cuda:3" if not torch.cuda.is_available() else "cuda:99"):
+        with pytest.raises(InputError):
+            pick_device(spec)
+    assert pick_device("cpu") == torch.device("cpu")
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OSError) as e:  # the CLI's handler of a full disk catches it: one line, exit 2
+        fileio.save_tensors(tmp_path / "m.safetensors", {"x": torch.zeros(2)})
+    assert e.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []

@@ -17,7 +17,7 @@ import click
 
 from attnscope import console, fileio, outdir
 from attnscope.cli import cli
-from attnscope.cli.options import existing_input, parse_settings
+from attnscope.cli.options import COUNT, existing_input, parse_settings
 from attnscope.errors import InputError
 
 if TYPE_CHECKING:
@@ -30,13 +30,13 @@ if TYPE_CHECKING:
               help="An image file or folder, or a captioning data set name (scenes, karpathy).")
 @click.option("--out", required=True, help="Folder to write captions.json and attention/*.png into.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope caption` output.")
-@click.option("--n", "n", default=16, show_default=True, type=int, help="Images to caption from a data set.")
+@click.option("--n", "n", default=16, show_default=True, type=COUNT, help="Images to caption from a data set.")
 @click.option("--split", default="test", show_default=True, help="Split of a data set.")
 @click.option("--data-opt", multiple=True, metavar="KEY=VALUE", help="Data set option (default: the training run's).")
-@click.option("--beam-size", default=1, show_default=True, type=int, help="1: greedy; more: beam search.")
-@click.option("--max-len", default=None, type=int, help="Longest caption (default: the model's).")
-@click.option("--size", default=None, type=int, help="Resize images from a folder to size × size.")
-@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--beam-size", default=1, show_default=True, type=COUNT, help="1: greedy; more: beam search.")
+@click.option("--max-len", default=None, type=COUNT, help="Longest caption (default: the model's).")
+@click.option("--size", default=None, type=COUNT, help="Resize images from a folder to size × size.")
+@click.option("--batch-size", default=32, show_default=True, type=COUNT)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def caption_command(checkpoint: str, images: str, out: str, overwrite: bool, n: int, split: str,
                     data_opt: tuple[str, ...], beam_size: int, max_len: int | None, size: int | None, batch_size: int,

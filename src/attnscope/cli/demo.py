@@ -18,7 +18,7 @@ import click
 
 from attnscope import console, fileio, outdir
 from attnscope.cli import cli
-from attnscope.cli.options import record_final_out
+from attnscope.cli.options import COUNT, SEED, record_final_out
 
 if TYPE_CHECKING:
     import torch
@@ -39,11 +39,11 @@ TRACKED = ("gradcam", "cam", "saliency", "inputxgrad", "guided-backprop")
 @cli.command("demo")
 @click.option("--out", default="runs/demo", show_default=True, help="Folder to write.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope demo` output.")
-@click.option("--probe", default=16, show_default=True, type=int, help="Test images to explain.")
-@click.option("--epochs", default=DEMO_TRAIN["epochs"], show_default=True, type=int)
-@click.option("--n", "n", default=DEMO_TRAIN["n"], show_default=True, type=int, help="Training samples.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--threads", default=None, type=int,
+@click.option("--probe", default=16, show_default=True, type=COUNT, help="Test images to explain.")
+@click.option("--epochs", default=DEMO_TRAIN["epochs"], show_default=True, type=COUNT)
+@click.option("--n", "n", default=DEMO_TRAIN["n"], show_default=True, type=COUNT, help="Training samples.")
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--threads", default=None, type=COUNT,
               help="CPU threads (default: the cores that other processes leave idle).")
 @click.option("--photos/--no-photos", default=True, show_default=True,
               help="First explain real photos with a pretrained EfficientNet-Lite0 (the `pretrained` extra).")

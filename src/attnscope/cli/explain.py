@@ -15,7 +15,7 @@ import click
 
 from attnscope import outdir
 from attnscope.cli import cli
-from attnscope.cli.options import load_model, parse_fit, parse_list
+from attnscope.cli.options import COUNT, DEVICE, SEED, WORKERS, load_model, parse_fit, parse_list
 from attnscope.errors import InputError
 
 if TYPE_CHECKING:  # torch (and what imports it) load inside the command, so that --help answers at once
@@ -32,15 +32,15 @@ MANIFEST = "manifest.json"
                    "torchvision classifier (swin_t); timm:NAME; or module.path:factory for your own code.")
 @click.option("--weights", default=None, help="Local weights file (.safetensors, or .pt/.pth read with "
                                               "weights_only) for a model given by name.")
-@click.option("--num-classes", default=None, type=int, help="Classes of a model given by name (default: read "
+@click.option("--num-classes", default=None, type=COUNT, help="Classes of a model given by name (default: read "
                                                             "from the weights' head).")
 @click.option("--model-opt", "model_opts", multiple=True, metavar="KEY=VALUE",
               help="A keyword argument of the model's builder or factory, e.g. depth=2 (values as JSON).")
 @click.option("--images", required=True, metavar="DIR|FILE|DATA",
               help="A folder of images, one image, or a built-in data set (clutter, clutter-decoy).")
-@click.option("--n", "--n-images", "n", default=16, show_default=True, type=int,
+@click.option("--n", "--n-images", "n", default=16, show_default=True, type=COUNT,
               help="Images taken from a built-in data set (--n-images under torchrun, whose parser claims --n).")
-@click.option("--data-seed", default=0, show_default=True, type=int, help="Seed of a built-in data set.")
+@click.option("--data-seed", default=0, show_default=True, type=SEED, help="Seed of a built-in data set.")
 @click.option("--size", default=None, metavar="S|H,W", help="Squash images to S×S or H×W (aspect ratio lost).")
 @click.option("--resize", default=None, metavar="shorter=S|longer=S|H,W",
               help="Resize keeping the aspect ratio: the shorter (or longer) side to S; H,W squashes.")
@@ -55,18 +55,18 @@ MANIFEST = "manifest.json"
 @click.option("--layer", default="auto", show_default=True, help="Layer of the CAM methods (a dotted name).")
 @click.option("--option", "method_opts", multiple=True, metavar="METHOD.KEY=VALUE",
               help="A method option, e.g. ig.steps=64 or gradcam.relu=false.")
-@click.option("--batch-size", default=16, show_default=True, type=int, help="Images explained per call.")
+@click.option("--batch-size", default=16, show_default=True, type=COUNT, help="Images explained per call.")
 @click.option("--format", "fmt", type=click.Choice(["safetensors", "npy"]), default="safetensors",
               show_default=True, help="File format of the raw maps.")
 @click.option("--out", required=True, help="Folder to write.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope explain` output.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--device", default="auto", show_default=True, type=DEVICE, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--stream", is_flag=True, help="Stream all of --images (a folder, or --n of a data set) into "
                                              "safetensors shards + manifest.json, no overlays; resumable; "
                                              "under torchrun split across the processes.")
-@click.option("--shard-size", default=64, show_default=True, type=int, help="Images per shard file (--stream).")
-@click.option("--workers", default=0, show_default=True, type=int, help="DataLoader workers reading images "
+@click.option("--shard-size", default=64, show_default=True, type=COUNT, help="Images per shard file (--stream).")
+@click.option("--workers", default=0, show_default=True, type=WORKERS, help="DataLoader workers reading images "
                                                                          "(--stream).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted --stream run in --out (same command).")
 def explain_command(checkpoint, weights, num_classes, model_opts, images, n, data_seed, size, resize, crop, pad,

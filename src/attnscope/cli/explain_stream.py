@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from attnscope.cli.options import COUNT, WORKERS
 from attnscope.errors import DataError, InputError
 
 
@@ -51,11 +52,12 @@ def stream_options(verb: str, stream_help: str) -> Callable[[Callable], Callable
     options = [
         click.option("--images", default=None, help=f"Test images to {verb}: a count [32]; with --stream a folder "
                                                      "of images or a data set (with --n)."),
-        click.option("--n", "--n-images", "n", default=None, type=int,
+        click.option("--n", "--n-images", "n", default=None, type=COUNT,
                      help="--stream: images of the data set --images names (--n-images under torchrun)."),
         click.option("--stream", is_flag=True, help=stream_help),
-        click.option("--shard-size", default=64, show_default=True, type=int, help="Images per shard file (--stream)."),
-        click.option("--workers", default=0, show_default=True, type=int, help="DataLoader workers (--stream)."),
+        click.option("--shard-size", default=64, show_default=True, type=COUNT,
+                     help="Images per shard file (--stream)."),
+        click.option("--workers", default=0, show_default=True, type=WORKERS, help="DataLoader workers (--stream)."),
         click.option("--resume", is_flag=True, help="Continue an interrupted --stream run in --out (same command)."),
     ]
 

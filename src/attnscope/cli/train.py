@@ -19,7 +19,7 @@ import click
 
 from attnscope import fileio, outdir
 from attnscope.cli import cli
-from attnscope.cli.options import parse_list, parse_settings
+from attnscope.cli.options import COUNT, DEVICE, SEED, WORKERS, parse_list, parse_settings
 from attnscope.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
 D = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # the CLI's defaults are the config's
@@ -33,36 +33,36 @@ RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "model.json", 
 @click.option("--model", default=D["model"], show_default=True, help="Model name (see `attnscope train --list`).")
 @click.option("--data", default=D["data"], show_default=True, help="Data set name.")
 @click.option("--out", default=D["out"], show_default=True, help="Run folder to write.")
-@click.option("--epochs", default=D["epochs"], show_default=True, type=int)
-@click.option("--n", "--n-train", "n", default=D["n"], show_default=True, type=int,
+@click.option("--epochs", default=D["epochs"], show_default=True, type=COUNT)
+@click.option("--n", "--n-train", "n", default=D["n"], show_default=True, type=COUNT,
               help="Training samples (under torchrun write --n-train: torchrun claims --n).")
-@click.option("--n-test", default=D["n_test"], show_default=True, type=int, help="Test samples.")
-@click.option("--batch-size", default=D["batch_size"], show_default=True, type=int, help="Global batch size.")
+@click.option("--n-test", default=D["n_test"], show_default=True, type=COUNT, help="Test samples.")
+@click.option("--batch-size", default=D["batch_size"], show_default=True, type=COUNT, help="Global batch size.")
 @click.option("--optimizer", default=D["optimizer"], show_default=True, type=click.Choice(OPTIMIZERS))
 @click.option("--lr", default=D["lr"], show_default=True, type=float)
 @click.option("--momentum", default=D["momentum"], show_default=True, type=float, help="SGD momentum.")
 @click.option("--weight-decay", default=D["weight_decay"], show_default=True, type=float)
 @click.option("--schedule", default=D["schedule"], show_default=True,
               type=click.Choice(SCHEDULES))
-@click.option("--step-size", default=D["step_size"], show_default=True, type=int,
+@click.option("--step-size", default=D["step_size"], show_default=True, type=COUNT,
               help="Epochs between LR drops (step).")
 @click.option("--gamma", default=D["gamma"], show_default=True, type=float, help="LR factor per drop (step).")
-@click.option("--seed", default=D["seed"], show_default=True, type=int, help="Seed of initialisation and shuffling.")
-@click.option("--data-seed", default=D["data_seed"], show_default=True, type=int, help="Seed of the generated data.")
+@click.option("--seed", default=D["seed"], show_default=True, type=SEED, help="Seed of initialisation and shuffling.")
+@click.option("--data-seed", default=D["data_seed"], show_default=True, type=SEED, help="Seed of the generated data.")
 @click.option("--attention", type=click.Choice(["soft", "hard"]), default=None,
               help="Show, Attend and Tell's attention (model sat); the same as --model-opt attention=...")
 @click.option("--model-opt", multiple=True, metavar="KEY=VALUE", help="Model option, e.g. widths=[16,32,64].")
 @click.option("--data-opt", multiple=True, metavar="KEY=VALUE", help="Data set option, e.g. size=96.")
 @click.option("--task-opt", multiple=True, metavar="KEY=VALUE", help="Task option (loss settings).")
-@click.option("--device", default=D["device"], show_default=True, help="auto, cpu, cuda, cuda:1 ...")
-@click.option("--workers", default=D["workers"], show_default=True, type=int, help="Data loader worker processes.")
+@click.option("--device", default=D["device"], show_default=True, type=DEVICE, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--workers", default=D["workers"], show_default=True, type=WORKERS, help="Data loader worker processes.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope train` run.")
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
 @click.option("--track", default=None, metavar="METHODS",
               help="Record maps of these methods (e.g. gradcam,saliency,ltpa) on a probe set during training.")
-@click.option("--probe", default=64, show_default=True, type=int, help="Probe images the tracker explains.")
-@click.option("--track-every", default=None, type=int, metavar="STEPS",
+@click.option("--probe", default=64, show_default=True, type=COUNT, help="Probe images the tracker explains.")
+@click.option("--track-every", default=None, type=COUNT, metavar="STEPS",
               help="Also record every STEPS optimizer steps (default: at epoch ends only).")
 @click.option("--track-split", default="test", show_default=True, type=click.Choice(["test", "train"]),
               help="Split the probe images come from.")
