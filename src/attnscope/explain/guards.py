@@ -25,22 +25,19 @@ from attnscope.errors import InputError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def outside_inference_mode(explain: F) -> F:
-    """Decorator: run `explain(model, images, methods, targets, ...)` as if called outside inference mode."""
+def outside_inference_mode(run: F) -> F:
+    """Decorator of `run(how, model, images, targets)` (`explain.plan.explain_with`): run it as if called outside
+    inference mode."""
 
-    @functools.wraps(explain)
-    def guarded(model: Any, images: Any, *args: Any, **kwargs: Any) -> Any:
+    @functools.wraps(run)
+    def guarded(how: Any, model: Any, images: Any, targets: Any) -> Any:
         images = dense_images(images)
         if isinstance(model, nn.Module):
             refuse_inference_model(model)
-        if not torch.is_inference_mode_enabled() and not _is_inference(images):
-            return explain(model, images, *args, **kwargs)
+        if not (torch.is_inference_mode_enabled() or _is_inference(images) or _is_inference(targets)):
+            return run(how, model, images, targets)
         with torch.inference_mode(False):
-            if len(args) >= 2 and _is_inference(args[1]):
-                args = (args[0], args[1].clone(), *args[2:])
-            if _is_inference(kwargs.get("targets")):
-                kwargs["targets"] = kwargs["targets"].clone()
-            return explain(model, images.clone() if _is_inference(images) else images, *args, **kwargs)
+            return run(how, model, _cloned(images), _cloned(targets))
 
     return guarded  # type: ignore[return-value]
 
@@ -67,3 +64,8 @@ def refuse_inference_model(model: nn.Module) -> None:
 
 def _is_inference(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.is_inference()
+
+
+def _cloned(value: Any) -> Any:
+    """An inference tensor cloned outside inference mode (a normal tensor, the same values); anything else as is."""
+    return value.clone() if _is_inference(value) else value

@@ -33,7 +33,7 @@ from attnscope.explain import explain
 from attnscope.modules import device_of, unwrap
 from attnscope.registry import METHODS
 from attnscope.track.board import Board
-from attnscope.track.measures import measure, rank_maps
+from attnscope.track.measures import DEFAULT, checked_measures, measure, rank_maps
 from attnscope.track.probe import ProbeSpec, as_probe, same_probe
 from attnscope.track.store import TrackStore, roundtrip
 
@@ -54,6 +54,7 @@ class AttentionTracker:
     `probe_source`: where the probe images came from, for the report (default: the `Probe`'s own
     `source`, set by `probe_from`). `tensorboard`: also log the
     measures, the scalars and map images to `<folder>/tensorboard` (needs the `tensorboard` package).
+    `measures`: the declared metrics (`ats.list("metrics")`) taken on every snapshot, by name (`measures.py`).
     """
 
     def __init__(
@@ -71,8 +72,10 @@ class AttentionTracker:
         seed: int = 0,
         probe_source: str | None = None,
         tensorboard: bool = False,
+        measures: str | Sequence[str] = DEFAULT,
     ) -> None:
         self.folder = Path(folder)
+        self.measures = checked_measures(measures)
         self.probe = as_probe(probe)
         self.methods = checked_settings(methods, every, targets)
         if steps_per_epoch is not None and steps_per_epoch < 1:
@@ -96,7 +99,7 @@ class AttentionTracker:
         """What determines the recorded series (stored in the index; a resumed run must match it)."""
         return {"methods": self.methods, "probe": int(self.probe.images.shape[0]), "every": self.every,
                 "targets": self.targets, "layer": self.layer, "options": self.options,
-                "batch_size": self.batch_size, "seed": self.seed}
+                "batch_size": self.batch_size, "seed": self.seed, "measures": self.measures}
 
     # -- what a training loop calls ------------------------------------------------------------
 
@@ -240,7 +243,8 @@ class AttentionTracker:
         predictions = maps.predicted.cpu()  # the shared pass's logits: no extra forward
         values = {k: roundtrip(m.values) for k, m in maps.items()}  # (P, H, W) each, as the store keeps them
         ranked = rank_maps(values)
-        measures = measure(values, self.probe, predictions, ranked=ranked, previous_ranked=self._previous)
+        measures = measure(values, self.probe, predictions, ranked=ranked, previous_ranked=self._previous,
+                           measures=self.measures)
         seconds = time.perf_counter() - started
         self.store.add({"step": step, "epoch": epoch, "kind": kind, "measures": measures,
                         "seconds": round(seconds, 4)}, values, predictions)
