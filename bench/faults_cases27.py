@@ -8,6 +8,8 @@ exits 0 and `check(cwd)` holds.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import resource
@@ -135,14 +137,19 @@ def planted_marker(command: str) -> Setup:
 
 
 def linked_shards(cwd: Path, fx: dict[str, Path]) -> None:
+    """A streamed explain killed after its run.json, whose maps/ someone replaced by a link to a folder outside."""
+    from attnscope.cli import main
+
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        assert fc.main_quietly(main, fc.EXPLAIN(fx, "--stream", "--out", str(cwd / "o"))) == 0
     (cwd / "victim").mkdir()
     (cwd / "victim" / "a.txt").write_text("precious")
-    (cwd / "o").mkdir()
+    shutil.rmtree(cwd / "o" / "maps")
     (cwd / "o" / "maps").symlink_to(cwd / "victim")
-    (cwd / "o" / "run.json").write_text("{}")
-    (cwd / "o" / ".attnscope-output.json").write_text(json.dumps({
-        "format": "attnscope-output/1", "command": "explain", "files": ["maps/", "run.json"], "resumable": True,
-        "partial": True}))
+    marker = json.loads((cwd / "o" / ".attnscope-output.json").read_text())
+    (cwd / "o" / ".attnscope-output.json").write_text(json.dumps({**marker, "files": ["maps/", "run.json"],
+                                                                 "partial": True}))
+    (cwd / "o" / "manifest.json").unlink()
 
 
 def user_run_lookalike(cwd: Path, fx: dict[str, Path]) -> None:

@@ -1,0 +1,482 @@
+"""Fuzz the command line: random argv over every command and option, with hostile files; does anything give a
+traceback, hang, or write outside `--out`?
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 5 python bench/fuzz_cli.py --cases 1000 --seed 0 [--json OUT]
+
+The commands and their options are read from the click group (`attnscope.cli.cli`) by introspection, so a new
+command or option is fuzzed the moment it exists. Each case starts from a cheap argv of its command (tiny data:
+`--n 2`, a 2-block SmallCNN run made once), then sets 1-4 options (any of the command's, required or not) to
+values drawn by the option's type and name: small valid numbers, numbers out of range or malformed, missing,
+corrupt, linked, FIFO and device paths, markers that list paths outside, JSON with absolute and `..` names,
+`key=value` settings with hostile values, unknown method names, long names, newlines. Numbers that are valid
+but ask for long work (`--n 100000`) are never drawn: such a run is not a fault.
+
+Every case runs in its own folder under one temporary root, in a child forked from this process (which has
+imported attnscope and torch once, so a case costs no interpreter start) or, with `--subprocess`, in
+`python -m attnscope`. A case is bad when it prints a traceback, when a refusal (exit 2) takes more than one
+line, when it exits with another status than 0 or 2, when it runs past `--timeout` seconds, or when anything
+changed in the root outside the case's `--out` (a tree of names, types, sizes, modes, link targets and
+modification times, taken before and after; the run folder a `report` writes into counts as its out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TINY = ["--n", "32", "--n-test", "16", "--epochs", "1", "--batch-size", "16", "--quiet", "--model-opt",
+        "widths=[4,8]", "--data-opt", "size=32", "--data-opt", "digit_size=[10,16]"]
+# Flags that ask for long work (the demo's photo step runs 20 methods on ImageNet-size photos): never drawn.
+EXPENSIVE = {"--photos"}
+# A cheap argv per command (OUT and FX are filled in); a command not listed starts from its required options.
+BASE: dict[str, list[str]] = {
+    "train": [*TINY, "--out", "OUT"],
+    "demo": ["--epochs", "1", "--n", "32", "--probe", "2", "--no-photos", "--quiet", "--out", "OUT"],
+    "explain": ["--checkpoint", "FX/run", "--images", "clutter", "--n", "2", "--methods", "gradcam,saliency",
+                "--quiet", "--out", "OUT"],
+    "sanity": ["--checkpoint", "FX/run", "--images", "2", "--methods", "saliency", "--metrics", "spearman_abs",
+               "--permuted-n", "16", "--permuted-epochs", "1", "--samples", "2", "--quiet", "--out", "OUT"],
+    "bench": ["--checkpoint", "FX/run", "--images", "2", "--methods", "saliency", "--metrics", "point,energy",
+              "--quiet", "--out", "OUT"],
+    "interventions": ["--checkpoint", "FX/run", "--images", "2", "--methods", "saliency", "--quiet", "--out", "OUT"],
+    "report": ["RUN", "--images", "2"],
+    "caption": ["--checkpoint", "FX/sat.safetensors", "--images", "scenes", "--n", "2", "--quiet", "--out", "OUT"],
+}
+KEYS = ["widths", "size", "dropout", "steps", "n", "json", "images", "digit_size", "num_classes", "batch_size",
+        "relu", "window", "stride", "beam_size", "attention", "patch_size", "decoy", "min_count", "x", ""]
+HOSTILE_VALUES = ["-1", "0", "1e400", "nan", "[-1]", "[4,1000000000]", "null", "{}", "[[]]", '"x"', "../../etc",
+                  str(2**70), "true", "[]", "1.5", "abc", "/dev/zero", "\\u0000"]
+
+
+@dataclass
+class Case:
+    number: int
+    command: str
+    argv: list[str]
+    changed: list[str] = field(default_factory=list)  # the options this case set
+
+
+@dataclass
+class Outcome:
+    number: int
+    command: str
+    argv: list[str]
+    code: int | None
+    seconds: float
+    problems: list[str]
+    last: str
+
+
+# -- hostile files, made once ----------------------------------------------------------------------------------
+
+
+def build_fixtures(root: Path) -> None:
+    """A tiny run, a captioner, and hostile files (in a child process, so this one never starts torch threads)."""
+    code = f"""
+import json, os, sys
+from pathlib import Path
+sys.argv = ["x"]
+from attnscope.cli import main
+root = Path({str(root)!r})
+try:
+    main(["train", "--out", str(root / "run"), *{TINY!r}])
+except SystemExit as e:
+    assert not e.code, e.code
+from attnscope import data, models
+from attnscope.models import checkpoint
+from safetensors.torch import save_file
+vocab = data.get("scenes", "train", 16).vocabulary()
+checkpoint.save(models.get("sat", vocab=vocab.to_json(), encoder_widths=[8, 16], hidden_dim=32, max_len=6),
+                root / "sat.safetensors")
+weights = dict(models.get("smallcnn", widths=[4, 8]).state_dict())
+for name, header in {{"crafted": {{"format": checkpoint.FORMAT, "model": {{"name": "smallcnn",
+                                                                     "config": {{"widths": [4, 10**9]}}}}}},
+                     "config_list": {{"format": checkpoint.FORMAT, "model": {{"name": "smallcnn", "config": [4]}}}},
+                     "no_header": None}}.items():
+    save_file(weights, str(root / f"{{name}}.safetensors"),
+              metadata=None if header is None else {{"attnscope": json.dumps(header)}})
+from PIL import Image
+import numpy as np
+imgs = root / "imgs"
+imgs.mkdir()
+for i in range(2):
+    Image.new("RGB", (40, 32), (30 * i, 90, 200)).save(imgs / f"ok{{i}}.png")
+Image.new("RGB", (1, 1)).save(root / "one.png")
+Image.fromarray(np.array([[0, 70000]], dtype=np.int32), mode="I").save(root / "wide.tif")
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, stdout=subprocess.DEVNULL)
+    hostile = root / "hostile"
+    hostile.mkdir()
+    (hostile / "truncated.png").write_bytes((root / "imgs" / "ok0.png").read_bytes()[:40])
+    (hostile / "text.png").write_text("not an image")
+    (hostile / "empty.png").write_bytes(b"")
+    os.mkfifo(hostile / "fifo.png")
+    (hostile / "zero.png").symlink_to("/dev/zero")
+    (hostile / "dangling.png").symlink_to(root / "nowhere.png")
+    (hostile / "loop").symlink_to(hostile / "loop")
+    shutil.copy(root / "imgs" / "ok0.png", hostile / "ok.png")
+    mixed = root / "mixed"
+    mixed.mkdir()
+    shutil.copy(root / "imgs" / "ok0.png", mixed / "a.png")
+    os.mkfifo(mixed / "b.png")
+    (root / "garbage.safetensors").write_bytes(b"\x00" * 64)
+    (root / "plain.txt").write_text("hello")
+    os.mkfifo(root / "fifo")
+    caps = {"images": [{"filename": name, "split": "train", "sentences": [{"tokens": ["a", "red", "digit"]}]}
+                       for name in ("ok0.png", "../plain.txt", str(root / "plain.txt"), "a\0b.png")]}
+    (root / "caps.json").write_text(json.dumps(caps))
+    (root / "notjson.json").write_text("{not json")
+
+
+# -- drawing argv --------------------------------------------------------------------------------------------------
+
+
+def commands() -> dict[str, Any]:
+    from attnscope.cli import cli
+
+    return dict(cli.commands)
+
+
+def make_case(number: int, rng: random.Random, cmds: dict[str, Any], fx: Path) -> Case:
+    """A case: a command's cheap argv with 1-4 options set to drawn values (sometimes a value removed)."""
+    name = rng.choice(sorted(cmds))
+    command = cmds[name]
+    argv = list(BASE.get(name, []))
+    changed: list[str] = []
+    options = [p for p in command.params if getattr(p, "opts", None) and p.name != "help"]
+    for _ in range(rng.choice([1, 1, 2, 2, 3, 4])):
+        param = rng.choice(options)
+        changed.append(param.opts[0])
+        argv = _set(argv, param, rng, fx)
+    if rng.random() < 0.05:
+        argv.insert(rng.randrange(len(argv) + 1), rng.choice(["--no-such-option", "-x", "--", "extra"]))
+    if rng.random() < 0.05 and "--out" in argv:  # a required option left out
+        i = argv.index("--out")
+        del argv[i : i + 2]
+    return Case(number, name, [name, *argv], changed)
+
+
+def _set(argv: list[str], param: Any, rng: random.Random, fx: Path) -> list[str]:
+    """`argv` with `param` set (or, for a flag, switched on) to a drawn value."""
+    import click
+
+    flag = getattr(param, "is_flag", False)
+    if param.param_type_name == "argument":
+        values = [_path(rng, fx, "run_dir")]
+        return [v for v in argv if v != "RUN"] + values if "RUN" in argv else [*argv, *values]
+    opt = rng.choice(param.opts)
+    kept = _without(argv, param)
+    if flag:
+        choices = [o for o in (*param.opts, *getattr(param, "secondary_opts", [])) if o not in EXPENSIVE]
+        return [*kept, rng.choice(choices)] if choices else kept
+    count = rng.randint(1, 3) if getattr(param, "multiple", False) else 1
+    out = list(kept)
+    for _ in range(count):
+        if isinstance(param.type, click.Choice):
+            value = rng.choice([*param.type.choices, "nosuch", ""])
+        elif param.type.name in ("integer",) or isinstance(param.type, click.types.IntParamType):
+            value = _integer(rng)
+        elif isinstance(param.type, click.types.FloatParamType):
+            value = rng.choice(["0.5", "0", "-1", "1e-12", "inf", "-inf", "nan", "1e400", "abc", "", "2"])
+        else:
+            value = _text(rng, fx, param.name)
+        out += [opt, value]
+    return out
+
+
+def _without(argv: list[str], param: Any) -> list[str]:
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a in param.opts or a in getattr(param, "secondary_opts", []):
+            skip = not getattr(param, "is_flag", False) and i + 1 < len(argv)
+            continue
+        out.append(a)
+    return out
+
+
+def _integer(rng: random.Random) -> str:
+    if rng.random() < 0.5:  # valid and cheap
+        return rng.choice(["1", "2", "3", "+2", "٣"])
+    return rng.choice(["0", "-1", str(-(2**31)), str(2**31), str(2**63), str(2**70), "9" * 30, "1e20", "", " ", "3.5",
+                       "nan", "0x10", "1_0", "abc"])
+
+
+def _path(rng: random.Random, fx: Path, name: str) -> str:
+    """An input path: good fixtures and hostile ones."""
+    good = {"checkpoint": ["FX/run", "FX/run/model.safetensors", "FX/sat.safetensors", "smallcnn", "resnet18"],
+            "weights": ["FX/run/model.safetensors"], "images": ["clutter", "scenes", "FX/imgs", "FX/imgs/ok0.png", "2"],
+            "run_dir": ["RUN"], "permuted_run": ["FX/run"], "extra": ["RUN"]}.get(name, ["FX/run"])
+    hostile = ["FX/garbage.safetensors", "FX/crafted.safetensors", "FX/config_list.safetensors",
+               "FX/no_header.safetensors", "FX/fifo", "/dev/zero", "FX/nowhere", "FX/hostile", "FX/mixed",
+               "FX/hostile/loop", "FX/hostile/fifo.png", "FX/hostile/zero.png", "FX/hostile/truncated.png",
+               "FX/hostile/text.png", "FX/hostile/empty.png", "FX/hostile/dangling.png", "FX/one.png",
+               "FX/wide.tif", "FX/plain.txt", "FX/caps.json", "", ".", "x" * 300, "a\nb", "FX/run/config.json"]
+    return rng.choice(good) if rng.random() < 0.4 else rng.choice(hostile)
+
+
+def _text(rng: random.Random, fx: Path, name: str) -> str:
+    if name == "out":
+        return rng.choice(["OUT", "OUT", "mine", "file.txt", "link", ".", "..", "x" * 300, "a\nb", "", "planted",
+                           "file.txt/sub", "deep/er/o", "run", "victim"])
+    if name in ("checkpoint", "weights", "images", "permuted_run", "run_dir", "extra"):
+        return _path(rng, fx, name)
+    if name in ("model_opt", "data_opt", "task_opt", "option", "method_opt"):
+        key = rng.choice(KEYS)
+        if name in ("option", "method_opt"):
+            key = f"{rng.choice(['ig', 'gradcam', 'saliency', 'nosuch', ''])}.{key}"
+        if name == "data_opt" and rng.random() < 0.3:
+            return rng.choice([f"json={fx / 'caps.json'}", f"json={fx / 'notjson.json'}", f"images={fx / 'imgs'}",
+                               "json=/dev/zero", f"json={fx / 'fifo'}"])
+        return f"{key}={rng.choice(HOSTILE_VALUES + ['1', '2', '[4,8]'])}"
+    if name == "methods":
+        from attnscope import list_methods
+
+        known = sorted(list_methods())
+        return rng.choice([",".join(rng.sample(known, rng.randint(1, 2))), "nosuch", "", ",,", "all",
+                           "smoothgrad:saliency", "saliency," * 50, "sat", "ltpa", "gradcam"])
+    return rng.choice(["", "-", "--", "auto", "none", "abc", "0", "-1", "x" * 300, "a\nb", "ümlaut", "box",
+                       "features", "fc", "cascading,data", "pred", "label", "7", "224", "shorter=16", "center",
+                       "default", "all", "gradcam", "spearman_abs", "10,10", "0,0", "%s", "{}", "[]"])
+
+
+# -- running -----------------------------------------------------------------------------------------------------
+
+
+def prepare(case: Case, folder: Path, fx: Path) -> tuple[list[str], Path | None, set[Path]]:
+    """The case's folder and argv with its placeholders filled; its effective --out and the paths it may write."""
+    folder.mkdir(parents=True)
+    run = folder / "run"
+    shutil.copytree(fx / "run", run, symlinks=True)
+    (folder / "mine").mkdir()
+    (folder / "mine" / "thesis.tex").write_text("precious")
+    (folder / "file.txt").write_text("x")
+    (folder / "real").mkdir()
+    (folder / "link").symlink_to(folder / "real")
+    (folder / "planted").mkdir()
+    (folder / "victim").mkdir()
+    (folder / "victim" / "a.txt").write_text("precious")
+    (folder / "planted" / ".attnscope-output.json").write_text(json.dumps({
+        "format": "attnscope-output/1", "command": case.command, "files": ["../victim/", str(folder / "victim")],
+        "resumable": True, "partial": True}))
+    argv = [a.replace("FX/", f"{fx}/").replace("FX", str(fx)) for a in case.argv]
+    argv = [str(run) if a == "RUN" else a for a in argv]
+    argv = [str(folder / "o") if a == "OUT" else a for a in argv]
+    out = _out_of(case.command, argv, folder)
+    allowed = {out} if out is not None else set()
+    if case.command == "report":  # writes report.html into the run (or --out) and lists it in the run's marker
+        for i, a in enumerate(argv[1:], 1):
+            if not a.startswith("-") and argv[i - 1] not in ("--out", "--images", "--max-frames", "--with"):
+                allowed |= {Path(a) / "report.html", Path(a) / ".attnscope-output.json"}
+                break
+    return argv, out, allowed
+
+
+def _out_of(command: str, argv: list[str], folder: Path) -> Path | None:
+    values = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--out"]
+    if values:
+        return (folder / values[-1]) if not os.path.isabs(values[-1]) else Path(values[-1])
+    default = {"train": "runs/train", "demo": "runs/demo"}.get(command)
+    return folder / default if default else None
+
+
+def snapshot(roots: list[Path], skip: set[Path]) -> dict[str, tuple]:
+    """(type, size, mode, mtime, link target) of every path under `roots`, links not followed, `skip` left out."""
+    seen: dict[str, tuple] = {}
+    skipped = {str(p) for p in skip}
+    for root in roots:
+        for base, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if os.path.join(base, d) not in skipped]
+            for name in dirs + files:
+                p = os.path.join(base, name)
+                if p in skipped:
+                    continue
+                st = os.lstat(p)
+                link = os.readlink(p) if os.path.islink(p) else ""
+                seen[p] = (st.st_mode, st.st_size if not os.path.isdir(p) else 0, st.st_mtime_ns, link)
+    return seen
+
+
+def outside_writes(before: dict[str, tuple], after: dict[str, tuple], out: Path | None) -> list[str]:
+    """What changed outside `out`: new, changed or removed paths; the folders above `out` and its lock may appear."""
+    above = {str(p) for p in out.parents} if out is not None else set()
+    lock = str(out.parent / f".{out.name}.lock") if out is not None else ""
+    changed = [p for p in after if p not in before and p not in above and p != lock]
+    changed += [p for p in before if p in after and after[p] != before[p] and p not in above]
+    changed += [f"removed {p}" for p in before if p not in after]
+    return sorted(changed)
+
+
+def run_forked(argv: list[str], cwd: Path, timeout: float) -> tuple[int | None, str, float]:
+    """`attnscope ARGV` in a forked child: (exit status or None on timeout, its stderr, seconds)."""
+    err_path = cwd / ".fuzz-stderr"
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child: run the command, never return into the parent's code
+        code = 70
+        try:
+            os.setsid()
+            os.chdir(cwd)
+            fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 2)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            from attnscope.cli import main
+
+            try:
+                main(argv)
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except BaseException:  # noqa: BLE001 - what a user would see: the traceback, exit 1
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = os.waitstatus_to_exitcode(status)
+            break
+        if time.monotonic() - start > timeout:
+            _kill(pid)
+            code = None
+            break
+        time.sleep(0.02)
+    seconds = time.monotonic() - start
+    err = err_path.read_text(errors="replace") if err_path.exists() else ""
+    err_path.unlink(missing_ok=True)
+    return code, err, seconds
+
+
+def run_subprocess(argv: list[str], cwd: Path, timeout: float) -> tuple[int | None, str, float]:
+    start = time.monotonic()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "attnscope", *argv], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+        return proc.returncode, err, time.monotonic() - start
+    except subprocess.TimeoutExpired:
+        _kill(proc.pid)
+        _, err = proc.communicate()
+        return None, err, time.monotonic() - start
+
+
+def _kill(pid: int) -> None:
+    """Kill the case's process group (the child made itself its leader) and reap the child."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def judge(case: Case, code: int | None, err: str, seconds: float, writes: list[str]) -> Outcome:
+    problems = []
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    if code is None:
+        problems.append("hang")
+    if "Traceback (most recent call last)" in err:
+        problems.append("traceback")
+    elif code == 2 and len([ln for ln in lines if not ln.startswith(("note:", "warning:"))]) != 1:
+        problems.append(f"{len(lines)} lines")
+    elif code not in (0, 2, None):
+        problems.append(f"exit {code}")
+    if writes:
+        problems.append("outside writes: " + ", ".join(writes[:3]))
+    last = next((ln for ln in reversed(lines) if "Error" in ln or ln.startswith("error")), lines[-1] if lines else "")
+    return Outcome(case.number, case.command, case.argv, code, round(seconds, 2), problems, last[:300])
+
+
+def run_case(case: Case, root: Path, fx: Path, timeout: float, forked: bool = True) -> Outcome:
+    folder = root / f"case{case.number:05d}"
+    argv, out, allowed = prepare(case, folder, fx)
+    skip = {p for p in allowed} | ({out} if out is not None else set())
+    before = snapshot([folder, fx], skip)
+    code, err, seconds = (run_forked if forked else run_subprocess)(argv[0:], folder, timeout)
+    after = snapshot([folder, fx], skip)
+    outcome = judge(case, code, err, seconds, outside_writes(before, after, out))
+    if not outcome.problems:
+        shutil.rmtree(folder, ignore_errors=True)
+    return outcome
+
+
+def fuzz(cases: int, seed: int, timeout: float, forked: bool = True, root: Path | None = None,
+         progress: bool = True) -> list[Outcome]:
+    """Run `cases` drawn cases (seeded); returns their outcomes. The root is removed unless a case went bad."""
+    root = root or Path(tempfile.mkdtemp(prefix="attnscope-fuzz-"))
+    fx = root / "fx"
+    fx.mkdir(parents=True)
+    build_fixtures(fx)
+    cmds = commands()
+    rng = random.Random(seed)
+    outcomes = []
+    for number in range(cases):
+        case = make_case(number, rng, cmds, fx)
+        outcome = run_case(case, root / "cases", fx, timeout, forked)
+        outcomes.append(outcome)
+        if progress:
+            flag = "BAD " + "; ".join(outcome.problems) if outcome.problems else "ok"
+            print(f"{number:5d} {outcome.seconds:6.1f}s exit {outcome.code} {flag}: {' '.join(case.argv)[:160]}"
+                  + (f"\n      {outcome.last}" if outcome.problems else ""), flush=True)
+    if not any(o.problems for o in outcomes):
+        shutil.rmtree(root, ignore_errors=True)
+    return outcomes
+
+
+def summary(outcomes: list[Outcome]) -> dict[str, Any]:
+    kinds = Counter(p.split(":")[0] for o in outcomes for p in o.problems)
+    return {"cases": len(outcomes), "bad": sum(bool(o.problems) for o in outcomes),
+            "tracebacks": kinds.get("traceback", 0), "hangs": kinds.get("hang", 0),
+            "outside_writes": kinds.get("outside writes", 0),
+            "other": sum(v for k, v in kinds.items() if k not in ("traceback", "hang", "outside writes")),
+            "exit_codes": dict(Counter(str(o.code) for o in outcomes)),
+            "per_command": dict(Counter(o.command for o in outcomes)),
+            "seconds": round(sum(o.seconds for o in outcomes), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=120, help="seconds a case may run before it is a hang")
+    parser.add_argument("--subprocess", action="store_true", help="run each case as `python -m attnscope`")
+    parser.add_argument("--json", default=None, help="write every outcome and the summary here")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    start = time.time()
+    outcomes = fuzz(args.cases, args.seed, args.timeout, forked=not args.subprocess)
+    result = summary(outcomes)
+    result["wall_seconds"] = round(time.time() - start, 1)
+    print(json.dumps(result, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": result, "command": " ".join(sys.argv),
+                                               "outcomes": [o.__dict__ for o in outcomes]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
