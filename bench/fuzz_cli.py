@@ -337,6 +337,8 @@ def run_forked(argv: list[str], cwd: Path, timeout: float) -> tuple[int | None, 
             os.dup2(fd, 2)
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 1)
+            sys.stderr = open(2, "w", buffering=1, errors="replace", closefd=False)  # not a caller's capture (pytest)
+            sys.stdout = open(1, "w", closefd=False)
             from attnscope.cli import main
 
             try:
@@ -425,13 +427,14 @@ def run_case(case: Case, root: Path, fx: Path, timeout: float, forked: bool = Tr
 
 
 def fuzz(cases: int, seed: int, timeout: float, forked: bool = True, root: Path | None = None,
-         progress: bool = True) -> list[Outcome]:
-    """Run `cases` drawn cases (seeded); returns their outcomes. The root is removed unless a case went bad."""
+         progress: bool = True, only: set[str] | None = None) -> list[Outcome]:
+    """Run `cases` drawn cases (seeded; of the commands in `only`, else all); returns their outcomes. The root is
+    removed unless a case went bad."""
     root = root or Path(tempfile.mkdtemp(prefix="attnscope-fuzz-"))
     fx = root / "fx"
     fx.mkdir(parents=True)
     build_fixtures(fx)
-    cmds = commands()
+    cmds = {k: v for k, v in commands().items() if only is None or k in only}
     rng = random.Random(seed)
     outcomes = []
     for number in range(cases):
