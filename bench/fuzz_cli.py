@@ -3,20 +3,21 @@ traceback, hang, or write outside `--out`?
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 5 python bench/fuzz_cli.py --cases 1000 --seed 0 [--json OUT]
 
-The commands and their options are read from the click group (`attnscope.cli.cli`) by introspection, so a new
-command or option is fuzzed the moment it exists. Each case starts from a cheap argv of its command (tiny data:
-`--n 2`, a 2-block SmallCNN run made once), then sets 1-4 options (any of the command's, required or not) to
-values drawn by the option's type and name: small valid numbers, numbers out of range or malformed, missing,
-corrupt, linked, FIFO and device paths, markers that list paths outside, JSON with absolute and `..` names,
-`key=value` settings with hostile values, unknown method names, long names, newlines. Numbers that are valid
-but ask for long work (`--n 100000`) are never drawn: such a run is not a fault.
+The commands and their options are read from `attnscope --help` and `attnscope COMMAND --help` (the CLI's own
+door, as a user sees it), so a new command or option is fuzzed the moment it exists. Each case starts from a
+cheap argv of its command (tiny data: `--n 2`, a 2-block SmallCNN run made once), then sets 1-4 options (any of
+the command's, required or not) to values drawn by the option's type and name: small valid numbers, numbers out
+of range or malformed, missing, corrupt, linked, FIFO and device paths, markers that list paths outside, JSON
+with absolute and `..` names, `key=value` settings with hostile values, unknown method names, long names,
+newlines. Numbers that are valid but ask for long work (`--n 100000`) are never drawn: such a run is no fault.
 
-Every case runs in its own folder under one temporary root, in a child forked from this process (which has
-imported attnscope and torch once, so a case costs no interpreter start) or, with `--subprocess`, in
-`python -m attnscope`. A case is bad when it prints a traceback, when a refusal (exit 2) takes more than one
-line, when it exits with another status than 0 or 2, when it runs past `--timeout` seconds, or when anything
-changed in the root outside the case's `--out` (a tree of names, types, sizes, modes, link targets and
-modification times, taken before and after; the run folder a `report` writes into counts as its out).
+Every case runs in its own folder under one temporary root, as `python -m attnscope ARGV` in a child forked from
+this process (which has imported torch and attnscope's library once, so a case costs no interpreter start) or,
+with `--subprocess`, in a fresh interpreter. A case is bad when it prints a traceback, when a refusal (exit 2)
+takes more than one line, when it exits with another status than 0 or 2, when it runs past `--timeout` seconds,
+or when anything changed in the root outside the case's `--out` (a tree of names, types, sizes, modes, link
+targets and modification times, taken before and after; the run folder a `report` writes into counts as its
+out).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -85,14 +87,14 @@ class Outcome:
 
 def build_fixtures(root: Path) -> None:
     """A tiny run, a captioner, and hostile files (in a child process, so this one never starts torch threads)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     code = f"""
-import json, os, sys
+import json, runpy, sys
 from pathlib import Path
-sys.argv = ["x"]
-from attnscope.cli import main
 root = Path({str(root)!r})
+sys.argv = ["attnscope", "train", "--out", str(root / "run"), *{TINY!r}]
 try:
-    main(["train", "--out", str(root / "run"), *{TINY!r}])
+    runpy.run_module("attnscope", run_name="__main__", alter_sys=True)  # python -m attnscope train ...
 except SystemExit as e:
     assert not e.code, e.code
 from attnscope import data, models
@@ -117,7 +119,6 @@ for i in range(2):
 Image.new("RGB", (1, 1)).save(root / "one.png")
 Image.fromarray(np.array([[0, 70000]], dtype=np.int32), mode="I").save(root / "wide.tif")
 """
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, stdout=subprocess.DEVNULL)
     hostile = root / "hostile"
     hostile.mkdir()
@@ -145,23 +146,74 @@ Image.fromarray(np.array([[0, 70000]], dtype=np.int32), mode="I").save(root / "w
 # -- drawing argv --------------------------------------------------------------------------------------------------
 
 
-def commands() -> dict[str, Any]:
-    from attnscope.cli import cli
+@dataclass(frozen=True)
+class Option:
+    """One option of a command as its `--help` shows it."""
 
-    return dict(cli.commands)
+    names: tuple[str, ...]  # "--n", "--n-images"
+    metavar: str  # INTEGER, FLOAT, TEXT, [a|b], KEY=VALUE ...; "" for a flag
+    secondary: tuple[str, ...] = ()  # "--no-photos" of "--photos / --no-photos"
+    argument: bool = False  # a positional argument (RUN_DIR)
+
+    @property
+    def name(self) -> str:
+        return self.names[0].lstrip("-").replace("-", "_").lower()
+
+    @property
+    def multiple(self) -> bool:
+        return "=" in self.metavar
+
+
+def commands() -> dict[str, list[Option]]:
+    """Every command and its options, read from `python -m attnscope [COMMAND] --help`."""
+    top = _help([])
+    names = [ln.split()[0] for ln in _section(top, "Commands:")]
+    return {name: _options(_help([name])) for name in names}
+
+
+def _help(argv: list[str]) -> str:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "attnscope", *argv, "--help"], capture_output=True, text=True,
+                          env=env, check=True).stdout
+
+
+def _section(text: str, title: str) -> list[str]:
+    lines = text.splitlines()
+    start = lines.index(title) + 1
+    out = []
+    for line in lines[start:]:
+        if line and not line.startswith(" "):
+            break
+        if line.startswith("  ") and not line.startswith("   "):
+            out.append(line.strip())
+    return out
+
+
+def _options(text: str) -> list[Option]:
+    usage = text.splitlines()[0]
+    found = [Option((word,), "TEXT", argument=True) for word in usage.split("[OPTIONS]", 1)[-1].split()
+             if word.isupper()]
+    for line in _section(text, "Options:"):
+        spec = re.split(r"\s{2,}", line)[0]
+        first, _, second = spec.partition(" / ")
+        *others, last = first.split(", ")
+        last_name, _, metavar = last.partition(" ")
+        names = tuple(n for n in (*others, last_name) if n.startswith("--"))
+        if names and names[0] != "--help":
+            found.append(Option(names, metavar, tuple(n for n in second.split(", ") if n)))
+    return found
 
 
 def make_case(number: int, rng: random.Random, cmds: dict[str, Any], fx: Path) -> Case:
     """A case: a command's cheap argv with 1-4 options set to drawn values (sometimes a value removed)."""
     name = rng.choice(sorted(cmds))
-    command = cmds[name]
+    options = cmds[name]
     argv = list(BASE.get(name, []))
     changed: list[str] = []
-    options = [p for p in command.params if getattr(p, "opts", None) and p.name != "help"]
     for _ in range(rng.choice([1, 1, 2, 2, 3, 4])):
-        param = rng.choice(options)
-        changed.append(param.opts[0])
-        argv = _set(argv, param, rng, fx)
+        option = rng.choice(options)
+        changed.append(option.names[0])
+        argv = _set(argv, option, rng, fx)
     if rng.random() < 0.05:
         argv.insert(rng.randrange(len(argv) + 1), rng.choice(["--no-such-option", "-x", "--", "extra"]))
     if rng.random() < 0.05 and "--out" in argv:  # a required option left out
@@ -170,42 +222,40 @@ def make_case(number: int, rng: random.Random, cmds: dict[str, Any], fx: Path) -
     return Case(number, name, [name, *argv], changed)
 
 
-def _set(argv: list[str], param: Any, rng: random.Random, fx: Path) -> list[str]:
-    """`argv` with `param` set (or, for a flag, switched on) to a drawn value."""
-    import click
-
-    flag = getattr(param, "is_flag", False)
-    if param.param_type_name == "argument":
-        values = [_path(rng, fx, "run_dir")]
-        return [v for v in argv if v != "RUN"] + values if "RUN" in argv else [*argv, *values]
-    opt = rng.choice(param.opts)
-    kept = _without(argv, param)
-    if flag:
-        choices = [o for o in (*param.opts, *getattr(param, "secondary_opts", [])) if o not in EXPENSIVE]
+def _set(argv: list[str], option: Option, rng: random.Random, fx: Path) -> list[str]:
+    """`argv` with `option` set (a flag: switched on or off) to a drawn value."""
+    if option.argument:
+        value = _path(rng, fx, "run_dir")
+        return [value if a == "RUN" else a for a in argv] if "RUN" in argv else [*argv, value]
+    kept = _without(argv, option)
+    if not option.metavar:
+        choices = [o for o in (*option.names, *option.secondary) if o not in EXPENSIVE]
         return [*kept, rng.choice(choices)] if choices else kept
-    count = rng.randint(1, 3) if getattr(param, "multiple", False) else 1
     out = list(kept)
-    for _ in range(count):
-        if isinstance(param.type, click.Choice):
-            value = rng.choice([*param.type.choices, "nosuch", ""])
-        elif param.type.name in ("integer",) or isinstance(param.type, click.types.IntParamType):
-            value = _integer(rng)
-        elif isinstance(param.type, click.types.FloatParamType):
-            value = rng.choice(["0.5", "0", "-1", "1e-12", "inf", "-inf", "nan", "1e400", "abc", "", "2"])
-        else:
-            value = _text(rng, fx, param.name)
-        out += [opt, value]
+    for _ in range(rng.randint(1, 3) if option.multiple else 1):
+        out += [rng.choice(option.names), _value(rng, fx, option)]
     return out
 
 
-def _without(argv: list[str], param: Any) -> list[str]:
+def _value(rng: random.Random, fx: Path, option: Option) -> str:
+    kind = option.metavar
+    if kind.startswith("[") and kind.endswith("]"):
+        return rng.choice([*kind[1:-1].split("|"), "nosuch", ""])
+    if kind == "INTEGER":
+        return _integer(rng)
+    if kind == "FLOAT":
+        return rng.choice(["0.5", "0", "-1", "1e-12", "inf", "-inf", "nan", "1e400", "abc", "", "2"])
+    return _text(rng, fx, option.name)
+
+
+def _without(argv: list[str], option: Option) -> list[str]:
     out, skip = [], False
     for i, a in enumerate(argv):
         if skip:
             skip = False
             continue
-        if a in param.opts or a in getattr(param, "secondary_opts", []):
-            skip = not getattr(param, "is_flag", False) and i + 1 < len(argv)
+        if a in option.names or a in option.secondary:
+            skip = bool(option.metavar) and i + 1 < len(argv)
             continue
         out.append(a)
     return out
@@ -222,7 +272,7 @@ def _path(rng: random.Random, fx: Path, name: str) -> str:
     """An input path: good fixtures and hostile ones."""
     good = {"checkpoint": ["FX/run", "FX/run/model.safetensors", "FX/sat.safetensors", "smallcnn", "resnet18"],
             "weights": ["FX/run/model.safetensors"], "images": ["clutter", "scenes", "FX/imgs", "FX/imgs/ok0.png", "2"],
-            "run_dir": ["RUN"], "permuted_run": ["FX/run"], "extra": ["RUN"]}.get(name, ["FX/run"])
+            "run_dir": ["RUN"], "permuted_run": ["FX/run"], "with": ["RUN"]}.get(name, ["FX/run"])
     hostile = ["FX/garbage.safetensors", "FX/crafted.safetensors", "FX/config_list.safetensors",
                "FX/no_header.safetensors", "FX/fifo", "/dev/zero", "FX/nowhere", "FX/hostile", "FX/mixed",
                "FX/hostile/loop", "FX/hostile/fifo.png", "FX/hostile/zero.png", "FX/hostile/truncated.png",
@@ -235,7 +285,7 @@ def _text(rng: random.Random, fx: Path, name: str) -> str:
     if name == "out":
         return rng.choice(["OUT", "OUT", "mine", "file.txt", "link", ".", "..", "x" * 300, "a\nb", "", "planted",
                            "file.txt/sub", "deep/er/o", "run", "victim"])
-    if name in ("checkpoint", "weights", "images", "permuted_run", "run_dir", "extra"):
+    if name in ("checkpoint", "weights", "images", "permuted_run", "run_dir", "with"):
         return _path(rng, fx, name)
     if name in ("model_opt", "data_opt", "task_opt", "option", "method_opt"):
         key = rng.choice(KEYS)
@@ -313,11 +363,12 @@ def snapshot(roots: list[Path], skip: set[Path]) -> dict[str, tuple]:
     return seen
 
 
-def outside_writes(before: dict[str, tuple], after: dict[str, tuple], out: Path | None) -> list[str]:
-    """What changed outside `out`: new, changed or removed paths; the folders above `out` and its lock may appear."""
-    above = {str(p) for p in out.parents} if out is not None else set()
-    lock = str(out.parent / f".{out.name}.lock") if out is not None else ""
-    changed = [p for p in after if p not in before and p not in above and p != lock]
+def outside_writes(before: dict[str, tuple], after: dict[str, tuple], allowed: set[Path]) -> list[str]:
+    """What changed outside the `allowed` paths (the case's out): new, changed or removed paths; the folders above
+    an allowed path (made or touched by writing it) and its lock file beside it may change."""
+    above = {str(q) for p in allowed for q in p.parents}
+    locks = {str(p.parent / f".{p.name}.lock") for p in allowed}
+    changed = [p for p in after if p not in before and p not in above and p not in locks]
     changed += [p for p in before if p in after and after[p] != before[p] and p not in above]
     changed += [f"removed {p}" for p in before if p not in after]
     return sorted(changed)
@@ -339,10 +390,11 @@ def run_forked(argv: list[str], cwd: Path, timeout: float) -> tuple[int | None, 
             os.dup2(null, 1)
             sys.stderr = open(2, "w", buffering=1, errors="replace", closefd=False)  # not a caller's capture (pytest)
             sys.stdout = open(1, "w", closefd=False)
-            from attnscope.cli import main
+            import runpy
 
+            sys.argv = ["attnscope", *argv]
             try:
-                main(argv)
+                runpy.run_module("attnscope", run_name="__main__", alter_sys=True)  # `python -m attnscope ARGV`
                 code = 0
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -416,11 +468,10 @@ def judge(case: Case, code: int | None, err: str, seconds: float, writes: list[s
 def run_case(case: Case, root: Path, fx: Path, timeout: float, forked: bool = True) -> Outcome:
     folder = root / f"case{case.number:05d}"
     argv, out, allowed = prepare(case, folder, fx)
-    skip = {p for p in allowed} | ({out} if out is not None else set())
-    before = snapshot([folder, fx], skip)
-    code, err, seconds = (run_forked if forked else run_subprocess)(argv[0:], folder, timeout)
-    after = snapshot([folder, fx], skip)
-    outcome = judge(case, code, err, seconds, outside_writes(before, after, out))
+    before = snapshot([folder, fx], allowed)
+    code, err, seconds = (run_forked if forked else run_subprocess)(argv, folder, timeout)
+    after = snapshot([folder, fx], allowed)
+    outcome = judge(case, code, err, seconds, outside_writes(before, after, allowed))
     if not outcome.problems:
         shutil.rmtree(folder, ignore_errors=True)
     return outcome
@@ -430,6 +481,10 @@ def fuzz(cases: int, seed: int, timeout: float, forked: bool = True, root: Path 
          progress: bool = True, only: set[str] | None = None) -> list[Outcome]:
     """Run `cases` drawn cases (seeded; of the commands in `only`, else all); returns their outcomes. The root is
     removed unless a case went bad."""
+    import torch  # noqa: F401
+
+    import attnscope  # noqa: F401 - the library and torch, imported once here: a forked case starts with them
+
     root = root or Path(tempfile.mkdtemp(prefix="attnscope-fuzz-"))
     fx = root / "fx"
     fx.mkdir(parents=True)
