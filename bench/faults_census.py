@@ -57,6 +57,8 @@ class Outcome:
     ok: bool
     detail: str
     wrote: list[str] = field(default_factory=list)
+    failure: str = ""  # what a bad case did: traceback, hang, silent (taken or wrong), wrote, lines
+    pending: bool = False
 
 
 # -- fixtures ------------------------------------------------------------------------------------------
@@ -463,7 +465,7 @@ def tree(*folders: Path) -> dict[str, tuple[int, int]]:
     return seen
 
 
-class Timeout(Exception):
+class Timeout(BaseException):  # not an Exception: library code that catches those must not swallow it
     pass
 
 
@@ -526,11 +528,25 @@ def run_case(case: Case, fx: dict[str, Path], fixtures: Path, work: Path, second
             ok = isinstance(raised, AttnscopeError) and not wrote
             detail = f"{type(raised).__name__}: {raised}" if isinstance(raised, AttnscopeError) else (
                 str(raised) if raised else "no error raised")
-        return Outcome(case.name, case.owner, kind, ok, detail[:300], [w.replace(str(work), "") for w in wrote][:5])
+        failure = "" if ok else _failure(kind, case.accept, code, raised, err.getvalue(), wrote)
+        return Outcome(case.name, case.owner, kind, ok, detail[:300], [w.replace(str(work), "") for w in wrote][:5],
+                       failure, case.pending)
     finally:
         while HELD:
             HELD.pop().__exit__(None, None, None)
         os.chdir(home)
+
+
+def _failure(kind: str, accept: bool, code: int | None, raised: Any, err: str, wrote: list[str]) -> str:
+    """What went wrong in a bad case: a hang, a traceback (an untyped error), a silent result (input taken that
+    should be refused, or a wrong result), files written, or a refusal of more than one line."""
+    if isinstance(raised, str) and raised.startswith("still running"):
+        return "hang"
+    if "Traceback" in err or isinstance(raised, str):
+        return "traceback"
+    if (kind == "cli" and code == 0) or (kind == "library" and raised is None):
+        return "silent"
+    return "wrote" if wrote else "lines"
 
 
 def _timeout(signum: int, frame: Any) -> None:
@@ -572,6 +588,10 @@ def main_census() -> None:
             print(f"{owner}: {sum(o.ok for o in mine)} of {len(mine)} cases give one line / a typed error, "
                   "nothing written")
         print(f"all: {sum(o.ok for o in outcomes)} of {len(outcomes)}")
+        for label, chosen_ones in (("all", outcomes), ("not pending", [o for o in outcomes if not o.pending])):
+            kinds = {k: sum(o.failure == k for o in chosen_ones) for k in ("traceback", "silent", "hang", "wrote",
+                                                                           "lines")}
+            print(f"{label}: " + ", ".join(f"{v} {k}" for k, v in kinds.items()))
         if args.json:
             Path(args.json).write_text(json.dumps([o.__dict__ for o in outcomes], indent=1))
     finally:

@@ -87,7 +87,7 @@ class Outcome:
 
 def build_fixtures(root: Path) -> None:
     """A tiny run, a captioner, and hostile files (in a child process, so this one never starts torch threads)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = _env()
     code = f"""
 import json, runpy, sys
 from pathlib import Path
@@ -172,9 +172,16 @@ def commands() -> dict[str, list[Option]]:
 
 
 def _help(argv: list[str]) -> str:
-    env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "attnscope", *argv, "--help"], capture_output=True, text=True,
-                          env=env, check=True).stdout
+                          env={**_env(), "COLUMNS": "200"}, check=True).stdout
+
+
+def _env() -> dict[str, str]:
+    """The environment of a child interpreter: one thread, and the attnscope this process imports (a relative
+    PYTHONPATH would not hold in the case's folder)."""
+    import attnscope
+
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(attnscope.__file__).resolve().parents[1])}
 
 
 def _section(text: str, title: str) -> list[str]:
@@ -424,8 +431,7 @@ def run_forked(argv: list[str], cwd: Path, timeout: float) -> tuple[int | None, 
 
 def run_subprocess(argv: list[str], cwd: Path, timeout: float) -> tuple[int | None, str, float]:
     start = time.monotonic()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "attnscope", *argv], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "attnscope", *argv], cwd=cwd, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True)
     try:
         _, err = proc.communicate(timeout=timeout)
