@@ -57,7 +57,7 @@ class Outcome:
     ok: bool
     detail: str
     wrote: list[str] = field(default_factory=list)
-    failure: str = ""  # what a bad case did: traceback, hang, silent (taken or wrong), wrote, lines
+    failure: str = ""  # what a bad case did: traceback, hang, refused, silent (taken or wrong), wrote, lines
     pending: bool = False
 
 
@@ -538,12 +538,15 @@ def run_case(case: Case, fx: dict[str, Path], fixtures: Path, work: Path, second
 
 
 def _failure(kind: str, accept: bool, code: int | None, raised: Any, err: str, wrote: list[str]) -> str:
-    """What went wrong in a bad case: a hang, a traceback (an untyped error), a silent result (input taken that
-    should be refused, or a wrong result), files written, or a refusal of more than one line."""
+    """What went wrong in a bad case: a hang, a traceback (an untyped error), input to take that was refused, a
+    silent result (input taken that should be refused, or a wrong result), files written, or a refusal of more
+    than one line."""
     if isinstance(raised, str) and raised.startswith("still running"):
         return "hang"
     if "Traceback" in err or isinstance(raised, str):
         return "traceback"
+    if accept and (raised is not None or code not in (0, None)):
+        return "refused"  # input to take, refused
     if (kind == "cli" and code == 0) or (kind == "library" and raised is None):
         return "silent"
     return "wrote" if wrote else "lines"
@@ -589,8 +592,8 @@ def main_census() -> None:
                   "nothing written")
         print(f"all: {sum(o.ok for o in outcomes)} of {len(outcomes)}")
         for label, chosen_ones in (("all", outcomes), ("not pending", [o for o in outcomes if not o.pending])):
-            kinds = {k: sum(o.failure == k for o in chosen_ones) for k in ("traceback", "silent", "hang", "wrote",
-                                                                           "lines")}
+            kinds = {k: sum(o.failure == k for o in chosen_ones) for k in ("traceback", "silent", "hang", "refused",
+                                                                           "wrote", "lines")}
             print(f"{label}: " + ", ".join(f"{v} {k}" for k, v in kinds.items()))
         if args.json:
             Path(args.json).write_text(json.dumps([o.__dict__ for o in outcomes], indent=1))
