@@ -235,12 +235,12 @@ def sanity_resnet18() -> bool:
     import torch
     import torchvision
 
-    from attnscope.sanity import model_randomization
+    from attnscope.sanity import Randomisation, model_randomization
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).eval()
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    a, b = model_randomization(model, x), model_randomization(model, x, reuse=False)
+    a, b = model_randomization(model, x), model_randomization(model, x, randomisation=Randomisation(reuse=False))
     return a.steps == b.steps and all(
         torch.allclose(a.scores[m][s][k], b.scores[m][s][k], atol=1e-5, equal_nan=True)
         for m in a.scores for s in a.steps for k in a.scores[m][s])

@@ -11,8 +11,9 @@ import pytest
 import torch
 import torchvision
 
+from attnscope.explain import Explainer
 from attnscope.registry import METHODS
-from attnscope.sanity import model_randomization
+from attnscope.sanity import Comparison, Randomisation, model_randomization
 from test_explain_invariants import CHECKED, FAST, _net
 
 CNN_METHODS = [name for name, index in CHECKED.items() if index == 0]  # those the invariants check on the CNN
@@ -35,10 +36,10 @@ def test_every_method_on_an_in_place_relu_cnn_gives_with_reuse_what_it_gives_wit
     assert any(isinstance(m, torch.nn.ReLU) and m.inplace for m in _net().modules())
     torch.manual_seed(0)
     model, x = _net().eval(), torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    kw = dict(metrics=("spearman_abs",), calibration=(), keep=1, blocks=2,
-              options={method: FAST[method]} if method in FAST else None)
-    plain = model_randomization(model, x, (method,), reuse=False, **kw)
-    again = model_randomization(model, x, (method,), reuse=True, **kw)
+    how = Explainer((method,), options={method: FAST[method]} if method in FAST else None)
+    compare = Comparison(("spearman_abs",), calibration=(), keep=1)
+    plain = model_randomization(model, x, how, randomisation=Randomisation(blocks=2, reuse=False), comparison=compare)
+    again = model_randomization(model, x, how, randomisation=Randomisation(blocks=2, reuse=True), comparison=compare)
     assert again.meta["reused"]["hits"] + again.meta["reused"]["misses"] > 0
     _assert_same(again, plain)
 
@@ -59,6 +60,6 @@ def test_torchvision_models_are_sanity_checked_by_default_as_without_reuse(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         default = model_randomization(model, x)  # reuse=True, gradcam and saliency, every layer
-        plain = model_randomization(model, x, reuse=False)
+        plain = model_randomization(model, x, randomisation=Randomisation(reuse=False))
     assert default.meta["reused"]["hits"] > 0
     _assert_same(default, plain)

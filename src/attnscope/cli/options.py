@@ -8,7 +8,6 @@ is a one-line usage error (exit 2) in every command that declares the option, ne
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,21 +103,14 @@ def load_model(source: str, weights: str | None = None, num_classes: int | None 
     return sources.build(source, weights, num_classes, options)
 
 
-def method_options(items: tuple[str, ...], flag: str = "--method-opt", form: str = "METHOD.OPTION=VALUE",
-                   methods: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
-    """`("ig.steps=16", "gradcam.relu=false")` → `{"ig": {"steps": 16}, "gradcam": {"relu": False}}`.
-
-    With `methods` (the methods the command runs), an option for any other method is refused: it would be
-    ignored without a word.
-    """
+def method_options(items: tuple[str, ...], flag: str = "--method-opt",
+                   form: str = "METHOD.OPTION=VALUE") -> dict[str, dict[str, Any]]:
+    """`("ig.steps=16", "gradcam.relu=false")` → `{"ig": {"steps": 16}, "gradcam": {"relu": False}}`."""
     out: dict[str, dict[str, Any]] = {}
     for key, value in parse_settings(items, flag).items():
         method, dot, option = key.partition(".")
         if not dot or not method or not option:
             raise InputError(f"{flag} must look like {form} (e.g. ig.steps=64), got {key!r}")
-        if methods is not None and method not in methods:
-            raise InputError(f"{flag} {key}: {method!r} is not among the methods this command runs "
-                             f"({', '.join(methods)})")
         out.setdefault(method, {})[option] = value
     return out
 
