@@ -1,7 +1,7 @@
 """The census cases of issue 27 (hardening round 3), one per item, for `bench/faults_census.py`.
 
-Items 3 and 6 (`interventions` and `report` under the output-folder rules) are another helper's work: their
-cases are marked `pending` until it lands. Library cases marked `accept` pass when the call returns True (the
+Items 3 and 6 (`interventions` and `report` under the output-folder rules) were another helper's work (h26b,
+landed). Library cases marked `accept` pass when the call returns True (the
 call itself compares what it got with what it should have got); CLI cases marked `accept` when the command
 exits 0 and `check(cwd)` holds.
 """
@@ -38,18 +38,17 @@ def cases() -> list[fc.Case]:
         # item 2: a run is recognised by its marker only
         c("train --resume on a user's folder with config.json, checkpoints/, track/", "h27",
           lambda w, fx: ["train", *fc.RESUME, "--out", out(w, "mine")], setup=user_run_lookalike),
-        # items 3 and 6: interventions and report under the output-folder rules (another helper's work)
+        # items 3 and 6: interventions and report under the output-folder rules (h26b's work)
         c("interventions --out a user's folder with interventions.json", "h26b",
-          lambda w, fx: ["interventions", "--checkpoint", str(fx["run"]), "--out", out(w, "mine"), "--images", "2",
-                         "--methods", "saliency", "--quiet"], setup=user_file("mine/interventions.json"),
-          pending=True),
+          lambda w, fx: ["interventions", "--checkpoint", str(fx["run"]), "--out", out(w, "mine"), "--n", "2",
+                         "--methods", "saliency", "--quiet"], setup=user_file("mine/interventions.json")),
         c("interventions --out FILE", "h26b", lambda w, fx: ["interventions", "--checkpoint", str(fx["run"]),
-          "--out", out(w, "file.txt"), "--images", "2", "--methods", "saliency", "--quiet"],
-          setup=user_file("file.txt"), pending=True),
+          "--out", out(w, "file.txt"), "--n", "2", "--methods", "saliency", "--quiet"],
+          setup=user_file("file.txt")),
         c("report RUN --out a user's HTML file", "h26b", lambda w, fx: ["report", str(fx["run"]), "--out",
-          out(w, "user.html")], setup=user_file("user.html"), pending=True),
+          out(w, "user.html")], setup=user_file("user.html")),
         c("report RUN --out DIR", "h26b", lambda w, fx: ["report", str(fx["run"]), "--out", out(w, "dir")],
-          setup=lambda w, fx: (w / "dir").mkdir(), pending=True),
+          setup=lambda w, fx: (w / "dir").mkdir()),
         # item 4: explain inside torch.inference_mode()
         c("explain inside torch.inference_mode() gives the maps of a call outside it", "h27",
           call=lambda w, fx: inference_mode_maps(fx, inside=True), accept=True),

@@ -13,8 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import faults_census as census  # noqa: E402
 
-PENDING = {"lead": "lead: explain", "h17": "h17: report",
-           "h26b": "h26b: interventions and report under the output-folder rules (issue 27 items 3, 6)"}
+PENDING = {"lead": "lead: explain", "h17": "h17: report"}
 CASES = census.cases()
 
 

@@ -189,10 +189,10 @@ def test_method_options_for_a_method_not_run_are_refused_by_bench_and_interventi
     capsys.readouterr()
     for argv in (["bench", "--checkpoint", str(run), "--out", str(tmp_path / "b"), "--images", "2", "--methods",
                   "saliency", "--quiet"],
-                 ["interventions", "--checkpoint", str(run), "--out", str(tmp_path / "i"), "--images", "2",
+                 ["interventions", "--checkpoint", str(run), "--out", str(tmp_path / "i"), "--n", "2",
                   "--methods", "saliency", "--quiet"]):
         code, err = _run([*argv, "--method-opt", "ig.steps=-1"], capsys)
-        assert _one_line(code, err) and "'ig'" in err and "not among the methods" in err, err
+        assert _one_line(code, err) and "'ig'" in err and "not among --methods" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
@@ -238,7 +238,7 @@ def test_normalized_gives_zeros_for_a_map_constant_up_to_float_rounding_and_keep
     torch.manual_seed(0)
     vgg = torchvision.models.vgg11(num_classes=10).eval()
     maps = ats.explain(vgg, torch.rand(2, 3, 32, 32), ("gradcam", "layercam"), layer="features")  # a 1×1 layer
-    for m in maps.values():
+    for _, m in maps.items():
         assert m.lowres.shape[-2:] == (1, 1)
         flat = m.values.flatten(-2)
         assert (flat.max(-1).values > flat.min(-1).values).any()  # the upsampled constant varies by float noise
