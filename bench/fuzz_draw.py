@@ -26,7 +26,7 @@ BASE: dict[str, list[str]] = {
                "--permuted-n", "16", "--permuted-epochs", "1", "--samples", "2", "--quiet", "--out", "OUT"],
     "bench": ["--checkpoint", "FX/run", "--images", "2", "--methods", "saliency", "--metrics", "point,energy",
               "--quiet", "--out", "OUT"],
-    "interventions": ["--checkpoint", "FX/run", "--images", "2", "--methods", "saliency", "--quiet", "--out", "OUT"],
+    "interventions": ["--checkpoint", "FX/run", "--n", "2", "--methods", "saliency", "--quiet", "--out", "OUT"],
     "report": ["RUN", "--images", "2"],
     "caption": ["--checkpoint", "FX/sat.safetensors", "--images", "scenes", "--n", "2", "--quiet", "--out", "OUT"],
 }
