@@ -32,10 +32,13 @@ _NAMES = {
     "list_methods": ("attnscope.explain", "list_methods"),
     "list": ("attnscope.registry", "list"),
     "show": ("attnscope.report.show", "show"),
+    "Text": ("attnscope.explain.text", "Text"),
+    "Caption": ("attnscope.explain.multimodal", "Caption"),
+    "explain_tokens": ("attnscope.explain.text_tokens", "explain_tokens"),
 }
 
-__all__ = ["Explainer", "Explanation", "AttentionMap", "SequenceMap", "__version__", "list", "list_methods", "show",
-           *_SUBMODULES]
+__all__ = ["Caption", "Explainer", "Explanation", "AttentionMap", "SequenceMap", "Text", "__version__",
+           "explain_tokens", "list", "list_methods", "show", *_SUBMODULES]
 
 
 class _Package(types.ModuleType):

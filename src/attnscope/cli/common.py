@@ -8,7 +8,8 @@
     @images_options()     --images, --n, --data-seed, --size/--resize/--crop/--pad    →  images: ImageChoice
     @stream_options()     --stream, --shard-size, --workers, --resume                 →  streaming: StreamChoice
 
-(the last two in `cli/inputs.py`). A new flag of a group is one option here and one field of the value it
+(the last two in `cli/inputs.py`; `explain`'s prompts, `text_options` → prompts: Prompts, in `cli/texts.py`).
+A new flag of a group is one option here and one field of the value it
 builds: every command with the group gets it. Renamed options keep their old spelling as a hidden alias
 where it kept its meaning (CHANGELOG).
 """

@@ -26,6 +26,7 @@ from attnscope.cli.common import (
     output_options,
 )
 from attnscope.cli.inputs import ImageChoice, StreamChoice, images_options, stream_options, world_of
+from attnscope.cli.texts import Prompts, split_by_text, text_options, write_tokens
 from attnscope.errors import InputError
 
 if TYPE_CHECKING:  # torch (and what imports it) load inside the command, so that --help answers at once
@@ -42,14 +43,15 @@ MANIFEST = "manifest.json"
 @click.option("--normalize", type=click.Choice(["none", "imagenet"]), default="none", show_default=True,
               help="Input normalisation the model expects (overlays show the images as read).")
 @explain_options(methods="gradcam", targets="predicted", batch_size=16)
+@text_options()
 @click.option("--format", "fmt", type=click.Choice(["safetensors", "npy"]), default="safetensors",
               show_default=True, help="File format of the raw maps.")
 @output_options("explain")
 @compute_options()
 @stream_options("Stream all of --images (a folder, or --n of a data set) into safetensors shards + manifest.json, "
                 "no overlays; resumable; under torchrun split across the processes.")
-def explain_command(source: ModelSource, images: ImageChoice, normalize: str, how: How, fmt: str, output: Output,
-                    compute: Compute, streaming: StreamChoice) -> None:
+def explain_command(source: ModelSource, images: ImageChoice, normalize: str, how: How, prompts: Prompts, fmt: str,
+                    output: Output, compute: Compute, streaming: StreamChoice) -> None:
     """Explain images with post-hoc methods; write overlays (PNG) on the original photos, raw maps and
     manifest.json. Photos of different sizes need --resize (with --crop or --pad) or --size."""
     started = time.perf_counter()  # (the methods, their options and the layer were checked: `explain_options`)
@@ -64,6 +66,7 @@ def explain_command(source: ModelSource, images: ImageChoice, normalize: str, ho
     if getattr(model, "attention_kind", None) == "sat":  # a captioner has no classes to explain
         raise InputError(f"{source.source} is a captioning model: use `attnscope caption --checkpoint "
                          f"{source.source}`")
+    text = prompts.target(info, alone=not streaming.on and how.targets == "predicted")
     model = normalized(model, normalize).to(compute.torch_device())  # the weights' input convention inside it
     data = images.dataset(16)
     if streaming.on:
@@ -71,15 +74,19 @@ def explain_command(source: ModelSource, images: ImageChoice, normalize: str, ho
     from attnscope.data.inputs import read_all
 
     inputs = read_all(data)
-    targets = how.targets_for(inputs.labels)
+    targets = text if text is not None else how.targets_for(inputs.labels)
     with output.building() as partial:
         maps, predicted = _explain(model, inputs.images, how, targets, compute.quiet)
+        if text is not None:  # one map per image and prompt; `predicted` is the best-matching prompt
+            maps = split_by_text(maps, list(text.texts))
         for line in warnings:
             click.echo(f"warning: {line}", err=True)
         files = _write(partial, inputs, maps, fmt)
         manifest = _manifest(source.source, info, inputs, predicted, maps, files, normalize, fmt,
                              time.perf_counter() - started)
         manifest["warnings"] = warnings
+        if text is not None:  # the prompts, and each prompt token's relevance
+            manifest |= write_tokens(partial, model, inputs.images, text, prompts.token_methods, inputs.sources)
         manifest["resize"] = images.fit_dict
         fileio.write_json(partial / MANIFEST, manifest)
     click.echo(f"explained {len(inputs.images)} images with {', '.join(maps)} → {output.path}/ "

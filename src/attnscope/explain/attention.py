@@ -187,6 +187,11 @@ def _hf_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, val
     scores = (query @ key.transpose(-2, -1)) * scaling  # (B, heads, T, T)
     if attention_mask is not None:
         scores = scores + attention_mask
+    elif query.shape[2] > 1 and (getattr(module, "is_causal", True) if _kwargs.get("is_causal") is None
+                                 else _kwargs["is_causal"]):  # as transformers' sdpa: no mask means causal
+        tq, tk = query.shape[2], key.shape[2]
+        scores = scores.masked_fill(torch.ones(tq, tk, dtype=torch.bool, device=scores.device).triu(tk - tq + 1),
+                                    float("-inf"))
     weights = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
     probe = _HF_PROBES.get(module)
     weights = probe(weights) if probe is not None else weights

@@ -302,6 +302,12 @@ class Pass:
     def _input_attention_grads(self) -> tuple[torch.Tensor, ...]:
         return self.capture.probe_grads
 
+    def _input_attention_maps(self) -> dict[str, torch.Tensor]:
+        return {n: self.rows(a) for n, a in zip(self.capture.probe_names, self.capture.probes, strict=True)}
+
+    def _input_attention_map_grads(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.capture.probe_names, self.capture.probe_grads, strict=True))
+
     def _input_token_layout(self) -> TokenLayout:
         probes = self.capture.probes
         return detect_layout(self.core, probes[-1].shape[-1], self.size)

@@ -70,8 +70,8 @@ def _recorder(keep: Callable[[torch.Tensor], None], leaf: bool, what: str) -> Ca
         if not isinstance(output, torch.Tensor):
             kind = type(output).__name__
             raise InputError(f"{what} returns {kind}, not a tensor; choose another layer")
-        if leaf:
-            output = output.detach().requires_grad_(torch.is_grad_enabled())
+        if leaf or (torch.is_grad_enabled() and not output.requires_grad):  # no path from the input: a leaf,
+            output = output.detach().requires_grad_(torch.is_grad_enabled())  # so its gradient exists (text attention)
         keep(output)
         return output.clone()
 

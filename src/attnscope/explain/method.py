@@ -42,6 +42,10 @@ INPUTS: dict[str, tuple[str, frozenset[str]]] = {
     "attentions": ("every attention layer's weights, forward order: (N, heads, T, T) each", frozenset({"attention"})),
     "attention_grads": ("d score / d each of `attentions`", frozenset({"attention", "attention_grad"})),
     "token_layout": ("the attention layers' token layout (CLS, registers, patch grid)", frozenset({"attention"})),
+    "attention_maps": ("every attention layer's weights by module name, forward order: {name: (N, heads, Tq, Tk)}, "
+                       "cross-attention included", frozenset({"attention"})),
+    "attention_map_grads": ("d score / d each of `attention_maps`: {name: (N, heads, Tq, Tk)}",
+                            frozenset({"attention", "attention_grad"})),
     "bias_grads": ("b ⊙ d score / d output of every Conv2d / BatchNorm2d with a bias, module order: (N, C, h, w) "
                    "each (FullGrad; the whole backward to the input)", frozenset({"bias_grad"})),
     "own_attention": ("the maps of forward(x, return_attention=True): {name: (N, h, w)}",

@@ -99,6 +99,10 @@ def plan(how: Explainer, batch: int) -> Plan:
 @guards.outside_inference_mode  # leaves torch.inference_mode() for the call (explain.guards)
 def explain_with(how: Explainer, model: nn.Module, images: torch.Tensor, targets: TargetSpec) -> Explanation:
     """The maps of `model` for `images` as `how` says, for `targets` (see `explain`)."""
+    from attnscope.explain import multimodal
+
+    if multimodal.bound_target(model, targets, [s.uses_pass for s in how.specs]):  # texts, captions: bound to them
+        return multimodal.explain_bound(how, model, images, targets)
     images = _checked(how, model, images, targets)
     todo = plan(how, images.shape[0])
     if len(todo.chunks) > 1:

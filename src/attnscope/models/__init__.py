@@ -14,7 +14,7 @@ import importlib
 from attnscope.models.registry import MODELS, check_fields, get, names, register
 
 # Model modules register themselves on import. Each line is one family of models.
-for _module in ("smallcnn", "torchvision_models", "vit", "ltpa", "sat", "pretrained"):
+for _module in ("smallcnn", "torchvision_models", "vit", "ltpa", "sat", "pretrained", "clip_tiny", "captioner_tiny"):
     importlib.import_module(f"attnscope.models.{_module}")
 
 from attnscope.models.normalized import Normalized, normalized  # noqa: E402

@@ -55,6 +55,7 @@ def build(run_dir: str | Path, out: str | Path | None = None, images: int = 8, m
         _sanity(src.sanity),
         _leaderboards(src.leaderboards),
         _captions(src.captions),
+        _tokens(src.tokens),
         _summary(src.summary),
         _config(src.config),
     ]
@@ -185,6 +186,9 @@ def _captions(tables: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], limit: 
         rows = []
         for r in images[:limit]:
             strip = f'<img class="strip" alt="attention per word" src="{_data_uri(r["strip"])}">' if r["strip"] else ""
+            if r.get("strips"):  # one strip per method (`attnscope caption --methods`)
+                strip = "".join(f'<p class="note">{_text(m)}</p><img class="strip" alt="{_text(m)} per word" '
+                                f'src="{_data_uri(png)}">' for m, png in r["strips"].items())
             refs = "".join(f"<li>{_text(x)}</li>" for x in r["references"])
             rows.append(f"<tr><td>{_text(r['image'])}</td><td><b>{_text(r['caption'])}</b>"
                         f"{f'<ul>{refs}</ul>' if refs else ''}{strip}</td></tr>")
@@ -192,6 +196,16 @@ def _captions(tables: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], limit: 
         parts.append(f"<h3>{_text(name)}</h3><p class='note'>{shown} images.</p><div class='table-wrap'><table>"
                      f"<tr><th>image</th><th>caption (references)</th></tr>{''.join(rows)}</table></div>")
     return "<h2>Captions</h2>" + "".join(parts) if parts else ""
+
+
+def _tokens(tables: Sequence[tuple[str, Mapping[str, Any]]], limit: int = 8) -> str:
+    """Prompt tokens highlighted by their relevance (`attnscope explain --text`), per method and image."""
+    from attnscope.report.tokens import token_page_body
+
+    parts = [f"<h3>{_text(name)}</h3>" + token_page_body({m: v[:limit] for m, v in t["methods"].items()},
+                                                          t["images"][:limit])
+             for name, t in tables]
+    return "<h2>Prompt tokens</h2>" + "".join(parts) if parts else ""
 
 
 def _summary(summary: Mapping[str, Any] | None) -> str:
