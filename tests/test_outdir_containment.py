@@ -199,3 +199,19 @@ def test_every_refused_entry_is_named_in_one_line(tmp_path):
             outdir.remove_listed(out, [entry], "explain")
         assert repr(entry) in str(e.value) and "\n" not in str(e.value)
     assert (out / outdir.MARKER).exists()  # refused: not even the marker went
+
+
+def test_explain_text_output_is_replaced_with_overwrite_its_token_files_are_names_explain_writes(tmp_path):
+    run = tmp_path / "clip"
+    main(["train", "--model", "clip-tiny", "--data", "scenes", "--data-opt", "size=48", "--data-opt",
+          "digit_size=[10,14]", "--model-opt", "image_size=48", "--model-opt", "dim=16", "--model-opt", "depth=1",
+          "--model-opt", "heads=2", "--model-opt", "text_dim=16", "--model-opt", "embed_dim=8", "--n", "16",
+          "--n-test", "8", "--epochs", "1", "--batch-size", "8", "--out", str(run), "--quiet"])
+    out = tmp_path / "maps"
+    argv = ["explain", "--model", str(run), "--images", "scenes", "--size", "48", "--n", "1", "--text", "a red three",
+            "--methods", "gradcam", "--token-methods", "inputxgrad", "--out", str(out), "--quiet"]
+    main(argv)
+    assert {"tokens.json", "tokens.html"} <= set(outdir.read_marker(out)["files"])
+    (out / "tokens.json").write_text("{}")
+    main([*argv, "--overwrite"])  # an explain --text output is an explain output: --overwrite replaces it
+    assert json.loads((out / "tokens.json").read_text())["texts"] == ["a red three"]
