@@ -206,10 +206,11 @@ class Explanation(dict):
     """
 
     def __init__(self, maps: Mapping[str, AttentionMap], logits: torch.Tensor | None,
-                 targets: torch.Tensor | None) -> None:
+                 targets: torch.Tensor | None, class_names: Sequence[str] | None = None) -> None:
         super().__init__(maps)
         self.logits = logits
         self.targets = targets
+        self.class_names = None if class_names is None else tuple(class_names)  # the model's, where it has them
 
     def __getitem__(self, key: str | Index) -> Any:
         """`maps["gradcam"]`: one method's `AttentionMap`; `maps[:3]`, `maps[i]`, `maps[[0, 2]]`: those images."""
@@ -226,11 +227,12 @@ class Explanation(dict):
             raise InputError(f"no map of {', '.join(map(repr, unknown))} here; this explanation holds "
                              f"{', '.join(self) or 'no map'}")
         if images is None:
-            return Explanation({n: dict.__getitem__(self, n) for n in names}, self.logits, self.targets)
+            return Explanation({n: dict.__getitem__(self, n) for n in names}, self.logits, self.targets,
+                               self.class_names)
         index = self._index(images)
         pick = lambda t: None if t is None else _pick(t, index)
         return Explanation({n: dict.__getitem__(self, n)[index] for n in names}, pick(self.logits),
-                           pick(self.targets))
+                           pick(self.targets), self.class_names)
 
     def _index(self, images: Index) -> Index:
         """`images` as an index of the batch, refused with the batch size when it does not fit."""
@@ -273,14 +275,15 @@ class Explanation(dict):
 
     def cpu(self) -> Explanation:
         move = lambda t: t.cpu() if isinstance(t, torch.Tensor) else t
-        return Explanation({k: v.cpu() for k, v in self.items()}, move(self.logits), move(self.targets))
+        return Explanation({k: v.cpu() for k, v in self.items()}, move(self.logits), move(self.targets),
+                           self.class_names)
 
     @staticmethod
     def cat(parts: Sequence[Explanation]) -> Explanation:
         """Concatenate explanations of consecutive chunks of one batch."""
         maps = {k: type(parts[0][k]).cat([p[k] for p in parts]) for k in parts[0]}
         both = lambda name: None if getattr(parts[0], name) is None else _cat([getattr(p, name) for p in parts])
-        return Explanation(maps, both("logits"), both("targets"))
+        return Explanation(maps, both("logits"), both("targets"), parts[0].class_names)
 
 
 class Values(dict):

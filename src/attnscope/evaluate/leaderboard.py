@@ -24,6 +24,7 @@ from attnscope.evaluate import robustness as rob
 from attnscope.evaluate.columns import COLUMNS, GROUPS, Batch, select
 from attnscope.evaluate.scorers import class_probability, correct_class
 from attnscope.explain import HOW_KEYWORDS, Explainer, as_explainer, into_how
+from attnscope.explain import progress as explain_progress
 from attnscope.metrics import localisation as loc
 from attnscope.metrics.similarity import mean_ci
 from attnscope.modules import device_of
@@ -234,8 +235,10 @@ def image_scores(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, 
     per_method = [c for c in names if COLUMNS.get(c).per_method]
     scores = Scores(names, {}, {}, {}, plan.skipped, {})
     all_maps: dict[str, torch.Tensor] = {}
-    with console.progress(len(fns) + 1, "leaderboard", settings.progress) as bar:
+    with console.progress(len(fns) + 1, "leaderboard", settings.progress) as bar, \
+            explain_progress.reporting(explain_progress.to_bar(bar, images_per_method=False)):  # passes as they run
         for name, (kind, fn) in fns.items():
+            bar.advance(0, method=name)
             started = time.perf_counter()
             maps = {k: v.detach() for k, v in fn(batch.images, batch.labels, index=batch.index).items()}
             scores.seconds[name] = time.perf_counter() - started

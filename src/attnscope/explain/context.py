@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
-from attnscope.explain import budget, engine, split
+from attnscope.explain import budget, engine, progress, split
 from attnscope.explain.attention import explicit_attention
 from attnscope.explain.layers import LayerSpec, Reading, reading
 from attnscope.explain.method import INPUTS
@@ -101,6 +101,7 @@ class Oracle:
         return self._out(x)
 
     def _out(self, x: torch.Tensor) -> torch.Tensor:
+        progress.inputs(x.shape[0])
         return engine.logits_of(engine.select_output(engine.run_model(self.model, x), self.output), x.shape[0])
 
     def scores(self, x: torch.Tensor, rows: torch.Tensor, channels_last: bool | str = "auto") -> torch.Tensor:
@@ -118,6 +119,7 @@ class Oracle:
         """
         if self.channels_last(channels_last):
             return self.input_gradients(as_nhwc(x), rows, rewrite, False, **kw).contiguous()
+        progress.inputs(x.shape[0])
         with ExitStack() as stack:
             if rewrite is not None:
                 stack.enter_context(rewritten(self.core, rewrite, **kw))
@@ -132,6 +134,7 @@ class Oracle:
         `rewrite`: a registered rewrite that makes the attention explicit itself and yields its
         `AttentionLayer`s (e.g. `attnlrp`); else the plain explicit attention of the shared pass.
         """
+        progress.inputs(x.shape[0])
         with ExitStack() as stack:
             if rewrite is None:
                 layers = stack.enter_context(explicit_attention(self.core))
@@ -149,6 +152,7 @@ class Oracle:
         """
         if self._layer is None:
             raise NotApplicableError("this method reads the chosen layer's gradients, and no layer was chosen")
+        progress.inputs(x.shape[0])
         cap, _ = engine.capture(self.model, x, self.target.take(rows) if target is None else target,
                                 frozenset({"layer", "layer_grad"}), layer=self._layer, output=self.output)
         grads = cap.gradients
@@ -169,6 +173,7 @@ class Oracle:
         if self._reading is not None:
             outputs = self._reading.from_map(outputs, self._raw[image])
         n = outputs.shape[0]
+        progress.inputs(n)
         handle = self._layer.register_forward_hook(lambda _m, _i, _o: outputs)
         hint = (f"with {n} outputs of the chosen layer for one image, the model's later layers also read tensors "
                 "from before the layer; pass the option tail='repeat' (the whole model per output)")
@@ -200,6 +205,7 @@ class Oracle:
             raise NotApplicableError(f"the layers after the chosen one cannot run alone: {why}")
         if self._reading is not None:
             outputs = self._reading.from_map(outputs, self._raw[image])
+        progress.inputs(outputs.shape[0])
         return engine.logits_of(engine.select_output(tail(outputs), self.output), outputs.shape[0])
 
     @torch.no_grad()

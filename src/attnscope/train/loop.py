@@ -90,6 +90,8 @@ def _fit(config: TrainConfig, callbacks: tuple[Callback, ...], device: torch.dev
 
     torch.manual_seed(config.seed)
     model = models.get(config.model, **{**task.model_kwargs(train_data), **config.model_cfg}).to(device)
+    if getattr(train_data, "class_names", None) is not None:  # saved in its checkpoints' spec
+        model.class_names = tuple(train_data.class_names)
     trained: nn.Module = model
     if world.distributed:
         if device.type == "cuda":
