@@ -336,3 +336,19 @@ def test_library_seeds_devices_and_a_full_disk_are_typed_errors(tmp_path, monkey
     with pytest.raises(OSError) as e:  # the CLI's handler of a full disk catches it: one line, exit 2
         fileio.save_tensors(tmp_path / "m.safetensors", {"x": torch.zeros(2)})
     assert e.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
+
+
+def test_an_image_too_small_for_the_model_is_one_line_in_sanity_and_bench(tmp_path, capsys):
+    from PIL import Image
+
+    run, image = tmp_path / "run", tmp_path / "one.png"
+    main(["train", "--out", str(run), "--epochs", "1", *TINY])
+    Image.new("RGB", (1, 1)).save(image)  # the SmallCNN pools it to nothing (found by bench/fuzz_cli.py, seed 1)
+    capsys.readouterr()
+    for command in ("sanity", "bench"):
+        code, err = _run([command, "--checkpoint", str(run), "--images", str(image), "--methods", "saliency",
+                          "--out", str(tmp_path / command), "--quiet"], capsys)
+        errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert code == 2 and errors == [errors[-1]] and "the model raised on inputs of shape (1, 3, 1, 1)" in err, err
+        assert "Traceback" not in err and "fake_tensor" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.png", "run"]

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError, UnknownNameError
+from attnscope.explain.run import run_model
 from attnscope.registry import Registry
 
 Granularity = str | int | Sequence[str]
@@ -62,7 +63,7 @@ def trace_blocks(model: nn.Module, images: torch.Tensor, granularity: Granularit
     handles = [module.register_forward_pre_hook(hook(name)) for name, module in candidates.items()]
     try:
         with torch.no_grad():
-            model(images[:1])
+            run_model(model, images[:1])  # the model's own refusal of the input is an InputError
     finally:
         for h in handles:
             h.remove()
