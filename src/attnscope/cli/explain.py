@@ -224,8 +224,10 @@ def _manifest(checkpoint: str, info: dict[str, Any], inputs: Inputs, probs: torc
         if inputs.placements is not None:
             entry["geometry"] = inputs.placements[i].to_dict()
         images.append(entry)
-    methods = {name: {"kind": kinds[name], "layer": m.layer, "options": m.meta, "shape": list(m.values.shape),
-                      "lowres_shape": None if m.lowres is None else list(m.lowres.shape), "flags": flagged[name]}
+    methods = {name: {"kind": kinds[name], "layer": m.layer, "layer_choice": m.meta.get("layer_choice"),
+                      "options": {k: v for k, v in m.meta.items() if k != "layer_choice"},
+                      "shape": list(m.values.shape), "lowres_shape": None if m.lowres is None else list(m.lowres.shape),
+                      "flags": flagged[name]}
                for name, m in maps.items()}
     return {"attnscope": __version__, "command": "explain", "checkpoint": checkpoint, "model": info.get("model"),
             "source": info.get("source"), "normalize": normalize, "format": fmt, "methods": methods,

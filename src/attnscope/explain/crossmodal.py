@@ -177,6 +177,9 @@ def chefer_mm(attention_maps: dict[str, torch.Tensor], attention_map_grads: dict
         return _token_rows(r_tt[torch.arange(len(r_tt), device=r_tt.device), classes.to(r_tt.device) + spot.offset],
                            spot)
     r_ii, r_ti = relevance(layers, start_layer, residual)
+    if r_ti is not None and not isinstance(unwrap(model), TeacherForced):  # SigLIP's attention-pooling head
+        raise NotApplicableError("chefer-mm on an image tower reads the CLS token's row, and this tower's readout "
+                                 "is an attention-pooling query; rollout, grad-rollout, chefer and attnlrp apply")
     if r_ti is not None:
         rows = r_ti[torch.arange(len(r_ti), device=r_ti.device), classes.to(r_ti.device)]
         return _image_grid(model, rows.shape[-1], size).to_grid(rows)

@@ -28,12 +28,12 @@ from torch import nn
 from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain import budget, guards, progress
 from attnscope.explain.context import Pass, no_pass, shared_pass
-from attnscope.explain.layers import LayerSpec, resolve_layer
+from attnscope.explain.layers import LayerSpec, layer_choice, resolve_layer
 from attnscope.explain.method import Method, MethodResult, Result
 from attnscope.explain.run import OutputSpec, model_guard
 from attnscope.explain.targets import TargetSpec, by_name
 from attnscope.explain.wrappers import Wrapped, explain_wrapped
-from attnscope.maps import AttentionMap, Explanation, SequenceMap, upsample, upsample_density
+from attnscope.maps import AttentionMap, Explanation, SequenceMap, Upsampled, upsample, upsample_density
 from attnscope.modules import class_names, device_of, unwrap
 from attnscope.registry import METHODS
 
@@ -169,15 +169,17 @@ def _as_maps(spec: Method, result: MethodResult, shared: Pass, options: Mapping[
         low = low if low.dtype == torch.float64 else low.float()
         at_input = tuple(low.shape[-2:]) == size
         resize = upsample_density if part.resize == "density" else upsample
-        values = low if at_input else resize(low, size)
         if per_image is not None:  # rows back to (B, K, ...)
-            values = values.view(-1, per_image, *values.shape[1:])
             low = low.view(-1, per_image, *low.shape[1:])
+        values = low if at_input else Upsampled(lambda low=low, resize=resize: resize(low, size),
+                                                (*low.shape[:-2], *size))  # on first read of .values
         out[key] = AttentionMap(
             values=values, method=key, targets=table,
             layer=part.layer or (shared.layer[0] if reads_layer else None),
             lowres=None if at_input else low,
-            meta={**spec.defaults, **options, **part.meta},
+            meta={**spec.defaults, **options, **part.meta,
+                  **({"layer_choice": layer_choice(shared.core, shared.images, shared.layer[0])}
+                     if reads_layer and not part.layer else {})},
         )
     return out
 

@@ -38,7 +38,6 @@ def grid(
     boxes: torch.Tensor | None = None,
     zoom: float = 2,
     kinds: Mapping[str, str | None] | None = None,
-    signed: Mapping[str, bool] | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     rows: Sequence[str] | None = None,
     scale: str | int = "image",
@@ -50,7 +49,8 @@ def grid(
 
     `scale`: "image" (each map its own limits, the default), "row" or "figure" (maps of one method share
     them across a row or the whole grid); `groups`: column → method, where several columns hold one
-    method's maps (e.g. one image's top-5 classes). `zoom`: pixels per map pixel (below 1 shrinks). (An int
+    method's maps (e.g. one image's top-5 classes). `zoom`: pixels per map pixel (below 1 shrinks). Each
+    method's colour rule (signed or sequential) is `report.colours.is_signed` of its maps and `options`. (An int
     `scale` is the zoom's name before 0.2.)
     """
     if isinstance(scale, int) and not isinstance(scale, bool):
@@ -62,7 +62,7 @@ def grid(
     if rows is not None and len(rows) != b:
         raise InputError(f"{len(rows)} row labels for {b} images")
     names = figures.by_kind(list(maps), kinds)
-    tiles = _Tiles(images, maps, names, boxes, zoom, signed, options, scale, groups or {})
+    tiles = _Tiles(images, maps, names, boxes, zoom, options, scale, groups or {})
     label_w = _label_width(rows, tiles.ch)
     per_band = max(1, (width - label_w) // (tiles.cw + GAP) - 1)
     bands = [names[i : i + per_band] for i in range(0, max(len(names), 1), per_band)] or [[]]
@@ -73,10 +73,10 @@ def grid(
 class _Tiles:
     """Every tile of a grid, drawn once: the overlays with their scales, flags and weak marks."""
 
-    def __init__(self, images, maps, names, boxes, zoom, signed, options, scale, groups) -> None:
+    def __init__(self, images, maps, names, boxes, zoom, options, scale, groups) -> None:
         self.images, self.maps, self.boxes, self.zoom, self.scale = images, maps, boxes, zoom, scale
         self.ch, self.cw = max(1, round(images.shape[2] * zoom)), max(1, round(images.shape[3] * zoom))
-        own = figures.column_scales(maps, signed, options)
+        own = figures.column_scales(maps, None, options)
         self.group = {n: groups.get(n, n) for n in names}
         self.scales = dict(own)
         if scale != "image":

@@ -87,15 +87,9 @@ def show(
     images = _images(image)
     columns = _columns(maps, _renamed(targets, target))
     b = images.shape[0]
-    for name, (values, _, _, _) in columns.items():
-        if values.shape[0] != b or tuple(values.shape[-2:]) != tuple(images.shape[-2:]):
-            raise InputError(f"maps {name!r} {tuple(values.shape)} do not fit the images {tuple(images.shape)} "
-                             "(B, H, W must match)")
+    box_list = _fitting(images, columns, boxes)
     kinds = {n: _kind(group) for n, (_, _, _, group) in columns.items()}
     order = figures.by_kind(list(columns), kinds)
-    box_list = None if boxes is None else torch.as_tensor(boxes).reshape(-1, 4)
-    if box_list is not None and box_list.shape[0] != b:
-        raise InputError(f"boxes must be one (x0, y0, x1, y1) per image: {b}, got {box_list.shape[0]}")
     words = _row_words(maps, columns, order, classes, labels, names, b)
     limits = _limits(columns, order, signed, scale, shared)
     strongest = _strongest(columns)
@@ -115,15 +109,33 @@ def show(
             rgb = figures.overlay(images[i], values[i], alpha, limits=limits[name], index=i)
             ax = axes[i, j]
             _tile(ax, rgb, words.title(name, i, col_targets), box_list, i)
-            mark = flag_text(per_image[i], kinds[name]) if per_image[i] is not None else None
-            if mark is None and colours.weak(float(peaks[i]), strongest[group]):
-                mark = f"weak: peak {100 * float(peaks[i]) / strongest[group]:.2g}% of max"
-            if mark is not None:
-                ax.text(0.02, 0.97 if per_image[i] is not None else 0.03, mark, transform=ax.transAxes,
-                        va="top" if per_image[i] is not None else "bottom", fontsize=7, color="#ffd200", wrap=True,
-                        bbox={"facecolor": "black", "alpha": 0.7, "pad": 2})
+            _mark(ax, per_image[i], kinds[name], float(peaks[i]), strongest[group])
         _colour_bar(fig, bars[j], limits[name], b == 1 or shared or scale == "figure")
     return fig
+
+
+def _fitting(images: torch.Tensor, columns: Mapping[str, Any], boxes: Any) -> torch.Tensor | None:
+    """The boxes as (B, 4), once the maps and boxes are checked to fit the images (else an `InputError`)."""
+    b = images.shape[0]
+    for name, (values, _, _, _) in columns.items():
+        if values.shape[0] != b or tuple(values.shape[-2:]) != tuple(images.shape[-2:]):
+            raise InputError(f"maps {name!r} {tuple(values.shape)} do not fit the images {tuple(images.shape)} "
+                             "(B, H, W must match)")
+    box_list = None if boxes is None else torch.as_tensor(boxes).reshape(-1, 4)
+    if box_list is not None and box_list.shape[0] != b:
+        raise InputError(f"boxes must be one (x0, y0, x1, y1) per image: {b}, got {box_list.shape[0]}")
+    return box_list
+
+
+def _mark(ax: Any, flag: Any, kind: str | None, peak: float, strongest: float) -> None:
+    """A tile's flag (its map says nothing) at the top, else a weak mark (peak < 10 % of the method's) at the bottom."""
+    mark = flag_text(flag, kind) if flag is not None else None
+    if mark is None and colours.weak(peak, strongest):
+        mark = f"weak: peak {100 * peak / strongest:.2g}% of max"
+    if mark is not None:
+        ax.text(0.02, 0.97 if flag is not None else 0.03, mark, transform=ax.transAxes,
+                va="top" if flag is not None else "bottom", fontsize=7, color="#ffd200", wrap=True,
+                bbox={"facecolor": "black", "alpha": 0.7, "pad": 2})
 
 
 class _Words:

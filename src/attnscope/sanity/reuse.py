@@ -28,7 +28,7 @@ that wrote its input writes the recorded output into the caller's tensor and ret
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -93,7 +93,7 @@ class PrefixReuse:
         self.used = 0
         self.hits = self.misses = 0
         self._current: _Slot | None = None
-        self._ours: set[int] = set()  # modules whose forward this object wrapped
+        self._ours: dict[int, Callable] = {}  # id of a module whose forward this object wrapped → the wrapper
         self._limit = 0  # this pass: the time from which a module's input may differ from the recorded one
 
     def start_of(self, name: str) -> int:
@@ -113,7 +113,7 @@ class PrefixReuse:
                 self.used -= slot.entries.pop(name).nbytes
         keep = valid
         modules = dict(self.model.named_modules())
-        self._ours = set()
+        self._ours = {}
         handle = self.model.register_forward_pre_hook(self._find_slot)
         done = self.model.register_forward_hook(self._leave_slot)  # a module called alone replays nothing
         try:
@@ -121,8 +121,7 @@ class PrefixReuse:
                 module = modules[name]
                 if "forward" in vars(module):
                     continue  # someone else's rewrite: leave it alone
-                module.forward = self._wrap(name, module, module.forward)
-                self._ours.add(id(module))
+                module.forward = self._ours[id(module)] = self._wrap(name, module, module.forward)
             yield
         finally:
             handle.remove()
@@ -130,7 +129,7 @@ class PrefixReuse:
             for module in modules.values():
                 if id(module) in self._ours:
                     del module.forward
-            self._ours = set()
+            self._ours = {}
             self._current = None
 
     def clear(self) -> None:
@@ -170,7 +169,7 @@ class PrefixReuse:
             span = self.spans.get(name)
             if span is None:
                 continue
-            rewritten = "forward" in vars(m) and id(m) not in self._ours
+            rewritten = "forward" in vars(m) and vars(m)["forward"] is not self._ours.get(id(m))
             if any(h != self._find_slot for h in m._forward_pre_hooks.values()) or \
                     (rewritten and not getattr(m.forward, "keeps_values", False)):
                 limit = min(limit, span.start)
@@ -182,7 +181,10 @@ class PrefixReuse:
         def replaying(*args, **kwargs):
             slot = self._current
             simple = len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor)
-            if slot is None or not simple or self.spans[name].end >= self._limit or _hooked_inside(module, self._ours):
+            rewrapped = vars(module).get("forward") is not replaying  # someone else's rewrite on top of ours
+            watched = torch._C._len_torch_function_stack() > 0  # a function mode reads the calls inside (attention)
+            tainted = self.spans[name].end >= self._limit  # after a hook that may change values (ablationcam)
+            if slot is None or not simple or rewrapped or watched or tainted or _hooked_inside(module, self._ours):
                 return forward(*args, **kwargs)
             x = args[0]
             needs_graph = torch.is_grad_enabled() and x.requires_grad
@@ -230,7 +232,7 @@ def _give(x: torch.Tensor, entry: Entry, graph: bool) -> torch.Tensor:
     return x.copy_(out) if entry.inplace else out
 
 
-def _hooked_inside(module: nn.Module, ours: set[int]) -> bool:
+def _hooked_inside(module: nn.Module, ours: dict[int, Callable]) -> bool:
     """Whether anything below `module` has hooks or a forward rewritten by someone else (then its pass
     must really run)."""
     if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
@@ -238,7 +240,8 @@ def _hooked_inside(module: nn.Module, ours: set[int]) -> bool:
     for m in module.modules():
         if m is module:
             continue
-        if m._forward_hooks or m._forward_pre_hooks or ("forward" in vars(m) and id(m) not in ours):
+        rewritten = "forward" in vars(m) and vars(m)["forward"] is not ours.get(id(m))
+        if m._forward_hooks or m._forward_pre_hooks or rewritten:
             return True
     return False
 
