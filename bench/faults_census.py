@@ -44,7 +44,9 @@ class Case:
     call: Callable[[Path, dict[str, Path]], Any] | None = None  # library case
     setup: Callable[[Path, dict[str, Path]], None] = lambda cwd, fx: None
     pending: bool = False  # fails today because the owner's rewrite has not landed yet
-    accept: bool = False  # input the command should take (exit 0, no traceback), not refuse
+    accept: bool = False  # input to take: exit 0, no traceback (CLI), or a call that returns True (library)
+    check: Callable[[Path], bool] | None = None  # an accepted CLI case also needs check(cwd)
+    may_leave: str | None = None  # a path under cwd this case may write (a resumable run a failure leaves)
 
 
 @dataclass
@@ -55,6 +57,8 @@ class Outcome:
     ok: bool
     detail: str
     wrote: list[str] = field(default_factory=list)
+    failure: str = ""  # what a bad case did: traceback, hang, refused, silent (taken or wrong), wrote, lines
+    pending: bool = False
 
 
 # -- fixtures ------------------------------------------------------------------------------------------
@@ -207,6 +211,7 @@ def hold_lock(rel: str) -> Callable[[Path, dict[str, Path]], None]:
 
 
 HELD: list[Any] = []
+CLEANUPS: list[Callable[[], Any]] = []  # undone after each case, whatever happened (limits a setup set)
 
 
 def cases() -> list[Case]:
@@ -366,7 +371,15 @@ def cases() -> list[Case]:
         c("explain(batch_size=1.5)", "lead", call=lambda w, fx: explain_with(fx, batch_size=1.5)),
         c("explain(options='ig')", "lead", call=lambda w, fx: explain_with(fx, options="ig")),
         c("explain(targets=2**70)", "lead", call=lambda w, fx: explain_with(fx, targets=2**70)),
+        *round3(),
     ]
+
+
+def round3() -> list[Case]:
+    """The cases of issue 27 (bench/faults_cases27.py)."""
+    import faults_cases27
+
+    return faults_cases27.cases()
 
 
 def earlier_explain(cwd: Path, fx: dict[str, Path]) -> None:
@@ -432,14 +445,16 @@ def state_dict(path: Path) -> Any:
     return read_state_dict(path)
 
 
-def explain_with(fx: dict[str, Path], dtype: str = "float32", channels: int = 3, **kwargs: Any) -> Any:
+def explain_with(fx: dict[str, Path], dtype: str = "float32", channels: int = 3, device: str = "cpu",
+                 sparse: bool = False, **kwargs: Any) -> Any:
     import torch
 
     from attnscope import explain
     from attnscope.models import checkpoint
 
     model, _ = checkpoint.load(fx["run"])
-    images = torch.rand(2, channels, 32, 32, dtype=getattr(torch, dtype))
+    images = torch.rand(2, channels, 32, 32, dtype=getattr(torch, dtype), device=device)
+    images = images.to_sparse() if sparse else images
     kwargs.setdefault("methods", ("gradcam",))
     return explain(model, images, **kwargs)
 
@@ -459,7 +474,7 @@ def tree(*folders: Path) -> dict[str, tuple[int, int]]:
     return seen
 
 
-class Timeout(Exception):
+class Timeout(BaseException):  # not an Exception: library code that catches those must not swallow it
     pass
 
 
@@ -477,7 +492,7 @@ def run_case(case: Case, fx: dict[str, Path], fixtures: Path, work: Path, second
         except Exception as e:  # noqa: BLE001 - e.g. a helper this version of attnscope does not have
             return Outcome(case.name, case.owner, kind, False, f"setup failed: {type(e).__name__}: {e}")
         before = tree(cwd, fixtures)
-        err = io.StringIO()
+        err, returned = io.StringIO(), None
         signal.signal(signal.SIGALRM, _timeout)
         signal.alarm(seconds)
         try:
@@ -485,7 +500,7 @@ def run_case(case: Case, fx: dict[str, Path], fixtures: Path, work: Path, second
                 if case.argv is not None:
                     code, raised = main_quietly(attnscope, case.argv(cwd, fx)), None
                 else:
-                    case.call(cwd, fx)
+                    returned = case.call(cwd, fx)
                     code, raised = 0, None
         except Timeout:
             code, raised = None, "still running after the time limit (the input was not refused)"
@@ -496,14 +511,22 @@ def run_case(case: Case, fx: dict[str, Path], fixtures: Path, work: Path, second
             err.write(traceback.format_exc())
         finally:
             signal.alarm(0)
+            while CLEANUPS:
+                CLEANUPS.pop()()
         os.chdir(cwd)
         after = tree(cwd, fixtures)
         wrote = sorted(set(after) - set(before)) + sorted(k for k in before if k in after and after[k] != before[k])
         wrote += sorted(f"removed {k}" for k in set(before) - set(after))
         lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
+        if case.may_leave is not None:
+            wrote = [w for w in wrote if not w.removeprefix("removed ").startswith(str(cwd / case.may_leave))]
         if kind == "cli" and case.accept:
-            ok = code == 0 and "Traceback" not in err.getvalue()
-            detail = "accepted" if ok else (str(raised) if raised else f"exit {code}")
+            ok = code == 0 and "Traceback" not in err.getvalue() and (case.check is None or case.check(cwd))
+            detail = "accepted" if ok else (str(raised) if raised else f"exit {code}" + (
+                ", its check failed" if code == 0 else ""))
+        elif case.accept:
+            ok = raised is None and returned is True and not wrote
+            detail = "correct" if ok else (str(raised) if raised else f"returned {returned!r:.80}")
         elif kind == "cli":
             ok = code == 2 and len(lines) == 1 and "Traceback" not in err.getvalue() and not wrote
             detail = lines[0] if len(lines) == 1 else (str(raised) if raised else f"exit {code}, {len(lines)} lines")
@@ -513,11 +536,28 @@ def run_case(case: Case, fx: dict[str, Path], fixtures: Path, work: Path, second
             ok = isinstance(raised, AttnscopeError) and not wrote
             detail = f"{type(raised).__name__}: {raised}" if isinstance(raised, AttnscopeError) else (
                 str(raised) if raised else "no error raised")
-        return Outcome(case.name, case.owner, kind, ok, detail[:300], [w.replace(str(work), "") for w in wrote][:5])
+        failure = "" if ok else _failure(kind, case.accept, code, raised, err.getvalue(), wrote)
+        return Outcome(case.name, case.owner, kind, ok, detail[:300], [w.replace(str(work), "") for w in wrote][:5],
+                       failure, case.pending)
     finally:
         while HELD:
             HELD.pop().__exit__(None, None, None)
         os.chdir(home)
+
+
+def _failure(kind: str, accept: bool, code: int | None, raised: Any, err: str, wrote: list[str]) -> str:
+    """What went wrong in a bad case: a hang, a traceback (an untyped error), input to take that was refused, a
+    silent result (input taken that should be refused, or a wrong result), files written, or a refusal of more
+    than one line."""
+    if isinstance(raised, str) and raised.startswith("still running"):
+        return "hang"
+    if "Traceback" in err or isinstance(raised, str):
+        return "traceback"
+    if accept and (raised is not None or code not in (0, None)):
+        return "refused"  # input to take, refused
+    if (kind == "cli" and code == 0) or (kind == "library" and raised is None):
+        return "silent"
+    return "wrote" if wrote else "lines"
 
 
 def _timeout(signum: int, frame: Any) -> None:
@@ -559,6 +599,10 @@ def main_census() -> None:
             print(f"{owner}: {sum(o.ok for o in mine)} of {len(mine)} cases give one line / a typed error, "
                   "nothing written")
         print(f"all: {sum(o.ok for o in outcomes)} of {len(outcomes)}")
+        for label, chosen_ones in (("all", outcomes), ("not pending", [o for o in outcomes if not o.pending])):
+            kinds = {k: sum(o.failure == k for o in chosen_ones) for k in ("traceback", "silent", "hang", "refused",
+                                                                           "wrote", "lines")}
+            print(f"{label}: " + ", ".join(f"{v} {k}" for k, v in kinds.items()))
         if args.json:
             Path(args.json).write_text(json.dumps([o.__dict__ for o in outcomes], indent=1))
     finally:
@@ -566,5 +610,6 @@ def main_census() -> None:
 
 
 if __name__ == "__main__":
+    sys.modules.setdefault("faults_census", sys.modules["__main__"])  # faults_cases27 shares this module's state
     main_census()
     sys.exit(0)

@@ -63,6 +63,11 @@ def test_check_takes_absent_and_empty_folders_and_an_own_output_only_with_overwr
     outdir.write_marker(mine, "sanity", ["thesis.tex", "figures/"])
     with pytest.raises(InputError, match="does not hold an `attnscope explain` output"):
         outdir.check(mine, "explain", overwrite=True)
+    with pytest.raises(InputError, match="lists 'figures/', which `attnscope sanity` never writes"):
+        outdir.check(mine, "sanity", overwrite=True)  # a marker may list only names the command writes
+    (mine / "thesis.tex").rename(mine / "data.csv")
+    (mine / "figures").rename(mine / "shards")
+    outdir.write_marker(mine, "sanity", ["data.csv", "shards/"])
     assert outdir.check(mine, "sanity", overwrite=True) is True  # every file listed: sub-folders own their files
     (mine / "notes.txt").write_text("added by hand")
     with pytest.raises(InputError, match=r"did not write \(notes.txt\)"):

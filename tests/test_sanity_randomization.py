@@ -175,8 +175,17 @@ def test_bad_arguments_raise():
         model_randomization(m, x, ("saliency",), randomisation=Randomisation(blocks=1.5))
     with pytest.raises(InputError, match="order must be"):
         Randomisation(order="sideways")
-    with pytest.raises(InputError, match="'scale' .* has no reset_parameters"):
-        model_randomization(_NoReset(), torch.rand(1, 3, 2, 2), ("saliency",), comparison=ABS)
+
+
+def test_a_module_without_reset_parameters_gets_its_own_parameters_redrawn_at_their_scale():
+    torch.manual_seed(0)
+    m = _NoReset()
+    m.scale.scale.data = torch.tensor([1.0, 1.0, 3.0, 5.0])[:1]  # one value: no spread, so N(0, 0.02²)
+    blocks = trace_blocks(m, torch.rand(1, 3, 2, 2))
+    reinitialise(next(b for b in blocks if b.name == "scale"), "default", seed=3)
+    assert m.scale.scale.item() != 1.0 and abs(m.scale.scale.item()) < 0.1
+    result = model_randomization(_NoReset(), torch.rand(1, 3, 2, 2), ("saliency",), comparison=ABS)
+    assert result.steps == ["fc", "scale"]
 
 
 class _Scale(nn.Module):

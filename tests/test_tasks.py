@@ -52,8 +52,9 @@ def test_region_and_similarity_by_hand() -> None:
 
 
 @pytest.mark.parametrize("target, output, needle", [
-    (BoxScore(torch.zeros(4), 1), torch.zeros(1, 5), "needs a detector's output"),
-    (BoxScore(torch.zeros(3, 4), torch.ones(3, dtype=torch.long)), DETECTIONS, "3 entries for 1 model outputs"),
+    (BoxScore(torch.tensor([0.0, 0.0, 1.0, 1.0]), 1), torch.zeros(1, 5), "needs a detector's output"),
+    (BoxScore(torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 3), torch.ones(3, dtype=torch.long)), DETECTIONS,
+     "3 entries for 1 model outputs"),
     (RegionScore(1), torch.zeros(2, 5), "needs per-pixel logits"),
     (RegionScore(7), torch.zeros(1, 3, 2, 2), "out of range for 3 classes"),
     (RegionScore(1, torch.ones(3, 3, dtype=torch.bool)), torch.zeros(1, 3, 2, 2), "does not match"),

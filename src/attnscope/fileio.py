@@ -8,13 +8,15 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from attnscope.errors import DataError, InputError
 
@@ -98,6 +100,45 @@ def inside(root: Path, relative: str, what: str) -> Path:
     return target
 
 
+def regular(path: str | Path, what: str, error: type[Exception] = DataError) -> Path:
+    """`path`, once its type is known to be a regular file (links followed); a FIFO, device, socket or folder raises
+    `error` naming `what`, so nothing ever blocks on a FIFO or reads /dev/zero forever."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise error(f"{_named(what, path)} cannot be read: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO, device or socket"
+        raise error(f"{_named(what, path)} is {kind}, not a regular file")
+    return path
+
+
+def open_regular(path: str | Path, what: str, error: type[Exception] = DataError) -> BinaryIO:
+    """`path` opened for reading once it is known to be a regular file: its type is checked on the open file
+    itself (no race with a swap to a FIFO), and opening a FIFO this way never waits for a writer."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise error(f"{_named(what, path)} cannot be read: {e.strerror or e}") from None
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise error(f"{_named(what, path)} is not a regular file (a folder, FIFO, device or socket)")
+    os.set_blocking(fd, True)
+    return f
+
+
+def read_regular(path: str | Path, what: str, error: type[Exception] = DataError) -> bytes:
+    """The bytes of regular file `path` (`open_regular`: never blocks on a FIFO, never reads /dev/zero)."""
+    with open_regular(path, what, error) as f:
+        return f.read()
+
+
+def _named(what: str, path: str | Path) -> str:
+    return f"{what} {path}" if what else str(path)
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` atomically."""
     with atomic_path(path) as tmp:
@@ -126,8 +167,8 @@ def read_jsonl(path: str | Path, error: type[Exception] = DataError) -> list[tup
     that is not JSON or not an object raises `error` naming the file and the line."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        lines = read_regular(path, "", error).decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
         raise error(f"{path} is not readable: {e}") from None
     records = []
     for i, line in enumerate(lines, start=1):
@@ -150,7 +191,13 @@ def save_tensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, 
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     meta = {"attnscope": json.dumps(metadata, default=_json_default)} if metadata is not None else None
     with atomic_path(path) as tmp:
-        save_file(flat, str(tmp), metadata=meta)
+        try:
+            save_file(flat, str(tmp), metadata=meta)
+        except Exception as e:  # safetensors' SafetensorError is no OSError, even for a full disk
+            code = re.search(r"os error (\d+)", str(e))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
         os.chmod(tmp, 0o666 & ~_umask())  # save_file recreates the file 0600; results are 0644 like the rest
 
 

@@ -138,7 +138,8 @@ class AttentionMap:
         return replace(self, **{name: keep(getattr(self, name)) for name in self._batched})
 
     def normalized(self) -> torch.Tensor:
-        """Per-map min–max to [0, 1] (per image, and per target column); a constant map becomes zeros (never NaN)."""
+        """Per-map min–max to [0, 1] (per image, and per target column); a constant map — or one constant up to float
+        rounding (`maps.NEAR_CONSTANT`) — becomes zeros (never NaN)."""
         return normalize(self.values)
 
     def to(self, device: torch.device | str) -> AttentionMap:
@@ -352,13 +353,24 @@ def _cat(parts: list) -> torch.Tensor | list:
     return [item for part in parts for item in part]
 
 
+# A map is constant when max − min ≤ NEAR_CONSTANT · eps · max(|min|, |max|), eps the float resolution of its
+# dtype: what rounding leaves of a constant (a 1×1 layer's map upsampled varies by ~2 eps), never structure.
+NEAR_CONSTANT = 16
+
+
 def normalize(values: torch.Tensor) -> torch.Tensor:
-    """Per-map min–max of (..., H, W) maps to [0, 1] over the last two axes; constant maps map to zeros."""
-    flat = values.flatten(-2).float()
+    """Per-map min–max of (..., H, W) maps to [0, 1] over the last two axes; constant maps map to zeros.
+
+    "Constant" includes near-constant: a spread within `NEAR_CONSTANT` float epsilons of the map's magnitude
+    (float noise, e.g. a 1×1 CAM layer upsampled) gives zeros instead of noise stretched to [0, 1].
+    """
+    flat = values.flatten(-2).float()  # float32 (or float64): its rounding counts too
+    eps = max(torch.finfo(values.dtype).eps, torch.finfo(flat.dtype).eps) if values.is_floating_point() else 0.0
     lo, hi = flat.min(dim=-1, keepdim=True).values, flat.max(dim=-1, keepdim=True).values
     span = hi - lo
     scaled = (flat - lo) / span.clamp_min(torch.finfo(flat.dtype).tiny)
-    out = torch.where(span > 0, scaled, torch.zeros_like(flat))
+    noise = NEAR_CONSTANT * eps * torch.maximum(lo.abs(), hi.abs())
+    out = torch.where(span > noise, scaled, torch.zeros_like(flat))
     return out.view_as(values)
 
 

@@ -5,6 +5,8 @@ Like `errors`, this module sits below every layer of DESIGN.md and imports only 
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -29,6 +31,28 @@ def as_nhwc(t: torch.Tensor) -> torch.Tensor:
     """A 4-D tensor with NHWC strides, also where one channel makes NCHW and NHWC the same contiguous block
     (`.contiguous(memory_format=...)` then keeps the NCHW strides, and the convolution stays NCHW)."""
     return torch.empty_like(t, memory_format=torch.channels_last).copy_(t) if t.dim() == 4 else t
+
+
+def device_problem(spec: str) -> str | None:
+    """Why `spec` is no device this machine can compute on (None: it is)."""
+    if not re.fullmatch(r"[a-z_]+(:\d{1,4})?", spec):
+        return f"{spec!r} is not a device (auto, cpu, cuda, cuda:1, mps ...)"
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        return f"{spec!r} is not a device (auto, cpu, cuda, cuda:1, mps ...)"
+    if device.type == "meta":
+        return "meta holds shapes without values; compute on auto, cpu or cuda"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"{spec}: no CUDA GPU is usable on this machine; use auto or cpu"
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return f"{spec}: this machine has {torch.cuda.device_count()} CUDA GPU(s) (cuda:0 ..)"
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        return f"{spec}: MPS is not available on this machine; use auto or cpu"
+    elif device.type != "cpu":
+        return f"{spec}: attnscope computes on cpu, cuda or mps"
+    return None
 
 
 def class_names(model: nn.Module) -> tuple[str, ...] | None:

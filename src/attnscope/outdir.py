@@ -9,6 +9,11 @@
   it at the end (`fileio.atomic_dir`); what a killed run left there is removed by the next run of the same
   command, recognised by its marker.
 - `--out` may not be a symbolic link, the current folder or one that holds it, or lie under a file.
+- Containment: a path a command removes or replaces is one its marker lists, and every listed entry must be a
+  relative name inside `--out` (no `..`, no absolute path, no symbolic link on the way: resolved, it lies in
+  `--out`) whose first part is a name that command writes (`WRITES`). A marker listing anything else is
+  refused in one line naming the entry, before anything is removed. The one removal beside `--out` is a
+  killed run's temporary folder, recognised by its exact name pattern and its marker, never a link.
 
 Like `fileio`, this module sits below every layer.
 """
@@ -16,6 +21,7 @@ Like `fileio`, this module sits below every layer.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import json
 import os
 import re
@@ -31,6 +37,24 @@ from attnscope.errors import InputError
 MARKER = ".attnscope-output.json"
 FORMAT = "attnscope-output/1"
 _TEMP = r"[a-z0-9_]{8}\.(partial|old)"  # the names tempfile.mkdtemp gives fileio.atomic_dir's folders
+
+# The names each command writes at the top of its --out (shell patterns; one ending in "/" is a folder it owns
+# with everything under it). `attnscope report` may add an HTML file to any output (`adopt`).
+WRITES: dict[str, tuple[str, ...]] = {
+    "train": ("config.json", "metrics.jsonl", "model.safetensors", "model.json", "checkpoints/", "track/",
+              "tensorboard/"),
+    "demo": ("config.json", "metrics.jsonl", "model.safetensors", "model.json", "checkpoints/", "track/",
+             "tensorboard/", "photos/", "grid.png", "maps.safetensors", "probe.safetensors", "summary.json",
+             "summary.md"),
+    "explain": ("manifest.json", "run.json", "maps.safetensors", "maps/", "grid.png", "overlays/", "tokens.json",
+                "tokens.html"),
+    "sanity": ("manifest.json", "run.json", "shards/", "permuted-run/", "*.csv", "*.json", "*_similarity.png",
+               "*_maps_*.png"),
+    "bench": ("manifest.json", "run.json", "shards/", "leaderboard.csv", "leaderboard.json"),
+    "caption": ("captions.json", "attention/"),
+    "interventions": ("interventions.json", "interventions.csv"),
+}
+ADOPTED = ("*.html",)
 
 
 def check(path: str | Path, command: str, overwrite: bool = False) -> bool:
@@ -56,16 +80,64 @@ def check(path: str | Path, command: str, overwrite: bool = False) -> bool:
     if not overwrite:
         raise InputError(f"--out {path} exists and is not empty; pass --overwrite to replace an earlier "
                          f"`attnscope {command}` output")
+    owned(path, command)
+    return True
+
+
+def owned(path: str | Path, command: str) -> dict[str, Any]:
+    """The marker of `command`'s output in `path`, once every entry is contained and every file there is listed.
+
+    Refuses (one-line `InputError`, nothing removed) a folder without `command`'s marker, a marker entry that
+    `contained` refuses, and a file the marker does not list.
+    """
+    path = Path(path)
     marker = read_marker(path)
     if marker is None or marker.get("command") != command:
         raise InputError(f"--out {path} does not hold an `attnscope {command}` output (no {MARKER} of it); "
                          "refusing to replace it")
-    foreign = unlisted(path, marker.get("files", []))
+    for entry in marker["files"]:
+        contained(path, entry, command)
+    foreign = unlisted(path, marker["files"])
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise InputError(f"--out {path} holds files `attnscope {command}` did not write ({shown}); refusing to "
                          "replace it: move them away or give another folder")
-    return True
+    return marker
+
+
+def contained(folder: str | Path, entry: Any, command: str) -> Path:
+    """The path marker `entry` names in `command`'s output `folder`; `InputError` naming it unless it is a relative
+    name of `WRITES[command]` (or `ADOPTED`) that stays inside `folder` with no symbolic link on the way."""
+    folder = Path(folder)
+    why = _uncontained(folder, entry, command)
+    if why is not None:
+        raise InputError(f"{folder / MARKER} lists {str(entry)[:200]!r}, {why}; refusing to remove or replace "
+                         "anything in it")
+    return folder / entry.rstrip("/")
+
+
+def _uncontained(folder: Path, entry: Any, command: str) -> str | None:
+    """Why `entry` may not be removed as part of `command`'s output in `folder` (None: it may)."""
+    if not isinstance(entry, str) or not entry.strip("/") or "\0" in entry:
+        return "which is not a file name"
+    if entry.startswith("/"):
+        return "an absolute path, outside the folder"
+    parts = entry.rstrip("/").split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "a path that is not a plain name inside the folder (empty, . or .. parts)"
+    folder_like = len(parts) > 1 or entry.endswith("/")
+    patterns = [p for p in (*WRITES.get(command, ()), *ADOPTED) if p.endswith("/") == folder_like]
+    if not any(fnmatch.fnmatchcase(parts[0], p.rstrip("/")) for p in patterns):
+        return f"which `attnscope {command}` never writes"
+    root = folder.resolve()
+    for i in range(1, len(parts) + 1):
+        step = folder.joinpath(*parts[:i])
+        if step.is_symlink():
+            return "a path through a symbolic link"
+    target = (folder.joinpath(*parts[:-1])).resolve() / parts[-1]
+    if not target.is_relative_to(root):
+        return "a path outside the folder"
+    return None
 
 
 @contextmanager
@@ -159,8 +231,8 @@ def clear_stale(path: str | Path, command: str) -> list[Path]:
 def read_marker(folder: str | Path) -> dict[str, Any] | None:
     """The marker of an output folder, or None when it has none (or one that is not ours)."""
     try:
-        marker = json.loads((Path(folder) / MARKER).read_text())
-    except (OSError, ValueError):
+        marker = json.loads(fileio.read_regular(Path(folder) / MARKER, "marker", InputError))
+    except (InputError, ValueError):  # absent, a FIFO (never waited on), or not JSON
         return None
     if not isinstance(marker, dict) or marker.get("format") != FORMAT or not isinstance(marker.get("files"), list):
         return None
@@ -202,15 +274,18 @@ def unlisted(folder: str | Path, files: Iterable[str]) -> list[str]:
     return [f for f in files_under(folder) if f not in exact and not f.startswith(folders)]
 
 
-def remove_listed(folder: str | Path, files: Iterable[str]) -> None:
-    """Remove the files and sub-folders `files` names from `folder` (what a command wrote there), and the marker."""
+def remove_listed(folder: str | Path, files: Iterable[str], command: str) -> None:
+    """Remove the files and sub-folders `files` names from `command`'s output `folder`, and the marker.
+
+    Every entry is checked (`contained`) before anything is removed: one refused entry removes nothing.
+    """
     folder = Path(folder)
-    for rel in [*files, MARKER]:
-        target = folder / rel.rstrip("/")
-        if target.is_symlink() or target.is_file():
-            target.unlink()
-        elif target.is_dir():
+    targets = [contained(folder, rel, command) for rel in files]
+    for target in [*targets, folder / MARKER]:
+        if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
+        elif os.path.lexists(target):
+            target.unlink()
 
 
 def check_file(path: str | Path, command: str, overwrite: bool, ours: Callable[[Path], bool]) -> bool:

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # OSErrors that say something about the machine, not about attnscope: one line, not a traceback.
-ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EMFILE}
+ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EMFILE,
+                      errno.EFBIG, errno.ENAMETOOLONG}
 
 
 def _fail(message: str) -> None:

@@ -36,6 +36,7 @@ from attnscope.cli.inputs import (
     stream_options,
     world_of,
 )
+from attnscope.cli.options import COUNT
 from attnscope.errors import InputError
 
 FOLDER_NOTE = ("images of a folder have no boxes or masks: the localisation columns are not applicable, and each "
@@ -57,10 +58,10 @@ FOLDER_NOTE = ("images of a folder have no boxes or masks: the localisation colu
               help="Columns: 'default', 'all', groups (localisation, faithfulness, robustness, complexity) and "
                    "column names, comma-separated (see docs/sanity.md).")
 @click.option("--tolerance", default=0.0, show_default=True, type=float, help="Pointing game tolerance (px).")
-@click.option("--step", default=None, type=int, help="Deletion/insertion pixels per step (default: one row).")
-@click.option("--forward-batch", default=None, type=int, help="Perturbed images per forward [256].")
-@click.option("--batch-size", "old_forward_batch", default=None, type=int, hidden=True)
-@click.option("--perturbations", default=10, show_default=True, type=int, help="Robustness: perturbed copies.")
+@click.option("--step", default=None, type=COUNT, help="Deletion/insertion pixels per step (default: one row).")
+@click.option("--forward-batch", default=None, type=COUNT, help="Perturbed images per forward [256].")
+@click.option("--batch-size", "old_forward_batch", default=None, type=COUNT, hidden=True)
+@click.option("--perturbations", default=10, show_default=True, type=COUNT, help="Robustness: perturbed copies.")
 @click.option("--radius", default=0.02, show_default=True, type=float, help="Robustness: noise radius U(-r, r).")
 @seed_option("Seed of every random draw of the metrics.")
 @click.option("--estimate", "estimate_only", is_flag=True, help="Print the time estimate and stop.")

@@ -18,7 +18,7 @@ import click
 from attnscope import console, fileio
 from attnscope.cli import cli
 from attnscope.cli.common import Compute, ModelSource, Output, compute_options, model_options, output_options
-from attnscope.cli.options import parse_settings
+from attnscope.cli.options import COUNT, parse_settings
 from attnscope.errors import InputError
 
 if TYPE_CHECKING:
@@ -34,15 +34,15 @@ if TYPE_CHECKING:
 @click.option("--images", required=True,
               help="An image file or folder, or a captioning data set name (scenes, karpathy).")
 @output_options("caption", help="Folder to write captions.json and attention/*.png into.")
-@click.option("--n", "n", default=16, show_default=True, type=int, help="Images to caption from a data set.")
+@click.option("--n", "n", default=16, show_default=True, type=COUNT, help="Images to caption from a data set.")
 @click.option("--split", default="test", show_default=True, help="Split of a data set.")
 @click.option("--data-opt", multiple=True, metavar="KEY=VALUE", help="Data set option (default: the training run's).")
-@click.option("--beam-size", default=1, show_default=True, type=int, help="1: greedy; more: beam search.")
-@click.option("--max-len", default=None, type=int, help="Longest caption (default: the model's).")
-@click.option("--size", default=None, type=int, help="Resize images from a folder to size × size.")
-@click.option("--explain-batch", default=32, show_default=True, type=int,
+@click.option("--beam-size", default=1, show_default=True, type=COUNT, help="1: greedy; more: beam search.")
+@click.option("--max-len", default=None, type=COUNT, help="Longest caption (default: the model's).")
+@click.option("--size", default=None, type=COUNT, help="Resize images from a folder to size × size.")
+@click.option("--explain-batch", default=32, show_default=True, type=COUNT,
               help="Images captioned (with their attention) per call.")
-@click.option("--batch-size", "old_batch", default=None, type=int, hidden=True)
+@click.option("--batch-size", "old_batch", default=None, type=COUNT, hidden=True)
 @compute_options()
 def caption_command(source: ModelSource, methods: str, images: str, output: Output, n: int, split: str,
                     data_opt: tuple[str, ...], beam_size: int, max_len: int | None, size: int | None,

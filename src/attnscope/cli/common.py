@@ -27,7 +27,7 @@ from typing import Any
 import click
 
 from attnscope import outdir
-from attnscope.cli.options import method_options, parse_list, parse_settings
+from attnscope.cli.options import COUNT, DEVICE, SEED, method_options, parse_list, parse_settings
 from attnscope.errors import InputError
 
 Spec = tuple[tuple[str, ...], dict[str, Any]]
@@ -87,7 +87,7 @@ def model_options(help: str = "Run folder or checkpoint file of a trained classi
         (("--checkpoint", "--model", "checkpoint"), dict(required=True, metavar="SOURCE", help=help)),
         (("--weights",), dict(default=None, help="Local weights file (.safetensors, or .pt/.pth read with "
                                                  "weights_only) for a model given by name.")),
-        (("--num-classes",), dict(default=None, type=int, help="Classes of a model given by name (default: read "
+        (("--num-classes",), dict(default=None, type=COUNT, help="Classes of a model given by name (default: read "
                                                                "from the weights' head).")),
         (("--model-opt", "model_opts"), dict(multiple=True, metavar="KEY=VALUE", help="A keyword argument of the "
                                              "model's builder or factory, e.g. depth=2 (values as JSON).")),
@@ -200,8 +200,8 @@ def use_threads(threads: int | None, quiet: bool) -> None:
 
 def compute_options(device_help: str = "auto, cpu, cuda, cuda:1 ...") -> Callable[[Callable], Callable]:
     specs: list[Spec] = [
-        (("--device",), dict(default="auto", show_default=True, help=device_help)),
-        (("--threads",), dict(default=None, type=int, help="CPU threads (default: OMP_NUM_THREADS, else the cores "
+        (("--device",), dict(default="auto", show_default=True, type=DEVICE, help=device_help)),
+        (("--threads",), dict(default=None, type=COUNT, help="CPU threads (default: OMP_NUM_THREADS, else the cores "
                                                            "that other processes leave idle).")),
         (("--quiet",), dict(is_flag=True, help="No progress bars.")),
     ]
@@ -214,7 +214,7 @@ def compute_options(device_help: str = "auto, cpu, cuda, cuda:1 ...") -> Callabl
 
 
 def seed_option(help: str = "Seed of every random draw.") -> Callable[[Callable], Callable]:
-    return group("seed", [(("--seed",), dict(default=0, show_default=True, type=int, help=help))], lambda seed: seed)
+    return group("seed", [(("--seed",), dict(default=0, show_default=True, type=SEED, help=help))], lambda seed: seed)
 
 
 # -- how to explain --------------------------------------------------------------------------------------------
@@ -294,12 +294,12 @@ def explain_options(methods: str | None = "gradcam", targets: str = "predicted",
         (("--targets",), dict(default=targets, show_default=True, metavar="predicted|label|INT|NAME",
                               help="The class each map explains: predicted (the model's), label (the data set's), "
                                    "a class index or a class name (of a model that has names; see --classes).")),
-        (("--explain-batch",), dict(default=batch_size, show_default=batch_size is not None, type=int,
+        (("--explain-batch",), dict(default=batch_size, show_default=batch_size is not None, type=COUNT,
                                     help="Images per explain call" + (" (default: all at once)."
                                                                       if batch_size is None else "."))),
     ]
     if batch_alias:
-        specs.append((("--batch-size", "old_batch_size"), dict(default=None, type=int, hidden=True)))
+        specs.append((("--batch-size", "old_batch_size"), dict(default=None, type=COUNT, hidden=True)))
 
     def build(layer: str, method_opts: tuple[str, ...], old_method_opts: tuple[str, ...], targets: str,
               explain_batch: int | None, old_batch_size: int | None = None, **listed: str | None) -> How:

@@ -18,6 +18,7 @@ import click
 from attnscope import console, fileio
 from attnscope.cli import cli
 from attnscope.cli.common import Compute, Output, compute_options, output_options, seed_option
+from attnscope.cli.options import COUNT
 
 if TYPE_CHECKING:
     import torch
@@ -37,9 +38,9 @@ TRACKED = ("gradcam", "cam", "saliency", "inputxgrad", "guided-backprop")
 
 @cli.command("demo")
 @output_options("demo", default="runs/demo")
-@click.option("--probe", default=16, show_default=True, type=int, help="Test images to explain.")
-@click.option("--epochs", default=DEMO_TRAIN["epochs"], show_default=True, type=int)
-@click.option("--n", "n", default=DEMO_TRAIN["n"], show_default=True, type=int, help="Training samples.")
+@click.option("--probe", default=16, show_default=True, type=COUNT, help="Test images to explain.")
+@click.option("--epochs", default=DEMO_TRAIN["epochs"], show_default=True, type=COUNT)
+@click.option("--n", "n", default=DEMO_TRAIN["n"], show_default=True, type=COUNT, help="Training samples.")
 @seed_option("Seed of initialisation and shuffling.")
 @click.option("--photos/--no-photos", default=True, show_default=True,
               help="First explain real photos with a pretrained EfficientNet-Lite0 (the `pretrained` extra).")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from attnscope.cli.common import How, ModelSource, Spec, group
-from attnscope.cli.options import parse_fit
+from attnscope.cli.options import COUNT, SEED, WORKERS, parse_fit
 from attnscope.errors import InputError
 
 # -- the images ------------------------------------------------------------------------------------------------
@@ -41,6 +41,8 @@ class ImageChoice:
             if self.n is not None:
                 raise InputError("--images N and --n N both count images; give one of them")
             n = int(self.source)
+            if n > COUNT.high:
+                raise InputError(f"--images: at most {COUNT.high} test images, got {self.source[:40]}")
         name = name or self.source
         if name is None:
             raise InputError("--images is required: a folder of images, an image file or a data set")
@@ -59,10 +61,10 @@ def images_options(required: bool = True, n: int | None = 16, data_seed: int | N
                    fit: bool = True) -> Callable[[Callable], Callable]:
     specs: list[Spec] = [
         (("--images",), dict(required=required, default=None, metavar="DIR|FILE|DATA", help=help)),
-        (("--n", "--n-images", "n"), dict(default=n, show_default=n is not None, type=int,
+        (("--n", "--n-images", "n"), dict(default=n, show_default=n is not None, type=COUNT,
                                           help="Images taken from a data set (--n-images under torchrun, whose "
                                                "parser claims --n).")),
-        (("--data-seed",), dict(default=data_seed, show_default=data_seed is not None, type=int,
+        (("--data-seed",), dict(default=data_seed, show_default=data_seed is not None, type=SEED,
                                 help="Seed of a built-in data set" + (" (default: the run's)." if data_seed is None
                                                                       else "."))),
     ]
@@ -134,8 +136,8 @@ class StreamChoice:
 def stream_options(help: str) -> Callable[[Callable], Callable]:
     specs: list[Spec] = [
         (("--stream",), dict(is_flag=True, help=help)),
-        (("--shard-size",), dict(default=64, show_default=True, type=int, help="Images per shard file (--stream).")),
-        (("--workers",), dict(default=0, show_default=True, type=int, help="DataLoader workers reading images "
+        (("--shard-size",), dict(default=64, show_default=True, type=COUNT, help="Images per shard file (--stream).")),
+        (("--workers",), dict(default=0, show_default=True, type=WORKERS, help="DataLoader workers reading images "
                                                                            "(--stream).")),
         (("--resume",), dict(is_flag=True, help="Continue an interrupted --stream run in --out (same command).")),
     ]

@@ -22,6 +22,7 @@ from attnscope.cli.common import (
     output_options,
     seed_option,
 )
+from attnscope.cli.options import COUNT
 from attnscope.errors import InputError
 
 
@@ -31,8 +32,8 @@ from attnscope.errors import InputError
 @click.option("--data", default=None, help="clutter, clutter-decoy or scenes (default: the checkpoint's).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test"]),
               help="Split to draw the scenes from (clutter-decoy: the decoy encodes the label only in train).")
-@click.option("--n", default=None, type=int, help="Scenes to intervene on [32].")
-@click.option("--images", "old_n", default=None, type=int, hidden=True)
+@click.option("--n", default=None, type=COUNT, help="Scenes to intervene on [32].")
+@click.option("--images", "old_n", default=None, type=COUNT, hidden=True)
 @explain_options(methods="gradcam,saliency,guided-backprop,ig", targets="predicted", batch_size=None,
                  batch_alias=False, methods_help="Methods to check, comma-separated.")
 @seed_option("Seed of the generated scenes.")

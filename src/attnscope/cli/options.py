@@ -1,12 +1,70 @@
-"""Option values of the command line as Python values: `key=value` settings, name lists, method options, sizes
-and the fit of photos to one input size."""
+"""Option values of the command line as Python values: option types (integers in range, seeds, devices),
+`key=value` settings, name lists, method options, sizes and the fit of photos to one input size.
+
+The option types check a value where click reads it, so a number out of range or a device that cannot be used
+is a one-line usage error (exit 2) in every command that declares the option, never an overflow deep inside.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import click
+
 from attnscope.errors import InputError
+
+
+class Integer(click.ParamType):
+    """An integer in [low, high] (None: no lower bound here, the command checks it with its own message)."""
+
+    name = "integer"
+
+    def __init__(self, low: int | None, high: int, what: str = "") -> None:
+        self.low, self.high, self.what = low, high, what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = int(str(value).strip(), 10)
+            except ValueError:
+                self.fail(f"{value!r} is not an integer", param, ctx)
+        if (self.low is not None and number < self.low) or number > self.high:
+            low = "" if self.low is None else f"{self.low} .. "
+            shown = str(number) if len(str(number)) <= 30 else f"{str(number)[:12]}…({len(str(number))} digits)"
+            self.fail(f"{shown} is out of range: {self.what + ' ' if self.what else ''}{low}{self.high}", param, ctx)
+        return number
+
+
+# Counts (images, samples, batch sizes, epochs, steps): beyond 2**31 - 1 they overflow index types of torch and
+# numpy, or ask for years of work; the lower bound stays with each command's own check.
+COUNT = Integer(None, 2**31 - 1, "at most")
+# Data loader worker processes: each is a process; more than this is a typo, not a machine.
+WORKERS = Integer(None, 256, "at most")
+# Seeds feed torch.manual_seed and numpy's generators, which take 0 .. 2**63 - 1.
+SEED = Integer(0, 2**63 - 1, "a seed is")
+
+
+class Device(click.ParamType):
+    """auto, cpu, cuda, cuda:N (N < the GPUs here), mps ...: checked where it is read; `meta` holds no data."""
+
+    name = "device"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        if text in ("auto", "cpu"):
+            return text
+        from attnscope.modules import device_problem
+
+        problem = device_problem(text)
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        return text
+
+
+DEVICE = Device()
 
 
 def parse_settings(items: tuple[str, ...], what: str) -> dict[str, Any]:

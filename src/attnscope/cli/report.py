@@ -13,14 +13,15 @@ import click
 
 from attnscope import outdir
 from attnscope.cli import cli
+from attnscope.cli.options import COUNT
 
 
 @cli.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--out", default=None, help="HTML file to write (default: RUN_DIR/report.html).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is an earlier `attnscope report` page.")
-@click.option("--images", default=8, show_default=True, type=int, help="Probe images shown per map.")
-@click.option("--max-frames", default=60, show_default=True, type=int,
+@click.option("--images", default=8, show_default=True, type=COUNT, help="Probe images shown per map.")
+@click.option("--max-frames", default=60, show_default=True, type=COUNT,
               help="Most snapshots the epoch slider steps through (epoch ends are always kept).")
 @click.option("--with", "extra", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Another folder with sanity tables or a leaderboard (attnscope sanity/bench --out).")

@@ -36,7 +36,7 @@ from attnscope.cli.inputs import (
     stream_options,
     world_of,
 )
-from attnscope.cli.options import parse_list
+from attnscope.cli.options import COUNT, parse_list
 from attnscope.errors import InputError
 
 if TYPE_CHECKING:
@@ -64,16 +64,16 @@ TESTS = ("cascading", "independent", "data", "smprt", "emprt", "random-logit")
 @seed_option("Seed of the re-initialisation.")
 @click.option("--metrics", default=None, help="Similarities, comma-separated [default: spearman_abs, "
               "spearman_signed, ssim, hog_pearson, hog_spearman; HOG left out under 48 px, with a note].")
-@click.option("--keep", default=2, show_default=True, type=int, help="Images whose maps are drawn.")
+@click.option("--keep", default=2, show_default=True, type=COUNT, help="Images whose maps are drawn.")
 @click.option("--channels-last", is_flag=True, help="Run the randomised copies in NHWC layout (often faster on CPU).")
 @click.option("--order", default="auto", show_default=True, type=click.Choice(["auto", "top-down", "bottom-up"]),
               help="Cascade order; auto: top-down for cascading (Adebayo et al.), bottom-up for smprt (Hedström).")
-@click.option("--samples", default=50, show_default=True, type=int, help="sMPRT: noisy copies per image.")
+@click.option("--samples", default=50, show_default=True, type=COUNT, help="sMPRT: noisy copies per image.")
 @click.option("--noise-level", default=0.1, show_default=True, type=float,
               help="sMPRT: noise σ as a fraction of each image's value range.")
-@click.option("--bins", default=100, show_default=True, type=int, help="eMPRT: histogram bins of the entropy.")
-@click.option("--permuted-n", default=512, show_default=True, type=int, help="Data test: training images.")
-@click.option("--permuted-epochs", default=150, show_default=True, type=int, help="Data test: most epochs.")
+@click.option("--bins", default=100, show_default=True, type=COUNT, help="eMPRT: histogram bins of the entropy.")
+@click.option("--permuted-n", default=512, show_default=True, type=COUNT, help="Data test: training images.")
+@click.option("--permuted-epochs", default=150, show_default=True, type=COUNT, help="Data test: most epochs.")
 @click.option("--target-acc", default=0.95, show_default=True, type=float, help="Data test: training accuracy.")
 @click.option("--permuted-run", default=None, help="Data test: reuse this permuted-label run instead of training.")
 @compute_options()

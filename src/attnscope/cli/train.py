@@ -28,7 +28,7 @@ from attnscope.cli.common import (
     output_options,
     seed_option,
 )
-from attnscope.cli.options import parse_settings
+from attnscope.cli.options import COUNT, SEED, WORKERS, parse_settings
 from attnscope.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
 D = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # the CLI's defaults are the config's
@@ -42,34 +42,34 @@ RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "model.json", 
 @click.option("--model", default=D["model"], show_default=True, help="Model name (see `attnscope train --list`).")
 @click.option("--data", default=D["data"], show_default=True, help="Data set name.")
 @output_options("train", default=D["out"], help="Run folder to write.")
-@click.option("--epochs", default=D["epochs"], show_default=True, type=int)
-@click.option("--n", "--n-train", "n", default=D["n"], show_default=True, type=int,
+@click.option("--epochs", default=D["epochs"], show_default=True, type=COUNT)
+@click.option("--n", "--n-train", "n", default=D["n"], show_default=True, type=COUNT,
               help="Training samples (under torchrun write --n-train: torchrun claims --n).")
-@click.option("--n-test", default=D["n_test"], show_default=True, type=int, help="Test samples.")
-@click.option("--batch-size", default=D["batch_size"], show_default=True, type=int, help="Global batch size.")
+@click.option("--n-test", default=D["n_test"], show_default=True, type=COUNT, help="Test samples.")
+@click.option("--batch-size", default=D["batch_size"], show_default=True, type=COUNT, help="Global batch size.")
 @click.option("--optimizer", default=D["optimizer"], show_default=True, type=click.Choice(OPTIMIZERS))
 @click.option("--lr", default=D["lr"], show_default=True, type=float)
 @click.option("--momentum", default=D["momentum"], show_default=True, type=float, help="SGD momentum.")
 @click.option("--weight-decay", default=D["weight_decay"], show_default=True, type=float)
 @click.option("--schedule", default=D["schedule"], show_default=True,
               type=click.Choice(SCHEDULES))
-@click.option("--step-size", default=D["step_size"], show_default=True, type=int,
+@click.option("--step-size", default=D["step_size"], show_default=True, type=COUNT,
               help="Epochs between LR drops (step).")
 @click.option("--gamma", default=D["gamma"], show_default=True, type=float, help="LR factor per drop (step).")
 @seed_option("Seed of initialisation and shuffling.")
-@click.option("--data-seed", default=D["data_seed"], show_default=True, type=int, help="Seed of the generated data.")
+@click.option("--data-seed", default=D["data_seed"], show_default=True, type=SEED, help="Seed of the generated data.")
 @click.option("--attention", type=click.Choice(["soft", "hard"]), default=None,
               help="Show, Attend and Tell's attention (model sat); the same as --model-opt attention=...")
 @click.option("--model-opt", multiple=True, metavar="KEY=VALUE", help="Model option, e.g. widths=[16,32,64].")
 @click.option("--data-opt", multiple=True, metavar="KEY=VALUE", help="Data set option, e.g. size=96.")
 @click.option("--task-opt", multiple=True, metavar="KEY=VALUE", help="Task option (loss settings).")
-@click.option("--workers", default=D["workers"], show_default=True, type=int, help="Data loader worker processes.")
+@click.option("--workers", default=D["workers"], show_default=True, type=WORKERS, help="Data loader worker processes.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @explain_options(methods=None, targets="label", batch_size=None, methods_flag="--track", batch_alias=False,
                  methods_help="Record maps of these methods (e.g. gradcam,saliency,ltpa) on a probe set during "
                               "training (--layer, --method-opt, --targets, --explain-batch: how).")
-@click.option("--probe", default=64, show_default=True, type=int, help="Probe images the tracker explains.")
-@click.option("--track-every", default=None, type=int, metavar="STEPS",
+@click.option("--probe", default=64, show_default=True, type=COUNT, help="Probe images the tracker explains.")
+@click.option("--track-every", default=None, type=COUNT, metavar="STEPS",
               help="Also record every STEPS optimizer steps (default: at epoch ends only).")
 @click.option("--track-split", default="test", show_default=True, type=click.Choice(["test", "train"]),
               help="Split the probe images come from.")
@@ -151,8 +151,12 @@ def claimed(out: Path, resume: bool, overwrite: bool) -> Iterator[bool]:
     with outdir.lock(out):
         outdir.clear_stale(out, "train")
         if afresh:
+            outdir.owned(out, "train")  # its marker, every entry inside, nothing else in it: or nothing is removed
             console.note(f"{out} has no checkpoint (its run stopped in the first epoch): starting it afresh")
-            outdir.remove_listed(out, RUN_FILES)
+            outdir.remove_listed(out, RUN_FILES, "train")
+        elif resume:
+            for entry in RUN_FILES:  # a run continued is written through none of its names' links
+                outdir.contained(out, entry, "train")
         old = fileio.move_aside(out) if replace else None
         created = not out.exists()
         if not resume:
@@ -165,7 +169,7 @@ def claimed(out: Path, resume: bool, overwrite: bool) -> Iterator[bool]:
                 if created:
                     shutil.rmtree(out, ignore_errors=True)
                 else:
-                    outdir.remove_listed(out, RUN_FILES)
+                    outdir.remove_listed(out, RUN_FILES, "train")
                 if old is not None:
                     os.rename(old, out)
             raise
@@ -174,9 +178,9 @@ def claimed(out: Path, resume: bool, overwrite: bool) -> Iterator[bool]:
 
 
 def _is_run(out: Path) -> bool:
-    """A folder an earlier `attnscope train` wrote (its marker, or a run's config.json)."""
+    """A folder an earlier `attnscope train` wrote: its marker, never a file name a user's folder may have."""
     marker = outdir.read_marker(out)
-    return (marker is not None and marker["command"] == "train") or (out / "config.json").is_file()
+    return marker is not None and marker["command"] == "train"
 
 
 def tracking(out: str, resume: bool, how: How, probe: int, every: int | None, split: str,

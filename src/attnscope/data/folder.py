@@ -10,6 +10,7 @@ was given to resize them to.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from attnscope import fileio
 from attnscope.console import brief_fields
 from attnscope.errors import DataError, InputError
 
@@ -140,9 +142,9 @@ def read_image(path: str | Path, size: SizeSpec = None) -> torch.Tensor:
     """One image as float RGB (3, H, W) in [0, 1], resized to `size` (int or (H, W)) if given."""
     size = _size(size)
     try:
-        with Image.open(path) as im:
+        with fileio.open_regular(path, "image") as f, Image.open(f) as im:  # a FIFO or a device never blocks
             im.load()
-            rgb = _to_rgb(im)
+            rgb = _to_rgb(im, path)
     except _PIL_ERRORS as e:
         raise DataError(f"cannot read image {path}: {e}") from None
     if size is not None and rgb.size != (size[1], size[0]):
@@ -151,10 +153,11 @@ def read_image(path: str | Path, size: SizeSpec = None) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (3, H, W)
 
 
-def _to_rgb(im):
+def _to_rgb(im, path: str | Path = "image"):
     """8-bit RGB; transparency composited onto white, 16-bit grey scaled down rather than clipped.
 
-    Mode "I" (32-bit integer grey) is read as 16-bit when any value exceeds 255, else as 8-bit.
+    Mode "I" (32-bit integer grey) is read as 16-bit when any value exceeds 255, else as 8-bit; values
+    below 0 or above 65535 have no agreed meaning and are refused (they were clipped: all white).
     Mode "F" (32-bit float grey, e.g. a float TIFF) is read as intensities in [0, 1]; values outside
     [0, 1] or not finite have no agreed meaning and are refused (PIL's own conversion clips them to
     0 or 1, which made such images all black).
@@ -165,12 +168,18 @@ def _to_rgb(im):
         if not finite.all() or values.min(initial=0.0) < 0 or values.max(initial=0.0) > 1:
             shown = values[finite]
             span = f"{shown.min():.4g}..{shown.max():.4g}" if shown.size else "none finite"
-            raise DataError(f"{getattr(im, 'filename', '') or 'image'}: 32-bit float image with values {span}"
+            raise DataError(f"{path}: 32-bit float image with values {span}"
                             f"{'' if finite.all() else ' and NaN/inf'}; attnscope reads float images as [0, 1] "
                             "intensities: rescale it to [0, 1] or save it as 8/16-bit")
         return Image.fromarray((values * 255.0 + 0.5).astype(np.uint8), mode="L").convert("RGB")
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        wide = im.mode.startswith("I;16") or float(np.asarray(im).max()) > 255
+        values = np.asarray(im)
+        low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        if low < 0 or high > 65535:
+            raise DataError(f"{path}: 32-bit integer image with values {low}..{high}; attnscope reads integer "
+                            "images as 8- or 16-bit (0..255 or 0..65535): rescale it to 0..65535 or save it as "
+                            "8/16-bit")
+        wide = im.mode.startswith("I;16") or high > 255
         top = 65535.0 if wide else 255.0
         grey = np.clip(np.asarray(im, dtype=np.float64) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(grey, mode="L").convert("RGB")
@@ -186,10 +195,12 @@ def _check(path: Path, verify: bool) -> tuple[int, int] | str:
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return f"{path} is not an image file (accepted: {_ACCEPTED})"
     try:
-        with Image.open(path) as im:
+        with fileio.open_regular(path, "image") as f, Image.open(f) as im:
             if verify:
                 im.load()
             return im.size[1], im.size[0]
+    except DataError as e:  # a dangling link, a FIFO, a device: never skipped without a word, never waited on
+        return str(e)
     except _PIL_ERRORS as e:
         return f"cannot read image {path}: {e}"
 
@@ -205,21 +216,29 @@ def image_paths(path: str | Path | Sequence[str | Path]) -> list[Path]:
     """One file, a folder's image files (sorted; not recursive) or a list of files, checked to exist."""
     if isinstance(path, (str, Path)):
         p = Path(path)
-        if not p.exists():
-            raise DataError(f"no such file or folder: {p}")
-        if p.is_file():
-            return [p]
-        found = [q for q in sorted(p.iterdir()) if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS]
+        if not p.is_dir():
+            if not os.path.lexists(p):
+                raise DataError(f"no such file or folder: {p}")
+            return [_regular(p)]
+        found = [_regular(q) for q in sorted(p.iterdir()) if q.suffix.lower() in IMAGE_EXTENSIONS and not q.is_dir()]
         if not found:
             raise DataError(f"no images in {p} ({_ACCEPTED})")
         return found
     paths = [Path(q) for q in path]
     if not paths:
         raise InputError("no image paths given")
-    missing = [str(q) for q in paths if not q.is_file()]
+    missing = [str(q) for q in paths if not os.path.lexists(q)]
     if missing:
         raise DataError(f"no such image file: {', '.join(missing)}")
-    return paths
+    return [_regular(q) for q in paths]
+
+
+def _regular(path: Path) -> Path:
+    """`path`, refused (`DataError`) unless a regular file: a dangling link, FIFO or device is never skipped."""
+    if path.is_file():
+        return path
+    kind = "a dangling symbolic link" if path.is_symlink() and not path.exists() else "a FIFO, device or socket"
+    raise DataError(f"{path} is {kind}, not an image file; remove it or list the images to read")
 
 
 def _existing_dir(root: str | Path, what: str) -> Path:
@@ -232,8 +251,9 @@ def _existing_dir(root: str | Path, what: str) -> Path:
 
 
 def _files_under(folder: Path, root: Path) -> list[Path]:
-    """Files anywhere under `folder`, sorted, leaving out hidden ones (".name" below `root`)."""
-    return [p for p in sorted(folder.rglob("*")) if p.is_file() and not _hidden(p, root)]
+    """Everything but folders anywhere under `folder`, sorted, leaving out hidden ones (".name" below `root`); a
+    dangling link or a FIFO is kept, so that `_check` names it."""
+    return [p for p in sorted(folder.rglob("*")) if not p.is_dir() and not _hidden(p, root)]
 
 
 def _hidden(path: Path, root: Path) -> bool:

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import Dataset
 
+from attnscope import fileio
 from attnscope.console import brief_fields
 from attnscope.data.folder import read_image
 from attnscope.data.vocab import Vocabulary, tokenize
@@ -101,10 +102,12 @@ class Entry(NamedTuple):
 
 def read_entries(path: Path) -> list[Entry]:
     """Every image entry of a Karpathy-split JSON file, checked; `DataError` names what is wrong."""
-    if path.exists() and not path.is_file():
+    if not path.exists():
+        raise DataError(f"caption file not found: {path}")
+    if not path.is_file():
         raise DataError(f"caption file {path} is not a file (json= takes the Karpathy-split JSON file itself)")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(fileio.read_regular(path, "caption file").decode("utf-8"))
     except FileNotFoundError:
         raise DataError(f"caption file not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -127,6 +130,9 @@ def _entry(path: Path, i: int, item: Any) -> Entry:
     filename, split, sentences = item["filename"], item["split"], item["sentences"]
     if not isinstance(filename, str) or not filename:
         raise DataError(f"{where}: \"filename\" must be a non-empty string")
+    for key in ("filename", "filepath"):  # no path may hold a NUL byte (the OS cannot even look it up)
+        if isinstance(item.get(key), str) and "\0" in item[key]:
+            raise DataError(f"{where}: \"{key}\" {item[key]!r:.80} holds a NUL byte; it cannot name a file")
     if split not in SPLITS:
         raise DataError(f"{where} ({filename}): \"split\" must be one of {SPLITS}, got {split!r}")
     if not isinstance(sentences, list) or not sentences:

@@ -18,6 +18,7 @@ model and its module structure, `structure`): hooks on its modules see fake tens
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
 import time
 import weakref
@@ -145,6 +146,17 @@ class _Allocations(TorchDispatchMode):
         return out
 
 
+@contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """`logger` silent for a while (fake tensors log an operator's error before it is raised, and reported)."""
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def input_cost(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype,
                after: nn.Module | None = None) -> int | None:
     """Bytes one forward of `model` allocates for one input of `shape` (C, H, W), counted on fake tensors;
@@ -152,7 +164,7 @@ def input_cost(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype,
 
     None when the model cannot run on fake tensors (an operator whose output size depends on the
     data, one without a fake implementation, Python code that reads values): then no estimate exists
-    and no bound is applied. Any other error (one the model raises itself) propagates. The model's
+    and no bound is applied. A `RuntimeError` the model raises itself is an `InputError` quoting it. The model's
     forward runs as Python on fake tensors (hooks included).
     """
     from torch._subclasses import fake_tensor as fake
@@ -167,11 +179,13 @@ def input_cost(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype,
         mark = lambda _m, _i, o: at.append(count.total - _bytes(o))  # what ran before `after`'s output
         handle = None if after is None else after.register_forward_hook(mark)
         try:
-            with torch.no_grad(), fake.FakeTensorMode(allow_non_fake_inputs=True), count:
+            with torch.no_grad(), fake.FakeTensorMode(allow_non_fake_inputs=True), count, _quiet(fake.log):
                 model(torch.empty((1, *shape), dtype=dtype))
             known[key] = count.total - (at[0] if at else 0)
         except cannot:
             known[key] = None
+        except RuntimeError as e:  # the model's own refusal of this input (e.g. an image too small to pool)
+            raise InputError(f"the model raised on inputs of shape {(1, *shape)}: {str(e).splitlines()[0]}") from e
         finally:
             if handle is not None:
                 handle.remove()

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from attnscope.errors import InputError
+from attnscope.explain.engine import run_model
 from attnscope.explain.method import register_method
 from attnscope.explain.options import positive_int
 from attnscope.maps import SequenceMap, upsample_density
@@ -38,11 +39,12 @@ def sat(model: nn.Module, images: torch.Tensor, *, beam_size: int = 1,
     steps = int(max_len if max_len is not None else model.config.max_len)
     positive_int("max_len", steps, at_most=1000)
     positive_int("beam_size", beam_size, at_most=64)
-    if captions is None:
-        found = model.caption(images, beam_size=beam_size, max_len=steps, length_norm=length_norm)
+    if captions is None:  # run_model: an image the encoder cannot take (1×1) is an InputError quoting the model
+        found = run_model(lambda x: model.caption(x, beam_size=beam_size, max_len=steps, length_norm=length_norm),
+                          images)
         tokens, alphas = found.tokens, found.alphas  # (B, T), (B, T, h, w)
     else:
-        tokens, alphas = _forced(model, images, captions)
+        tokens, alphas = run_model(lambda x: _forced(model, x, captions), images)
     mask = _emitted(tokens, model.vocab.end_id, model.vocab.pad_id)  # (B, T)
     targets = torch.where(mask, tokens, -1)
     lowres = alphas.detach().float()

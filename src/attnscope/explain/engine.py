@@ -75,6 +75,7 @@ def _recorder(keep: Callable[[torch.Tensor], None], leaf: bool, what: str) -> Ca
         keep(output)
         return output.clone()
 
+    hook.keeps_values = True  # the same values downstream (sanity.reuse may replay the modules after it)
     return hook
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
-from attnscope.explain import budget, progress
+from attnscope.explain import budget, guards, progress
 from attnscope.explain.context import Pass, no_pass, shared_pass
 from attnscope.explain.layers import LayerSpec, layer_choice, resolve_layer
 from attnscope.explain.method import Method, MethodResult, Result
@@ -96,6 +96,7 @@ def plan(how: Explainer, batch: int) -> Plan:
                 tuple(slice(i, i + size) for i in range(0, batch, size)))
 
 
+@guards.outside_inference_mode  # leaves torch.inference_mode() for the call (explain.guards)
 def explain_with(how: Explainer, model: nn.Module, images: torch.Tensor, targets: TargetSpec) -> Explanation:
     """The maps of `model` for `images` as `how` says, for `targets` (see `explain`)."""
     from attnscope.explain import multimodal

@@ -101,4 +101,5 @@ def _guided_relu(_name: str, module: nn.Module, switch: Switch) -> tuple[None, U
             return _GuidedIdentity.apply(output, switch)
         return None
 
+    hook.keeps_values = True  # forward values unchanged (sanity.reuse may replay the modules after it)
     return None, module.register_forward_hook(hook).remove

@@ -37,6 +37,10 @@ class Target:
             return class_logits(output).gather(1, self.classes.to(output.device)[:, None])[:, 0]
         n = len(self.classes)
         scores = checked_scores(self.fn(output), n)
+        if isinstance(output, torch.Tensor) and output.requires_grad and not scores.requires_grad:
+            raise InputError("the target callable returned scores that do not depend on the model's output "
+                             "(detached, or computed without it): every gradient map would be zero; return a "
+                             "differentiable function of the output, e.g. lambda out: out[:, 3] - out[:, 5]")
         if self.column is None:
             return scores
         if scores.dim() != 2:
@@ -131,12 +135,17 @@ def _batch_of(output: object) -> int:
 
 
 def checked_scores(scores: object, n: int) -> torch.Tensor:
-    """A callable target's scores checked to be (n,) or (n, K), finite where it matters."""
+    """A callable target's scores checked to be (n,) or (n, K) and finite (NaN or inf scores are an `InputError`)."""
     if not isinstance(scores, torch.Tensor) or scores.dim() not in (1, 2) or scores.shape[0] != n:
         shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
         raise InputError(f"a callable target must return scores of shape ({n},) or ({n}, K), got {shape}")
     if not scores.is_floating_point():
         raise InputError(f"a callable target must return floating point scores, got {scores.dtype}")
+    bad = ~torch.isfinite(scores.detach())
+    if bad.any():
+        rows = torch.nonzero(bad.reshape(n, -1).any(1)).flatten().tolist()
+        raise InputError(f"the target callable returned NaN or infinite scores (rows {rows[:5]}"
+                         f"{' ...' if len(rows) > 5 else ''}); every map of those rows would be NaN")
     return scores
 
 

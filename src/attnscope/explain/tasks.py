@@ -61,6 +61,12 @@ class BoxScore:
             raise InputError(f"BoxScore labels {tuple(labels.shape)} must match the boxes {tuple(boxes.shape[:-1])}")
         if not 0 <= iou <= 1:
             raise InputError(f"BoxScore iou must be in [0, 1], got {iou}")
+        flat = boxes.reshape(-1, 4)
+        bad = ~torch.isfinite(flat).all(1) | (flat[:, 2] <= flat[:, 0]) | (flat[:, 3] <= flat[:, 1])
+        if bad.any():  # IoU with a box of no area is 0 (or NaN): the score would be 0 whatever the detector found
+            box = flat[int(torch.nonzero(bad)[0])].tolist()
+            raise InputError(f"BoxScore boxes must be (x1, y1, x2, y2) with x2 > x1 and y2 > y1 (finite), got "
+                             f"{box}{f' and {int(bad.sum()) - 1} more' if bad.sum() > 1 else ''}")
         self.boxes, self.labels, self.iou = boxes, labels, iou
 
     def __call__(self, output: object) -> torch.Tensor:

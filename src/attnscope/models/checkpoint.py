@@ -8,6 +8,7 @@ stale config. `load` accepts a run folder, a .safetensors file or its .json.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn
     path = resolve_path(path)
     header = read_header(path)
     spec = header["model"]
+    _check_fits(path, spec)  # before anything is allocated: a crafted header may ask for widths=[4, 10**9]
     try:
         model = models.get(spec["name"], **spec.get("config", {}))
         if "normalize" in spec:  # saved from `models.normalized(...)`: the wrapper comes back
@@ -105,3 +107,37 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn
     except Exception as e:
         raise CheckpointError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
     return model.eval(), header
+
+
+def _check_fits(path: Path, spec: dict[str, Any]) -> None:
+    """Refuse a header whose model does not have exactly the tensors (names, shapes) stored in the file.
+
+    The model is built on the `meta` device (shapes only, no memory), so a header asking for a model of
+    billions of parameters is refused from its size, not after allocating it.
+    """
+    import warnings
+
+    from safetensors import safe_open
+
+    from attnscope import models
+
+    with safe_open(str(path), framework="pt") as f:
+        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            skeleton = models.get(spec["name"], **spec.get("config", {}))
+    except AttnscopeError as e:
+        raise CheckpointError(f"{path}: cannot rebuild model {spec['name']!r}: {e}") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        raise CheckpointError(f"{path}: cannot rebuild model {spec['name']!r} from the header's config: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    wanted = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    if wanted != stored:
+        size = sum(math.prod(s) for s in wanted.values())
+        diff = sorted(set(wanted) ^ set(stored)) or sorted(k for k in wanted if wanted[k] != stored[k])
+        shown = diff[0] + (f" {wanted.get(diff[0])} in the model, {stored.get(diff[0])} in the file"
+                           if diff[0] in wanted and diff[0] in stored else
+                           (" missing from the file" if diff[0] in wanted else " not in the model"))
+        raise CheckpointError(f"{path}: weights do not fit model {spec['name']!r} as its header describes it "
+                              f"({size:,} values): {shown}" + (f" and {len(diff) - 1} more" if len(diff) > 1 else ""))

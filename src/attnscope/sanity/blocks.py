@@ -9,6 +9,7 @@ found by tracing one forward pass with hooks, never from registration order.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError, UnknownNameError
+from attnscope.explain.run import run_model
 from attnscope.registry import Registry
 
 Granularity = str | int | Sequence[str]
@@ -61,7 +63,7 @@ def trace_blocks(model: nn.Module, images: torch.Tensor, granularity: Granularit
     handles = [module.register_forward_pre_hook(hook(name)) for name, module in candidates.items()]
     try:
         with torch.no_grad():
-            model(images[:1])
+            run_model(model, images[:1])  # the model's own refusal of the input is an InputError
     finally:
         for h in handles:
             h.remove()
@@ -122,11 +124,18 @@ def _reset_norm(module: nn.Module) -> None:
 
 @INITS.register("default")
 def default_init(parts: list[tuple[str, nn.Module]]) -> None:
-    """Each module's own `reset_parameters()`: PyTorch's default initialisation (BatchNorm: identity + stats)."""
-    for name, m in parts:
-        if not hasattr(m, "reset_parameters"):
-            raise InputError(f"module {name!r} ({type(m).__name__}) has no reset_parameters(); use init='trunc-normal'")
-        m.reset_parameters()
+    """Each module's own `reset_parameters()`: PyTorch's default initialisation (BatchNorm: identity + stats;
+    `nn.MultiheadAttention`: its `_reset_parameters()`). A module with neither (a ViT's encoder holding its
+    position embedding, a user's module with raw parameters) has its own parameters drawn from N(0, σ²), σ the
+    standard deviation of each trained tensor (0.02, ViT's init, when that is 0 or undefined)."""
+    for _name, m in parts:
+        reset = getattr(m, "reset_parameters", None) or getattr(m, "_reset_parameters", None)
+        if callable(reset):
+            reset()
+        else:
+            for p in m.parameters(recurse=False):
+                std = float(p.float().std()) if p.numel() > 1 else 0.0
+                nn.init.normal_(p, std=std if math.isfinite(std) and std > 0 else 0.02)
 
 
 @INITS.register("trunc-normal")

@@ -16,7 +16,14 @@ vector–Jacobian product through the kept graph), or computes and records it. N
 wrapped too, so recording a module records its children, and when a later step randomises a
 block inside it, its unchanged children replay. A module with someone else's hooks or patched forwards
 inside it (guided ReLUs, recorded layers, explicit attention) is not replayed: its pass runs as
-usual, so every method sees exactly what it would see without reuse.
+usual, so every method sees exactly what it would see without reuse. Nor is a module that runs after
+a hook or rewrite that may change values (Ablation-CAM's N outputs in place of the layer's); hooks
+marked `keeps_values` (the engine's recorders, guided ReLUs) do not count. A module called outside a
+forward of the model (a layer tail run alone) replays nothing.
+
+In-place modules (`nn.ReLU(inplace=True)`, torchvision's ResNets and DenseNets): a module is recorded on
+its own copy of the input (never writing a leaf or the caller's tensor), and the replay of a module
+that wrote its input writes the recorded output into the caller's tensor and returns it, as the module does.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import is_fake
 
 
 class _Replay(torch.autograd.Function):
@@ -51,6 +59,7 @@ class Entry:
     output: torch.Tensor
     leaf: torch.Tensor | None = None
     nbytes: int = 0
+    inplace: bool = False  # the module wrote its input (`nn.ReLU(inplace=True)`) and returned it
 
 
 @dataclass
@@ -85,6 +94,7 @@ class PrefixReuse:
         self.hits = self.misses = 0
         self._current: _Slot | None = None
         self._ours: dict[int, Callable] = {}  # id of a module whose forward this object wrapped → the wrapper
+        self._limit = 0  # this pass: the time from which a module's input may differ from the recorded one
 
     def start_of(self, name: str) -> int:
         return self.spans[name].start
@@ -105,6 +115,7 @@ class PrefixReuse:
         modules = dict(self.model.named_modules())
         self._ours = {}
         handle = self.model.register_forward_pre_hook(self._find_slot)
+        done = self.model.register_forward_hook(self._leave_slot)  # a module called alone replays nothing
         try:
             for name in keep:
                 module = modules[name]
@@ -114,6 +125,7 @@ class PrefixReuse:
             yield
         finally:
             handle.remove()
+            done.remove()
             for module in modules.values():
                 if id(module) in self._ours:
                     del module.forward
@@ -124,10 +136,16 @@ class PrefixReuse:
         self.slots.clear()
         self.used = 0
 
+    def _leave_slot(self, _module: nn.Module, _args: tuple, _output: object) -> None:
+        self._current = None
+
+    _leave_slot.keeps_values = True  # type: ignore[attr-defined]
+
     def _find_slot(self, _module: nn.Module, args: tuple) -> None:
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
         self._current = None
-        if x is None:
+        self._limit = self._tainted_from()
+        if x is None or x.is_meta or is_fake(x):  # a pass that measures shapes or memory: nothing to compare or keep
             return
         for slot in self.slots:
             if slot.x.shape == x.shape and slot.x.dtype == x.dtype and slot.x.device == x.device \
@@ -139,13 +157,34 @@ class PrefixReuse:
             self.slots.append(self._current)
             self.used += x.numel() * x.element_size()
 
+    def _tainted_from(self) -> float:
+        """The time from which modules may see inputs other than the recorded pass's: the start of the first module
+        with someone else's pre-hook or rewritten forward, or the end of the first with a forward hook that may
+        change its output (`ablationcam` puts N outputs in place of the chosen layer's). A hook or forward marked
+        `keeps_values` (the engine's recorders, guided ReLUs) changes no value downstream."""
+        if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+            return 0
+        limit = float("inf")
+        for name, m in self.model.named_modules():
+            span = self.spans.get(name)
+            if span is None:
+                continue
+            rewritten = "forward" in vars(m) and vars(m)["forward"] is not self._ours.get(id(m))
+            if any(h != self._find_slot for h in m._forward_pre_hooks.values()) or \
+                    (rewritten and not getattr(m.forward, "keeps_values", False)):
+                limit = min(limit, span.start)
+            elif any(not getattr(h, "keeps_values", False) for h in m._forward_hooks.values()):
+                limit = min(limit, span.end)
+        return limit
+
     def _wrap(self, name: str, module: nn.Module, forward):
         def replaying(*args, **kwargs):
             slot = self._current
             simple = len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor)
             rewrapped = vars(module).get("forward") is not replaying  # someone else's rewrite on top of ours
             watched = torch._C._len_torch_function_stack() > 0  # a function mode reads the calls inside (attention)
-            if slot is None or not simple or rewrapped or watched or _hooked_inside(module, self._ours):
+            tainted = self.spans[name].end >= self._limit  # after a hook that may change values (ablationcam)
+            if slot is None or not simple or rewrapped or watched or tainted or _hooked_inside(module, self._ours):
                 return forward(*args, **kwargs)
             x = args[0]
             needs_graph = torch.is_grad_enabled() and x.requires_grad
@@ -154,17 +193,15 @@ class PrefixReuse:
                 entry = self._record(slot, name, forward, x, needs_graph)
                 self.misses += 1
                 if not isinstance(entry, Entry):
-                    return entry  # over the budget (or not a tensor): the plain output
+                    return entry  # not a tensor: the plain output
             else:
                 self.hits += 1
-            if needs_graph:
-                return _Replay.apply(x, entry)
-            return entry.output.detach().clone()
+            return _give(x, entry, needs_graph)
 
         return replaying
 
     def _record(self, slot: _Slot, name: str, forward, x: torch.Tensor, graph: bool):
-        """Compute `forward(x)` and record it as an `Entry`; over the budget, return the output itself."""
+        """Compute `forward(x)` as an `Entry`, kept in `slot` unless over the budget; not a tensor: the output."""
         saved = [0]
 
         def pack(t: torch.Tensor) -> torch.Tensor:
@@ -173,18 +210,26 @@ class PrefixReuse:
 
         leaf = x.detach().requires_grad_(graph)
         with torch.set_grad_enabled(graph), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = forward(leaf)
+            own = leaf.clone()  # the module's input: an in-place module writes this copy, never a leaf or the caller's
+            out = forward(own)
         if not isinstance(out, torch.Tensor):
             return forward(x)
+        inplace = (out.data_ptr(), out.shape, out.stride()) == (own.data_ptr(), own.shape, own.stride())  # not a view
         nbytes = saved[0] + out.numel() * out.element_size()
+        entry = Entry(out if graph else out.detach(), leaf if graph else None, nbytes, inplace)
         old = slot.entries.get(name)
         freed = old.nbytes if old is not None else 0
-        if self.used - freed + nbytes > self.budget:
-            return _Replay.apply(x, Entry(out, leaf)) if graph else out
-        self.used += nbytes - freed
-        entry = Entry(out if graph else out.detach(), leaf if graph else None, nbytes)
-        slot.entries[name] = entry
+        if self.used - freed + nbytes <= self.budget:
+            self.used += nbytes - freed
+            slot.entries[name] = entry
         return entry
+
+
+def _give(x: torch.Tensor, entry: Entry, graph: bool) -> torch.Tensor:
+    """The recorded output for input `x` (through `_Replay` when a graph is needed); an in-place module's output
+    is written into `x` and `x` returned, as the module itself does."""
+    out = _Replay.apply(x, entry) if graph else entry.output.detach().clone()
+    return x.copy_(out) if entry.inplace else out
 
 
 def _hooked_inside(module: nn.Module, ours: dict[int, Callable]) -> bool:

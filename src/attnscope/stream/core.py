@@ -130,10 +130,14 @@ def _prepare(job: Sharded, resume: bool, overwrite: bool) -> None:
             raise InputError(f"--resume: {out} does not hold an interrupted streamed `attnscope {job.command}` run")
         if not marker.get("partial"):
             raise InputError(f"--resume: the run in {out} is complete; nothing to resume")
+        for entry in {*marker["files"], f"{job.folder}/", RUN, MANIFEST}:  # written again: never through a link
+            outdir.contained(out, entry, job.command)
         try:
-            before = json.loads((out / RUN).read_text())
-        except (OSError, ValueError):
+            before = json.loads(fileio.read_regular(out / RUN, "--resume:", InputError))
+        except (InputError, ValueError):
             raise InputError(f"--resume: {out / RUN} is missing or unreadable; start the run again") from None
+        if not isinstance(before, dict):
+            raise InputError(f"--resume: {out / RUN} does not hold a run's settings; start the run again")
         changed = sorted(k for k in set(before) | set(job.run) if before.get(k) != job.run.get(k))
         if changed:
             raise InputError(f"--resume: the run in {out} was started with other settings ({', '.join(changed)}); "
@@ -147,7 +151,7 @@ def _prepare(job: Sharded, resume: bool, overwrite: bool) -> None:
         raise InputError(f"--out {out} holds an interrupted streamed run; pass --resume to continue it "
                          "or --overwrite to replace it")
     if outdir.check(out, job.command, overwrite):
-        outdir.remove_listed(out, marker["files"])
+        outdir.remove_listed(out, marker["files"], job.command)
     (out / job.folder).mkdir(parents=True, exist_ok=True)
     _mark(job, partial=True)
     fileio.write_json(out / RUN, job.run)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -122,11 +123,11 @@ class TrackStore:
     def open(cls, folder: str | Path) -> TrackStore:
         """The store in `folder`; a missing or malformed index raises `DataError`."""
         path = Path(folder) / INDEX
+        if not os.path.lexists(path):
+            raise DataError(f"no tracker store in {folder} (no {INDEX})")
         try:
-            index = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise DataError(f"no tracker store in {folder} (no {INDEX})") from None
-        except (OSError, json.JSONDecodeError) as e:
+            index = json.loads(fileio.read_regular(path, "tracker index"))  # a FIFO never blocks
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise DataError(f"{path} is not a readable tracker index: {e}") from None
         if not isinstance(index, dict) or index.get("format") != FORMAT or not isinstance(index.get("snapshots"), list):
             raise DataError(f"{path} is not an attnscope tracker index (format {FORMAT})")
@@ -212,11 +213,12 @@ class TrackStore:
     def scalars(self) -> list[dict[str, Any]]:
         """The loop's own scalars, one row per step in the order of the steps: {"step", "epoch", name: value}."""
         path = self.folder / SCALARS
-        if not path.is_file():
+        if not os.path.lexists(path):
             return []
         try:
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            rows = [json.loads(line) for line in fileio.read_regular(path, "tracker scalars").decode().splitlines()
+                    if line.strip()]
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise DataError(f"{path} is not readable JSON lines: {e}") from None
         for row in rows:
             if not (isinstance(row, dict) and isinstance(row.get("step"), int)
@@ -255,8 +257,10 @@ def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 def _read_npz(path: Path, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
     """Arrays of an .npz file (all, or `names`); a missing, truncated or foreign file raises `DataError`."""
-    try:
-        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as f:  # closed even if np.load fails
+    if not os.path.lexists(path):
+        raise DataError(f"tracker file missing: {path}")
+    try:  # a FIFO or device in place of the file is refused before anything waits on it
+        with fileio.open_regular(path, "tracker file") as handle, np.load(handle, allow_pickle=False) as f:
             wanted = f.files if names is None else list(names)
             missing = [n for n in wanted if n not in f.files]
             if missing:

@@ -66,6 +66,9 @@ class TrainConfig:
             (self.gamma > 0, f"gamma must be > 0, got {self.gamma}"),
             (self.workers >= 0, f"workers must be >= 0 (0: load in the main process), got {self.workers}"),
             (self.step_size >= 1, f"step_size must be >= 1, got {self.step_size}"),
+            (0 <= self.seed < 2**63 and 0 <= self.data_seed < 2**63,
+             f"seed and data_seed must be in 0 .. 2**63 - 1 (what torch and numpy take), got {self.seed!s:.40}, "
+             f"{self.data_seed!s:.40}"),
             (self.guide_weight is None or (math.isfinite(self.guide_weight) and self.guide_weight >= 0),
              f"guide_weight must be a finite number >= 0, got {self.guide_weight}"),
         ]

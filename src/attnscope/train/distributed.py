@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from attnscope.errors import InputError
+from attnscope.modules import device_problem
+
 
 @dataclass(frozen=True)
 class World:
@@ -53,4 +56,7 @@ def pick_device(spec: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")
+    problem = device_problem(spec) if isinstance(spec, str) else f"{spec!r} is not a device name"
+    if problem is not None:
+        raise InputError(problem)
     return torch.device(spec)

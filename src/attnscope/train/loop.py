@@ -249,6 +249,8 @@ def _resume(run: Run, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
             fileio.write_text(metrics, "".join(json.dumps(r) + "\n" for r in run.history))
     if run.world.main:
         fileio.write_json(run.out / "config.json", run.config.to_dict())
+        for tmp in state.clear_temporaries(run.out):  # what a run killed while writing a checkpoint left
+            console.note(f"removed {tmp}, left by an interrupted run")
 
 
 def _metrics_lines(path: Path) -> list[dict[str, Any]]:

@@ -104,5 +104,24 @@ def latest_state(folder: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+# What fileio.atomic_path leaves when a run is killed while writing: `.<name>.XXXXXXXX.tmp` beside the file.
+_RUN_TEMP = re.compile(r"\.(epoch_\d+\.safetensors|model\.safetensors|model\.json|metrics\.jsonl|config\.json)"
+                       r"\.[a-z0-9_]{8}\.tmp")
+
+
+def clear_temporaries(out: Path) -> list[Path]:
+    """Remove the temporary files a killed run left in run folder `out` and its `checkpoints/` (the names
+    `fileio.atomic_path` gives the run's own files; regular files only); returns them."""
+    removed = []
+    for folder in (out, out / "checkpoints"):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        for entry in sorted(folder.iterdir()):
+            if _RUN_TEMP.fullmatch(entry.name) and not entry.is_symlink() and entry.is_file():
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
 def state_name(epoch: int) -> str:
     return f"epoch_{epoch:03d}.safetensors"
