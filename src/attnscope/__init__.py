@@ -12,8 +12,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "errors", "explain", "guide", "integrations", "metrics", "models", "report", "sanity", "track",
-               "train")
+_SUBMODULES = ("data", "errors", "explain", "guide", "integrations", "metrics", "models", "report", "sanity", "stats",
+               "track", "train")
 _NAMES = {
     "AttentionMap": ("attnscope.maps", "AttentionMap"),
     "SequenceMap": ("attnscope.maps", "SequenceMap"),
