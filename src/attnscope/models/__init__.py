@@ -71,7 +71,7 @@ def _jsonable(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 # Model modules register themselves on import. Each line is one family of models.
-for _module in ("smallcnn", "torchvision_models", "vit", "ltpa", "sat", "pretrained"):
+for _module in ("smallcnn", "torchvision_models", "vit", "ltpa", "pooling", "sat", "pretrained"):
     importlib.import_module(f"attnscope.models.{_module}")
 
 from attnscope.models.smallcnn import SmallCNN, SmallCNNConfig  # noqa: E402
