@@ -33,6 +33,7 @@ from attnscope.explain import explain
 from attnscope.modules import device_of, unwrap
 from attnscope.registry import METHODS
 from attnscope.track.board import Board
+from attnscope.track.causal import CausalMeasures
 from attnscope.track.measures import measure, rank_maps
 from attnscope.track.probe import ProbeSpec, as_probe, same_probe
 from attnscope.track.store import TrackStore, roundtrip
@@ -52,7 +53,8 @@ class AttentionTracker:
     `steps_per_epoch`: gives step snapshots a fractional epoch when `step()` is not told one.
     `seed`: stochastic methods (SmoothGrad) draw from (seed, step), so a resumed run repeats them.
     `probe_source`: where the probe images came from, for the report (default: the `Probe`'s own
-    `source`, set by `probe_from`). `tensorboard`: also log the
+    `source`, set by `probe_from`). `causal`: a `CausalMeasures` adds the faithfulness measures of
+    `causal.py` (blank-out, exact part removal, attention substitution, ViT sinks). `tensorboard`: also log the
     measures, the scalars and map images to `<folder>/tensorboard` (needs the `tensorboard` package).
     """
 
@@ -71,6 +73,7 @@ class AttentionTracker:
         seed: int = 0,
         probe_source: str | None = None,
         tensorboard: bool = False,
+        causal: CausalMeasures | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.probe = as_probe(probe)
@@ -82,6 +85,7 @@ class AttentionTracker:
         self.resume, self.steps_per_epoch, self.seed = resume, steps_per_epoch, int(seed)
         self.probe_source = probe_source or self.probe.source or "given to the tracker"
         self.board = Board.check() if tensorboard else None  # fails now if tensorboard is missing
+        self.causal = causal
         self.store: TrackStore | None = None
         self.main = True  # False on the ranks > 0 of a distributed run: they record nothing
         self._begun = self._closed = self._model_checked = False
@@ -94,9 +98,10 @@ class AttentionTracker:
     @property
     def settings(self) -> dict[str, Any]:
         """What determines the recorded series (stored in the index; a resumed run must match it)."""
-        return {"methods": self.methods, "probe": int(self.probe.images.shape[0]), "every": self.every,
-                "targets": self.targets, "layer": self.layer, "options": self.options,
-                "batch_size": self.batch_size, "seed": self.seed}
+        settings = {"methods": self.methods, "probe": int(self.probe.images.shape[0]), "every": self.every,
+                    "targets": self.targets, "layer": self.layer, "options": self.options,
+                    "batch_size": self.batch_size, "seed": self.seed}
+        return settings | ({"causal": self.causal.settings} if self.causal is not None else {})
 
     # -- what a training loop calls ------------------------------------------------------------
 
@@ -241,6 +246,9 @@ class AttentionTracker:
         values = {k: roundtrip(m.values) for k, m in maps.items()}  # (P, H, W) each, as the store keeps them
         ranked = rank_maps(values)
         measures = measure(values, self.probe, predictions, ranked=ranked, previous_ranked=self._previous)
+        if self.causal is not None:
+            targets = self.probe.labels if self.targets == "label" else predictions
+            measures.update(self.causal(unwrap(model), self.probe.images, targets, values, self.probe.regions))
         seconds = time.perf_counter() - started
         self.store.add({"step": step, "epoch": epoch, "kind": kind, "measures": measures,
                         "seconds": round(seconds, 4)}, values, predictions)
