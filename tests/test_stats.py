@@ -25,6 +25,15 @@ def test_paired_t_equals_scipy(n: int) -> None:
     assert ours.n == n and ours.effect == pytest.approx((A[:n] - B[:n]).mean())
 
 
+def test_welch_t_equals_scipy_and_the_audits_unpaired_p() -> None:
+    ours = stats.welch_t(A, B[:5])
+    ref = ss.ttest_ind(A, B[:5], equal_var=False)
+    assert ours.statistic == pytest.approx(ref.statistic) and ours.p == pytest.approx(ref.pvalue, rel=1e-9)
+    att3, att2 = [0.844, 0.849, 0.785], [0.807, 0.811, 0.753]  # docs/ltpa.md, per seed
+    assert stats.welch_t(att3, att2).p == pytest.approx(0.27, abs=0.01)  # the audit's p: the seeds unpaired
+    assert stats.paired_t(att3, att2).p < 0.01  # paired by seed (same data and order) the gap is consistent
+
+
 def test_paired_t_of_the_docs_bleu_claim() -> None:
     """The per-seed BLEU-4 of docs/sat.md (soft vs supervised λ = 10): the p the audit recomputed, 0.17."""
     soft, supervised = [0.445, 0.363, 0.429], [0.472, 0.464, 0.457]

@@ -4,6 +4,7 @@ One place for every interval and test the library and the experiments report (be
 scipy's special functions only, so `metrics`, `sanity`, `track` and `experiments/` share it).
 
     ats.stats.paired_t(a, b)              # Student's paired t-test, two-sided: Test(statistic, p, n, effect)
+    ats.stats.welch_t(a, b)               # Welch's unpaired t-test, for samples that do not pair
     ats.stats.wilcoxon(a, b)              # Wilcoxon signed-rank, two-sided (exact for n <= 50, no ties or zeros)
     ats.stats.t_interval(values)          # mean and Student-t 95 % CI over the values
     ats.stats.bootstrap(values)           # mean and percentile-bootstrap CI over the values (e.g. images)
@@ -40,7 +41,7 @@ class Test:
     effect: float
 
     def __str__(self) -> str:
-        return f"{self.name}, p = {fmt_p(self.p)} (n = {self.n})"
+        return f"{self.name}, {p_text(self.p)} (n = {self.n})"
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,21 @@ def paired_t(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -
     t = mean / (sd / math.sqrt(n))
     p = 2 * float(special.stdtr(n - 1, -abs(t)))
     return Test("paired t-test", t, min(p, 1.0), n, mean)
+
+
+def welch_t(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> Test:
+    """Welch's unpaired t-test (unequal variances), two-sided: for samples that do not pair (other seeds,
+    other images). df from the Welch–Satterthwaite equation."""
+    x, y = _values(a), _values(b)
+    if x.size < 2 or y.size < 2:
+        return Test("Welch t-test", math.nan, math.nan, x.size + y.size, math.nan)
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    effect = float(x.mean() - y.mean())
+    if vx + vy == 0:
+        return Test("Welch t-test", math.nan, 0.0 if effect else 1.0, x.size + y.size, effect)
+    t = effect / math.sqrt(vx + vy)
+    df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+    return Test("Welch t-test", t, min(2 * float(special.stdtr(df, -abs(t))), 1.0), x.size + y.size, effect)
 
 
 def wilcoxon(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> Test:
@@ -206,6 +222,11 @@ def fmt(interval: Interval, digits: int = 2) -> str:
     if math.isnan(interval.low):
         return f"{interval.mean:.{digits}f}"
     return f"{interval.mean:.{digits}f} [{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
+
+
+def p_text(p: float) -> str:
+    """`p = 0.17`, `p = 0.0027` or `p < 0.001`."""
+    return "p < 0.001" if p < 0.001 else f"p = {fmt_p(p)}"
 
 
 def fmt_p(p: float) -> str:

@@ -1,0 +1,223 @@
+"""The claims of the science docs, one function each (registered into `claims.CLAIMS`; see claims.py).
+
+A function reads the results files and returns its row. Keep the claim's words here and the number computed;
+the doc's prose may discuss a claim, but its number comes from this table.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from claims import (
+    Missing,
+    Row,
+    against_row,
+    by_seed,
+    claim,
+    diff_row,
+    load,
+    one_seed_row,
+    runs,
+)
+
+from attnscope import stats
+
+JETLEY = "Jetley et al., ICLR 2018"
+XU = "Xu et al., ICML 2015"
+LIU = "Liu et al., AAAI 2017"
+OURS = "ours"
+
+# -- docs/ltpa.md ------------------------------------------------------------------------------------------------
+
+
+def _ltpa_acc(variant: str, path: str = "ltpa_clutter.json") -> dict[int, float]:
+    return by_seed(runs(path), lambda r: r["test_acc"], variant=variant)
+
+
+def _ltpa_map(variant: str, row: str, score: str, path: str = "ltpa_clutter.json") -> dict[int, float]:
+    return by_seed(runs(path), lambda r: r["maps"][row][score], variant=variant)
+
+
+@claim("ltpa")
+def ltpa_beats_cnn() -> Row:
+    """Trainable attention improves accuracy over the same CNN without it"""
+    return diff_row("Trainable attention (att3, pc, softmax) is more accurate than the same CNN with global average "
+                    "pooling, hard clutter", JETLEY, _ltpa_acc("att3-pc-softmax"), _ltpa_acc("cnn"), scale=100,
+                    unit=" pts", digits=1, what="test accuracy, att3 − CNN")
+
+
+@claim("ltpa")
+def ltpa_att3_vs_att2() -> Row:
+    """att3 is more accurate than att2"""
+    a, b = _ltpa_acc("att3-pc-softmax"), _ltpa_acc("att2-pc-softmax")
+    row = diff_row("att3 is more accurate than att2 (docs' ranking)", OURS, a, b, scale=100, unit=" pts",
+                   digits=1, what="att3 − att2")
+    welch = stats.welch_t(list(a.values()), list(b.values()))
+    return Row(row.claim, row.paper, row.number, row.seeds,
+               f"{row.test} (seeds unpaired, Welch t-test: {stats.p_text(welch.p)})", row.verdict)
+
+
+@claim("ltpa")
+def ltpa_pc_vs_dp() -> Row:
+    """pc compatibility trains where dp does not"""
+    return diff_row("The parametrised compatibility (pc) is more accurate than the dot product (dp), att3",
+                    JETLEY, _ltpa_acc("att3-pc-softmax"), _ltpa_acc("att3-dp-softmax"), scale=100, unit=" pts",
+                    digits=1, what="pc − dp")
+
+
+@claim("ltpa")
+def ltpa_localises() -> Row:
+    """LTPA's attention localises the object better than the CNN's Grad-CAM"""
+    return diff_row("LTPA's coarsest (8×8) attention puts more mass in the digit's box than the CNN's Grad-CAM at "
+                    "the same 8×8 grid", JETLEY + " (attention maps find the object)",
+                    _ltpa_map("att3-pc-softmax", "att3-pc-softmax ltpa/stages.3", "energy"),
+                    _ltpa_map("cnn", "cnn grad-cam (features.3.2)", "energy"), what="energy in box, LTPA − CNN")
+
+
+@claim("ltpa")
+def ltpa_vs_gmp() -> Row:
+    """LTPA's gain is not global max pooling's"""
+    p = "ltpa_pooling.json"
+    return diff_row("LTPA (att3) is more accurate than the same CNN with global *max* pooling (a pooling baseline)",
+                    OURS, _ltpa_acc("att3-pc-softmax", p), _ltpa_acc("gmp-cnn", p), scale=100, unit=" pts",
+                    digits=1, what="att3 − GMP-CNN")
+
+
+@claim("ltpa")
+def ltpa_vs_attention_pool() -> Row:
+    """LTPA against one attention-pooling head"""
+    p = "ltpa_pooling.json"
+    return diff_row("LTPA (att3) is more accurate than one attention-pooling head on the 8×8 features (LTPA's "
+                    "coarsest estimator alone, no g)", OURS, _ltpa_acc("att3-pc-softmax", p),
+                    _ltpa_acc("attention-pool", p), scale=100, unit=" pts", digits=1, what="att3 − attention pool")
+
+
+@claim("ltpa")
+def ltpa_without_g() -> Row:
+    """LTPA without g is as accurate (pc-softmax ignores g)"""
+    p = "ltpa_pooling.json"
+    return diff_row("pc-softmax LTPA ignores g: without g (c = ⟨u, l⟩) it is as accurate", OURS,
+                    _ltpa_acc("att3-pc-softmax", p), _ltpa_acc("att3-pc-softmax-nog", p), sign=0, scale=100,
+                    unit=" pts", digits=1, what="with g − without g")
+
+
+def _est(variant: str, grid: str, score: str = "energy") -> dict[int, float]:
+    return by_seed(runs("ltpa_estimators"), lambda r: r["maps"][f"ltpa/stages.{grid}"][score], variant=variant)
+
+
+@claim("ltpa")
+def ltpa_g_scored_16() -> Row:
+    """Letting g into the score (dp-scaled, avg g) makes the 16×16 estimator localise"""
+    return diff_row("With g in the score (dp-scaled, g average-pooled) the 16×16 estimator puts more mass in the "
+                    "box than the paper's pc-softmax, default clutter", OURS, _est("dp-scaled, avg g", "2"),
+                    _est("base", "2"), what="16×16 energy, dp-scaled avg g − base")
+
+
+@claim("ltpa")
+def ltpa_goal_16() -> Row:
+    """Our target: a 16×16 estimator with energy ≥ 0.5"""
+    return against_row("Our engineering target (not the paper's): 16×16 energy ≥ 0.5, dp-scaled with avg g", OURS,
+                       _est("dp-scaled, avg g", "2"), 0.5, what="16×16 energy", chance="target")
+
+
+@claim("ltpa")
+def ltpa_longer() -> Row:
+    """Training 3 × longer does not make the 16×16 estimator localise"""
+    e = _est("24 epochs", "2")
+    return one_seed_row("Training 3 × longer (24 epochs) leaves the 16×16 estimator unlocalised", OURS,
+                        f"16×16 energy {e[0]:.2f} (8 epochs: {statistics.mean(_est('base', '2').values()):.2f})")
+
+
+@claim("ltpa")
+def ltpa_sgd() -> Row:
+    """The paper's SGD recipe does not make the 16×16 estimator localise"""
+    a, b = _est("sgd", "2"), _est("sgd, 96 px", "2")
+    return one_seed_row("The paper's SGD recipe leaves the 16×16 estimator below 0.5", JETLEY + " (recipe)",
+                        f"16×16 energy {a[0]:.2f} (64 px), {b[0]:.2f} (96 px)")
+
+
+# -- docs/sat.md -------------------------------------------------------------------------------------------------
+
+def _sat(variant: str, column: str) -> dict[int, float]:
+    return by_seed(runs("sat_grounding"), lambda r: r["greedy"][column], variant=variant)
+
+
+CHANCE_SCENES = 0.062
+
+
+@claim("sat")
+def sat_soft_grounds() -> Row:
+    """Soft attention aligns object words with the objects"""
+    return against_row("Unsupervised soft attention points at the object a word names (grounding_ref)", XU,
+                       _sat("soft", "grounding_ref"), CHANCE_SCENES, what="grounding_ref")
+
+
+@claim("sat")
+def sat_supervised_grounds() -> Row:
+    """Supervised attention grounds words better"""
+    return diff_row("Supervised attention (λ = 10) grounds object words better than soft attention", LIU,
+                    _sat("soft, SA 10", "grounding_ref"), _sat("soft", "grounding_ref"),
+                    what="grounding_ref, SA − soft")
+
+
+@claim("sat")
+def sat_supervised_bleu() -> Row:
+    """Supervised attention gives better captions"""
+    return diff_row("Supervised attention (λ = 10) gives better captions (BLEU-4)", LIU,
+                    _sat("soft, SA 10", "bleu4"), _sat("soft", "bleu4"), digits=3, what="BLEU-4, SA − soft")
+
+
+@claim("sat")
+def sat_supervised_bleu_1() -> Row:
+    """Supervised attention with λ = 1 gives better captions"""
+    return diff_row("… and with λ = 1", LIU, _sat("soft, SA 1", "bleu4"), _sat("soft", "bleu4"), digits=3,
+                    what="BLEU-4, SA(1) − soft")
+
+
+@claim("sat")
+def sat_uniform_gap() -> Row:
+    """The unsupervised decoder does not use where it attends"""
+    return against_row("The unsupervised decoder does not use where it attends: uniform α costs it nothing "
+                       "(Wiegreffe & Pinter's uniform-weights test)", OURS + " (test: Wiegreffe & Pinter, EMNLP 2019)",
+                       _sat("soft", "uniform_gap"), 0.0, sign=0, digits=3, what="NLL gap, nats/word", chance="zero")
+
+
+@claim("sat")
+def sat_supervised_uses() -> Row:
+    """Supervised attention is used by the decoder"""
+    return against_row("With supervised attention (λ = 10) the decoder uses α: uniform α costs it", OURS,
+                       _sat("soft, SA 10", "uniform_gap"), 0.0, digits=3, what="NLL gap, nats/word", chance="zero")
+
+
+@claim("sat")
+def sat_attend_word() -> Row:
+    """An attention that reads the last word grounds better"""
+    return diff_row("Attention that also reads the last word (`attend_word`; Lu et al.'s 2017 'Knowing When to "
+                    "Look' attends from the current state) grounds better, both supervised λ = 10",
+                    OURS + " (cf. Lu et al., CVPR 2017)", _sat("soft, word attention, SA 10", "grounding_ref"),
+                    _sat("soft, SA 10", "grounding_ref"), what="grounding_ref, attend_word − paper")
+
+
+@claim("sat")
+def sat_crowded() -> Row:
+    """Crowded scenes do not make unsupervised attention ground"""
+    a = by_seed(runs("sat_grounding"), lambda r: r["greedy"]["grounding_ref"], variant="soft, crowded")
+    return against_row("On crowded scenes (4–6 objects) unsupervised attention does not ground: at chance", OURS,
+                       a, 0.034, sign=0, what="grounding_ref", chance="chance")
+
+
+@claim("sat")
+def sat_hard_vs_soft() -> Row:
+    """Hard attention captions as well as soft"""
+    return one_seed_row("Hard attention captions as well as soft attention (BLEU-4, greedy, 15 epochs)", XU,
+                        "0.514 vs 0.499 (docs table; runs not in experiments/results)")
+
+
+@claim("sat")
+def sat_doubly_stochastic() -> Row:
+    """The doubly stochastic term improves BLEU"""
+    return one_seed_row("The doubly stochastic regulariser improves BLEU (soft, greedy, 15 epochs)", XU,
+                        "0.499 with vs 0.485 without (docs table; runs not in experiments/results)")
+
+
+__all__ = ["Missing", "load"]
