@@ -18,11 +18,13 @@ _NAMES = {
     "AttentionMap": ("attnscope.maps", "AttentionMap"),
     "SequenceMap": ("attnscope.maps", "SequenceMap"),
     "Explanation": ("attnscope.maps", "Explanation"),
+    "Explainer": ("attnscope.explain.spec", "Explainer"),
     "list_methods": ("attnscope.explain", "list_methods"),
     "show": ("attnscope.report.show", "show"),
 }
 
-__all__ = ["Explanation", "AttentionMap", "SequenceMap", "__version__", "list_methods", "show", *_SUBMODULES]
+__all__ = ["Explainer", "Explanation", "AttentionMap", "SequenceMap", "__version__", "list_methods", "show",
+           *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:

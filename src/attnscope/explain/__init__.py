@@ -15,6 +15,7 @@ from attnscope.explain.api import differentiable_methods, explain, list_methods,
 from attnscope.explain.context import Oracle
 from attnscope.explain.layers import Layer
 from attnscope.explain.method import INPUTS, Method, Result, register_method
+from attnscope.explain.spec import Explainer, as_explainer
 from attnscope.explain.tasks import BoxScore, RegionScore, Similarity
 
 for _family in ("cam", "gradient", "sampled", "perturbation", "transformer", "intrinsic", "captioning", "lrp",
@@ -30,5 +31,5 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["INPUTS", "BoxScore", "Layer", "Method", "Oracle", "RegionScore", "Result", "Similarity",
-           "differentiable_methods", "explain", "list_methods", "method_spec", "register_method"]
+__all__ = ["INPUTS", "BoxScore", "Explainer", "Layer", "Method", "Oracle", "RegionScore", "Result", "Similarity",
+           "as_explainer", "differentiable_methods", "explain", "list_methods", "method_spec", "register_method"]

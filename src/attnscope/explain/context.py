@@ -387,6 +387,16 @@ class Pass:
                       self._raw, self.output)
 
 
+def shared_pass(model: nn.Module, images: torch.Tensor, targets: TargetSpec, layer: LayerSpec,
+                needs: frozenset[str], differentiable: bool = False, output: engine.OutputSpec = None,
+                runs: bool = True) -> Pass:
+    """The shared pass of one call, run now (when `runs`): what the methods read, by input name."""
+    shared = Pass(model, images, targets, layer, needs, differentiable, output, runs)
+    if runs:
+        _ = shared.capture
+    return shared
+
+
 _missing = sorted(name for name in INPUTS if not hasattr(Pass, f"_input_{name}"))
 if _missing:  # every input declared in method.INPUTS must be provided here
     raise ImportError(f"explain.context.Pass provides no input {_missing}")

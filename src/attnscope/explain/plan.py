@@ -1,0 +1,183 @@
+"""One explain call: checked, planned once, then run — the shared pass at one visible point.
+
+`explain_with(how, model, images, targets)` is what `Explainer.__call__` (and so `explain`) does:
+
+    check      the model, the images (dtype, shape, finite), the targets against the methods
+    plan       `Plan`: the plain and the wrapped methods, the needs of the shared pass as a set,
+               whether a pass runs at all, the chunks of `batch_size` images
+    run        under `model_guard`: the memory check, then `context.shared_pass` — the layer resolved,
+               ONE forward (+ the backward passes asked for) by `engine.capture`, the layer's reading —
+               then each plain method on its inputs, and the wrapped methods over variants of the call
+    maps       every result brought to the input's resolution, (B, K, H, W) for K targets
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from attnscope.errors import InputError, NotApplicableError
+from attnscope.explain import budget
+from attnscope.explain.context import Pass, shared_pass
+from attnscope.explain.method import Method, MethodResult, Result
+from attnscope.explain.run import model_guard
+from attnscope.explain.targets import TargetSpec
+from attnscope.explain.wrappers import Wrapped, explain_wrapped
+from attnscope.maps import AttentionMap, Explanation, SequenceMap, upsample, upsample_density
+from attnscope.modules import device_of, unwrap
+from attnscope.registry import METHODS
+
+if TYPE_CHECKING:
+    from attnscope.explain.spec import Explainer
+
+GRADIENT_NEEDS = frozenset({"layer_grad", "input_grad", "guided_grad", "attention_grad", "bias_grad"})
+LOSSLESS = {(torch.float16, torch.float32), (torch.bfloat16, torch.float32), (torch.float16, torch.float64),
+            (torch.bfloat16, torch.float64), (torch.float32, torch.float64)}
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one call does, decided before anything runs."""
+
+    plain: tuple[Method, ...]  # computed from the shared pass
+    wrapped: tuple[Wrapped, ...]  # WRAPPER:METHOD: explained over variants of the call (`explain.wrappers`)
+    needs: frozenset[str]  # what the shared pass captures: the union of the plain methods' needs
+    runs: bool  # whether a shared pass runs (False: generative methods only, e.g. `sat`)
+    chunks: tuple[slice, ...]  # the images explained one part after the other (`batch_size`)
+
+    @property
+    def gradients(self) -> bool:
+        """Whether the shared pass has a backward."""
+        return bool(self.needs & GRADIENT_NEEDS)
+
+
+def plan(how: Explainer, batch: int) -> Plan:
+    """The plan of `how` for a batch of `batch` images."""
+    specs = how.specs
+    plain = tuple(s for s in specs if not isinstance(s, Wrapped))
+    size = how.batch_size or batch
+    return Plan(plain, tuple(s for s in specs if isinstance(s, Wrapped)),
+                frozenset().union(*(s.needs for s in plain)), any(s.uses_pass for s in specs),
+                tuple(slice(i, i + size) for i in range(0, batch, size)))
+
+
+def explain_with(how: Explainer, model: nn.Module, images: torch.Tensor, targets: TargetSpec) -> Explanation:
+    """The maps of `model` for `images` as `how` says, for `targets` (see `explain`)."""
+    images = _checked(how, model, images, targets)
+    todo = plan(how, images.shape[0])
+    if len(todo.chunks) > 1:
+        whole = how.replace(batch_size=None)
+        return Explanation.cat([whole(model, images[part], targets[part] if isinstance(targets, torch.Tensor)
+                                      else targets) for part in todo.chunks])
+    with _lock(model), model_guard(model, how.differentiable):
+        if todo.runs and not how.differentiable:  # refused before it runs, with the estimate (`explain.budget`)
+            budget.check_pass(unwrap(model), images, device_of(model), todo.gradients)
+        shared = shared_pass(model, images.to(device_of(model)), targets, how.layer, todo.needs,
+                             how.differentiable, how.output, todo.runs)  # THE shared pass
+        maps: dict[str, AttentionMap] = {}
+        for spec in todo.plain:
+            options = how.options.get(spec.name, {})
+            maps.update(_as_maps(spec, spec.run(shared.inputs(spec.inputs), options), shared, options))
+        if todo.wrapped:
+            maps = _with_wrapped(how, todo, model, shared, targets, maps)
+    if not todo.runs:
+        return Explanation(maps, None, None)
+    return Explanation(maps, shared.capture.logits, shared.capture.table)
+
+
+def _with_wrapped(how: Explainer, todo: Plan, model: nn.Module, shared: Pass, targets: TargetSpec,
+                  maps: dict[str, AttentionMap]) -> dict[str, AttentionMap]:
+    """`maps` with the wrapped methods' added: variants of the call, with the targets resolved on the clean images."""
+    resolved = targets if shared.target.fn is not None else shared.capture.table
+
+    def again(x: torch.Tensor, names: Sequence[str], t: Any, layer: Any, opts: Any) -> Explanation:
+        return how.replace(methods=tuple(names), layer=layer, options=opts, batch_size=None,
+                           differentiable=False)(model, x, t)
+
+    maps.update(explain_wrapped(again, todo.wrapped, how.options, shared.images, resolved, how.layer))
+    return {s: maps[s] for s in how.methods if s in maps} | maps  # the order asked for
+
+
+def _as_maps(spec: Method, result: MethodResult, shared: Pass, options: Mapping[str, Any]) -> dict[str, AttentionMap]:
+    """A method's result as maps at the input's resolution, (B, K, H, W) for K targets."""
+    if isinstance(result, (AttentionMap, SequenceMap)):
+        return {spec.name: result}
+    items = result.items() if isinstance(result, Mapping) else [(spec.name, result)]
+    keep = (lambda t: t) if shared.differentiable else (lambda t: t.detach())
+    reads_layer = bool(spec.needs & {"layer", "layer_grad"})
+    cap, size = shared.capture, shared.size
+    out = {}
+    for key, value in items:
+        part = value if isinstance(value, Result) else Result(value)
+        low = keep(part.values)
+        low = low if low.dtype == torch.float64 else low.float()
+        at_input = tuple(low.shape[-2:]) == size
+        resize = upsample_density if part.resize == "density" else upsample
+        values = low if at_input else resize(low, size)
+        if cap.per_image is not None:  # rows back to (B, K, ...)
+            values = values.view(-1, cap.per_image, *values.shape[1:])
+            low = low.view(-1, cap.per_image, *low.shape[1:])
+        out[key] = AttentionMap(
+            values=values, method=key, targets=cap.table,
+            layer=part.layer or (shared.layer[0] if reads_layer else None),
+            lowres=None if at_input else low,
+            meta={**spec.defaults, **options, **part.meta},
+        )
+    return out
+
+
+def _checked(how: Explainer, model: object, images: object, targets: TargetSpec) -> torch.Tensor:
+    """The images checked (and cast losslessly to the model's dtype); the model and targets checked against `how`."""
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    images = _checked_images(images, model)
+    core = unwrap(model)
+    specs = how.specs
+    for spec in specs:
+        reason = spec.applies(core)
+        if reason is not None:
+            usable = [m for m in METHODS if METHODS.get(m).applies(core) is None]
+            raise NotApplicableError(f"method {spec.name!r} does not apply to this model: {reason}. "
+                                     f"Methods that do: {', '.join(usable)}")
+    free = [s.name for s in specs if not s.uses_pass]
+    if free and targets is not None:
+        raise InputError(f"{', '.join(free)} explain(s) what the model generates and take(s) no targets; "
+                         "to explain given captions pass options={'sat': {'captions': [...]}}")
+    if isinstance(targets, torch.Tensor) and (targets.dim() not in (1, 2) or targets.shape[0] != images.shape[0]):
+        raise InputError(f"target tensor has shape {tuple(targets.shape)} but the batch has {images.shape[0]} images")
+    return images
+
+
+def _checked_images(images: object, model: nn.Module) -> torch.Tensor:
+    if not isinstance(images, torch.Tensor):
+        raise InputError(f"images must be a float tensor (B, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4:
+        hint = " (for one image use images[None])" if images.dim() == 3 else ""
+        raise InputError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}{hint}")
+    if not images.is_floating_point():
+        raise InputError(f"images must be a floating point tensor, got {images.dtype}")
+    if images.shape[0] == 0:
+        raise InputError("images is an empty batch")
+    if not torch.isfinite(images).all():
+        raise InputError("images contain NaN or infinite values")
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), images.dtype)
+    if images.dtype != dtype:
+        if (images.dtype, dtype) not in LOSSLESS:
+            raise InputError(f"images are {images.dtype} and the model is {dtype}: cast the images to the "
+                             f"model's dtype (images.to({dtype})) or the model to theirs")
+        images = images.to(dtype)
+    return images
+
+
+def _lock(model: nn.Module) -> threading.RLock:
+    """One lock per model: concurrent calls on one model from several threads run one after the other."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(model, threading.RLock())
