@@ -1,4 +1,4 @@
-"""LeGrad (Bousselham et al., 2024): how sensitive each layer's own class score is to that layer's attention.
+"""LeGrad (Bousselham et al., ICCV 2025): how sensitive each layer's own class score is to that layer's attention.
 
 For every attention layer l the token stream after its block is read out as the model reads its last
 one (final norm + head: s_l), and E_l = mean over heads and queries of ReLU(∂s_l / ∂A_l); the map is
@@ -71,8 +71,8 @@ def layer_sensitivities(oracle: Oracle, x: torch.Tensor, rows: torch.Tensor, poo
 @register_method("legrad", "transformer", applies=no_attention_reason)
 def legrad(images: torch.Tensor, token_layout: TokenLayout, oracle: Oracle, *, last: int | None = None,
            pool: str = "cls") -> torch.Tensor:
-    """LeGrad (Bousselham et al., 2024, Eq. 4–6): (1/L) Σ_l mean_{heads, queries} ReLU(∂s_l / ∂A_l) at the patch keys,
-    s_l the explained score of layer l's tokens read out by the model's head.
+    """LeGrad (Bousselham et al., ICCV 2025, Eq. 4–6): (1/L) Σ_l mean_{heads, queries} ReLU(∂s_l / ∂A_l) at the
+    patch keys, s_l the explained score of layer l's tokens read out by the model's head.
 
     `last`: only the last so many layers (None: all); `pool`: "cls" (the paper for CLS-token ViTs) or "mean"
     (mean over tokens before the final norm, as torchcam's LeGrad for torchvision ViTs).
