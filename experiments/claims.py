@@ -53,6 +53,16 @@ class Row:
 
 
 CLAIMS: dict[str, list[Callable[[], Row]]] = {doc: [] for doc in DOCS}
+# Other generated blocks (tables of results): name → markdown, placed in a doc between
+# `<!-- generated:NAME:begin -->` and `<!-- generated:NAME:end -->`.
+BLOCKS: dict[str, Callable[[], str]] = {}
+
+
+def block(name: str) -> Callable[[Callable[[], str]], Callable[[], str]]:
+    def add(fn: Callable[[], str]) -> Callable[[], str]:
+        BLOCKS[name] = fn
+        return fn
+    return add
 
 
 def claim(doc: str) -> Callable[[Callable[[], Row]], Callable[[], Row]]:
@@ -171,15 +181,25 @@ def table(doc: str) -> str:
 
 
 def updated(text: str, doc: str) -> str:
-    """`text` (a doc) with its claims table replaced, or inserted after the title line (a doc without claims: as is)."""
+    """`text` (a doc) with its claims table replaced, or inserted after the title line (a doc without claims: as is),
+    and every generated block it has a place for filled in."""
+    for name, fn in BLOCKS.items():
+        begin, end = f"<!-- generated:{name}:begin -->", f"<!-- generated:{name}:end -->"
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            try:
+                body = fn()
+            except Missing as e:
+                body = f"*Not run yet: {e.args[0]} is missing.*"
+            text = f"{head}{begin}\n\n{body.strip()}\n\n{end}{rest.split(end, 1)[1]}"
     if not CLAIMS[doc]:
         return text
-    block = table(doc)
+    table_ = table(doc)
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
-        return head + block + rest.split(END, 1)[1]
+        return head + table_ + rest.split(END, 1)[1]
     title, _, body = text.partition("\n")
-    return f"{title}\n\n{block}\n{body}"
+    return f"{title}\n\n{table_}\n{body}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

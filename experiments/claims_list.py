@@ -221,3 +221,5 @@ def sat_doubly_stochastic() -> Row:
 
 
 __all__ = ["Missing", "load"]
+
+import claims_tables  # noqa: E402,F401  (the generated result tables)
