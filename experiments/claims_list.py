@@ -79,7 +79,7 @@ def ltpa_vs_gmp() -> Row:
     """LTPA's gain is not global max pooling's"""
     p = "ltpa_pooling.json"
     return diff_row("LTPA (att3) is more accurate than the same CNN with global *max* pooling (a pooling baseline)",
-                    OURS, _ltpa_acc("att3-pc-softmax", p), _ltpa_acc("gmp-cnn", p), scale=100, unit=" pts",
+                    OURS, _ltpa_acc("att3-pc-softmax"), _ltpa_acc("gmp-cnn", p), scale=100, unit=" pts",
                     digits=1, what="att3 − GMP-CNN")
 
 
@@ -88,7 +88,7 @@ def ltpa_vs_attention_pool() -> Row:
     """LTPA against one attention-pooling head"""
     p = "ltpa_pooling.json"
     return diff_row("LTPA (att3) is more accurate than one attention-pooling head on the 8×8 features (LTPA's "
-                    "coarsest estimator alone, no g)", OURS, _ltpa_acc("att3-pc-softmax", p),
+                    "coarsest estimator alone, no g)", OURS, _ltpa_acc("att3-pc-softmax"),
                     _ltpa_acc("attention-pool", p), scale=100, unit=" pts", digits=1, what="att3 − attention pool")
 
 
@@ -97,7 +97,7 @@ def ltpa_without_g() -> Row:
     """LTPA without g is as accurate (pc-softmax ignores g)"""
     p = "ltpa_pooling.json"
     return diff_row("pc-softmax LTPA ignores g: without g (c = ⟨u, l⟩) it is as accurate", OURS,
-                    _ltpa_acc("att3-pc-softmax", p), _ltpa_acc("att3-pc-softmax-nog", p), sign=0, scale=100,
+                    _ltpa_acc("att3-pc-softmax"), _ltpa_acc("att3-pc-softmax-nog", p), sign=0, scale=100,
                     unit=" pts", digits=1, what="with g − without g")
 
 

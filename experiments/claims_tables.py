@@ -72,3 +72,38 @@ def abnar_zuidema() -> str:
             cells += [_ci(d), stats.p_text(t.p) if len(seeds) > 1 else "1 seed"]
         lines.append(f"| {AZ_NAMES.get(m, m)} − raw attention | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+POOLING = (("cnn", "CNN, global average pooling", "cnn grad-cam (features.3.2)", "ltpa_clutter.json"),
+           ("gmp-cnn", "CNN, global max pooling", "gmp-cnn grad-cam (features.3.2)", "ltpa_pooling.json"),
+           ("attention-pool", "one attention-pooling head (8×8)", "attention-pool ltpa", "ltpa_pooling.json"),
+           ("att3-pc-softmax-nog", "LTPA att3 without g", "att3-pc-softmax-nog ltpa/stages.3", "ltpa_pooling.json"),
+           ("att2-pc-softmax", "LTPA att2", "att2-pc-softmax ltpa/stages.3", "ltpa_clutter.json"),
+           ("att3-pc-softmax", "LTPA att3", "att3-pc-softmax ltpa/stages.3", "ltpa_clutter.json"))
+
+
+@block("ltpa_pooling")
+def ltpa_pooling() -> str:
+    from claims import by_seed, paired, runs
+
+    lines = ["Test accuracy and the 8×8 map's localisation (the CNNs: Grad-CAM at their 8×8 layer; the attention "
+             "models: their 8×8 attention), mean over seeds with the Student-t 95 % CI over seeds; the last column "
+             "compares accuracy with LTPA att3 (paired t-test over seeds).", "",
+             "| model | seeds | test accuracy (%) | 8×8 map: energy in box | pointing (%) | accuracy vs att3 |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    att3 = by_seed(runs("ltpa_clutter.json"), lambda r: r["test_acc"], variant="att3-pc-softmax")
+    for variant, name, row, path in POOLING:
+        records = runs(path)
+        acc = by_seed(records, lambda r: 100 * r["test_acc"], variant=variant)
+        energy = by_seed(records, lambda r, row=row: r["maps"][row]["energy"], variant=variant)
+        point = by_seed(records, lambda r, row=row: 100 * r["maps"][row]["pointing"], variant=variant)
+        if variant == "att3-pc-softmax":
+            test = "–"
+        else:
+            a, b, _ = paired({s: v / 100 for s, v in acc.items()}, att3)
+            t = stats.paired_t(a, b)
+            test = f"{100 * t.effect:+.1f} pts, {stats.p_text(t.p)}"
+        lines.append(f"| {name} | {len(acc)} | {stats.fmt(stats.t_interval(list(acc.values())), 1)} | "
+                     f"{stats.fmt(stats.t_interval(list(energy.values())))} | "
+                     f"{stats.fmt(stats.t_interval(list(point.values())), 0)} | {test} |")
+    return "\n".join(lines)
