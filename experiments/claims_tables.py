@@ -107,3 +107,55 @@ def ltpa_pooling() -> str:
                      f"{stats.fmt(stats.t_interval(list(energy.values())))} | "
                      f"{stats.fmt(stats.t_interval(list(point.values())), 0)} | {test} |")
     return "\n".join(lines)
+
+
+def learning_runs(job: str) -> dict[int, dict]:
+    """{seed: record} of the study's measured runs of `job` (experiments/results/learning/<job>-s<seed>.json)."""
+    import json
+
+    from claims import RESULTS
+
+    found = {}
+    for f in sorted((RESULTS / "learning").glob(f"{job.replace('/', '-')}-s[0-9]*.json")):
+        r = json.loads(f.read_text())
+        if r.get("job") == job:
+            found[int(r["seed"])] = r
+    if not found:
+        raise Missing(f"learning/{job.replace('/', '-')}-s*.json")
+    return found
+
+
+GUIDES = (("cnn/decoy", "no guidance"), ("cnn-cam/decoy", "`cam`, λ = 1, digit's box"),
+          ("cnn-rrr10/decoy", "`rrr`, λ = 10, digit's box"),
+          ("cnn-rrr100-notdecoy/decoy", "`rrr`, λ = 100, not-decoy"),
+          ("cnn-rrr10-notdecoy/decoy", "`rrr`, λ = 10, not-decoy"),
+          ("cnn-cam-notdecoy/decoy", "`cam`, λ = 1, not-decoy"))
+GUIDE_COLUMNS = (("test acc, patch random", lambda r: r["final"]["test_acc"], 3),
+                 ("clean test acc", lambda r: r["final"]["clean_acc"], 3),
+                 ("patch cost (clean − random)", lambda r: r["final"]["clean_acc"] - r["final"]["test_acc"], 3),
+                 ("Grad-CAM pointing on patch", lambda r: r["series"][-1]["gradcam/pointing@decoy"], 2),
+                 ("Grad-CAM energy in digit box", lambda r: r["series"][-1]["gradcam/energy@box"], 2),
+                 ("patch's causal weight (logit drop)", lambda r: r["series"][-1]["parts/drop@decoy"], 2))
+
+
+@block("guidance_seeds")
+def guidance_seeds() -> str:
+    base = learning_runs("cnn/decoy")
+    lines = ["| run | seeds | " + " | ".join(c for c, _, _ in GUIDE_COLUMNS) + " | random-patch acc vs none |",
+             "| --- " * (len(GUIDE_COLUMNS) + 3) + "|"]
+    for job, name in GUIDES:
+        try:
+            runs_ = learning_runs(job)
+        except Missing:
+            lines.append(f"| {name} | 0 | " + " | ".join("not run" for _ in GUIDE_COLUMNS) + " | – |")
+            continue
+        cells = [stats.fmt(stats.t_interval([f(r) for r in runs_.values()]), d) for _, f, d in GUIDE_COLUMNS]
+        if job == "cnn/decoy":
+            test = "–"
+        else:
+            seeds = sorted(set(runs_) & set(base))
+            t = stats.paired_t([runs_[s]["final"]["test_acc"] for s in seeds],
+                               [base[s]["final"]["test_acc"] for s in seeds])
+            test = f"{t.effect:+.3f}, {stats.p_text(t.p)}" if len(seeds) > 1 else "1 seed, not tested"
+        lines.append(f"| {name} | {len(runs_)} | " + " | ".join(cells) + f" | {test} |")
+    return "\n".join(lines)
