@@ -159,3 +159,47 @@ def guidance_seeds() -> str:
             test = f"{t.effect:+.3f}, {stats.p_text(t.p)}" if len(seeds) > 1 else "1 seed, not tested"
         lines.append(f"| {name} | {len(runs_)} | " + " | ".join(cells) + f" | {test} |")
     return "\n".join(lines)
+
+
+ADEBAYO_METHODS = ("saliency", "gradcam", "guided-backprop", "guided-gradcam")
+ADEBAYO_STEPS = (("net.classifier", "classifier"), ("net.conv_head", "head (down to conv_head)"),
+                 ("net.blocks.3", "down to blocks.3"), ("net.conv_stem", "all (down to conv_stem)"))
+
+
+def adebayo_runs(init: str) -> list[dict]:
+    import json
+
+    from claims import RESULTS
+
+    found = [json.loads(f.read_text()) for f in sorted((RESULTS / "adebayo_crops").glob(f"{init}-s[0-9]*.json"))]
+    if not found:
+        raise Missing(f"adebayo_crops/{init}-s*.json")
+    return found
+
+
+def adebayo_values(runs_: list[dict], method: str, step: str, to: str = "to_trained",
+                   metric: str = "spearman_abs") -> list[list[float]]:
+    return [_nan(r[to][method][step][metric]) for r in runs_]
+
+
+@block("adebayo_crops")
+def adebayo_crops() -> str:
+    lines = []
+    for init in ("default", "trunc-normal"):
+        try:
+            runs_ = adebayo_runs(init)
+        except Missing as e:
+            lines += [f"**{init}**: not run yet ({e.args[0]} is missing).", ""]
+            continue
+        n = len(runs_[0]["to_trained"]["saliency"]["net.classifier"]["spearman_abs"])
+        lines += [f"**{init} re-initialisation** ({len(runs_)} seeds, {n} crops): similarity to the trained "
+                  "model's map, and to the input's edge map (trained → all randomised)", "",
+                  "| method | " + " | ".join(name for _, name in ADEBAYO_STEPS) + " | edges: trained | edges: all |",
+                  "| --- " * (len(ADEBAYO_STEPS) + 3) + "|"]
+        for m in ADEBAYO_METHODS:
+            cells = [_ci(adebayo_values(runs_, m, step)) for step, _ in ADEBAYO_STEPS]
+            cells += [_ci(adebayo_values(runs_, m, "trained", "to_edges")),
+                      _ci(adebayo_values(runs_, m, "net.conv_stem", "to_edges"))]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
