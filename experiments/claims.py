@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
 BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"
 DOCS = ("ltpa", "sat", "guidance", "sanity", "vit", "learning")
+OTHER = ("bench/README.md",)  # files with generated blocks only (no claims table)
 ALPHA = 0.05
 
 
@@ -180,6 +181,11 @@ def table(doc: str) -> str:
     return "\n".join(lines)
 
 
+def documents() -> list[tuple[str, Path]]:
+    """(doc name or "", path) of every file the generator writes: the science docs and OTHER."""
+    return [(doc, ROOT / "docs" / f"{doc}.md") for doc in DOCS] + [("", ROOT / p) for p in OTHER]
+
+
 def updated(text: str, doc: str) -> str:
     """`text` (a doc) with its claims table replaced, or inserted after the title line (a doc without claims: as is),
     and every generated block it has a place for filled in."""
@@ -192,7 +198,7 @@ def updated(text: str, doc: str) -> str:
             except Missing as e:
                 body = f"*Not run yet: {e.args[0]} is missing.*"
             text = f"{head}{begin}\n\n{body.strip()}\n\n{end}{rest.split(end, 1)[1]}"
-    if not CLAIMS[doc]:
+    if not CLAIMS.get(doc):
         return text
     table_ = table(doc)
     if BEGIN in text and END in text:
@@ -210,8 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import claims_list  # noqa: F401  (registers the claims)
 
     stale = []
-    for doc in args.docs:
-        path = ROOT / "docs" / f"{doc}.md"
+    for doc, path in documents():
+        if doc and doc not in args.docs:
+            continue
         text = path.read_text() if path.exists() else f"# {doc}\n"
         new = updated(text, doc)
         if new != text:

@@ -203,3 +203,33 @@ def adebayo_crops() -> str:
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+COST_JOBS = ("vit-r0/clutter", "vit-r4/clutter", "ltpa/clutter", "cnn/decoy", "ltpa/decoy", "cnn-cam/decoy",
+             "cnn-rrr10/decoy", "cnn-rrr100-notdecoy/decoy", "cnn-cam-notdecoy/decoy", "sat/scenes")
+
+
+@block("learning_cost")
+def learning_cost() -> str:
+    lines = ["| run | seeds | steps between snapshots | snapshots | training CPU s | maps CPU s | faithfulness CPU s | "
+             "faithfulness / training | maps + faithfulness / training |", "| --- " * 9 + "|"]
+    found = False
+    for job in COST_JOBS:
+        try:
+            runs_ = list(learning_runs(job).values())
+        except Missing:
+            continue
+        found = True
+        c = [r["cost"] for r in runs_]
+        mean = lambda k: statistics.mean(x.get(k, 0.0) for x in c)  # noqa: E731
+        steps = runs_[0]["series"][1]["step"] - runs_[0]["series"][0]["step"]
+        causal = mean("causal_cpu_s") if "causal_cpu_s" in c[0] else mean("measure_cpu_s")
+        maps = mean("maps_cpu_s") if "maps_cpu_s" in c[0] else 0.0
+        lines.append(f"| {job} | {len(runs_)} | {steps} | {int(mean('snapshots'))} | {mean('train_cpu_s'):.0f} | "
+                     f"{maps:.0f} | {causal:.0f} | {100 * causal / mean('train_cpu_s'):.1f} % | "
+                     f"{100 * (causal + maps) / mean('train_cpu_s'):.1f} % |")
+    if not found:
+        raise Missing("learning/*.json")
+    lines += ["", "(Means over the seeds. sat/scenes: its snapshot measures of `learning_sat.py` — teacher-forced "
+              "passes, object removal, uniform α — are all counted as faithfulness.)"]
+    return "\n".join(lines)

@@ -14,9 +14,8 @@ def test_the_docs_claims_tables_equal_the_generated_ones() -> None:
         import claims
         import claims_list  # noqa: F401  (registers the claims)
 
-        stale = [doc for doc in claims.DOCS
-                 if claims.updated((claims.ROOT / "docs" / f"{doc}.md").read_text(), doc)
-                 != (claims.ROOT / "docs" / f"{doc}.md").read_text()]
+        stale = [str(path) for doc, path in claims.documents() if claims.updated(path.read_text(), doc)
+                 != path.read_text()]
     finally:
         sys.path.remove(str(EXPERIMENTS))
     assert not stale, f"run `PYTHONPATH=src python experiments/claims.py`: the tables of {stale} are stale"
