@@ -221,7 +221,7 @@ def learning_cost() -> str:
             continue
         found = True
         c = [r["cost"] for r in runs_]
-        mean = lambda k: statistics.mean(x.get(k, 0.0) for x in c)  # noqa: E731
+        mean = lambda k, c=c: statistics.mean(x.get(k, 0.0) for x in c)  # noqa: E731
         steps = runs_[0]["series"][1]["step"] - runs_[0]["series"][0]["step"]
         causal = mean("causal_cpu_s") if "causal_cpu_s" in c[0] else mean("measure_cpu_s")
         maps = mean("maps_cpu_s") if "maps_cpu_s" in c[0] else 0.0
