@@ -233,3 +233,39 @@ def learning_cost() -> str:
     lines += ["", "(Means over the seeds. sat/scenes: its snapshot measures of `learning_sat.py` — teacher-forced "
               "passes, object removal, uniform α — are all counted as faithfulness.)"]
     return "\n".join(lines)
+
+
+SUMMARY_JOBS = (("vit-r0/clutter", ("attention", "rollout", "grad-rollout", "gradcam", "saliency")),
+                ("vit-r4/clutter", ("attention", "rollout", "grad-rollout", "gradcam", "saliency")),
+                ("ltpa/clutter", ("ltpa", "ltpa/stages.3", "gradcam", "saliency")),
+                ("ltpa/decoy", ("ltpa", "ltpa/stages.3", "gradcam", "saliency")),
+                ("cnn/decoy", ("gradcam", "saliency")))
+
+
+@block("learning_summary")
+def learning_summary() -> str:
+    import learning_report
+
+    lines = ["| run | seeds | held-out accuracy (end) | half-rise of accuracy (epoch) | map | ρ with blank-out (end) | "
+             "half-rise of ρ (epoch) | lag ρ − accuracy (epochs) |", "| --- " * 8 + "|"]
+    found = False
+    for job, maps in SUMMARY_JOBS:
+        try:
+            runs_ = list(learning_runs(job).values())
+        except Missing:
+            continue
+        found = True
+        acc = stats.fmt(stats.t_interval([r["series"][-1]["test_acc"] for r in runs_]), 3)
+        acc_t = stats.fmt(stats.t_interval([learning_report.half_rise(*learning_report.series(r, "test_acc"))
+                                            for r in runs_]))
+        for i, m in enumerate(maps):
+            key = f"{m}/blankout_rho"
+            rho = stats.fmt(stats.t_interval([r["series"][-1].get(key) or float("nan") for r in runs_]))
+            rise = stats.fmt(stats.t_interval([learning_report.half_rise(*learning_report.series(r, key))
+                                               for r in runs_]))
+            lag = stats.fmt(stats.t_interval([learning_report.lag(r, key) for r in runs_]))
+            head = f"| {job} | {len(runs_)} | {acc} | {acc_t} |" if i == 0 else "| | | | |"
+            lines.append(f"{head} {m} | {rho} | {rise} | {lag} |")
+    if not found:
+        raise Missing("learning/*.json")
+    return "\n".join(lines)
