@@ -151,3 +151,22 @@ def test_tracker_records_the_causal_measures_and_resumes(tmp_path) -> None:
     with pytest.raises(InputError, match="other settings"):
         AttentionTracker(tmp_path, probe, ("attention", "saliency"), causal=CausalMeasures(grid=2),
                          resume=True).epoch_end(model, 0, 0)
+
+
+@pytest.mark.slow
+def test_the_own_loop_example_records_faithfulness(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    args = ["--n", "64", "--epochs", "1", "--batch-size", "32", "--size", "32", "--widths", "4,8", "--probe", "8",
+            "--n-test", "16", "--faithfulness", "--out", str(tmp_path / "run")]
+    env = {**os.environ, "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(root / "examples" / "own_loop.py"), *args], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "faithfulness: gradcam/blankout_rho" in done.stdout
+    measures = TrackStore.open(tmp_path / "run" / "track").snapshots[-1]["measures"]
+    assert {"gradcam/blankout_rho", "parts/drop@decoy", "gradcam/parts_top"} <= set(measures)
