@@ -308,7 +308,7 @@ def _study(job: str) -> dict[int, dict]:
     return found
 
 
-def _lags(job: str, key: str, reference: str = "test_acc", falling: bool = False) -> dict[int, float]:
+def _lags(job: str, key: str, reference: str = "test_acc", falling: bool | None = None) -> dict[int, float]:
     import math
 
     import learning_report
@@ -325,7 +325,7 @@ def _final(job: str, key: str) -> dict[int, float]:
 
 
 def _lag_row(text: str, job: str, key: str, reference: str = "test_acc", paper: str = "the question of the seed",
-             falling: bool = False) -> Row:
+             falling: bool | None = None) -> Row:
     return against_row(text, paper, _lags(job, key, reference, falling), 0.0, sign=0, what="lag (epochs)",
                        chance="no lag", digits=2)
 

@@ -3,7 +3,7 @@
     PYTHONPATH=src python experiments/attention_and_learning.py report
 
 Timing: a series' *half-rise epoch* is the first snapshot at which it has covered half of its way from its first
-value to its extreme (its maximum, or its minimum for a falling series); a map "becomes faithful before, with or
+value to its final one (rising or falling); a map "becomes faithful before, with or
 after accuracy" by the sign of the lag between the half-rise of its blank-out correlation and that of the
 held-out accuracy, tested over seeds (one-sample t-test of the lags against 0).
 """
@@ -36,22 +36,21 @@ def series(record: dict[str, Any], key: str) -> tuple[list[float], list[float]]:
     return [p[0] for p in pts], [float(p[1]) for p in pts]
 
 
-def half_rise(epochs: Sequence[float], values: Sequence[float], falling: bool = False) -> float:
-    """The first epoch at which `values` have covered half the way from the first value to the extreme."""
-    if not values:
+def half_rise(epochs: Sequence[float], values: Sequence[float], falling: bool | None = None) -> float:
+    """The first epoch at which `values` have covered half the way from the first value to the last (`falling`:
+    None reads the direction from them). NaN for a series that ends where it began."""
+    if not values or values[-1] == values[0]:
         return math.nan
-    v0 = values[0]
-    extreme = min(values) if falling else max(values)
-    if extreme == v0:
-        return math.nan
-    half = v0 + 0.5 * (extreme - v0)
+    v0, end = values[0], values[-1]
+    falling = end < v0 if falling is None else falling
+    half = v0 + 0.5 * (end - v0)
     for e, v in zip(epochs, values, strict=True):
         if (v <= half) if falling else (v >= half):
             return float(e)
     return math.nan
 
 
-def lag(record: dict[str, Any], key: str, reference: str = "test_acc", falling: bool = False) -> float:
+def lag(record: dict[str, Any], key: str, reference: str = "test_acc", falling: bool | None = None) -> float:
     """Half-rise epoch of `key` minus that of `reference` in one run."""
     return half_rise(*series(record, key), falling=falling) - half_rise(*series(record, reference))
 

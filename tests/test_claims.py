@@ -46,8 +46,9 @@ def test_half_rise_and_lag_by_hand() -> None:
     finally:
         sys.path.remove(str(EXPERIMENTS))
     epochs = [0, 1 / 3, 2 / 3, 1, 4 / 3]
-    assert lr.half_rise(epochs, [0.1, 0.2, 0.5, 0.9, 0.8]) == 2 / 3  # half way from 0.1 to 0.9 is 0.5
-    assert lr.half_rise(epochs, [0.5, 0.4, 0.1, 0.1, 0.2], falling=True) == 2 / 3
+    assert lr.half_rise(epochs, [0.1, 0.2, 0.5, 0.9, 0.9]) == 2 / 3  # half way from 0.1 to 0.9 is 0.5
+    assert lr.half_rise(epochs, [0.1, 0.6, 0.2, 0.3, 0.5]) == 1 / 3  # to the last value, not the peak
+    assert lr.half_rise(epochs, [0.5, 0.4, 0.1, 0.1, 0.1]) == 2 / 3  # falling, read from the values
     assert lr.half_rise(epochs, [0.3] * 5) != lr.half_rise(epochs, [0.3] * 5)  # flat: undefined (NaN)
     record = {"series": [{"epoch": e, "test_acc": a, "m/blankout_rho": r}
                          for e, a, r in zip(epochs, [0.1, 0.1, 0.2, 0.8, 0.9], [0.0, 0.5, 0.6, 0.6, 0.6], strict=True)]}
