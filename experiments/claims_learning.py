@@ -26,8 +26,9 @@ def _study(job: str) -> dict[int, dict]:
     return found
 
 
-def _lags(job: str, key: str, reference: str = "test_acc", falling: bool | None = None) -> dict[int, float]:
-    out = {s: learning_report.lag(r, key, reference, falling) for s, r in _study(job).items()}
+def _lags(job: str, key: str, reference: str = "test_acc", falling: bool | None = None,
+          to: str = "final") -> dict[int, float]:
+    out = {s: learning_report.lag(r, key, reference, falling, to) for s, r in _study(job).items()}
     out = {s: v for s, v in out.items() if not math.isnan(v)}
     if not out:
         raise Missing(f"a defined half-rise of {key} in {job}")
@@ -39,8 +40,8 @@ def _final(job: str, key: str) -> dict[int, float]:
 
 
 def _lag_row(text: str, job: str, key: str, reference: str = "test_acc", paper: str = "the question of the seed",
-             falling: bool | None = None) -> Row:
-    return against_row(text, paper, _lags(job, key, reference, falling), 0.0, sign=0, what="lag (epochs)",
+             falling: bool | None = None, to: str = "final") -> Row:
+    return against_row(text, paper, _lags(job, key, reference, falling, to), 0.0, sign=0, what="lag (epochs)",
                        chance="no lag", digits=2)
 
 
@@ -98,23 +99,24 @@ def learning_ltpa_own_vs_posthoc() -> Row:
 @claim("learning")
 def learning_decoy_cnn() -> Row:
     """The shortcut shows in Grad-CAM when it shows in the model"""
-    return _lag_row("Decoy, CNN: Grad-CAM turns to the patch when the patch becomes causal (half-rise of pointing "
-                    "on the patch − that of the logit's drop without it)", "cnn/decoy", "gradcam/pointing@decoy",
-                    reference="parts/drop@decoy")
+    return _lag_row("Decoy, CNN: Grad-CAM turns to the patch when the patch becomes the part the model needs most "
+                    "(half-rise to the peak of Grad-CAM's pointing on the patch − that of the share of probe images "
+                    "whose most needed part is the patch)", "cnn/decoy", "gradcam/pointing@decoy",
+                    reference="parts/top@decoy", to="peak")
 
 
 @claim("learning")
 def learning_decoy_ltpa() -> Row:
     """The shortcut shows in LTPA's own attention when it shows in the model"""
-    return _lag_row("Decoy, LTPA: its own attention turns to the patch when the patch becomes causal",
-                    "ltpa/decoy", "ltpa/pointing@decoy", reference="parts/drop@decoy")
+    return _lag_row("Decoy, LTPA: its own attention turns to the patch when the patch becomes the part it needs most",
+                    "ltpa/decoy", "ltpa/pointing@decoy", reference="parts/top@decoy", to="peak")
 
 
 @claim("learning")
 def learning_decoy_accuracy() -> Row:
     """The patch becomes causal with training accuracy"""
-    return _lag_row("Decoy, CNN: the patch becomes causal as the training (probe) accuracy rises", "cnn/decoy",
-                    "parts/drop@decoy", reference="probe_acc")
+    return _lag_row("Decoy, CNN: the patch becomes the part the model needs most as its training (probe) accuracy "
+                    "rises", "cnn/decoy", "parts/top@decoy", reference="probe_acc", to="peak")
 
 
 @claim("learning")

@@ -3,9 +3,9 @@
     PYTHONPATH=src python experiments/attention_and_learning.py report
 
 Timing: a series' *half-rise epoch* is the first snapshot at which it has covered half of its way from its first
-value to its final one (rising or falling); a map "becomes faithful before, with or
-after accuracy" by the sign of the lag between the half-rise of its blank-out correlation and that of the
-held-out accuracy, tested over seeds (one-sample t-test of the lags against 0).
+value to its final one (rising or falling), or to its peak for the decoy's onsets (maps turn to the patch and
+away); a map "becomes faithful before, with or after accuracy" by the sign of the lag between the half-rise of
+its blank-out correlation and that of the held-out accuracy, tested over seeds (one-sample t-test against 0).
 """
 
 from __future__ import annotations
@@ -36,12 +36,19 @@ def series(record: dict[str, Any], key: str) -> tuple[list[float], list[float]]:
     return [p[0] for p in pts], [float(p[1]) for p in pts]
 
 
-def half_rise(epochs: Sequence[float], values: Sequence[float], falling: bool | None = None) -> float:
-    """The first epoch at which `values` have covered half the way from the first value to the last (`falling`:
-    None reads the direction from them). NaN for a series that ends where it began."""
-    if not values or values[-1] == values[0]:
+def half_rise(epochs: Sequence[float], values: Sequence[float], falling: bool | None = None,
+              to: str = "final") -> float:
+    """The first epoch at which `values` have covered half the way from the first value to the last (`to="peak"`:
+    to the extreme; `falling`: None reads the direction from them). NaN for a series that does not move."""
+    if not values:
         return math.nan
-    v0, end = values[0], values[-1]
+    v0 = values[0]
+    if to == "peak":
+        end = min(values) if falling else max(values)
+    else:
+        end = values[-1]
+    if end == v0:
+        return math.nan
     falling = end < v0 if falling is None else falling
     half = v0 + 0.5 * (end - v0)
     for e, v in zip(epochs, values, strict=True):
@@ -50,9 +57,10 @@ def half_rise(epochs: Sequence[float], values: Sequence[float], falling: bool | 
     return math.nan
 
 
-def lag(record: dict[str, Any], key: str, reference: str = "test_acc", falling: bool | None = None) -> float:
-    """Half-rise epoch of `key` minus that of `reference` in one run."""
-    return half_rise(*series(record, key), falling=falling) - half_rise(*series(record, reference))
+def lag(record: dict[str, Any], key: str, reference: str = "test_acc", falling: bool | None = None,
+        to: str = "final") -> float:
+    """Half-rise epoch of `key` minus that of `reference` in one run (`to`: the final value or the peak)."""
+    return half_rise(*series(record, key), falling=falling, to=to) - half_rise(*series(record, reference), to=to)
 
 
 def figure(path: Path, panels: Sequence[tuple[str, Sequence[tuple[str, str, Callable | None]]]],

@@ -138,6 +138,7 @@ def test_tracker_records_the_causal_measures_and_resumes(tmp_path) -> None:
     measures = CausalMeasures(grid=4, parts=parts_from(data, 6))
     with AttentionTracker(tmp_path, probe, ("attention", "saliency"), causal=measures) as tracker:
         out = tracker.epoch_end(model, 0, 0)
+    assert sum(out[f"parts/top@{k}"] for k in ("digit", "fragments", "decoy")) == pytest.approx(1.0)
     for key in ("attention/blankout_rho", "saliency/parts_top", "blankout/energy@decoy", "parts/drop@decoy",
                 "sinks/prefix_share", "sinks/background_share"):
         assert key in out

@@ -13,6 +13,7 @@ Per snapshot, besides the maps' own measures (`measures.py`), with the model in 
     blankout/energy@{r}     cell the model needs most lie in region r; share of its positive drop there
     parts/drop@{part}       with `parts` (exact counterfactuals of a generated probe): the target logit's
                             mean drop when the part is removed (e.g. the digit, the decoy)
+    parts/top@{part}        the share of probe images (with two parts or more) whose most needed part it is
     {map}/parts_rho         Spearman over an image's parts between map mass and drop (3 parts or more)
     {map}/parts_top         whether the part with most mass is the one whose removal costs most
     own/gap@{kind}          models with their own attention pooling (LTPA-like `estimators`): mean drop of
@@ -152,6 +153,9 @@ class CausalMeasures:
         present = p.present[:n]
         drops = causal.part_drops(f, images, p.removed[:n], present, self.batch_size)  # (n, K)
         out = {f"parts/drop@{name}": _mean(drops[:, k]) for k, name in enumerate(p.names)}
+        several = present.sum(1) >= 2
+        top = drops.nan_to_num(nan=float("-inf")).argmax(1)  # the part the model needs most, per image
+        out.update({f"parts/top@{name}": _mean((top[several] == k).double()) for k, name in enumerate(p.names)})
         for key, m in maps.items():
             rho, top = causal.part_agreement(m.float(), p.regions[:n], drops, present)
             out[f"{key}/parts_rho"], out[f"{key}/parts_top"] = _mean(rho), _mean(top)
