@@ -171,13 +171,13 @@ def faithfulness(b: Bench) -> None:
     logit = evaluate.class_logit(b.model, b.y)
     x = b.x
     zero = {"normalise": False, "perturb_baseline": 0.0}
-    b.per_method("pixel_flipping", "faithfulness", lambda m: metrics.pixel_flipping(prob, x, m, "zero", 64)[:, 1:],
+    b.per_method("pixel_flipping", "faithfulness", lambda m: metrics.pixel_flipping(m, x, prob, "zero", 64)[:, 1:],
                  lambda m: b.quantus("PixelFlipping", {**zero, "features_in_step": 64}, m, softmax=True))
     b.per_method("region_perturbation", "faithfulness",
-                 lambda m: (lambda c: c[:, :1] - c[:, 1:])(metrics.region_perturbation(prob, x, m, 8, 64)),
+                 lambda m: (lambda c: c[:, :1] - c[:, 1:])(metrics.region_perturbation(m, x, prob, 8, 64)),
                  lambda m: b.quantus("RegionPerturbation", {**zero, "patch_size": 8, "regions_evaluation": 64},
                                      m, softmax=True))
-    b.per_method("monotonicity", "faithfulness", lambda m: metrics.monotonicity(prob, x, m, "zero", 256),
+    b.per_method("monotonicity", "faithfulness", lambda m: metrics.monotonicity(m, x, prob, "zero", 256),
                  lambda m: b.quantus("Monotonicity", {**zero, "features_in_step": 256, "abs": False}, m,
                                      softmax=True),
                  "Quantus never inserts the image (its baseline is refilled with the baseline): always 1")
@@ -193,11 +193,11 @@ def faithfulness(b: Bench) -> None:
 
     b.case("faithfulness_corr", "faithfulness",  # one call: the 4 methods share the subset-removed images' passes
            lambda: {m: v.numpy() for m, v in
-                    metrics.faithfulness_correlation(prob, x, b.maps, subsets=subsets).items()},
+                    metrics.faithfulness_correlation(b.maps, x, prob, subsets=subsets).items()},
            lambda: {m: theirs_fc(v) for m, v in b.maps.items()})
 
     def irof_ours(m):
-        rel, counts = metrics.irof_curve(prob, x, m, substrate="zero")
+        rel, counts = metrics.irof_curve(m, x, prob, substrate="zero")
         return torch.tensor([s - np.trapezoid(rel[i, 1 : s + 1].numpy()) for i, s in enumerate(counts.tolist())])
 
     def irof_theirs(m):
@@ -209,7 +209,7 @@ def faithfulness(b: Bench) -> None:
     levels = [10, 20, 30, 40, 50, 60, 70, 80, 90]
     correct = evaluate.correct_class(b.model, b.y)
     b.case("road", "faithfulness",
-           lambda: {m: metrics.road_curve(correct, x, v, levels, noise=0.0).mean(0).numpy() for m, v in b.maps.items()},
+           lambda: {m: metrics.road_curve(v, x, correct, levels, noise=0.0).mean(0).numpy() for m, v in b.maps.items()},
            lambda: {m: np.asarray(list(b.quantus("ROAD", {"normalise": False, "percentages": levels, "noise": 0.0},
                                                  v).values())) for m, v in b.maps.items()},
            "Quantus keeps the mean over images per level; noise 0 on both sides")
@@ -220,11 +220,11 @@ def faithfulness(b: Bench) -> None:
         from captum.metrics import infidelity
 
         flat = noise.flatten(0, 1)
-        return infidelity(b.model, lambda inputs: (flat, inputs - flat), x, m[:, None], target=b.y,
+        return infidelity(x, lambda inputs: (flat, inputs - flat), b.model, m[:, None], target=b.y,
                           n_perturb_samples=10).double().numpy()
 
     b.case("infidelity (captum)", "faithfulness",  # one call: the 4 methods share the noisy images' passes
-           lambda: {m: v.numpy() for m, v in metrics.infidelity(logit, x, b.maps, perturbations=noise).items()},
+           lambda: {m: v.numpy() for m, v in metrics.infidelity(b.maps, x, logit, perturbations=noise).items()},
            lambda: {m: captum_infidelity(v) for m, v in b.maps.items()})
 
 

@@ -51,11 +51,11 @@ def main() -> None:
 
     # Metrics are plain functions of tensors: here ROAD, scored by the accuracy as in the paper.
     maps = ats.explain(model, images, "gradcam", labels)["gradcam"].values
-    road = ats.metrics.road_curve(ats.evaluate.correct_class(model, labels), images, maps, percentages=(20, 50, 80))
+    road = ats.metrics.road_curve(maps, images, ats.evaluate.correct_class(model, labels), percentages=(20, 50, 80))
     print("ROAD MoRF accuracy at 20/50/80 %:", road.mean(0).tolist())
     # Infidelity of several methods from one set of passes (its perturbed images do not depend on the map).
     several = {m: v.values for m, v in ats.explain(model, images, methods, labels).items()}
-    infid = ats.metrics.infidelity(ats.evaluate.class_logit(model, labels), images, several, n=8)
+    infid = ats.metrics.infidelity(several, images, ats.evaluate.class_logit(model, labels), n=8)
     print("infidelity:", {m: round(float(v.mean()), 4) for m, v in infid.items()})
 
     # The repaired randomisation tests: a method passes sMPRT and random-logit when its similarity is low,

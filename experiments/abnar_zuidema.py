@@ -28,7 +28,6 @@ import torch
 from attnscope import data, fileio, metrics
 from attnscope.explain import explain
 from attnscope.metrics import causal
-from attnscope.metrics.similarity import spearman
 from attnscope.models import checkpoint
 from attnscope.track.causal import evaluating, logit_scorer
 
@@ -65,7 +64,7 @@ def score_seed(folder: Path, n: int, seed: int) -> dict[str, Any]:
     grad = gradient_importance(model, x, y)
     out: dict[str, Any] = {"seed": seed, "accuracy_probe": accuracy, "test_acc": header.get("info", {}).get(
         "metrics", {}).get("test_acc"), "methods": {}, "seconds": {}}
-    out["reference_agreement"] = spearman(blank, grad).tolist()  # how well the two references agree
+    out["reference_agreement"] = causal.row_spearman(blank, grad).tolist()  # how well the two references agree
     for method in METHODS:
         started = time.process_time()
         m = explain(model, x, method, targets=y, batch_size=25)[method].values  # (n, 64, 64)

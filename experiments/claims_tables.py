@@ -134,7 +134,7 @@ GUIDE_COLUMNS = (("test acc, patch random", lambda r: r["final"]["test_acc"], 3)
                  ("clean test acc", lambda r: r["final"]["clean_acc"], 3),
                  ("patch cost (clean − random)", lambda r: r["final"]["clean_acc"] - r["final"]["test_acc"], 3),
                  ("Grad-CAM pointing on patch", lambda r: r["series"][-1]["gradcam/pointing@decoy"], 2),
-                 ("Grad-CAM energy in digit box", lambda r: r["series"][-1]["gradcam/energy@box"], 2),
+                 ("Grad-CAM energy in digit box", lambda r: r["series"][-1]["gradcam/energy_box@box"], 2),
                  ("patch's causal weight (logit drop)", lambda r: r["series"][-1]["parts/drop@decoy"], 2))
 
 

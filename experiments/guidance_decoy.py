@@ -91,7 +91,7 @@ def summarise(run: Path, args: argparse.Namespace) -> dict[str, Any]:
 def _cells(s: dict[str, Any], methods: list[str]) -> list[str]:
     """Per method: pointing on the decoy / on the digit, then energy in the decoy / in the digit's box."""
     return [f"{s[f'{m}/pointing@decoy']:.2f} / {s[f'{m}/pointing@box']:.2f} | "
-            f"{s[f'{m}/energy@decoy']:.3f} / {s[f'{m}/energy@box']:.3f}" for m in methods]
+            f"{s[f'{m}/energy_box@decoy']:.3f} / {s[f'{m}/energy_box@box']:.3f}" for m in methods]
 
 
 def markdown(results: dict[str, dict[str, Any]], methods: list[str]) -> str:

@@ -41,8 +41,8 @@ def main() -> None:
     old = truncated_gaussian_blur(probe.images)
     for m in args.methods.split(","):
         maps = explain(model, probe.images, m, probe.labels)[m].values
-        before = faith.insertion_auc(f, probe.images, maps, old)
-        after = faith.insertion_auc(f, probe.images, maps, "blur")
+        before = faith.insertion_auc(maps, probe.images, f, old)
+        after = faith.insertion_auc(maps, probe.images, f, "blur")
         print(f"{m}: truncated Gaussian {before.mean():.4f}, RISE's kernel {after.mean():.4f}, "
               f"difference {(after - before).mean():+.4f} (largest per image {(after - before).abs().max():.4f})")
 

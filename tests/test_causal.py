@@ -28,7 +28,8 @@ def test_blank_out_of_a_linear_score_is_each_cells_contribution() -> None:
     contrib = (X * W).sum(1)  # (B, 8, 8)
     assert torch.allclose(ref, causal.cell_sums(contrib, 4), atol=1e-5)
     assert torch.allclose(causal.blank_out(linear, X, grid=4, batch_size=5), ref)  # chunking changes nothing
-    assert torch.allclose(causal.causal_agreement(contrib, ref, 4), torch.ones(3, dtype=torch.float64))
+    rho = causal.causal_agreement(contrib, ref, 4)
+    assert rho.shape == (3,) and torch.allclose(rho, torch.ones(3, dtype=torch.float64))  # one ρ per image
     assert torch.allclose(causal.causal_agreement(-contrib, ref, 4), -torch.ones(3, dtype=torch.float64))
     mean_fill = X.mean((2, 3), keepdim=True)
     ref_mean = causal.blank_out(linear, X, grid=2, substrate=mean_fill)
@@ -139,7 +140,7 @@ def test_tracker_records_the_causal_measures_and_resumes(tmp_path) -> None:
     with AttentionTracker(tmp_path, probe, ("attention", "saliency"), causal=measures) as tracker:
         out = tracker.epoch_end(model, 0, 0)
     assert sum(out[f"parts/top@{k}"] for k in ("digit", "fragments", "decoy")) == pytest.approx(1.0)
-    for key in ("attention/blankout_rho", "saliency/parts_top", "blankout/energy@decoy", "parts/drop@decoy",
+    for key in ("attention/blankout_rho", "saliency/parts_top", "blankout/energy_box@decoy", "parts/drop@decoy",
                 "sinks/prefix_share", "sinks/background_share"):
         assert key in out
     with evaluating(model):

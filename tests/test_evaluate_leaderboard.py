@@ -41,7 +41,7 @@ def test_cells_are_the_metrics_own_numbers(setup):
         assert torch.allclose(board.maps[row["method"]], maps)
         assert row["pointing"] == pytest.approx(metrics.pointing_game(maps, boxes).mean().item())
         assert row["mass_mask"] == pytest.approx(metrics.relevance_mass(maps, masks).mean().item())
-        curve = metrics.deletion_curve(f, images, maps, "zero", step=256)
+        curve = metrics.deletion_curve(maps, images, f, "zero", step=256)
         assert row["deletion_zero"] == pytest.approx(metrics.auc(curve).mean().item())
         assert row["pixel_flip_aopc"] == pytest.approx(metrics.aopc(curve).mean().item())
         assert row["sparseness"] == pytest.approx(metrics.sparseness(maps).mean().item())
@@ -82,7 +82,7 @@ def test_columns_without_ground_truth_are_left_out(setup):
     board = leaderboard(model, images, labels, methods=["saliency"], metrics="localisation,complexity",
                         calibration=())
     assert set(board.skipped) == {c for c in COLUMNS if COLUMNS.get(c).group == "localisation"}
-    assert board.columns == ["sparseness", "complexity", "effective_complexity"]
+    assert board.columns == ["sparseness", "complexity", "effective_complexity", "entropy"]
     with pytest.raises(InputError, match="no metric"):
         leaderboard(model, images, labels, methods=["saliency"], metrics="localisation")
 
@@ -99,11 +99,13 @@ def test_focus_on_mosaics(setup):
 
 
 def test_select_reads_groups_defaults_and_names():
-    assert select("default") == [c for c in COLUMNS if COLUMNS.get(c).default]
-    assert select("all") == COLUMNS.names()
-    assert select("complexity,pointing") == ["sparseness", "complexity", "effective_complexity", "pointing"]
+    every = sorted(COLUMNS.names(), key=lambda c: GROUPS.index(COLUMNS.get(c).group))  # group by group
+    assert select("all") == every
+    assert select("default") == [c for c in every if COLUMNS.get(c).default]
+    assert select("complexity,pointing") == ["sparseness", "complexity", "effective_complexity", "entropy",
+                                             "pointing"]
     assert set(GROUPS) == {COLUMNS.get(c).group for c in COLUMNS}
-    with pytest.raises(UnknownNameError, match="leaderboard metric"):
+    with pytest.raises(UnknownNameError, match="metric 'pointng'"):
         select("pointng")
 
 

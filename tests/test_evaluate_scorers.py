@@ -42,7 +42,7 @@ def test_nhwc_scores_equal_the_models_layout_and_leave_the_model_as_it_was() -> 
         assert torch.allclose(a, b, atol=1e-6)
     amap = torch.rand(16, 12, 12)
     prob = evaluate.class_probability
-    curves = [metrics.pixel_flipping(prob(net, c, channels_last=cl), x, amap, "zero", 16) for cl in (False, True)]
+    curves = [metrics.pixel_flipping(amap, x, prob(net, c, channels_last=cl), "zero", 16) for cl in (False, True)]
     assert torch.allclose(curves[0], curves[1], atol=1e-6)
     for k, v in net.state_dict(keep_vars=True).items():  # the same tensors, strides and values
         assert v is before[k][0] and v.stride() == before[k][1] and torch.equal(v, before[k][2])

@@ -148,7 +148,7 @@ def test_model_left_as_found_and_nothing_outlives_the_call(name: str) -> None:
     before = snapshot(model)
     out = run(model, x, name)
     assert_same(snapshot(model), before)
-    for amap in out.values():
+    for _, amap in out.items():
         for t in (amap.values, amap.lowres):
             assert t is None or (not t.requires_grad and t.grad_fn is None)
         assert len(amap) == len(x) and amap.values.shape[-2:] == x.shape[-2:]

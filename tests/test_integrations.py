@@ -78,10 +78,10 @@ def test_lightning_callback_records_the_store_logs_the_measures_and_resumes(tmp_
     rows = store.scalars()
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(r["train_loss"] > 0 for r in rows)
     with open(next((tmp_path / "logs").rglob("metrics.csv")), newline="") as f:
-        logged = [r for r in csv.DictReader(f) if r.get("attnscope/gradcam/energy@box")]
+        logged = [r for r in csv.DictReader(f) if r.get("attnscope/gradcam/energy_box@box")]
     assert [int(r["step"]) for r in logged] == [0, 3, 4]
-    assert float(logged[-1]["attnscope/gradcam/energy@box"]) == pytest.approx(
-        store.snapshots[-1]["measures"]["gradcam/energy@box"])
+    assert float(logged[-1]["attnscope/gradcam/energy_box@box"]) == pytest.approx(
+        store.snapshots[-1]["measures"]["gradcam/energy_box@box"])
     page = build(tmp_path / "run").read_text()
     assert "train_loss" in page and "of the datamodule" in page
 

@@ -31,21 +31,21 @@ def total(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
 
 
 def test_deletion_and_insertion_curves_by_hand():
-    assert deletion_curve(total, IMAGE, MAP, "zero", step=1)[0].tolist() == [10, 6, 3, 1, 0]
-    assert insertion_curve(total, IMAGE, MAP, "zero", step=1)[0].tolist() == [0, 4, 7, 9, 10]
+    assert deletion_curve(MAP, IMAGE, total, "zero", step=1)[0].tolist() == [10, 6, 3, 1, 0]
+    assert insertion_curve(MAP, IMAGE, total, "zero", step=1)[0].tolist() == [0, 4, 7, 9, 10]
     # trapezoid over 4 equal intervals: (Σ − first/2 − last/2) / 4
-    assert deletion_auc(total, IMAGE, MAP, "zero", step=1).item() == pytest.approx((20 - 5) / 4)
-    assert insertion_auc(total, IMAGE, MAP, "zero", step=1).item() == pytest.approx((30 - 5) / 4)
+    assert deletion_auc(MAP, IMAGE, total, "zero", step=1).item() == pytest.approx((20 - 5) / 4)
+    assert insertion_auc(MAP, IMAGE, total, "zero", step=1).item() == pytest.approx((30 - 5) / 4)
 
 
 def test_pixels_per_step_and_a_short_last_step():
-    assert deletion_curve(total, IMAGE, MAP, "zero", step=2)[0].tolist() == [10, 3, 0]
-    assert deletion_curve(total, IMAGE, MAP, "zero", step=3)[0].tolist() == [10, 1, 0]  # 3 px, then the last 1
-    assert deletion_auc(total, IMAGE, MAP, "zero", step=3).item() == pytest.approx((11 - 5) / 2)
+    assert deletion_curve(MAP, IMAGE, total, "zero", step=2)[0].tolist() == [10, 3, 0]
+    assert deletion_curve(MAP, IMAGE, total, "zero", step=3)[0].tolist() == [10, 1, 0]  # 3 px, then the last 1
+    assert deletion_auc(MAP, IMAGE, total, "zero", step=3).item() == pytest.approx((11 - 5) / 2)
 
 
 def test_reversed_map_deletes_the_least_important_first():
-    assert deletion_curve(total, IMAGE, -MAP, "zero", step=1)[0].tolist() == [10, 9, 7, 4, 0]
+    assert deletion_curve(-MAP, IMAGE, total, "zero", step=1)[0].tolist() == [10, 9, 7, 4, 0]
 
 
 def test_scorer_sees_the_source_image_of_each_input():
@@ -53,10 +53,11 @@ def test_scorer_sees_the_source_image_of_each_input():
     maps = images[:, 0]
     weights = torch.tensor([1.0, 10.0, 100.0])
     scorer = lambda x, i: x.flatten(1).sum(1) * weights[i]  # noqa: E731
-    one_by_one = torch.cat([deletion_curve(lambda x, i, k=k: x.flatten(1).sum(1) * weights[k], images[k : k + 1],
-                                           maps[k : k + 1], "zero", 1) for k in range(3)])
+    one_by_one = torch.cat([deletion_curve(maps[k : k + 1], images[k : k + 1],
+                                           lambda x, i, k=k: x.flatten(1).sum(1) * weights[k], "zero", 1)
+                            for k in range(3)])
     for batch in (1, 4, 7, 256):
-        assert torch.equal(deletion_curve(scorer, images, maps, "zero", 1, batch_size=batch), one_by_one)
+        assert torch.equal(deletion_curve(maps, images, scorer, "zero", 1, batch_size=batch), one_by_one)
     assert one_by_one[2, 0] == 100 * 30
 
 
@@ -85,7 +86,7 @@ def test_blur_substrate_is_rises_conv2d():
 
 
 def test_pixel_flipping_is_the_deletion_curve_and_aopc_by_hand():
-    flipped = pixel_flipping(total, IMAGE, MAP, "zero", step=1)
+    flipped = pixel_flipping(MAP, IMAGE, total, "zero", step=1)
     assert flipped[0].tolist() == [10, 6, 3, 1, 0]
     assert aopc(flipped).item() == pytest.approx((0 + 4 + 7 + 9 + 10) / 5)
 
@@ -96,19 +97,19 @@ def test_region_perturbation_by_hand():
     m[0, 2:, :2] = 5.0  # bottom-left 2×2 region first, then top-right
     m[0, :2, 2:] = 1.0
     # regions: TL = 0+1+4+5 = 10, TR = 2+3+6+7 = 18, BL = 8+9+12+13 = 42, BR = 10+11+14+15 = 50
-    morf = region_perturbation(total, image, m, patch=2, substrate="zero")
+    morf = region_perturbation(m, image, total, patch=2, substrate="zero")
     assert morf[0].tolist() == [120, 78, 60, 50, 0]  # BL, TR, then TL before BR (tie at 0: raster order)
-    lerf = region_perturbation(total, image, m, patch=2, regions=2, order="lerf")
+    lerf = region_perturbation(m, image, total, patch=2, regions=2, order="lerf")
     assert lerf[0].tolist() == [120, 110, 60]  # TL, BR (0, 0 in raster order), stop after 2
-    edge = region_perturbation(total, torch.ones(1, 1, 3, 3), torch.ones(1, 3, 3), patch=2)
+    edge = region_perturbation(torch.ones(1, 3, 3), torch.ones(1, 1, 3, 3), total, patch=2)
     assert edge[0].tolist() == [9, 5, 3, 1, 0]  # 2×2, 2×1, 1×2 and 1×1 regions at the edges
 
 
 def test_monotonicity_adds_least_relevant_first():
     # adding pixels 1, 2, 3, 4 (least relevant first) to zeros: sums 1, 3, 6, 10 rise
-    assert monotonicity(total, IMAGE, MAP, "zero", step=1).item() == 1.0
+    assert monotonicity(MAP, IMAGE, total, "zero", step=1).item() == 1.0
     falling = lambda x, i: -x.flatten(1).sum(1)  # noqa: E731
-    assert monotonicity(falling, IMAGE, MAP, "zero", step=1).item() == 0.0
+    assert monotonicity(MAP, IMAGE, falling, "zero", step=1).item() == 0.0
 
 
 def test_mean_substrate_is_per_image_and_channel():
@@ -123,27 +124,27 @@ def test_average_drop_and_increase_by_hand():
     image = torch.ones(1, 1, 2, 2)
     m = torch.tensor([[[0.0, 1.0], [2.0, 3.0]]])  # normalised: 0, 1/3, 2/3, 1 → masked sum 2
     # Y = 4, O = 2: drop (4 − 2) / 4
-    assert average_drop(total, image, m).item() == pytest.approx(0.5)
-    assert increase_in_confidence(total, image, m).item() == 0.0
+    assert average_drop(m, image, total).item() == pytest.approx(0.5)
+    assert increase_in_confidence(m, image, total).item() == 0.0
     rising = lambda x, i: 10 - x.flatten(1).sum(1)  # noqa: E731  Y = 6, O = 8
-    assert average_drop(rising, image, m).item() == 0.0
-    assert increase_in_confidence(rising, image, m).item() == 1.0
+    assert average_drop(m, image, rising).item() == 0.0
+    assert increase_in_confidence(m, image, rising).item() == 1.0
 
 
 def test_bad_inputs_raise():
     with pytest.raises(InputError, match="maps must be"):
-        deletion_auc(total, IMAGE, MAP[:, :1])
+        deletion_auc(MAP[:, :1], IMAGE, total)
     with pytest.raises(InputError, match="several targets"):
-        deletion_auc(total, IMAGE, MAP[:, None])
+        deletion_auc(MAP[:, None], IMAGE, total)
     with pytest.raises(InputError, match="NaN"):
-        deletion_auc(total, IMAGE, MAP * float("nan"))
+        deletion_auc(MAP * float("nan"), IMAGE, total)
     with pytest.raises(InputError, match="order"):
-        region_perturbation(total, IMAGE, MAP, patch=1, order="random")
+        region_perturbation(MAP, IMAGE, total, patch=1, order="random")
     with pytest.raises(InputError, match="scores"):
-        deletion_auc(lambda x, i: x.sum(), IMAGE, MAP)
+        deletion_auc(MAP, IMAGE, lambda x, i: x.sum())
     with pytest.raises(InputError, match="positive"):
-        average_drop(lambda x, i: -x.flatten(1).sum(1), IMAGE, MAP)
+        average_drop(MAP, IMAGE, lambda x, i: -x.flatten(1).sum(1))
     with pytest.raises(InputError, match="pixels per step"):
-        deletion_auc(total, IMAGE, MAP, step=0)
+        deletion_auc(MAP, IMAGE, total, step=0)
     with pytest.raises(KeyError, match="substrate"):
-        insertion_auc(total, IMAGE, MAP, substrate="grey")
+        insertion_auc(MAP, IMAGE, total, substrate="grey")

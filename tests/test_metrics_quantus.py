@@ -95,11 +95,11 @@ def test_focus(setup):
 def test_pixel_flipping_region_perturbation_monotonicity(setup):
     model, x, y, a = setup
     f = class_logit(model, y)
-    flip = metrics.pixel_flipping(f, x, a, "zero", step=8)
+    flip = metrics.pixel_flipping(a, x, f, "zero", step=8)
     theirs = q(quantus.PixelFlipping, setup, init=dict(features_in_step=8, perturb_baseline=0.0, normalise=False),
                softmax=False)
     close(flip[:, 1:], theirs)  # Quantus' curve starts after the first step
-    regions = metrics.region_perturbation(f, x, a, patch=4, regions=10, substrate="zero")
+    regions = metrics.region_perturbation(a, x, f, patch=4, regions=10, substrate="zero")
     theirs = q(quantus.RegionPerturbation, setup, init=dict(patch_size=4, regions_evaluation=10,
                                                             perturb_baseline=0.0, normalise=False), softmax=False)
     close(regions[:, :1] - regions[:, 1:], theirs)  # Quantus reports the drops f(x) − f(x_k)
@@ -108,7 +108,7 @@ def test_pixel_flipping_region_perturbation_monotonicity(setup):
 def test_monotonicity_against_the_aix360_loop(setup):
     model, x, y, a = setup
     f = class_logit(model, y)
-    ours = metrics.monotonicity(f, x, a, "zero", step=16)
+    ours = metrics.monotonicity(a, x, f, "zero", step=16)
     want = []
     for i in range(B):  # AIX360's monotonicity_metric, 16 pixels per addition
         order = np.argsort(a[i].flatten().numpy(), kind="stable")
@@ -132,7 +132,7 @@ def test_faithfulness_correlation_with_quantus_draws(setup):
     np.random.seed(7)  # replay Quantus' draws: per run, one np.random.choice per image
     subsets = np.stack([np.stack([np.random.choice(H * H, size, replace=False) for _ in range(B)])
                         for _ in range(runs)], axis=1)  # (B, runs, size)
-    ours = metrics.faithfulness_correlation(class_logit(model, y), x, a, subsets=torch.from_numpy(subsets))
+    ours = metrics.faithfulness_correlation(a, x, class_logit(model, y), subsets=torch.from_numpy(subsets))
     np.random.seed(7)
     theirs = q(quantus.FaithfulnessCorrelation, setup, init=dict(nr_runs=runs, subset_size=size, perturb_baseline=0.0,
                                                                  normalise=False, return_aggregate=False),
@@ -143,7 +143,7 @@ def test_faithfulness_correlation_with_quantus_draws(setup):
 def test_irof_on_the_same_segments(setup):
     model, x, y, a = setup
     f = lambda z, i: class_logit(model, y)(z, i).exp()  # noqa: E731  a positive score (Quantus divides by it)
-    rel, counts = metrics.irof_curve(f, x, a, substrate="zero")
+    rel, counts = metrics.irof_curve(a, x, f, substrate="zero")
     theirs = _irof_quantus(setup)
     # Quantus: area over the curve after the first removal, not normalised: S − trapz(c_1 … c_S)
     want = [s - np.trapezoid(rel[i, 1 : s + 1].numpy()) for i, s in enumerate(counts.tolist())]
@@ -173,7 +173,7 @@ def _irof_quantus(setup):
 def test_road_without_noise(setup):
     model, x, y, a = setup
     levels = [10, 30, 50, 70, 90]
-    ours = metrics.road_curve(correct_class(model, y), x, a, percentages=levels, noise=0.0)
+    ours = metrics.road_curve(a, x, correct_class(model, y), percentages=levels, noise=0.0)
     theirs = q(quantus.ROAD, setup, init=dict(percentages=levels, noise=0.0, normalise=False))
     close(ours.mean(0), theirs)  # Quantus keeps the mean over images per percentage
 
@@ -184,7 +184,7 @@ def test_infidelity_against_captum(setup):
     model, x, y, a = setup
     g = torch.Generator().manual_seed(0)
     noise = 0.1 * torch.randn(B, 6, 1, H, H, generator=g)
-    ours = metrics.infidelity(class_logit(model, y), x, a, perturbations=noise)
+    ours = metrics.infidelity(a, x, class_logit(model, y), perturbations=noise)
 
     def perturb(inputs):  # captum repeats each image n times (image-major) and perturbs them all at once
         i = noise.flatten(0, 1)
@@ -193,7 +193,7 @@ def test_infidelity_against_captum(setup):
     theirs = captum_infidelity(model, perturb, x, a[:, None], target=y, n_perturb_samples=6)
     close(ours, theirs.double().numpy(), tol=1e-6)
     theirs = captum_infidelity(model, perturb, x, a[:, None], target=y, n_perturb_samples=6, normalize=True)
-    close(metrics.infidelity(class_logit(model, y), x, a, perturbations=noise, normalize=True),
+    close(metrics.infidelity(a, x, class_logit(model, y), perturbations=noise, normalize=True),
           theirs.double().numpy(), tol=1e-6)
 
 

@@ -53,25 +53,25 @@ def test_imputation_noise_is_seeded_and_only_on_removed_pixels():
 
 def test_road_curves_by_hand():
     # 25 %: the most relevant pixel (4, top-left) is imputed from 3, 2 and 1: (6 + 4 + 1) / 5 = 2.2
-    morf = road_curve(total, IMAGE, MAP, percentages=(0, 25), noise=0.0)
+    morf = road_curve(MAP, IMAGE, total, percentages=(0, 25), noise=0.0)
     assert morf[0].tolist() == pytest.approx([10.0, 2.2 + 3 + 2 + 1])
     # LeRF removes the 1 (bottom-right) first: (2·2 + 2·3 + 4) / 5 = 2.8
-    lerf = road_curve(total, IMAGE, MAP, percentages=(25,), order="lerf", noise=0.0)
+    lerf = road_curve(MAP, IMAGE, total, percentages=(25,), order="lerf", noise=0.0)
     assert lerf[0].tolist() == pytest.approx([4 + 3 + 2 + 2.8])
     assert road_auc(torch.tensor([[1.0, 0.0, 0.0]]), (10, 20, 30)).item() == pytest.approx(0.25)
     with pytest.raises(InputError, match="percentages"):
-        road_curve(total, IMAGE, MAP, percentages=(150,))
+        road_curve(MAP, IMAGE, total, percentages=(150,))
 
 
 def test_irof_by_hand():
     image = torch.tensor([[[[1.0, 1.0], [2.0, 4.0]]]])
     segments = torch.tensor([[[0, 0], [1, 2]]])
     maps = torch.tensor([[[0.0, 0.0], [1.0, 3.0]]])  # segment means: 0, 1, 3 → remove 2, 1, then 0
-    rel, counts = irof_curve(total, image, maps, segments, substrate="zero")
+    rel, counts = irof_curve(maps, image, total, segments, substrate="zero")
     assert counts.tolist() == [3]
     assert rel[0].tolist() == pytest.approx([1.0, 4 / 8, 2 / 8, 0.0])
     # area over the curve on [0, 1] with 3 steps: 1 − (1/2 + 1/2 + 1/4 + 0/2) / 3
-    assert irof(total, image, maps, segments, substrate="zero").item() == pytest.approx(1 - (0.5 + 0.5 + 0.25) / 3)
+    assert irof(maps, image, total, segments, substrate="zero").item() == pytest.approx(1 - (0.5 + 0.5 + 0.25) / 3)
 
 
 def test_faithfulness_correlation_of_a_linear_model():
@@ -79,9 +79,9 @@ def test_faithfulness_correlation_of_a_linear_model():
     x = torch.rand(3, 1, 6, 6, generator=g) + 0.1
     subsets = torch.rand(3, 20, 36, generator=g).argsort(2)[..., :5]
     # f = Σ x and a zero substrate: f(x) − f(x_S) = Σ_S x exactly, so M = x correlates perfectly
-    assert faithfulness_correlation(total, x, x[:, 0], subsets=subsets).tolist() == pytest.approx([1, 1, 1])
-    assert faithfulness_correlation(total, x, -x[:, 0], subsets=subsets).tolist() == pytest.approx([-1, -1, -1])
-    flat = faithfulness_correlation(total, x, torch.ones(3, 6, 6), subsets=subsets)
+    assert faithfulness_correlation(x[:, 0], x, total, subsets=subsets).tolist() == pytest.approx([1, 1, 1])
+    assert faithfulness_correlation(-x[:, 0], x, total, subsets=subsets).tolist() == pytest.approx([-1, -1, -1])
+    flat = faithfulness_correlation(torch.ones(3, 6, 6), x, total, subsets=subsets)
     assert all(math.isnan(v) for v in flat.tolist())  # Σ_S M is constant over the runs
 
 
@@ -90,11 +90,11 @@ def test_infidelity_of_a_linear_model():
     f = lambda x, i: (x * w).flatten(1).sum(1)  # noqa: E731
     x = torch.rand(2, 1, 4, 4)
     exact = w[:, 0].expand(2, 4, 4)  # Σ I ⊙ w = f(x) − f(x − I) for every I
-    assert infidelity(f, x, exact, n=7).tolist() == pytest.approx([0, 0], abs=1e-12)
-    twice = infidelity(f, x, 2 * exact, n=7, seed=1)
+    assert infidelity(exact, x, f, n=7).tolist() == pytest.approx([0, 0], abs=1e-12)
+    twice = infidelity(2 * exact, x, f, n=7, seed=1)
     assert (twice > 0).all()
-    assert infidelity(f, x, 2 * exact, n=7, seed=1, normalize=True).tolist() == pytest.approx([0, 0], abs=1e-12)
-    square = infidelity(f, x, exact, perturbation="square")
+    assert infidelity(2 * exact, x, f, n=7, seed=1, normalize=True).tolist() == pytest.approx([0, 0], abs=1e-12)
+    square = infidelity(exact, x, f, perturbation="square")
     assert square.tolist() == pytest.approx([0, 0], abs=1e-12)
     with pytest.raises(InputError, match="perturbations must be"):
-        infidelity(f, x, exact, perturbations=torch.zeros(2, 3, 1, 4))
+        infidelity(exact, x, f, perturbations=torch.zeros(2, 3, 1, 4))

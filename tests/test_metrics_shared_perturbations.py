@@ -34,10 +34,10 @@ def test_a_dict_of_maps_gives_each_methods_numbers_from_one_set_of_passes(metric
     alone = {}
     for name, m in maps.items():
         scored.clear()
-        alone[name] = metric(f, x, m, **kw)
+        alone[name] = metric(m, x, f, **kw)
         one = sum(scored)
     scored.clear()
-    together = metric(f, x, maps, **kw)
+    together = metric(maps, x, f, **kw)
     assert sum(scored) == one  # the passes of one method, not three times them
     assert together.keys() == maps.keys()
     for name in maps:
@@ -47,6 +47,6 @@ def test_a_dict_of_maps_gives_each_methods_numbers_from_one_set_of_passes(metric
 def test_a_dict_of_maps_is_checked_like_one_map() -> None:
     f, x, maps, _ = _setup()
     with pytest.raises(InputError, match="non-empty dict"):
-        metrics.infidelity(f, x, {})
+        metrics.infidelity({}, x, f)
     with pytest.raises(InputError, match="maps must be"):
-        metrics.faithfulness_correlation(f, x, {"a": maps["a"], "bad": torch.rand(3, 4, 4)}, runs=3, size=4)
+        metrics.faithfulness_correlation({"a": maps["a"], "bad": torch.rand(3, 4, 4)}, x, f, runs=3, size=4)

@@ -8,7 +8,7 @@ from skimage.feature import hog
 from skimage.metrics import structural_similarity
 
 from attnscope.errors import InputError
-from attnscope.maps import normalize
+from attnscope.maps import AttentionMap, normalize
 from attnscope.metrics.similarity import (
     SIMILARITIES,
     compare,
@@ -16,6 +16,7 @@ from attnscope.metrics.similarity import (
     prepare,
     rank,
     similarities,
+    spearman,
     spearman_abs,
     spearman_signed,
     ssim,
@@ -97,9 +98,23 @@ def test_mean_ci_by_hand_and_ignores_nan():
 def test_bad_maps_raise():
     with pytest.raises(InputError, match="same shape"):
         spearman_abs(torch.rand(2, 8, 8), torch.rand(2, 8, 9))
-    with pytest.raises(InputError, match=r"\(B, H, W\)"):
-        spearman_abs(torch.rand(8, 8), torch.rand(8, 8))
+    with pytest.raises(InputError, match="same shape"):
+        spearman(torch.rand(8), torch.rand(9))
     with pytest.raises(InputError, match="NaN"):
         spearman_abs(torch.full((1, 8, 8), float("nan")), torch.rand(1, 8, 8))
     with pytest.raises(InputError, match="HOG"):
         similarities(torch.rand(1, 20, 20), torch.rand(1, 20, 20), ["hog_pearson"])
+
+
+def test_maps_of_any_leading_shape_give_one_value_per_map():
+    a, b = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)  # (B, K, H, W)
+    for fn in (spearman, spearman_abs, ssim):
+        batched = fn(a, b)
+        assert batched.shape == (2, 3)
+        one = torch.stack([torch.stack([fn(a[i, k], b[i, k]) for k in range(3)]) for i in range(2)])
+        assert one.shape == (2, 3) and fn(a[0, 0], b[0, 0]).shape == ()  # a single map (H, W): one value
+        torch.testing.assert_close(batched, one)
+    amap = AttentionMap(a[:, 0], "gradcam", torch.zeros(2, dtype=torch.long))
+    torch.testing.assert_close(spearman(amap, b[:, 0]), spearman(a[:, 0], b[:, 0]))  # AttentionMaps as they are
+    x = torch.tensor([1.0, 2.0, 3.0, 5.0])
+    assert spearman(x, -x).item() == pytest.approx(-1.0)  # two vectors: one value

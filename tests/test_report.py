@@ -47,7 +47,7 @@ def test_report_is_one_self_contained_file_with_a_frame_per_snapshot(run_dir):
         assert len(data["images"][key]) == 7 and data["images"][key][0] != data["images"][key][-1]
     assert 'id="frame-slider" min="0" max="6" value="6"' in page
     assert data["frames"][-1]["measures"] == store.snapshots[-1]["measures"]
-    assert {"energy@box", "energy@decoy", "pointing@box", "entropy", "change"} <= set(data["measures"])
+    assert {"energy_box@box", "energy_box@decoy", "pointing@box", "entropy", "change"} <= set(data["measures"])
     for title in ("Training", "Maps during training", "Measures over training", "Configuration"):
         assert f"<h2>{title}</h2>" in page
     # Every tracked method: a row with its slider image and colour bar, and a strip of how its map changed.

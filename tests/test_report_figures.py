@@ -156,13 +156,16 @@ def test_show_draws_every_method_with_a_colour_bar_titles_and_flags(tmp_path):
 def test_show_picks_one_of_k_targets_and_refuses_ambiguity():
     images = torch.rand(2, 3, 4, 4)
     values = torch.rand(2, 3, 4, 4)  # (B, K, H, W)
-    with pytest.raises(InputError, match="target=0..2"):
+    with pytest.raises(InputError, match="targets=0..2"):
         ats.show(images, values)
-    fig = ats.show(images, {"m": values}, target=2)
+    fig = ats.show(images, {"m": values}, targets=2)
     drawn = fig.axes[1].images[0].get_array()
     assert np.array_equal(np.asarray(drawn), figures.overlay(images[0], values[0, 2]))
     with pytest.raises(InputError, match="do not fit"):
         ats.show(images, torch.rand(3, 4, 4))
     multi = AttentionMap(values, "gradcam", torch.tensor([[1, 2, 3], [4, 5, 6]]), meta={"relu": True})
-    assert [ax.get_title() for ax in ats.show(images, multi, target=1).axes[:4]] == \
+    assert [ax.get_title() for ax in ats.show(images, multi, targets=1).axes[:4]] == \
         ["image", "gradcam: class 2", "", "class 5"]  # the class of target column 1
+    with pytest.deprecated_call(match="targets=k"):  # the name before 0.2
+        old = ats.show(images, multi, target=1)
+    assert [ax.get_title() for ax in old.axes[:4]] == ["image", "gradcam: class 2", "", "class 5"]

@@ -88,7 +88,7 @@ def test_bench_metrics_filter_groups_and_estimate(run_dir, tmp_path):
                      "--metrics", "complexity,pointing,max_sensitivity", "--perturbations", 2, "--quiet")
     assert "estimated time:" in result.output
     saved = json.loads((out / "leaderboard.json").read_text())
-    assert saved["meta"]["columns"] == ["sparseness", "complexity", "effective_complexity", "pointing",
+    assert saved["meta"]["columns"] == ["sparseness", "complexity", "effective_complexity", "entropy", "pointing",
                                         "max_sensitivity"]
     assert saved["meta"]["groups"]["max_sensitivity"] == "robustness"
     assert {"complexity", "effective_complexity", "max_sensitivity"} <= set(saved["meta"]["lower_is_better"])

@@ -64,12 +64,12 @@ def test_measures_of_hand_made_maps():
     other = -m
     out = measure({"a": m, "b": other}, probe, torch.tensor([0, 0]), previous={"a": m})
     assert out["probe_acc"] == 0.5
-    assert out["a/energy@box"] == pytest.approx((0.75 + 0.5) / 2)
-    assert out["a/energy@decoy"] == pytest.approx((0.25 + 0.5) / 2)
+    assert out["a/energy_box@box"] == pytest.approx((0.75 + 0.5) / 2)
+    assert out["a/energy_box@decoy"] == pytest.approx((0.25 + 0.5) / 2)
     assert out["a/pointing@box"] == 1.0 and out["a/pointing@decoy"] == 0.0
     assert out["a/change"] == pytest.approx(0.0)  # same maps as the previous epoch
     assert out["agreement/a~b"] == pytest.approx(-1.0)
-    assert out["b/energy@box"] == 0.0  # no positive mass
+    assert out["b/energy_box@box"] == 0.0  # no positive mass
     flat = measure({"c": torch.zeros(2, 8, 8)}, probe, torch.tensor([0, 1]))
     assert flat["c/pointing@box"] == 0.0 and flat["c/entropy"] == 1.0  # arg-max (0, 0) of a flat map is no hit
     assert "b/change" not in out  # no previous maps for b

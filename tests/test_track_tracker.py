@@ -71,7 +71,7 @@ def test_measures_can_be_recomputed_from_the_store(tracked):
         if entry["kind"] == "epoch":
             previous = maps
     last = store.snapshots[-1]["measures"]
-    assert {"cam/energy@box", "gradcam/pointing@decoy", "saliency/entropy", "saliency/change",
+    assert {"cam/energy_box@box", "gradcam/pointing@decoy", "saliency/entropy", "saliency/change",
             "agreement/cam~gradcam", "probe_acc"} <= set(last)
 
 
@@ -115,7 +115,7 @@ def test_tensorboard_logging_or_a_clear_error(tmp_path, monkeypatch):
     fit(tiny_config(tmp_path / "tb", epochs=1), callbacks=(FitTracker(["saliency"], probe=4, tensorboard=True),))
     events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
     events.Reload()
-    assert [e.step for e in events.Scalars("track/saliency/energy@box")] == [0, 3]
+    assert [e.step for e in events.Scalars("track/saliency/energy_box@box")] == [0, 3]
     assert [e.step for e in events.Images("maps/saliency")] == [0, 3]
     assert events.Images("maps/saliency")[0].width == 4 * 32  # 4 probe images side by side
     monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)

@@ -67,7 +67,7 @@ def hostile_run(out: Path) -> Path:
         if step:
             maps["saliency"][1] = 0.0  # an all-zero map at the last snapshot: flagged in the report
         store.add({"step": step, "epoch": step, "kind": "epoch" if step else x,
-                   "measures": {f"{x}/energy@box": 0.5, x: 0.2, "saliency/entropy": float("nan")}},
+                   "measures": {f"{x}/energy_box@box": 0.5, x: 0.2, "saliency/entropy": float("nan")}},
                   maps, torch.arange(4))
     fileio.write_json(out / "sanity" / "cascading.json", {"meta": {"test": x}, "steps": [x, "fc"], "rows": [
         {"method": m, "block": b, "metric": x, "mean": 0.5, "ci_low": 0.4, "ci_high": 0.6}
@@ -109,7 +109,7 @@ def scaled_run(out: Path, epochs: int = 50, methods: int = 6, probe: int = 64, s
             m[:noisy] += (0.3 if k % 2 else 0.05) * torch.randn(noisy, size, size, generator=g)
             maps[n] = m
         measures = {f"{n}/{m}": float(torch.rand(1, generator=g)) for n in names
-                    for m in ("pointing@box", "energy@box", "entropy", "change")}
+                    for m in ("pointing@box", "energy_box@box", "entropy", "change")}
         store.add({"step": e * 10, "epoch": e, "kind": "epoch", "measures": {**measures, "probe_acc": e / epochs}},
                   maps, pr.labels)
     rows = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.2 / e, "lr": 1e-3 * (1 - e / epochs),

@@ -2,28 +2,32 @@
 whether they can be trusted, and how they come about during training.
 
 Submodules and the main names are imported on first use (`ats.explain`, `ats.track`, ...), so
-that `import attnscope` — and `attnscope --help` — do not pay for importing torch.
+that `import attnscope` — and `attnscope --help` — do not pay for importing torch. Every package
+and module of this folder is a submodule (`ats.evaluate`, `ats.stream`, ...): the list is read off
+the folder, not written by hand.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "errors", "explain", "guide", "integrations", "metrics", "models", "report", "sanity", "stats",
-               "track", "train")
+# Every package and public module beside this file (`__main__` is `python -m attnscope`).
+_SUBMODULES = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")))
 _NAMES = {
     "AttentionMap": ("attnscope.maps", "AttentionMap"),
     "SequenceMap": ("attnscope.maps", "SequenceMap"),
     "Explanation": ("attnscope.maps", "Explanation"),
     "Explainer": ("attnscope.explain.spec", "Explainer"),
     "list_methods": ("attnscope.explain", "list_methods"),
+    "list": ("attnscope.registry", "list"),
     "show": ("attnscope.report.show", "show"),
 }
 
-__all__ = ["Explainer", "Explanation", "AttentionMap", "SequenceMap", "__version__", "list_methods", "show",
+__all__ = ["Explainer", "Explanation", "AttentionMap", "SequenceMap", "__version__", "list", "list_methods", "show",
            *_SUBMODULES]
 
 

@@ -133,3 +133,28 @@ def note(text: str) -> None:
     from rich.markup import escape
 
     _stderr().print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+def brief(value: Any, limit: int = 6) -> str:
+    """A value in a few characters, for a `repr`: a tensor by its shape (small integer ones by their values),
+    dtype and device; a list by its first items and its length; text cut at 40 characters."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        if value.numel() <= limit and not value.is_floating_point() and value.dim() <= 1:
+            return str(value.tolist())
+        where = "" if value.device.type == "cpu" else f", {value.device}"
+        grad = ", grad" if value.requires_grad else ""
+        return f"tensor({tuple(value.shape)}, {str(value.dtype).removeprefix('torch.')}{where}{grad})"
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        shown = ", ".join(brief(v, limit) for v in value[:3])
+        more = f", … {len(value)} in all" if len(value) > 3 else ""
+        return f"[{shown}{more}]" if isinstance(value, list) else f"({shown}{more})"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def brief_fields(value: Any, limit: int = 6) -> str:
+    """`Name(field=brief, ...)` of a NamedTuple: a data sample in one short line instead of every pixel."""
+    shown = ", ".join(f"{k}={brief(v, limit)}" for k, v in zip(value._fields, value, strict=True))
+    return f"{type(value).__name__}({shown})"

@@ -8,19 +8,27 @@ Three shapes, one type each:
 - `AttentionMap` (B, H, W): one target per image (the usual case);
 - `AttentionMap` (B, K, H, W): K targets per image (`targets` (B, K)); `amap[:, k]` is column k as (B, H, W);
 - `SequenceMap` (B, T, H, W): one map per generated word (captioning), with the words and a mask of real steps.
-`Explanation` is what `explain` returns: name → map, plus the shared pass's `logits` and `targets`.
+`Explanation` is what `explain` returns: name → map, plus the shared pass's `logits` and `targets`; `maps[:3]`
+and `maps.select(images=..., methods=...)` take some images or methods of all of them.
+
+`values` means the raw tensors everywhere: `amap.values` (B, H, W), `maps.values` {name: (B, H, W)}.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
+from attnscope.console import brief
 from attnscope.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Index = int | slice | Sequence[int] | torch.Tensor
 
@@ -49,6 +57,21 @@ class AttentionMap:
 
     def __len__(self) -> int:
         return self.values.shape[0]
+
+    def __repr__(self) -> str:
+        low = "" if self.lowres is None else f", lowres={tuple(self.lowres.shape)}"
+        layer = "" if self.layer is None else f", layer={self.layer!r}"
+        return (f"{type(self).__name__}({self.method!r}, values={brief(self.values)}, "
+                f"targets={brief(self.targets)}{layer}{low})")
+
+    def numpy(self) -> np.ndarray:
+        """The raw values as a numpy array (B, H, W) or (B, K, H, W), on the CPU and without a graph."""
+        return self.values.detach().cpu().numpy()
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """`np.asarray(amap)`: the raw values (`numpy()`)."""
+        out = self.numpy()
+        return out if dtype is None else out.astype(dtype, copy=False)
 
     @property
     def multi(self) -> bool:
@@ -118,6 +141,12 @@ class SequenceMap(AttentionMap):
         if self.values.dim() != 4 or self.mask is None or self.mask.shape != self.values.shape[:2]:
             raise ValueError(f"SequenceMap needs values (B, T, H, W) and mask (B, T), got {tuple(self.values.shape)}")
 
+    def __repr__(self) -> str:
+        n = self.word_mask.sum(1)
+        return (f"SequenceMap({self.method!r}, values={brief(self.values)}, {len(self)} captions of "
+                f"{int(n.min()) if len(n) else 0}–{int(n.max()) if len(n) else 0} words, "
+                f"first: {' '.join(self.words[0]) if len(self) else ''!r})")
+
     def step(self, t: int) -> AttentionMap:
         """The maps of step `t` (B, H, W); targets are the ids of the words emitted there."""
         return self[:, t]
@@ -166,7 +195,10 @@ class SequenceMap(AttentionMap):
 class Explanation(dict):
     """What `explain` returns: method name → `AttentionMap`, and the shared pass's `logits` (B, N) and `targets`.
 
-    A plain `dict` otherwise, so code that reads `maps["gradcam"]` or iterates keeps working.
+    A `dict` of the maps, so code that reads `maps["gradcam"]`, iterates over the names or asks `len` (the
+    number of methods) keeps working. `maps[:3]` (or `maps[i]`, `maps[[0, 2]]`, a bool mask) takes those
+    images of every map, of the logits and of the targets; `maps.select(images=..., methods=...)` takes
+    images and methods. `maps.values` are the raw tensors by name, as `amap.values` is one map's.
     `targets` is the explained class per image (B,) — or (B, K) for K targets — (-1 for a callable target).
     With `differentiable=True` the logits and maps keep their graph. Both are None when only
     generative methods (`sat`, whose maps carry their own words) were asked for: no shared pass ran.
@@ -177,6 +209,58 @@ class Explanation(dict):
         super().__init__(maps)
         self.logits = logits
         self.targets = targets
+
+    def __getitem__(self, key: str | Index) -> Any:
+        """`maps["gradcam"]`: one method's `AttentionMap`; `maps[:3]`, `maps[i]`, `maps[[0, 2]]`: those images."""
+        if isinstance(key, str):
+            return super().__getitem__(key)
+        return self.select(images=key)
+
+    def select(self, images: Index | None = None, methods: str | Sequence[str] | None = None) -> Explanation:
+        """The explanation of some `images` (an index, slice, list or bool mask over the batch) and/or some
+        `methods` (a name or names, in the order given); each map, the logits and the targets sliced alike."""
+        names = list(self) if methods is None else [methods] if isinstance(methods, str) else list(methods)
+        unknown = [n for n in names if n not in self]
+        if unknown:
+            raise InputError(f"no map of {', '.join(map(repr, unknown))} here; this explanation holds "
+                             f"{', '.join(self) or 'no map'}")
+        if images is None:
+            return Explanation({n: dict.__getitem__(self, n) for n in names}, self.logits, self.targets)
+        index = self._index(images)
+        pick = lambda t: None if t is None else _pick(t, index)
+        return Explanation({n: dict.__getitem__(self, n)[index] for n in names}, pick(self.logits),
+                           pick(self.targets))
+
+    def _index(self, images: Index) -> Index:
+        """`images` as an index of the batch, refused with the batch size when it does not fit."""
+        b = self.batch
+        if isinstance(images, int):
+            if not -b <= images < b:
+                raise IndexError(f"image {images} out of range for a batch of {b}")
+            return [images % b]
+        if isinstance(images, torch.Tensor) and images.dtype == torch.bool and images.shape != (b,):
+            raise IndexError(f"a bool mask over the images must be ({b},), got {tuple(images.shape)}")
+        return images
+
+    @property
+    def batch(self) -> int:
+        """The number of images explained (B)."""
+        for amap in dict.values(self):
+            return amap.values.shape[0]
+        return 0 if self.logits is None else len(self.logits)
+
+    @property
+    def values(self) -> Values:
+        """The raw maps by method name: `maps.values["gradcam"]` is `maps["gradcam"].values`."""
+        return Values(self)
+
+    def __repr__(self) -> str:
+        shown = [f"{n} {tuple(m.values.shape)}" for n, m in dict.items(self)]
+        more = f", … {len(shown)} methods" if len(shown) > 6 else ""
+        logits = f", logits={brief(self.logits)}" if self.logits is not None else ""
+        targets = f", targets={brief(self.targets)}" if self.targets is not None else ""
+        images = f"{self.batch} image{'' if self.batch == 1 else 's'}"
+        return f"Explanation({images}: {', '.join(shown[:6])}{more}{logits}{targets})"
 
     @property
     def predicted(self) -> torch.Tensor:
@@ -196,6 +280,30 @@ class Explanation(dict):
         maps = {k: type(parts[0][k]).cat([p[k] for p in parts]) for k in parts[0]}
         both = lambda name: None if getattr(parts[0], name) is None else _cat([getattr(p, name) for p in parts])
         return Explanation(maps, both("logits"), both("targets"))
+
+
+class Values(dict):
+    """`explanation.values`: method name → raw values tensor. Calling it, `explanation.values()` (the dict
+    method, which gave the `AttentionMap`s), still gives those, with a DeprecationWarning."""
+
+    def __init__(self, owner: Explanation) -> None:
+        super().__init__({k: m.values for k, m in dict.items(owner)})
+        self._owner = owner
+
+    def __call__(self) -> Iterator[AttentionMap]:
+        warnings.warn("Explanation.values() is deprecated: `maps.values` is now the raw tensors by name (as "
+                      "`amap.values` is one map's); iterate `maps.items()` for the AttentionMaps",
+                      DeprecationWarning, stacklevel=2)
+        return dict.values(self._owner)
+
+
+def _pick(t: torch.Tensor | list, index: Index) -> torch.Tensor | list:
+    """Rows `index` of a batch: a tensor's, or a list's (a detector's per-image outputs)."""
+    if isinstance(t, torch.Tensor) or isinstance(index, slice):
+        return t[index]
+    rows = torch.as_tensor(index)
+    rows = rows.nonzero().flatten() if rows.dtype == torch.bool else rows.flatten()
+    return [t[int(i)] for i in rows.tolist()]
 
 
 def _cat(parts: list) -> torch.Tensor | list:

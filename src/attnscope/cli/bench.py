@@ -101,24 +101,8 @@ def bench_command(checkpoint, out, overwrite, images, n, stream, shard_size, wor
     click.echo(f"wrote {out / 'leaderboard.csv'} and {out / 'leaderboard.json'}")
 
 
-# Short column names for the terminal (80 columns), with the legend printed under each table.
-SHORT = {"pointing": ("point", "pointing game"), "energy_box": ("energy", "energy in box"),
-         "energy_box_norm": ("energyN", "energy in box of the min-max normalised map"),
-         "mass_mask": ("mass", "relevance mass in mask"), "rank_mask": ("rank", "relevance rank in mask"),
-         "top_k_mask": ("topk", "top-k intersection with mask"), "auc_mask": ("auc", "ROC AUC against mask"),
-         "pixel_acc_mask": ("pxacc", "pixel accuracy against mask"), "iou_mask": ("iou", "mean IoU with mask"),
-         "ap_mask": ("ap", "average precision against mask"),
-         "deletion_zero": ("del0", "deletion AUC, zero fill"), "deletion_blur": ("delB", "deletion AUC, blur"),
-         "insertion_blur": ("insB", "insertion AUC, blur"), "insertion_zero": ("ins0", "insertion AUC, zero"),
-         "pixel_flip_aopc": ("flip", "pixel flipping AOPC"), "avg_drop_pct": ("drop%", "Average Drop %"),
-         "increase_pct": ("inc%", "Increase in Confidence %"), "faith_corr": ("fcorr", "faithfulness correlation"),
-         "region_aopc": ("region", "region perturbation AOPC"), "monotonicity": ("mono", "monotonicity"),
-         "effective_complexity": ("effcx", "effective complexity"), "infidelity": ("infid", "infidelity"),
-         "road_morf": ("roadM", "ROAD, most relevant first"), "road_lerf": ("roadL", "ROAD, least relevant first"),
-         "sparseness": ("sparse", "sparseness (Gini)"), "max_sensitivity": ("maxS", "max-sensitivity"),
-         "avg_sensitivity": ("avgS", "avg-sensitivity"), "local_lipschitz": ("lips", "local Lipschitz estimate"),
-         "ris": ("ris", "relative input stability"), "ros": ("ros", "relative output stability"),
-         "ms_per_image": ("ms", "ms per image")}
+# The board's own column beside the metrics (whose short names and legends are declared with them).
+TIME = {"ms_per_image": ("ms", "ms per image")}
 
 
 def terminal_tables(rows: list[dict], columns: list[str], lower: list[str], n_images: int,
@@ -126,13 +110,15 @@ def terminal_tables(rows: list[dict], columns: list[str], lower: list[str], n_im
     """(title, short column names, cells, legend) per column group, then the time table, as `console.table`
     prints them; a column where lower is better is marked ↓."""
     from attnscope.evaluate import COLUMNS
+    from attnscope.metrics.declare import header
 
     groups = {c: COLUMNS.get(c).group for c in columns} | {"ms_per_image": "time"}
     tables = []
     for group in dict.fromkeys(groups.values()):
         cols = [c for c in [*columns, "ms_per_image"] if groups[c] == group]
-        short = [SHORT.get(c, (c, c))[0] + ("↓" if c in lower else "") for c in cols]
-        legend = {name: SHORT[c][1] for c, name in zip(cols, short, strict=True) if c in SHORT}
+        heads = {c: TIME.get(c) or header(c) for c in cols}
+        short = [heads[c][0].removesuffix("↓") + ("↓" if c in lower else "") for c in cols]
+        legend = {name: heads[c][1] for c, name in zip(cols, short, strict=True) if heads[c][1] != c}
         legend |= {"↓": "lower is better"} if any(c in lower for c in cols) else {}
         if group == "time":
             tables.append(("time", ["method", "kind", *short], [[r["method"], r["kind"], *[r.get(c) for c in cols]]

@@ -93,12 +93,13 @@ def explain_command(checkpoint, weights, num_classes, model_opts, images, n, dat
     if not stream:
         outdir.check(out, "explain", overwrite)
     from attnscope.cli.options import parse_settings
+    from attnscope.models import normalized
 
     model, info = load_model(checkpoint, weights, num_classes, parse_settings(model_opts, "--model-opt"))
     warnings = _random_weights_warning(info)  # said once the maps exist: an error stays the one line
     if getattr(model, "attention_kind", None) == "sat":  # a captioner has no classes to explain
         raise InputError(f"{checkpoint} is a captioning model: use `attnscope caption --checkpoint {checkpoint}`")
-    model.to(_device(device))
+    model = normalized(model, normalize).to(_device(device))  # the weights' input convention inside the model
     if stream:
         from attnscope.cli.explain_stream import run_stream
 
@@ -195,7 +196,7 @@ def _explain(model, x, names, targets, layer, options, batch_size, normalize, qu
     starts = range(0, len(x), batch_size)
     with console.progress(len(starts), "explain", enabled=not quiet) as bar:
         for i in starts:
-            batch = _normalized(x[i : i + batch_size], normalize).to(device)
+            batch = x[i : i + batch_size].to(device)
             t = targets[i : i + batch_size] if isinstance(targets, torch.Tensor) else targets
             maps = explain(model, batch, names, t, layer, options)
             for name, amap in maps.items():
@@ -203,17 +204,6 @@ def _explain(model, x, names, targets, layer, options, batch_size, normalize, qu
             predicted.append(maps.predicted.cpu())  # from the shared pass: no forward of its own
             bar.advance(1, images=min(i + batch_size, len(x)))
     return {k: AttentionMap.cat(v) for k, v in chunks.items()}, torch.cat(predicted)
-
-
-def _normalized(x: torch.Tensor, how: str) -> torch.Tensor:
-    if how == "imagenet":
-        import torch
-
-        from attnscope.models.torchvision_models import IMAGENET_MEAN, IMAGENET_STD
-
-        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-        return (x - mean) / std
-    return x
 
 
 def _write(folder: Path, inputs: Inputs, maps: dict, fmt: str) -> dict[str, Any]:

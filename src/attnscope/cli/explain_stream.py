@@ -94,7 +94,6 @@ def run_stream(model, info: dict[str, Any], settings: dict[str, Any], images: st
                names: list[str], targets: str, layer: str, options: dict, batch_size: int, shard_size: int,
                workers: int, normalize: str, out: str, overwrite: bool, resume: bool, quiet: bool) -> None:
     """Stream `--images` through the model into the shards of `--out` (every process of torchrun calls it)."""
-    from attnscope.cli.explain import _normalized
     from attnscope.stream import explain_dataset
 
     if targets not in ("pred", "label"):
@@ -107,7 +106,7 @@ def run_stream(model, info: dict[str, Any], settings: dict[str, Any], images: st
         manifest = explain_dataset(
             model, dataset, Path(out), names, targets=targets, layer=layer, options=options,
             shard_size=shard_size, batch_size=batch_size, workers=workers,
-            prepare=lambda x: _normalized(x, normalize), settings=settings, resume=resume,
+            settings=settings, resume=resume,
             overwrite=overwrite, progress=not quiet)
     if world.main:
         click.echo(f"explained {manifest['total']} images with {', '.join(names)} → {out}/ "

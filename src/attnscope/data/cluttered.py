@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from attnscope.console import brief_fields
 from attnscope.data.digits import (
     COLOURS,
     INK_THRESHOLD,
@@ -40,6 +41,10 @@ class ClutterSample(NamedTuple):
     box: torch.Tensor  # (4,) long: x0, y0, x1, y1 (x1, y1 exclusive) around the digit's ink
     mask: torch.Tensor  # (H, W) bool: the digit's ink
     decoy_box: torch.Tensor | None = None  # (4,) long: the decoy patch's box; -1s when there is none
+
+
+    def __repr__(self) -> str:
+        return brief_fields(self)
 
 
 class ClutteredDigits(Dataset):

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from attnscope.console import brief_fields
 from attnscope.errors import DataError, InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
@@ -32,6 +33,10 @@ _PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBo
 class FolderSample(NamedTuple):
     image: torch.Tensor  # (3, H, W) float in [0, 1]
     label: int
+
+
+    def __repr__(self) -> str:
+        return brief_fields(self)
 
 
 class ImageFolderData(Dataset):

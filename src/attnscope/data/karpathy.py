@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import Dataset
 
+from attnscope.console import brief_fields
 from attnscope.data.folder import read_image
 from attnscope.data.vocab import Vocabulary, tokenize
 from attnscope.errors import DataError, InputError
@@ -30,6 +31,10 @@ class CaptionSample(NamedTuple):
     image: torch.Tensor  # (3, size, size) float in [0, 1]
     captions: list[str]  # reference captions (tokens joined by spaces)
     filename: str
+
+
+    def __repr__(self) -> str:
+        return brief_fields(self)
 
 
 class KarpathyCaptions(Dataset):

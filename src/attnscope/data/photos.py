@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from attnscope.console import brief_fields
 from attnscope.errors import DataError, InputError
 
 
@@ -28,6 +29,10 @@ class PhotoSample(NamedTuple):
     label: int  # ImageNet-1k class id of the object
     box: torch.Tensor  # (4,) long: x0, y0, x1, y1 (x1, y1 exclusive) around the object, at `size`
     name: str  # "<photo>-<class name>"
+
+
+    def __repr__(self) -> str:
+        return brief_fields(self)
 
 
 # Photo name → the skimage.data call that returns it (H, W, 3) or (H, W) uint8.

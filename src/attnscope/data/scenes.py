@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from attnscope.console import brief
 from attnscope.data.digits import (
     COLOURS,
     INK_THRESHOLD,
@@ -68,6 +69,11 @@ class SceneSample(NamedTuple):
     alignments: list[list[Token]]  # every reference caption token by token
     objects: list[SceneObject]
     masks: torch.Tensor  # (K, H, W) bool: the ink of each object
+
+    def __repr__(self) -> str:
+        return (f"SceneSample(image={brief(self.image)}, captions=[{self.captions[0]!r}, … {len(self.captions)} in "
+                f"all], tokens={len(self.tokens)}, objects={[(o.colour, o.digit) for o in self.objects]}, "
+                f"masks={brief(self.masks)})")
 
 
 class DigitScenes(Dataset):

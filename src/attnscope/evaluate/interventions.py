@@ -197,7 +197,7 @@ def _rank_agreement(mass: torch.Tensor, drops: torch.Tensor, present: torch.Tens
     for i in range(mass.shape[0]):
         keep = present[i]
         if int(keep.sum()) >= 2:
-            out[i] = spearman(mass[i, keep][None].double(), drops[i, keep][None].double())[0]
+            out[i] = spearman(mass[i, keep].double(), drops[i, keep].double())
     return out
 
 

@@ -137,7 +137,7 @@ def robustness(model: nn.Module, images: torch.Tensor, methods: str | Sequence[s
     images = images.to(device)
     perturbed = perturb(images, n, noise, radius, seed) if perturbed is None else perturbed.to(device)
     first = explain(model, images, methods, targets, layer, options, batch_size)
-    classes = next(iter(first.values())).targets.to(device)
+    classes = first[next(iter(first))].targets.to(device)
 
     def explainer(x: torch.Tensor, c: torch.Tensor) -> Mapping[str, torch.Tensor]:
         return Maps(explain(model, x, methods, c, layer, options, batch_size))

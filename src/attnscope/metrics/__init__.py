@@ -3,8 +3,13 @@
 Families (each module's docstring has the papers and formulas): localisation (`localisation`,
 `masks`), faithfulness (`faithfulness`, `perturbations`, `road`, `irof`), robustness
 (`robustness`), complexity (`complexity`, `concentration`), map similarity (`similarity`) and
-captions (`captions`). Every metric refuses NaN maps, maps of several targets (B, K, H, W),
-mismatched shapes and empty masks with `attnscope.errors.InputError` (`checks`).
+captions (`captions`). Every metric takes the maps first — `metric(maps, truth)`, `metric(maps, images, f)` —
+as a tensor or an `AttentionMap`, and refuses NaN maps, maps of several targets (B, K, H, W), mismatched
+shapes and empty masks with `attnscope.errors.InputError` (`checks`).
+
+Each metric that gives one value per image declares its column beside its function (`declare`): name,
+group, direction, the ground truth it needs, the short name and legend of the tables. `METRICS` holds them;
+`ats.list("metrics", "*energy*")` lists them; `bench`, the tracker and the report read them.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from attnscope.metrics.captions import corpus_bleu, grounding
 from attnscope.metrics.complexity import complexity, effective_complexity, sparseness
 from attnscope.metrics.concentration import entropy
+from attnscope.metrics.declare import GROUPS, METRICS, Batch, Metric, declare
 from attnscope.metrics.faithfulness import (
     aopc,
     auc,
@@ -50,7 +56,11 @@ from attnscope.metrics.robustness import (
 from attnscope.metrics.similarity import SIMILARITIES, mean_ci, similarities, spearman
 
 __all__ = [
+    "GROUPS",
+    "METRICS",
     "SIMILARITIES",
+    "Batch",
+    "Metric",
     "aopc",
     "auc",
     "average_drop",
@@ -60,6 +70,7 @@ __all__ = [
     "box_masks",
     "complexity",
     "corpus_bleu",
+    "declare",
     "deletion_auc",
     "deletion_curve",
     "effective_complexity",

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from attnscope.metrics.checks import takes_maps
 from attnscope.metrics.localisation import energy_in_box, pointing_game
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive)
@@ -84,6 +85,7 @@ def object_word_boxes(
     return out
 
 
+@takes_maps
 def grounding(maps: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per word map (N, H, W) and its object's box (N, 4): (argmax inside the box, share of the mass in it).
 

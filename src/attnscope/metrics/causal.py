@@ -32,9 +32,14 @@ import torch
 
 from attnscope.errors import InputError
 from attnscope.metrics.checks import check_maps
-from attnscope.metrics.similarity import spearman
+from attnscope.metrics.similarity import pearson, rank
 
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def row_spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman ρ of each row of (B, N) `a` with the same row of `b` (ties: average ranks); NaN for a flat row."""
+    return pearson(rank(a.double()), rank(b.double()))
 
 
 def _cells(h: int, w: int, grid: int) -> None:
@@ -79,7 +84,7 @@ def causal_agreement(maps: torch.Tensor, reference: torch.Tensor, grid: int) -> 
     sums = cell_sums(maps, grid)
     if reference.shape != sums.shape:
         raise InputError(f"reference must be (B, grid²) = {tuple(sums.shape)}, got {tuple(reference.shape)}")
-    return spearman(sums, reference.to(sums.device).double())
+    return row_spearman(sums, reference.to(sums.device).double())
 
 
 def part_drops(f: Scorer, images: torch.Tensor, removed: torch.Tensor, present: torch.Tensor,
@@ -119,7 +124,7 @@ def part_agreement(maps: torch.Tensor, regions: torch.Tensor, drops: torch.Tenso
     for i in range(mass.shape[0]):
         keep = present[i].nonzero()[:, 0]
         if keep.numel() >= 3:
-            rho[i] = spearman(mass[i, keep][None], drops[i, keep][None].double())[0]
+            rho[i] = row_spearman(mass[i, keep][None], drops[i, keep][None])[0]
         if keep.numel() >= 2 and bool(mass[i, keep].amax() > mass[i, keep].amin()):
             top[i] = float(keep[mass[i, keep].argmax()] == keep[drops[i, keep].argmax()])
     return rho, top

@@ -1,4 +1,5 @@
-"""The input checks every metric runs first: maps (B, H, W), images (B, C, H, W), ground truth.
+"""The input checks every metric runs first: maps (B, H, W), images (B, C, H, W), ground truth; and the
+one argument order of every metric, `metric(maps, ...)`, maps given as tensors or `AttentionMap`s.
 
 One place, so that every metric refuses the same things with the same words: NaN or infinite
 maps, maps of K targets per image (B, K, H, W: take one column first, `values[:, k]`), shapes that
@@ -7,9 +8,63 @@ do not match, empty masks.
 
 from __future__ import annotations
 
+import functools
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
 import torch
 
 from attnscope.errors import InputError
+from attnscope.maps import AttentionMap
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def as_values(maps: Any) -> Any:
+    """An `AttentionMap`'s `values` (a dict of them: each one's), anything else as it is."""
+    if isinstance(maps, AttentionMap):
+        return maps.values
+    if isinstance(maps, Mapping) and any(isinstance(v, AttentionMap) for _, v in maps.items()):
+        return {k: as_values(v) for k, v in maps.items()}
+    return maps
+
+
+def takes_maps(fn: F) -> F:
+    """`fn(maps, ...)` also takes `AttentionMap`s (or a dict of them) for `maps`."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return fn(*_values_first(args), **_values_kw(kwargs))
+
+    return call  # type: ignore[return-value]
+
+
+def _values_first(args: tuple) -> tuple:
+    return (as_values(args[0]), *args[1:]) if args else args
+
+
+def _values_kw(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: as_values(v) if k == "maps" else v for k, v in kwargs.items()}
+
+
+def _scorer(x: object) -> bool:
+    return callable(x) and not isinstance(x, (torch.Tensor, AttentionMap, Mapping))
+
+
+def scored(fn: F) -> F:
+    """`fn(maps, images, f, ...)`, a metric that asks a scorer `f`, with `takes_maps`' maps; the order of
+    releases before 0.2, `fn(f, images, maps, ...)`, still works with a DeprecationWarning."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if len(args) >= 3 and _scorer(args[0]) and not _scorer(args[2]):
+            warnings.warn(f"{fn.__name__}(f, images, maps, ...) is deprecated: every metric takes the maps first, "
+                          f"{fn.__name__}(maps, images, f, ...)", DeprecationWarning, stacklevel=2)
+            args = (args[2], args[1], args[0], *args[3:])
+        return fn(*_values_first(args), **_values_kw(kwargs))
+
+    return call  # type: ignore[return-value]
 
 
 def check_maps(maps: torch.Tensor, name: str = "maps") -> torch.Tensor:

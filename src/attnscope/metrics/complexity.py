@@ -10,9 +10,12 @@ from __future__ import annotations
 import torch
 
 from attnscope.errors import InputError
-from attnscope.metrics.checks import check_maps
+from attnscope.metrics.checks import check_maps, takes_maps
+from attnscope.metrics.declare import declare
 
 
+@declare("sparseness", "complexity", short="sparse", legend="sparseness (Gini)", bounds=(0, 1))
+@takes_maps
 def sparseness(maps: torch.Tensor) -> torch.Tensor:
     """Sparseness (Chalasani et al., ICML 2020): the Gini index of |M|,
     G = Σ_i (2i − n − 1) a_(i) / (n Σ_i a_i), a_(1) ≤ … ≤ a_(n) sorted; 0 for a constant map (and an
@@ -25,6 +28,8 @@ def sparseness(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, g, torch.zeros_like(g))
 
 
+@declare("complexity", "complexity", higher_is_better=False, short="complexity", legend="complexity")
+@takes_maps
 def complexity(maps: torch.Tensor) -> torch.Tensor:
     """Complexity (Bhatt et al., IJCAI 2020): entropy −Σ_i P_i ln P_i of the fractional contribution
     P_i = |M_i| / Σ_j |M_j|, in nats, in [0, ln n]; an all-zero map counts as spread evenly (ln n).
@@ -36,6 +41,9 @@ def complexity(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(total[:, 0] > 0, h, torch.full_like(h, float(torch.log(torch.tensor(float(a.shape[1]))))))
 
 
+@declare("effective_complexity", "complexity", higher_is_better=False, short="effcx",
+         legend="effective complexity")
+@takes_maps
 def effective_complexity(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Effective complexity (Nguyen & Martínez 2020): the number of pixels with |M| / max|M| > eps,
     the map scaled per image (an all-zero map has none). Lower is simpler. (B,) float."""
@@ -46,6 +54,7 @@ def effective_complexity(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return ((a / top.clamp_min(1e-300) > eps) & (top > 0)).sum(1).double()
 
 
+@takes_maps
 def histogram_entropy(maps: torch.Tensor, bins: int = 100) -> torch.Tensor:
     """Discrete entropy −Σ_k p_k ln p_k of the histogram of each map's values in `bins` equal bins
     between its minimum and maximum (numpy's `histogram` edges; a constant map fills one bin: 0):

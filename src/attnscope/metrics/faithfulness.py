@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from attnscope.errors import InputError
 from attnscope.maps import normalize
-from attnscope.metrics.checks import check_images, positive_int
+from attnscope.metrics.checks import check_images, positive_int, scored
+from attnscope.metrics.declare import Batch, declare
 from attnscope.registry import Registry
 
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -110,7 +111,8 @@ def aopc(curve: torch.Tensor) -> torch.Tensor:
     return (curve[:, :1] - curve).mean(1)
 
 
-def deletion_curve(f: Scorer, images: torch.Tensor, maps: torch.Tensor, substrate: str | torch.Tensor = "zero",
+@scored
+def deletion_curve(maps: torch.Tensor, images: torch.Tensor, f: Scorer, substrate: str | torch.Tensor = "zero",
                    step: int | None = None, batch_size: int = 256) -> torch.Tensor:
     """Scores (B, S + 1) while the most important pixels are replaced by `substrate`, `step` at a time."""
     check_images(images, maps)
@@ -118,7 +120,8 @@ def deletion_curve(f: Scorer, images: torch.Tensor, maps: torch.Tensor, substrat
     return curve(f, images, substrate_of(substrate, images), _pixel_rank(maps), counts, batch_size)
 
 
-def insertion_curve(f: Scorer, images: torch.Tensor, maps: torch.Tensor, substrate: str | torch.Tensor = "blur",
+@scored
+def insertion_curve(maps: torch.Tensor, images: torch.Tensor, f: Scorer, substrate: str | torch.Tensor = "blur",
                     step: int | None = None, batch_size: int = 256) -> torch.Tensor:
     """Scores (B, S + 1) while the most important pixels are put back into `substrate`, `step` at a time."""
     check_images(images, maps)
@@ -126,29 +129,54 @@ def insertion_curve(f: Scorer, images: torch.Tensor, maps: torch.Tensor, substra
     return curve(f, substrate_of(substrate, images), images, _pixel_rank(maps), counts, batch_size)
 
 
-def deletion_auc(f: Scorer, images: torch.Tensor, maps: torch.Tensor, substrate: str | torch.Tensor = "zero",
+def _deletion(m: torch.Tensor, b: Batch) -> torch.Tensor:
+    """The zero-fill deletion curve of `m`, once for the columns that read it (deletion AUC, pixel-flipping AOPC)."""
+    return b.cached("deletion_zero", m, lambda: deletion_curve(m, b.images, b.scorer, "zero", b.step, b.batch_size))
+
+
+@declare("deletion_zero", "faithfulness", lambda m, b: auc(_deletion(m, b)), higher_is_better=False, model=True,
+         short="del0", legend="deletion AUC, zero fill")
+@declare("pixel_flip_aopc", "faithfulness", lambda m, b: aopc(_deletion(m, b)), model=True, short="flip",
+         legend="pixel flipping AOPC")
+@declare("deletion_blur", "faithfulness", lambda m, b: deletion_auc(m, b.images, b.scorer, "blur", b.step,
+                                                                     b.batch_size),
+         higher_is_better=False, model=True, short="delB", legend="deletion AUC, blur")
+@scored
+def deletion_auc(maps: torch.Tensor, images: torch.Tensor, f: Scorer, substrate: str | torch.Tensor = "zero",
                  step: int | None = None, batch_size: int = 256) -> torch.Tensor:
     """Deletion AUC (Petsiuk et al., BMVC 2018, RISE): area under the score as the most important
     pixels are removed first; lower is better. `step` pixels per step (default: one image row). (B,)."""
-    return auc(deletion_curve(f, images, maps, substrate, step, batch_size))
+    return auc(deletion_curve(maps, images, f, substrate, step, batch_size))
 
 
-def insertion_auc(f: Scorer, images: torch.Tensor, maps: torch.Tensor, substrate: str | torch.Tensor = "blur",
+@declare("insertion_blur", "faithfulness", lambda m, b: insertion_auc(m, b.images, b.scorer, "blur", b.step,
+                                                                       b.batch_size),
+         model=True, short="insB", legend="insertion AUC, blur")
+@declare("insertion_zero", "faithfulness", lambda m, b: insertion_auc(m, b.images, b.scorer, "zero", b.step,
+                                                                       b.batch_size),
+         model=True, short="ins0", legend="insertion AUC, zero")
+@scored
+def insertion_auc(maps: torch.Tensor, images: torch.Tensor, f: Scorer, substrate: str | torch.Tensor = "blur",
                   step: int | None = None, batch_size: int = 256) -> torch.Tensor:
     """Insertion AUC (Petsiuk et al., BMVC 2018, RISE): area under the score as the most important
     pixels are inserted into RISE's blurred image first; higher is better. (B,)."""
-    return auc(insertion_curve(f, images, maps, substrate, step, batch_size))
+    return auc(insertion_curve(maps, images, f, substrate, step, batch_size))
 
 
-def pixel_flipping(f: Scorer, images: torch.Tensor, maps: torch.Tensor, substrate: str | torch.Tensor = "zero",
+@scored
+def pixel_flipping(maps: torch.Tensor, images: torch.Tensor, f: Scorer, substrate: str | torch.Tensor = "zero",
                    step: int | None = None, batch_size: int = 256) -> torch.Tensor:
     """Pixel flipping (Bach et al. 2015; Samek et al. 2016): scores (B, S + 1) as the most relevant
     pixels are flipped to `substrate` first, `step` pixels at a time — the deletion curve; summarise
     it with `aopc` (higher is better) or `auc` (lower is better)."""
-    return deletion_curve(f, images, maps, substrate, step, batch_size)
+    return deletion_curve(maps, images, f, substrate, step, batch_size)
 
 
-def region_perturbation(f: Scorer, images: torch.Tensor, maps: torch.Tensor, patch: int = 8,
+@declare("region_aopc", "faithfulness", lambda m, b: aopc(region_perturbation(m, b.images, b.scorer,
+                                                                           batch_size=b.batch_size)),
+         default=False, model=True, short="region", legend="region perturbation AOPC")
+@scored
+def region_perturbation(maps: torch.Tensor, images: torch.Tensor, f: Scorer, patch: int = 8,
                         regions: int | None = None, substrate: str | torch.Tensor = "zero", order: str = "morf",
                         batch_size: int = 256) -> torch.Tensor:
     """Region perturbation (Samek et al., IEEE TNNLS 2016): scores (B, R + 1) as non-overlapping
@@ -170,16 +198,21 @@ def region_perturbation(f: Scorer, images: torch.Tensor, maps: torch.Tensor, pat
     return curve(f, images, substrate_of(substrate, images), rank, range(regions + 1), batch_size)
 
 
-def monotonicity(f: Scorer, images: torch.Tensor, maps: torch.Tensor, substrate: str | torch.Tensor = "zero",
+@declare("monotonicity", "faithfulness", lambda m, b: monotonicity(m, b.images, b.scorer, "zero", b.step,
+                                                                    b.batch_size),
+         default=False, model=True, short="mono", legend="monotonicity", bounds=(0, 1))
+@scored
+def monotonicity(maps: torch.Tensor, images: torch.Tensor, f: Scorer, substrate: str | torch.Tensor = "zero",
                  step: int | None = None, batch_size: int = 256) -> torch.Tensor:
     """Monotonicity (Arya et al. 2019, AIX360): 1 if the score never falls as pixels are added to
     `substrate` in order of *increasing* relevance, `step` at a time (checked after each addition,
     as the reference code does), else 0. (B,)."""
-    scores = insertion_curve(f, images, -maps, substrate, step, batch_size)[:, 1:]
+    scores = insertion_curve(-maps, images, f, substrate, step, batch_size)[:, 1:]
     return (scores.diff(dim=1) >= 0).all(dim=1).double()
 
 
-def masked_scores(f: Scorer, images: torch.Tensor, maps: torch.Tensor,
+@scored
+def masked_scores(maps: torch.Tensor, images: torch.Tensor, f: Scorer,
                   batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """(Y, O): the score of each image and of its explanation map E = norm(M) ⊙ x (Grad-CAM++), each (B,)."""
     check_images(images, maps)
@@ -207,15 +240,26 @@ def increase(y: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
     return (y < o).double()
 
 
-def average_drop(f: Scorer, images: torch.Tensor, maps: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def _masked(m: torch.Tensor, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Y, O) of `m`, once for Average Drop and Increase in Confidence."""
+    return b.cached("masked", m, lambda: masked_scores(m, b.images, b.scorer, b.batch_size))
+
+
+@declare("avg_drop_pct", "faithfulness", lambda m, b: 100 * drop(*_masked(m, b)), higher_is_better=False,
+         model=True, short="drop%", legend="Average Drop %", bounds=(0, 100))
+@scored
+def average_drop(maps: torch.Tensor, images: torch.Tensor, f: Scorer, batch_size: int = 256) -> torch.Tensor:
     """Average Drop (Grad-CAM++): max(0, Y − O) / Y per image; its mean × 100 is the paper's %. (B,)."""
-    return drop(*masked_scores(f, images, maps, batch_size))
+    return drop(*masked_scores(maps, images, f, batch_size))
 
 
-def increase_in_confidence(f: Scorer, images: torch.Tensor, maps: torch.Tensor,
+@declare("increase_pct", "faithfulness", lambda m, b: 100 * increase(*_masked(m, b)), model=True,
+         short="inc%", legend="Increase in Confidence %", bounds=(0, 100))
+@scored
+def increase_in_confidence(maps: torch.Tensor, images: torch.Tensor, f: Scorer,
                            batch_size: int = 256) -> torch.Tensor:
     """Increase in Confidence (Grad-CAM++): 1[Y < O] per image; its mean × 100 is the paper's %. (B,)."""
-    return increase(*masked_scores(f, images, maps, batch_size))
+    return increase(*masked_scores(maps, images, f, batch_size))
 
 
 def scores_of(f: Scorer, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:

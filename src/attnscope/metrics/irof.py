@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from attnscope.errors import InputError
-from attnscope.metrics.checks import check_images
+from attnscope.metrics.checks import check_images, scored
+from attnscope.metrics.declare import declare
 from attnscope.metrics.faithfulness import Scorer, curve, importance_order, scores_of, substrate_of
 
 
@@ -29,7 +30,8 @@ def slic_segments(images: torch.Tensor, n_segments: int = 100, compactness: floa
     return torch.from_numpy(np.stack(out)).long().to(images.device)
 
 
-def irof_curve(f: Scorer, images: torch.Tensor, maps: torch.Tensor, segments: torch.Tensor | None = None,
+@scored
+def irof_curve(maps: torch.Tensor, images: torch.Tensor, f: Scorer, segments: torch.Tensor | None = None,
                substrate: str | torch.Tensor = "mean", batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """(curve (B, S + 1), counts (B,)): f(x_k) / f(x) after the k segments of highest mean relevance
     are replaced by `substrate`, k = 0 … S_b for image b (S = max_b S_b; an image with fewer segments
@@ -58,11 +60,15 @@ def irof_curve(f: Scorer, images: torch.Tensor, maps: torch.Tensor, segments: to
     return scores / base[:, None], counts.cpu()
 
 
-def irof(f: Scorer, images: torch.Tensor, maps: torch.Tensor, segments: torch.Tensor | None = None,
+@declare("irof", "faithfulness", lambda m, b: irof(m, b.images, b.scorer, b.once("segments", lambda: slic_segments(
+    b.images)), "mean", b.batch_size),
+         default=False, model=True, short="irof", legend="IROF", bounds=(0, 1))
+@scored
+def irof(maps: torch.Tensor, images: torch.Tensor, f: Scorer, segments: torch.Tensor | None = None,
          substrate: str | torch.Tensor = "mean", batch_size: int = 256) -> torch.Tensor:
     """IROF (Rieger & Hansen 2020): area over the relative-score curve `irof_curve`, over the fraction
     k / S_b of segments removed (trapezoid rule), in [0, 1] for scores that only fall. Higher is better. (B,)."""
-    rel, counts = irof_curve(f, images, maps, segments, substrate, batch_size)
+    rel, counts = irof_curve(maps, images, f, segments, substrate, batch_size)
     out = torch.empty(rel.shape[0], dtype=torch.float64)
     for i, s in enumerate(counts.tolist()):
         c = rel[i, : s + 1]

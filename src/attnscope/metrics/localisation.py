@@ -1,7 +1,8 @@
 """Localisation of a map against ground truth: boxes `(x0, y0, x1, y1)` (x1/y1 exclusive) or masks.
 
-Pure tensor functions over (B, H, W) maps; each returns one value per image. Ground truth is a
-LongTensor of boxes (B, 4) or a bool tensor of masks (B, H, W) wherever a function says "truth".
+Pure tensor functions over (B, H, W) maps (tensors or `AttentionMap`s); each returns one value per image.
+Ground truth is a LongTensor of boxes (B, 4) or a bool tensor of masks (B, H, W) wherever a function says
+"truth". Each leaderboard column is declared beside its function (`declare`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import torch
 
 from attnscope.errors import InputError
-from attnscope.metrics.checks import check_maps, check_masks
+from attnscope.maps import normalize
+from attnscope.metrics.checks import check_maps, check_masks, takes_maps
+from attnscope.metrics.declare import declare
 from attnscope.metrics.faithfulness import importance_order
 from attnscope.metrics.similarity import rank
 
@@ -40,6 +43,9 @@ def truth_masks(maps: torch.Tensor, truth: torch.Tensor, full_ok: bool = True) -
     )
 
 
+@declare("pointing", "localisation", lambda m, b: pointing_game(m, b.boxes, b.tolerance), needs="boxes",
+         short="point", legend="pointing game", bounds=(0, 1))
+@takes_maps
 def pointing_game(maps: torch.Tensor, truth: torch.Tensor, tolerance: float = 0.0) -> torch.Tensor:
     """Pointing game (Zhang et al., ECCV 2016): 1 where the map's maximum lies within `tolerance` px of the truth.
 
@@ -62,6 +68,7 @@ def pointing_game(maps: torch.Tensor, truth: torch.Tensor, tolerance: float = 0.
     return (hit & ~flat).float()
 
 
+@takes_maps
 def relevance_mass(maps: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Relevance mass accuracy (Arras et al., Information Fusion 2022): Σ_truth M⁺ / Σ M⁺, M⁺ = max(M, 0).
 
@@ -75,6 +82,8 @@ def relevance_mass(maps: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, inside / total.clamp_min(torch.finfo(pos.dtype).tiny), torch.zeros_like(total))
 
 
+@declare("energy_box", "localisation", short="energy", legend="energy in box", bounds=(0, 1))
+@takes_maps
 def energy_in_box(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Energy-based pointing game (Wang et al., CVPR-W 2020, Score-CAM): Σ_box M⁺ / Σ M⁺, M⁺ = max(M, 0).
 
@@ -83,6 +92,17 @@ def energy_in_box(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return relevance_mass(maps, boxes).float()
 
 
+# On the min–max normalised map: a map on a large floor (rollout) counts it everywhere.
+declare("energy_box_norm", "localisation", lambda m, b: energy_in_box(normalize(m), b.boxes), needs="boxes",
+        short="energyN", legend="energy in box of the min-max normalised map", default=False,
+        bounds=(0, 1))(energy_in_box)
+declare("mass_mask", "localisation", lambda m, b: relevance_mass(m, b.masks), needs="masks", short="mass",
+        legend="relevance mass in mask", bounds=(0, 1))(relevance_mass)
+
+
+@declare("rank_mask", "localisation", lambda m, b: relevance_rank(m, b.masks), needs="masks", short="rank",
+         legend="relevance rank in mask", bounds=(0, 1))
+@takes_maps
 def relevance_rank(maps: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Relevance rank accuracy (Arras et al., Information Fusion 2022): |top-K(M) ∩ truth| / K, K = |truth|.
 
@@ -93,6 +113,9 @@ def relevance_rank(maps: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return _top_hits(maps, masks, k[:, None]) / k.double()
 
 
+@declare("top_k_mask", "localisation", lambda m, b: top_k_intersection(m, b.masks, b.top_k), needs="masks",
+         short="topk", legend="top-k intersection with mask", bounds=(0, 1))
+@takes_maps
 def top_k_intersection(maps: torch.Tensor, truth: torch.Tensor, k: int = 1000) -> torch.Tensor:
     """Top-k intersection (Theiner et al., 2021): |top-k(M) ∩ truth| / k, the k highest pixels of
     the map (ties in raster order). Returns (B,)."""
@@ -102,6 +125,9 @@ def top_k_intersection(maps: torch.Tensor, truth: torch.Tensor, k: int = 1000) -
     return _top_hits(maps, masks, torch.tensor([[k]], device=maps.device)) / k
 
 
+@declare("auc_mask", "localisation", lambda m, b: roc_auc(m, b.masks), needs="masks", short="auc",
+         legend="ROC AUC against mask", bounds=(0, 1))
+@takes_maps
 def roc_auc(maps: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Area under the ROC curve of the map's values as a pixel classifier of the truth (Fawcett 2006):
     P(M_p > M_q) + ½ P(M_p = M_q) for p inside, q outside (Mann–Whitney with average ranks on ties,
@@ -113,6 +139,9 @@ def roc_auc(maps: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return ((ranks * masks).sum(1) - pos * (pos + 1) / 2) / (pos * neg)
 
 
+@declare("focus", "localisation", needs="mosaics", per_method=False, default=False, legend="focus on mosaics",
+         bounds=(0, 1))
+@takes_maps
 def focus(maps: torch.Tensor, quadrants: torch.Tensor) -> torch.Tensor:
     """Focus (Arias-Duart et al., 2022) on 2×2 mosaics: Σ_{target quadrants} M⁺ / Σ M⁺, `quadrants`
     (B, 4) bool marking the quadrants (top-left, top-right, bottom-left, bottom-right) whose tile shows

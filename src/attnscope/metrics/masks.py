@@ -11,9 +11,11 @@ import torch
 
 from attnscope.errors import InputError
 from attnscope.maps import normalize
-from attnscope.metrics.checks import check_maps, check_masks
+from attnscope.metrics.checks import check_maps, check_masks, takes_maps
+from attnscope.metrics.declare import declare
 
 
+@takes_maps
 def jaccard(maps: torch.Tensor, masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Jaccard index |M ∩ G| / |M ∪ G| of the binarised map M = (map ≥ threshold) and the mask G.
 
@@ -30,6 +32,7 @@ def jaccard(maps: torch.Tensor, masks: torch.Tensor, threshold: float = 0.5) -> 
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
 
+@takes_maps
 def binarise(maps: torch.Tensor, threshold: float | str = "mean") -> torch.Tensor:
     """The foreground of each map (B, H, W) bool: min–max normalised, then > its mean ("mean",
     Chefer et al.'s rule) or ≥ a fixed `threshold` in [0, 1]."""
@@ -41,12 +44,9 @@ def binarise(maps: torch.Tensor, threshold: float | str = "mean") -> torch.Tenso
     raise InputError(f"threshold must be 'mean' or a number in [0, 1], got {threshold!r}")
 
 
-def pixel_accuracy(maps: torch.Tensor, masks: torch.Tensor, threshold: float | str = "mean") -> torch.Tensor:
-    """Share of pixels where the binarised map (`binarise`) equals the mask. (B,)."""
-    fg = binarise(maps, threshold)
-    return (fg == check_masks(masks, maps)).flatten(1).double().mean(1)
-
-
+@declare("iou_mask", "localisation", lambda m, b: mean_iou(m, b.masks), needs="masks", short="iou",
+         legend="mean IoU with mask", bounds=(0, 1))
+@takes_maps
 def mean_iou(maps: torch.Tensor, masks: torch.Tensor, threshold: float | str = "mean") -> torch.Tensor:
     """Mean over foreground and background of |A ∩ G| / |A ∪ G| for the binarised map. (B,)."""
     fg, truth = binarise(maps, threshold), check_masks(masks, maps)
@@ -58,6 +58,18 @@ def mean_iou(maps: torch.Tensor, masks: torch.Tensor, threshold: float | str = "
     return out
 
 
+@declare("pixel_acc_mask", "localisation", lambda m, b: pixel_accuracy(m, b.masks), needs="masks",
+         short="pxacc", legend="pixel accuracy against mask", bounds=(0, 1))
+@takes_maps
+def pixel_accuracy(maps: torch.Tensor, masks: torch.Tensor, threshold: float | str = "mean") -> torch.Tensor:
+    """Share of pixels where the binarised map (`binarise`) equals the mask. (B,)."""
+    fg = binarise(maps, threshold)
+    return (fg == check_masks(masks, maps)).flatten(1).double().mean(1)
+
+
+@declare("ap_mask", "localisation", lambda m, b: average_precision(m, b.masks), needs="masks", short="ap",
+         legend="average precision against mask", bounds=(0, 1))
+@takes_maps
 def average_precision(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Average precision of the map's values ranking the mask's pixels first: Σ_t (R_t − R_{t−1}) P_t
     over the distinct values t as thresholds (scikit-learn's `average_precision_score`; tied pixels
@@ -73,3 +85,4 @@ def average_precision(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     before = torch.cat([torch.zeros_like(tp[:, :1]), at_end[:, :-1]], 1)
     gained = torch.where(last, tp - before, torch.zeros_like(tp))  # recall gained at each group end (× |G|)
     return (gained * tp / seen).sum(1) / truth.sum(1).double()
+

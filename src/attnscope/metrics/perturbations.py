@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 import torch
 
 from attnscope.errors import InputError
-from attnscope.metrics.checks import check_images, positive_int
+from attnscope.metrics.checks import check_images, positive_int, scored
+from attnscope.metrics.declare import declare
 from attnscope.metrics.faithfulness import Scorer, scores_of, substrate_of
 from attnscope.metrics.similarity import pearson
 from attnscope.registry import Registry
@@ -34,7 +35,11 @@ def random_subsets(b: int, pixels: int, runs: int, size: int, seed: int = 0) -> 
     return torch.rand(b, runs, pixels, generator=g).argsort(dim=2)[..., :size]
 
 
-def faithfulness_correlation(f: Scorer, images: torch.Tensor, maps: Maps, runs: int = 100,
+@declare("faith_corr", "faithfulness", lambda m, b: faithfulness_correlation(m, b.images, b.scorer, seed=b.seed,
+                                                                          batch_size=b.batch_size),
+         model=True, seeded=True, short="fcorr", legend="faithfulness correlation", bounds=(-1, 1))
+@scored
+def faithfulness_correlation(maps: Maps, images: torch.Tensor, f: Scorer, runs: int = 100,
                              size: int = 224, substrate: str | torch.Tensor = "zero", seed: int = 0,
                              subsets: torch.Tensor | None = None, batch_size: int = 256) -> Maps:
     """Faithfulness correlation (Bhatt et al., IJCAI 2020): Pearson correlation, over `runs` random
@@ -87,7 +92,11 @@ def square_perturbation(images: torch.Tensor, n: int, generator: torch.Generator
     return images[:, None] * inside[:, :, None].to(images.dtype)
 
 
-def infidelity(f: Scorer, images: torch.Tensor, maps: Maps, n: int = 10, perturbation: str = "gaussian",
+@declare("infidelity", "faithfulness", lambda m, b: infidelity(m, b.images, b.scorer, seed=b.seed,
+                                                              batch_size=b.batch_size),
+         higher_is_better=False, model=True, seeded=True, short="infid", legend="infidelity")
+@scored
+def infidelity(maps: Maps, images: torch.Tensor, f: Scorer, n: int = 10, perturbation: str = "gaussian",
                seed: int = 0, normalize: bool = False, perturbations: torch.Tensor | None = None,
                batch_size: int = 256) -> Maps:
     """Infidelity (Yeh et al., NeurIPS 2019): E_I[(Σ I ⊙ M − (f(x) − f(x − I)))²] over `n` draws of I

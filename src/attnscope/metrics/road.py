@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from attnscope.errors import InputError
-from attnscope.metrics.checks import check_images, positive_int
+from attnscope.metrics.checks import check_images, positive_int, scored
+from attnscope.metrics.declare import declare
 from attnscope.metrics.faithfulness import ORDERS, Scorer, importance_order, scores_of
 
 PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # the paper's removal levels (%)
@@ -99,7 +100,17 @@ def _solve(apply, b: torch.Tensor, inverse_diag: torch.Tensor, tol: float, max_i
     raise InputError(f"the imputation did not converge in {max_iter} iterations")  # pragma: no cover
 
 
-def road_curve(f: Scorer, images: torch.Tensor, maps: torch.Tensor, percentages: Sequence[float] = PERCENTAGES,
+def _road(order: str):
+    """The ROAD column of one removal order: the AUC of the accuracy curve, 64 imputed images per forward."""
+    return lambda m, b: road_auc(road_curve(m, b.images, b.correct, order=order, seed=b.seed, batch_size=64))
+
+
+@declare("road_morf", "faithfulness", _road("morf"), higher_is_better=False, default=False, seeded=True, model=True,
+         short="roadM", legend="ROAD, most relevant first", bounds=(0, 1))
+@declare("road_lerf", "faithfulness", _road("lerf"), default=False, seeded=True, model=True, short="roadL",
+         legend="ROAD, least relevant first", bounds=(0, 1))
+@scored
+def road_curve(maps: torch.Tensor, images: torch.Tensor, f: Scorer, percentages: Sequence[float] = PERCENTAGES,
                order: str = "morf", noise: float = 0.01, seed: int = 0, batch_size: int = 64) -> torch.Tensor:
     """ROAD (Rong et al., ICML 2022): scores (B, P) after imputing the int(H·W·p/100) most ("morf") or
     least ("lerf") relevant pixels for each p in `percentages`. The paper scores with the accuracy

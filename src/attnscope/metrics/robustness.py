@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from attnscope.errors import InputError
-from attnscope.metrics.checks import check_maps
+from attnscope.metrics.checks import check_maps, takes_maps
+from attnscope.metrics.declare import declare
 
 EPS_MIN = 1e-6  # Agarwal et al.'s ε_min: the smallest denominator of a relative change
 
@@ -50,6 +51,7 @@ def _mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(count > 0, out, torch.full_like(out, float("nan")))
 
 
+@takes_maps
 def sensitivities(maps: torch.Tensor, perturbed: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """‖Φ(x_j) − Φ(x)‖_F / ‖Φ(x)‖_F for every perturbation (B, n) (an all-zero Φ(x) divides by 1, as captum)."""
     _checked(maps, perturbed, valid)
@@ -57,17 +59,26 @@ def sensitivities(maps: torch.Tensor, perturbed: torch.Tensor, valid: torch.Tens
     return _norm(perturbed - maps[:, None]) / torch.where(top > 0, top, torch.ones_like(top))[:, None]
 
 
+@declare("max_sensitivity", "robustness", per_method=False, default=False, higher_is_better=False,
+         short="maxS", legend="max-sensitivity")
+@takes_maps
 def max_sensitivity(maps: torch.Tensor, perturbed: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Max-sensitivity (Yeh et al., NeurIPS 2019): max_j ‖Φ(x_j) − Φ(x)‖ / ‖Φ(x)‖ over perturbations in
     a small ball (captum's `sensitivity_max`, Quantus' `MaxSensitivity`). Lower is better. (B,)."""
     return _max(sensitivities(maps, perturbed, valid), _checked(maps, perturbed, valid))
 
 
+@declare("avg_sensitivity", "robustness", per_method=False, default=False, higher_is_better=False,
+         short="avgS", legend="avg-sensitivity")
+@takes_maps
 def avg_sensitivity(maps: torch.Tensor, perturbed: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Average sensitivity (Yeh et al. 2019): the mean over perturbations of ‖Φ(x_j) − Φ(x)‖ / ‖Φ(x)‖. (B,)."""
     return _mean(sensitivities(maps, perturbed, valid), _checked(maps, perturbed, valid))
 
 
+@declare("local_lipschitz", "robustness", per_method=False, default=False, higher_is_better=False,
+         short="lips", legend="local Lipschitz estimate")
+@takes_maps
 def local_lipschitz(maps: torch.Tensor, perturbed: torch.Tensor, images: torch.Tensor, perturbed_images: torch.Tensor,
                     valid: torch.Tensor | None = None) -> torch.Tensor:
     """Local Lipschitz estimate (Alvarez-Melis & Jaakkola 2018): max_j ‖Φ(x) − Φ(x_j)‖₂ / (‖x − x_j‖₂ + 1e-10)
@@ -84,6 +95,9 @@ def _relative(new: torch.Tensor, old: torch.Tensor, eps: float) -> torch.Tensor:
     return (old - new.double()) / torch.where(old == 0, torch.full_like(old, eps), old)
 
 
+@declare("ris", "robustness", per_method=False, default=False, higher_is_better=False,
+         short="ris", legend="relative input stability")
+@takes_maps
 def relative_input_stability(maps: torch.Tensor, perturbed: torch.Tensor, images: torch.Tensor,
                              perturbed_images: torch.Tensor, valid: torch.Tensor | None = None,
                              eps: float = EPS_MIN) -> torch.Tensor:
@@ -96,6 +110,9 @@ def relative_input_stability(maps: torch.Tensor, perturbed: torch.Tensor, images
     return _max(num / torch.where(den == 0, torch.full_like(den, eps), den), valid)
 
 
+@declare("ros", "robustness", per_method=False, default=False, higher_is_better=False,
+         short="ros", legend="relative output stability")
+@takes_maps
 def relative_output_stability(maps: torch.Tensor, perturbed: torch.Tensor, logits: torch.Tensor,
                               perturbed_logits: torch.Tensor, valid: torch.Tensor | None = None,
                               eps: float = EPS_MIN) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Similarity of two batches of maps, as the sanity checks of Adebayo et al. (NeurIPS 2018) measure it.
 
-Each similarity takes maps `a`, `b` (B, H, W) and returns one value per image (B,), with the
-normalisation the paper's code applies before it:
+Each similarity takes maps `a`, `b` of one shape (…, H, W) — one map (H, W), a batch (B, H, W), K targets
+(B, K, H, W) — as tensors or `AttentionMap`s, and returns one value per map, in the maps' leading shape
+((), (B,) or (B, K)), with the normalisation the paper's code applies before it:
 
 - `spearman_abs`: Spearman rank correlation of |a| / max|a| and |b| / max|b| ("absolute value");
 - `spearman_signed`: Spearman rank correlation of a / max|a| and b / max|b| ("diverging");
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from attnscope import stats
 from attnscope.errors import InputError
 from attnscope.maps import normalize
-from attnscope.metrics.checks import check_pair
+from attnscope.metrics.checks import as_values, check_pair
 from attnscope.registry import Registry
 
 SIMILARITIES: Registry = Registry("similarity")
@@ -59,8 +60,29 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation of each row of (B, N) `a` with the same row of `b` (ties: average ranks)."""
-    return pearson(rank(a), rank(b))
+    """Spearman rank correlation (ties: average ranks) of each map of `a` with the same map of `b`: maps of one
+    shape (…, H, W) — tensors or `AttentionMap`s — give one value per map in the leading shape ((), (B,),
+    (B, K)); two vectors (N,) give one value (). NaN where a map is constant."""
+    a, b, lead = pair(a, b)
+    return pearson(rank(a.flatten(1)), rank(b.flatten(1))).view(lead)
+
+
+def pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """Two sets of maps of one shape (…, H, W) (or two vectors (N,)) as batches (M, H, W) checked like
+    every metric's maps, and their leading shape, that of the values to return."""
+    a, b = as_values(a), as_values(b)
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        raise InputError(f"maps to compare must be tensors or AttentionMaps, got {type(a).__name__} and "
+                         f"{type(b).__name__}")
+    if a.shape != b.shape or a.dim() == 0:
+        raise InputError(f"maps to compare must have the same shape (…, H, W), got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    if a.dim() == 1:
+        a, b = a[None, None], b[None, None]
+    lead = tuple(a.shape[:-2])
+    a, b = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])
+    check_pair(a, b)
+    return a, b, lead
 
 
 def abs_norm(maps: torch.Tensor) -> torch.Tensor:
@@ -141,8 +163,9 @@ class Similarity:
         return self.prepare(self.base(maps))
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        check_pair(a, b)
-        return self.compare(self.features(a), self.features(b))
+        """One value per map of two sets of maps of one shape (…, H, W), in their leading shape (see `pair`)."""
+        a, b, lead = pair(a, b)
+        return self.compare(self.features(a), self.features(b)).view(lead)
 
 
 def _ranked_flat(norm: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -165,34 +188,39 @@ def too_small(name: str, size: Sequence[int]) -> str | None:
 
 
 def spearman_abs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation of |a| / max|a| and |b| / max|b| (Adebayo et al. 2018, "absolute value"), (B,)."""
+    """Spearman rank correlation of |a| / max|a| and |b| / max|b| (Adebayo et al. 2018, "absolute value"): maps
+    (…, H, W), one value per map ((), (B,) or (B, K))."""
     return SIMILARITIES.get("spearman_abs")(a, b)
 
 
 def spearman_signed(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation of a / max|a| and b / max|b| (Adebayo et al. 2018, "diverging"), (B,)."""
+    """Spearman rank correlation of a / max|a| and b / max|b| (Adebayo et al. 2018, "diverging"): maps (…, H, W),
+    one value per map."""
     return SIMILARITIES.get("spearman_signed")(a, b)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """SSIM (Wang et al., IEEE TIP 2004) of the maps min–max scaled to [0, 1], Gaussian window σ = 1.5,
     data range 2 as the paper's code had it (the 2018 scikit-image took a float image's range as
-    (-1, 1) from its dtype). (B,)."""
+    (-1, 1) from its dtype). Maps (…, H, W), one value per map."""
     return SIMILARITIES.get("ssim")(a, b)
 
 
 def hog_pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of the HOG features of the two maps (Adebayo et al. 2018), (B,)."""
+    """Pearson correlation of the HOG features of the two maps (Adebayo et al. 2018): maps (…, H, W), one value
+    per map."""
     return SIMILARITIES.get("hog_pearson")(a, b)
 
 
 def hog_spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman correlation of the HOG features of the two maps (as the paper's code computes it), (B,)."""
+    """Spearman correlation of the HOG features of the two maps (as the paper's code computes it): maps
+    (…, H, W), one value per map."""
     return SIMILARITIES.get("hog_spearman")(a, b)
 
 
 def prepare(maps: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """`{name: features}` of `maps` for each similarity named, to `compare` against other maps later."""
+    """`{name: features}` of `maps` (B, H, W) for each similarity named, to `compare` against other maps later."""
+    maps = as_values(maps)
     check_pair(maps, maps)
     bases: dict[Callable, torch.Tensor] = {}
     out = {}
@@ -210,7 +238,8 @@ def compare(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dic
 
 
 def similarities(a: torch.Tensor, b: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """`{name: (B,) values}` for each similarity named (see `SIMILARITIES.names()`)."""
+    """`{name: (B,) values}` of maps (B, H, W) for each similarity named (see `SIMILARITIES.names()`)."""
+    a, b = as_values(a), as_values(b)
     check_pair(a, b)
     return compare(prepare(a, names), prepare(b, names))
 

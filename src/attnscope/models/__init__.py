@@ -1,80 +1,25 @@
-"""Models by name: `get(name, **cfg)`, `names()`, `register(name)`.
+"""Models by name: `get(name, **cfg)`, `names()`, `register(name)` (`models.registry`), and the input
+convention of a model's weights as a wrapper (`Normalized`, `normalized(model, "imagenet")`).
 
 Every model built through `get` carries `attnscope_spec = {"name": ..., "config": {...}}`, which is
 what a checkpoint records so that `checkpoint.load` can rebuild it. Models expose their own
 attention through a small protocol (e.g. `forward(x, return_attention=True)`); this package never
-imports `attnscope.explain`.
+imports `attnscope.explain` (nor `attnscope.data`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-from typing import Any
 
-from torch import nn
-
-from attnscope.errors import AttnscopeError, InputError
-from attnscope.registry import MODELS
-
-register = MODELS.register
-
-
-def get(name: str, **cfg: Any) -> nn.Module:
-    """Build model `name` with config `cfg`; unknown names and options raise with the known ones."""
-    builder = MODELS.get(name)
-    num_classes = cfg.get("num_classes", 1)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise InputError(f"model {name!r}: num_classes must be an integer >= 1, got {num_classes!r}")
-    try:
-        model = builder(**cfg)
-    except AttnscopeError:
-        raise
-    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as e:  # an option it does not take or fit
-        raise InputError(f"model {name!r}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
-                         ) from None
-    config = getattr(model, "config", None)
-    full = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(cfg)
-    full.pop("weights", None)  # a local weights file is loaded once; checkpoints carry the tensors
-    model.attnscope_spec = {"name": name, "config": _jsonable(full)}
-    return model
-
-
-def check_fields(config: Any, positive: tuple[str, ...] = (), probability: tuple[str, ...] = ()) -> None:
-    """Refuse a model config whose `positive` fields are not integers >= 1 (or tuples of them) or whose
-    `probability` fields are not in [0, 1); a typo like `widths=[-1]` or `dropout=2` fails with the field named."""
-    kind = type(config).__name__
-    for name in positive:
-        value = getattr(config, name)
-        items = value if isinstance(value, tuple) else (value,)
-        if not items or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in items):
-            raise InputError(f"{kind}.{name} must be {'integers' if isinstance(value, tuple) else 'an integer'} "
-                             f">= 1, got {value!r}")
-    for name in probability:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise InputError(f"{kind}.{name} must be a number in [0, 1), got {value!r}")
-
-
-def names() -> list[str]:
-    """Names of the registered models."""
-    return MODELS.names()
-
-
-def _jsonable(cfg: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in cfg.items():
-        if dataclasses.is_dataclass(v):
-            v = dataclasses.asdict(v)
-        out[k] = list(v) if isinstance(v, tuple) else v
-    return out
-
+from attnscope.models.registry import MODELS, check_fields, get, names, register
 
 # Model modules register themselves on import. Each line is one family of models.
 for _module in ("smallcnn", "torchvision_models", "vit", "ltpa", "pooling", "sat", "pretrained"):
     importlib.import_module(f"attnscope.models.{_module}")
 
+from attnscope.models.normalized import Normalized, normalized  # noqa: E402
 from attnscope.models.smallcnn import SmallCNN, SmallCNNConfig  # noqa: E402
 from attnscope.models.vit import TinyViT, TinyViTConfig  # noqa: E402
 
-__all__ = ["MODELS", "SmallCNN", "SmallCNNConfig", "TinyViT", "TinyViTConfig", "get", "names", "register"]
+__all__ = ["MODELS", "Normalized", "SmallCNN", "SmallCNNConfig", "TinyViT", "TinyViTConfig", "check_fields", "get",
+           "names", "normalized", "register"]

@@ -88,6 +88,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn
     spec = header["model"]
     try:
         model = models.get(spec["name"], **spec.get("config", {}))
+        if "normalize" in spec:  # saved from `models.normalized(...)`: the wrapper comes back
+            model = models.normalized(model, spec["normalize"])
     except AttnscopeError as e:
         raise CheckpointError(f"{path}: cannot rebuild model {spec['name']!r}: {e}") from None
     try:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnscope.errors import InputError
-from attnscope.models import check_fields, register
+from attnscope.models.registry import check_fields, register
 
 CHOICES = {
     "compatibility": ("pc", "dp", "dp-scaled"),

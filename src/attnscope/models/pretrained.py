@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError
-from attnscope.models import register
+from attnscope.models.registry import register
 from attnscope.models.torchvision_models import IMAGENET_MEAN, IMAGENET_STD
 from attnscope.models.weights import load_into, read_state_dict, sha256
 

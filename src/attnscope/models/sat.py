@@ -16,7 +16,8 @@ Faithful to the paper and to its authors' code (kelvinxu/arctic-captions, `capge
   dropout on h_t and before L_o that capgen.py applies: "prev2out", "ctx2out", "use_dropout").
 
 At inference hard attention uses the expectation α (capgen.py's sampler with `sampling=False`).
-Greedy and beam search are in `sat_search.py`. The model carries its vocabulary in its config,
+The encoder is in `sat_encoder.py`, the attending decoder in `sat_decoder.py`, greedy and beam search in
+`sat_search.py`. The model carries its vocabulary in its config,
 so a checkpoint rebuilds it; weights trained on another vocabulary refuse to load.
 
 Options that are NOT in the paper (off by default): `position_channels` appends each a_i's cell
@@ -33,45 +34,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnscope.data.vocab import Vocabulary
+import attnscope.models.sat_search as search
 from attnscope.errors import CheckpointError, InputError
-from attnscope.models import register
-from attnscope.models import sat_search as search
-from attnscope.models.smallcnn import SmallCNN, SmallCNNConfig
-from attnscope.models.torchvision_models import IMAGENET_MEAN, IMAGENET_STD
-
-ATTENTION = ("soft", "hard")
-INIT_STATES = ("mean", "zero", "learned")  # "mean" is the paper's; the others are not in it
-
-
-@dataclass(frozen=True)
-class SATConfig:
-    vocab: dict[str, Any] | None = None  # Vocabulary.to_json(); required
-    attention: str = "soft"  # "soft" (deterministic) or "hard" (stochastic)
-    encoder: str = "smallcnn"  # "smallcnn" or a torchvision model name (e.g. "resnet18")
-    encoder_layer: str | None = None  # torchvision only: the node whose output are the annotations
-    encoder_widths: tuple[int, ...] = (16, 32, 64, 128)  # smallcnn only: one block per width
-    freeze_encoder: bool = False  # no gradients and BatchNorm statistics kept (as the paper's VGG)
-    encoder_lr_scale: float = 1.0  # a fine-tuned encoder learns at this times the run's learning rate
-    position_channels: bool = False  # not in the paper: append each a_i's (x, y) in [-1, 1] (CoordConv-like)
-    init_state: str = "mean"  # h0, c0 from the mean annotation (paper); not in the paper: "zero", "learned"
-    annotation_scale: float = 1.0  # not in the paper: the CNN features are multiplied by this (not the positions)
-    attend_word: bool = False  # not in the paper: the word just read, E y_{t−1}, enters the attention's score
-    embed_dim: int = 64
-    hidden_dim: int = 256
-    attn_dim: int = 128
-    gate: bool = True  # the scalar β
-    dropout: float = 0.5
-    expectation_prob: float = 0.5  # hard attention: chance a caption uses α instead of a sample
-    max_len: int = 20  # longest generated caption, <end> included
+from attnscope.models.registry import register
+from attnscope.models.sat_config import ATTENTION, INIT_STATES, SATConfig
+from attnscope.models.sat_decoder import Decoder
+from attnscope.models.sat_encoder import Encoder, grid_positions  # noqa: F401  (grid_positions re-exported)
+from attnscope.vocab import Vocabulary
 
 
 class SATOutput(NamedTuple):
@@ -88,146 +63,6 @@ class Caption(NamedTuple):
     alphas: torch.Tensor  # (B, T, h, w) attention used to emit each token (zeros after <end>)
     scores: torch.Tensor  # (B,) sum of log-probabilities of the tokens
     finished: torch.Tensor  # (B,) bool: the caption reached <end> within max_len
-
-
-class Encoder(nn.Module):
-    """Images (B, 3, H, W) → annotation vectors (B, L, D) and their grid (h, w)."""
-
-    def __init__(self, config: SATConfig, weights: str | None = None) -> None:
-        super().__init__()
-        self.frozen = config.freeze_encoder
-        if config.encoder == "smallcnn":
-            self.body = SmallCNN(SmallCNNConfig(widths=tuple(config.encoder_widths))).features
-            if weights is not None:  # e.g. a SmallCNN classifier's checkpoint: its `features.*` tensors
-                _load_part(self.body, weights, "features.", "smallcnn")
-            self.register_buffer("mean", torch.zeros(3, 1, 1), persistent=False)
-            self.register_buffer("std", torch.ones(3, 1, 1), persistent=False)
-        else:
-            self.body = _torchvision_trunk(config.encoder, config.encoder_layer, weights)
-            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN)[:, None, None], persistent=False)
-            self.register_buffer("std", torch.tensor(IMAGENET_STD)[:, None, None], persistent=False)
-        was = self.body.training
-        self.body.eval()  # a trial pass for the channel count must leave BatchNorm statistics as they are
-        with torch.no_grad():
-            self.dim = int(self._features(torch.zeros(1, 3, 64, 64).to(self.mean)).shape[1])
-        self.body.train(was)
-        if self.frozen:
-            self.body.requires_grad_(False)
-        self.position, self.scale = config.position_channels, config.annotation_scale
-        self.dim += 2 * self.position
-
-    def _features(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.body((images - self.mean) / self.std)
-        return out["a"] if isinstance(out, dict) else out  # (B, D, h, w)
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        fmap = self._features(images)  # (B, D, h, w)
-        a = fmap.flatten(2).transpose(1, 2) * self.scale  # (B, L, D)
-        h, w = fmap.shape[2], fmap.shape[3]
-        if self.position:
-            a = torch.cat([a, grid_positions(h, w, a).expand(a.shape[0], -1, -1)], dim=2)  # (B, L, D + 2)
-        return a, (h, w)
-
-    def train(self, mode: bool = True) -> Encoder:
-        super().train(mode)
-        if self.frozen:
-            self.body.eval()
-        return self
-
-
-def grid_positions(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-    """(1, h·w, 2) cell centres (x, y) in [-1, 1], raster order (row-major, as the annotations)."""
-    ys = (torch.arange(h, device=like.device, dtype=like.dtype) + 0.5) / h * 2 - 1
-    xs = (torch.arange(w, device=like.device, dtype=like.dtype) + 0.5) / w * 2 - 1
-    return torch.stack([xs.repeat(h), ys.repeat_interleave(w)], dim=1)[None]
-
-
-class Decoder(nn.Module):
-    """The attending LSTM: one `step` per word, from annotations (B, L, D)."""
-
-    def __init__(self, config: SATConfig, vocab_size: int, ctx_dim: int) -> None:
-        super().__init__()
-        e, h, a = config.embed_dim, config.hidden_dim, config.attn_dim
-        self.embed = nn.Embedding(vocab_size, e)  # E
-        self.init_h = self.init_c = None  # f_h, f_c of the paper's h0 = tanh(f_h(ā)), c0 = tanh(f_c(ā))
-        if config.init_state == "mean":
-            self.init_h, self.init_c = nn.Linear(ctx_dim, h), nn.Linear(ctx_dim, h)
-        else:  # the same state for every image: what the decoder knows of it comes through attention
-            start = lambda: torch.zeros(h)
-            if config.init_state == "learned":  # h0 = tanh(b_h), c0 = tanh(b_c): f_h, f_c with no weight
-                self.h0, self.c0 = nn.Parameter(start()), nn.Parameter(start())
-            else:
-                self.register_buffer("h0", start(), persistent=False)
-                self.register_buffer("c0", start(), persistent=False)
-        self.att_ctx = nn.Linear(ctx_dim, a)  # W_a, b
-        self.att_hid = nn.Linear(h, a, bias=False)  # W_h
-        self.att_word = nn.Linear(e, a, bias=False) if config.attend_word else None  # W_y (not in the paper)
-        self.att_out = nn.Linear(a, 1)  # v, c
-        self.gate = nn.Linear(h, 1) if config.gate else None  # f_β
-        self.lstm = nn.LSTMCell(e + ctx_dim, h)
-        self.out_h, self.out_z = nn.Linear(h, e), nn.Linear(ctx_dim, e)  # L_h, L_z
-        self.out = nn.Linear(e, vocab_size)  # L_o
-        self.drop = nn.Dropout(config.dropout)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """capgen.py's initialisation: N(0, 0.01²) weights, orthogonal square ones, zero biases.
-
-        Small weights matter: with PyTorch's default ones, W_a a_i of CNN features (values in the
-        tens) saturates the attention's tanh and α never learns to move.
-        """
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                if module.weight.shape[0] == module.weight.shape[1]:
-                    nn.init.orthogonal_(module.weight)
-                else:
-                    nn.init.normal_(module.weight, 0.0, 0.01)
-                if getattr(module, "bias", None) is not None:
-                    nn.init.zeros_(module.bias)
-        h = self.lstm.hidden_size
-        nn.init.normal_(self.lstm.weight_ih, 0.0, 0.01)
-        for gate in range(4):  # one orthogonal block per gate, as `ortho_weight` in param_init_lstm_cond
-            nn.init.orthogonal_(self.lstm.weight_hh.data[gate * h : (gate + 1) * h])
-        nn.init.zeros_(self.lstm.bias_ih)
-        nn.init.zeros_(self.lstm.bias_hh)
-
-    def init_state(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(h0, c0), each (B, hidden): from the mean annotation ā (paper), or the same for every image."""
-        if self.init_h is not None:
-            mean = a.mean(dim=1)  # (B, D)
-            return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
-        b = a.shape[0]
-        return torch.tanh(self.h0).expand(b, -1), torch.tanh(self.c0).expand(b, -1)  # zeros for "zero"
-
-    def attend(self, keys: torch.Tensor, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """α_t (B, L) = softmax_i(v · tanh(W_a a_i + b + W_h h_{t−1} [+ W_y E y_{t−1}]) + c); `keys` = W_a a + b
-        (B, L, A). The bracket only with `attend_word`: h_{t−1} was computed from y_{t−2}, so the paper's α_t
-        cannot follow the word just read ("a red" → attend to the red digit for the next word)."""
-        query = self.att_hid(h) if self.att_word is None else self.att_hid(h) + self.att_word(emb)
-        e = self.att_out(torch.tanh(keys + query[:, None, :]))  # (B, L, 1)
-        return F.softmax(e.squeeze(2), dim=1)
-
-    def step(
-        self, word: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], a: torch.Tensor, keys: torch.Tensor,
-        pick: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """One word after ids `word` (B,): `(logits (B, V), (h, c), α (B, L), β (B,), location or None)`.
-
-        `pick(α)` → locations (B,) long chooses a_{s_t} for hard attention (−1: use the expectation).
-        """
-        h, c = state
-        emb = self.embed(word)  # (B, E)
-        alpha = self.attend(keys, h, emb)  # (B, L)
-        z = torch.bmm(alpha[:, None, :], a).squeeze(1)  # (B, D) expected annotation
-        loc = None if pick is None else pick(alpha.detach())
-        if loc is not None:
-            picked = a[torch.arange(a.shape[0], device=a.device), loc.clamp_min(0)]  # (B, D)
-            z = torch.where((loc >= 0)[:, None], picked, z)
-        beta = torch.sigmoid(self.gate(h)).squeeze(1) if self.gate is not None else torch.ones_like(h[:, 0])
-        z = beta[:, None] * z  # (B, D)
-        h, c = self.lstm(torch.cat([emb, z], dim=1), (h, c))
-        deep = torch.tanh(emb + self.out_h(self.drop(h)) + self.out_z(z))  # (B, E)
-        return self.out(self.drop(deep)), (h, c), alpha, beta, loc
 
 
 class ShowAttendTell(nn.Module):
@@ -355,43 +190,6 @@ def _log_at(alpha: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
     """log α[b, loc_b] (B,), 0 where loc is −1."""
     picked = alpha.gather(1, loc.clamp_min(0)[:, None]).squeeze(1)
     return torch.where(loc >= 0, picked.clamp_min(torch.finfo(alpha.dtype).tiny).log(), torch.zeros_like(picked))
-
-
-def _torchvision_trunk(name: str, layer: str | None, weights: str | None) -> nn.Module:
-    """torchvision model `name` cut after node `layer` (its output is the feature map).
-
-    `weights` is a local state dict of the whole model; the tensors of the cut-off head are ignored.
-    """
-    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
-
-    from attnscope.models.torchvision_models import build_torchvision
-
-    model = build_torchvision(name)
-    nodes = get_graph_node_names(model)[1]
-    if not isinstance(layer, str) or not any(n == layer or n.startswith(layer + ".") for n in nodes):
-        shown = ", ".join(n for n, _ in model.named_children())
-        raise InputError(f"encoder_layer must name a module of {name} whose output is the feature map, got {layer!r}; "
-                         f"its top-level modules are {shown}")
-    trunk = create_feature_extractor(model, return_nodes={layer: "a"})
-    if weights is not None:
-        _load_part(trunk, weights, "", name)
-    return trunk
-
-
-def _load_part(module: nn.Module, weights: str, prefix: str, name: str) -> None:
-    """Load `module` from the tensors `prefix + key` of a local weights file; other tensors are ignored."""
-    from pathlib import Path
-
-    from attnscope.models.torchvision_models import read_state_dict
-
-    state = read_state_dict(Path(weights))
-    missing = [prefix + k for k in module.state_dict() if prefix + k not in state]
-    if missing:
-        raise CheckpointError(f"{weights} lacks {len(missing)} tensors of the {name} encoder, e.g. {missing[0]}")
-    try:
-        module.load_state_dict({k: state[prefix + k] for k in module.state_dict()})
-    except RuntimeError as e:
-        raise CheckpointError(f"{weights} does not fit the {name} encoder: {str(e).splitlines()[-1].strip()}") from None
 
 
 @register("sat")

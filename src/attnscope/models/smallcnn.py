@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attnscope.models import check_fields, register
+from attnscope.models.registry import check_fields, register
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torchvision
 from torch import nn
 
-from attnscope.models import register
+from attnscope.models.registry import register
 from attnscope.models.weights import load_into, read_state_dict  # noqa: F401  (read_state_dict re-exported)
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # what torchvision's weights expect

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from attnscope import fileio
+from attnscope.metrics.declare import header
 from attnscope.report import assets, logged, training
 from attnscope.report.charts import line_chart
 from attnscope.report.sources import RunSources, number, read_run
@@ -128,8 +129,24 @@ def _sanity(tables: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
 
 
 def _leaderboards(tables: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> str:
-    parts = [f"<h3>{_text(name)}</h3>{_table(rows)}" for name, rows in tables if rows]
+    parts = [f"<h3>{_text(name)}</h3>{_table(rows, metric_headers(rows))}{_legend(metric_headers(rows))}"
+             for name, rows in tables if rows]
     return "<h2>Leaderboard</h2>" + "".join(parts) if parts else ""
+
+
+def metric_headers(rows: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
+    """{column: (short header, legend)} of the declared metrics among the rows' columns (`metrics.declare`)."""
+    columns = dict.fromkeys(str(k) for r in rows for k in r)
+    return {c: header(c) for c in columns if header(c) != (c, c)}
+
+
+def _legend(headers: Mapping[str, tuple[str, str]]) -> str:
+    """One line under a table saying what each short header means (and ↓)."""
+    if not headers:
+        return ""
+    words = [f"<b>{html.escape(h)}</b> {html.escape(legend)}" for h, legend in headers.values()]
+    lower = any(h.endswith("↓") for h, _ in headers.values())
+    return f'<p class="note">{" · ".join(words)}{" · ↓ lower is better" if lower else ""}</p>'
 
 
 def _photos(src: RunSources) -> str:
@@ -190,10 +207,13 @@ def _config(config: Mapping[str, Any]) -> str:
            f"{html.escape(json.dumps(config, indent=2))}</pre></details>"
 
 
-def _table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """An HTML table in a box that scrolls on its own (the page never does), with a sticky header."""
+def _table(rows: Sequence[Mapping[str, Any]], headers: Mapping[str, tuple[str, str]] | None = None) -> str:
+    """An HTML table in a box that scrolls on its own (the page never does), with a sticky header;
+    `headers`: {column: (shown header, its meaning)} for the columns shown by another name."""
     columns = list(dict.fromkeys(str(k) for r in rows for k in r))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    named = headers or {}
+    head = "".join(f'<th title="{html.escape(named[c][1])}">{html.escape(named[c][0])}</th>' if c in named
+                   else f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(_cell(r.get(c)) for c in columns) + "</tr>"
                    for r in ({str(k): v for k, v in r.items()} for r in rows))
     return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'

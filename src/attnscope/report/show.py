@@ -9,6 +9,7 @@ on it. The figure is not registered with pyplot (no global state); `fig.save("ma
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,23 +54,25 @@ def show(
     image: torch.Tensor | np.ndarray,
     maps: MapLike | Mapping[str, MapLike],
     *,
-    target: int | None = None,
+    targets: int | None = None,
     boxes: torch.Tensor | Sequence[Sequence[int]] | None = None,
     signed: bool | None = None,
     shared: bool = False,
     alpha: float | None = None,
     tile: float = 2.4,
+    target: int | None = None,
 ) -> MapFigure:
     """Draw `maps` over `image`: rows = images, columns = the image and each method.
 
     `image`: (3, H, W), (B, 3, H, W) or (1, H, W) tensors in [0, 1], or an (H, W, 3) array (float in
     [0, 1] or uint8). `maps`: an `AttentionMap`, a tensor (H, W) / (B, H, W), or `{name: map}` such as
-    `explain`'s result. Maps with several targets per image (B, K, H, W) need `target=k`. `signed`
-    forces the colour rule (default: decided per method, see `report.colours`); `shared=True` gives
-    all images one scale (the 99th percentile) instead of one per image. `boxes`: (B, 4) x0, y0, x1, y1.
+    `explain`'s result (`maps[:3]` for its first three images). Maps of K targets per image (B, K, H, W)
+    need `targets=k`, the column to draw. `signed` forces the colour rule (default: decided per method, see
+    `report.colours`); `shared=True` gives all images one scale (the 99th percentile) instead of one per
+    image. `boxes`: (B, 4) x0, y0, x1, y1. (`target=`, the name before 0.2, still works with a warning.)
     """
     images = _images(image)
-    columns = _columns(maps, target)
+    columns = _columns(maps, _renamed(targets, target))
     b = images.shape[0]
     for name, (values, _, _) in columns.items():
         if values.shape[0] != b or tuple(values.shape[-2:]) != tuple(images.shape[-2:]):
@@ -105,6 +108,17 @@ def show(
                         fontsize=7, color="#ffd200", wrap=True, bbox={"facecolor": "black", "alpha": 0.7, "pad": 2})
         _colour_bar(fig, bars[j], limits, b == 1 or shared)
     return fig
+
+
+def _renamed(targets: int | None, target: int | None) -> int | None:
+    """`targets`, or `target` (its name before 0.2) with a DeprecationWarning."""
+    if target is None:
+        return targets
+    warnings.warn("ats.show(target=k) is deprecated: the column of K targets is `targets=k`, the word every "
+                  "other call uses", DeprecationWarning, stacklevel=3)
+    if targets is not None:
+        raise InputError("give targets=k only (target= is its old name)")
+    return target
 
 
 def _tile(ax: Any, rgb: np.ndarray, title: str | None, boxes: torch.Tensor | None, i: int) -> None:
@@ -172,16 +186,17 @@ def _pick(values: torch.Tensor, targets: torch.Tensor | None, target: int | None
     """Values (B, H, W) and targets (B,) for one target `k` of (B, K, H, W) maps."""
     if values.dim() != 4:
         if target is not None:
-            raise InputError(f"target={target} picks one of K maps per image, but maps {name!r} are "
+            raise InputError(f"targets={target} picks one of K maps per image, but maps {name!r} are "
                              f"{tuple(values.shape)}")
         return values, targets
     k = values.shape[1]
     if target is None:
         if k != 1:
-            raise InputError(f"maps {name!r} hold {k} targets per image {tuple(values.shape)}: pass target=0..{k - 1}")
+            raise InputError(f"maps {name!r} hold {k} targets per image {tuple(values.shape)}: pass "
+                             f"targets=0..{k - 1}")
         target = 0
     if not -k <= target < k:
-        raise InputError(f"target={target} is out of range for {k} targets per image")
+        raise InputError(f"targets={target} is out of range for {k} targets per image")
     picked = targets[:, target] if targets is not None and targets.dim() == 2 else targets
     return values[:, target], picked
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from attnscope.metrics.declare import METRICS, header
 from attnscope.report import colours, figures
 from attnscope.report.charts import line_chart
 from attnscope.report.flags import flags as find_flags
@@ -143,11 +144,24 @@ def measures_section(entries: Sequence[Mapping[str, Any]], metrics: Sequence[Map
     if "probe_acc" in groups and metrics and axis == "epoch":
         groups["probe_acc"]["test_acc"] = [(r["epoch"], r.get("test_acc")) for r in metrics]
     groups = {("accuracy" if k == "probe_acc" else k): v for k, v in groups.items()}
-    bounded = ("pointing", "energy", "entropy", "accuracy")
-    charts = [line_chart(series, title, x_label=axis, y_range=(0, 1) if title.startswith(bounded) else None,
-                         cursor=True) for title, series in groups.items()]
+    charts = [line_chart(series, _title(title), x_label=axis, y_range=_bounds(title), cursor=True)
+              for title, series in groups.items()]
     return ('<h2>Measures over training</h2><p class="note">Means over the probe images; the dashed line is the '
             f'snapshot the slider shows.</p><div class="charts">{"".join(charts)}</div>')
+
+
+def _title(measure: str) -> str:
+    """A chart's title: the declared metric's legend and the region (`energy_box@box` → energy in box @box)."""
+    name, at, region = measure.partition("@")
+    return f"{header(name)[1]}{' @' + region if at else ''}" if header(name) != (name, name) else measure
+
+
+def _bounds(measure: str) -> tuple[float, float] | None:
+    """The y range of a measure's chart: the declared metric's bounds; accuracy in [0, 1]; else the data's."""
+    name = measure.partition("@")[0]
+    if measure == "accuracy" or name in ("pointing", "energy"):  # `energy`: stores written before 0.2
+        return (0, 1)
+    return METRICS.get(name).bounds if header(name) != (name, name) else None
 
 
 def legend(signed: bool) -> str:

@@ -10,7 +10,7 @@ Per snapshot, besides the maps' own measures (`measures.py`), with the model in 
                             partition and the target logit's drop when each cell is blanked to 0
                             (Abnar & Zuidema, ACL 2020's blank-out reference), mean over the images
     blankout/pointing@{r}   the blank-out reference as a map (each cell's drop over its pixels): does the
-    blankout/energy@{r}     cell the model needs most lie in region r; share of its positive drop there
+    blankout/energy_box@{r} cell the model needs most lie in region r; share of its positive drop there
     parts/drop@{part}       with `parts` (exact counterfactuals of a generated probe): the target logit's
                             mean drop when the part is removed (e.g. the digit, the decoy)
     parts/top@{part}        the share of probe images (with two parts or more) whose most needed part it is
@@ -141,7 +141,7 @@ class CausalMeasures:
         peaked = (as_map.flatten(1).amax(1) > as_map.flatten(1).amin(1)).float()
         for name, boxes in regions.items():
             out[f"blankout/pointing@{name}"] = _mean(pointing_game(as_map, boxes[:n]) * peaked)
-            out[f"blankout/energy@{name}"] = _mean(energy_in_box(as_map, boxes[:n]))
+            out[f"blankout/energy_box@{name}"] = _mean(energy_in_box(as_map, boxes[:n]))
         return out
 
     def _parts(self, f, images, maps) -> dict[str, float | None]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from attnscope.errors import InputError, NotApplicableError
 from attnscope.registry import METHODS
 from attnscope.track.board import Board
+from attnscope.track.measures import DEFAULT, checked_measures
 from attnscope.track.probe import probe_from
 from attnscope.track.store import Probe, TrackStore
 from attnscope.track.tracker import FOLDER, AttentionTracker, checked_settings
@@ -41,17 +42,19 @@ class FitTracker:
         batch_size: int | None = None,
         tensorboard: bool = False,
         probe_source: str | None = None,
+        measures: str | Sequence[str] = DEFAULT,
     ) -> None:
         if isinstance(probe, int) and probe < 1:
             raise InputError(f"probe must be >= 1 images, got {probe}")
         if split not in SPLITS:
             raise InputError(f"split must be one of {SPLITS}, got {split!r}")
         self.methods = checked_settings(methods, every, targets)  # fail before any training
+        measures = checked_measures(measures)
         if tensorboard:
             Board.check()  # a missing package fails now, not after the run folder is written
         self.probe, self.split, self.probe_source = probe, split, probe_source
         self.kwargs = dict(every=every, targets=targets, layer=layer, options=options, batch_size=batch_size,
-                           tensorboard=tensorboard)
+                           tensorboard=tensorboard, measures=measures)
         self.tracker: AttentionTracker | None = None
         self._seconds = 0.0
 
@@ -62,7 +65,7 @@ class FitTracker:
         s = store.settings
         return cls(s["methods"], store.probe(), s["every"], s["targets"], layer=s["layer"], options=s["options"],
                    batch_size=s.get("batch_size"), tensorboard=tensorboard,
-                   probe_source=store.index["probe"].get("source"))
+                   probe_source=store.index["probe"].get("source"), measures=s.get("measures", DEFAULT))
 
     # -- fit's callback hooks --------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from attnscope.modules import device_of, unwrap
 from attnscope.registry import METHODS
 from attnscope.track.board import Board
 from attnscope.track.causal import CausalMeasures
-from attnscope.track.measures import measure, rank_maps
+from attnscope.track.measures import DEFAULT, checked_measures, measure, rank_maps
 from attnscope.track.probe import ProbeSpec, as_probe, same_probe
 from attnscope.track.store import TrackStore, roundtrip
 
@@ -56,6 +56,7 @@ class AttentionTracker:
     `source`, set by `probe_from`). `causal`: a `CausalMeasures` adds the faithfulness measures of
     `causal.py` (blank-out, exact part removal, attention substitution, ViT sinks). `tensorboard`: also log the
     measures, the scalars and map images to `<folder>/tensorboard` (needs the `tensorboard` package).
+    `measures`: the declared metrics (`ats.list("metrics")`) taken on every snapshot, by name (`measures.py`).
     """
 
     def __init__(
@@ -73,9 +74,11 @@ class AttentionTracker:
         seed: int = 0,
         probe_source: str | None = None,
         tensorboard: bool = False,
+        measures: str | Sequence[str] = DEFAULT,
         causal: CausalMeasures | None = None,
     ) -> None:
         self.folder = Path(folder)
+        self.measures = checked_measures(measures)
         self.probe = as_probe(probe)
         self.methods = checked_settings(methods, every, targets)
         if steps_per_epoch is not None and steps_per_epoch < 1:
@@ -100,7 +103,7 @@ class AttentionTracker:
         """What determines the recorded series (stored in the index; a resumed run must match it)."""
         settings = {"methods": self.methods, "probe": int(self.probe.images.shape[0]), "every": self.every,
                     "targets": self.targets, "layer": self.layer, "options": self.options,
-                    "batch_size": self.batch_size, "seed": self.seed}
+                    "batch_size": self.batch_size, "seed": self.seed, "measures": self.measures}
         return settings | ({"causal": self.causal.settings} if self.causal is not None else {})
 
     # -- what a training loop calls ------------------------------------------------------------
@@ -245,7 +248,8 @@ class AttentionTracker:
         predictions = maps.predicted.cpu()  # the shared pass's logits: no extra forward
         values = {k: roundtrip(m.values) for k, m in maps.items()}  # (P, H, W) each, as the store keeps them
         ranked = rank_maps(values)
-        measures = measure(values, self.probe, predictions, ranked=ranked, previous_ranked=self._previous)
+        measures = measure(values, self.probe, predictions, ranked=ranked, previous_ranked=self._previous,
+                           measures=self.measures)
         if self.causal is not None:
             targets = self.probe.labels if self.targets == "label" else predictions
             measures.update(self.causal(unwrap(model), self.probe.images, targets, values, self.probe.regions))
