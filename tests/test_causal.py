@@ -172,3 +172,27 @@ def test_the_own_loop_example_records_faithfulness(tmp_path) -> None:
     assert "faithfulness: gradcam/blankout_rho" in done.stdout
     measures = TrackStore.open(tmp_path / "run" / "track").snapshots[-1]["measures"]
     assert {"gradcam/blankout_rho", "parts/drop@decoy", "gradcam/parts_top"} <= set(measures)
+
+
+def test_blankout_rho_is_a_declared_metric_the_tracker_and_bench_read(tmp_path) -> None:
+    """`measures=(..., "blankout_rho")` gives the tracker the same ρ as `CausalMeasures` on the same grid."""
+    from attnscope.metrics import METRICS
+    from attnscope.track.measures import DEFAULT
+
+    assert METRICS.get("blankout_rho").model and METRICS.get("blankout_rho").group == "faithfulness"
+    data = ats.data.get("clutter", "test", 4, seed=0, size=32, digit_size=(8, 12))
+    probe = probe_from(data, 4)
+    torch.manual_seed(0)
+    model = ats.models.get("smallcnn", widths=[4, 8])
+    with AttentionTracker(tmp_path / "a", probe, ("gradcam", "saliency"), measures=(*DEFAULT, "blankout_rho")) as t:
+        declared = t.epoch_end(model, 0, 0)
+    with AttentionTracker(tmp_path / "b", probe, ("gradcam", "saliency"), causal=CausalMeasures(grid=8)) as t:
+        measured = t.epoch_end(model, 0, 0)
+    for m in ("gradcam", "saliency"):
+        assert declared[f"{m}/blankout_rho"] is not None
+        assert declared[f"{m}/blankout_rho"] == pytest.approx(measured[f"{m}/blankout_rho"], abs=1e-6)
+    assert model.training  # left as found
+    with pytest.raises(InputError, match="scorer"):
+        from attnscope.track.measures import measure
+
+        measure({"x": torch.rand(4, 32, 32)}, probe, probe.labels, measures=("blankout_rho",))

@@ -32,6 +32,7 @@ import torch
 
 from attnscope.errors import InputError
 from attnscope.metrics.checks import check_maps
+from attnscope.metrics.declare import Batch, declare
 from attnscope.metrics.similarity import pearson, rank
 
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -85,6 +86,21 @@ def causal_agreement(maps: torch.Tensor, reference: torch.Tensor, grid: int) -> 
     if reference.shape != sums.shape:
         raise InputError(f"reference must be (B, grid²) = {tuple(sums.shape)}, got {tuple(reference.shape)}")
     return row_spearman(sums, reference.to(sums.device).double())
+
+
+def _blankout_column(maps: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The leaderboard's and the tracker's `blankout_rho`: the finest grid of 8, 4, 2 cells a side that divides the
+    images, the batch's scorer, the reference computed once per batch (every method shares it)."""
+    h, w = batch.images.shape[-2:]
+    grid = next(g for g in (8, 4, 2, 1) if h % g == 0 and w % g == 0)
+    reference = batch.cached("blankout", batch.images,
+                             lambda: blank_out(batch.scorer, batch.images, grid, batch_size=batch.batch_size))
+    return causal_agreement(maps, reference, grid)
+
+
+declare("blankout_rho", "faithfulness", _blankout_column, model=True, default=False, short="ρblank",
+        legend="Spearman ρ of the map's cells with the score's drop when each is blanked out (Abnar & Zuidema)",
+        bounds=(-1.0, 1.0))(causal_agreement)
 
 
 def part_drops(f: Scorer, images: torch.Tensor, removed: torch.Tensor, present: torch.Tensor,

@@ -33,7 +33,7 @@ from attnscope.explain import explain
 from attnscope.modules import device_of, unwrap
 from attnscope.registry import METHODS
 from attnscope.track.board import Board
-from attnscope.track.causal import CausalMeasures
+from attnscope.track.causal import CausalMeasures, evaluating, logit_scorer
 from attnscope.track.measures import DEFAULT, checked_measures, measure, rank_maps
 from attnscope.track.probe import ProbeSpec, as_probe, same_probe
 from attnscope.track.store import TrackStore, roundtrip
@@ -56,7 +56,8 @@ class AttentionTracker:
     `source`, set by `probe_from`). `causal`: a `CausalMeasures` adds the faithfulness measures of
     `causal.py` (blank-out, exact part removal, attention substitution, ViT sinks). `tensorboard`: also log the
     measures, the scalars and map images to `<folder>/tensorboard` (needs the `tensorboard` package).
-    `measures`: the declared metrics (`ats.list("metrics")`) taken on every snapshot, by name (`measures.py`).
+    `measures`: the declared metrics (`ats.list("metrics")`) taken on every snapshot, by name (`measures.py`); those
+    that ask the model (e.g. "blankout_rho") score the true class's logit (`targets`).
     """
 
     def __init__(
@@ -248,11 +249,13 @@ class AttentionTracker:
         predictions = maps.predicted.cpu()  # the shared pass's logits: no extra forward
         values = {k: roundtrip(m.values) for k, m in maps.items()}  # (P, H, W) each, as the store keeps them
         ranked = rank_maps(values)
-        measures = measure(values, self.probe, predictions, ranked=ranked, previous_ranked=self._previous,
-                           measures=self.measures)
+        targets = self.probe.labels if self.targets == "label" else predictions
+        core = unwrap(model)
+        with evaluating(core):  # the measures that ask the model run it in eval mode, no gradients
+            measures = measure(values, self.probe, predictions, ranked=ranked, previous_ranked=self._previous,
+                               measures=self.measures, scorer=logit_scorer(core, targets))
         if self.causal is not None:
-            targets = self.probe.labels if self.targets == "label" else predictions
-            measures.update(self.causal(unwrap(model), self.probe.images, targets, values, self.probe.regions))
+            measures.update(self.causal(core, self.probe.images, targets, values, self.probe.regions))
         seconds = time.perf_counter() - started
         self.store.add({"step": step, "epoch": epoch, "kind": kind, "measures": measures,
                         "seconds": round(seconds, 4)}, values, predictions)
