@@ -46,10 +46,19 @@ def _nan(values: Sequence[float | None]) -> list[float]:
 
 @block("abnar_zuidema")
 def abnar_zuidema() -> str:
-    seeds, methods = _az("vit-r0-clutter")
+    return _az_table("vit-r0-clutter", "TinyViT (no registers)")
+
+
+@block("abnar_zuidema_registers")
+def abnar_zuidema_registers() -> str:
+    return _az_table("vit-r4-clutter", "TinyViT with 4 registers")
+
+
+def _az_table(job: str, name: str) -> str:
+    seeds, methods = _az(job)
     col = lambda m, key: [_nan(s["methods"][m][key]) for s in seeds]  # noqa: E731
     n = len(seeds[0]["methods"]["attention"]["energy"])
-    lines = [f"TinyViT (no registers), {len(seeds)} seeds ({', '.join(str(s['seed']) for s in seeds)}; test accuracy "
+    lines = [f"{name}, {len(seeds)} seeds ({', '.join(str(s['seed']) for s in seeds)}; test accuracy "
              + ", ".join(f"{s['test_acc']:.3f}" for s in seeds) + f"), {n} test images each, true class. "
              "Mean over seeds of the image means, hierarchical bootstrap 95 % CI (seeds, then images). "
              "ρ: Spearman per image over the 64 patches.", "",
