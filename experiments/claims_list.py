@@ -291,3 +291,62 @@ def guidance_fooled() -> Row:
     pointing = _guide("cnn-cam-notdecoy/decoy", lambda r: r["series"][-1]["gradcam/pointing@decoy"])
     return Row(row.claim, row.paper, row.number + f"; Grad-CAM points at the patch in "
                f"{100 * statistics.mean(pointing.values()):.0f} % of probe images", row.seeds, row.test, row.verdict)
+
+
+# -- docs/vit.md -------------------------------------------------------------------------------------------------
+
+ABNAR = "Abnar & Zuidema, ACL 2020"
+
+
+def _az_seed_means(method: str, key: str, job: str = "vit-r0-clutter") -> dict[int, float]:
+    import math
+
+    from claims import Missing, load
+
+    found = {}
+    for r in load("abnar_zuidema.json")["seeds"]:
+        if r.get("job") == job:
+            values = [v for v in r["methods"][method][key] if v is not None and not math.isnan(v)]
+            found[int(r["seed"])] = statistics.mean(values)
+    if not found:
+        raise Missing(f"abnar_zuidema.json ({job})")
+    return found
+
+
+def _az_row(text: str, paper: str, a: str, b: str, key: str) -> Row:
+    return diff_row(text, paper, _az_seed_means(a, key), _az_seed_means(b, key), what=f"mean ρ, {a} − {b}")
+
+
+@claim("vit")
+def vit_rollout_blankout() -> Row:
+    """Rollout follows blank-out more closely than raw attention"""
+    return _az_row("Rollout correlates with blank-out importance more than raw attention does", ABNAR, "rollout",
+                   "attention", "blankout_rho")
+
+
+@claim("vit")
+def vit_flow_blankout() -> Row:
+    """Flow follows blank-out more closely than raw attention"""
+    return _az_row("Attention flow correlates with blank-out importance more than raw attention does", ABNAR, "flow",
+                   "attention", "blankout_rho")
+
+
+@claim("vit")
+def vit_rollout_gradient() -> Row:
+    """Rollout follows input gradients more closely than raw attention"""
+    return _az_row("Rollout correlates with input-gradient importance more than raw attention does", ABNAR, "rollout",
+                   "attention", "gradient_rho")
+
+
+@claim("vit")
+def vit_flow_gradient() -> Row:
+    """Flow follows input gradients more closely than raw attention"""
+    return _az_row("Attention flow correlates with input-gradient importance more than raw attention does", ABNAR,
+                   "flow", "attention", "gradient_rho")
+
+
+@claim("vit")
+def vit_attnlrp() -> Row:
+    """AttnLRP is more faithful than Chefer et al.'s relevance"""
+    return _az_row("AttnLRP follows blank-out more closely than Chefer et al.'s (CVPR 2021) relevance",
+                   "Achtibat et al., ICML 2024", "attnlrp", "chefer", "blankout_rho")
