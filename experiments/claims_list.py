@@ -11,6 +11,7 @@ import statistics
 import claims_learning  # noqa: F401  (registers docs/learning.md's claims)
 import claims_tables  # noqa: F401  (registers the generated result tables)
 from claims import (
+    Missing,
     Row,
     against_row,
     by_seed,
@@ -301,7 +302,7 @@ ABNAR = "Abnar & Zuidema, ACL 2020"
 def _az_seed_means(method: str, key: str, job: str = "vit-r0-clutter") -> dict[int, float]:
     import math
 
-    from claims import Missing, load
+    from claims import load
 
     found = {}
     for r in load("abnar_zuidema.json")["seeds"]:
@@ -350,3 +351,53 @@ def vit_attnlrp() -> Row:
     """AttnLRP is more faithful than Chefer et al.'s relevance"""
     return _az_row("AttnLRP follows blank-out more closely than Chefer et al.'s (CVPR 2021) relevance",
                    "Achtibat et al., ICML 2024", "attnlrp", "chefer", "blankout_rho")
+
+
+# -- docs/sanity.md ----------------------------------------------------------------------------------------------
+
+ADEBAYO = "Adebayo et al., NeurIPS 2018"
+
+
+def _ade(init: str, method: str, step: str, to: str = "to_trained") -> dict[int, float]:
+    import math
+
+    from claims_tables import adebayo_runs
+
+    out = {}
+    for r in adebayo_runs(init):
+        values = [v for v in r[to][method][step]["spearman_abs"] if v is not None and not math.isnan(v)]
+        if values:
+            out[int(r["command"]["seed"])] = statistics.mean(values)
+    if not out:
+        raise Missing(f"adebayo_crops/{init}: {method} at {step}")
+    return out
+
+
+for _init in ("default", "trunc-normal"):
+    def _gbp_vs_gradient(init: str = _init) -> Row:
+        return diff_row(f"Guided Backprop stays more similar to its trained map than the gradient does once the "
+                        f"head is random (down to conv_head; {init} re-initialisation, 100 crops)", ADEBAYO,
+                        _ade(init, "guided-backprop", "net.conv_head"), _ade(init, "saliency", "net.conv_head"),
+                        what="ρ, Guided Backprop − gradient")
+
+    def _gbp_full(init: str = _init) -> Row:
+        return diff_row(f"… and after the full cascade ({init})", ADEBAYO,
+                        _ade(init, "guided-backprop", "net.conv_stem"), _ade(init, "saliency", "net.conv_stem"),
+                        what="ρ, Guided Backprop − gradient")
+
+    def _gradcam_falls(init: str = _init) -> Row:
+        return against_row(f"Grad-CAM's map falls below 0.2 rank correlation with its trained map after the full "
+                           f"cascade (our target, {init})", OURS, _ade(init, "gradcam", "net.conv_stem"), 0.2,
+                           sign=-1, what="ρ", chance="0.2")
+
+    def _edges(init: str = _init) -> Row:
+        return diff_row(f"Guided Backprop's map of the random network resembles the input's edges more than its "
+                        f"trained map did ({init})", ADEBAYO + " (Fig. 1: edge detector)",
+                        _ade(init, "guided-backprop", "net.conv_stem", "to_edges"),
+                        _ade(init, "guided-backprop", "trained", "to_edges"), what="ρ with edges, random − trained")
+
+    for _fn, _doc in ((_gbp_vs_gradient, "Guided Backprop stays similar while the gradient does not"),
+                      (_gbp_full, "… after the full cascade"), (_gradcam_falls, "Grad-CAM falls below 0.2"),
+                      (_edges, "Guided Backprop turns into the edge map")):
+        _fn.__doc__ = f"{_doc} ({_init} re-initialisation)"
+        claim("sanity")(_fn)
