@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch and torchvision are installed first, as a pair that imports together (see README).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: $(VENV)/.stamp-dev
 
 lint: $(VENV)/.stamp-dev
 	$(BIN)/ruff check src tests bench experiments examples
+
+# The public calls of tests/typecheck/ against attnscope's signatures (mypy; settings in pyproject.toml).
+typecheck: $(VENV)/.stamp-dev
+	$(BIN)/python -m mypy
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -148,9 +148,10 @@ def default_leaderboard(model: torch.nn.Module, dataset: Dataset, out: Path, sha
     """The leaderboard `attnscope bench --stream` computes with no --methods/--metrics, of `dataset` into `out`:
     every applicable method (methods=None), the default columns, the default Settings (the CLI's defaults)."""
     from attnscope.evaluate.columns import select
+    from attnscope.stream import Streaming
     from attnscope.stream.bench import bench_dataset
 
-    return bench_dataset(model, dataset, out, metrics=select("default"), shard_size=shard_size, workers=workers)
+    return bench_dataset(model, dataset, out, metrics=select("default"), streaming=Streaming(shard_size, workers))
 
 
 def leaderboard_estimate(model: torch.nn.Module, n: int) -> dict[str, Any]:

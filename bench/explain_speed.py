@@ -46,6 +46,7 @@ from alone import fresh
 from torch import nn
 
 import attnscope as ats
+from attnscope.explain import model_guard
 from attnscope.maps import normalize
 
 CAMS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
@@ -389,7 +390,7 @@ def forward_backward(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -
     """One forward + one backward to the input (parameters frozen, as in every attnscope pass): the LRP limit."""
 
     def run() -> None:
-        with ats.explain.engine.model_guard(model):
+        with model_guard(model):
             xx = x.detach().requires_grad_()
             torch.autograd.grad(model(xx).gather(1, classes[:, None]).sum(), xx)
 

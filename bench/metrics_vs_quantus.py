@@ -39,7 +39,8 @@ from attnscope import data, evaluate, explain, metrics
 from attnscope.cli.options import load_model
 from attnscope.cli.sanity import load_probe
 from attnscope.evaluate.robustness import perturb
-from attnscope.sanity import emprt, random_logit, smprt, trace_blocks
+from attnscope.explain import Explainer
+from attnscope.sanity import Comparison, Randomisation, emprt, random_logit, smprt, trace_blocks
 
 ROBUST = {"max_sensitivity": "MaxSensitivity", "avg_sensitivity": "AvgSensitivity",
           "local_lipschitz": "LocalLipschitzEstimate", "ris": "RelativeInputStability",
@@ -58,6 +59,7 @@ class Bench:
         self.side = side  # a child of --alone computes this side only and keeps its numbers in `sides`
         self.sides: list[dict] = []
         self.opts = {k: v[0] for k, v in METHODS.items()}
+        self.how = Explainer(list(METHODS), options=self.opts)
         self.maps = {m: explain(model, x, m, y, options={m: self.opts[m]})[m].values for m in METHODS}
         self.rows: list[dict] = []
         self.wanted: set[str] | None = None
@@ -244,8 +246,7 @@ def robustness(b: Bench) -> None:
         return out
 
     def ours():
-        scores = evaluate.robustness(b.model, b.x, list(METHODS), b.y, list(ROBUST), perturbed=perturbed,
-                                     options=b.opts)
+        scores = evaluate.robustness(b.model, b.x, b.how, b.y, list(ROBUST), perturbed=perturbed)
         return {f"{m}/{name}": scores[m][name].numpy() for name in ROBUST for m in METHODS}
 
     b.case("robustness (5 metrics)", "robustness", ours, theirs,
@@ -264,8 +265,8 @@ def randomisation(b: Bench, samples: int) -> None:
     steps = [blk.name for blk in trace_blocks(b.model, x[:1])]
 
     def smprt_ours():
-        r = smprt(b.model, x, list(METHODS), targets=y, noise=noise, block_seed=seed43, metrics=("spearman_abs",),
-                  calibration=(), options=b.opts, keep=0)
+        r = smprt(b.model, x, b.how, targets=y, samples=noise, randomisation=Randomisation(block_seed=seed43),
+                  comparison=Comparison(("spearman_abs",), calibration=(), keep=0))
         return {f"{m}/{s}": r.scores[m][s]["spearman_abs"].numpy() for m in METHODS for s in r.steps}
 
     def smprt_theirs():
@@ -288,8 +289,8 @@ def randomisation(b: Bench, samples: int) -> None:
     b.case("smprt", "randomisation", smprt_ours, smprt_theirs, f"{samples} noisy copies, same draws")
     b.case("emprt", "randomisation",
            lambda: {m: v["all blocks"]["complexity_rise"].numpy() for m, v in
-                    emprt(b.model, x, list(METHODS), targets=y, block_seed=seed43, calibration=(),
-                          options=b.opts, keep=0).scores.items()},
+                    emprt(b.model, x, b.how, targets=y, randomisation=Randomisation(block_seed=seed43),
+                          comparison=Comparison(calibration=(), keep=0)).scores.items()},
            lambda: {m: b.quantus("EfficientMPRT", {"layer_order": "bottom_up", "seed": 42, "abs": False,
                                                    "normalise": False}, method=m) for m in METHODS})
     from quantus.functions.similarity_func import correlation_spearman
@@ -299,8 +300,8 @@ def randomisation(b: Bench, samples: int) -> None:
     other = pick + (pick >= y).long()
     b.case("random_logit", "randomisation",
            lambda: {m: v["random class"]["spearman_signed"].numpy() for m, v in
-                    random_logit(b.model, x, list(METHODS), targets=y, other=other, metrics=("spearman_signed",),
-                                 calibration=(), options=b.opts, keep=0).scores.items()},
+                    random_logit(b.model, x, b.how, targets=y, other=other,
+                                 comparison=Comparison(("spearman_signed",), calibration=(), keep=0)).scores.items()},
            lambda: {m: b.quantus("RandomLogit", {"num_classes": 10, "seed": 42, "abs": False, "normalise": True,
                                                  "similarity_func": correlation_spearman}, method=m)
                     for m in METHODS})

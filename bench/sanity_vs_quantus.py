@@ -32,7 +32,8 @@ from census import Census, Required, explanation_passes, floor_rows, print_floor
 
 from attnscope.cli.options import load_model
 from attnscope.cli.sanity import load_probe
-from attnscope.sanity import model_randomization
+from attnscope.explain import Explainer
+from attnscope.sanity import Comparison, Randomisation, model_randomization
 
 # attnscope method → (its options, the Quantus explain_func kwargs that compute the same map)
 METHODS = {
@@ -83,10 +84,11 @@ def run_quantus(model, x: torch.Tensor, y: torch.Tensor, methods: list[str]):
 
 def run_ours(model, x: torch.Tensor, y: torch.Tensor, methods: list[str], channels_last: bool, reuse: bool):
     started = clock()
-    result = model_randomization(model, x, methods, targets=y, mode="cascading", init="default",
-                                 block_seed=lambda position, name: 43, metrics=("spearman_abs",), calibration=(),
-                                 options={k: METHODS[k][0] for k in methods}, keep=0, channels_last=channels_last,
-                                 reuse=reuse)
+    how = Explainer(methods, options={k: METHODS[k][0] for k in methods})
+    setup = Randomisation(init="default", block_seed=lambda position, name: 43, channels_last=channels_last,
+                          reuse=reuse)
+    result = model_randomization(model, x, how, targets=y, mode="cascading", randomisation=setup,
+                                 comparison=Comparison(("spearman_abs",), calibration=(), keep=0))
     return result, since(started)
 
 

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import attnscope as ats
-from attnscope.stream import NamedData, explain_dataset
+from attnscope.stream import NamedData, Streaming, explain_dataset
 
 
 def main() -> None:
@@ -29,9 +29,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     model = ats.models.get("smallcnn", widths=[8, 16]).eval()  # an untrained model: the mechanics, not the maps
+    streaming = Streaming(args.shard_size, resume=args.resume, overwrite=args.overwrite, progress=True)
     manifest = explain_dataset(model, NamedData("clutter", args.n, seed=0), args.out, ["gradcam", "saliency"],
-                               targets="label", shard_size=args.shard_size, resume=args.resume,
-                               overwrite=args.overwrite, progress=True)
+                               targets="label", streaming=streaming)
     mass = []
     for shard in manifest["shards"]:  # one shard in memory at a time
         maps = load_file(Path(args.out) / shard["file"])

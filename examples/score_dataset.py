@@ -18,8 +18,8 @@ from safetensors import safe_open
 
 import attnscope as ats
 from attnscope.evaluate.leaderboard import Settings
-from attnscope.sanity import model_randomization
-from attnscope.stream import NamedData
+from attnscope.sanity import Comparison, Randomisation, model_randomization
+from attnscope.stream import NamedData, Streaming
 from attnscope.stream.bench import bench_dataset
 from attnscope.stream.sanity import sanity_dataset
 
@@ -35,18 +35,18 @@ def main() -> None:
     torch.manual_seed(0)
     model = ats.models.get("smallcnn", widths=[8, 16]).eval()  # an untrained model: the mechanics, not the scores
     data, out = NamedData("clutter", args.n, seed=0), Path(args.out)
-    common = dict(shard_size=args.shard_size, resume=args.resume, overwrite=args.overwrite, progress=True)
-    board = bench_dataset(model, data, out / "bench", methods=["gradcam", "saliency"],
-                          metrics="pointing,deletion_zero,sparseness", settings=Settings(step=64), **common)
+    streaming = Streaming(args.shard_size, resume=args.resume, overwrite=args.overwrite, progress=True)
+    board = bench_dataset(model, data, out / "bench", ["gradcam", "saliency"],
+                          metrics="pointing,deletion_zero,sparseness", settings=Settings(step=64), streaming=streaming)
     for row in board["rows"]:
         low, high, n = board["ci"][row["method"]]["pointing"]
         print(f"{row['method']:>9}: pointing {row['pointing']:.3f} (95% CI {low:.3f} … {high:.3f}, n = {n})")
 
     def cascading(images, labels, index, keep):
-        return model_randomization(model, images, ("gradcam",), blocks=2, metrics=("spearman_abs",), keep=keep,
-                                   index=index)
+        return model_randomization(model, images, "gradcam", randomisation=Randomisation(blocks=2),
+                                   comparison=Comparison(("spearman_abs",), keep=keep), index=index)
 
-    result = sanity_dataset(data, out / "sanity", {"cascading": cascading}, keep=2, **common)["cascading"]
+    result = sanity_dataset(data, out / "sanity", {"cascading": cascading}, keep=2, streaming=streaming)["cascading"]
     print(f"cascading: {len(result.rows())} rows, similarity after the last step "
           f"{result.value('gradcam', result.steps[-1], 'spearman_abs'):.3f}")
     with safe_open(str(out / "bench" / "shards" / "shard-00000.safetensors"), "pt") as f:

@@ -60,11 +60,12 @@ def main() -> None:
 
     # The repaired randomisation tests: a method passes sMPRT and random-logit when its similarity is low,
     # eMPRT when the complexity rises.
-    smooth = ats.sanity.smprt(model, images, methods, targets=labels, samples=4, metrics=("spearman_abs",))
+    spearman = ats.sanity.Comparison(("spearman_abs",))
+    smooth = ats.sanity.smprt(model, images, methods, targets=labels, samples=4, comparison=spearman)
     print("sMPRT, all blocks:", {m: round(smooth.value(m, smooth.steps[-1], "spearman_abs"), 3) for m in methods})
     rise = ats.sanity.emprt(model, images, methods, targets=labels)
     print("eMPRT complexity rise:", {m: round(rise.value(m, "all blocks", "complexity_rise"), 3) for m in methods})
-    other = ats.sanity.random_logit(model, images, methods, targets=labels, metrics=("spearman_abs",))
+    other = ats.sanity.random_logit(model, images, methods, targets=labels, comparison=spearman)
     print("random logit:", {m: round(other.value(m, "random class", "spearman_abs"), 3) for m in methods})
 
     # Ground-truth interventions: remove the digit or the fragments and compare the drops with the maps.

@@ -31,6 +31,7 @@ from torch import nn
 
 from attnscope import fileio, models, sanity
 from attnscope.data.photos import Photos
+from attnscope.explain import Explainer
 from attnscope.report import figures
 from attnscope.report import sanity as sanity_report
 
@@ -74,9 +75,10 @@ def options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def randomisation(args: argparse.Namespace, mode: str, model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
     """One model-parameter randomisation test; its figures go to `--out`."""
-    result = sanity.model_randomization(model, x, args.methods, mode=mode, blocks=3, seed=args.seed,
-                                        options=options(args), keep=args.keep, progress=True,
-                                        batch_size=args.batch_size)
+    how = Explainer(args.methods, options=options(args), batch_size=args.batch_size)
+    result = sanity.model_randomization(model, x, how, mode=mode, progress=True,
+                                        randomisation=sanity.Randomisation(blocks=3, seed=args.seed),
+                                        comparison=sanity.Comparison(keep=args.keep))
     sanity_report.write(result, Path(args.out) / mode, prefix=mode)
     for i in range(min(args.keep, len(x))):
         figures.save_png(Path(args.out) / mode / f"abs_maps_{i}.png", abs_grid(result.images[i], result.maps, i))
@@ -192,8 +194,9 @@ def data_test(args: argparse.Namespace, model: nn.Module, x: torch.Tensor) -> di
             "true_head": true_info, "permuted_head": perm_info}
     out: dict[str, Any] = {"info": info}
     for name, reference in (("true-head", true_model), ("original", model)):
-        result = sanity.data_randomization(reference, perm_model, x, args.methods, options=options(args),
-                                           keep=args.keep, info=info, batch_size=args.batch_size)
+        how = Explainer(args.methods, options=options(args), batch_size=args.batch_size)
+        result = sanity.data_randomization(reference, perm_model, x, how, comparison=sanity.Comparison(keep=args.keep),
+                                           info=info)
         sanity_report.write(result, Path(args.out) / f"data-{name}", prefix="data")
         out[name] = {"meta": result.meta, "rows": result.rows()}
     return out

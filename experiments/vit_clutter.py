@@ -23,6 +23,7 @@ import torch
 
 from attnscope import data, fileio
 from attnscope.evaluate import Settings, leaderboard
+from attnscope.explain import Explainer
 from attnscope.models import checkpoint
 from attnscope.train import TrainConfig, fit
 
@@ -69,9 +70,10 @@ def score(model: torch.nn.Module, methods: dict, images: torch.Tensor, labels: t
     """The leaderboard rows of each method (for the true class): pointing game, energy in box on the
     raw and on the min–max normalised map, ms per image. A method with sub-maps (LTPA's per-estimator
     maps "ltpa/stages.1", ...) gives one row each."""
-    board = leaderboard(model, images, labels, boxes, metrics=("pointing", "energy_box", "energy_box_norm"),
-                        methods=[(label, method, opts) for label, (method, opts) in methods.items()],
-                        calibration=calibration, settings=Settings(explain_batch=50))
+    rows = {label: Explainer(method, options={method: opts} if opts else None, batch_size=50)
+            for label, (method, opts) in methods.items()}
+    board = leaderboard(model, images, labels, boxes, how=rows, metrics=("pointing", "energy_box", "energy_box_norm"),
+                        settings=Settings(calibration=calibration))
     return [{"method": r["method"], "pointing": r["pointing"], "energy_in_box": r["energy_box"],
              "energy_in_box_normalized": r["energy_box_norm"], "ms_per_image": r["ms_per_image"]} for r in board.rows]
 

@@ -8,6 +8,7 @@ from attnscope import data, explain, metrics, models
 from attnscope.errors import InputError, UnknownNameError
 from attnscope.evaluate import Mosaics, Settings, class_probability, estimate, leaderboard, robustness
 from attnscope.evaluate.columns import COLUMNS, GROUPS, select
+from attnscope.explain import Explainer
 from attnscope.maps import normalize
 
 
@@ -30,9 +31,9 @@ def _cheap(**kw):
 
 def test_cells_are_the_metrics_own_numbers(setup):
     model, images, labels, boxes, masks = setup
-    board = leaderboard(model, images, labels, boxes, masks, methods=["gradcam", "saliency"],
-                        metrics=["pointing", "mass_mask", "deletion_zero", "pixel_flip_aopc", "sparseness"],
-                        calibration=("random",), settings=_cheap(), keep_maps=True)
+    board = leaderboard(model, images, labels, boxes, masks, ["gradcam", "saliency"],
+                        ["pointing", "mass_mask", "deletion_zero", "pixel_flip_aopc", "sparseness"],
+                        _cheap(calibration=("random",), keep_maps=True))
     assert [r["method"] for r in board.rows] == ["gradcam", "saliency", "random"]
     assert [r["kind"] for r in board.rows] == ["cam", "gradient", "calibration"]
     f = class_probability(model, labels)
@@ -50,10 +51,10 @@ def test_cells_are_the_metrics_own_numbers(setup):
 
 def test_robustness_columns_share_one_explanation_and_agree_with_separate_calls(setup):
     model, images, labels, boxes, masks = setup
-    settings = _cheap(perturbations=3, radius=0.05, seed=2)
+    settings = _cheap(perturbations=3, radius=0.05, seed=2, calibration=())
     names = ["max_sensitivity", "local_lipschitz", "ris"]
-    board = leaderboard(model, images, labels, boxes, masks, methods=["gradcam", "saliency"], metrics=names,
-                        calibration=(), settings=settings)
+    board = leaderboard(model, images, labels, boxes, masks, how=["gradcam", "saliency"], metrics=names,
+                        settings=settings)
     from attnscope.evaluate.robustness import perturb
 
     perturbed = perturb(images, 3, "uniform", 0.05, 2)
@@ -65,26 +66,28 @@ def test_robustness_columns_share_one_explanation_and_agree_with_separate_calls(
 
 def test_variants_name_their_rows_and_keep_their_options(setup):
     model, images, labels, boxes, masks = setup
-    board = leaderboard(model, images, labels, boxes, metrics=["energy_box", "energy_box_norm"], calibration=(),
-                        methods=[("relu", "gradcam", {"relu": True}), ("signed", "gradcam", {"relu": False})])
+    rows = {"relu": Explainer("gradcam", options={"gradcam": {"relu": True}}),
+            "signed": Explainer("gradcam", options={"gradcam": {"relu": False}})}
+    board = leaderboard(model, images, labels, boxes, how=rows, metrics=["energy_box", "energy_box_norm"],
+                        settings=Settings(calibration=()))
     rows = {r["method"]: r for r in board.rows}
     assert set(rows) == {"relu", "signed"}
     signed = explain(model, images, "gradcam", labels, options={"gradcam": {"relu": False}})["gradcam"].values
     assert rows["signed"]["energy_box"] == pytest.approx(metrics.energy_in_box(signed, boxes).mean().item())
     norm = metrics.energy_in_box(normalize(signed), boxes).mean().item()
     assert rows["signed"]["energy_box_norm"] == pytest.approx(norm)
-    with pytest.raises(InputError, match="row label"):
-        leaderboard(model, images, labels, boxes, methods=[("a", "gradcam", {}), ("a", "saliency", {})])
+    with pytest.raises(InputError, match="one method"):
+        leaderboard(model, images, labels, boxes, how={"a": Explainer(("gradcam", "saliency"))})
 
 
 def test_columns_without_ground_truth_are_left_out(setup):
     model, images, labels, *_ = setup
-    board = leaderboard(model, images, labels, methods=["saliency"], metrics="localisation,complexity",
-                        calibration=())
+    board = leaderboard(model, images, labels, how="saliency", metrics="localisation,complexity",
+                        settings=Settings(calibration=()))
     assert set(board.skipped) == {c for c in COLUMNS if COLUMNS.get(c).group == "localisation"}
     assert board.columns == ["sparseness", "complexity", "effective_complexity", "entropy"]
     with pytest.raises(InputError, match="no metric"):
-        leaderboard(model, images, labels, methods=["saliency"], metrics="localisation")
+        leaderboard(model, images, labels, how="saliency", metrics="localisation")
 
 
 def test_focus_on_mosaics(setup):
@@ -92,8 +95,8 @@ def test_focus_on_mosaics(setup):
     built = data.mosaics(data.get("clutter", "test", 40, size=32, seed=1), 3)
     mosaics = Mosaics(built.images, built.labels, built.quadrants)
     images = built.images[:, :, :32, :32].contiguous()  # any images: focus reads the mosaics
-    board = leaderboard(model, images, built.labels, methods=["gradcam"], metrics=["focus", "sparseness"],
-                        calibration=(), mosaics=mosaics)
+    board = leaderboard(model, images, built.labels, how="gradcam", metrics=["focus", "sparseness"],
+                        settings=Settings(calibration=()), mosaics=mosaics)
     maps = explain(model, built.images, "gradcam", built.labels)["gradcam"].values
     assert board.rows[0]["focus"] == pytest.approx(metrics.focus(maps, built.quadrants).mean().item())
 
@@ -111,8 +114,8 @@ def test_select_reads_groups_defaults_and_names():
 
 def test_estimate_covers_the_groups_that_run(setup):
     model, images, labels, boxes, masks = setup
-    guess = estimate(model, images, labels, boxes, masks, methods=["gradcam"], calibration=(),
-                     metrics=["deletion_zero", "sparseness", "max_sensitivity"], settings=_cheap(perturbations=2))
+    guess = estimate(model, images, labels, boxes, masks, "gradcam", ["deletion_zero", "sparseness", "max_sensitivity"],
+                     _cheap(perturbations=2, calibration=()))
     assert guess.measured_on == 2 and guess.explain > 0
     assert guess.groups["faithfulness"] > 0 and guess.groups["robustness"] > 0 and guess.groups["localisation"] == 0
     assert guess.total == pytest.approx(guess.explain + sum(guess.groups.values()))

@@ -15,6 +15,7 @@ from torch import nn
 
 import attnscope as ats
 from attnscope.errors import NotApplicableError
+from attnscope.explain import model_guard
 
 zennit = pytest.importorskip("zennit")
 from zennit.attribution import Gradient  # noqa: E402
@@ -219,7 +220,7 @@ def test_gradientshap_equals_captum_on_captums_own_draws(relu_net: nn.Module, mo
     alpha = torch.as_tensor(np.asarray(drawn["alpha"]), dtype=x.dtype).view(3, n)
     noise = drawn["noise"].view(3, n, *x.shape[1:])
     target, _, _ = resolve(t, relu_net(x))
-    with ats.explain.engine.model_guard(relu_net):
+    with model_guard(relu_net):
         oracle = Oracle(relu_net, x, target, 1, None, None, None, None)
         sample = gradient_shap_sample(x, refs[None].expand(3, *refs.shape), index, alpha, noise)
         ours = sample_mean(oracle, 3, n, sample, 5, x).sum(dim=1)

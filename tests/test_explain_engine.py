@@ -355,7 +355,7 @@ def test_normalized_is_per_image_and_never_nan() -> None:
 def test_capture_is_detached() -> None:
     model = Counting()
     with engine.model_guard(model):
-        cap, _ = engine.capture(model, X, None, layer=model.features, layer_grad=True, input_grad=True)
+        cap, _ = engine.capture(model, X, None, frozenset({"layer", "layer_grad", "input_grad"}), layer=model.features)
     for t in (cap.logits, cap.scores, cap.activations, cap.gradients, cap.input_grad):
         assert not t.requires_grad and t.grad_fn is None
 

@@ -143,7 +143,7 @@ def test_saliency_and_input_x_gradient_vs_captum(resnet, images) -> None:
 def test_guided_backprop_vs_captum(resnet, images) -> None:
     theirs = GuidedBackprop(resnet).attribute(images, target=TARGETS)  # (B, C, H, W)
     with engine.model_guard(resnet):
-        cap, _ = engine.capture(resnet, images, TARGETS, guided_grad=True)
+        cap, _ = engine.capture(resnet, images, TARGETS, frozenset({"guided_grad"}))
     assert_raw_close(cap.guided_grad, theirs)
     for reduce, fn in (("sum", lambda t: t.sum(1)), ("abs-max", lambda t: t.abs().amax(1))):
         assert_raw_close(ours(resnet, images, "guided-backprop", reduce=reduce).values, fn(theirs))

@@ -54,8 +54,8 @@ def test_a_declared_metric_is_a_column_a_measure_and_a_report_column(new_metric,
     assert METRICS.get("peak_in_box").needs == "boxes"  # read off the parameter named `boxes`
 
     # bench's leaderboard: a column whose cells are the function's own numbers
-    board = leaderboard(model, images, labels, boxes, methods=["gradcam"], metrics="pointing,peak_in_box",
-                        calibration=(), keep_maps=True)
+    board = leaderboard(model, images, labels, boxes, how="gradcam", metrics="pointing,peak_in_box",
+                        settings=ats.evaluate.Settings(calibration=(), keep_maps=True))
     assert board.columns == ["pointing", "peak_in_box"]
     expected = new_metric.peak_in_box(board.maps["gradcam"], boxes).mean().item()
     assert board.rows[0]["peak_in_box"] == pytest.approx(expected)
@@ -66,7 +66,7 @@ def test_a_declared_metric_is_a_column_a_measure_and_a_report_column(new_metric,
     assert heads == ["method", "point", "peak"] and legend["peak"] == "share of the map's peak reached in the box"
 
     # the tracker: a measure per region, recomputable from the stored maps
-    tracker = AttentionTracker(tmp_path / "run", probe=(images, labels, boxes), methods=("gradcam",),
+    tracker = AttentionTracker(tmp_path / "run", probe=(images, labels, boxes), how="gradcam",
                                measures=("pointing", "peak_in_box"))
     measures = tracker.epoch_end(model, epoch=0, step=0)
     tracker.close()

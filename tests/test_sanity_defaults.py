@@ -21,12 +21,14 @@ def test_too_small_names_the_size_each_similarity_needs():
 def test_defaults_on_32_px_images_leave_hog_out_with_a_note_and_asking_for_it_fails_before_any_work():
     model = ats.models.get("smallcnn", widths=[4, 8]).eval()
     images = torch.rand(2, 3, 32, 32)
-    result = ats.sanity.model_randomization(model, images, methods=("saliency",), blocks=1, keep=0)
+    one_block, none_kept = ats.sanity.Randomisation(blocks=1), ats.sanity.Comparison(keep=0)
+    result = ats.sanity.model_randomization(model, images, "saliency", randomisation=one_block, comparison=none_kept)
     assert result.meta["metrics"] == ["spearman_abs", "spearman_signed", "ssim"]
     assert result.meta["notes"] == [f"{m} needs maps of at least 48×48 px, got 32×32: left out"
                                     for m in ("hog_pearson", "hog_spearman")]
     assert {r["metric"] for r in result.rows()} == {"spearman_abs", "spearman_signed", "ssim"}
     with pytest.raises(InputError, match="hog_pearson needs maps of at least 48×48 px"):
-        ats.sanity.model_randomization(model, images, methods=("saliency",), metrics=("hog_pearson",))
-    big = ats.sanity.model_randomization(model, torch.rand(1, 3, 48, 48), methods=("saliency",), blocks=1, keep=0)
+        ats.sanity.model_randomization(model, images, "saliency", comparison=ats.sanity.Comparison(("hog_pearson",)))
+    big = ats.sanity.model_randomization(model, torch.rand(1, 3, 48, 48), "saliency", randomisation=one_block,
+                                         comparison=none_kept)
     assert big.meta["metrics"] == list(METRICS) and big.meta["notes"] == []

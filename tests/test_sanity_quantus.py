@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from attnscope import models
-from attnscope.sanity import model_randomization
+from attnscope.sanity import Comparison, Randomisation, model_randomization
+
+ABS = Comparison(("spearman_abs",), calibration=())
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -29,8 +31,8 @@ def test_matches_quantus_mprt(mode, order):
         theirs = quantus.MPRT(layer_order=order, seed=42, abs=True, normalise=True, disable_warnings=True)(
             model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=None, explain_func=quantus.explain,
             explain_func_kwargs={"method": "Saliency"}, device="cpu")
-    ours = model_randomization(model, x, ("saliency",), targets=y, mode=mode, block_seed=lambda i, name: 43,
-                               metrics=("spearman_abs",), calibration=())
+    ours = model_randomization(model, x, ("saliency",), targets=y, mode=mode,
+                               randomisation=Randomisation(block_seed=lambda i, name: 43), comparison=ABS)
     assert set(theirs) == {"original", *ours.steps}
     for step in ours.steps:
         assert np.allclose(ours.scores["saliency"][step]["spearman_abs"].numpy(), theirs[step], atol=1e-6)
@@ -62,8 +64,8 @@ def test_smprt_matches_quantus_smooth_mprt_on_the_same_noise(monkeypatch):
             explain_func_kwargs={"method": "Saliency"}, device="cpu")
     scale = sigma * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).double()
     noise = torch.cat([z * scale.view(1, -1, 1, 1, 1), torch.zeros(1, *x.shape, dtype=torch.float64)]).float()
-    ours = smprt(model, x, ("saliency",), targets=y, noise=noise, block_seed=lambda i, name: 43,
-                 metrics=("spearman_abs",), calibration=())
+    ours = smprt(model, x, ("saliency",), targets=y, samples=noise,
+                 randomisation=Randomisation(block_seed=lambda i, name: 43), comparison=ABS)
     assert ours.meta["order"] == "bottom-up" and ours.steps[0] == "features.0.0"
     assert set(theirs) == {"original", *ours.steps}
     for step in ours.steps:
@@ -80,7 +82,8 @@ def test_emprt_matches_quantus_efficient_mprt():
                                        disable_warnings=True)(
             model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=None, explain_func=quantus.explain,
             explain_func_kwargs={"method": "Saliency"}, device="cpu")
-    ours = emprt(model, x, ("saliency",), targets=y, block_seed=lambda i, name: 43, calibration=())
+    ours = emprt(model, x, ("saliency",), targets=y, randomisation=Randomisation(block_seed=lambda i, name: 43),
+                 comparison=Comparison(calibration=()))
     assert np.allclose(ours.scores["saliency"]["all blocks"]["complexity_rise"].numpy(), theirs, atol=1e-5)
 
 
@@ -99,7 +102,7 @@ def test_random_logit_matches_quantus_on_the_same_classes():
                                      normalise=True, disable_warnings=True)(
             model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=None, explain_func=quantus.explain,
             explain_func_kwargs={"method": "Saliency"}, device="cpu")
-    ours = random_logit(model, x, ("saliency",), targets=y, other=other, metrics=("spearman_signed",),
-                        calibration=())
+    ours = random_logit(model, x, ("saliency",), targets=y, other=other,
+                        comparison=Comparison(("spearman_signed",), calibration=()))
     assert ours.meta["other"] == other.tolist()
     assert np.allclose(ours.scores["saliency"]["random class"]["spearman_signed"].numpy(), theirs, atol=1e-5)

@@ -9,13 +9,15 @@ from torch import nn
 
 from attnscope import models
 from attnscope.errors import InputError, UnknownNameError
-from attnscope.sanity import data_randomization, model_randomization, trace_blocks
+from attnscope.explain import Explainer
+from attnscope.sanity import Comparison, Randomisation, data_randomization, model_randomization, trace_blocks
 from attnscope.sanity.blocks import reinitialise
 
 W_A = [[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]]
 PATTERNS = {"b": [[0.0, 1.0], [1.0, 0.0]], "a": [[-2.0, 1.0, -4.0, 3.0], [1.0, 3.0, 2.0, 4.0]]}
-SIGNED = {"saliency": {"reduce": "sum"}}  # the plain gradient, so signed and absolute ranks differ
-RANKS = ("spearman_abs", "spearman_signed")
+SIGNED = Explainer("saliency", options={"saliency": {"reduce": "sum"}})  # the plain gradient: signed ≠ absolute ranks
+RANKS = Comparison(("spearman_abs", "spearman_signed"), calibration=())
+ABS = Comparison(("spearman_abs",), calibration=())
 
 
 class Tiny(nn.Module):
@@ -40,8 +42,8 @@ def patterned(parts):
 
 
 def _run(mode, **kw):
-    return model_randomization(Tiny(), torch.rand(3, 1, 1, 4), ("saliency",), targets=0, mode=mode,
-                               init=patterned, metrics=RANKS, calibration=(), options=SIGNED, **kw)
+    return model_randomization(Tiny(), torch.rand(3, 1, 1, 4), SIGNED, targets=0, mode=mode,
+                               randomisation=Randomisation(init=patterned, **kw), comparison=RANKS)
 
 
 def test_cascade_by_hand():
@@ -50,7 +52,7 @@ def test_cascade_by_hand():
     # trained map (W_B W_A)[0] = (1, 2, 3, 4)
     # step 1, B = swap: (4, 3, 2, 1) → ρ = −1
     # step 2, B = swap and A = pattern: row 1 of A = (1, 3, 2, 4): Σd² = 2, ρ = 1 − 12/60 = 0.8
-    expected = {("b", m): -1.0 for m in RANKS} | {("a", m): 0.8 for m in RANKS}
+    expected = {("b", m): -1.0 for m in RANKS.metrics} | {("a", m): 0.8 for m in RANKS.metrics}
     for row in r.rows():
         assert row["mean"] == pytest.approx(expected[(row["block"], row["metric"])], abs=1e-12)
         assert row["n"] == 3 and row["ci_low"] == pytest.approx(row["mean"]) == pytest.approx(row["ci_high"])
@@ -71,8 +73,8 @@ def test_data_randomization_by_hand():
     swapped = Tiny()
     with torch.no_grad():
         swapped.b.weight.copy_(torch.tensor(PATTERNS["b"]))
-    r = data_randomization(Tiny(), swapped, torch.rand(2, 1, 1, 4), ("saliency",), targets=0, metrics=RANKS,
-                           calibration=(), options=SIGNED, info={"fit_acc": 1.0})
+    r = data_randomization(Tiny(), swapped, torch.rand(2, 1, 1, 4), SIGNED, targets=0, comparison=RANKS,
+                           info={"fit_acc": 1.0})
     assert r.steps == ["permuted-labels"] and r.meta["fit_acc"] == 1.0
     assert r.value("saliency", "permuted-labels", "spearman_signed") == pytest.approx(-1.0)
 
@@ -117,8 +119,8 @@ def test_model_untouched_and_maps_shared_per_step():
     m.fc.weight.requires_grad_(False)
     state = copy.deepcopy(m.state_dict())
     m.register_forward_hook(lambda *a: None)
-    r = model_randomization(m, torch.rand(4, 3, 48, 48), ("gradcam", "saliency"), metrics=("spearman_abs",),
-                            keep=2, seed=3)
+    r = model_randomization(m, torch.rand(4, 3, 48, 48), ("gradcam", "saliency"),
+                            randomisation=Randomisation(seed=3), comparison=Comparison(("spearman_abs",), keep=2))
     assert all(torch.equal(state[k], v) for k, v in m.state_dict().items())  # BN statistics included
     assert m.training and all(mod.training for mod in m.modules()) and not m.fc.weight.requires_grad
     assert len(m._forward_hooks) == 1 and all(not mod._forward_pre_hooks for mod in m.modules())
@@ -130,8 +132,7 @@ def test_one_shared_forward_per_step_for_methods_asked_together():
     m = models.get("smallcnn", widths=[8, 16])
     forwards = []
     m.fc.register_forward_hook(lambda *a: forwards.append(1))  # survives the deep copy
-    model_randomization(m, torch.rand(2, 3, 32, 32), ("gradcam", "saliency"), metrics=("spearman_abs",),
-                        calibration=())
+    model_randomization(m, torch.rand(2, 3, 32, 32), ("gradcam", "saliency"), comparison=ABS)
     # block trace + reuse trace + auto layer + trained maps + one per block: the two methods share every pass;
     # + 1 probe at another input size, once, because the (16, 16, 16) features fit both (C, h, w) and (h, w, C)
     assert len(forwards) <= 4 + 5 + 1
@@ -139,7 +140,7 @@ def test_one_shared_forward_per_step_for_methods_asked_together():
 
 def test_calibration_rows_floor_and_ceiling():
     m = models.get("smallcnn", widths=[8, 16])
-    r = model_randomization(m, torch.rand(4, 3, 48, 48), ("saliency",), metrics=("spearman_abs", "ssim"))
+    r = model_randomization(m, torch.rand(4, 3, 48, 48), "saliency", comparison=Comparison(("spearman_abs", "ssim")))
     for step in r.steps:
         assert abs(r.value("random", step, "spearman_abs")) < 0.05
         assert r.value("sobel", step, "spearman_abs") == pytest.approx(1.0)
@@ -149,11 +150,12 @@ def test_calibration_rows_floor_and_ceiling():
 def test_same_seed_same_numbers():
     m = models.get("smallcnn", widths=[8, 16])
     x = torch.rand(3, 3, 32, 32)
-    kw = dict(methods=("saliency",), metrics=("spearman_abs",), calibration=(), blocks=2)
-    a, b = model_randomization(m, x, seed=1, **kw), model_randomization(m, x, seed=1, **kw)
-    c = model_randomization(m, x, seed=2, **kw)
+    run = lambda **kw: model_randomization(m, x, "saliency", randomisation=Randomisation(blocks=2, **kw),
+                                           comparison=ABS)
+    a, b = run(seed=1), run(seed=1)
+    c = run(seed=2)
     assert a.rows() == b.rows() and a.rows() != c.rows()
-    d = model_randomization(m, x, block_seed=lambda i, name: 43, **kw)
+    d = run(block_seed=lambda i, name: 43)
     assert set(d.meta["seeds"].values()) == {43}
 
 
@@ -164,16 +166,17 @@ def test_bad_arguments_raise():
     with pytest.raises(UnknownNameError, match="method"):
         model_randomization(m, x, ("salincy",))
     with pytest.raises(UnknownNameError, match="similarity"):
-        model_randomization(m, x, ("saliency",), metrics=("pearson",))
+        model_randomization(m, x, ("saliency",), comparison=Comparison(("pearson",)))
     with pytest.raises(UnknownNameError, match="re-initialisation"):
-        model_randomization(m, x, ("saliency",), init="xavier")
+        model_randomization(m, x, ("saliency",), randomisation=Randomisation(init="xavier"))
     with pytest.raises(UnknownNameError, match="block"):
-        model_randomization(m, x, ("saliency",), blocks=["features.9"])
+        model_randomization(m, x, ("saliency",), randomisation=Randomisation(blocks=["features.9"]))
     with pytest.raises(InputError, match="blocks must be"):
-        model_randomization(m, x, ("saliency",), blocks=1.5)
+        model_randomization(m, x, ("saliency",), randomisation=Randomisation(blocks=1.5))
+    with pytest.raises(InputError, match="order must be"):
+        Randomisation(order="sideways")
     with pytest.raises(InputError, match="'scale' .* has no reset_parameters"):
-        model_randomization(_NoReset(), torch.rand(1, 3, 2, 2), ("saliency",), metrics=("spearman_abs",),
-                            calibration=())
+        model_randomization(_NoReset(), torch.rand(1, 3, 2, 2), ("saliency",), comparison=ABS)
 
 
 class _Scale(nn.Module):
@@ -196,8 +199,9 @@ class _NoReset(nn.Module):
 
 def test_channels_last_gives_the_same_numbers():
     m, x = models.get("smallcnn", widths=[8, 16]), torch.rand(3, 3, 32, 32)
-    kw = dict(methods=("gradcam", "saliency"), metrics=("spearman_abs",), calibration=(), blocks=2)
-    plain, nhwc = model_randomization(m, x, **kw), model_randomization(m, x, channels_last=True, **kw)
+    run = lambda nhwc: model_randomization(m, x, ("gradcam", "saliency"), comparison=ABS,
+                                           randomisation=Randomisation(blocks=2, channels_last=nhwc))
+    plain, nhwc = run(False), run(True)
     for a, b in zip(plain.rows(), nhwc.rows(), strict=True):
         assert (a["method"], a["block"]) == (b["method"], b["block"])
         assert a["mean"] == pytest.approx(b["mean"], abs=1e-5)
@@ -213,9 +217,22 @@ def test_a_step_whose_maps_are_all_constant_is_said_in_the_notes():
             for p in module.parameters(recurse=False):
                 p.zero_()
 
-    result = model_randomization(m, torch.rand(3, 3, 16, 16), ("saliency",), mode="independent", init=zero,
-                                 metrics=("spearman_abs",), calibration=())
+    result = model_randomization(m, torch.rand(3, 3, 16, 16), ("saliency",), mode="independent",
+                                 randomisation=Randomisation(init=zero), comparison=ABS)
     notes = [n for n in result.meta["notes"] if "constant" in n]
     assert notes == [f"{b}: every saliency map is constant (the model's output no longer depends on the image), "
                      "so its similarities are undefined (n = 0)" for b in ("4", "0")]
     assert [r["n"] for r in result.rows()] == [0, 0]
+
+
+def test_the_keywords_of_the_last_release_still_work_with_a_warning():
+    m, x = models.get("smallcnn", widths=[8, 16]), torch.rand(2, 3, 32, 32)
+    new = model_randomization(m, x, Explainer("gradcam", layer="features"), mode="independent",
+                              randomisation=Randomisation(blocks=2, seed=5), comparison=Comparison(("spearman_abs",),
+                                                                                                 keep=1))
+    with pytest.warns(DeprecationWarning, match=r"model_randomization\(.*methods=.*how="):
+        old = model_randomization(m, x, methods=("gradcam",), layer="features", mode="independent", blocks=2, seed=5,
+                                  metrics=("spearman_abs",), keep=1)
+    assert old.rows() == new.rows() and old.meta["seeds"] == new.meta["seeds"]
+    with pytest.raises(TypeError, match="not both"):
+        model_randomization(m, x, "gradcam", methods=("saliency",))

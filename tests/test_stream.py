@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import attnscope as ats
 from attnscope.cli import main
 from attnscope.models import checkpoint
-from attnscope.stream import NamedData, explain_dataset
+from attnscope.stream import NamedData, Streaming, explain_dataset
 from killing import kill_after_first_shard
 
 ARGS = ["--images", "clutter", "--n", "10", "--stream", "--shard-size", "3", "--batch-size", "2",
@@ -54,8 +54,8 @@ def test_shards_hold_the_maps_of_explain(tmp_path) -> None:
     torch.manual_seed(0)
     model = ats.models.get("smallcnn", widths=[8, 16]).eval()
     data = NamedData("clutter", 7, 0)
-    manifest = explain_dataset(model, data, tmp_path / "out", ["gradcam", "saliency"], targets="label",
-                               shard_size=3, batch_size=2)
+    manifest = explain_dataset(model, data, tmp_path / "out", ats.Explainer(["gradcam", "saliency"], batch_size=2),
+                               targets="label", streaming=Streaming(3))
     assert [s["count"] for s in manifest["shards"]] == [3, 3, 1]
     images = torch.stack([data[i][0] for i in range(7)])
     labels = torch.tensor([data[i][1] for i in range(7)])

@@ -22,8 +22,8 @@ from attnscope.cli import main
 from attnscope.evaluate.leaderboard import Settings, image_scores, leaderboard
 from attnscope.metrics.similarity import mean_ci, mean_ci_of_sums, sums
 from attnscope.models import checkpoint
-from attnscope.sanity import model_randomization
-from attnscope.stream import NamedData
+from attnscope.sanity import Comparison, Randomisation, model_randomization
+from attnscope.stream import NamedData, Streaming
 from attnscope.stream.bench import bench_dataset
 from attnscope.stream.sanity import sanity_dataset
 from killing import kill_after_first_shard
@@ -101,8 +101,9 @@ def test_draws_depend_on_the_data_set_index_not_the_batch() -> None:
 @pytest.fixture(scope="module")
 def streamed(model, tmp_path_factory) -> dict[int, tuple[dict, Path]]:
     data, root = NamedData("clutter", 5, 0), tmp_path_factory.mktemp("bench")
-    return {size: (bench_dataset(model, data, root / str(size), methods=["gradcam", "saliency"], metrics=COLUMNS,
-                                 settings=Settings(**SETTINGS), shard_size=size), root / str(size)) for size in (2, 3)}
+    return {size: (bench_dataset(model, data, root / str(size), ["gradcam", "saliency"], metrics=COLUMNS,
+                                 settings=Settings(**SETTINGS), streaming=Streaming(size)), root / str(size))
+            for size in (2, 3)}
 
 
 def test_streamed_bench_equals_the_in_memory_leaderboard(model, streamed) -> None:
@@ -203,13 +204,15 @@ def _same_scores(merged, whole, tol: float) -> None:
 def test_streamed_sanity_equals_the_in_memory_test(model, tmp_path) -> None:
     data = NamedData("clutter", 5, 0)
     images = torch.stack([data[i][0] for i in range(5)])
-    kwargs = dict(methods=("gradcam", "saliency"), blocks=2, metrics=("spearman_abs", "ssim"))
+    how, blocks = ("gradcam", "saliency"), Randomisation(blocks=2)
 
     def cascading(x, labels, index, keep):
-        return model_randomization(model, x, keep=keep, index=index, **kwargs)
+        return model_randomization(model, x, how, randomisation=blocks, index=index,
+                                   comparison=Comparison(("spearman_abs", "ssim"), keep=keep))
 
-    merged = sanity_dataset(data, tmp_path / "out", {"cascading": cascading}, shard_size=2, keep=3)["cascading"]
-    whole = model_randomization(model, images, keep=3, **kwargs)
+    merged = sanity_dataset(data, tmp_path / "out", {"cascading": cascading}, keep=3,
+                            streaming=Streaming(2))["cascading"]
+    whole = cascading(images, None, None, 3)
     _same_scores(merged, whole, 1e-5)
     torch.testing.assert_close(merged.maps[whole.steps[0]]["gradcam"], whole.maps[whole.steps[0]]["gradcam"])
     assert merged.images.shape[0] == 3 and merged.meta["images"] == 5
@@ -282,16 +285,18 @@ def test_resume_with_other_settings_is_refused_and_changes_nothing(ckpt, tmp_pat
 def test_every_streamed_test_equals_its_in_memory_run(model, tmp_path, test) -> None:
     from attnscope.sanity import emprt, random_logit, smprt
 
-    blocks = dict(blocks=2, metrics=("spearman_abs",))
-    runs = {"independent": lambda x, i, k: model_randomization(model, x, ("saliency",), mode="independent",
-                                                               keep=k, index=i, **blocks),
-            "smprt": lambda x, i, k: smprt(model, x, ("saliency",), samples=3, keep=k, index=i, **blocks),
-            "emprt": lambda x, i, k: emprt(model, x, ("saliency",), blocks=2, bins=10, keep=k, index=i),
-            "random-logit": lambda x, i, k: random_logit(model, x, ("saliency",), metrics=("spearman_abs",),
-                                                         keep=k, index=i)}
+    two = Randomisation(blocks=2)
+    same = lambda k: Comparison(("spearman_abs",), keep=k)  # noqa: E731
+    runs = {"independent": lambda x, i, k: model_randomization(model, x, "saliency", mode="independent",
+                                                               randomisation=two, comparison=same(k), index=i),
+            "smprt": lambda x, i, k: smprt(model, x, "saliency", samples=3, randomisation=two, comparison=same(k),
+                                           index=i),
+            "emprt": lambda x, i, k: emprt(model, x, "saliency", bins=10, randomisation=two,
+                                           comparison=Comparison(keep=k), index=i),
+            "random-logit": lambda x, i, k: random_logit(model, x, "saliency", comparison=same(k), index=i)}
     data = NamedData("clutter", 5, 0)
     merged = sanity_dataset(data, tmp_path / "out", {test: lambda x, y, i, k: runs[test](x, i, k)},
-                            shard_size=2, keep=1)[test]
+                            streaming=Streaming(2), keep=1)[test]
     whole = runs[test](torch.stack([data[i][0] for i in range(5)]), None, 1)
     _same_scores(merged, whole, 1e-4)
     if test == "random-logit":

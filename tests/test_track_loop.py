@@ -70,7 +70,7 @@ def loop(tracker=None, epochs=3, start=None, stop_after=None, keep=None):
 def tracked(tmp_path_factory):
     folder = tmp_path_factory.mktemp("loop") / "mine"
     keep: dict[int, torch.nn.Module] = {0: _model().eval()}
-    with AttentionTracker(folder, probe=PROBE, methods=METHODS, every=2) as tracker:
+    with AttentionTracker(folder, probe=PROBE, how=METHODS, every=2) as tracker:
         losses, model, _ = loop(tracker, keep=keep)
     return folder, losses, keep
 
@@ -118,7 +118,7 @@ def test_resume_after_a_crash_continues_the_uninterrupted_series(tracked, tmp_pa
     folder = tmp_path / "crashed"
     # The loop dies after step 8 (its snapshot and scalars written); its own checkpoint is from epoch 2 (step 6).
     saved: dict[int, torch.nn.Module] = {}
-    tracker = AttentionTracker(folder, probe=PROBE, methods=METHODS, every=2)
+    tracker = AttentionTracker(folder, probe=PROBE, how=METHODS, every=2)
     _, model, optimizer = loop(tracker, stop_after=6)
     checkpoint = (copy.deepcopy(model), copy.deepcopy(optimizer))
     tracker.epoch_end(model, epoch=2, step=6)
@@ -127,17 +127,17 @@ def test_resume_after_a_crash_continues_the_uninterrupted_series(tracked, tmp_pa
     del tracker  # no close(): a crash
 
     with pytest.raises(InputError, match="already holds a tracker store; pass resume=True"):
-        AttentionTracker(folder, probe=PROBE, methods=METHODS, every=2).step(model, step=7)
+        AttentionTracker(folder, probe=PROBE, how=METHODS, every=2).step(model, step=7)
     with pytest.raises(InputError, match=r"other settings \(every: 2 \(now 3\)"):
-        AttentionTracker(folder, probe=PROBE, methods=METHODS, every=3, resume=True).step(model, step=7)
+        AttentionTracker(folder, probe=PROBE, how=METHODS, every=3, resume=True).step(model, step=7)
     other = Probe(PROBE.images.flip(-1), PROBE.labels, PROBE.regions)
     with pytest.raises(InputError, match="another probe set"):
-        AttentionTracker(folder, probe=other, methods=METHODS, every=2, resume=True).step(model, step=7)
+        AttentionTracker(folder, probe=other, how=METHODS, every=2, resume=True).step(model, step=7)
 
     model, state = checkpoint[0], checkpoint[1].state_dict()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     optimizer.load_state_dict(state)
-    with AttentionTracker(folder, probe=PROBE, methods=METHODS, every=2, resume=True) as tracker:
+    with AttentionTracker(folder, probe=PROBE, how=METHODS, every=2, resume=True) as tracker:
         loop(tracker, start=(model, optimizer, 2))
     final, plain = TrackStore.open(folder / "track"), TrackStore.open(straight / "track")
     drop = lambda e: {k: v for k, v in e.items() if k != "seconds"}
@@ -151,26 +151,26 @@ def test_resume_after_a_crash_continues_the_uninterrupted_series(tracked, tmp_pa
 def test_wrong_calls_fail_at_once_with_a_typed_error(tmp_path):
     cnn = _model()
     with pytest.raises(InputError, match="needs a probe"):
-        AttentionTracker(tmp_path / "a", methods=METHODS)
+        AttentionTracker(tmp_path / "a", how=METHODS)
     images, labels = PROBE.images, PROBE.labels
     bad_probes = [(images[0], labels), (images, labels[:3]), (images, labels.float()),
                   (images, labels, torch.zeros(8, 3, dtype=torch.long)), images]
     for bad in bad_probes:
         with pytest.raises(InputError, match="probe"):
-            AttentionTracker(tmp_path / "a", probe=bad, methods=METHODS)
+            AttentionTracker(tmp_path / "a", probe=bad, how=METHODS)
     with pytest.raises(UnknownNameError, match="gradcamm"):
-        AttentionTracker(tmp_path / "a", probe=PROBE, methods=("gradcamm",))
+        AttentionTracker(tmp_path / "a", probe=PROBE, how=("gradcamm",))
     # A model the tracker cannot explain fails at the first call, also when no snapshot is due.
     with pytest.raises(NotApplicableError, match="ltpa"):
-        AttentionTracker(tmp_path / "b", probe=PROBE, methods=("ltpa",), every=100).step(cnn, step=1)
+        AttentionTracker(tmp_path / "b", probe=PROBE, how=("ltpa",), every=100).step(cnn, step=1)
     grey = (PROBE.images[:, :1], PROBE.labels)  # 1 channel for a 3-channel model
     with pytest.raises(InputError, match=r"cannot explain this model on its probe images \(8, 1, 32, 32\).*3 channels"):
-        AttentionTracker(tmp_path / "c", probe=grey, methods=METHODS, every=100).step(cnn, step=1)
-    tracker = AttentionTracker(tmp_path / "d", probe=PROBE, methods=METHODS)
+        AttentionTracker(tmp_path / "c", probe=grey, how=METHODS, every=100).step(cnn, step=1)
+    tracker = AttentionTracker(tmp_path / "d", probe=PROBE, how=METHODS)
     with pytest.raises(InputError, match="every=None: it records only at epoch_end"):
         tracker.step(cnn, step=1)
     with pytest.raises(InputError, match="log\\(\\) needs a step"):
-        AttentionTracker(tmp_path / "e", probe=PROBE, methods=METHODS).log(loss=1.0)
+        AttentionTracker(tmp_path / "e", probe=PROBE, how=METHODS).log(loss=1.0)
     with pytest.raises(InputError, match="must be a number"):
         tracker.log(step=1, loss="high")
     with pytest.raises(InputError, match="step must be an int"):
@@ -191,7 +191,7 @@ DDP_CHILD = textwrap.dedent("""
     model = torch.nn.parallel.DistributedDataParallel(models.get("smallcnn", num_classes=10, widths=[4, 8]))
     g = torch.Generator().manual_seed(1)
     probe = Probe(torch.rand(4, 3, 32, 32, generator=g), torch.arange(4))
-    tracker = AttentionTracker(sys.argv[1], probe=probe, methods=("gradcam",), every=1)
+    tracker = AttentionTracker(sys.argv[1], probe=probe, how=("gradcam",), every=1)
     for step in (1, 2):
         loss = model(torch.rand(2, 3, 32, 32, generator=g)).sum()
         loss.backward()

@@ -12,7 +12,7 @@ from attnscope import models
 from attnscope.errors import InputError, UnknownNameError
 from attnscope.explain import explain
 from attnscope.models import checkpoint
-from attnscope.track import FitTracker, TrackStore, measure, tracker
+from attnscope.track import FitTracker, TrackStore, measure
 from attnscope.train import fit
 from tiny_runs import METHODS, tiny_config, tracked_run
 
@@ -22,13 +22,17 @@ def tracked(tmp_path_factory):
     """The tiny run, tracked every 2 steps, counting the tracker's explain calls."""
     calls = []
 
-    def counting(*args, **kwargs):
-        calls.append(tuple(args[2]))
-        return explain(*args, **kwargs)
+    from attnscope.explain import spec
+
+    run_explain = spec.explain_with
+
+    def counting(how, *args):
+        calls.append(how.methods)
+        return run_explain(how, *args)
 
     out = tmp_path_factory.mktemp("tracked") / "run"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tracker, "explain", counting)
+        mp.setattr(spec, "explain_with", counting)
         run, _ = tracked_run(out)
     return out, run, calls
 
@@ -96,9 +100,9 @@ def test_resume_with_other_tracker_settings_is_refused(tmp_path):
 def test_bad_tracker_settings_fail_before_training(tmp_path):
     with pytest.raises(UnknownNameError, match="gradcamm"):
         FitTracker(["gradcamm"])
-    for bad in (dict(methods=[]), dict(probe=0), dict(every=0), dict(targets="true"), dict(split="val")):
+    for bad in (dict(how=[]), dict(probe=0), dict(every=0), dict(targets="true"), dict(split="val")):
         with pytest.raises(InputError):
-            FitTracker(**{"methods": ["saliency"], **bad})
+            FitTracker(**{"how": ["saliency"], **bad})
     with pytest.raises(InputError, match="only 16"):
         fit(tiny_config(tmp_path / "big"), callbacks=(FitTracker(["saliency"], probe=17),))
 

@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Any
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers see of the names imported on first use below
+    from attnscope.explain.api import explain as explain
+    from attnscope.explain.spec import Explainer as Explainer
 
 __version__ = "0.1.0"
 
-# Every package and public module beside this file (`__main__` is `python -m attnscope`).
+# Every package and public module beside this file (`__main__` is `python -m attnscope`). `explain` among them
+# reads as the function `explain` (`_Package`); its package stays importable as `attnscope.explain.<module>`.
 _SUBMODULES = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")))
 _NAMES = {
     "AttentionMap": ("attnscope.maps", "AttentionMap"),
@@ -31,9 +38,22 @@ __all__ = ["Explainer", "Explanation", "AttentionMap", "SequenceMap", "__version
            *_SUBMODULES]
 
 
+class _Package(types.ModuleType):
+    """attnscope itself: importing the package `attnscope.explain` sets the attribute `explain` to the function."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "explain" and isinstance(value, types.ModuleType):
+            value = value.explain
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         module = importlib.import_module(f"attnscope.{name}")
+        module = globals().get(name, module)  # as importing set it (`explain`: the function, see `_Package`)
     elif name in _NAMES:
         where, attr = _NAMES[name]
         module = getattr(importlib.import_module(where), attr)

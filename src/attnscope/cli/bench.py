@@ -70,21 +70,20 @@ def bench_command(checkpoint, out, overwrite, images, n, stream, shard_size, wor
     probe = load_probe(checkpoint, header, data, n_images)
     names = None if methods == "all" else parse_list(methods, "--methods")
     settings = Settings(tolerance=tolerance, step=step, batch_size=batch_size, seed=seed, perturbations=perturbations,
-                        radius=radius)
+                        radius=radius, progress=not quiet)
     mosaics = None
     if "focus" in columns:
         built = datasets.mosaics(datasets.get(probe.data, "test", max(4 * n_images, 64), seed=0, **probe.data_cfg),
                                  n_images, seed=seed)
         mosaics = Mosaics(built.images, built.labels, built.quadrants)
-    common = dict(methods=names, metrics=columns, settings=settings, options=method_options(method_opt) or None,
-                  mosaics=mosaics)
+    common = dict(how=explainer_of(model, names, method_opt), metrics=columns, settings=settings, mosaics=mosaics)
     guess = estimate(model, probe.images, probe.labels, probe.boxes, probe.masks, **common)
     parts = ", ".join(f"{g} {s:.0f} s" for g, s in guess.groups.items() if s >= 0.5)
     click.echo(f"estimated time: {guess.total:.0f} s (explaining {guess.explain:.0f} s{', ' + parts if parts else ''}; "
                f"timed on 1 and {guess.measured_on} images)", err=True)
     if estimate_only:
         return
-    board = leaderboard(model, probe.images, probe.labels, probe.boxes, probe.masks, progress=not quiet, **common)
+    board = leaderboard(model, probe.images, probe.labels, probe.boxes, probe.masks, **common)
     lower = [c for c, up in board.higher_is_better().items() if not up]
     meta = {"checkpoint": str(checkpoint), "data": probe.data, "images": n_images, "tolerance": tolerance,
             "step": step, "targets": "label", "columns": board.columns, "lower_is_better": lower,
@@ -127,3 +126,14 @@ def terminal_tables(rows: list[dict], columns: list[str], lower: list[str], n_im
         tables.append((f"{group}: {n_images} {data} test images, true class", ["method", *short],
                        [[r["method"], *[r.get(c) for c in cols]] for r in rows], legend))
     return tables
+
+
+def explainer_of(model, names: list[str] | None, method_opt: tuple[str, ...]):
+    """The leaderboard's `how`: the methods asked for (None: every one that applies) with their --method-opt."""
+    from attnscope.evaluate import applicable_methods
+    from attnscope.explain import Explainer
+
+    options = method_options(method_opt) or None
+    if names is None and options is None:
+        return None
+    return Explainer(names if names is not None else applicable_methods(model), options=options)

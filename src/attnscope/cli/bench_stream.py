@@ -26,11 +26,12 @@ def bench_stream(checkpoint: str, out: str | None, overwrite: bool, images: str,
                  workers: int, resume: bool, data: str | None, methods: str, columns: list[str], settings: Any,
                  method_opt: tuple[str, ...], estimate_only: bool, quiet: bool) -> None:
     """Stream `--images` through the leaderboard into `--out` (every process of torchrun calls it)."""
-    from attnscope.cli.bench import terminal_tables
+    from attnscope.cli.bench import explainer_of, terminal_tables
     from attnscope.cli.explain_stream import checkpoint_data, dataset_of, world_of
-    from attnscope.cli.options import load_model, method_options, parse_list
+    from attnscope.cli.options import load_model, parse_list
     from attnscope.stream import FolderImages
     from attnscope.stream.bench import bench_dataset
+    from attnscope.stream.settings import Streaming
 
     refused = [(out is None, "--out is required"), (estimate_only, "--estimate times the in-memory run; "
                                                                    "leave out --stream"),
@@ -53,9 +54,9 @@ def bench_stream(checkpoint: str, out: str | None, overwrite: bool, images: str,
             if world.main:
                 click.echo("images of a folder have no boxes or masks: the localisation columns are not "
                            "applicable, and each image is scored for the class the model predicts", err=True)
-        result = bench_dataset(model, dataset, Path(out), methods=names, metrics=columns, settings=settings,
-                               options=method_options(method_opt) or None, shard_size=shard_size, workers=workers,
-                               meta=meta, resume=resume, overwrite=overwrite, progress=not quiet)
+        how = explainer_of(model, names, method_opt)
+        result = bench_dataset(model, dataset, Path(out), how, metrics=columns, settings=settings, meta=meta,
+                               streaming=Streaming(shard_size, workers, resume, overwrite, not quiet))
     if not world.main:
         return
     head = result["meta"]

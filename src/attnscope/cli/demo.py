@@ -178,12 +178,11 @@ def _print_photos(real: dict[str, Any]) -> None:
 def score_all(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor, quiet: bool):
     """The leaderboard of every applicable post-hoc method on the probe images (true class), plus a
     random map: pointing game and energy in the digit's box, with the maps kept for drawing. (`SLOW` left out.)"""
-    from attnscope.evaluate import applicable_methods, leaderboard
+    from attnscope.evaluate import Settings, applicable_methods, leaderboard
 
     methods = [m for m in applicable_methods(model, POST_HOC) if m not in SLOW]
-    return leaderboard(model, images, labels, boxes, methods=methods,
-                       metrics=("pointing", "energy_box"), calibration=("random",), progress=not quiet,
-                       keep_maps=True)
+    return leaderboard(model, images, labels, boxes, how=methods, metrics=("pointing", "energy_box"),
+                       settings=Settings(calibration=("random",), progress=not quiet, keep_maps=True))
 
 
 def _markdown(summary: dict[str, Any]) -> str:

@@ -103,12 +103,14 @@ def _score(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, b
            methods: Sequence[str] | None):
     """The leaderboard's pointing game and energy in box of the methods (default: every applicable post-hoc
     one but `SKIPPED`) and the baselines, for each photo's class; the maps kept."""
-    from attnscope.evaluate import applicable_methods, leaderboard
+    from attnscope.evaluate import Settings, applicable_methods, leaderboard
+    from attnscope.explain import Explainer
 
     names = list(methods) if methods is not None else [m for m in applicable_methods(model, POST_HOC)
                                                         if m not in SKIPPED]
-    return leaderboard(model, images, labels, boxes, methods=names, metrics=("pointing", "energy_box"),
-                       calibration=BASELINES, options=OPTIONS, progress=not quiet, keep_maps=True)
+    how = Explainer(names, options={k: v for k, v in OPTIONS.items() if k in names})
+    return leaderboard(model, images, labels, boxes, how=how, metrics=("pointing", "energy_box"),
+                       settings=Settings(calibration=BASELINES, progress=not quiet, keep_maps=True))
 
 
 def _top5(model: torch.nn.Module, image: torch.Tensor, classes: list[str]) -> dict[str, Any]:

@@ -94,7 +94,8 @@ def run_stream(model, info: dict[str, Any], settings: dict[str, Any], images: st
                names: list[str], targets: str, layer: str, options: dict, batch_size: int, shard_size: int,
                workers: int, normalize: str, out: str, overwrite: bool, resume: bool, quiet: bool) -> None:
     """Stream `--images` through the model into the shards of `--out` (every process of torchrun calls it)."""
-    from attnscope.stream import explain_dataset
+    from attnscope.explain import Explainer
+    from attnscope.stream import Streaming, explain_dataset
 
     if targets not in ("pred", "label"):
         try:
@@ -104,10 +105,8 @@ def run_stream(model, info: dict[str, Any], settings: dict[str, Any], images: st
     with world_of(model) as world:
         dataset = dataset_of(images, n, seed, fit)
         manifest = explain_dataset(
-            model, dataset, Path(out), names, targets=targets, layer=layer, options=options,
-            shard_size=shard_size, batch_size=batch_size, workers=workers,
-            settings=settings, resume=resume,
-            overwrite=overwrite, progress=not quiet)
+            model, dataset, Path(out), Explainer(names, layer, options, batch_size=batch_size), targets=targets,
+            settings=settings, streaming=Streaming(shard_size, workers, resume, overwrite, not quiet))
     if world.main:
         click.echo(f"explained {manifest['total']} images with {', '.join(names)} → {out}/ "
                    f"({len(manifest['shards'])} shards in maps/, manifest.json)")

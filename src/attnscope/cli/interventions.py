@@ -33,6 +33,7 @@ def interventions_command(checkpoint, out, data, split, n_images, methods, targe
     per part), and the single-deletion, top-part and background checks of every method."""
     from attnscope import data as datasets
     from attnscope.evaluate.interventions import SCENES, interventions
+    from attnscope.explain import Explainer
     from attnscope.report.sanity import table_csv
 
     model, header = load_model(checkpoint)
@@ -42,8 +43,8 @@ def interventions_command(checkpoint, out, data, split, n_images, methods, targe
                          f"{', '.join(SCENES)}, got {name!r}")
     cfg = dict(header.get("info", {}).get("data_cfg", {})) if data is None else {}
     scenes = SCENES[name](datasets.get(name, split, n_images, seed=seed, **cfg), n_images, progress=not quiet)
-    result = interventions(model, scenes, parse_list(methods, "--methods"), targets,
-                           options=method_options(method_opt) or None, progress=not quiet)
+    how = Explainer(parse_list(methods, "--methods"), options=method_options(method_opt) or None)
+    result = interventions(model, scenes, how, targets, progress=not quiet)
     summary = result.summary()
     parts = [{"method": m, **row} for m in result.mass for row in result.table(m)]
     out = Path(out)

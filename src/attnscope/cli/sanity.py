@@ -122,8 +122,9 @@ def sanity_command(checkpoint, methods, out, overwrite, tests, images, n, stream
     eMPRT (Hedström et al. 2023) and the random-logit test (Sixt et al. 2020)."""
     from attnscope.cli.bench_stream import count
     from attnscope.cli.explain_stream import stream_images
+    from attnscope.explain import Explainer
     from attnscope.report import sanity as report
-    from attnscope.sanity import data_randomization
+    from attnscope.sanity import Comparison, Randomisation, data_randomization
 
     tests = parse_list(tests, "--test")
     for t in tests:
@@ -142,10 +143,10 @@ def sanity_command(checkpoint, methods, out, overwrite, tests, images, n, stream
     if not stream:
         outdir.check(final, "sanity", overwrite)
     model, header = load_model(checkpoint)
-    common = dict(methods=methods, metrics=metrics, options=method_options(method_opt) or None,
-                  batch_size=batch_size)
-    every = _runners(model, common, dict(blocks=_blocks(blocks), init=init, seed=seed), targets, order,
-                     channels_last, samples, noise_level, bins, quiet or stream)  # a stream's bar counts images
+    common = dict(how=Explainer(methods, options=method_options(method_opt) or None, batch_size=batch_size),
+                  metrics=metrics)
+    every = _runners(model, common, Randomisation(_blocks(blocks), None, init, seed, channels_last=channels_last),
+                     targets, order, samples, noise_level, bins, quiet or stream)  # a stream's bar counts images
     runners = {test: every[test] for test in tests if test in every}
     if stream:
         from attnscope.cli.sanity_stream import sanity_stream
@@ -162,8 +163,8 @@ def sanity_command(checkpoint, methods, out, overwrite, tests, images, n, stream
         def data_test(images, labels, index, keep):
             permuted, info = _permuted_model(checkpoint, header, probe, partial, final, permuted_run, permuted_n,
                                              permuted_epochs, target_acc, seed, quiet)
-            return data_randomization(model, permuted, images, info=info, keep=keep,
-                                      targets=labels if targets == "label" else None, **common)
+            return data_randomization(model, permuted, images, common["how"], labels if targets == "label" else None,
+                                      Comparison(common["metrics"], keep=keep), info)
 
         runners["data"] = data_test
         for test in tests:
@@ -182,32 +183,31 @@ def show(test: str, result, paths: list[Path]) -> None:
     click.echo(f"{test}: {', '.join(str(p) for p in paths[:3])} and {len(paths) - 3} map grid(s)")
 
 
-def _runners(model, common: dict[str, Any], randomised: dict[str, Any], targets: str, order: str,
-             channels_last: bool, samples: int, noise_level: float, bins: int, quiet: bool) -> dict[str, Any]:
+def _runners(model, common: dict[str, Any], randomised: Any, targets: str, order: str, samples: int,
+             noise_level: float, bins: int, quiet: bool) -> dict[str, Any]:
     """Test name → fn(images, labels, data-set index, images to keep) -> SanityResult, for the tests that work
     image by image (the data test needs its probe: `sanity_command` adds it)."""
-    from attnscope.sanity import emprt, model_randomization, random_logit, smprt
+    import dataclasses
 
-    progress = not quiet
+    from attnscope.sanity import Comparison, emprt, model_randomization, random_logit, smprt
 
-    def each(images, labels, index, keep) -> dict[str, Any]:
-        return {**common, "targets": labels if targets == "label" else None, "keep": keep, "index": index}
+    progress, how = not quiet, common["how"]
+    ordered = randomised if order == "auto" else dataclasses.replace(randomised, order=order)
+
+    def each(images, labels, index, keep, metrics=common["metrics"]) -> dict[str, Any]:
+        return {"targets": labels if targets == "label" else None, "comparison": Comparison(metrics, keep=keep),
+                "index": index, "progress": progress}
 
     return {
-        "cascading": lambda x, y, i, k: model_randomization(
-            model, x, mode="cascading", progress=progress, order="top-down" if order == "auto" else order,
-            channels_last=channels_last, **randomised, **each(x, y, i, k)),
-        "independent": lambda x, y, i, k: model_randomization(
-            model, x, mode="independent", progress=progress, channels_last=channels_last, **randomised,
-            **each(x, y, i, k)),
-        "smprt": lambda x, y, i, k: smprt(
-            model, x, samples=samples, sigma=noise_level, progress=progress,
-            order="bottom-up" if order == "auto" else order, **randomised,
-            **{**each(x, y, i, k), "batch_size": common["batch_size"] or 256}),
-        "emprt": lambda x, y, i, k: emprt(model, x, bins=bins, progress=progress, **randomised,
-                                          **{a: v for a, v in each(x, y, i, k).items() if a != "metrics"}),
-        "random-logit": lambda x, y, i, k: random_logit(model, x, seed=randomised["seed"], progress=progress,
-                                                        **each(x, y, i, k)),
+        "cascading": lambda x, y, i, k: model_randomization(model, x, how, mode="cascading", randomisation=ordered,
+                                                            **each(x, y, i, k)),
+        "independent": lambda x, y, i, k: model_randomization(model, x, how, mode="independent",
+                                                              randomisation=randomised, **each(x, y, i, k)),
+        "smprt": lambda x, y, i, k: smprt(model, x, how, samples=samples, sigma=noise_level, randomisation=ordered,
+                                          **each(x, y, i, k)),
+        "emprt": lambda x, y, i, k: emprt(model, x, how, bins=bins, randomisation=randomised,
+                                          **each(x, y, i, k, None)),
+        "random-logit": lambda x, y, i, k: random_logit(model, x, how, seed=randomised.seed, **each(x, y, i, k)),
     }
 
 

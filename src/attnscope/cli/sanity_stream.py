@@ -19,16 +19,18 @@ def sanity_stream(model, header: dict[str, Any], checkpoint: str, runners: dict[
     from attnscope.cli.sanity import show
     from attnscope.modules import device_of
     from attnscope.stream.sanity import sanity_dataset
+    from attnscope.stream.settings import Streaming
 
     data_seed, config = checkpoint_data(checkpoint, header, images)
     with world_of(model) as world:
         dataset = dataset_of(images, n, data_seed, None, config)
         if settings["targets"] == "label" and not hasattr(dataset, "data"):
             raise InputError("--targets label needs a built-in data set (images from a folder have no labels)")
-        results = sanity_dataset(dataset, out, runners, shard_size=shard_size, keep=keep, workers=workers,
-                                 settings={**settings, "data_seed": data_seed, "data_cfg": config}, resume=resume,
-                                 overwrite=overwrite, progress=not quiet, pin=device_of(model).type == "cuda",
-                                 meta={"checkpoint": str(checkpoint), "data": images})
+        streaming = Streaming(shard_size, workers, resume, overwrite, not quiet)
+        results = sanity_dataset(dataset, out, runners, keep=keep, streaming=streaming,
+                                 settings={**settings, "data_seed": data_seed, "data_cfg": config},
+                                 pin=device_of(model).type == "cuda", meta={"checkpoint": str(checkpoint),
+                                                                             "data": images})
     if not world.main:
         return
     for test, result in results.items():

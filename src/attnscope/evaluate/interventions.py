@@ -17,7 +17,7 @@ noise), not inpainted. For the explained class c of each image and each part j:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from attnscope import console
 from attnscope.errors import InputError
 from attnscope.evaluate.leaderboard import joint_explainer
 from attnscope.evaluate.robustness import logits_of
+from attnscope.explain import Explainer, as_explainer
 from attnscope.metrics.similarity import mean_ci, spearman
 from attnscope.modules import device_of
 
@@ -130,19 +131,19 @@ class InterventionResult:
         return out
 
 
-def interventions(model: nn.Module, scenes: Scenes, methods: Sequence[str], targets: str = "predicted",
-                  calibration: Sequence[str] = ("random", "sobel"),
-                  options: Mapping[str, Mapping[str, Any]] | None = None, batch_size: int = 256,
-                  progress: bool = False) -> InterventionResult:
+def interventions(model: nn.Module, scenes: Scenes, how: Explainer | str | Sequence[str],
+                  targets: str = "predicted", calibration: Sequence[str] = ("random", "sobel"),
+                  forward_batch: int = 256, progress: bool = False) -> InterventionResult:
     """Remove each part of each scene and compare the model's probability drops with each map's mass
-    per part (module docstring). `targets`: "predicted" (the model's class for the full image) or
-    "label" (ClutteredDigits' digit)."""
+    per part (module docstring), the maps explained as `how` says. `targets`: "predicted" (the model's class
+    for the full image) or "label" (ClutteredDigits' digit). `forward_batch`: images per forward of the drops."""
+    how = as_explainer(how)
     if targets not in ("predicted", "label"):
         raise InputError(f"targets must be 'predicted' or 'label', got {targets!r}")
     device = device_of(model)
     images = scenes.images.to(device)
     n, p = scenes.present.shape
-    logits = logits_of(model, images, batch_size)
+    logits = logits_of(model, images, forward_batch)
     if targets == "label":
         if bool((scenes.labels < 0).any()):
             raise InputError("these scenes have no image labels: use targets='predicted'")
@@ -152,9 +153,9 @@ def interventions(model: nn.Module, scenes: Scenes, methods: Sequence[str], targ
     probs = logits.softmax(1).gather(1, classes[:, None])[:, 0]
     flat = scenes.removed.flatten(0, 1).to(device)
     with console.progress(2, "interventions", progress) as bar:
-        moved = logits_of(model, flat, batch_size).softmax(1).view(n, p, -1)
+        moved = logits_of(model, flat, forward_batch).softmax(1).view(n, p, -1)
         bar.advance(1, step="drops")
-        maps = joint_explainer(model, list(methods), calibration, 0, options)(images, classes)
+        maps = joint_explainer(model, how, calibration, 0)(images, classes)
         bar.advance(1, step="maps")
     drops = (probs[:, None] - moved.gather(2, classes.view(n, 1, 1).expand(n, p, 1))[..., 0]).double().cpu()
     drops = torch.where(scenes.present, drops, torch.zeros_like(drops))
@@ -167,7 +168,7 @@ def interventions(model: nn.Module, scenes: Scenes, methods: Sequence[str], targ
         share = (pos[:, None] * regions).flatten(2).sum(2) / total[:, None]  # (N, P)
         mass[name] = share.cpu()
         background[name] = (1 - (pos * regions.any(1)).flatten(1).sum(1) / total).cpu()
-    meta = {"images": n, "targets": targets, "parts": scenes.names, "methods": list(methods),
+    meta = {"images": n, "targets": targets, "parts": scenes.names, "methods": list(how.methods),
             "calibration": list(calibration), "accuracy_on_labels": None if bool((scenes.labels < 0).any()) else
             float((logits.argmax(1).cpu() == scenes.labels).double().mean())}
     return InterventionResult(scenes.names, drops, scenes.present, part_rows, rows, mass, background, meta)

@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from attnscope import console, draws
+from attnscope.deprecated import moved
 from attnscope.errors import InputError
 from attnscope.evaluate import robustness as rob
 from attnscope.evaluate.columns import COLUMNS, GROUPS, Batch, select
 from attnscope.evaluate.scorers import class_probability, correct_class
-from attnscope.explain import explain
+from attnscope.explain import HOW_KEYWORDS, Explainer, as_explainer, into_how
 from attnscope.metrics import localisation as loc
 from attnscope.metrics.similarity import mean_ci
 from attnscope.modules import device_of
@@ -30,8 +31,8 @@ from attnscope.registry import METHODS
 from attnscope.sanity.calibration import CALIBRATIONS
 
 POST_HOC_AND_INTRINSIC = ("cam", "gradient", "perturbation", "intrinsic", "transformer")
-Explainer = Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]]
-MethodSpec = str | tuple[str, str, Mapping[str, Any]]  # a method name, or (row label, method name, its options)
+MapsFn = Callable[..., Mapping[str, torch.Tensor]]  # (images, classes, index=, draw=) -> {row: maps}
+How = Explainer | str | Sequence[str] | Mapping[str, Explainer] | None
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ class Mosaics:
 
 @dataclass
 class Settings:
-    """How the columns are computed (see `columns.Batch`) and how robustness perturbs."""
+    """How the columns are computed (see `columns.Batch`) and how robustness perturbs; the `calibration`
+    rows scored beside the methods; whether the maps are kept (`keep_maps`) and a progress bar is shown."""
 
     tolerance: float = 0.0
     step: int | None = None
@@ -56,7 +58,13 @@ class Settings:
     perturbations: int = 10
     noise: str = "uniform"
     radius: float = 0.02
-    explain_batch: int | None = None  # explain in chunks of this many images (bounded memory, same maps)
+    calibration: Sequence[str] = ("random", "sobel")
+    keep_maps: bool = False
+    progress: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """What defines the numbers (a streamed run's run.json, compared on resume)."""
+        return {k: v for k, v in vars(self).items() if k not in ("calibration", "keep_maps", "progress")}
 
 
 @dataclass
@@ -85,17 +93,27 @@ def not_applicable(model: nn.Module, kinds: Sequence[str] = POST_HOC_AND_INTRINS
     return {m: why for m, why in reasons.items() if why is not None}
 
 
-def variants(methods: Sequence[MethodSpec], options: Mapping[str, Mapping[str, Any]] | None
-             ) -> dict[str, tuple[str, dict[str, Any]]]:
-    """`{row label: (method, options)}`: a plain name is its own label with `options[name]`."""
-    out: dict[str, tuple[str, dict[str, Any]]] = {}
-    for spec in methods:
-        label, name, opts = (spec, spec, (options or {}).get(spec, {})) if isinstance(spec, str) else spec
-        METHODS.get(name)
-        if label in out:
-            raise InputError(f"two methods share the row label {label!r}")
-        out[label] = (name, dict(opts))
-    return out
+def rows_of(how: How, model: nn.Module) -> dict[str, Explainer]:
+    """`{row label: Explainer of one method}`: each method of an `Explainer` (or names) under its own name, or the
+    labelled `Explainer`s of a mapping as they are (one method each: e.g. one method under several settings);
+    None: every method that applies to `model`."""
+    how = _every(model) if how is None else how
+    if how is None:
+        return {}
+    if isinstance(how, Mapping):
+        out = {str(label): as_explainer(e) for label, e in how.items()}
+        for label, e in out.items():
+            if len(e.methods) != 1:
+                raise InputError(f"the leaderboard row {label!r} must explain one method, got {list(e.methods)}")
+        return out
+    how = as_explainer(how)
+    return {m: how.replace(methods=(m,)) for m in how.methods}
+
+
+def _every(model: nn.Module) -> Explainer | None:
+    """Every method that applies to `model`, in one `Explainer` (None when none does)."""
+    names = applicable_methods(model)
+    return Explainer(names) if names else None
 
 
 def _row(label: str, method: str, key: str) -> str:
@@ -103,38 +121,32 @@ def _row(label: str, method: str, key: str) -> str:
     return label + key[len(method):] if key.startswith(method) else f"{label} {key}"
 
 
-def explainers(model: nn.Module, methods: Sequence[MethodSpec], calibration: Sequence[str], seed: int = 0,
-               options: Mapping[str, Mapping[str, Any]] | None = None,
-               batch: int | None = None) -> dict[str, tuple[str, Explainer]]:
-    """`{label: (kind, fn(images, classes) -> {row: maps})}` for each method and calibration map. A
-    method's sub-maps (e.g. LTPA's "ltpa/stages.1") are rows named label + the key's suffix."""
-    out: dict[str, tuple[str, Explainer]] = {}
-    for label, (name, opts) in variants(methods, options).items():
-        def run(x: torch.Tensor, c: torch.Tensor, label=label, name=name, opts=opts,
-                **_draws: Any) -> Mapping[str, torch.Tensor]:
-            found = rob.Maps(explain(model, x, name, c, options={name: opts} if opts else None, batch_size=batch))
-            return {_row(label, name, key): v for key, v in found.items()}
+def explainers(model: nn.Module, how: How, calibration: Sequence[str], seed: int = 0) -> dict[str, tuple[str, MapsFn]]:
+    """`{label: (kind, fn(images, classes) -> {row: maps})}` for each row of `how` (`rows_of`) and calibration
+    map. A method's sub-maps (e.g. LTPA's "ltpa/stages.1") are rows named label + the key's suffix."""
+    out: dict[str, tuple[str, MapsFn]] = {}
+    for label, one in rows_of(how, model).items():
+        def run(x: torch.Tensor, c: torch.Tensor, label=label, one=one, **_draws: Any) -> Mapping[str, torch.Tensor]:
+            found = rob.Maps(one(model, x, c))
+            return {_row(label, one.methods[0], key): v for key, v in found.items()}
 
-        out[label] = (METHODS.get(name).kind, run)
+        out[label] = (one.specs[0].kind, run)
     for name in calibration:
         CALIBRATIONS.get(name)
         out[name] = ("calibration", lambda x, c, n=name, index=None, draw=0: {n: calibrated(n, x, seed, index, draw)})
     return out
 
 
-def joint_explainer(model: nn.Module, methods: Sequence[MethodSpec], calibration: Sequence[str], seed: int = 0,
-                    options: Mapping[str, Mapping[str, Any]] | None = None, batch: int | None = None) -> Explainer:
-    """One explainer for all `methods` plus the calibration maps, with rows named as `explainers`
-    names them. Methods asked once each share one `explain` call (its passes); a method asked
-    under several labels (different options) gets a call per label."""
-    table = variants(methods, options)
-    plain = [label for label, (name, _) in table.items() if label == name]
-    each = explainers(model, [(k, *table[k]) for k in table if k not in plain], (), seed, batch=batch)
-    opts = {m: table[m][1] for m in plain if table[m][1]} or None
+def joint_explainer(model: nn.Module, how: How, calibration: Sequence[str], seed: int = 0) -> MapsFn:
+    """One explainer for every row of `how` plus the calibration maps, with rows named as `explainers` names
+    them. The methods of one `Explainer` share one call (its passes); labelled rows get a call each."""
+    how = _every(model) if how is None else how
+    joint = None if how is None or isinstance(how, Mapping) else as_explainer(how)
+    each = explainers(model, how, (), seed) if isinstance(how, Mapping) else {}
 
     def run(x: torch.Tensor, classes: torch.Tensor, index: torch.Tensor | None = None,
             draw: int | torch.Tensor = 0) -> Mapping[str, torch.Tensor]:
-        out = rob.Maps(explain(model, x, plain, classes, options=opts, batch_size=batch)) if plain else rob.Maps({})
+        out = rob.Maps(joint(model, x, classes)) if joint is not None else rob.Maps({})
         for _kind, fn in each.values():
             out.update(fn(x, classes))
         for name in calibration:
@@ -156,8 +168,8 @@ class Plan:
 
     columns: list[str]
     batch: Batch
-    explainers: dict[str, tuple[str, Explainer]]
-    joint: Explainer
+    explainers: dict[str, tuple[str, MapsFn]]
+    joint: MapsFn
     skipped: dict[str, str]
 
 
@@ -175,20 +187,27 @@ class Scores:
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def leaderboard(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor | None = None,
-                masks: torch.Tensor | None = None, methods: Sequence[MethodSpec] | None = None,
-                metrics: Sequence[str] | str | None = None, calibration: Sequence[str] = ("random", "sobel"),
-                settings: Settings | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
-                mosaics: Mosaics | None = None, progress: bool = False, keep_maps: bool = False,
+def _old_how(how: How, old: dict[str, Any], given: bool) -> Explainer:
+    """The `how` of a call with last release's `methods=` / `options=` (`attnscope.deprecated.moved`)."""
+    if "methods" not in old and how is None:
+        raise TypeError("leaderboard: give the methods with their options: how=Explainer(methods, options=...)")
+    return into_how(how, old, given)
+
+
+@moved("how", HOW_KEYWORDS, _old_how)
+def leaderboard(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, boxes: torch.Tensor | None = None,
+                masks: torch.Tensor | None = None, how: How = None, metrics: Sequence[str] | str | None = None,
+                settings: Settings | None = None, *, mosaics: Mosaics | None = None,
                 index: torch.Tensor | None = None) -> Board:
-    """One row per map (for the true `labels`): the mean over the images of each column, and
-    `ms_per_image` (the method's explain time). `methods=None`: every method that applies to `model`;
-    a method may be given as (row label, method, options) to score one method under several settings;
-    `metrics`: column names or a `--metrics` text ("default", "all", group names; see `columns.select`).
-    Columns that need ground truth that is not given (boxes, masks, mosaics) are left out (`skipped`).
-    `index`: the images' data-set indices (default 0 … B − 1), which seed each image's random draws."""
-    scores = image_scores(model, images, labels, boxes, masks, methods, metrics, calibration, settings, options,
-                          mosaics, progress, keep_maps, index)
+    """One row per map (for the true classes `targets` (B,)): the mean over the images of each column, and
+    `ms_per_image` (the method's explain time). `how`: how to explain — an `Explainer` (its methods share
+    their passes where the columns allow), method names, or `{row label: Explainer}` to score one method
+    under several settings; None: every method that applies to `model`. `metrics`: column names or a
+    `--metrics` text ("default", "all", group names; see `columns.select`). Columns that need ground truth
+    that is not given (boxes, masks, mosaics) are left out (`skipped`). `settings`: how the columns are
+    computed, the calibration rows, keep the maps, a progress bar. `index`: the images' data-set indices
+    (default 0 … B − 1), which seed each image's random draws."""
+    scores = image_scores(model, images, targets, boxes, masks, how, metrics, settings, mosaics=mosaics, index=index)
     b = images.shape[0]
     rows = board_rows(scores.columns, scores.kinds, lambda row, col: mean_ci(scores.values[row][col])[0]
                       if col in scores.values[row] else float("nan"),
@@ -204,21 +223,18 @@ def board_rows(columns: Sequence[str], kinds: Mapping[str, str], mean: Callable[
             for row, kind in kinds.items()]
 
 
-def image_scores(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor | None = None,
-                 masks: torch.Tensor | None = None, methods: Sequence[MethodSpec] | None = None,
-                 metrics: Sequence[str] | str | None = None, calibration: Sequence[str] = ("random", "sobel"),
-                 settings: Settings | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
-                 mosaics: Mosaics | None = None, progress: bool = False, keep_maps: bool = False,
+def image_scores(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, boxes: torch.Tensor | None = None,
+                 masks: torch.Tensor | None = None, how: How = None, metrics: Sequence[str] | str | None = None,
+                 settings: Settings | None = None, *, mosaics: Mosaics | None = None,
                  index: torch.Tensor | None = None) -> Scores:
     """Every column's value for every image and map (what `leaderboard` averages), with the same arguments."""
     settings = settings or Settings()
-    plan = _plan(model, images, labels, boxes, masks, methods, metrics, calibration, settings, options, mosaics,
-                 index)
+    plan = _plan(model, images, targets, (boxes, masks, mosaics), how, metrics, settings, index)
     names, batch, fns = plan.columns, plan.batch, plan.explainers
     per_method = [c for c in names if COLUMNS.get(c).per_method]
     scores = Scores(names, {}, {}, {}, plan.skipped, {})
     all_maps: dict[str, torch.Tensor] = {}
-    with console.progress(len(fns) + 1, "leaderboard", progress) as bar:
+    with console.progress(len(fns) + 1, "leaderboard", settings.progress) as bar:
         for name, (kind, fn) in fns.items():
             started = time.perf_counter()
             maps = {k: v.detach() for k, v in fn(batch.images, batch.labels, index=batch.index).items()}
@@ -232,7 +248,7 @@ def image_scores(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, b
         bar.advance(1, method="robustness/focus")
     for key, columns in shared.items():
         scores.values.setdefault(key, {}).update({c: v.double().cpu() for c, v in columns.items()})
-    scores.maps = {k: v.cpu() for k, v in all_maps.items()} if keep_maps else {}
+    scores.maps = {k: v.cpu() for k, v in all_maps.items()} if settings.keep_maps else {}
     return scores
 
 
@@ -250,19 +266,17 @@ class Estimate:
         return self.explain + sum(self.groups.values())
 
 
-def estimate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor | None = None,
-             masks: torch.Tensor | None = None, methods: Sequence[MethodSpec] | None = None,
-             metrics: Sequence[str] | str | None = None, calibration: Sequence[str] = ("random", "sobel"),
-             settings: Settings | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
-             mosaics: Mosaics | None = None) -> Estimate:
+def estimate(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, boxes: torch.Tensor | None = None,
+             masks: torch.Tensor | None = None, how: How = None, metrics: Sequence[str] | str | None = None,
+             settings: Settings | None = None, *, mosaics: Mosaics | None = None) -> Estimate:
     """How long `leaderboard` with the same arguments will take: every explainer and column timed on
     one image and on two, and extrapolated linearly to the batch (fixed cost + cost per image)."""
     settings = settings or Settings()
     b = images.shape[0]
-    plans = {k: _plan(model, images[:k], labels[:k], None if boxes is None else boxes[:k],
-                      None if masks is None else masks[:k], methods, metrics, calibration, settings, options,
-                      None if mosaics is None else Mosaics(mosaics.images[:k], mosaics.labels[:k],
-                                                           mosaics.quadrants[:k]))
+    part = lambda t, k: None if t is None else t[:k]  # noqa: E731
+    plans = {k: _plan(model, images[:k], targets[:k], (part(boxes, k), part(masks, k), None if mosaics is None
+                      else Mosaics(mosaics.images[:k], mosaics.labels[:k], mosaics.quadrants[:k])), how, metrics,
+                      settings)
              for k in (1, min(2, b))}
     groups = dict.fromkeys(GROUPS, 0.0)
     explain_s = 0.0
@@ -295,13 +309,17 @@ def _linear(run: Callable[[int], object], b: int) -> float:
     return max(fixed + per_image * b, two if b > 1 else one)
 
 
-def _plan(model, images, labels, boxes, masks, methods, metrics, calibration, settings, options, mosaics,
-          index=None) -> Plan:
+Truth = tuple  # (boxes, masks, mosaics), each None where not given
+
+
+def _plan(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, truth: Truth, how: How,
+          metrics: Sequence[str] | str | None, settings: Settings, index: torch.Tensor | None = None) -> Plan:
     """Check a leaderboard's inputs and put them together."""
+    boxes, masks, mosaics = truth
     device = device_of(model)
-    if images.dim() != 4 or labels.shape != (images.shape[0],):
-        raise InputError(f"images must be (B, C, H, W) with labels (B,), got {tuple(images.shape)} and "
-                         f"{tuple(labels.shape)}")
+    if images.dim() != 4 or targets.shape != (images.shape[0],):
+        raise InputError(f"images must be (B, C, H, W) with targets (B,), got {tuple(images.shape)} and "
+                         f"{tuple(targets.shape)}")
     names = select(metrics) if metrics is None or isinstance(metrics, str) else list(metrics)
     for name in names:
         COLUMNS.get(name)
@@ -311,19 +329,17 @@ def _plan(model, images, labels, boxes, masks, methods, metrics, calibration, se
     names = [n for n in names if n not in skipped]
     if not names:
         raise InputError(f"no metric can be computed with the ground truth given (left out: {sorted(skipped)})")
-    methods = applicable_methods(model) if methods is None else list(methods)
-    if not methods and not calibration:
+    if not rows_of(how, model) and not settings.calibration:
         raise InputError("no method to score")
-    variants(methods, options)
-    images, labels = images.to(device), labels.to(device)
+    images, targets = images.to(device), targets.to(device)
     if masks is None and boxes is not None:
         masks = loc.box_masks(boxes.to(device), tuple(images.shape[-2:]))
-    batch = Batch(images, labels, class_probability(model, labels), correct_class(model, labels),
+    batch = Batch(images, targets, class_probability(model, targets), correct_class(model, targets),
                   None if boxes is None else boxes.to(device), None if masks is None else masks.to(device),
                   settings.tolerance, settings.step, settings.batch_size, settings.seed, settings.top_k,
                   draws.indices(index, images.shape[0]))
-    return Plan(names, batch, explainers(model, methods, calibration, settings.seed, options, settings.explain_batch),
-                joint_explainer(model, methods, calibration, settings.seed, options, settings.explain_batch), skipped)
+    return Plan(names, batch, explainers(model, how, settings.calibration, settings.seed),
+                joint_explainer(model, how, settings.calibration, settings.seed), skipped)
 
 
 def _shared_columns(plan: Plan, maps: Mapping[str, torch.Tensor], settings: Settings, mosaics: Mosaics | None,

@@ -17,15 +17,13 @@ from torch import nn
 
 from attnscope import draws
 from attnscope.errors import InputError
-from attnscope.explain import explain
-from attnscope.explain.layers import LayerSpec
-from attnscope.explain.targets import TargetSpec
+from attnscope.explain import Explainer, OutputSpec, TargetSpec, as_explainer, budget, logits, model_guard
 from attnscope.metrics import robustness as rob
 from attnscope.metrics.checks import positive_int
 from attnscope.modules import device_of
 from attnscope.registry import Registry
 
-Explainer = Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]]  # images, classes -> {name: maps}
+MapsFn = Callable[..., Mapping[str, torch.Tensor]]  # (images, classes[, index=, draw=]) -> {name: maps}
 Noise = Callable[[torch.Tensor, int, float, torch.Generator], torch.Tensor]  # images, n, radius, gen -> δ
 NOISES: Registry[Noise] = Registry("noise")
 
@@ -90,13 +88,13 @@ def perturb(images: torch.Tensor, n: int = 10, noise: str = "uniform", radius: f
     return images[:, None] + delta.to(device=images.device, dtype=images.dtype)
 
 
-def score_robustness(explainer: Explainer, logits_of: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-                     classes: torch.Tensor, perturbed: torch.Tensor, metrics: Sequence[str] | None = None,
+def score_robustness(explainer: MapsFn, logits_of: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                     targets: torch.Tensor, perturbed: torch.Tensor, metrics: Sequence[str] | None = None,
                      maps: Mapping[str, torch.Tensor] | None = None,
                      logits: torch.Tensor | None = None,
                      index: torch.Tensor | None = None) -> dict[str, dict[str, torch.Tensor]]:
-    """`{name: {metric: (B,)}}` for every map `explainer(images, classes)` gives, from its maps of the
-    `perturbed` copies (B, n, C, H, W) explained for the same `classes` (B,). `maps` and `logits` of
+    """`{name: {metric: (B,)}}` for every map `explainer(images, targets)` gives, from its maps of the
+    `perturbed` copies (B, n, C, H, W) explained for the same `targets` (B,). `maps` and `logits` of
     the unperturbed images may be passed when already computed. With the images' data-set `index` (B,) the
     explainer is also given `index=` and `draw=` (copy j of image i: index i, draw j + 1) for its own draws."""
     names = METRICS.names() if metrics is None else list(metrics)
@@ -106,12 +104,12 @@ def score_robustness(explainer: Explainer, logits_of: Callable[[torch.Tensor], t
     if perturbed.shape[0] != images.shape[0] or perturbed.shape[2:] != images.shape[1:]:
         raise InputError(f"perturbed images must be (B, n, C, H, W) with (B, C, H, W) = {tuple(images.shape)}, "
                          f"got {tuple(perturbed.shape)}")
-    maps = dict(explainer(images, classes)) if maps is None else dict(maps)
+    maps = dict(explainer(images, targets)) if maps is None else dict(maps)
     logits = logits_of(images) if logits is None else logits
     flat = perturbed.flatten(0, 1)
     where = {} if index is None else {"index": draws.indices(index, b).repeat_interleave(n),
                                       "draw": torch.arange(1, n + 1).repeat(b)}
-    moved = explainer(flat, classes.repeat_interleave(n), **where)
+    moved = explainer(flat, targets.repeat_interleave(n), **where)
     moved_logits = getattr(moved, "logits", None)  # an Explanation carries its pass's logits
     moved_logits = (logits_of(flat) if moved_logits is None else moved_logits).view(b, n, -1)
     kept = moved_logits.argmax(2) == logits.argmax(1)[:, None]
@@ -123,27 +121,26 @@ def score_robustness(explainer: Explainer, logits_of: Callable[[torch.Tensor], t
     return out
 
 
-def robustness(model: nn.Module, images: torch.Tensor, methods: str | Sequence[str], targets: TargetSpec = None,
-               metrics: Sequence[str] | None = None, n: int = 10, noise: str = "uniform", radius: float = 0.02,
-               seed: int = 0, perturbed: torch.Tensor | None = None, layer: LayerSpec = "auto",
-               options: Mapping[str, Mapping[str, Any]] | None = None,
-               batch_size: int | None = None) -> dict[str, dict[str, torch.Tensor]]:
-    """Robustness of each method's maps (`METRICS`: max/avg sensitivity, local Lipschitz estimate,
-    relative input/output stability) to `n` perturbations x + δ (`noise`, `radius`, `seed`), or to
+def robustness(model: nn.Module, images: torch.Tensor, how: Explainer | str | Sequence[str],
+               targets: TargetSpec = None, metrics: Sequence[str] | None = None, n: int = 10, noise: str = "uniform",
+               radius: float = 0.02, seed: int = 0,
+               perturbed: torch.Tensor | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """Robustness of the maps of each method of `how` (`METRICS`: max/avg sensitivity, local Lipschitz
+    estimate, relative input/output stability) to `n` perturbations x + δ (`noise`, `radius`, `seed`), or to
     the given `perturbed` copies (B, n, C, H, W). The perturbed copies are explained for the class
-    explained on the original image. Returns `{method: {metric: (B,)}}`."""
-    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    explained on the original image (`targets`, else the `how`'s). Returns `{method: {metric: (B,)}}`."""
+    how = as_explainer(how)
     device = device_of(model)
     images = images.to(device)
     perturbed = perturb(images, n, noise, radius, seed) if perturbed is None else perturbed.to(device)
-    first = explain(model, images, methods, targets, layer, options, batch_size)
+    first = how(model, images, targets)
     classes = first[next(iter(first))].targets.to(device)
 
     def explainer(x: torch.Tensor, c: torch.Tensor) -> Mapping[str, torch.Tensor]:
-        return Maps(explain(model, x, methods, c, layer, options, batch_size))
+        return Maps(how(model, x, c))
 
-    return score_robustness(explainer, lambda x: logits_of(model, x, batch_size), images, classes, perturbed,
-                            metrics, maps={k: v.values for k, v in first.items()},
+    return score_robustness(explainer, lambda x: logits_of(model, x, how.batch_size, how.output), images, classes,
+                            perturbed, metrics, maps={k: v.values for k, v in first.items()},
                             logits=getattr(first, "logits", None))
 
 
@@ -155,14 +152,13 @@ class Maps(dict):
         self.logits = getattr(explanation, "logits", None)
 
 
-def logits_of(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """Logits (N, K) of `x`, no gradients, in chunks of `batch_size` (None: from the memory budget,
-    `explain.budget`). (Explanations that carry `.logits` make this unneeded.)"""
-    from attnscope.explain import budget
-    from attnscope.explain.engine import logits, model_guard
-
+def logits_of(model: nn.Module, x: torch.Tensor, batch_size: int | None = None,
+              output: OutputSpec = None) -> torch.Tensor:
+    """Logits (N, K) of `x` (the part of the model's output `output` selects), no gradients, in chunks of
+    `batch_size` (None: from the memory budget, `explain.budget`). (Explanations that carry `.logits` make
+    this unneeded.)"""
     device = device_of(model)
     with model_guard(model):
         cost = budget.input_cost(model, tuple(x.shape[1:]), x.dtype)
         chunk = budget.chunk_size(cost, device, batch_size, x.shape[0], grad=False)
-        return logits(model, x.to(device), chunk)
+        return logits(model, x.to(device), chunk, output)

@@ -18,8 +18,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError
-from attnscope.explain import budget
-from attnscope.explain.engine import model_guard, run_model
+from attnscope.explain import budget, model_guard, run_model
 from attnscope.metrics.faithfulness import Scorer
 from attnscope.modules import as_nhwc, device_of
 
@@ -49,9 +48,9 @@ def _runner(model: nn.Module, channels_last: bool) -> Callable[[torch.Tensor, in
     return run
 
 
-def _scorer(model: nn.Module, classes: torch.Tensor, read, channels_last: bool | str) -> Scorer:
+def _scorer(model: nn.Module, targets: torch.Tensor, read, channels_last: bool | str) -> Scorer:
     device = device_of(model)
-    classes = classes.to(device)
+    classes = targets.to(device)
     forward = _runner(model, nhwc(model, channels_last))
 
     def score(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
@@ -65,19 +64,19 @@ def _scorer(model: nn.Module, classes: torch.Tensor, read, channels_last: bool |
     return score
 
 
-def class_probability(model: nn.Module, classes: torch.Tensor, channels_last: bool | str = "auto") -> Scorer:
-    """`f(x, source) = softmax(model(x))[class of the source image]` (RISE, Grad-CAM++, IROF)."""
-    return _scorer(model, classes, lambda logits, c: logits.softmax(1).gather(1, c[:, None])[:, 0], channels_last)
+def class_probability(model: nn.Module, targets: torch.Tensor, channels_last: bool | str = "auto") -> Scorer:
+    """`f(x, source) = softmax(model(x))[targets of the source image]` (RISE, Grad-CAM++, IROF)."""
+    return _scorer(model, targets, lambda logits, c: logits.softmax(1).gather(1, c[:, None])[:, 0], channels_last)
 
 
-def class_logit(model: nn.Module, classes: torch.Tensor, channels_last: bool | str = "auto") -> Scorer:
-    """`f(x, source) = model(x)[class of the source image]`, the logit (what captum and Quantus score)."""
-    return _scorer(model, classes, lambda logits, c: logits.gather(1, c[:, None])[:, 0], channels_last)
+def class_logit(model: nn.Module, targets: torch.Tensor, channels_last: bool | str = "auto") -> Scorer:
+    """`f(x, source) = model(x)[targets of the source image]`, the logit (what captum and Quantus score)."""
+    return _scorer(model, targets, lambda logits, c: logits.gather(1, c[:, None])[:, 0], channels_last)
 
 
-def correct_class(model: nn.Module, classes: torch.Tensor, channels_last: bool | str = "auto") -> Scorer:
+def correct_class(model: nn.Module, targets: torch.Tensor, channels_last: bool | str = "auto") -> Scorer:
     """`f(x, source) = 1[argmax model(x) = class of the source image]`: ROAD's accuracy (Rong et al. 2022)."""
-    return _scorer(model, classes, lambda logits, c: (logits.argmax(1) == c).double(), channels_last)
+    return _scorer(model, targets, lambda logits, c: (logits.argmax(1) == c).double(), channels_last)
 
 
 SCORERS = {"probability": class_probability, "logit": class_logit, "correct": correct_class}

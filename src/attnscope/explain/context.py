@@ -1,7 +1,8 @@
 """What one `explain` call shares between its methods: the shared pass (`Pass`) and reruns (`Oracle`).
 
-`Pass` runs the shared forward (+ backward) once, for the union of what the methods asked for
-read, and hands each method its inputs by name, one row per (image, target), image-major.
+`shared_pass` runs the shared forward (+ backward) once, for the union of what the methods read (the
+plan's needs), at one point of `explain.plan`; the `Pass` it returns hands each method its inputs by
+name, one row per (image, target), image-major.
 `Oracle` is the one object a method gets when it must run the model again (Score-CAM,
 Ablation-CAM, occlusion, IG, SmoothGrad): scores and input gradients of other inputs, and the
 output when the chosen layer's output is replaced; the target and token layout are bound in it.
@@ -20,7 +21,7 @@ from torch import nn
 from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain import budget, engine, split
 from attnscope.explain.attention import explicit_attention
-from attnscope.explain.layers import LayerSpec, Reading, reading, resolve_layer
+from attnscope.explain.layers import LayerSpec, Reading, reading
 from attnscope.explain.method import INPUTS
 from attnscope.explain.rewrites import rewritten
 from attnscope.explain.targets import Target, TargetSpec
@@ -120,7 +121,8 @@ class Oracle:
         with ExitStack() as stack:
             if rewrite is not None:
                 stack.enter_context(rewritten(self.core, rewrite, **kw))
-            cap, _ = engine.capture(self.model, x, self.target.take(rows), input_grad=True, output=self.output)
+            cap, _ = engine.capture(self.model, x, self.target.take(rows), frozenset({"input_grad"}),
+                                    output=self.output)
         return cap.input_grad
 
     def attention_gradients(self, x: torch.Tensor, rows: torch.Tensor, rewrite: str | None = None,
@@ -135,8 +137,8 @@ class Oracle:
                 layers = stack.enter_context(explicit_attention(self.core))
             else:
                 ((_, layers),) = stack.enter_context(rewritten(self.core, rewrite, **kw))
-            cap, _ = engine.capture(self.model, x, self.target.take(rows), probes=[(a.name, a.probe) for a in layers],
-                                    probe_grad=True, output=self.output)
+            cap, _ = engine.capture(self.model, x, self.target.take(rows), frozenset({"attention", "attention_grad"}),
+                                    probes=[(a.name, a.probe) for a in layers], output=self.output)
         return cap.probes, cap.probe_grads
 
     def layer_gradients(self, x: torch.Tensor, rows: torch.Tensor, target: Target | None = None) -> torch.Tensor:
@@ -148,9 +150,9 @@ class Oracle:
         if self._layer is None:
             raise NotApplicableError("this method reads the chosen layer's gradients, and no layer was chosen")
         cap, _ = engine.capture(self.model, x, self.target.take(rows) if target is None else target,
-                                layer=self._layer, layer_grad=True, output=self.output)
+                                frozenset({"layer", "layer_grad"}), layer=self._layer, output=self.output)
         grads = cap.gradients
-        return grads if grads.dim() == 4 or self._layout is None else self._layout.to_feature_map(grads)
+        return grads if self._reading is None or self._reading.layout == "nchw" else self._reading.to_map(grads)
 
     @torch.no_grad()
     def with_layer_output(self, image: int, outputs: torch.Tensor) -> torch.Tensor:
@@ -213,88 +215,26 @@ class Oracle:
 
 
 class Pass:
-    """The shared pass of one call: captured lazily for what the methods need, read by input name."""
+    """The shared pass of one call, run (`shared_pass`): what it captured, read by input name."""
 
-    def __init__(self, model: nn.Module, images: torch.Tensor, targets: TargetSpec, layer: LayerSpec,
-                 needs: frozenset[str], differentiable: bool = False, output: engine.OutputSpec = None,
-                 runs: bool = True) -> None:
-        self.model, self.images, self.needs, self.runs = model, images, needs, runs
+    def __init__(self, model: nn.Module, images: torch.Tensor, needs: frozenset[str], differentiable: bool,
+                 output: engine.OutputSpec, capture: engine.Capture | None, target: Target | None,
+                 layer: tuple[str, nn.Module] | None, reading: Reading | None = None,
+                 raw: torch.Tensor | None = None) -> None:
+        self.model, self.images, self.needs = model, images, needs
         self.core = unwrap(model)  # a DDP / DataParallel wrapper runs the passes; its module answers questions
         self.differentiable, self.output = differentiable, output
-        self._target_spec, self._layer_spec = targets, layer
-        self._layer: tuple[str, nn.Module] | None = None
-        self._capture: engine.Capture | None = None
-        self._target: Target | None = None
-        self.reading: Reading | None = None  # how the chosen layer's output reads as (B, C, h, w), once captured
-        self._raw: torch.Tensor | None = None  # that layer's output as it is (B, ...)
+        self.capture, self.target, self.layer = capture, target, layer  # capture and target: None when no pass ran
+        self.reading = reading  # how the chosen layer's output reads as (B, C, h, w)
+        self._raw = raw  # that layer's output as it is (B, ...)
 
     @property
     def size(self) -> tuple[int, int]:
         return tuple(self.images.shape[-2:])
 
-    @property
-    def layer(self) -> tuple[str, nn.Module]:
-        """(dotted name, module) of the chosen layer."""
-        if self._layer is None:
-            self._layer = resolve_layer(self.core, self._layer_spec, self.images)
-        return self._layer
-
-    @property
-    def capture(self) -> engine.Capture:
-        """The shared pass, run once for the union of the needs of the methods of this call.
-
-        With "attention" needed, the attention layers run their explicit path for the pass. A
-        chosen layer that outputs ViT tokens (B, T, D) is read as its patch grid (B, D, h, w).
-        """
-        if self._capture is None:
-            uses_layer = bool(self.needs & {"layer", "layer_grad"})
-            with ExitStack() as stack:
-                layers = []
-                if self.needs & {"attention", "attention_grad"}:
-                    layers = stack.enter_context(explicit_attention(self.core))
-                capture, self._target = engine.capture(
-                    self.model, self.images, self._target_spec,
-                    layer=self.layer[1] if uses_layer else None,
-                    layer_grad="layer_grad" in self.needs,
-                    input_grad="input_grad" in self.needs,
-                    guided_grad="guided_grad" in self.needs,
-                    probes=[(layer.name, layer.probe) for layer in layers],
-                    probe_grad="attention_grad" in self.needs,
-                    own_attention="own_attention" in self.needs,
-                    differentiable=self.differentiable,
-                    output=self.output,
-                    biased=[m for _, m in bias_layers(self.core)] if "bias_grad" in self.needs else (),
-                )
-            self._capture = self._tokens_as_grid(capture)
-        return self._capture
-
-    def _tokens_as_grid(self, capture: engine.Capture) -> engine.Capture:
-        """The chosen layer's output and gradients as feature maps (B, C, h, w): channels-last and tokens read."""
-        acts = capture.activations
-        if acts is None:
-            return capture
-        name, module = self.layer
-        self.reading = reading(self.core, self._layer_spec, acts, name, self.images, module)
-        self._raw = acts
-        if self.reading.layout == "nchw":
-            return capture
-        grads = capture.gradients
-        return dataclasses.replace(
-            capture,
-            activations=self.reading.to_map(acts),
-            gradients=None if grads is None else self.reading.to_map(grads),
-        )
-
-    @property
-    def target(self) -> Target:
-        """The resolved target over rows, from the shared pass."""
-        if self._target is None:
-            _ = self.capture
-        return self._target
-
     def rows(self, t: torch.Tensor) -> torch.Tensor:
         """A per-image tensor (B, ...) as one row per (image, target) (B·K, ...); as it is when no pass runs."""
-        k = self.capture.rows if self.runs else 1
+        k = 1 if self.capture is None else self.capture.rows
         return t if k == 1 else t.repeat_interleave(k, 0)
 
     def inputs(self, names: Iterable[str]) -> dict[str, Any]:
@@ -382,19 +322,39 @@ class Pass:
         return self.core
 
     def _input_oracle(self) -> Oracle:
-        layer = self.layer[1] if self.needs & {"layer"} else None
+        layer = None if self.layer is None else self.layer[1]
         return Oracle(self.model, self.images, self.target, self.capture.rows, layer, self.reading,
                       self._raw, self.output)
 
 
-def shared_pass(model: nn.Module, images: torch.Tensor, targets: TargetSpec, layer: LayerSpec,
-                needs: frozenset[str], differentiable: bool = False, output: engine.OutputSpec = None,
-                runs: bool = True) -> Pass:
-    """The shared pass of one call, run now (when `runs`): what the methods read, by input name."""
-    shared = Pass(model, images, targets, layer, needs, differentiable, output, runs)
-    if runs:
-        _ = shared.capture
-    return shared
+def shared_pass(model: nn.Module, images: torch.Tensor, targets: TargetSpec, needs: frozenset[str],
+                layer: tuple[str, nn.Module] | None, layer_spec: LayerSpec = "auto", differentiable: bool = False,
+                output: engine.OutputSpec = None) -> Pass:
+    """THE shared pass of one call: one forward (+ the backward passes `needs` asks for) by `engine.capture`, for
+    the chosen `layer` (resolved by the plan) — with "attention" needed, the attention layers run their
+    explicit path for it — then the layer's output read as a feature map (B, C, h, w) (`layers.reading`:
+    channels-last, or the patch grid of ViT tokens)."""
+    core = unwrap(model)
+    with ExitStack() as stack:
+        attention = stack.enter_context(explicit_attention(core)) if needs & {"attention", "attention_grad"} else []
+        capture, target = engine.capture(
+            model, images, targets, needs, layer=None if layer is None else layer[1],
+            probes=[(a.name, a.probe) for a in attention],
+            biased=[m for _, m in bias_layers(core)] if "bias_grad" in needs else (),
+            differentiable=differentiable, output=output)
+    if capture.activations is None:
+        return Pass(model, images, needs, differentiable, output, capture, target, layer)
+    read = reading(core, layer_spec, capture.activations, layer[0], images, layer[1])
+    grid = capture if read.layout == "nchw" else dataclasses.replace(
+        capture, activations=read.to_map(capture.activations),
+        gradients=None if capture.gradients is None else read.to_map(capture.gradients))
+    return Pass(model, images, needs, differentiable, output, grid, target, layer, read, capture.activations)
+
+
+def no_pass(model: nn.Module, images: torch.Tensor, needs: frozenset[str], differentiable: bool = False,
+            output: engine.OutputSpec = None) -> Pass:
+    """The inputs of a call whose methods read no shared pass (generative ones: `images`, `model`)."""
+    return Pass(model, images, needs, differentiable, output, None, None, None)
 
 
 _missing = sorted(name for name in INPUTS if not hasattr(Pass, f"_input_{name}"))

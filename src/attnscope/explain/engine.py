@@ -102,92 +102,131 @@ class Capture:
         return self.per_image or 1
 
 
+NEEDS = frozenset({"layer", "layer_grad", "input_grad", "guided_grad", "attention", "attention_grad", "own_attention",
+                   "bias_grad"})  # what a pass can capture (`method.INPUTS` maps each input to some of these)
+FROM_INPUT = frozenset({"input_grad", "guided_grad", "attention_grad", "bias_grad"})  # these need the whole graph
+
+
 def capture(
     model: nn.Module,
     x: torch.Tensor,
     target: Target | TargetSpec,
+    needs: frozenset[str] = frozenset(),
     layer: nn.Module | None = None,
-    layer_grad: bool = False,
-    input_grad: bool = False,
-    guided_grad: bool = False,
     probes: Sequence[tuple[str, nn.Module]] = (),
-    probe_grad: bool = False,
-    own_attention: bool = False,
+    biased: Sequence[nn.Module] = (),
     differentiable: bool = False,
     output: OutputSpec = None,
-    biased: Sequence[nn.Module] = (),
 ) -> tuple[Capture, Target]:
-    """One forward pass (recording `layer` and each of `probes`) and the backward passes asked for.
+    """One forward pass and the backward passes `needs` asks for; the target resolved from this very pass.
 
-    Plain gradients (layer, input and/or probes) come from one backward; guided input gradients
-    from a second backward over the same graph with the ReLUs switched to the guided rule, so
-    Grad-CAM, saliency, Guided Backprop and gradient-weighted rollout asked together cost one
-    forward. `probes` are (name, module) pairs; each must run exactly once, and their outputs come
-    back in the order they ran. `target` may be unresolved (None, int, tensor, callable); it is
-    resolved from this very pass. `own_attention`: the pass is `model(x, return_attention=True)`
-    and the model's own maps are kept. `differentiable`: nothing is detached and the gradients
-    keep their graph (create_graph), so maps built from them can be trained through. `output`
-    selects what the targets score from the model's output (`select_output`). `biased`: modules
-    (layers with a bias) whose output gradients come from the same backward (FullGrad's bias terms).
+    `needs` (a subset of `NEEDS`): "layer" records `layer`'s output, "layer_grad" its gradient;
+    "input_grad" d score / d x; "guided_grad" the same with guided ReLUs, from a second backward over the
+    same graph, so Grad-CAM, saliency, Guided Backprop and gradient-weighted rollout asked together cost
+    one forward; "attention" records each of `probes` ((name, module) pairs that must run exactly once;
+    outputs in the order they ran), "attention_grad" their gradients; "own_attention" runs
+    `model(x, return_attention=True)` and keeps the model's own maps; "bias_grad" the gradients of the
+    outputs of `biased` (layers with a bias, FullGrad's terms) from the same backward. `target` may be
+    unresolved (None, int, tensor, callable). `differentiable`: nothing is detached and the gradients keep
+    their graph (create_graph), so maps built from them can be trained through. `output` selects what the
+    targets score from the model's output (`select_output`).
     """
-    store: list[torch.Tensor] = []
-    seen: list[tuple[int, torch.Tensor]] = []
-    bias_seen: list[tuple[int, torch.Tensor]] = []
-    from_input = input_grad or guided_grad or probe_grad or bool(biased)  # these need the whole graph
+    unknown = sorted(set(needs) - NEEDS)
+    if unknown:
+        raise ValueError(f"capture: unknown needs {unknown}; known: {sorted(NEEDS)}")
+    from_input = bool(needs & FROM_INPUT)  # the graph from the input, not from the chosen layer
     x = x.detach().requires_grad_(from_input)
     switch = Switch()
     keep = (lambda t: t) if differentiable else (lambda t: t.detach())
+    recorded = _Recorded(layer if "layer" in needs else None, probes if "attention" in needs else (),
+                         biased if "bias_grad" in needs else ())
     with ExitStack() as stack:
-        stack.enter_context(torch.set_grad_enabled(layer_grad or from_input or differentiable))
-        if layer is not None:
-            stack.enter_context(recording(layer, store, leaf=not (from_input or differentiable)))
-        if probes:
-            stack.enter_context(recording_each([module for _, module in probes], seen))
-        if biased:
-            stack.enter_context(recording_each(list(biased), bias_seen))
-        if guided_grad:
+        stack.enter_context(torch.set_grad_enabled(bool(needs & {"layer_grad"}) or from_input or differentiable))
+        recorded.hook(stack, leaf=not (from_input or differentiable))
+        if "guided_grad" in needs:
             stack.enter_context(rewritten(model, "guided-relu", switch=switch))
         attention: dict[str, torch.Tensor] = {}
-        forward = _keeping_attention(model, attention) if own_attention else model
+        forward = _keeping_attention(model, attention) if "own_attention" in needs else model
         raw = run_model(forward, x.clone())  # a model that edits its input in place edits a copy
         logits = logits_of(select_output(raw, output), x.shape[0])
-        if layer is not None and len(store) != 1:
-            ran = "did not run" if not store else f"ran {len(store)} times"
-            raise InputError(f"the chosen layer {ran} in the forward pass; choose a layer that runs once")
-        _check_ran_once([name for name, _ in probes], [i for i, _ in seen])
-        _check_ran_once([f"bias layer {i}" for i in range(len(biased))], [i for i, _ in bias_seen])
+        recorded.check()
         if isinstance(target, Target):
             table, k = target.classes, None
         else:
             target, table, k = resolve(target, logits)
         scores = target.score(logits if k is None else _per_row(logits, k))  # (B·K,)
-        per_image = scores.view(x.shape[0], k or 1)  # (B, K)
-        outputs = [out for _, out in seen]
-        bias_outputs = [out for _, out in sorted(bias_seen, key=lambda pair: pair[0])]  # module order
-        wrt = ([store[0]] if layer_grad else []) + ([x] if input_grad else []) + (outputs if probe_grad else []) \
-            + bias_outputs
-        grads = row_grads(per_image, wrt, retain=guided_grad, create_graph=differentiable)
-        if guided_grad:
-            switch.on = True
-            guided = row_grads(per_image, [x], retain=False, create_graph=differentiable, batched=False)[0]
+        grads = _backward(scores.view(x.shape[0], k or 1), x, recorded, needs, switch, differentiable)
     return (
         Capture(
             logits=keep(logits) if isinstance(logits, torch.Tensor) else logits,
-            scores=keep(scores),
-            table=table,
-            per_image=k,
-            activations=keep(store[0]) if store else None,
-            gradients=grads.pop(0) if layer_grad else None,
-            input_grad=grads.pop(0) if input_grad else None,
-            guided_grad=guided if guided_grad else None,
-            probes=tuple(keep(out) for out in outputs),
-            probe_grads=tuple(grads[: len(outputs)]) if probe_grad else (),
-            bias_grads=tuple(grads[len(outputs) if probe_grad else 0 :]),
-            probe_names=tuple(probes[i][0] for i, _ in seen),
-            own_attention={k: keep(v) for k, v in attention.items()} if own_attention else None,
+            scores=keep(scores), table=table, per_image=k,
+            activations=keep(recorded.layer[0]) if recorded.layer else None,
+            probes=tuple(keep(out) for out in recorded.outputs), probe_names=recorded.names,
+            own_attention={k: keep(v) for k, v in attention.items()} if "own_attention" in needs else None,
+            **grads,
         ),
         target,
     )
+
+
+class _Recorded:
+    """What one pass records: the chosen layer's output, the probes' outputs (attention) and the biased layers'."""
+
+    def __init__(self, layer: nn.Module | None, probes: Sequence[tuple[str, nn.Module]],
+                 biased: Sequence[nn.Module]) -> None:
+        self.module, self.probes, self.biased = layer, list(probes), list(biased)
+        self.layer: list[torch.Tensor] = []
+        self.seen: list[tuple[int, torch.Tensor]] = []
+        self.bias_seen: list[tuple[int, torch.Tensor]] = []
+
+    def hook(self, stack: ExitStack, leaf: bool) -> None:
+        if self.module is not None:
+            stack.enter_context(recording(self.module, self.layer, leaf=leaf))
+        if self.probes:
+            stack.enter_context(recording_each([module for _, module in self.probes], self.seen))
+        if self.biased:
+            stack.enter_context(recording_each(self.biased, self.bias_seen))
+
+    def check(self) -> None:
+        if self.module is not None and len(self.layer) != 1:
+            ran = "did not run" if not self.layer else f"ran {len(self.layer)} times"
+            raise InputError(f"the chosen layer {ran} in the forward pass; choose a layer that runs once")
+        _check_ran_once([name for name, _ in self.probes], [i for i, _ in self.seen])
+        _check_ran_once([f"bias layer {i}" for i in range(len(self.biased))], [i for i, _ in self.bias_seen])
+
+    @property
+    def outputs(self) -> list[torch.Tensor]:
+        return [out for _, out in self.seen]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.probes[i][0] for i, _ in self.seen)
+
+    @property
+    def bias_outputs(self) -> list[torch.Tensor]:
+        return [out for _, out in sorted(self.bias_seen, key=lambda pair: pair[0])]  # module order
+
+
+def _backward(per_image: torch.Tensor, x: torch.Tensor, recorded: _Recorded, needs: frozenset[str], switch: Switch,
+              differentiable: bool) -> dict[str, object]:
+    """The gradients `needs` asks for of the scores (B, K), as `Capture` fields: one backward for the plain ones,
+    a second over the same graph with the ReLUs switched to the guided rule for "guided_grad"."""
+    layer_grad, input_grad, guided = "layer_grad" in needs, "input_grad" in needs, "guided_grad" in needs
+    probe_grad = "attention_grad" in needs
+    outputs = recorded.outputs
+    wrt = (recorded.layer[:1] if layer_grad else []) + ([x] if input_grad else []) \
+        + (outputs if probe_grad else []) + recorded.bias_outputs
+    grads = row_grads(per_image, wrt, retain=guided, create_graph=differentiable)
+    out: dict[str, object] = {
+        "gradients": grads.pop(0) if layer_grad else None,
+        "input_grad": grads.pop(0) if input_grad else None,
+        "probe_grads": tuple(grads[: len(outputs)]) if probe_grad else (),
+        "bias_grads": tuple(grads[len(outputs) if probe_grad else 0 :]),
+    }
+    if guided:
+        switch.on = True
+        out["guided_grad"] = row_grads(per_image, [x], retain=False, create_graph=differentiable, batched=False)[0]
+    return out
 
 
 def _keeping_attention(model: nn.Module, into: dict[str, torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -3,38 +3,57 @@
 `explain_with(how, model, images, targets)` is what `Explainer.__call__` (and so `explain`) does:
 
     check      the model, the images (dtype, shape, finite), the targets against the methods
-    plan       `Plan`: the plain and the wrapped methods, the needs of the shared pass as a set,
-               whether a pass runs at all, the chunks of `batch_size` images
-    run        under `model_guard`: the memory check, then `context.shared_pass` — the layer resolved,
-               ONE forward (+ the backward passes asked for) by `engine.capture`, the layer's reading —
-               then each plain method on its inputs, and the wrapped methods over variants of the call
+    plan       `Plan`: the plain and the wrapped methods, the needs of the shared pass as a set, whether
+               a pass runs at all, the chunks of `batch_size` images (more than one: each is a call)
+    guard      one call per model at a time (a lock), the model in eval mode with frozen parameters
+               (`model_guard`), the plan's layer resolved (`Plan.resolved`), the memory check
+    pass       `context.shared_pass`: ONE forward (+ the backward passes the needs ask for) by
+               `engine.capture`, the chosen layer's output read as a feature map
+    methods    each plain method on its inputs from the pass; the wrapped methods over variants of the call
     maps       every result brought to the input's resolution, (B, K, H, W) for K targets
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain import budget
-from attnscope.explain.context import Pass, shared_pass
+from attnscope.explain.context import Pass, no_pass, shared_pass
+from attnscope.explain.layers import LayerSpec, resolve_layer
 from attnscope.explain.method import Method, MethodResult, Result
-from attnscope.explain.run import model_guard
+from attnscope.explain.run import OutputSpec, model_guard
 from attnscope.explain.targets import TargetSpec
 from attnscope.explain.wrappers import Wrapped, explain_wrapped
 from attnscope.maps import AttentionMap, Explanation, SequenceMap, upsample, upsample_density
 from attnscope.modules import device_of, unwrap
 from attnscope.registry import METHODS
 
-if TYPE_CHECKING:
-    from attnscope.explain.spec import Explainer
+
+class Explainer(Protocol):
+    """What a call reads of its `explain.spec.Explainer` (which imports this module, not the other way round)."""
+
+    methods: tuple[str, ...]
+    layer: LayerSpec
+    options: Mapping[str, Mapping[str, Any]]
+    batch_size: int | None
+    output: OutputSpec
+    differentiable: bool
+
+    @property
+    def specs(self) -> list[Method | Wrapped]: ...
+
+    def replace(self, **changes: Any) -> Explainer: ...
+
+    def __call__(self, model: nn.Module, images: torch.Tensor, targets: TargetSpec = None) -> Explanation: ...
 
 GRADIENT_NEEDS = frozenset({"layer_grad", "input_grad", "guided_grad", "attention_grad", "bias_grad"})
 LOSSLESS = {(torch.float16, torch.float32), (torch.bfloat16, torch.float32), (torch.float16, torch.float64),
@@ -52,11 +71,19 @@ class Plan:
     needs: frozenset[str]  # what the shared pass captures: the union of the plain methods' needs
     runs: bool  # whether a shared pass runs (False: generative methods only, e.g. `sat`)
     chunks: tuple[slice, ...]  # the images explained one part after the other (`batch_size`)
+    layer: tuple[str, nn.Module] | None = None  # the chosen layer (name, module), once resolved, where read
 
     @property
     def gradients(self) -> bool:
         """Whether the shared pass has a backward."""
         return bool(self.needs & GRADIENT_NEEDS)
+
+    def resolved(self, model: nn.Module, images: torch.Tensor, layer: LayerSpec) -> Plan:
+        """The plan with the chosen layer resolved, where a method reads it ("auto": traced once per model and
+        input size, in eval mode)."""
+        if "layer" not in self.needs:
+            return self
+        return dataclasses.replace(self, layer=resolve_layer(unwrap(model), layer, images))
 
 
 def plan(how: Explainer, batch: int) -> Plan:
@@ -77,11 +104,14 @@ def explain_with(how: Explainer, model: nn.Module, images: torch.Tensor, targets
         whole = how.replace(batch_size=None)
         return Explanation.cat([whole(model, images[part], targets[part] if isinstance(targets, torch.Tensor)
                                       else targets) for part in todo.chunks])
+    images = images.to(device_of(model))
     with _lock(model), model_guard(model, how.differentiable):
+        todo = todo.resolved(model, images, how.layer)
         if todo.runs and not how.differentiable:  # refused before it runs, with the estimate (`explain.budget`)
-            budget.check_pass(unwrap(model), images, device_of(model), todo.gradients)
-        shared = shared_pass(model, images.to(device_of(model)), targets, how.layer, todo.needs,
-                             how.differentiable, how.output, todo.runs)  # THE shared pass
+            budget.check_pass(unwrap(model), images, images.device, todo.gradients)
+        shared = shared_pass(model, images, targets, todo.needs, todo.layer, how.layer, how.differentiable,
+                             how.output) if todo.runs else no_pass(model, images, todo.needs, how.differentiable,
+                                                                   how.output)  # THE shared pass
         maps: dict[str, AttentionMap] = {}
         for spec in todo.plain:
             options = how.options.get(spec.name, {})
@@ -113,7 +143,8 @@ def _as_maps(spec: Method, result: MethodResult, shared: Pass, options: Mapping[
     items = result.items() if isinstance(result, Mapping) else [(spec.name, result)]
     keep = (lambda t: t) if shared.differentiable else (lambda t: t.detach())
     reads_layer = bool(spec.needs & {"layer", "layer_grad"})
-    cap, size = shared.capture, shared.size
+    size = shared.size
+    per_image, table = (None, None) if shared.capture is None else (shared.capture.per_image, shared.capture.table)
     out = {}
     for key, value in items:
         part = value if isinstance(value, Result) else Result(value)
@@ -122,11 +153,11 @@ def _as_maps(spec: Method, result: MethodResult, shared: Pass, options: Mapping[
         at_input = tuple(low.shape[-2:]) == size
         resize = upsample_density if part.resize == "density" else upsample
         values = low if at_input else resize(low, size)
-        if cap.per_image is not None:  # rows back to (B, K, ...)
-            values = values.view(-1, cap.per_image, *values.shape[1:])
-            low = low.view(-1, cap.per_image, *low.shape[1:])
+        if per_image is not None:  # rows back to (B, K, ...)
+            values = values.view(-1, per_image, *values.shape[1:])
+            low = low.view(-1, per_image, *low.shape[1:])
         out[key] = AttentionMap(
-            values=values, method=key, targets=cap.table,
+            values=values, method=key, targets=table,
             layer=part.layer or (shared.layer[0] if reads_layer else None),
             lowres=None if at_input else low,
             meta={**spec.defaults, **options, **part.meta},

@@ -76,9 +76,9 @@ class Explainer:
     `differentiable`: keep the graph (losses on maps train the model).
     """
 
-    methods: tuple[str, ...] = ("gradcam",)
+    methods: str | Sequence[str] = ("gradcam",)  # kept as a tuple of names
     layer: LayerSpec = "auto"
-    options: Options = field(default_factory=Frozen)
+    options: Options | None = field(default_factory=Frozen)  # kept as a read-only mapping
     targets: TargetSpec = None
     batch_size: int | None = None
     output: OutputSpec = None
@@ -138,6 +138,18 @@ def as_explainer(how: Explainer | str | Sequence[str] | None, default: Sequence[
         return Explainer(_names(how))
     raise InputError(f"how must be an attnscope.Explainer, a method name or a sequence of names, "
                      f"got {type(how).__name__}")
+
+
+HOW_KEYWORDS = ("methods", "layer", "options", "batch_size")  # what consumers of maps took before they took `how`
+
+
+def into_how(how: Explainer | str | Sequence[str] | None, old: dict[str, Any], given: bool) -> Explainer:
+    """The `how` of a call that used the keywords of the last release (`attnscope.deprecated.moved`)."""
+    methods = old.pop("methods", None)
+    if methods is not None and given:
+        raise TypeError("give how= or methods=, not both")
+    base = as_explainer(how if methods is None else methods)
+    return base.replace(**old) if old else base
 
 
 def _names(methods: object) -> tuple[str, ...]:

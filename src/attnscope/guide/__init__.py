@@ -1,4 +1,4 @@
-"""Attention guidance as functions: `loss, logits = ats.guide.cam(model, x, y, allowed)`.
+"""Attention guidance as functions: `loss, logits = ats.guide.cam(model, x, targets, allowed)`.
 
 Each guide runs the model's forward pass once (through `explain(..., differentiable=True)`) and
 returns a scalar penalty on attention outside the allowed region with the logits of that pass, so

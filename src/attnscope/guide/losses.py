@@ -1,6 +1,6 @@
 """Attention-guidance losses: differentiable penalties on attention outside an allowed region.
 
-Each guide is `fn(model, x, y, allowed) -> GuideLoss(loss, logits)`: it runs the model's forward
+Each guide is `fn(model, x, targets, allowed) -> GuideLoss(loss, logits)`: it runs the model's forward
 pass once through `explain(..., differentiable=True)`, so the penalty and the caller's own loss
 share that pass (`logits` keep their graph), and `loss.backward()` reaches the model's parameters.
 `allowed` is a box, a mask or a callable (`regions.py`). The caller adds λ · loss to its task loss.
@@ -17,10 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnscope.errors import NotApplicableError
-from attnscope.explain import explain
-from attnscope.explain.engine import model_guard
-from attnscope.explain.layers import LayerSpec, resolve_layer
+from attnscope.errors import InputError, NotApplicableError
+from attnscope.explain import Explainer, LayerSpec, as_explainer, explain, model_guard, resolve_layer
 from attnscope.guide.regions import Allowed, outside
 from attnscope.modules import unwrap
 from attnscope.registry import METHODS, Registry
@@ -50,7 +48,7 @@ GUIDES: Registry[GuideSpec] = Registry("guide")
 
 
 def register_guide(name: str, weight: float, applies: Callable[[nn.Module], str | None] | None = None):
-    """Decorator registering `fn(model, x, y, allowed) -> GuideLoss` as guide `name` with default λ."""
+    """Decorator registering `fn(model, x, targets, allowed) -> GuideLoss` as guide `name` with default λ."""
 
     def add(fn: GuideFn) -> GuideFn:
         GUIDES.register(name, GuideSpec(name, fn, weight, applies or (lambda model: None)))
@@ -70,30 +68,38 @@ def check_applies(name: str, model: nn.Module) -> None:
 
 
 @register_guide("rrr", weight=10.0)
-def rrr(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, allowed: Allowed) -> GuideLoss:
+def rrr(model: nn.Module, x: torch.Tensor, targets: torch.Tensor | None, allowed: Allowed) -> GuideLoss:
     """Right for the Right Reasons (Ross et al., IJCAI 2017): mean_b Σ_cij (A_ij · ∂/∂x_cij Σ_k log p_k)².
 
     A = 1 − allowed; the sum runs over the colour channels and pixels of an image, the mean over the
-    batch (so λ does not depend on the batch size). The penalty does not depend on `y` (Σ over every
-    class). Double backpropagation: the input gradient is explain's differentiable saliency, Σ_c g².
+    batch (so λ does not depend on the batch size). The penalty does not depend on `targets` (Σ over every
+    class; they go to a callable `allowed`). Double backpropagation: the input gradient is explain's
+    differentiable saliency, Σ_c g².
     """
     log_p = lambda logits: F.log_softmax(logits, dim=1).sum(dim=1)
     found = explain(model, x, "saliency", targets=log_p, differentiable=True,
                     options={"saliency": {"reduce": "square-sum"}})  # Σ_c g_cij² (B, H, W)
-    a = outside(allowed, x, y)
+    a = outside(allowed, x, targets)
     return GuideLoss((a.square() * found["saliency"].values).sum(dim=(1, 2)).mean(), found.logits)
 
 
 @register_guide("cam", weight=1.0)
-def cam(model: nn.Module, x: torch.Tensor, y: torch.Tensor, allowed: Allowed, layer: LayerSpec = "auto") -> GuideLoss:
+def cam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, allowed: Allowed,
+        how: Explainer | str | None = None) -> GuideLoss:
     """Share of Grad-CAM mass outside the allowed region: mean_b Σ A ⊙ M / Σ M, M = ReLU(Σ_k α_k F_k).
 
-    α_k = mean_ij ∂y_c/∂F_k,ij (Selvaraju et al., ICCV 2017), F the model's CAM layer (`layer`), c = `y`
+    α_k = mean_ij ∂y_c/∂F_k,ij (Selvaraju et al., ICCV 2017), F the model's CAM layer, c = `targets`
     (the true class), M upsampled to the input; A = 1 − allowed. For a global-average-pool + linear
-    head M is ReLU(CAM) / hw, so this is also the CAM penalty. In [0, 1].
+    head M is ReLU(CAM) / hw, so this is also the CAM penalty. In [0, 1]. `how`: another map or layer —
+    an `Explainer` of one differentiable method (`Explainer("gradcam", layer="features.3")`,
+    `Explainer("layercam")`) or its name; it is explained with `differentiable=True`.
     """
-    found = explain(model, x, "gradcam", targets=y, layer=_cam_layer(model, x, layer), differentiable=True)
-    return GuideLoss(mass_outside(found["gradcam"].values, outside(allowed, x, y)), found.logits)
+    how = as_explainer(how, ("gradcam",))
+    if len(how.methods) != 1:
+        raise InputError(f"guide 'cam' reads one map, got the methods {list(how.methods)}")
+    how = how.replace(layer=_cam_layer(model, x, how.layer), differentiable=True)
+    found = how(model, x, targets)
+    return GuideLoss(mass_outside(found[how.methods[0]].values, outside(allowed, x, targets)), found.logits)
 
 
 def _gives_attention(model: nn.Module) -> str | None:
@@ -101,16 +107,16 @@ def _gives_attention(model: nn.Module) -> str | None:
 
 
 @register_guide("ltpa", weight=1.0, applies=_gives_attention)
-def own_attention(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, allowed: Allowed) -> GuideLoss:
+def own_attention(model: nn.Module, x: torch.Tensor, targets: torch.Tensor | None, allowed: Allowed) -> GuideLoss:
     """Share of the model's own attention outside the allowed region, averaged over its attention maps.
 
     For models whose `forward(x, return_attention=True)` returns `(logits, maps)` (LTPA's per-stage
     maps, Jetley et al., ICLR 2018, or any model's): explain's differentiable `own-attention/<name>`
-    maps, one share per map. The maps do not depend on `y`. In [0, 1].
+    maps, one share per map. The maps do not depend on `targets` (they go to a callable `allowed`). In [0, 1].
     """
     check_applies("ltpa", model)
     found = explain(model, x, "own-attention", differentiable=True)
-    a = outside(allowed, x, y)
+    a = outside(allowed, x, targets)
     shares = [mass_outside(m.values, a) for key, m in found.items() if key.startswith("own-attention/")]
     return GuideLoss(torch.stack(shares).mean(), found.logits)
 

@@ -4,7 +4,7 @@
     boxes     an integer tensor (B, 4) of (x0, y0, x1, y1), x1 and y1 exclusive — or (4,), one box for every image;
     a mask    a bool or float tensor (B, H, W) — or (H, W), one mask for every image; a float mask is a
               weight in [0, 1] (1 allowed, 0 forbidden);
-    callable  `allowed(x, y)` returning either of the above for the batch.
+    callable  `allowed(x, targets)` returning either of the above for the batch.
 Everything else, and boxes or masks that do not fit the images, raise `InputError`.
 """
 
@@ -20,10 +20,10 @@ from attnscope.metrics import box_masks
 Allowed = torch.Tensor | Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-def outside(allowed: Allowed, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+def outside(allowed: Allowed, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
     """The float weight (B, H, W) of forbidden pixels, 1 − allowed, on the device of `x` (B, C, H, W)."""
     if callable(allowed) and not isinstance(allowed, torch.Tensor):
-        allowed = allowed(x, y)
+        allowed = allowed(x, targets)
     if not isinstance(allowed, torch.Tensor):
         raise InputError(f"allowed must be boxes (B, 4), a mask (B, H, W) or a callable(x, y) returning one, "
                          f"got {type(allowed).__name__}")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from attnscope.explain import Explainer
 from attnscope.integrations import missing, numbers
 from attnscope.track import AttentionTracker
 from attnscope.track.probe import ProbeSpec, as_probe
@@ -27,21 +28,22 @@ except ImportError as e:  # pragma: no cover - the extra is not installed
 
 
 class AttentionTrackerCallback(TrainerCallback):
-    """Record maps of `methods` on `probe` (a `Probe` or `(images, labels[, boxes])`) during `Trainer.train`.
+    """Record maps explained as `how` says on `probe` (a `Probe` or `(images, labels[, boxes])`) during
+    `Trainer.train`.
 
     Hugging Face data sets yield dicts, so the probe is given, not taken from them. `every_n_steps`:
     also record every N optimizer steps. Other keywords go to `AttentionTracker`.
     """
 
-    def __init__(self, methods: str | Sequence[str] = ("gradcam",), probe: ProbeSpec | None = None,
+    def __init__(self, how: Explainer | str | Sequence[str] = ("gradcam",), probe: ProbeSpec | None = None,
                  folder: str | Path | None = None, every_n_steps: int | None = None, **tracker: Any) -> None:
-        self.methods = checked_settings(methods, every_n_steps, tracker.get("targets", "label"))
+        self.how = checked_settings(how, every_n_steps, tracker.get("targets", "label"))
         self.probe, self.folder, self.every, self.options = as_probe(probe), folder, every_n_steps, tracker
         self.tracker: AttentionTracker | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         folder = Path(self.folder) if self.folder is not None else Path(args.output_dir)
-        self.tracker = AttentionTracker(folder, self.probe, self.methods, every=self.every,
+        self.tracker = AttentionTracker(folder, self.probe, self.how, every=self.every,
                                         resume=state.global_step > 0, seed=args.seed, **self.options)
         if state.global_step == 0:
             self.tracker.epoch_end(model, epoch=0, step=0)

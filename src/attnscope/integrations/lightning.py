@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from attnscope.errors import InputError
+from attnscope.explain import Explainer
 from attnscope.integrations import missing, numbers
 from attnscope.track import AttentionTracker, probe_from
 from attnscope.track.probe import ProbeSpec
@@ -33,18 +34,19 @@ SPLITS = ("val", "train")
 
 
 class AttentionTrackerCallback(pl.Callback):
-    """Record maps of `methods` on a probe set during `Trainer.fit` into `folder/track`.
+    """Record maps explained as `how` says (an `Explainer` or method names) on a probe set during `Trainer.fit`
+    into `folder/track`.
 
     `probe`: a `Probe`, `(images, labels[, boxes])`, or a number of first images of the datamodule's
     `split` ("val" or "train") data set. `folder`: default `<trainer.default_root_dir>/attnscope`.
     `every_n_steps`: also record every N optimizer steps. `model`: which module to explain, e.g.
     `lambda module: module.net` (default: the LightningModule, whose forward must return logits).
-    Other keywords go to `AttentionTracker` (`targets`, `layer`, `options`, `batch_size`, `tensorboard`).
+    Other keywords go to `AttentionTracker` (`targets`, `tensorboard`).
     """
 
     def __init__(
         self,
-        methods: str | Sequence[str] = ("gradcam",),
+        how: Explainer | str | Sequence[str] = ("gradcam",),
         probe: ProbeSpec | int = 64,
         folder: str | Path | None = None,
         every_n_steps: int | None = None,
@@ -55,7 +57,7 @@ class AttentionTrackerCallback(pl.Callback):
         super().__init__()
         if split not in SPLITS:
             raise InputError(f"split must be one of {SPLITS}, got {split!r}")
-        self.methods = checked_settings(methods, every_n_steps, tracker.get("targets", "label"))
+        self.how = checked_settings(how, every_n_steps, tracker.get("targets", "label"))
         self.probe, self.folder, self.every, self.split = probe, folder, every_n_steps, split
         self.select = model or (lambda module: module)
         self.options = tracker
@@ -64,7 +66,7 @@ class AttentionTrackerCallback(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         folder = Path(self.folder) if self.folder is not None else Path(trainer.default_root_dir) / "attnscope"
         probe, source = self._probe(trainer)
-        self.tracker = AttentionTracker(folder, probe, self.methods, every=self.every,
+        self.tracker = AttentionTracker(folder, probe, self.how, every=self.every,
                                         resume=trainer.ckpt_path is not None, seed=_seed(), probe_source=source,
                                         **self.options)
         if trainer.global_step == 0:

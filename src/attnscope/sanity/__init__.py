@@ -8,11 +8,14 @@ from attnscope.sanity.calibration import CALIBRATIONS
 from attnscope.sanity.randomization import data_randomization, model_randomization
 from attnscope.sanity.repaired import emprt, random_logit, smprt
 from attnscope.sanity.result import SanityResult
+from attnscope.sanity.settings import Comparison, Randomisation
 
 __all__ = [
     "CALIBRATIONS",
     "INITS",
     "Block",
+    "Comparison",
+    "Randomisation",
     "SanityResult",
     "data_randomization",
     "emprt",

@@ -7,6 +7,7 @@ from attnscope.stream.core import MANIFEST, RUN, STREAM_FORMAT, Sharded, run_sha
 from attnscope.stream.data import FolderImages, NamedData
 from attnscope.stream.explain import COMMAND, MAPS, explain_dataset, shard_name
 from attnscope.stream.sanity import sanity_dataset
+from attnscope.stream.settings import Streaming
 
-__all__ = ["COMMAND", "MANIFEST", "MAPS", "RUN", "STREAM_FORMAT", "FolderImages", "NamedData", "Sharded",
+__all__ = ["COMMAND", "MANIFEST", "MAPS", "RUN", "STREAM_FORMAT", "FolderImages", "NamedData", "Sharded", "Streaming",
            "bench_dataset", "explain_dataset", "run_shards", "sanity_dataset", "shard_name"]

@@ -25,7 +25,8 @@ from torch.utils.data import Dataset, default_collate
 from attnscope import fileio
 from attnscope.errors import DataError
 from attnscope.metrics.similarity import mean_ci_of_sums, sums
-from attnscope.stream.core import Sharded, positive, run_shards, source_of
+from attnscope.stream.core import Sharded, run_shards, source_of
+from attnscope.stream.settings import Streaming, old_keywords
 
 COMMAND = "bench"
 RESULTS = ("leaderboard.csv", "leaderboard.json")
@@ -56,32 +57,31 @@ class Scored(Dataset):
         return source_of(self.dataset, i)
 
 
-def bench_dataset(model: nn.Module, dataset: Dataset, out: str | Path, *, methods: Sequence[Any] | None = None,
-                  metrics: Sequence[str] | str | None = None, calibration: Sequence[str] = ("random", "sobel"),
-                  settings: Any = None, options: Mapping[str, Mapping[str, Any]] | None = None,
-                  shard_size: int = 64, workers: int = 0, meta: Mapping[str, Any] | None = None,
-                  resume: bool = False, overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
+@old_keywords()
+def bench_dataset(model: nn.Module, dataset: Dataset, out: str | Path, how: Any = None, *,
+                  metrics: Sequence[str] | str | None = None, settings: Any = None,
+                  meta: Mapping[str, Any] | None = None, streaming: Streaming | None = None) -> dict[str, Any]:
     """Score every image of `dataset` ((image, label) items; label −1: the predicted class) shard by shard into
     `out`, then write leaderboard.csv and .json (rows as `leaderboard` gives them, plus each mean's CI) from the
-    shards' sums. `meta`: what else the JSON records (and `resume` compares). Returns the JSON's content on
-    rank 0 ({} on the others)."""
-    from attnscope.evaluate.leaderboard import Settings
+    shards' sums. `how`, `metrics` and `settings` (`evaluate.Settings`) are the leaderboard's; `streaming`:
+    shard size, workers, resume or overwrite, progress. `meta`: what else the JSON records (and `resume`
+    compares). Returns the JSON's content on rank 0 ({} on the others)."""
+    from attnscope.evaluate.leaderboard import Settings, rows_of
 
-    positive(shard_size=shard_size)
-    settings = settings or Settings()
+    streaming, settings = streaming or Streaming(), settings or Settings()
     out, items = Path(out), Scored(dataset)
     first = [items[0]] if len(items) else []  # one image scored first: a bad method or column fails before writing
     if first:
-        _scores(model, default_collate(first), 0, methods, metrics, calibration, settings, options)
-    run = {"methods": None if methods is None else [m if isinstance(m, str) else list(m) for m in methods],
+        _scores(model, default_collate(first), 0, how, metrics, settings)
+    run = {"methods": None if how is None else _recorded(rows_of(how, model)),
            "metrics": metrics if metrics is None or isinstance(metrics, str) else list(metrics),
-           "calibration": list(calibration), "settings": vars(settings), "options": options or {},
-           "truth": items.truth, "total": len(items), "shard_size": shard_size, "meta": dict(meta or {})}
-    job = Sharded(COMMAND, out, run, items, shard_size, manifest={"results": list(RESULTS)})
+           "calibration": list(settings.calibration), "settings": settings.record(), "how": _how(how),
+           "truth": items.truth, "total": len(items), "shard_size": streaming.shard_size, "meta": dict(meta or {})}
+    job = Sharded(COMMAND, out, run, items, streaming.shard_size, manifest={"results": list(RESULTS)})
     merged: dict[str, Any] = {}
 
     def compute(k: int, start: int, batch: dict[str, Any]) -> None:
-        scores, index = _scores(model, batch, start, methods, metrics, calibration, settings, options)
+        scores, index = _scores(model, batch, start, how, metrics, settings)
         keys = [(row, col) for row in scores.kinds for col in scores.columns if col in scores.values[row]]
         values = torch.stack([scores.values[r][c] for r, c in keys])
         header = {"shard": k, "first": start, "count": len(index), "keys": keys, "columns": scores.columns,
@@ -98,13 +98,25 @@ def bench_dataset(model: nn.Module, dataset: Dataset, out: str | Path, *, method
         fileio.write_json(out / RESULTS[1], merged)
         return list(RESULTS)
 
-    run_shards(job, compute, finish, resume=resume, overwrite=overwrite, workers=workers,
-               pin=next((p.device.type == "cuda" for p in model.parameters()), False), progress=progress)
+    run_shards(job, compute, finish, pin=next((p.device.type == "cuda" for p in model.parameters()), False),
+               **streaming.run_shards())
     return merged
 
 
-def _scores(model: nn.Module, batch: dict[str, Any], start: int, methods, metrics, calibration, settings,
-            options) -> tuple[Any, torch.Tensor]:
+def _recorded(rows: Mapping[str, Any]) -> list[Any]:
+    """The rows as run.json records them: a method by its name, a labelled row as [label, method, settings]."""
+    return [label if label == e.methods[0] else [label, e.methods[0], e.settings()] for label, e in rows.items()]
+
+
+def _how(how: Any) -> dict[str, Any] | None:
+    """An `Explainer`'s record (`Explainer.settings`); None for names or labelled rows (`methods` records them)."""
+    from attnscope.explain import Explainer
+
+    return how.settings() if isinstance(how, Explainer) else None
+
+
+def _scores(model: nn.Module, batch: dict[str, Any], start: int, how: Any, metrics: Any,
+            settings: Any) -> tuple[Any, torch.Tensor]:
     """`image_scores` of one shard's images (their data-set indices from `start`), for their labels or, where
     they have none (−1), for the class the model predicts."""
     from attnscope.evaluate.leaderboard import image_scores
@@ -114,8 +126,8 @@ def _scores(model: nn.Module, batch: dict[str, Any], start: int, methods, metric
     if bool((labels < 0).any()):
         labels = logits_of(model, images).argmax(1).cpu()
     index = torch.arange(start, start + images.shape[0])
-    scores = image_scores(model, images, labels, batch.get("box"), batch.get("mask"), methods, metrics, calibration,
-                          settings, options, index=index)
+    scores = image_scores(model, images, labels, batch.get("box"), batch.get("mask"), how, metrics, settings,
+                          index=index)
     return scores, index
 
 

@@ -26,76 +26,66 @@ from torch.utils.data import Dataset
 
 from attnscope import fileio
 from attnscope.errors import InputError
-from attnscope.stream.core import Sharded, positive, run_shards
+from attnscope.explain import Explainer, as_explainer
+from attnscope.stream.core import Sharded, run_shards
+from attnscope.stream.settings import Streaming, old_keywords
 
 COMMAND = "explain"
 MAPS = "maps"
+BATCH = 16  # images per explain call when the `how` says none
 
 
 def shard_name(k: int) -> str:
     return f"{MAPS}/shard-{k:05d}.safetensors"
 
 
-def explain_dataset(
-    model: nn.Module,
-    dataset: Dataset,
-    out: str | Path,
-    methods: Sequence[str],
-    *,
-    targets: str | int = "pred",
-    layer: str = "auto",
-    options: dict[str, dict[str, Any]] | None = None,
-    shard_size: int = 64,
-    batch_size: int = 16,
-    workers: int = 0,
-    prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
-    settings: dict[str, Any] | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Explain every image of `dataset` ((image (3, H, W), label) items) into the shards of `out`; the manifest.
+@old_keywords()
+def explain_dataset(model: nn.Module, dataset: Dataset, out: str | Path, how: Explainer | str | Sequence[str], *,
+                    targets: str | int = "pred", prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+                    settings: dict[str, Any] | None = None, streaming: Streaming | None = None) -> dict[str, Any]:
+    """Explain every image of `dataset` ((image (3, H, W), label) items) as `how` says into the shards of `out`;
+    the manifest.
 
-    `targets`: "pred", "label" or a class index. `prepare`: applied to each batch before the model
-    (normalisation). `settings`: what else defines the run (model, data), compared on `resume`.
+    `targets`: "pred" (the `how`'s targets, by default the predicted class), "label" or a class index.
+    `prepare`: applied to each batch before the model (normalisation). `settings`: what else defines the run
+    (model, data), compared on resume. `streaming`: shard size, workers, resume or overwrite, progress; the
+    images of a shard are explained `how.batch_size` at a time (16 when it says none).
     Under `torchrun` call it in every process (the process group set up by `train.distributed.setup`).
     """
-    positive(shard_size=shard_size, batch_size=batch_size)
+    how, streaming = as_explainer(how), streaming or Streaming()
+    how = how if how.batch_size is not None else how.replace(batch_size=BATCH)
     out = Path(out)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     if len(dataset):  # the first image explained alone: a bad method, option, layer or target fails
         image, label = dataset[0]
-        _maps(model, image[None], torch.tensor([label]), methods, targets, layer, options, 1, prepare, device)
-    run = {"methods": list(methods), "targets": targets, "layer": layer, "options": options or {},
-           "total": len(dataset), "shard_size": shard_size, "batch_size": batch_size, "settings": settings or {}}
-    job = Sharded(COMMAND, out, run, dataset, shard_size, folder=MAPS, manifest={"methods": list(methods)})
+        _maps(model, image[None], torch.tensor([label]), how, targets, prepare, device)
+    record = how.settings()
+    run = {**record, "targets": targets, "total": len(dataset), "shard_size": streaming.shard_size,
+           "settings": settings or {}}
+    job = Sharded(COMMAND, out, run, dataset, streaming.shard_size, folder=MAPS,
+                  manifest={"methods": list(how.methods)})
 
     def compute(k: int, first: int, batch: Any) -> None:
         images, labels = batch
-        _write_shard(out, k, first, model, images, labels, methods, targets, layer, options, batch_size, prepare,
-                     device)
+        _write_shard(out, k, first, model, images, labels, how, targets, prepare, device)
 
-    return run_shards(job, compute, resume=resume, overwrite=overwrite, workers=workers,
-                      pin=device.type == "cuda", progress=progress)
+    return run_shards(job, compute, pin=device.type == "cuda", **streaming.run_shards())
 
 
-def _maps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, methods: Sequence[str], targets: str | int,
-          layer: str, options: dict | None, batch_size: int, prepare: Callable[[torch.Tensor], torch.Tensor],
-          device: torch.device) -> Any:
-    """`explain()` of a batch of the data set, its targets from `targets` ("pred", "label" or a class)."""
-    from attnscope.explain import explain
-
+def _maps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, how: Explainer, targets: str | int,
+          prepare: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> Any:
+    """The explanation of a batch of the data set, its targets from `targets` ("pred", "label" or a class)."""
     if targets == "label" and bool((labels < 0).any()):
         raise InputError("--targets label needs a built-in data set (images from a folder have no labels)")
     spec = labels.to(device) if targets == "label" else (None if targets == "pred" else int(targets))
-    return explain(model, prepare(images).to(device), list(methods), spec, layer, options, batch_size)
+    return how(model, prepare(images).to(device), spec)
 
 
 def _write_shard(out: Path, k: int, first: int, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 methods: Sequence[str], targets: str | int, layer: str, options: dict | None, batch_size: int,
-                 prepare: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> None:
+                 how: Explainer, targets: str | int, prepare: Callable[[torch.Tensor], torch.Tensor],
+                 device: torch.device) -> None:
     """Maps of one shard (n images), written atomically as `maps/shard-k.safetensors`."""
-    maps = _maps(model, images, labels, methods, targets, layer, options, batch_size, prepare, device)
+    maps = _maps(model, images, labels, how, targets, prepare, device)
     tensors = {name: amap.values.detach().float().cpu() for name, amap in maps.items()}
     tensors["index"] = torch.arange(first, first + len(images))
     tensors["predicted"] = maps.predicted.cpu()

@@ -26,28 +26,30 @@ from attnscope import fileio
 from attnscope.errors import DataError
 from attnscope.metrics.similarity import sums
 from attnscope.sanity.result import SanityResult
-from attnscope.stream.core import Sharded, positive, run_shards
+from attnscope.stream.core import Sharded, run_shards
+from attnscope.stream.settings import Streaming, old_keywords
 
 COMMAND = "sanity"
 Test = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], SanityResult]  # (images, labels, index, keep)
 
 
-def sanity_dataset(dataset: Dataset, out: str | Path, tests: Mapping[str, Test], *, shard_size: int = 64,
-                   keep: int = 2, workers: int = 0, settings: Mapping[str, Any] | None = None, resume: bool = False,
-                   overwrite: bool = False, progress: bool = False, pin: bool = False,
-                   meta: Mapping[str, Any] | None = None) -> dict[str, SanityResult]:
+@old_keywords(explains=False)
+def sanity_dataset(dataset: Dataset, out: str | Path, tests: Mapping[str, Test], *, keep: int = 2,
+                   settings: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None,
+                   pin: bool = False, streaming: Streaming | None = None) -> dict[str, SanityResult]:
     """Run each of `tests` (name → fn(images, labels, data-set index, images to keep) -> SanityResult) on every
     shard of `dataset`, then write each test's table, plot and map grids (`report.sanity.write`, prefix = the
     test's name) from the shards' sums into `out`, with `meta` added to each test's. `settings`: what
-    defines the run, compared on `resume`.
+    defines the run, compared on `resume`. `streaming`: shard size, workers, resume or overwrite, progress.
+    (How the tests explain is theirs: each is built on an `attnscope.Explainer`.)
     Returns the merged results on rank 0 ({} on the others)."""
     from attnscope.report import sanity as report
 
-    positive(shard_size=shard_size)
+    streaming = streaming or Streaming()
     out = Path(out)
-    run = {"tests": list(tests), "keep": keep, "total": len(dataset), "shard_size": shard_size,
+    run = {"tests": list(tests), "keep": keep, "total": len(dataset), "shard_size": streaming.shard_size,
            "settings": dict(settings or {})}
-    job = Sharded(COMMAND, out, run, dataset, shard_size, manifest={"tests": list(tests)})
+    job = Sharded(COMMAND, out, run, dataset, streaming.shard_size, manifest={"tests": list(tests)})
     merged: dict[str, SanityResult] = {}
 
     def compute(k: int, start: int, batch: Any) -> None:
@@ -65,8 +67,7 @@ def sanity_dataset(dataset: Dataset, out: str | Path, tests: Mapping[str, Test],
             written += [str(p.relative_to(out)) for p in report.write(result, out, prefix=name)]
         return written
 
-    run_shards(job, compute, finish, resume=resume, overwrite=overwrite, workers=workers, pin=pin,
-               progress=progress)
+    run_shards(job, compute, finish, pin=pin, **streaming.run_shards())
     return merged
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from attnscope.deprecated import moved
 from attnscope.errors import InputError, NotApplicableError
-from attnscope.registry import METHODS
+from attnscope.explain import HOW_KEYWORDS, Explainer, into_how
 from attnscope.track.board import Board
 from attnscope.track.measures import DEFAULT, checked_measures
 from attnscope.track.probe import probe_from
@@ -24,22 +25,21 @@ SPLITS = ("test", "train")
 
 
 class FitTracker:
-    """Record maps of `methods` on a probe set during `fit`: at step 0, every epoch end, and every `every` steps.
+    """Record maps explained as `how` says on a probe set during `fit`: at step 0, every epoch end, and every
+    `every` steps.
 
     `probe`: that many first images of the `split` ("test" or "train"), or a `Probe`. The other
     arguments are the tracker's (`AttentionTracker`).
     """
 
+    @moved("how", HOW_KEYWORDS, into_how)
     def __init__(
         self,
-        methods: str | Sequence[str],
+        how: Explainer | str | Sequence[str],
         probe: int | Probe = 64,
         every: int | None = None,
         targets: str = "label",
         split: str = "test",
-        layer: str = "auto",
-        options: Mapping[str, Mapping[str, Any]] | None = None,
-        batch_size: int | None = None,
         tensorboard: bool = False,
         probe_source: str | None = None,
         measures: str | Sequence[str] = DEFAULT,
@@ -48,13 +48,12 @@ class FitTracker:
             raise InputError(f"probe must be >= 1 images, got {probe}")
         if split not in SPLITS:
             raise InputError(f"split must be one of {SPLITS}, got {split!r}")
-        self.methods = checked_settings(methods, every, targets)  # fail before any training
+        self.how = checked_settings(how, every, targets)  # fail before any training
         measures = checked_measures(measures)
         if tensorboard:
             Board.check()  # a missing package fails now, not after the run folder is written
         self.probe, self.split, self.probe_source = probe, split, probe_source
-        self.kwargs = dict(every=every, targets=targets, layer=layer, options=options, batch_size=batch_size,
-                           tensorboard=tensorboard, measures=measures)
+        self.kwargs = dict(every=every, targets=targets, tensorboard=tensorboard, measures=measures)
         self.tracker: AttentionTracker | None = None
         self._seconds = 0.0
 
@@ -63,8 +62,12 @@ class FitTracker:
         """A callback that continues the series of the store in `folder` with its own settings and probe."""
         store = TrackStore.open(folder)
         s = store.settings
-        return cls(s["methods"], store.probe(), s["every"], s["targets"], layer=s["layer"], options=s["options"],
-                   batch_size=s.get("batch_size"), tensorboard=tensorboard,
+        if not isinstance(s["layer"], str):
+            raise InputError(f"the tracker store in {folder} was recorded with a layer given as a module or Layer "
+                             f"({s['layer']!r}); continue it from Python with the same `how`")
+        how = Explainer(tuple(s["methods"]), s["layer"], s["options"], batch_size=s.get("batch_size"),
+                        **{k: v for k, v in s.get("how", {}).items() if k in ("output", "differentiable")})
+        return cls(how, store.probe(), s["every"], s["targets"], tensorboard=tensorboard,
                    probe_source=store.index["probe"].get("source"), measures=s.get("measures", DEFAULT))
 
     # -- fit's callback hooks --------------------------------------------------------------------
@@ -77,10 +80,10 @@ class FitTracker:
         if isinstance(self.probe, int) and self.probe > available:
             raise InputError(f"probe of {self.probe} images asked for, but the {self.split} split has only "
                              f"{available} (lower --probe or raise --n-test)")
-        for name in self.methods:
-            reason = METHODS.get(name).applies(run.model)
+        for spec in self.how.specs:
+            reason = spec.applies(run.model)
             if reason is not None:
-                raise NotApplicableError(f"cannot track {name!r} on {type(run.model).__name__}: {reason}")
+                raise NotApplicableError(f"cannot track {spec.name!r} on {type(run.model).__name__}: {reason}")
 
     def on_fit_start(self, run: Run) -> None:
         if isinstance(self.probe, Probe):
@@ -89,7 +92,7 @@ class FitTracker:
             dataset = run.test_data if self.split == "test" else run.train_data
             probe = probe_from(dataset, self.probe)
             source = f"the first {self.probe} images of the {self.split} split of {run.config.data}"
-        self.tracker = AttentionTracker(run.out, probe, self.methods, resume=run.config.resume,
+        self.tracker = AttentionTracker(run.out, probe, self.how, resume=run.config.resume,
                                         steps_per_epoch=steps_per_epoch(run), seed=run.config.seed,
                                         probe_source=source, **self.kwargs)
         self._seconds = 0.0

@@ -1,6 +1,6 @@
 """`AttentionTracker`: record attention maps of a model on a fixed probe set while it trains, from any loop.
 
-    tracker = AttentionTracker("runs/mine", probe=(images, labels, boxes), methods=("gradcam", "saliency"), every=100)
+    tracker = AttentionTracker("runs/mine", probe=(images, labels, boxes), how=("gradcam", "saliency"), every=100)
     tracker.epoch_end(model, epoch=0, step=0)             # the untrained model
     for epoch in range(epochs):
         for x, y in loader:
@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from attnscope.deprecated import moved
 from attnscope.errors import AttnscopeError, InputError
-from attnscope.explain import explain
+from attnscope.explain import HOW_KEYWORDS, Explainer, as_explainer, into_how
+from attnscope.explain.spec import ALWAYS_RECORDED
 from attnscope.modules import device_of, unwrap
-from attnscope.registry import METHODS
 from attnscope.track.board import Board
 from attnscope.track.causal import CausalMeasures, evaluating, logit_scorer
 from attnscope.track.measures import DEFAULT, checked_measures, measure, rank_maps
@@ -43,12 +44,13 @@ FOLDER = "track"
 
 
 class AttentionTracker:
-    """Record maps of `methods` on `probe` into the store `<folder>/track` (and `attnscope report folder`).
+    """Record maps explained as `how` says (an `Explainer`, or method names) on `probe` into the store
+    `<folder>/track` (and `attnscope report folder`).
 
     `probe`: a `Probe`, or `(images (P, C, H, W), labels (P,))`, or `(images, labels, boxes)` with boxes
     None, (P, 4) (region "box"), or {region name: (P, 4)}. `every`: `step()` records every N steps
-    (None: only `epoch_end()` records). `targets`: explain the true "label" or the "predicted" class.
-    `layer`, `options`, `batch_size` go to `explain`. `resume`: continue the store already in `folder`
+    (None: only `epoch_end()` records). `targets`: explain the true "label" or the "predicted" class (the
+    `how`'s targets if it has some). `resume`: continue the store already in `folder`
     (same settings and probe, else `InputError`); without it an existing store is an error.
     `steps_per_epoch`: gives step snapshots a fractional epoch when `step()` is not told one.
     `seed`: stochastic methods (SmoothGrad) draw from (seed, step), so a resumed run repeats them.
@@ -60,16 +62,14 @@ class AttentionTracker:
     that ask the model (e.g. "blankout_rho") score the true class's logit (`targets`).
     """
 
+    @moved("how", HOW_KEYWORDS, into_how)
     def __init__(
         self,
         folder: str | Path,
         probe: ProbeSpec | None = None,
-        methods: str | Sequence[str] = ("gradcam",),
+        how: Explainer | str | Sequence[str] = ("gradcam",),
         every: int | None = None,
         targets: str = "label",
-        layer: str = "auto",
-        options: Mapping[str, Mapping[str, Any]] | None = None,
-        batch_size: int | None = None,
         resume: bool = False,
         steps_per_epoch: int | None = None,
         seed: int = 0,
@@ -81,11 +81,10 @@ class AttentionTracker:
         self.folder = Path(folder)
         self.measures = checked_measures(measures)
         self.probe = as_probe(probe)
-        self.methods = checked_settings(methods, every, targets)
+        self.how = checked_settings(how, every, targets)
         if steps_per_epoch is not None and steps_per_epoch < 1:
             raise InputError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-        self.every, self.targets, self.layer, self.batch_size = every, targets, layer, batch_size
-        self.options = {k: dict(v) for k, v in (options or {}).items()}
+        self.every, self.targets = every, targets
         self.resume, self.steps_per_epoch, self.seed = resume, steps_per_epoch, int(seed)
         self.probe_source = probe_source or self.probe.source or "given to the tracker"
         self.board = Board.check() if tensorboard else None  # fails now if tensorboard is missing
@@ -102,10 +101,18 @@ class AttentionTracker:
     @property
     def settings(self) -> dict[str, Any]:
         """What determines the recorded series (stored in the index; a resumed run must match it)."""
-        settings = {"methods": self.methods, "probe": int(self.probe.images.shape[0]), "every": self.every,
-                    "targets": self.targets, "layer": self.layer, "options": self.options,
-                    "batch_size": self.batch_size, "seed": self.seed, "measures": self.measures}
-        return settings | ({"causal": self.causal.settings} if self.causal is not None else {})
+        record = self.how.settings()  # methods, layer, options, batch_size; its other fields where set
+        others = {k: v for k, v in record.items() if k not in ALWAYS_RECORDED}
+        return {"methods": record["methods"], "probe": int(self.probe.images.shape[0]), "every": self.every,
+                "targets": self.targets, "layer": record["layer"], "options": record["options"],
+                "batch_size": record["batch_size"], "seed": self.seed, "measures": self.measures,
+                **({"how": others} if others else {}),
+                **({"causal": self.causal.settings} if self.causal is not None else {})}
+
+    @property
+    def methods(self) -> list[str]:
+        """The names of the methods recorded."""
+        return list(self.how.methods)
 
     # -- what a training loop calls ------------------------------------------------------------
 
@@ -279,8 +286,7 @@ class AttentionTracker:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed * 1_000_003 + step)
             try:
-                found = explain(core, images.to(device), self.methods, targets=targets, layer=self.layer,
-                                options=self.options or None, batch_size=self.batch_size)
+                found = self.how(core, images.to(device), targets)
             except (AttnscopeError, RuntimeError, ValueError, TypeError, IndexError) as e:
                 if self._model_checked:
                     raise
@@ -304,18 +310,17 @@ class AttentionTracker:
         return round(step / self.steps_per_epoch, 4) if self.steps_per_epoch else None
 
 
-def checked_settings(methods: str | Sequence[str], every: int | None, targets: str) -> list[str]:
-    """The method names as a list, after checking them, `every` and `targets` (`InputError`, `UnknownNameError`)."""
-    names = [methods] if isinstance(methods, str) else list(methods)
-    if not names:
+def checked_settings(how: Explainer | str | Sequence[str], every: int | None, targets: str) -> Explainer:
+    """`how` as an `Explainer` (unknown methods fail before any training), `every` and `targets` checked
+    (`InputError`, `UnknownNameError`)."""
+    if isinstance(how, (list, tuple)) and not how:
         raise InputError("the tracker needs at least one method")
-    for name in names:
-        METHODS.get(name)  # unknown names fail before any training
+    how = as_explainer(how)
     if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
         raise InputError(f"every must be an int >= 1 (steps), or None to record only at epoch_end, got {every!r}")
     if targets not in TARGETS:
         raise InputError(f"targets must be one of {TARGETS}, got {targets!r}")
-    return names
+    return how
 
 
 def _is_main_process() -> bool:
