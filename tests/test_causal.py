@@ -196,3 +196,26 @@ def test_blankout_rho_is_a_declared_metric_the_tracker_and_bench_read(tmp_path) 
         from attnscope.track.measures import measure
 
         measure({"x": torch.rand(4, 32, 32)}, probe, probe.labels, measures=("blankout_rho",))
+
+
+def test_train_cli_records_faithfulness_and_resumes_it(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from attnscope.cli import cli
+
+    out = tmp_path / "run"
+    base = ["train", "--model", "smallcnn", "--model-opt", "widths=[4,8]", "--data", "clutter-decoy", "--n", "64",
+            "--n-test", "16", "--batch-size", "32", "--data-opt", "size=32", "--data-opt", "digit_size=[8,12]",
+            "--out", str(out), "--quiet"]
+    first = CliRunner().invoke(cli, [*base, "--epochs", "1", "--track", "gradcam", "--probe", "8", "--track-split",
+                                     "train", "--track-faithfulness", "--track-measures", "pointing"])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(cli, [*base, "--epochs", "2", "--resume"])  # the store's own settings continue
+    assert again.exit_code == 0, again.output
+    store = TrackStore.open(out / "track")
+    assert store.settings["causal"]["parts"] == ["digit", "fragments", "decoy"] and len(store.snapshots) == 3
+    assert {"gradcam/blankout_rho", "parts/top@decoy", "gradcam/pointing@decoy"} <= set(store.snapshots[-1]["measures"])
+    clash = CliRunner().invoke(cli, [*base[:-3], "--out", str(tmp_path / "b"), "--epochs", "1", "--track", "gradcam",
+                                     "--probe", "8", "--track-faithfulness", "--track-measures", "blankout_rho"])
+    assert clash.exit_code != 0 and "keep one" in str(clash.exception)
+    assert not (tmp_path / "b" / "config.json").exists()  # refused before anything is written

@@ -66,6 +66,12 @@ RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "model.json", 
               help="Also record every STEPS optimizer steps (default: at epoch ends only).")
 @click.option("--track-split", default="test", show_default=True, type=click.Choice(["test", "train"]),
               help="Split the probe images come from.")
+@click.option("--track-measures", default=None, metavar="METRICS",
+              help="Declared metrics taken on each tracked map (default pointing,energy_box,entropy; e.g. add "
+                   "blankout_rho, which asks the model).")
+@click.option("--track-faithfulness", is_flag=True,
+              help="Also record faithfulness per snapshot: blank-out and exact part-removal references, attention "
+                   "substitution, ViT sinks (docs/learning.md).")
 @click.option("--tensorboard", is_flag=True, help="Also log tracked measures and maps to OUT/tensorboard.")
 @click.option("--guide", default=None, metavar="NAME",
               help="Attention guidance loss: rrr, cam, ltpa (classifiers); sat (captioners, per-word boxes).")
@@ -76,7 +82,8 @@ RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "model.json", 
 @click.option("--list", "list_", is_flag=True, help="List model and data set names, then exit.")
 def train_command(model, data, out, epochs, n, n_test, batch_size, optimizer, lr, momentum, weight_decay,
                   schedule, step_size, gamma, seed, data_seed, attention, model_opt, data_opt, task_opt, device,
-                  workers, resume, overwrite, quiet, track, probe, track_every, track_split, tensorboard, guide,
+                  workers, resume, overwrite, quiet, track, probe, track_every, track_split, track_measures,
+                  track_faithfulness, tensorboard, guide,
                   guide_weight, guide_region, list_) -> None:
     """Train MODEL on DATA; checkpoints each epoch (safetensors + JSON), metrics.jsonl, --resume.
 
@@ -110,7 +117,8 @@ def train_command(model, data, out, epochs, n, n_test, batch_size, optimizer, lr
     if guide is not None:
         GUIDES.get(guide)
     with claimed(Path(out), resume, overwrite) as resume:
-        callbacks = tracking(out, resume, track, probe, track_every, track_split, tensorboard)
+        callbacks = tracking(out, resume, track, probe, track_every, track_split, tensorboard, track_measures,
+                             track_faithfulness)
         run = fit(dataclasses.replace(config, resume=resume), callbacks=callbacks)
     if run.world.main and run.history:
         click.echo(f"trained {model} on {data} → {out}: {epoch_line(run.history[-1], epochs)}")
@@ -170,7 +178,7 @@ def _is_run(out: Path) -> bool:
 
 
 def tracking(out: str, resume: bool, methods: str | None, probe: int, every: int | None, split: str,
-             tensorboard: bool) -> tuple:
+             tensorboard: bool, measures: str | None = None, faithfulness: bool = False) -> tuple:
     """The tracker the options ask for; on --resume without --track, the run's own tracker continues."""
     from pathlib import Path
 
@@ -181,7 +189,13 @@ def tracking(out: str, resume: bool, methods: str | None, probe: int, every: int
     if methods is None:
         if resume and TrackStore.exists(folder):
             return (FitTracker.from_store(folder, tensorboard=tensorboard),)
-        if tensorboard or every is not None:
-            raise InputError("--tensorboard and --track-every go with --track METHODS")
+        if tensorboard or every is not None or measures is not None or faithfulness:
+            raise InputError("--tensorboard, --track-every, --track-measures and --track-faithfulness go with "
+                             "--track METHODS")
         return ()
-    return (FitTracker(parse_list(methods, "--track"), probe=probe, every=every, split=split, tensorboard=tensorboard),)
+    from attnscope.track import CausalMeasures
+    from attnscope.track.measures import DEFAULT
+
+    return (FitTracker(parse_list(methods, "--track"), probe=probe, every=every, split=split, tensorboard=tensorboard,
+                       measures=DEFAULT if measures is None else parse_list(measures, "--track-measures"),
+                       causal=CausalMeasures(images=32) if faithfulness else None),)

@@ -110,6 +110,15 @@ class CausalMeasures:
         self.grid, self.images, self.parts, self.substitution = grid, images, parts, tuple(substitution)
         self.sinks, self.batch_size, self.seed = sinks, batch_size, seed
 
+    def with_parts(self, parts: Parts) -> CausalMeasures:
+        """The same measures with the probe's counterfactuals `parts`."""
+        return CausalMeasures(self.grid, self.images, parts, self.substitution, self.sinks, self.batch_size, self.seed)
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> CausalMeasures:
+        """The measures a store's `settings["causal"]` describes (its parts are drawn again from the data set)."""
+        return cls(settings["grid"], settings["images"], None, tuple(settings["substitution"]), settings["sinks"])
+
     @property
     def settings(self) -> dict[str, Any]:
         return {"grid": self.grid, "images": self.images, "parts": list(self.parts.names) if self.parts else None,

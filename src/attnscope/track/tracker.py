@@ -89,6 +89,9 @@ class AttentionTracker:
         self.probe_source = probe_source or self.probe.source or "given to the tracker"
         self.board = Board.check() if tensorboard else None  # fails now if tensorboard is missing
         self.causal = causal
+        if causal is not None and "blankout_rho" in self.measures:
+            raise InputError("blankout_rho is both a measure and part of causal= (CausalMeasures records it on its own "
+                             "grid): keep one")
         self.store: TrackStore | None = None
         self.main = True  # False on the ranks > 0 of a distributed run: they record nothing
         self._begun = self._closed = self._model_checked = False
