@@ -190,8 +190,8 @@ def tracking(out: str, resume: bool, methods: str | None, probe: int, every: int
         if resume and TrackStore.exists(folder):
             return (FitTracker.from_store(folder, tensorboard=tensorboard),)
         if tensorboard or every is not None or measures is not None or faithfulness:
-            raise InputError("--tensorboard, --track-every, --track-measures and --track-faithfulness go with "
-                             "--track METHODS")
+            raise InputError("--tensorboard and --track-every go with --track METHODS, as do --track-measures and "
+                             "--track-faithfulness")
         return ()
     from attnscope.track import CausalMeasures
     from attnscope.track.measures import DEFAULT
