@@ -37,7 +37,7 @@ test: $(VENV)/.stamp-dev
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.stamp-dev
-	$(BIN)/ruff check src tests bench experiments examples
+	$(BIN)/ruff check src tests bench experiments examples tools
 
 # The public calls of tests/typecheck/ against attnscope's signatures (mypy; settings in pyproject.toml).
 typecheck: $(VENV)/.stamp-dev

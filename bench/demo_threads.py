@@ -4,7 +4,7 @@ as it is loaded right now (the load average before and after each run is printed
     PYTHONPATH=src nice -n 10 python bench/demo_threads.py [--settings auto,1,2] [--epochs 6]
 
 Each setting runs the whole demo (the README's `make demo`) in a fresh temporary folder, one after the
-other; "auto" leaves OMP_NUM_THREADS unset so that the demo chooses (`attnscope.cli.demo.idle_cores`).
+other; "auto" leaves OMP_NUM_THREADS unset so that the demo chooses (`attnscope.cli.common.idle_cores`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ and leave nothing written?
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python bench/faults_census.py [--only TEXT] [--skip TEXT] [--json OUT]
 
-Every case runs in a fresh folder as the working directory, in-process (`attnscope.cli.main`), with the
+Every case runs in a fresh folder as the working directory, in-process (`python -m attnscope`, through runpy), with the
 fixtures it needs built once (a tiny trained run, an untrained captioner, corrupt files). A CLI case passes
 when it exits with status 2, prints exactly one non-empty line on stderr and no traceback, and neither its
 folder nor the fixtures changed (a case marked `accept`, input the command should take, when it exits 0
@@ -66,13 +66,12 @@ def build_fixtures(root: Path) -> dict[str, Path]:
     from safetensors.torch import save_file
 
     from attnscope import data, models
-    from attnscope.cli import main
     from attnscope.models import checkpoint
 
     fx: dict[str, Path] = {}
     fx["run"] = root / "run"
     with contextlib.redirect_stderr(io.StringIO()):
-        main_quietly(main, ["train", "--out", str(fx["run"]), *TINY_TRAIN])
+        main_quietly(attnscope, ["train", "--out", str(fx["run"]), *TINY_TRAIN])
     vocab = data.get("scenes", "train", 16).vocabulary()
     fx["sat"] = root / "sat.safetensors"
     checkpoint.save(models.get("sat", vocab=vocab.to_json(), encoder_widths=[8, 16], hidden_dim=32, max_len=8),
@@ -106,6 +105,18 @@ def build_fixtures(root: Path) -> dict[str, Path]:
     fx["png1x1"] = root / "tiny.png"
     Image.new("RGB", (1, 1), (120, 30, 200)).save(fx["png1x1"])
     return fx
+
+
+def attnscope(argv: list[str]) -> None:
+    """`python -m attnscope ARGV` in this process: the command's own door (`attnscope/__main__.py`)."""
+    import runpy
+
+    saved = sys.argv
+    sys.argv = ["attnscope", *argv]
+    try:
+        runpy.run_module("attnscope", run_name="__main__")
+    finally:
+        sys.argv = saved
 
 
 def main_quietly(main: Callable[[list[str]], None], argv: list[str]) -> int:
@@ -359,10 +370,8 @@ def cases() -> list[Case]:
 
 
 def earlier_explain(cwd: Path, fx: dict[str, Path]) -> None:
-    from attnscope.cli import main
-
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        code = main_quietly(main, EXPLAIN(fx, "--out", str(cwd / "earlier"), "--methods", "cam"))
+        code = main_quietly(attnscope, EXPLAIN(fx, "--out", str(cwd / "earlier"), "--methods", "cam"))
     assert code == 0, "could not make the earlier explain output"
     (cwd / "earlier" / "my-notes.txt").write_text("mine")
     os.chdir(cwd / "earlier")
@@ -455,7 +464,6 @@ class Timeout(Exception):
 
 
 def run_case(case: Case, fx: dict[str, Path], fixtures: Path, work: Path, seconds: int) -> Outcome:
-    from attnscope.cli import main
     from attnscope.errors import AttnscopeError
 
     cwd = work / "".join(ch if ch.isalnum() else "_" for ch in case.name)[:60]
@@ -475,7 +483,7 @@ def run_case(case: Case, fx: dict[str, Path], fixtures: Path, work: Path, second
         try:
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
                 if case.argv is not None:
-                    code, raised = main_quietly(main, case.argv(cwd, fx)), None
+                    code, raised = main_quietly(attnscope, case.argv(cwd, fx)), None
                 else:
                     case.call(cwd, fx)
                     code, raised = 0, None

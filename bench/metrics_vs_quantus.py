@@ -36,11 +36,12 @@ from census import Census, Required, explanation_passes, floor_rows, print_floor
 from sanity_vs_quantus import METHODS, clock, quantus_explain, since
 
 from attnscope import data, evaluate, explain, metrics
-from attnscope.cli.options import load_model
-from attnscope.cli.sanity import load_probe
 from attnscope.evaluate.robustness import perturb
 from attnscope.explain import Explainer
+from attnscope.models import sources
+from attnscope.models.runs import checkpoint_data
 from attnscope.sanity import Comparison, Randomisation, emprt, random_logit, smprt, trace_blocks
+from attnscope.track import probe_from
 
 ROBUST = {"max_sensitivity": "MaxSensitivity", "avg_sensitivity": "AvgSensitivity",
           "local_lipschitz": "LocalLipschitzEstimate", "ris": "RelativeInputStability",
@@ -363,10 +364,10 @@ def main() -> None:
         parser.error("--floor counts both sides' passes in one process: it cannot be combined with --alone")
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
-    model, header = load_model(args.checkpoint)
-    probe = load_probe(args.checkpoint, header, None, args.images)
-    cfg = header.get("info", {}).get("data_cfg", {})
-    built = data.mosaics(data.get(probe.data, "test", 4 * args.images, seed=0, **cfg), args.images, seed=args.seed)
+    model, header = sources.build(args.checkpoint)
+    name, data_seed, data_cfg = checkpoint_data(args.checkpoint, header)
+    probe = probe_from(data.get(name, "test", args.images, seed=data_seed, **data_cfg), args.images)
+    built = data.mosaics(data.get(name, "test", 4 * args.images, seed=0, **data_cfg), args.images, seed=args.seed)
     started = time.perf_counter()
     census = Census(model) if args.floor else None
     b = Bench(model, probe.images, probe.labels, probe.masks, (built.images, built.labels, built.quadrants),

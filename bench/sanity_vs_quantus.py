@@ -30,10 +30,12 @@ import torch
 from alone import sides
 from census import Census, Required, explanation_passes, floor_rows, print_floor, unit_costs
 
-from attnscope.cli.options import load_model
-from attnscope.cli.sanity import load_probe
+from attnscope import data
 from attnscope.explain import Explainer
+from attnscope.models import sources
+from attnscope.models.runs import checkpoint_data
 from attnscope.sanity import Comparison, Randomisation, model_randomization
+from attnscope.track import probe_from
 
 # attnscope method → (its options, the Quantus explain_func kwargs that compute the same map)
 METHODS = {
@@ -128,8 +130,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
 
-    model, header = load_model(args.checkpoint)
-    probe = load_probe(args.checkpoint, header, None, args.images)
+    model, header = sources.build(args.checkpoint)
+    name, data_seed, data_cfg = checkpoint_data(args.checkpoint, header)
+    probe = probe_from(data.get(name, "test", args.images, seed=data_seed, **data_cfg), args.images)
     x, y = probe.images, probe.labels
 
     if args.side is not None:  # a child of --alone: one side, its scores and times as one JSON line

@@ -5,7 +5,7 @@ a LightningDataModule; the callback takes its probe from the datamodule's valida
 N steps and every epoch, and sends the measures to the trainer's logger (here a CSV file).
 
     PYTHONPATH=src python examples/lightning_loop.py --out runs/lightning_loop
-    attnscope report runs/lightning_loop                                        # (also written at the end)
+    attnscope report runs/lightning_loop --overwrite                            # (also written at the end)
 """
 
 import argparse

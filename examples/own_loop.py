@@ -6,7 +6,7 @@ digit's box; the tracker records Grad-CAM and saliency on 64 training images as 
 
     PYTHONPATH=src python examples/own_loop.py --out runs/own_loop               # guided, λ = 1
     PYTHONPATH=src python examples/own_loop.py --out runs/own_loop_plain --guide-weight 0
-    attnscope report runs/own_loop                                              # (also written at the end)
+    attnscope report runs/own_loop --overwrite                                  # (also written at the end)
     PYTHONPATH=src python examples/own_loop.py --out runs/own_loop_faith --faithfulness   # + causal references
 
 With --faithfulness each snapshot also records how faithful the maps are (`ats.track.CausalMeasures`): their rank

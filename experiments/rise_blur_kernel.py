@@ -11,11 +11,12 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from attnscope import explain
-from attnscope.cli.options import load_model
-from attnscope.cli.sanity import load_probe
+from attnscope import data, explain
 from attnscope.evaluate import class_probability
 from attnscope.metrics import faithfulness as faith
+from attnscope.models import sources
+from attnscope.models.runs import checkpoint_data
+from attnscope.track import probe_from
 
 
 def truncated_gaussian_blur(images: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tensor:
@@ -35,8 +36,9 @@ def main() -> None:
     parser.add_argument("--methods", default="gradcam,saliency,ig")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    model, header = load_model(args.checkpoint)
-    probe = load_probe(args.checkpoint, header, None, args.images)
+    model, header = sources.build(args.checkpoint)
+    name, data_seed, data_cfg = checkpoint_data(args.checkpoint, header)
+    probe = probe_from(data.get(name, "test", args.images, seed=data_seed, **data_cfg), args.images)
     f = class_probability(model, probe.labels)
     old = truncated_gaussian_blur(probe.images)
     for m in args.methods.split(","):

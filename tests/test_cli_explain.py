@@ -151,12 +151,12 @@ def test_torchvision_name_with_local_weights(tmp_path, image_dir):
         64,
         64,
     ]
-    from attnscope.cli.images import read_inputs
     from attnscope.cli.options import parse_fit
+    from attnscope.data.inputs import images_of, read_all
 
     model = ats.models.get("resnet18", num_classes=4)
     model.load_state_dict(torch.load(weights))
-    x = read_inputs(str(image_dir), 16, 0, parse_fit(None, None, False, "64")).images
+    x = read_all(images_of(str(image_dir), 16, 0, parse_fit(None, None, False, "64"))).images
     with torch.no_grad():  # --targets pred: the recorded predictions are the model's
         expected = ats.models.normalized(model.eval(), "imagenet")(x).argmax(1).tolist()
     assert [im["predicted"] for im in manifest["images"]] == expected

@@ -14,7 +14,7 @@ import torch
 
 from attnscope import fileio, models
 from attnscope.cli import main
-from attnscope.cli.demo import idle_cores
+from attnscope.cli.common import idle_cores
 from attnscope.models import checkpoint
 from attnscope.train.loop import epoch_line
 from tiny_runs import TINY_ARGS as TINY

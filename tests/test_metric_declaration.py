@@ -12,10 +12,10 @@ import torch
 
 import attnscope as ats
 from attnscope import data, fileio, models
-from attnscope.cli.bench import terminal_tables
 from attnscope.errors import InputError
 from attnscope.evaluate import leaderboard
 from attnscope.metrics import METRICS
+from attnscope.report.terminal import leaderboard_tables
 from attnscope.track import AttentionTracker
 
 
@@ -62,7 +62,7 @@ def test_a_declared_metric_is_a_column_a_measure_and_a_report_column(new_metric,
     assert "peak_in_box" in ats.evaluate.columns.select("localisation")
 
     # the terminal: its short header with its legend
-    title, heads, cells, legend = terminal_tables(board.rows, board.columns, [], 3, "clutter")[0]
+    title, heads, cells, legend = leaderboard_tables(board.rows, board.columns, [], 3, "clutter")[0]
     assert heads == ["method", "point", "peak"] and legend["peak"] == "share of the map's peak reached in the box"
 
     # the tracker: a measure per region, recomputable from the stored maps

@@ -104,7 +104,7 @@ def test_bench_metrics_filter_groups_and_estimate(run_dir, tmp_path):
         (["--methods", "gradcm"], "unknown method 'gradcm'"),
         (["--test", "bottom-up"], "unknown test"),
         (["--blocks", "features.7"], "unknown block"),
-        (["--method-opt", "steps=3"], "METHOD.OPTION=VALUE"),
+        (["--method-opt", "steps=3"], "METHOD.KEY=VALUE"),
     ],
 )
 def test_sanity_errors_are_one_line_exit_2(run_dir, tmp_path, capsys, args, message):
@@ -163,10 +163,10 @@ def test_interventions_command(run_dir, tmp_path, capsys):
 
 def test_probe_keeps_boxes_of_a_data_set_without_masks():
     """The photos have boxes and no masks: bench's box columns must still be scored (the mask ones left out)."""
-    from attnscope.cli.sanity import load_probe
+    from attnscope.track import probe_from
 
-    photos = load_probe("efficientnet_lite0", {}, "photos", 3)
+    photos = probe_from(data.get("photos", "test", 3), 3)
     assert photos.masks is None
     assert torch.equal(photos.boxes, torch.stack([data.get("photos", "test", 3)[i].box for i in range(3)]))
-    clutter = load_probe("efficientnet_lite0", {}, "clutter", 2)
+    clutter = probe_from(data.get("clutter", "test", 2), 2)
     assert clutter.boxes.shape == (2, 4) and clutter.masks.shape == (2, 64, 64)

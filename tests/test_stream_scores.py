@@ -257,7 +257,7 @@ def test_two_torchrun_processes_write_what_one_writes(ckpt, tmp_path, command, a
     ("sanity", ["--stream", "--out", "OUT"], "--stream needs --images"),
     ("sanity", [*SANITY[:-6], "--test", "data", "--out", "OUT"], "does not stream"),
     ("bench", [*BENCH, "--estimate", "--out", "OUT"], "--estimate"),
-    ("bench", ["--images", "clutter", "--out", "OUT"], "needs --stream"),
+    ("bench", ["--images", "4", "--n", "4", "--data", "clutter", "--out", "OUT"], "both count images"),
 ])
 def test_bad_stream_input_is_one_line_and_writes_nothing(ckpt, tmp_path, capsys, command, argv, needle) -> None:
     out = tmp_path / "out"

@@ -11,9 +11,9 @@ import pytest
 from rich.console import Console
 
 from attnscope import console
-from attnscope.cli import bench, demo, sanity
 from attnscope.evaluate import COLUMNS
 from attnscope.explain import list_methods
+from attnscope.report import terminal
 
 
 def _render(title, columns, rows, legend=None, width=80) -> str:
@@ -49,7 +49,7 @@ def test_bench_tables_fit_80_columns_with_short_names_and_a_legend():
     columns = list(COLUMNS)
     rows = [{"method": m, "kind": "perturbation", **{k: rng.uniform(-5, 100) for k in columns},
              "ms_per_image": rng.choice([1.13, 117.4, 1234.5, math.nan])} for m in names]
-    tables = bench.terminal_tables(rows, columns, ["deletion_zero", "complexity"], 32, "clutter")
+    tables = terminal.leaderboard_tables(rows, columns, ["deletion_zero", "complexity"], 32, "clutter")
     groups = [t[0].split(":")[0] for t in tables]
     assert groups == list(dict.fromkeys(COLUMNS.get(c).group for c in columns)) + ["time"]
     for title, short, cells, legend in tables:
@@ -67,7 +67,7 @@ def test_sanity_table_keeps_neighbouring_block_names_apart():
     methods = ["gradcam", "saliency", "guided-backprop", "ig", "smoothgrad", "random", "sobel"]
     rows = [{"method": m, "block": s, "metric": "spearman_abs", "mean": 0.123456 * (i + 1) - j / 7}
             for i, m in enumerate(methods) for j, s in enumerate(steps)]
-    title, columns, cells = sanity.terminal_table(rows, steps, "spearman_abs", {"test": "cascading", "images": 32})
+    title, columns, cells = terminal.sanity_table(rows, steps, "spearman_abs", {"test": "cascading", "images": 32})
     text = _render(title, columns, cells)
     _check_whole(text, columns, cells)
     first = [line[0] for line in _cells(text)]
@@ -79,7 +79,7 @@ def test_sanity_table_keeps_neighbouring_block_names_apart():
 def test_demo_table_fits_80_columns():
     methods = {m: {"pointing": 0.8125, "energy_in_box": 0.40625, "ms_per_image": 117.25} for m in list_methods()}
     methods["random (calibration)"] = {"pointing": 0.125, "energy_in_box": 0.0891, "ms_per_image": 0.0}
-    title, columns, cells = demo.terminal_table({"test_acc": 0.986, "total_wall_s": 176.2, "methods": methods})
+    title, columns, cells = terminal.demo_table({"test_acc": 0.986, "total_wall_s": 176.2, "methods": methods})
     _check_whole(_render(title, columns, cells), columns, cells)
 
 

@@ -143,12 +143,13 @@ def count(listing: bool) -> dict[str, tuple[int, int, list[str]]]:
     edges = graph(files)
     circles = cycles(edges)
 
-    outside: list[Path] = [p for d in ("bench", "experiments", "examples", "tools", "tests") for p in (ROOT / d).rglob("*.py")]
+    folders = ("bench", "experiments", "examples", "tools", "tests")
+    outside: list[Path] = [p for d in folders for p in (ROOT / d).rglob("*.py")]
     cli_users, engine_users = [], []
     for name, (path, tree) in files.items():
         targets = set(imports(tree, name, path.name == "__init__.py"))
-        if not name.startswith(("attnscope.cli", "attnscope.__main__")) and any(t == "attnscope.cli" or t.startswith("attnscope.cli.")
-                                                          for t in targets):
+        in_cli = name.startswith(("attnscope.cli", "attnscope.__main__"))
+        if not in_cli and any(t == "attnscope.cli" or t.startswith("attnscope.cli.") for t in targets):
             cli_users.append(name)
         if not name.startswith("attnscope.explain") and any(t.startswith("attnscope.explain.engine") for t in targets):
             engine_users.append(name)

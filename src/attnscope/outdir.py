@@ -20,7 +20,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -211,6 +211,33 @@ def remove_listed(folder: str | Path, files: Iterable[str]) -> None:
             target.unlink()
         elif target.is_dir():
             shutil.rmtree(target)
+
+
+def check_file(path: str | Path, command: str, overwrite: bool, ours: Callable[[Path], bool]) -> bool:
+    """Refuse (one-line `InputError`) a one-file `--out` that `command` may not write; True if it replaces one.
+
+    The file must not be a link or a folder, nor lie under a file; an existing one is replaced only with
+    `overwrite`, and only if `command` wrote it: `ours(path)` says so, or the marker of its folder lists it.
+    """
+    path = Path(path)
+    if path.is_symlink():
+        raise InputError(f"--out {path} is a symbolic link; give a file, not a link to one")
+    if path.is_dir():
+        raise InputError(f"--out {path} is a folder; give the file to write, e.g. {path / 'report.html'}")
+    base = _nearest_existing(path.resolve().parent)
+    if not base.is_dir():
+        raise InputError(f"--out {path}: {base} is a file, not a folder")
+    if not path.exists():
+        return False
+    if not path.is_file():
+        raise InputError(f"--out {path} exists and is not a regular file")
+    marker = read_marker(path.parent)
+    if not (ours(path) or (marker is not None and path.name in marker["files"])):
+        raise InputError(f"--out {path} exists and was not written by `attnscope {command}`; refusing to replace "
+                         "it: give another file")
+    if not overwrite:
+        raise InputError(f"--out {path} exists; pass --overwrite to replace this earlier `attnscope {command}` output")
+    return True
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from attnscope import console, fileio, outdir
+from attnscope import console, fileio
 from attnscope.cli import cli
-from attnscope.cli.options import existing_input, parse_settings
+from attnscope.cli.common import Compute, ModelSource, Output, compute_options, model_options, output_options
+from attnscope.cli.options import parse_settings
 from attnscope.errors import InputError
 
 if TYPE_CHECKING:
@@ -25,41 +26,41 @@ if TYPE_CHECKING:
 
 
 @cli.command("caption")
-@click.option("--checkpoint", required=True, help="Run folder or .safetensors of a trained sat model.")
+@model_options(help="Run folder or .safetensors of a trained sat model.")
 @click.option("--images", required=True,
               help="An image file or folder, or a captioning data set name (scenes, karpathy).")
-@click.option("--out", required=True, help="Folder to write captions.json and attention/*.png into.")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope caption` output.")
+@output_options("caption", help="Folder to write captions.json and attention/*.png into.")
 @click.option("--n", "n", default=16, show_default=True, type=int, help="Images to caption from a data set.")
 @click.option("--split", default="test", show_default=True, help="Split of a data set.")
 @click.option("--data-opt", multiple=True, metavar="KEY=VALUE", help="Data set option (default: the training run's).")
 @click.option("--beam-size", default=1, show_default=True, type=int, help="1: greedy; more: beam search.")
 @click.option("--max-len", default=None, type=int, help="Longest caption (default: the model's).")
 @click.option("--size", default=None, type=int, help="Resize images from a folder to size × size.")
-@click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def caption_command(checkpoint: str, images: str, out: str, overwrite: bool, n: int, split: str,
-                    data_opt: tuple[str, ...], beam_size: int, max_len: int | None, size: int | None, batch_size: int,
-                    quiet: bool) -> None:
+@click.option("--explain-batch", default=32, show_default=True, type=int,
+              help="Images captioned (with their attention) per call.")
+@click.option("--batch-size", "old_batch", default=None, type=int, hidden=True)
+@compute_options()
+def caption_command(source: ModelSource, images: str, output: Output, n: int, split: str, data_opt: tuple[str, ...],
+                    beam_size: int, max_len: int | None, size: int | None, explain_batch: int, old_batch: int | None,
+                    compute: Compute) -> None:
     """Caption IMAGES with the model in CHECKPOINT; write captions.json and per-word attention strips."""
-    from attnscope.models import checkpoint as ckpt
-
+    batch_size = explain_batch if old_batch is None else old_batch
     if n < 1 or batch_size < 1 or beam_size < 1:
-        raise InputError("--n, --batch-size and --beam-size must be >= 1")
-    final = Path(out)
-    outdir.check(final, "caption", overwrite)
-    model, header = ckpt.load(checkpoint)
+        raise InputError("--n, --explain-batch and --beam-size must be >= 1")
+    output.check()
+    model, header = source.load()
     if getattr(model, "attention_kind", None) != "sat":
-        raise InputError(f"{checkpoint} holds a {header['model']['name']!r} model, not a captioning model (sat)")
+        raise InputError(f"{source.source} holds a {header['model']['name']!r} model, not a captioning model (sat)")
     _check_decoding(model, beam_size, max_len)
-    source = _source(images, header, n, split, parse_settings(data_opt, "--data-opt"), size)
-    with outdir.building(final, "caption", overwrite) as partial:
-        summary = write_captions(model, source, partial, beam_size, max_len, batch_size, quiet)
-        summary["checkpoint"] = str(checkpoint)
+    model.to(compute.torch_device())
+    data = _source(images, header, n, split, parse_settings(data_opt, "--data-opt"), size)
+    with output.building() as partial:
+        summary = write_captions(model, data, partial, beam_size, max_len, batch_size, compute.quiet)
+        summary["checkpoint"] = source.source
         fileio.write_json(partial / "captions.json", summary)
     for key, value in summary.get("metrics", {}).items():
         click.echo(f"{key}: {value:.4f}")
-    click.echo(f"wrote {final}/ (captions.json, attention/*.png for {len(summary['images'])} images)")
+    click.echo(f"wrote {output.path}/ (captions.json, attention/*.png for {len(summary['images'])} images)")
 
 
 MAX_LEN = 200  # words per caption: each keeps one attention map per image
@@ -81,6 +82,7 @@ def _source(images: str, header: dict[str, Any], n: int, split: str, data_cfg: d
     import torch
 
     from attnscope import data
+    from attnscope.data.inputs import existing_input
 
     path = existing_input(images, "--images")
     if path is not None:
@@ -103,6 +105,7 @@ def _source(images: str, header: dict[str, Any], n: int, split: str, data_cfg: d
 def write_captions(model: torch.nn.Module, source: dict[str, Any], out: Path, beam_size: int, max_len: int | None,
                    batch_size: int, quiet: bool) -> dict[str, Any]:
     """Caption every image of `source`; write one attention strip per image; return the summary."""
+    from attnscope.modules import device_of
     from attnscope.train.caption_eval import CaptionScores, add_generated
 
     images, names, samples = source["images"], source["names"], source["samples"]
@@ -114,7 +117,7 @@ def write_captions(model: torch.nn.Module, source: dict[str, Any], out: Path, be
     stems = _unique_stems(names)
     with console.progress(len(images), "caption", not quiet) as bar:
         for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
+            chunk = images[start : start + batch_size].to(device_of(model))
             part = None if samples is None else samples[start : start + len(chunk)]
             seq = add_generated(scores, model, chunk, part, beam_size, max_len)
             values = seq.values.cpu()  # (b, T, H, W)

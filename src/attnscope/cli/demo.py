@@ -9,16 +9,15 @@ demo never leaves a half-written `runs/demo/`; an earlier demo there is replaced
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from attnscope import console, fileio, outdir
+from attnscope import console, fileio
 from attnscope.cli import cli
-from attnscope.cli.options import record_final_out
+from attnscope.cli.common import Compute, Output, compute_options, output_options, seed_option
 
 if TYPE_CHECKING:
     import torch
@@ -37,19 +36,15 @@ TRACKED = ("gradcam", "cam", "saliency", "inputxgrad", "guided-backprop")
 
 
 @cli.command("demo")
-@click.option("--out", default="runs/demo", show_default=True, help="Folder to write.")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope demo` output.")
+@output_options("demo", default="runs/demo")
 @click.option("--probe", default=16, show_default=True, type=int, help="Test images to explain.")
 @click.option("--epochs", default=DEMO_TRAIN["epochs"], show_default=True, type=int)
 @click.option("--n", "n", default=DEMO_TRAIN["n"], show_default=True, type=int, help="Training samples.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--threads", default=None, type=int,
-              help="CPU threads (default: the cores that other processes leave idle).")
+@seed_option("Seed of initialisation and shuffling.")
 @click.option("--photos/--no-photos", default=True, show_default=True,
               help="First explain real photos with a pretrained EfficientNet-Lite0 (the `pretrained` extra).")
-@click.option("--quiet", is_flag=True)
-def demo_command(out: str, overwrite: bool, probe: int, epochs: int, n: int, seed: int, threads: int | None,
-                 photos: bool, quiet: bool) -> None:
+@compute_options()
+def demo_command(output: Output, probe: int, epochs: int, n: int, seed: int, photos: bool, compute: Compute) -> None:
     """Real photos with a pretrained model; then train, explain, score and draw on ClutteredDigits, on a CPU."""
     from attnscope.errors import InputError
 
@@ -58,52 +53,23 @@ def demo_command(out: str, overwrite: bool, probe: int, epochs: int, n: int, see
             raise InputError(f"{name} must be >= {least}, got {value}")
     if probe > DEMO_TRAIN["n_test"]:
         raise InputError(f"--probe {probe}: the demo's test set has {DEMO_TRAIN['n_test']} images")
-    final = Path(out)
-    outdir.check(final, "demo", overwrite)
-    _use_threads(threads, quiet)
-    with outdir.building(final, "demo", overwrite) as partial:
-        real = photo_step(partial / "photos", quiet) if photos else None
-        summary = run_demo(partial, probe=probe, epochs=epochs, n=n, seed=seed, quiet=quiet, final=final)
+    output.check()
+    compute.torch_device()  # an unusable --device fails before the work
+    with output.building() as partial:
+        real = photo_step(partial / "photos", compute.quiet) if photos else None
+        summary = run_demo(partial, probe=probe, epochs=epochs, n=n, seed=seed, quiet=compute.quiet,
+                           final=output.path, device=compute.device)
     if real is not None:
         _print_photos(real)
-    _print_summary(summary)
-    click.echo(f"wrote {final}/ (report.html, grid.png, summary.json, summary.md, model.safetensors, "
+    from attnscope.report.terminal import demo_table
+
+    console.table(*demo_table(summary))
+    click.echo(f"wrote {output.path}/ (report.html, grid.png, summary.json, summary.md, model.safetensors, "
                "maps.safetensors, track/)")
 
 
-def idle_cores(cores: int, load: float) -> int:
-    """Threads worth starting: the cores that other processes (their 1-minute load average) leave idle, >= 1.
-
-    More threads than idle cores make every thread wait its turn (bench/demo_threads.py: on 2 cores at a
-    load average of 9-17, the demo took 24 min with 1 thread and 59 min with 2).
-    """
-    return max(1, min(cores, round(cores - load)))
-
-
-def _use_threads(threads: int | None, quiet: bool) -> None:
-    """Set torch's thread count: `--threads`, else OMP_NUM_THREADS if set, else the idle cores."""
-    import torch
-
-    from attnscope.errors import InputError
-
-    if threads is not None:
-        if threads < 1:
-            raise InputError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-        return
-    if os.environ.get("OMP_NUM_THREADS"):
-        return  # the user's choice; torch follows it
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    chosen = idle_cores(cores, load)
-    torch.set_num_threads(chosen)
-    if chosen < cores and not quiet:
-        console.note(f"using {chosen} of {cores} CPU threads: other processes keep the load average at "
-                     f"{load:.1f} (set --threads to choose)")
-
-
 def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool,
-             final: Path | None = None) -> dict[str, Any]:
+             final: Path | None = None, device: str = "auto") -> dict[str, Any]:
     """The demo's steps into `out`; returns the summary it writes. `final`: where `out` will be renamed
     to (recorded as the run's `out` before the report shows the configuration)."""
     import torch
@@ -113,7 +79,8 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool,
     from attnscope.train import TrainConfig, fit
 
     started = time.perf_counter()
-    config = TrainConfig(**{**DEMO_TRAIN, "epochs": epochs, "n": n}, seed=seed, out=str(out), quiet=quiet)
+    config = TrainConfig(**{**DEMO_TRAIN, "epochs": epochs, "n": n}, seed=seed, out=str(out), quiet=quiet,
+                         device=device)
     run = fit(config, callbacks=(FitTracker(TRACKED, probe=probe),))
     train_s = time.perf_counter() - started
 
@@ -149,6 +116,8 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool,
     fileio.write_json(out / "summary.json", summary)
     fileio.write_text(out / "summary.md", _markdown(summary))
     if final is not None:  # the config names where the run will live, not its temporary folder
+        from attnscope.models.runs import record_final_out
+
         record_final_out(out, final)
     from attnscope.report import build
 
@@ -202,14 +171,3 @@ def _markdown(summary: dict[str, Any]) -> str:
     lines += ["", "Left out (CPU time they would take here): " + "; ".join(f"{k} ({v})" for k, v in
                                                                        summary.get("skipped", {}).items())]
     return "\n".join(lines) + "\n"
-
-
-def _print_summary(summary: dict[str, Any]) -> None:
-    console.table(*terminal_table(summary))
-
-
-def terminal_table(summary: dict[str, Any]) -> tuple[str, list[str], list[tuple]]:
-    """(title, columns, cells) of the demo's per-method scores, as `console.table` prints it."""
-    rows = [(k, v["pointing"], v["energy_in_box"], v["ms_per_image"]) for k, v in summary["methods"].items()]
-    return (f"demo: test accuracy {summary['test_acc']:.4f}, {summary['total_wall_s']} s",
-            ["method", "pointing game", "energy in box", "ms / image"], rows)

@@ -1,9 +1,9 @@
-"""Option parsing shared by commands: `key=value` settings, method lists, model sources."""
+"""Option values of the command line as Python values: `key=value` settings, name lists, method options, sizes
+and the fit of photos to one input size."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from attnscope.errors import InputError
@@ -31,20 +31,8 @@ def parse_list(text: str, what: str) -> list[str]:
     return items
 
 
-def load_model(source: str, weights: str | None = None, num_classes: int | None = None,
-               options: dict[str, Any] | None = None):
-    """A model from any source `models.sources.build` accepts; `(model in eval mode, info)`.
-
-    info holds the checkpoint header or the model's spec, and "source": kind, weights file, sha256,
-    and whether the weights are random.
-    """
-    from attnscope.models import sources
-
-    return sources.build(source, weights, num_classes, options)
-
-
 def method_options(items: tuple[str, ...], flag: str = "--method-opt",
-                   form: str = "METHOD.OPTION=VALUE") -> dict[str, dict[str, Any]]:
+                   form: str = "METHOD.KEY=VALUE") -> dict[str, dict[str, Any]]:
     """`("ig.steps=16", "gradcam.relu=false")` → `{"ig": {"steps": 16}, "gradcam": {"relu": False}}`."""
     out: dict[str, dict[str, Any]] = {}
     for key, value in parse_settings(items, flag).items():
@@ -79,10 +67,6 @@ def _bounded(side: int, flag: str, text: str) -> int:
     return side
 
 
-RESIZE_HINT = ("--resize shorter=224 --crop center (keeps the aspect ratio, crops the middle), "
-               "--resize longer=224 --pad (keeps everything, pads with zeros) or --size 224 (squashes)")
-
-
 def parse_fit(resize: str | None, crop: str | None, pad: bool, size: str | None):
     """The `data.geometry.Fit` that `--resize`, `--crop`, `--pad` and `--size` ask for (None: none asked)."""
     from attnscope.data.geometry import Fit
@@ -93,6 +77,8 @@ def parse_fit(resize: str | None, crop: str | None, pad: bool, size: str | None)
         return Fit("exact", parse_size(size))
     if resize is None:
         if crop is not None or pad:
+            from attnscope.data.inputs import RESIZE_HINT
+
             raise InputError(f"--crop and --pad go with --resize, e.g. {RESIZE_HINT}")
         return None
     how, eq, value = resize.partition("=")
@@ -121,40 +107,3 @@ def _crop(text: str | None, side: int | None) -> tuple[int, int] | None:
 
 def _bad_pad():
     raise InputError("--pad keeps the whole photo and pads it to a square: use it with --resize longer=S")
-
-
-def read_run_config(folder: str | Path) -> dict[str, Any]:
-    """The `config.json` of a run folder as an object ({} when there is none); anything else is a `CheckpointError`."""
-    from attnscope.errors import CheckpointError
-
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is not readable JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path} must hold a JSON object (a run's settings), got {type(config).__name__}")
-    return config
-
-
-def record_final_out(run: Path, final: Path) -> None:
-    """Write into a run's config.json the folder it will live in once its temporary folder is renamed."""
-    from attnscope import fileio
-
-    fileio.write_json(run / "config.json", {**read_run_config(run), "out": str(final)})
-
-
-def existing_input(source: str, flag: str) -> Path | None:
-    """`source` as a path when it exists (a regular file or a folder), else None; a FIFO or device is refused.
-
-    Reading a FIFO blocks until something writes to it, and /dev/zero never ends.
-    """
-    path = Path(source)
-    if not path.exists():
-        return None
-    if not (path.is_file() or path.is_dir()):
-        raise InputError(f"{flag} {source} is not a regular file or folder (a FIFO, device or socket); give image "
-                         "files or a folder of them")
-    return path

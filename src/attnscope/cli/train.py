@@ -19,6 +19,15 @@ import click
 
 from attnscope import fileio, outdir
 from attnscope.cli import cli
+from attnscope.cli.common import (
+    Compute,
+    How,
+    Output,
+    compute_options,
+    explain_options,
+    output_options,
+    seed_option,
+)
 from attnscope.cli.options import parse_list, parse_settings
 from attnscope.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
@@ -32,7 +41,7 @@ RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "model.json", 
 @cli.command("train")
 @click.option("--model", default=D["model"], show_default=True, help="Model name (see `attnscope train --list`).")
 @click.option("--data", default=D["data"], show_default=True, help="Data set name.")
-@click.option("--out", default=D["out"], show_default=True, help="Run folder to write.")
+@output_options("train", default=D["out"], help="Run folder to write.")
 @click.option("--epochs", default=D["epochs"], show_default=True, type=int)
 @click.option("--n", "--n-train", "n", default=D["n"], show_default=True, type=int,
               help="Training samples (under torchrun write --n-train: torchrun claims --n).")
@@ -47,20 +56,18 @@ RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "model.json", 
 @click.option("--step-size", default=D["step_size"], show_default=True, type=int,
               help="Epochs between LR drops (step).")
 @click.option("--gamma", default=D["gamma"], show_default=True, type=float, help="LR factor per drop (step).")
-@click.option("--seed", default=D["seed"], show_default=True, type=int, help="Seed of initialisation and shuffling.")
+@seed_option("Seed of initialisation and shuffling.")
 @click.option("--data-seed", default=D["data_seed"], show_default=True, type=int, help="Seed of the generated data.")
 @click.option("--attention", type=click.Choice(["soft", "hard"]), default=None,
               help="Show, Attend and Tell's attention (model sat); the same as --model-opt attention=...")
 @click.option("--model-opt", multiple=True, metavar="KEY=VALUE", help="Model option, e.g. widths=[16,32,64].")
 @click.option("--data-opt", multiple=True, metavar="KEY=VALUE", help="Data set option, e.g. size=96.")
 @click.option("--task-opt", multiple=True, metavar="KEY=VALUE", help="Task option (loss settings).")
-@click.option("--device", default=D["device"], show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--workers", default=D["workers"], show_default=True, type=int, help="Data loader worker processes.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `attnscope train` run.")
-@click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
-@click.option("--track", default=None, metavar="METHODS",
-              help="Record maps of these methods (e.g. gradcam,saliency,ltpa) on a probe set during training.")
+@explain_options(methods=None, targets="label", batch_size=None, methods_flag="--track", batch_alias=False,
+                 methods_help="Record maps of these methods (e.g. gradcam,saliency,ltpa) on a probe set during "
+                              "training (--layer, --method-opt, --targets, --explain-batch: how).")
 @click.option("--probe", default=64, show_default=True, type=int, help="Probe images the tracker explains.")
 @click.option("--track-every", default=None, type=int, metavar="STEPS",
               help="Also record every STEPS optimizer steps (default: at epoch ends only).")
@@ -80,11 +87,11 @@ RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "model.json", 
               help="Where attention is allowed: box (the object's), mask (its pixels), or not-decoy "
                    "(all but the decoy patch).")
 @click.option("--list", "list_", is_flag=True, help="List model and data set names, then exit.")
-def train_command(model, data, out, epochs, n, n_test, batch_size, optimizer, lr, momentum, weight_decay,
-                  schedule, step_size, gamma, seed, data_seed, attention, model_opt, data_opt, task_opt, device,
-                  workers, resume, overwrite, quiet, track, probe, track_every, track_split, track_measures,
-                  track_faithfulness, tensorboard, guide,
-                  guide_weight, guide_region, list_) -> None:
+@compute_options()
+def train_command(model, data, output: Output, epochs, n, n_test, batch_size, optimizer, lr, momentum, weight_decay,
+                  schedule, step_size, gamma, seed, data_seed, attention, model_opt, data_opt, task_opt, workers,
+                  resume, how: How, probe, track_every, track_split, track_measures, track_faithfulness, tensorboard,
+                  guide, guide_weight, guide_region, list_, compute: Compute) -> None:
     """Train MODEL on DATA; checkpoints each epoch (safetensors + JSON), metrics.jsonl, --resume.
 
     Runs unchanged under `torchrun --nproc_per_node=N` (DistributedDataParallel; rank 0 writes).
@@ -104,11 +111,12 @@ def train_command(model, data, out, epochs, n, n_test, batch_size, optimizer, lr
     model_cfg = parse_settings(model_opt, "--model-opt")
     if attention is not None:
         model_cfg["attention"] = attention
+    out = str(output.path)
     config = TrainConfig(
         model=model, data=data, out=out, epochs=epochs, n=n, n_test=n_test, batch_size=batch_size,
         optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
-        step_size=step_size, gamma=gamma, seed=seed, data_seed=data_seed, device=device, workers=workers,
-        resume=resume, quiet=quiet, model_cfg=model_cfg,
+        step_size=step_size, gamma=gamma, seed=seed, data_seed=data_seed, device=compute.device, workers=workers,
+        resume=resume, quiet=compute.quiet, model_cfg=model_cfg,
         data_cfg=parse_settings(data_opt, "--data-opt"), task_cfg=parse_settings(task_opt, "--task-opt"),
         guide=guide, guide_weight=guide_weight, guide_region=guide_region,
     )
@@ -116,8 +124,9 @@ def train_command(model, data, out, epochs, n, n_test, batch_size, optimizer, lr
     datasets.DATASETS.get(data)
     if guide is not None:
         GUIDES.get(guide)
-    with claimed(Path(out), resume, overwrite) as resume:
-        callbacks = tracking(out, resume, track, probe, track_every, track_split, tensorboard, track_measures,
+    compute.torch_device()  # an unusable --device fails before the run folder is written
+    with claimed(Path(out), resume, output.overwrite) as resume:
+        callbacks = tracking(out, resume, how, probe, track_every, track_split, tensorboard, track_measures,
                              track_faithfulness)
         run = fit(dataclasses.replace(config, resume=resume), callbacks=callbacks)
     if run.world.main and run.history:
@@ -177,7 +186,7 @@ def _is_run(out: Path) -> bool:
     return (marker is not None and marker["command"] == "train") or (out / "config.json").is_file()
 
 
-def tracking(out: str, resume: bool, methods: str | None, probe: int, every: int | None, split: str,
+def tracking(out: str, resume: bool, how: How, probe: int, every: int | None, split: str,
              tensorboard: bool, measures: str | None = None, faithfulness: bool = False) -> tuple:
     """The tracker the options ask for; on --resume without --track, the run's own tracker continues."""
     from pathlib import Path
@@ -186,7 +195,10 @@ def tracking(out: str, resume: bool, methods: str | None, probe: int, every: int
     from attnscope.track import FitTracker, TrackStore
 
     folder = Path(out) / "track"
-    if methods is None:
+    if how.methods is None:
+        if how.options or how.layer != "auto" or how.batch_size is not None or how.targets != "label":
+            raise InputError("--layer, --method-opt, --targets and --explain-batch say how --track METHODS explains; "
+                             "give --track")
         if resume and TrackStore.exists(folder):
             return (FitTracker.from_store(folder, tensorboard=tensorboard),)
         if tensorboard or every is not None or measures is not None or faithfulness:
@@ -196,6 +208,7 @@ def tracking(out: str, resume: bool, methods: str | None, probe: int, every: int
     from attnscope.track import CausalMeasures
     from attnscope.track.measures import DEFAULT
 
-    return (FitTracker(parse_list(methods, "--track"), probe=probe, every=every, split=split, tensorboard=tensorboard,
-                       measures=DEFAULT if measures is None else parse_list(measures, "--track-measures"),
+    taken = DEFAULT if measures is None else parse_list(measures, "--track-measures")
+    return (FitTracker(how.explainer(), probe=probe, every=every, targets=how.targets, split=split,
+                       tensorboard=tensorboard, measures=taken,
                        causal=CausalMeasures(images=32) if faithfulness else None),)

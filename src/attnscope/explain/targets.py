@@ -7,7 +7,7 @@ target per image explains K targets per image unchanged; `explain` folds the row
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -135,3 +135,39 @@ def checked_scores(scores: object, n: int) -> torch.Tensor:
     if not scores.is_floating_point():
         raise InputError(f"a callable target must return floating point scores, got {scores.dtype}")
     return scores
+
+
+# --targets of the command line: which class each image's map explains.
+TARGET_WORDS = {"predicted": "predicted", "pred": "predicted", "label": "label"}  # word → its one meaning
+TARGET_FORMS = "predicted (the model's class), label (the data set's) or a class index"
+
+
+def parse_targets(text: str, classes: Sequence[str] | None = None, flag: str = "--targets") -> str | int:
+    """A `--targets` text → "predicted", "label" or a class index (≥ 0); "pred" means "predicted".
+
+    `classes`: the model's class names, when it has them; a name among them is its index.
+    """
+    word = TARGET_WORDS.get(text.strip().lower())
+    if word is not None:
+        return word
+    if classes is not None and text in classes:
+        return list(classes).index(text)
+    try:
+        index = int(text)
+    except ValueError:
+        index = -1
+    if index < 0:
+        named = " or a class name" if classes is not None else ""
+        raise InputError(f"{flag} must be {TARGET_FORMS}{named}, got {text!r}")
+    return index
+
+
+def choice_targets(choice: str | int, labels: torch.Tensor | None) -> TargetSpec:
+    """What `explain` takes for a parsed `--targets`: None (predicted), the images' `labels`, or the class."""
+    if choice == "predicted":
+        return None
+    if choice == "label":
+        if labels is None or bool((labels < 0).any()):
+            raise InputError("--targets label needs a built-in data set (images from a folder have no labels)")
+        return labels
+    return int(choice)

@@ -62,10 +62,13 @@ def build(run_dir: str | Path, out: str | Path | None = None, images: int = 8, m
     return out
 
 
+GENERATOR = '<meta name="generator" content="attnscope report">'  # how `attnscope report` knows a page it wrote
+
+
 def page(title: str, body: str) -> str:
     """The whole document: the CSP, the inline style and script (allowed by their hashes) and `body`."""
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{GENERATOR}'
         f'<meta http-equiv="Content-Security-Policy" content="{csp()}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{assets.CSS}</style></head><body>"

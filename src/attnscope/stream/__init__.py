@@ -2,9 +2,9 @@
 `explain_dataset` (maps), `bench_dataset` (the leaderboard), `sanity_dataset` (randomisation tests), all
 on one sharded-run core (`stream.core.run_shards`)."""
 
+from attnscope.data.inputs import FolderImages, NamedData
 from attnscope.stream.bench import bench_dataset
 from attnscope.stream.core import MANIFEST, RUN, STREAM_FORMAT, Sharded, run_shards
-from attnscope.stream.data import FolderImages, NamedData
 from attnscope.stream.explain import COMMAND, MAPS, explain_dataset, shard_name
 from attnscope.stream.sanity import sanity_dataset
 from attnscope.stream.settings import Streaming

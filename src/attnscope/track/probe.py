@@ -57,7 +57,7 @@ def probe_from(dataset: Dataset, n: int) -> Probe:
     """The first `n` samples of a classification data set as a probe, with their boxes as regions.
 
     Samples are (image, label, ...) with an integer label (or a one-element integer tensor). Regions:
-    "box" when samples carry a `box`, "decoy" when the data set has a decoy patch.
+    "box" when samples carry a `box`, "decoy" when the data set has a decoy patch; masks when they carry one.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InputError(f"probe must be >= 1 images, got {n!r}")
@@ -71,9 +71,12 @@ def probe_from(dataset: Dataset, n: int) -> Probe:
         regions["box"] = torch.stack([s.box for s in samples]).long()
     if getattr(dataset, "decoy", False):
         regions["decoy"] = torch.stack([dataset.decoy_box(i) for i in range(n)]).long()
+    masks = None
+    if all(isinstance(getattr(s, "mask", None), torch.Tensor) for s in samples):
+        masks = torch.stack([s.mask for s in samples])
     split = getattr(dataset, "split", None)
     source = f"the first {n} images of {type(dataset).__name__}" + (f" ({split} split)" if split else "")
-    return Probe(images, torch.tensor(labels, dtype=torch.long), regions, source)
+    return Probe(images, torch.tensor(labels, dtype=torch.long), regions, source, masks)
 
 
 def _label(sample: Any) -> int:
@@ -81,7 +84,7 @@ def _label(sample: Any) -> int:
     if isinstance(label, torch.Tensor) and label.numel() == 1 and not label.is_floating_point():
         return int(label)
     if isinstance(label, bool) or not isinstance(label, int):
-        raise InputError("the tracker explains classification data (samples of image, integer label, ...)")
+        raise InputError("a probe holds classification data (samples of image, integer label, ...)")
     return label
 
 

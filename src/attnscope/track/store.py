@@ -39,12 +39,19 @@ _SNAPSHOT = re.compile(r"step_(\d+)\.npz")
 
 @dataclass(frozen=True)
 class Probe:
-    """The fixed images a tracker explains: images (P, C, H, W), labels (P,), and named boxes (P, 4)."""
+    """Fixed test images with their ground truth: images (P, C, H, W), labels (P,), named boxes (P, 4) and, where
+    the data set has them, object masks (P, H, W); what a tracker, `bench` and `sanity` explain."""
 
     images: torch.Tensor  # (P, C, H, W) float
     labels: torch.Tensor  # (P,) long
     regions: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (P, 4) long boxes
     source: str | None = None  # where the images came from, for the report (e.g. "the first 64 images of ...")
+    masks: torch.Tensor | None = None  # (P, H, W) bool, the object's pixels (not stored by the tracker)
+
+    @property
+    def boxes(self) -> torch.Tensor | None:
+        """The object's box of each image (P, 4), None when the data set has none."""
+        return self.regions.get("box")
 
     def __post_init__(self) -> None:
         p = self.images.shape[0]
