@@ -88,7 +88,8 @@ def figure(path: Path, panels: Sequence[tuple[str, Sequence[tuple[str, str, Call
                 y = np.array([vs[:n] for _, vs in per_seed])
                 ax.plot(x, y.mean(0), label=label, lw=1.5)
                 ax.fill_between(x, y.min(0), y.max(0), alpha=0.2)
-            ax.set_title(f"{job} ({len(runs)} seeds): {title}" if col == 0 else title, fontsize=8)
+            seeds = f"{len(runs)} seed{'s' * (len(runs) != 1)}"
+            ax.set_title(f"{job} ({seeds}): {title}" if col == 0 else title, fontsize=8)
             ax.set_xlabel("epoch", fontsize=7)
             ax.tick_params(labelsize=7)
             ax.legend(fontsize=6)
