@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")
 
 Point = tuple[float, float | None]
+Scale = Callable[[float], float]
 
 
 def line_chart(
@@ -48,35 +49,49 @@ def line_chart(
         f'<text x="{pad_l}" y="15" class="title">{html.escape(title)}</text>',
         f'<rect x="{pad_l}" y="{pad_t}" width="{plot_w}" height="{plot_h}" class="frame"/>',
     ]
-    y_ticks, x_ticks = _ticks(y0, y1), _ticks(x0, x1)
-    for t in y_ticks:
-        parts.append(f'<line x1="{pad_l}" x2="{pad_l + plot_w}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
-                     f'<text x="{pad_l - 4}" y="{sy(t) + 3:.1f}" class="tick" text-anchor="end">'
-                     f'{_fmt(t, y_ticks)}</text>')
-    for t in x_ticks:
-        parts.append(f'<text x="{sx(t):.1f}" y="{pad_t + plot_h + 13}" class="tick" text-anchor="middle">'
-                     f'{_fmt(t, x_ticks)}</text>')
-    parts.append(f'<text x="{pad_l + plot_w / 2}" y="{pad_t + plot_h + 27}" class="tick" text-anchor="middle">'
-                 f'{html.escape(x_label)}</text>')
+    parts += _axes(sx, sy, (x0, x1), (y0, y1), (pad_l, pad_t, plot_w, plot_h), x_label)
     for i, (name, pts) in enumerate(series.items()):
-        colour = PALETTE[i % len(PALETTE)]
         band = [(x, lo, hi) for x, lo, hi in (bands or {}).get(name, ()) if _finite(x) and _finite(lo) and _finite(hi)]
-        if band:
-            upper = " ".join(f"{sx(x):.1f},{sy(hi):.1f}" for x, _, hi in band)
-            lower = " ".join(f"{sx(x):.1f},{sy(lo):.1f}" for x, lo, _ in reversed(band))
-            parts.append(f'<polygon points="{upper} {lower}" fill="{colour}" opacity="0.15"/>')
-        for run in _runs(pts):
-            coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in run)
-            parts.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="1.8"/>')
-            if len(run) <= 40:
-                parts += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.2" fill="{colour}"/>' for x, y in run]
-        lx, ly = pad_l + (i % 2) * (plot_w / 2), height + 14 * (i // 2) + 10
-        parts.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="3" fill="{colour}"/>'
-                     f'<text x="{lx + 14}" y="{ly - 3}" class="legend">{html.escape(name)}</text>')
+        legend_at = (pad_l + (i % 2) * (plot_w / 2), height + 14 * (i // 2) + 10)
+        parts += _series(name, pts, band, PALETTE[i % len(PALETTE)], sx, sy, legend_at)
     if cursor:
         parts.append(f'<line class="cursor" x1="{pad_l}" x2="{pad_l}" y1="{pad_t}" y2="{pad_t + plot_h}"/>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _axes(sx: Scale, sy: Scale, xr: tuple[float, float], yr: tuple[float, float],
+          box: tuple[float, float, float, float], x_label: str) -> list[str]:
+    """The grid lines with the y ticks, the x ticks and the x axis' label of a plot `box` (left, top, w, h)."""
+    pad_l, pad_t, plot_w, plot_h = box
+    y_ticks, x_ticks = _ticks(*yr), _ticks(*xr)
+    parts = [f'<line x1="{pad_l}" x2="{pad_l + plot_w}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
+             f'<text x="{pad_l - 4}" y="{sy(t) + 3:.1f}" class="tick" text-anchor="end">{_fmt(t, y_ticks)}</text>'
+             for t in y_ticks]
+    parts += [f'<text x="{sx(t):.1f}" y="{pad_t + plot_h + 13}" class="tick" text-anchor="middle">'
+              f'{_fmt(t, x_ticks)}</text>' for t in x_ticks]
+    parts.append(f'<text x="{pad_l + plot_w / 2}" y="{pad_t + plot_h + 27}" class="tick" text-anchor="middle">'
+                 f'{html.escape(x_label)}</text>')
+    return parts
+
+
+def _series(name: str, pts: Sequence[Point], band: Sequence[tuple[float, float, float]], colour: str, sx: Scale,
+            sy: Scale, legend_at: tuple[float, float]) -> list[str]:
+    """One series: its shaded band, its line (a gap where y is None; dots when short) and its legend entry."""
+    parts = []
+    if band:
+        upper = " ".join(f"{sx(x):.1f},{sy(hi):.1f}" for x, _, hi in band)
+        lower = " ".join(f"{sx(x):.1f},{sy(lo):.1f}" for x, lo, _ in reversed(band))
+        parts.append(f'<polygon points="{upper} {lower}" fill="{colour}" opacity="0.15"/>')
+    for run in _runs(pts):
+        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in run)
+        parts.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="1.8"/>')
+        if len(run) <= 40:
+            parts += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.2" fill="{colour}"/>' for x, y in run]
+    lx, ly = legend_at
+    parts.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="3" fill="{colour}"/>'
+                 f'<text x="{lx + 14}" y="{ly - 3}" class="legend">{html.escape(name)}</text>')
+    return parts
 
 
 def _finite(v: object) -> bool:
