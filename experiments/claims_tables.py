@@ -58,10 +58,11 @@ def _az_table(job: str, name: str) -> str:
     seeds, methods = _az(job)
     col = lambda m, key: [_nan(s["methods"][m][key]) for s in seeds]  # noqa: E731
     n = len(seeds[0]["methods"]["attention"]["energy"])
-    lines = [f"{name}, {len(seeds)} seeds ({', '.join(str(s['seed']) for s in seeds)}; test accuracy "
-             + ", ".join(f"{s['test_acc']:.3f}" for s in seeds) + f"), {n} test images each, true class. "
-             "Mean over seeds of the image means, hierarchical bootstrap 95 % CI (seeds, then images). "
-             "ρ: Spearman per image over the 64 patches.", "",
+    spread = ("Mean over seeds of the image means, hierarchical bootstrap 95 % CI (seeds, then images)."
+              if len(seeds) > 1 else "1 seed, not tested: the image mean with a bootstrap 95 % CI over images only.")
+    lines = [f"{name}, {len(seeds)} seed{'s' * (len(seeds) > 1)} ({', '.join(str(s['seed']) for s in seeds)}; "
+             "test accuracy " + ", ".join(f"{s['test_acc']:.3f}" for s in seeds) + f"), {n} test images each, "
+             f"true class. {spread} ρ: Spearman per image over the 64 patches.", "",
              "| method | ρ with blank-out | ρ with input gradient | pointing game | energy in box |",
              "| --- | --- | --- | --- | --- |"]
     for m in methods:
@@ -78,7 +79,7 @@ def _az_table(job: str, name: str) -> str:
         for key in ("blankout_rho", "gradient_rho"):
             d = _diff(col(m, key), col("attention", key))
             t = stats.paired_t(_seed_means(col(m, key)), _seed_means(col("attention", key)))
-            cells += [_ci(d), stats.p_text(t.p) if len(seeds) > 1 else "1 seed"]
+            cells += [_ci(d), stats.p_text(t.p) if len(seeds) > 1 else "1 seed, not tested"]
         lines.append(f"| {AZ_NAMES.get(m, m)} − raw attention | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
