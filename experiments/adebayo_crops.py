@@ -25,10 +25,11 @@ import torch
 from sanity_efficientnet import crops, relu6_as_relu
 
 from attnscope import fileio, models
-from attnscope.explain import explain
+from attnscope.explain import Explainer, explain
 from attnscope.metrics.similarity import compare, prepare
 from attnscope.sanity.calibration import sobel_map
 from attnscope.sanity.randomization import randomise
+from attnscope.sanity.settings import Comparison, Randomisation
 
 METHODS = ("saliency", "gradcam", "guided-backprop", "guided-gradcam")
 SIMILARITIES = ("spearman_abs", "ssim")
@@ -52,8 +53,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return maps
 
     started = time.process_time()
-    result = randomise(model, x, maps_of, METHODS, "cascading", blocks=3, init=args.init, seed=args.seed,
-                       metrics=SIMILARITIES, calibration=("random", "sobel"), keep=0, progress=True)
+    result = randomise(model, x, maps_of, Explainer(METHODS, batch_size=args.batch_size), "cascading",
+                       Randomisation(blocks=3, init=args.init, seed=args.seed),
+                       Comparison(metrics=SIMILARITIES, calibration=("random", "sobel"), keep=0), progress=True)
     steps = result.steps
     return {"command": vars(args), "steps": steps, "meta": {k: v for k, v in result.meta.items() if k != "notes"},
             "cpu_s": round(time.process_time() - started, 1),

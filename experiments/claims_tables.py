@@ -202,7 +202,8 @@ def adebayo_crops() -> str:
             lines += [f"**{init}**: not run yet ({e.args[0]} is missing).", ""]
             continue
         n = len(runs_[0]["to_trained"]["saliency"]["net.classifier"]["spearman_abs"])
-        lines += [f"**{init} re-initialisation** ({len(runs_)} seeds, {n} crops): similarity to the trained "
+        seeds = f"{len(runs_)} seeds" if len(runs_) > 1 else "1 seed, not tested: the CIs are over crops only"
+        lines += [f"**{init} re-initialisation** ({seeds}; {n} crops): similarity to the trained "
                   "model's map, and to the input's edge map (trained → all randomised)", "",
                   "| method | " + " | ".join(name for _, name in ADEBAYO_STEPS) + " | edges: trained | edges: all |",
                   "| --- " * (len(ADEBAYO_STEPS) + 3) + "|"]
