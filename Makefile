@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch and torchvision are installed first, as a pair that imports together (see README).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint typecheck clean
+.PHONY: demo test lint typecheck clean shell
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ demo: $(VENV)/.stamp-pretrained
 test: $(VENV)/.stamp-dev
 	@sh .ci/ensure-chromium
 	$(BIN)/python -m pytest -q
+
+# A shell with .venv's `attnscope` and `python` first on PATH (as `source .venv/bin/activate` gives); `exit` leaves it.
+shell: $(VENV)/.stamp-core
+	@echo "a shell with $(VENV)/bin first on PATH: attnscope and python are the venv's; exit to leave"
+	@VIRTUAL_ENV="$(abspath $(VENV))" PATH="$(abspath $(BIN)):$$PATH" $${SHELL:-/bin/sh} -i
 
 lint: $(VENV)/.stamp-dev
 	$(BIN)/ruff check src tests bench experiments examples tools

@@ -11,6 +11,7 @@ no implementation that computes those passes one full forward at a time can go b
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -171,3 +172,84 @@ def explanation_passes(targets: torch.Tensor, ig_steps: int) -> int:
     each (trapezoid rule: α = 0 and 1 are end points), and IG's α = 0 point, the zero baseline, once per
     distinct class (the same input for every image)."""
     return len(targets) * (1 + 1 + ig_steps - 2) + int(torch.unique(targets).numel())
+
+
+# --- the leaderboard's floor (issue 31): passes its columns and methods require per image ------------------------
+
+# Passes per image of each default method on a 224 px resnet18 explained at layer4 (C = 512 channels), at the
+# method's default options: (forwards, forward + backward pairs). Gradient CAMs read one forward (their
+# backward to layer4 is the head only); a method's own call always includes its shared pass.
+C, WINDOWS = 512, 27 * 27
+METHOD_PASSES: dict[str, tuple[float, float]] = {
+    **{m: (1, 0) for m in ("cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam",
+                           "eigengradcam", "kpcacam", "finercam", "ablationcam")},
+    **{m: (0, 1) for m in ("saliency", "inputxgrad", "guided-backprop", "guided-gradcam", "lrp", "fullgrad")},
+    "deeplift": (0, 1), "smoothgradcam++": (1, 4), "smoothgrad": (0, 50), "ig": (0, 50), "gradientshap": (0, 50),
+    "deepliftshap": (8, 8), "scorecam": (C + 1, 0), "occlusion": (WINDOWS + 1, 0), "sscam": (35 * C + 1, 0),
+    "iscam": (10 * C + 1, 0), "rise": (4000, 0), "extremal": (0, 800),
+}
+CURVES = ("deletion_zero", "deletion_blur", "insertion_blur", "insertion_zero")
+
+
+def leaderboard_required(columns: list[str], h: int, w: int, maps: int, step: int | None = None,
+                         runs: int = 100, n_infidelity: int = 10) -> dict[str, Required]:
+    """Forwards per image each column's definition requires for `maps` maps of an h×w image: a curve's inner
+    points per map (its first and last points are the clean image and the substrate, the same for every map),
+    one masked image per map for Average Drop / Increase (pixel flipping reads the deletion curve), the random
+    subsets of faithfulness correlation and the perturbations of infidelity once per image (they do not depend
+    on the map), and the self-scores (clean image, black, blurred) once per image."""
+    points = math.ceil(h * w / (w if step is None else step)) + 1
+    out = {}
+    for col in columns:
+        if col in CURVES:
+            out[col] = Required(forward=maps * (points - 2), how=f"{points - 2} inner points × {maps} maps")
+        elif col == "avg_drop_pct":
+            out[col] = Required(forward=maps, how="one masked image per map (Increase reads the same)")
+        elif col == "faith_corr":
+            out[col] = Required(forward=runs, how=f"{runs} random subsets, the same for every map")
+        elif col == "infidelity":
+            out[col] = Required(forward=n_infidelity, how=f"{n_infidelity} perturbations, the same for every map")
+    out["self-scores"] = Required(forward=3, how="clean, black and blurred image, once per image")
+    return out
+
+
+def leaderboard_floor(methods: list[str], columns: list[str], costs: dict, h: int = 224, w: int = 224) -> dict:
+    """The floor of a default leaderboard per image in CPU seconds: its methods' passes and its columns' passes
+    at the unit costs `costs` (CPU s per image of a forward and of a forward + backward)."""
+    maps = len(methods) + 2  # + the calibration maps (random, Sobel): scored, never explained by the model
+    cols = leaderboard_required(columns, h, w, maps)
+    meth = {m: Required(*METHOD_PASSES[m]) for m in methods}
+    return {"columns": {k: (r.forward, r.seconds(costs), r.how) for k, r in cols.items()},
+            "methods": {k: (r.forward, r.forward_backward, r.seconds(costs)) for k, r in meth.items()},
+            "columns_s": sum(r.seconds(costs) for r in cols.values()),
+            "methods_s": sum(r.seconds(costs) for r in meth.values())}
+
+
+def main() -> None:
+    """`python bench/census.py --leaderboard`: the default leaderboard's floor per 224 px image on resnet18."""
+    import argparse
+    import json
+
+    import attnscope as ats
+    from attnscope.evaluate.columns import select
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--leaderboard", action="store_true")
+    parser.add_argument("--images", type=int, default=32, help="images the unit costs are measured on")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = ats.models.get("resnet18").eval()
+    x = torch.randn(8, 3, 224, 224)
+    y = torch.zeros(8, dtype=torch.long)
+    costs = unit_costs(model, x, y, chunks=(8, 16), images=args.images, repeats=1)
+    methods = [m for m in METHOD_PASSES if m in ats.list_methods()]
+    floor = leaderboard_floor(methods, select("default"), costs)
+    print(json.dumps({"unit_costs": {k: costs[k] for k in ("forward", "forward_backward")}, **floor}, indent=1))
+    total = floor["columns_s"] + floor["methods_s"]
+    print(f"floor per 224 px image: columns {floor['columns_s']:.0f} CPU s + methods {floor['methods_s']:.0f} "
+          f"CPU s = {total:.0f} CPU s ({len(methods)} methods + 2 calibration maps)")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,11 @@ Part "ablation": Ablation-CAM at resnet18 `layer4` (1 image, 224 px) with tail="
 after the layer run, on the shared pass's activations) and tail="shared" (the layers before re-run per
 chunk), as a ratio to one plain forward of the same image, timed in the same process after a warm-up.
 
+Part "sizes": per-input CPU time of forward and forward + backward chunks of 1 … 64 inputs on resnet18 (224 px)
+or a SmallCNN (64 px), both layouts, with the bytes of the fastest and the probe's pick (`explain.budget`).
+
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/chunk_budget.py
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/chunk_budget.py --part sizes --model resnet18
 """
 
 from __future__ import annotations
@@ -99,16 +103,67 @@ def ablation(repeats: int) -> dict:
     return out
 
 
+def sizes(model_name: str) -> dict:
+    """Per-input CPU seconds of forward-only chunks (masked forwards, both layouts) and of forward + backward
+    chunks (IG's points) at 1 … 64 inputs, with each chunk's bytes by the budget's estimate, and the chunk the
+    probe of `explain.budget` picks — what the CPU budget (a bound; the probe picks within it) rests on."""
+    import attnscope as ats
+    from attnscope.explain import budget
+    from attnscope.modules import as_nhwc
+
+    torch.manual_seed(0)
+    size = 224 if model_name.startswith("resnet") else 64
+    model = ats.models.get(model_name).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(1, 3, size, size)
+    cost = budget.input_cost(model, (3, size, size), torch.float32)
+    out = {"model": model_name, "size": size, "MiB_per_input": round(cost / 2**20, 2)}
+
+    def forward(n: int, nhwc: bool) -> None:
+        t = x.expand(n, -1, -1, -1).clone()
+        with torch.no_grad():
+            model(as_nhwc(t) if nhwc else t)
+
+    def forward_backward(n: int, nhwc: bool) -> None:
+        t = x.expand(n, -1, -1, -1).clone()
+        t = (as_nhwc(t) if nhwc else t).requires_grad_()
+        torch.autograd.grad(model(t)[:, 0].sum(), t)
+
+    for kind, run in (("forward", forward), ("forward_backward", forward_backward)):
+        for nhwc in (False, True):
+            per = {}
+            for n in (1, 2, 4, 8, 16, 32, 64):
+                run(n, nhwc)  # warm-up of the shape
+                t0 = time.process_time()
+                for _ in range(max(1, 64 // n)):
+                    run(n, nhwc)
+                per[n] = (time.process_time() - t0) / (max(1, 64 // n) * n)
+            best = min(per, key=per.get)
+            layout = "nhwc" if nhwc else "nchw"
+            out[f"{kind}_{layout}_ms"] = {n: round(v * 1e3, 2) for n, v in per.items()}
+            nbytes = best * cost * (1 + (kind != "forward"))
+            out[f"{kind}_{layout}_best"] = {"chunk": best, "MiB": round(nbytes / 2**20)}
+            probe = budget.Probe(f"bench-{kind}-{layout}", lambda n, run=run, nhwc=nhwc: run(n, nhwc))
+            out[f"{kind}_{layout}_probe"] = budget.probed_chunk(model, cost, torch.device("cpu"), None, 1000,
+                                                                kind != "forward", ("bench",), probe)
+    return out
+
+
 PARTS = {"masked": masked_forwards, "ig": ig_passes}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["chunks", "ablation", "masked", "ig"], default=None)
+    parser.add_argument("--part", choices=["chunks", "ablation", "masked", "ig", "sizes"], default=None)
+    parser.add_argument("--model", default="resnet18", help="part sizes: resnet18 (224 px) or smallcnn (64 px)")
     parser.add_argument("--chunk", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.part == "sizes":
+        print(json.dumps(sizes(args.model)))
+        return
     if args.part in PARTS:  # one setting, in this (fresh) process
         print(json.dumps(PARTS[args.part](args.chunk)))
         return

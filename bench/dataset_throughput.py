@@ -28,6 +28,11 @@ jobs, wall time would measure them). Throughput = images / CPU seconds.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/dataset_throughput.py --n 512 --n-ig 64
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/dataset_throughput.py --parts forward,leaderboard --n-leaderboard 2
+
+- leaderboard-fast: the leaderboard of `attnscope bench --preset fast` (`evaluate.presets`) on `--n-leaderboard`
+             images with a centred box each (so every group runs), in CPU seconds per image.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/dataset_throughput.py --parts leaderboard-fast --n-leaderboard 4
 """
 
 from __future__ import annotations
@@ -156,7 +161,7 @@ def default_leaderboard(model: torch.nn.Module, dataset: Dataset, out: Path, sha
 
 def leaderboard_estimate(model: torch.nn.Module, n: int) -> dict[str, Any]:
     """`evaluate.estimate` of the default leaderboard of `n` images of `Unlabelled` (what `attnscope bench
-    --estimate` prints): every method and column timed on images 0 and 1, extrapolated to n."""
+    --estimate` prints): every method and column timed on image 0, scaled to n."""
     from attnscope.evaluate import estimate
     from attnscope.evaluate.columns import select
 
@@ -184,6 +189,31 @@ def methods_child() -> dict[str, Any]:
         seconds[name] = round(time.process_time() - t0, 2)
         print(f"{name}: {seconds[name]} s", file=sys.stderr, flush=True)
     return {"part": "leaderboard-methods", "images": 1, "cpu_s": seconds, "sum_cpu_s": round(sum(seconds.values()), 1)}
+
+
+def fast_child(n: int) -> dict[str, Any]:
+    """The `--preset fast` leaderboard of `n` images (labels: the predicted classes; a centred box of half the
+    image as ground truth, so the localisation group runs), timed in CPU seconds, whole (its estimate apart)."""
+    from attnscope.evaluate import Settings, leaderboard
+    from attnscope.evaluate.presets import preset
+
+    model = _model()
+    x = torch.stack([Synthetic(n)[i] for i in range(n)])
+    with torch.no_grad():
+        labels = model(x).argmax(1)
+    h, w = x.shape[-2:]
+    boxes = torch.tensor([[w // 4, h // 4, 3 * w // 4, 3 * h // 4]] * n)
+    fast = preset("fast")
+    settings = Settings(step=fast.step(h, w), perturbations=fast.perturbations)
+    t0 = time.process_time()
+    board = leaderboard(model, x, labels, boxes, methods=list(fast.methods), metrics=fast.metrics.split(","),
+                        settings=settings)
+    seconds = time.process_time() - t0
+    from attnscope.evaluate import COLUMNS
+
+    return {"part": "leaderboard-fast", "images": n, "cpu_s": round(seconds, 2), "cpu_s_per_image": round(
+        seconds / n, 2), "maps": len(board.rows), "columns": board.columns,
+        "groups": sorted({COLUMNS.get(c).group for c in board.columns}), "skipped": board.skipped}
 
 
 def leaderboard_child(n: int, workers: int, batch: int) -> dict[str, Any]:
@@ -234,7 +264,8 @@ def main() -> None:
     if "leaderboard" in parts and not args.no_estimate:
         print(json.dumps(_fresh(args, "leaderboard-estimate", "attnscope")), flush=True)
     rows = {}
-    for part, library in [*RUNS, ("leaderboard-methods", "attnscope"), ("leaderboard", "attnscope")]:
+    for part, library in [*RUNS, ("leaderboard-methods", "attnscope"), ("leaderboard", "attnscope"),
+                          ("leaderboard-fast", "attnscope")]:
         if part in parts:
             rows[(part, library)] = _fresh(args, part, library)
             print(json.dumps(rows[(part, library)]), flush=True)
@@ -269,6 +300,8 @@ def _child(args: argparse.Namespace) -> dict:
         return leaderboard_estimate(_model(), 512)
     if part == "leaderboard":
         return leaderboard_child(args.n_leaderboard, args.workers, min(args.batch, args.n_leaderboard))
+    if part == "leaderboard-fast":
+        return fast_child(args.n_leaderboard)
     n = {"ig": args.n_ig, "scorecam": args.n_scorecam}.get(part, args.n)
     batch = min(args.batch, n)
     return child(part, library, n + batch, args.workers, batch)

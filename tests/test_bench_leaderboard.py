@@ -39,3 +39,26 @@ def test_the_leaderboard_part_runs_the_default_streamed_leaderboard(tmp_path) ->
     assert _without_time(part["rows"]) == _without_time(cli["rows"])
     assert part["ci"] == cli["ci"]
     assert cli["meta"]["data_cfg"] == config
+
+
+def test_a_streamed_preset_is_the_streamed_leaderboard_of_its_settings(tmp_path) -> None:
+    """`bench --stream --preset fast` scores the preset's methods and columns with its 3 copies and its curve steps
+    in pixels of the streamed images' size (32 px: 1024 / 8 = 128), as the same options given in full do."""
+    from attnscope.evaluate.presets import preset
+
+    torch.manual_seed(0)
+    model = ats.models.get("smallcnn", widths=[4, 8]).eval()
+    ckpt = checkpoint.save(model, tmp_path / "model.safetensors", {"data": "clutter", "data_cfg": {"size": 32}})
+    fast = preset("fast")
+    common = ["bench", "--checkpoint", str(ckpt), "--images", "clutter", "--n", "2", "--stream", "--quiet"]
+    for out, extra in (("preset", ["--preset", "fast"]),
+                       ("full", ["--methods", ",".join(fast.methods), "--metrics", fast.metrics, "--step", "128",
+                                 "--perturbations", "3"])):
+        try:
+            main([*common, "--out", str(tmp_path / out), *extra])
+        except SystemExit as e:
+            assert e.code in (0, None)
+    a, b = (json.loads((tmp_path / out / "leaderboard.json").read_text()) for out in ("preset", "full"))
+    assert [r["method"] for r in a["rows"]] == [*fast.methods, "random", "sobel"]
+    assert a["meta"]["step"] == 128 and a["meta"]["perturbations"] == 3
+    assert a["meta"]["columns"] == b["meta"]["columns"] and _without_time(a["rows"]) == _without_time(b["rows"])

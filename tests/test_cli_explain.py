@@ -120,6 +120,37 @@ def test_image_folder_npy_and_class_target(ckpt, image_dir, tmp_path):
     assert (out / "overlays" / "saliency" / "0000_a.png").is_file()
 
 
+def test_classes_by_name_in_targets_manifest_and_grid_rows(ckpt, tmp_path, monkeypatch, capsys):
+    """--classes names the classes: --targets takes a name (a near miss is refused with the close ones), the
+    manifest gives each image's classes by name with the model's probability, and the grid's rows say them."""
+    from attnscope.report import figures
+    from attnscope.report.labels import prob
+
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    (tmp_path / "names.txt").write_text("\n".join(words) + "\n")
+    drawn, grid = [], figures.grid
+    monkeypatch.setattr(figures, "grid", lambda *a, **k: drawn.append(k["rows"]) or grid(*a, **k))
+    out = tmp_path / "out"
+    args = ["--checkpoint", ckpt, "--images", "clutter", "--n", "3", "--methods", "saliency", "--classes",
+            str(tmp_path / "names.txt")]
+    invoke([*args, "--targets", "Seven", "--out", str(out)])
+    model, _ = checkpoint.load(ckpt)
+    data = ats.data.get("clutter", "test", 3, seed=0)
+    x, labels = torch.stack([data[i].image for i in range(3)]), [data[i].label for i in range(3)]
+    with torch.no_grad():
+        probs = model(x).softmax(1)
+    images = json.loads((out / "manifest.json").read_text())["images"]
+    assert [im["targets"]["saliency"] for im in images] == [7, 7, 7]
+    assert [im["target_names"]["saliency"] for im in images] == ["seven"] * 3
+    assert [im["label_name"] for im in images] == [words[y] for y in labels]
+    assert [im["predicted_name"] for im in images] == [words[k] for k in probs.argmax(1).tolist()]
+    assert [im["p_targets"]["saliency"] for im in images] == pytest.approx(probs[:, 7].tolist(), rel=1e-3)
+    assert [r.splitlines()[1] for r in drawn[0]] == [f"explains seven (7) p {prob(float(p))}" for p in probs[:, 7]]
+    truths = ["the true class" if y == 7 else f"true {words[y]} ({y})" for y in labels]
+    assert all(truth in row for truth, row in zip(truths, drawn[0], strict=True))
+    assert "did you mean 'seven'" in _error([*args, "--targets", "sevn", "--out", str(tmp_path / "o")], capsys)
+
+
 def test_torchvision_name_with_local_weights(tmp_path, image_dir):
     torch.manual_seed(0)
     weights = tmp_path / "resnet.pth"
@@ -193,7 +224,9 @@ def _error(argv, capsys) -> str:
         (["--option", "ig.steps=4"], "not among --methods"),
         (["--option", "gradcam.stepz=4"], "no option"),
         (["--option", "relu=true"], "METHOD.KEY=VALUE"),
-        (["--targets", "dog"], "--targets must be"),
+        (["--targets", "dog"], "carries no class names"),
+        (["--targets", "predictd"], "did you mean predicted"),
+        (["--targets", "dog", "--classes", "digits"], "no class is called 'dog'"),
         (["--targets", "12"], "out of range"),
         (["--size", "0"], "--size"),
         (["--methods", "guided-backprop", "--checkpoint", "vit_b_16"], "does not apply"),

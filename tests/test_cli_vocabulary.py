@@ -68,7 +68,8 @@ def test_one_targets_parser():
     assert parse_targets("pred") == parse_targets("predicted") == "predicted"
     assert parse_targets("label") == "label" and parse_targets("7") == 7
     assert parse_targets("cat", classes=["dog", "cat"]) == 1  # names, once a model has them
-    for bad in ("dog", "-1", "1.5"):
+    assert parse_targets("Egyptian cat") == "Egyptian cat"  # a name before the model is known: `named_choice`
+    for bad in ("predictd", "-1", "1.5"):
         with pytest.raises(InputError, match="--targets must be predicted"):
             parse_targets(bad)
     labels = torch.tensor([3, 1])

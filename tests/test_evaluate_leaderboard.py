@@ -116,7 +116,7 @@ def test_estimate_covers_the_groups_that_run(setup):
     model, images, labels, boxes, masks = setup
     guess = estimate(model, images, labels, boxes, masks, "gradcam", ["deletion_zero", "sparseness", "max_sensitivity"],
                      _cheap(perturbations=2, calibration=()))
-    assert guess.measured_on == 2 and guess.explain > 0
+    assert guess.measured_on == 1 and guess.explain > 0  # a probe of one image, scaled to the 4
     assert guess.groups["faithfulness"] > 0 and guess.groups["robustness"] > 0 and guess.groups["localisation"] == 0
     assert guess.total == pytest.approx(guess.explain + sum(guess.groups.values()))
 
@@ -130,3 +130,28 @@ def test_methods_that_do_not_apply_are_named_with_why():
     assert {"rollout", "ltpa", "sat"} <= missing.keys() and "gradcam" not in missing
     assert "attention layers" in missing["rollout"]
     assert set(missing).isdisjoint(applicable_methods(cnn, ("transformer", "intrinsic", "cam")))
+
+
+def test_map_independent_columns_run_their_passes_once_per_image_for_all_maps(setup):
+    """Faithfulness correlation's subsets and infidelity's perturbations do not depend on the map: the model sees
+    runs + 1 and n + 1 images per image for all rows together (5 maps here), and the values are those of one
+    map at a time."""
+    model, images, labels, boxes, masks = setup
+    seen = []
+    handle = model.register_forward_hook(lambda _m, args, _o: seen.append(args[0].shape[0]))
+    try:
+        methods = ["gradcam", "saliency", "inputxgrad"]
+        board = leaderboard(model, images[:2], labels[:2], how=methods, metrics=["faith_corr", "infidelity"],
+                            settings=_cheap())
+    finally:
+        handle.remove()
+    explained = 3 * 2 * 2  # the scorers' class check and each method's shared pass, 2 images
+    assert sum(seen) - explained <= 2 * ((100 + 1) + (10 + 1)) + 2 * 2  # + the scorers' checks of each image
+    from attnscope import draws
+
+    for row in board.rows[:3]:
+        maps = explain(model, images[:2], row["method"], labels[:2])[row["method"]].values
+        one = [metrics.faithfulness_correlation(maps[i : i + 1], images[i : i + 1],
+                                                class_probability(model, labels[i : i + 1]),
+                                                seed=draws.image_seed(0, i), batch_size=64).item() for i in range(2)]
+        assert row["faith_corr"] == pytest.approx(sum(one) / 2)

@@ -14,6 +14,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
     ("explain_top5.py", [], "maps (4, 5, 64, 64)"),
     ("differentiable_gradcam.py", ["--steps", "2"], "model still in train mode after explain: True"),
     ("add_a_method.py", [], "cam (2, 64, 64)"),
+    ("clip_phrases.py", ["--steps", "2"], "chefer-mm [('<start>', "),
     ("explain_dataset.py", ["--n", "10", "--shard-size", "4", "--out", "OUT"], "10 images in 3 shards"),
     ("score_dataset.py", ["--n", "6", "--shard-size", "3", "--out", "OUT"], "shard 0: 3 images"),
 ])

@@ -13,6 +13,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 @pytest.mark.parametrize("script, expect", [
     ("any_model.py", "embeddings: maps (2, 3, 64, 64) for 3 references"),
     ("pretrained_photos.py", "coffee-espresso"),
+    ("transformers_any.py", "clip image features: chefer (2, 4, 4)"),
 ])
 def test_example_runs(script: str, expect: str) -> None:
     pytest.importorskip("transformers")

@@ -82,6 +82,19 @@ def test_lrp_equals_zennit_called_directly_on_smallcnn(smallcnn: nn.Module, name
     assert_max_diff(ours, ref, 1e-6)
 
 
+def test_lrp_epsilon_composite_equals_zennits_layer_map(smallcnn: nn.Module) -> None:
+    """The fourth composite, LRP-ε on every convolution and linear layer, against zennit's own layer map."""
+    from zennit.composites import LayerMapComposite, layer_map_base
+    from zennit.rules import Epsilon
+    from zennit.types import Convolution, Linear
+
+    x, t = x_and_targets()
+    rules = layer_map_base(1e-6) + [(Convolution, Epsilon(epsilon=1e-6)), (Linear, Epsilon(epsilon=1e-6))]
+    ref = zennit_relevance(smallcnn, x, t, LayerMapComposite(layer_map=rules, canonizers=[SequentialMergeBatchNorm()]))
+    ours = ats.explain(smallcnn, x, "lrp", targets=t, options={"lrp": {"composite": "epsilon"}})["lrp"].values
+    assert_max_diff(ours, ref, 1e-6)
+
+
 def test_lrp_on_torchvision_resnet_uses_zennits_resnet_canonizer() -> None:
     torch.manual_seed(0)
     model = randomise_batchnorm(ats.models.get("resnet18", num_classes=10))

@@ -48,10 +48,10 @@ def test_cost_is_the_bytes_one_forward_allocates() -> None:
 
 def test_chunk_is_the_most_inputs_that_fit_the_budget() -> None:
     cpu, mib = torch.device("cpu"), 2**20
-    assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=False) == 6  # 64 MiB // 10 MiB
-    assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=True) == 12  # backward: 2× the bytes, 256 MiB
+    assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=False) == 51  # 512 MiB // 10 MiB
+    assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=True) == 25  # backward: 2× the bytes
     assert budget.chunk_size(10 * mib, cpu, None, 4, grad=False) == 4  # never more than there are
-    assert budget.chunk_size(100 * mib, cpu, None, 1000, grad=False) == 1  # at least one
+    assert budget.chunk_size(1000 * mib, cpu, None, 1000, grad=False) == 1  # at least one
     with budget.memory_budget(200 * mib):  # one budget given: for both kinds of chunk
         assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=False) == 20
         assert budget.chunk_size(10 * mib, cpu, None, 1000, grad=True) == 10
@@ -130,3 +130,121 @@ def test_robustness_scores_the_same_in_budget_chunks(model, monkeypatch) -> None
     monkeypatch.setattr(budget, "available", lambda device: cost // 2)
     with pytest.raises(ResourceError):
         robustness.logits_of(model, X)
+
+
+def test_the_probe_picks_the_chunk_fastest_per_input_and_measures_once(monkeypatch) -> None:
+    """Per-input time by hand: (4 + n) / n falls to the budget's 32, then 0.1·|n − 8| + 1 has its least at 8
+    (the probe stops two sizes after it); each measured once and cached per architecture."""
+    net, cpu = nn.Linear(2, 2), torch.device("cpu")
+    ran: list[int] = []
+    for cost, best, tried in ((lambda n: 4 + n, 32, [2, 2, 4, 8, 16, 32]),
+                              (lambda n: n * (0.1 * abs(n - 8) + 1), 8, [2, 2, 4, 8, 16, 32])):
+        monkeypatch.setattr(budget, "_seconds", lambda run, n, device, cost=cost: (run(n), cost(n))[1])
+        probe, ran[:] = budget.Probe(f"by-hand-{best}", ran.append), []
+        with budget.memory_budget(32):  # one byte per input: chunks of at most 32
+            assert budget.probed_chunk(net, 1, cpu, None, 1000, False, ("k",), probe) == best
+            assert ran == tried  # one warm-up, then each size in turn
+            assert budget.probed_chunk(net, 1, cpu, None, 1000, False, ("k",), probe) == best and ran == tried
+            twin = nn.Linear(2, 2)  # another load of the same architecture: the same chunk, not measured again
+            assert budget.probed_chunk(twin, 1, cpu, None, 1000, False, ("k",), probe) == best and ran == tried
+    assert budget.sizes(32) == [2, 4, 8, 16, 32] and budget.sizes(20) == [2, 4, 8, 16, 20]
+    with budget.fixed_chunks(), budget.memory_budget(32):  # no probe: the budget's chunk, bitwise reproducible
+        assert budget.probed_chunk(nn.Linear(3, 3), 1, cpu, None, 1000, False, ("k",), probe) == 32
+    assert budget.probed_chunk(net, 1, cpu, 5, 1000, False, ("k",), probe) == 5  # asked for: no probe
+    assert budget.probed_chunk(net, 1, cpu, None, budget.PROBE_MIN - 1, False, ("k",), probe) == budget.PROBE_MIN - 1
+    with budget.memory_budget(4):  # the budget bounds the probe: 4 bytes, 1 byte per input
+        assert budget.probed_chunk(net, 1, cpu, None, 1000, False, ("k",), probe) == 4
+
+
+def test_ablation_tail_is_traced_once_and_follows_the_model() -> None:
+    """The fx tail is cached per model and layer: weights changed in place are read through it (same map as
+    tail='repeat'); a replaced head is traced again; the cache dies with the model."""
+    import gc
+    import weakref
+
+    import torchvision
+
+    from attnscope.explain import split
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=4).eval()
+    x = torch.randn(1, 3, 32, 32)
+    opts = lambda tail: {"ablationcam": {"tail": tail}}
+
+    def both(net: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        cut = ats.explain(net, x, "ablationcam", layer="layer4", options=opts("split"))["ablationcam"].values
+        return cut, ats.explain(net, x, "ablationcam", layer="layer4", options=opts("repeat"))["ablationcam"].values
+
+    both(net)
+    first = split.tail_after(net, "layer4")[0]
+    with torch.no_grad():
+        net.fc.weight.mul_(-2.0)  # a training step: in place
+    cut, whole = both(net)
+    assert split.tail_after(net, "layer4")[0] is first
+    torch.testing.assert_close(cut, whole, rtol=1e-4, atol=1e-6)
+    net.fc = torch.nn.Linear(512, 4)  # a new head: traced again
+    cut, whole = both(net)
+    assert split.tail_after(net, "layer4")[0] is not first and first.fc is not net.fc
+    torch.testing.assert_close(cut, whole, rtol=1e-4, atol=1e-6)
+    alive = weakref.ref(net)
+    del net, first
+    gc.collect()
+    assert alive() is None
+
+
+def test_auto_layout_of_a_long_rerun_is_the_one_the_probe_measures_faster(monkeypatch) -> None:
+    """channels_last="auto" on a model that declares no layout: a rerun of PROBE_MIN inputs or more takes the
+    layout whose chunk the probe found faster (by a clock that says which), with that layout's maps."""
+    from attnscope.explain import context
+
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    opts = {"occlusion": {"window": 2, "stride": 2}}  # 64 windows × 2 images: probed
+    layouts: list[bool] = []  # the layout of each rerun, in order
+    real = context.Oracle.logits
+    monkeypatch.setattr(context.Oracle, "logits", lambda self, t, cl="auto", fold=False: (
+        layouts.append(bool(cl)), real(self, t, cl, fold))[1])
+    for faster in (True, False):  # NHWC faster, then NCHW faster
+        net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                            nn.Linear(4, 3)).eval()
+        monkeypatch.setattr(budget, "_seconds", lambda run, n, device, f=faster: (
+            run(n), n * (1.0 if layouts[-1] == f else 2.0))[1])
+        monkeypatch.setattr(budget, "_FASTEST", {})  # probes are cached per architecture: measure again
+        auto = ats.explain(net, x, "occlusion", targets=0, options=opts)["occlusion"].values
+        assert layouts[-1] is faster  # the passes ran in the faster layout
+        forced = ats.explain(net, x, "occlusion", targets=0,
+                             options={"occlusion": {**opts["occlusion"], "channels_last": faster}})["occlusion"]
+        torch.testing.assert_close(auto, forced.values, rtol=1e-5, atol=1e-6)
+
+
+def test_folded_copy_follows_the_weights_and_steps_aside_for_hooks() -> None:
+    """split.folded: BatchNorm folded into the convolutions, the same logits to rounding; a weight or running
+    statistic changed in place makes a new copy (parameter versions); none while the model carries hooks or
+    trains; Score-CAM with fold_batchnorm=True gives the default's maps to rounding."""
+    from attnscope.explain import split
+
+    torch.manual_seed(0)
+    net = ats.models.get("smallcnn", widths=[4, 8]).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    copy = split.folded(net)
+    assert copy is not None and split.folded(net) is copy
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in copy.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(copy(x), net(x), rtol=1e-5, atol=1e-6)
+        next(m for m in net.modules() if isinstance(m, nn.BatchNorm2d)).weight.mul_(2.0)
+        assert split.folded(net) is not copy
+        torch.testing.assert_close(split.folded(net)(x), net(x), rtol=1e-5, atol=1e-6)
+    handle = net.register_forward_hook(lambda *_: None)
+    assert split.folded(net) is None
+    handle.remove()
+    assert split.folded(net.train()) is None
+    net.eval()
+    opts = lambda fold: {"scorecam": {"fold_batchnorm": fold}}  # noqa: E731
+    big = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(3))  # 8 images × 8 channels: folded
+    plain = ats.explain(net, big, "scorecam", layer="features", options=opts(False))["scorecam"].values
+    folded = ats.explain(net, big, "scorecam", layer="features", options=opts(True))["scorecam"].values
+    torch.testing.assert_close(folded, plain, rtol=1e-4, atol=1e-5)

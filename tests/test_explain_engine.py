@@ -127,7 +127,7 @@ def test_target_forms_agree() -> None:
         (torch.tensor([0.0, 1.0]), "integer classes"),
         (lambda z: z[:, :2, None], "shape (2,) or (2, K)"),
         (lambda z: z.argmax(1), "floating point scores"),
-        ("cat", "targets must be"),
+        ("cat", "carries no class names"),
     ],
 )
 def test_bad_targets_raise(targets, message: str) -> None:

@@ -1,7 +1,8 @@
 """Invariants of every registered method, taken from the registry: all of them, of every kind.
 
 Each method runs on the first of a few tiny models it applies to (a CNN with BatchNorm, in-place ReLUs
-and dropout; TinyViT; LTPA; Show-Attend-Tell), so a method is checked the moment it is registered:
+and dropout; TinyViT; LTPA; Show-Attend-Tell; a transformer captioner), so a method is checked the moment it is
+registered:
 the model is left as found (also when a module raises mid-way, in the forward or the backward pass),
 no hook or graph outlives the call, a batch gives the maps of its images one by one, chunks give the
 maps of the whole, results are reproducible, and repeated calls hold no memory.
@@ -86,9 +87,15 @@ def _sat() -> nn.Module:
     return model
 
 
+def _captioner() -> nn.Module:  # a transformer captioner explained per token of the caption it generates
+    return models.get("captioner-tiny", vocab=DigitScenes.vocabulary().to_json(), image_size=16, patch_size=4, dim=8,
+                      depth=1, decoder_depth=1, heads=2, max_len=4)
+
+
 ALL = list(ats.list_methods())  # importing explain registers every method family
 # (factory, image size): the first a method applies to is the one it is checked on.
-MODELS: list[tuple[Callable[[], nn.Module], int]] = [(_net, 16), (_vit, 16), (_ltpa, 16), (_sat, 32)]
+MODELS: list[tuple[Callable[[], nn.Module], int]] = [(_net, 16), (_vit, 16), (_ltpa, 16), (_sat, 32),
+                                                     (_captioner, 16)]
 CHECKED = {name: next((i for i, (make, _) in enumerate(MODELS) if METHODS.get(name).applies(make()) is None), None)
            for name in ALL}
 

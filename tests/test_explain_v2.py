@@ -372,6 +372,15 @@ def test_reruns_work_by_default_on_a_model_that_flattens_with_view():
         ats.explain(model, x, "scorecam", options={"scorecam": {"channels_last": True}})
 
 
+def test_a_long_rerun_keeps_nchw_where_the_model_cannot_take_nhwc():
+    """channels_last="auto" on a run the probe measures tries NHWC too; a forward that cannot take it keeps NCHW."""
+    model, x = Flattening(), torch.rand(2, 3, 8, 8)
+    opts = {"occlusion": {"window": 1, "stride": 1}}  # 64 windows × 2 images: the probe runs
+    out = ats.explain(model, x, "occlusion", options=opts)["occlusion"].values
+    nchw = ats.explain(model, x, "occlusion", options={"occlusion": {**opts["occlusion"], "channels_last": False}})
+    torch.testing.assert_close(out, nchw["occlusion"].values)
+
+
 def test_channels_last_auto_follows_the_model_and_the_images():
     images = torch.rand(2, 3, 8, 8)
     oracle = Oracle(small(), images, Target(torch.zeros(2, dtype=torch.long)), 1, None, None, None, None)
@@ -407,3 +416,25 @@ def test_clear_errors_for_layers_images_and_captions():
 def test_public_entry_points_of_the_design_resolve():
     assert callable(ats.track.AttentionTracker) and callable(ats.report.build)
     assert ats.Explanation is not None and callable(ats.explain) and "gradcam" in ats.list_methods()
+
+
+def test_full_resolution_values_are_upsampled_once_on_first_read(monkeypatch) -> None:
+    """A CAM's map reaches the input's size only when `.values` is read, once; `.lowres` needs no upsampling;
+    the lazily upsampled values equal the eager upsampling of the low-resolution map (also for K targets)."""
+    from attnscope import maps as maps_module
+
+    calls = []
+    eager = maps_module.upsample
+    monkeypatch.setattr(maps_module, "upsample", lambda *a, **k: (calls.append(1), eager(*a, **k))[1])
+    import attnscope.explain.plan as plan
+
+    monkeypatch.setattr(plan, "upsample", maps_module.upsample)
+    torch.manual_seed(0)
+    model = ats.models.get("smallcnn", widths=[4, 8]).eval()
+    x = torch.randn(2, 3, 32, 32)
+    out = ats.explain(model, x, ["gradcam", "layercam"], targets=torch.tensor([[0, 1], [2, 3]]))
+    assert calls == [] and out["gradcam"].lowres.shape[:2] == (2, 2) and out["gradcam"].shape == (2, 2, 32, 32)
+    first = out["gradcam"].values
+    assert len(calls) == 1 and out["gradcam"].values is first  # computed once, then kept
+    torch.testing.assert_close(first, eager(out["gradcam"].lowres, (32, 32)))
+    assert out["layercam"].values.shape == (2, 2, 32, 32) and len(calls) == 2

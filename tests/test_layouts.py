@@ -63,6 +63,8 @@ FAMILIES = {
     "timm-swin": (lambda: _timm("swin_tiny_patch4_window7_224", img_size=64, window_size=2, embed_dim=16,
                                 depths=(1, 1), num_heads=(1, 2)), 64, "norm", "nhwc", 0),  # was drop_path2
     "timm-maxvit": (lambda: _timm("maxvit_nano_rw_256", img_size=64), 64, "norm", "nchw", 0),
+    "timm-maxvit-tf": (lambda: _timm("maxvit_tiny_tf_224", img_size=64, embed_dim=(32, 64), depths=(1, 1)), 64,
+                       "stages", "nchw", 0),  # the final norm sits in the head (NormMlpClassifierHead)
     "timm-vit": (lambda: _timm("vit_tiny_patch16_224", img_size=32, depth=2), 32, "blocks.1.norm1", "tokens", 1),
     "timm-deit": (lambda: _timm("deit_tiny_distilled_patch16_224", img_size=32, depth=2), 32, "blocks.1.norm1",
                   "tokens", 2),

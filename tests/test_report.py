@@ -71,7 +71,7 @@ def test_sanity_and_leaderboard_tables_are_picked_up_when_present(run_dir, tmp_p
     assert "spearman_abs" in page and "0 = logits, 1 = block4" in page and "sanity.json (cascading)" in page
     assert page.count('<img class="grid"') == 1
     assert "<h2>Leaderboard</h2>" in page and page.count("<h3>leaderboard") == 1  # the JSON; its CSV twin skipped
-    assert '<td class="num">0.81</td>' in page and "<td>ig</td>" in page
+    assert '<td class="num best"><b>0.81</b></td>' in page and '<td class="key">ig</td>' in page  # best marked
     assert "<h2>Maps during training</h2>" not in page and 'id="frames-data"' not in page
     assert "<h2>Leaderboard</h2>" not in build(folder, tmp_path / "r2.html").read_text()
     main(["report", str(folder), "--with", str(elsewhere), "--out", str(tmp_path / "r3.html")])

@@ -92,11 +92,13 @@ def test_epoch_slider_changes_the_shown_maps_without_console_errors(tmp_path):
             legends = [t.split() for t in page.locator("div.map-legend").all_inner_texts()]
             signed, sequential = ["-p99", "0", "+p99", "signed"], ["min", "max", "sequential"]
             assert legends == [signed, sequential, sequential] * 2  # cam (relu=False), gradcam, saliency
-            # The wide leaderboard scrolls inside its box; the page itself never gets wider than the window.
+            # The wide leaderboard is cut into tables of at most 8 columns that fit; the page never scrolls sideways.
             assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
-            wrap = page.locator(".table-wrap").first
-            assert wrap.evaluate("w => w.scrollWidth > w.clientWidth && getComputedStyle(w).overflowX === 'auto'")
-            header = wrap.locator("th").first
+            wraps = page.locator("#leaderboard .table-wrap")
+            assert wraps.count() == 2 and [wraps.nth(i).locator("th").count() for i in range(2)] == [9, 7]
+            assert not any(wraps.nth(i).evaluate("w => w.scrollWidth > w.clientWidth") for i in range(2))
+            assert wraps.first.evaluate("w => getComputedStyle(w).overflowX") == "auto"  # a box that could scroll
+            header = wraps.first.locator("th").first
             assert header.evaluate("h => getComputedStyle(h).position") == "sticky"
         finally:
             browser.close()
@@ -156,4 +158,64 @@ def test_a_50_epoch_6_method_64_probe_report_loads_in_under_2_s_and_weighs_under
     print(f"report of 50 epochs × 6 methods × 64 probe images: {size_mb:.1f} MB, loaded in {load_ms:.0f} ms "
           f"(best of {[round(x) for x in loads]})")
     assert size_mb < 20 and 0 < load_ms < 2000
+    _quiet(problems, requests)
+
+
+SECTIONS = ("top", "photos", "training", "maps", "measures", "sanity", "leaderboard", "demo", "configuration")
+SIGNIFICANT = r"^-?(\d{3,}|\d+(\.\d+)?(e[+-]\d+)?|<?0\.\d+)$"  # "0.778", "281", "2.93e-05"
+
+
+@pytest.mark.slow
+def test_every_section_fits_1280_px_reads_at_11_px_and_is_screenshotted(tmp_path):
+    """At 1280 px nothing scrolls sideways (the page, a table box, a picture), no text is under 11 px, tables
+    have human headers, 3 significant digits, the best value and the calibration rows marked, a sentence saying
+    what they score; suggested commands are complete. Each section's screenshot goes to $ATTNSCOPE_SCREENSHOTS
+    (docs/img takes them from there) or a temporary folder."""
+    import re
+
+    from tiny_runs import full_run
+
+    sync_playwright = _browser_or_explain()
+    report = build(full_run(tmp_path / "run"), title="attnscope demo")
+    shots = Path(os.environ.get("ATTNSCOPE_SCREENSHOTS") or tmp_path / "shots")
+    problems, requests = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = _open(browser, report, problems, requests)
+            page.set_viewport_size({"width": 1280, "height": 900})
+            assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+            found = page.evaluate("[...document.querySelectorAll('section')].map(s => s.id)")
+            expected = [s for s in SECTIONS if s != "photos" or (tmp_path / "run" / "photos").is_dir()]
+            assert found == expected
+            for section in page.locator("section").all():
+                name = section.get_attribute("id")
+                wide = section.evaluate("""s => [...s.querySelectorAll('*')].filter(e =>
+                    e.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5 ||
+                    (['auto', 'scroll'].includes(getComputedStyle(e).overflowX) && e.scrollWidth > e.clientWidth + 1)
+                ).map(e => e.tagName + '.' + e.className)""")
+                small = section.evaluate("""s => [...s.querySelectorAll('*')].filter(e =>
+                    [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()) &&
+                    parseFloat(getComputedStyle(e).fontSize) < 11).map(e => e.tagName + ' ' + e.textContent)""")
+                assert wide == [] and small == [], (name, wide, small)
+                path = shots / f"report_{name}.png"
+                shots.mkdir(parents=True, exist_ok=True)
+                section.screenshot(path=str(path))
+                assert path.stat().st_size > 1000
+            headers = page.locator("section:not(#configuration) th").all_inner_texts()
+            assert headers and not [h for h in headers if "_" in h]  # "energy in box", never energy_in_box
+            numbers = page.locator("td.num").all_inner_texts()
+            assert numbers and all(re.match(SIGNIFICANT, n) for n in numbers), numbers
+            assert all(len(re.sub(r"[^0-9]", "", n.split("e")[0]).lstrip("0")) <= 3 or "." not in n for n in numbers)
+            for name in ("random",) + (("centre",) if "photos" in expected else ()):
+                row = page.locator(f"tr.calibration td.key:text-is('{name} (calibration)')")
+                assert row.count() >= 1, name
+            assert page.locator("#demo td.best").count() >= 1 and page.locator("#leaderboard td.best").count() >= 4
+            tables = page.locator("section:not(#configuration) .table-wrap")
+            assert all(tables.nth(i).evaluate("t => t.previousElementSibling.className === 'what'")
+                       for i in range(tables.count()))
+            commands = page.locator("pre.command").all_inner_texts()
+            assert commands and all(c.startswith("attnscope ") and "--out " in c and "`" not in c for c in commands)
+        finally:
+            browser.close()
     _quiet(problems, requests)

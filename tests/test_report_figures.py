@@ -12,6 +12,7 @@ import attnscope as ats
 from attnscope.errors import InputError
 from attnscope.maps import AttentionMap
 from attnscope.report import colours, figures
+from attnscope.report import grid as grid_module
 from attnscope.report.flags import explain, flags, summary
 
 
@@ -89,10 +90,10 @@ def test_grid_groups_by_kind_draws_colour_bars_and_writes_the_flag_on_the_tile()
             "ig": torch.stack([varying, torch.zeros(8, 8)])}
     kinds = {"saliency": "gradient", "gradcam": "cam", "ig": "gradient"}
     assert figures.by_kind(list(maps), kinds) == ["gradcam", "saliency", "ig"]
-    scale, label = 4, 14
-    rgb = figures.grid(images, maps, kinds=kinds, scale=scale)
+    scale = 4
+    rgb = figures.grid(images, maps, kinds=kinds, zoom=scale)
     cw = ch = 8 * scale
-    head = 2 * label
+    head = 2 * grid_module.LINE + 2
 
     def tile(i, j):
         y, x = head + i * (ch + 2), j * (cw + 2)
@@ -136,7 +137,8 @@ def test_show_draws_every_method_with_a_colour_bar_titles_and_flags(tmp_path):
     fig = ats.show(images, maps, boxes=[[1, 1, 4, 4], [0, 0, 8, 8]])
     assert isinstance(fig, ats.report.MapFigure)
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles[:6] == ["image", "gradcam: class 0", "ig: class 3", "", "class 0", "class 5"]  # cam before gradient
+    assert titles[:6] == ["image", "gradcam", "ig\nclass 3", "", "", "class 5"]  # cam before gradient
+    assert [fig.axes[k].get_ylabel() for k in (0, 3)] == ["explains class 0"] * 2  # the row's class: gradcam's
     bars = [ax for ax in fig.axes if ax.get_label() == "colour bar"]
     assert len(bars) == 2
     labels = [[t.get_text() for t in bar.get_xticklabels()] for bar in bars]
@@ -153,19 +155,71 @@ def test_show_draws_every_method_with_a_colour_bar_titles_and_flags(tmp_path):
     assert [t.get_text() for t in bar.get_xticklabels()] == [f"{-top:.3g}", "0", f"{top:.3g}"]
 
 
-def test_show_picks_one_of_k_targets_and_refuses_ambiguity():
+def test_show_picks_one_of_k_targets_or_draws_k_columns():
     images = torch.rand(2, 3, 4, 4)
     values = torch.rand(2, 3, 4, 4)  # (B, K, H, W)
-    with pytest.raises(InputError, match="targets=0..2"):
-        ats.show(images, values)
+    every = ats.show(images, values)  # K columns, one per target
+    assert [ax.get_title() for ax in every.axes[:4]] == ["image", "map #1", "map #2", "map #3"]
     fig = ats.show(images, {"m": values}, targets=2)
     drawn = fig.axes[1].images[0].get_array()
     assert np.array_equal(np.asarray(drawn), figures.overlay(images[0], values[0, 2]))
     with pytest.raises(InputError, match="do not fit"):
         ats.show(images, torch.rand(3, 4, 4))
     multi = AttentionMap(values, "gradcam", torch.tensor([[1, 2, 3], [4, 5, 6]]), meta={"relu": True})
-    assert [ax.get_title() for ax in ats.show(images, multi, targets=1).axes[:4]] == \
-        ["image", "gradcam: class 2", "", "class 5"]  # the class of target column 1
+    one = ats.show(images, multi, targets=1)
+    assert [ax.get_ylabel() for ax in one.axes[:4:2]] == ["explains class 2", "explains class 5"]  # column 1's
     with pytest.deprecated_call(match="targets=k"):  # the name before 0.2
         old = ats.show(images, multi, target=1)
-    assert [ax.get_title() for ax in old.axes[:4]] == ["image", "gradcam: class 2", "", "class 5"]
+    assert [ax.get_ylabel() for ax in old.axes[:4:2]] == ["explains class 2", "explains class 5"]
+
+
+def test_pooled_scales_share_the_widest_limits_over_the_row_or_the_figure():
+    a = colours.Scale(False, torch.tensor([0.0, 1.0]), torch.tensor([2.0, 3.0]), "min–max per image")
+    b = colours.Scale(False, torch.tensor([-1.0, 0.5]), torch.tensor([1.0, 5.0]), "min–max per image")
+    row_a, row_b = colours.pooled([a, b], rows=True)
+    assert row_a.low.tolist() == row_b.low.tolist() == [-1.0, 0.5]
+    assert row_a.high.tolist() == row_b.high.tolist() == [2.0, 5.0]
+    fig_a, _ = colours.pooled([a, b], rows=False)
+    assert fig_a.low.tolist() == [-1.0, -1.0] and fig_a.high.tolist() == [5.0, 5.0] and "figure" in fig_a.rule
+    s = colours.Scale(True, torch.tensor([-2.0]), torch.tensor([2.0]), "±p99")
+    t = colours.Scale(True, torch.tensor([-3.0]), torch.tensor([3.0]), "±p99")
+    assert [x.high.item() for x in colours.pooled([s, t], rows=True)] == [3.0, 3.0]  # signed stays symmetric
+    assert colours.weak(0.05, 1.0) and not colours.weak(0.2, 1.0) and not colours.weak(0.0, 0.0)
+
+
+def test_a_weak_map_is_marked_and_a_shared_scale_draws_it_dim():
+    images = torch.full((2, 3, 16, 16), 0.5)
+    strong = torch.linspace(0, 1, 256).view(16, 16)
+    maps = {"gradcam": torch.stack([strong, 0.05 * strong])}  # image 1: the same shape at 5 % of the peak
+    zoom, head = 4, grid_module.LINE + 2
+    ch = cw = 16 * zoom
+
+    def tile(rgb, i):
+        y, x = head + i * (ch + 2), cw + 2
+        return rgb[y : y + ch, x : x + cw]
+
+    own = figures.grid(images, maps, zoom=zoom)
+    assert (tile(own, 0)[:ch // 2] == tile(own, 1)[:ch // 2]).all()  # scaled on its own: it looks as strong...
+    assert (tile(own, 0)[-12:] != tile(own, 1)[-12:]).any()  # ...so it carries the mark at its foot
+    assert (tile(own, 0)[-12:] == figures.overlay(images[0], strong).repeat(zoom, 0).repeat(zoom, 1)[-12:]).all()
+    shared = figures.grid(images, maps, zoom=zoom, scale="figure")
+    assert tile(shared, 1)[:ch // 2].astype(int).sum() < tile(shared, 0)[:ch // 2].astype(int).sum()  # dim
+    with pytest.raises(InputError, match="scale must be one of image, row, figure"):
+        figures.grid(images, maps, scale="column")
+
+
+def test_a_wide_grid_wraps_into_bands_that_repeat_the_image_column_and_keep_row_labels():
+    images = torch.rand(2, 3, 8, 8)
+    maps = {f"m{k}": torch.rand(2, 8, 8) + k for k in range(5)}
+    zoom = 4
+    cw = ch = 8 * zoom
+    one = figures.grid(images, maps, zoom=zoom)
+    labelled = figures.grid(images, maps, zoom=zoom, rows=["first image", "second"])
+    assert labelled.shape[1] > one.shape[1] and (labelled[:, :20] != 255).any()  # a label column, with text
+    narrow = figures.grid(images, maps, zoom=zoom, width=4 * (cw + 2))  # room for the image and 3 methods
+    band_h = grid_module.LINE + 2 + 2 * (ch + 2) + 12
+    assert narrow.shape[1] == 4 * (cw + 2) and narrow.shape[0] > 2 * band_h
+    y = band_h + 8 + grid_module.LINE + 2  # the second band's first row
+    assert (narrow[y : y + ch, : cw] == figures.to_rgb(images[0]).repeat(zoom, 0).repeat(zoom, 1)).all()
+    fourth = figures.overlay(images[0], maps["m3"][0]).repeat(zoom, 0).repeat(zoom, 1)
+    assert (narrow[y : y + ch, cw + 2 : 2 * cw + 2] == fourth).all()  # m3 continues the second band

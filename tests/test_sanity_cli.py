@@ -98,6 +98,28 @@ def test_bench_metrics_filter_groups_and_estimate(run_dir, tmp_path):
     assert "estimated time:" in only.output and "wrote" not in only.output
 
 
+def test_bench_preset_fast_keeps_every_group_and_equals_the_same_leaderboard_asked_in_full(run_dir, tmp_path):
+    """`--preset fast` is the leaderboard of its methods, columns, 8 curve steps and 3 copies — every group kept,
+    explicit options win — the same numbers as asked for in full."""
+    from attnscope.evaluate.presets import preset
+
+    fast = preset("fast")
+    _invoke("bench", "--checkpoint", run_dir, "--out", tmp_path / "a", "--images", 2, "--preset", "fast", "--quiet")
+    a = json.loads((tmp_path / "a" / "leaderboard.json").read_text())
+    assert [r["method"] for r in a["rows"]] == [*fast.methods, "random", "sobel"]
+    assert set(a["meta"]["groups"].values()) == {"localisation", "faithfulness", "robustness", "complexity"}
+    step = -(-64 * 64 // 8)  # the run's 64 px digits
+    _invoke("bench", "--checkpoint", run_dir, "--out", tmp_path / "b", "--images", 2, "--methods",
+            ",".join(fast.methods), "--metrics", fast.metrics, "--step", step, "--perturbations", 3, "--quiet")
+    b = json.loads((tmp_path / "b" / "leaderboard.json").read_text())
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "ms_per_image"} for r in rows]  # noqa: E731
+    assert strip(a["rows"]) == strip(b["rows"]) and a["meta"]["step"] == step
+    _invoke("bench", "--checkpoint", run_dir, "--out", tmp_path / "c", "--images", 2, "--preset", "fast",
+            "--methods", "gradcam", "--quiet")
+    assert [r["method"] for r in json.loads((tmp_path / "c" / "leaderboard.json").read_text())["rows"]] == \
+        ["gradcam", "random", "sobel"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -114,6 +136,13 @@ def test_sanity_errors_are_one_line_exit_2(run_dir, tmp_path, capsys, args, mess
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_bench_unknown_preset_is_one_line_exit_2(run_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--checkpoint", str(run_dir), "--out", str(tmp_path / "o"), "--preset", "quick"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "unknown leaderboard preset 'quick'" in err and len(err.splitlines()) == 1
 
 
 def test_missing_checkpoint_exit_2(tmp_path, capsys):

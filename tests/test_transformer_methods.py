@@ -15,6 +15,7 @@ import attnscope as ats
 from attnscope import models
 from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain import transformer as tf
+from attnscope.explain.attention import explicit_attention
 from attnscope.maps import upsample
 
 TRANSFORMER = ["attention", "rollout", "grad-rollout", "flow"]
@@ -211,11 +212,17 @@ def test_methods_that_do_not_apply_and_bad_token_counts_raise_and_restore():
     with pytest.raises(InputError, match="20 tokens are not a patch grid.*num_prefix_tokens"):
         ats.explain(model, images(1), "rollout")
     assert "forward" not in model.attn.__dict__
-    model.num_prefix_tokens = 4
-    with pytest.raises(NotApplicableError, match="no CLS token"):
-        ats.explain(model, images(1), "rollout")
-    model.cls_token = model.extra  # declared: CLS first, then 3 registers
-    assert ats.explain(model, images(1), "rollout")["rollout"].lowres.shape == (1, 4, 4)
+    model.num_prefix_tokens = 4  # no CLS: the head reads the mean of all 20 tokens, so rollout starts from it
+    x = images(1)
+    out = ats.explain(model, x, ["rollout", "attention"])
+    with explicit_attention(model) as layers:
+        seen = []
+        handle = layers[0].probe.register_forward_hook(lambda _m, _i, o: seen.append(o))
+        model(x)
+        handle.remove()
+    uniform = torch.full((1, 20), 1 / 20)
+    torch.testing.assert_close(out["rollout"].lowres, (uniform[:, None] @ tf.rollout(seen))[:, 0, 4:].view(1, 4, 4))
+    torch.testing.assert_close(out["attention"].lowres, (uniform[:, None] @ seen[0].mean(1))[:, 0, 4:].view(1, 4, 4))
 
 
 def test_failing_forward_restores_the_attention_mode():

@@ -122,3 +122,39 @@ def scaled_run(out: Path, epochs: int = 50, methods: int = 6, probe: int = 64, s
 # The command-line form of a tiny 32 px SmallCNN run (add --out and --epochs): seconds per epoch.
 TINY_ARGS = ["--n", "64", "--n-test", "32", "--batch-size", "32", "--quiet", "--model-opt", "widths=[4,8]",
              "--data-opt", "size=32", "--data-opt", "digit_size=[10,16]"]
+
+
+def full_run(out: Path) -> Path:
+    """A run folder with every section a report shows, made by the library the way the commands make them: the
+    demo's photo part (EfficientNet-Lite0, Grad-CAM only; when the `pretrained` extra is there), a tracked tiny
+    run, a demo summary with its labelled grid, a sanity check with its map grid, a leaderboard of every group."""
+    import torch
+
+    from attnscope import data, fileio
+    from attnscope.cli import demo_photos
+    from attnscope.evaluate import Settings, leaderboard
+    from attnscope.report import figures
+    from attnscope.report import sanity as sanity_files
+    from attnscope.report.labels import probabilities, row_labels
+    from attnscope.sanity import Comparison, model_randomization
+
+    run, _ = tracked_run(out)
+    if demo_photos.available() is None:
+        demo_photos.run_photos(out / "photos", quiet=True, methods=("gradcam",))
+    test = data.get("clutter-decoy", "test", 4, size=32, digit_size=(10, 16))
+    x = torch.stack([s.image for s in test])
+    y, boxes = torch.tensor([s.label for s in test]), torch.stack([s.box for s in test])
+    model = run.model.eval()
+    board = leaderboard(model, x, y, boxes, how=("gradcam", "saliency"), metrics="all",
+                        settings=Settings(calibration=("random",), keep_maps=True))
+    fileio.write_json(out / "bench" / "leaderboard.json", {"rows": board.rows})
+    fileio.write_json(out / "summary.json", {"probe_images": 4, "methods": {
+        r["method"]: {"pointing": r["pointing"], "energy_in_box": r["energy_box"], "ms_per_image": r["ms_per_image"]}
+        for r in board.rows}, "skipped": {"rise": "4,000 masked passes per image"},
+        "commands": {"rise": f"attnscope explain --checkpoint {out} --images clutter --methods rise --out runs/rise"}})
+    with torch.no_grad():
+        probs = probabilities(model(x))
+    figures.save_png(out / "grid.png", figures.grid(x, board.maps, boxes, zoom=4, rows=row_labels(y, None, probs, y)))
+    randomised = model_randomization(model, x[:2], ("gradcam", "saliency"), comparison=Comparison(keep=1))
+    sanity_files.write(randomised, out / "sanity")
+    return out

@@ -10,6 +10,7 @@ the folder, not written by hand.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 import types
@@ -20,6 +21,13 @@ if TYPE_CHECKING:  # what type checkers see of the names imported on first use b
     from attnscope.explain.spec import Explainer as Explainer
 
 __version__ = "0.1.0"
+
+# OpenMP threads that wait for work spin on their core by default: on a machine whose cores other processes
+# keep busy, two PyTorch threads then took 7-12x the time of one; sleeping while they wait (PASSIVE) took
+# the time of one thread (bench/explain_threads.py, bench/README.md). libgomp reads this when torch loads
+# it, so it is said here, before anything imports torch, and never over the user's own setting.
+if "torch" not in sys.modules:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Every package and public module beside this file (`__main__` is `python -m attnscope`). `explain` among them
 # reads as the function `explain` (`_Package`); its package stays importable as `attnscope.explain.<module>`.
@@ -32,10 +40,13 @@ _NAMES = {
     "list_methods": ("attnscope.explain", "list_methods"),
     "list": ("attnscope.registry", "list"),
     "show": ("attnscope.report.show", "show"),
+    "Text": ("attnscope.explain.text", "Text"),
+    "Caption": ("attnscope.explain.multimodal", "Caption"),
+    "explain_tokens": ("attnscope.explain.text_tokens", "explain_tokens"),
 }
 
-__all__ = ["Explainer", "Explanation", "AttentionMap", "SequenceMap", "__version__", "list", "list_methods", "show",
-           *_SUBMODULES]
+__all__ = ["Caption", "Explainer", "Explanation", "AttentionMap", "SequenceMap", "Text", "__version__",
+           "explain_tokens", "list", "list_methods", "show", *_SUBMODULES]
 
 
 class _Package(types.ModuleType):

@@ -17,7 +17,7 @@ and `maps.select(images=..., methods=...)` take some images or methods of all of
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -33,16 +33,45 @@ if TYPE_CHECKING:
 Index = int | slice | Sequence[int] | torch.Tensor
 
 
+class Upsampled:
+    """Values not computed yet: `make()` gives them, of `shape`, from the low-resolution map — on first read."""
+
+    __slots__ = ("make", "shape")
+
+    def __init__(self, make: Callable[[], torch.Tensor], shape: tuple[int, ...]) -> None:
+        self.make, self.shape = make, torch.Size(shape)
+
+
+class _Values:
+    """The `values` field: a tensor, or `Upsampled` values computed on the first read and kept (so a consumer
+    that reads only `lowres`, or nothing, never pays for the full-resolution map)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> torch.Tensor:
+        if obj is None:
+            raise AttributeError("values")  # no class-level default for the dataclass field
+        stored = obj.__dict__[self.slot]
+        if isinstance(stored, Upsampled):
+            stored = obj.__dict__[self.slot] = stored.make()
+        return stored
+
+    def __set__(self, obj: Any, value: torch.Tensor | Upsampled) -> None:
+        obj.__dict__[self.slot] = value
+
+
 @dataclass(frozen=True, eq=False)
 class AttentionMap:
     """Maps for a batch: `values` (B, H, W), or (B, K, H, W) for K targets per image, raw at the input's resolution.
 
     `targets` (B,) or (B, K) holds the explained class (-1 where a callable target was used);
-    `lowres` holds the map at the layer's resolution for layer-based methods (CAMs);
+    `lowres` holds the map at the layer's resolution for layer-based methods (CAMs); `values` may be given as
+    `Upsampled` (what `explain` does for them): computed from `lowres` when first read, once;
     `meta` holds method options and anything method-specific (e.g. the estimator of an LTPA map).
     """
 
-    values: torch.Tensor  # (B, H, W) or (B, K, H, W) float
+    values: torch.Tensor = _Values()  # (B, H, W) or (B, K, H, W) float
     method: str
     targets: torch.Tensor  # (B,) or (B, K) long
     layer: str | None = None
@@ -50,19 +79,26 @@ class AttentionMap:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.values.dim() not in (3, 4):
-            raise ValueError(f"AttentionMap values must be (B, H, W) or (B, K, H, W), got {tuple(self.values.shape)}")
-        if self.targets.shape != self.values.shape[:-2]:
-            raise ValueError(f"targets {tuple(self.targets.shape)} do not match maps {tuple(self.values.shape)}")
+        shape = self.shape
+        if len(shape) not in (3, 4):
+            raise ValueError(f"AttentionMap values must be (B, H, W) or (B, K, H, W), got {tuple(shape)}")
+        if self.targets.shape != shape[:-2]:
+            raise ValueError(f"targets {tuple(self.targets.shape)} do not match maps {tuple(shape)}")
+
+    @property
+    def shape(self) -> torch.Size:
+        """The shape of `values`, without computing them."""
+        return self.__dict__["_values"].shape
 
     def __len__(self) -> int:
-        return self.values.shape[0]
+        return self.shape[0]
 
     def __repr__(self) -> str:
         low = "" if self.lowres is None else f", lowres={tuple(self.lowres.shape)}"
         layer = "" if self.layer is None else f", layer={self.layer!r}"
-        return (f"{type(self).__name__}({self.method!r}, values={brief(self.values)}, "
-                f"targets={brief(self.targets)}{layer}{low})")
+        stored = self.__dict__["_values"]  # not computed for a repr when it is still to be upsampled
+        values = brief(stored) if isinstance(stored, torch.Tensor) else f"tensor({tuple(stored.shape)}, on read)"
+        return f"{type(self).__name__}({self.method!r}, values={values}, targets={brief(self.targets)}{layer}{low})"
 
     def numpy(self) -> np.ndarray:
         """The raw values as a numpy array (B, H, W) or (B, K, H, W), on the CPU and without a graph."""
@@ -76,7 +112,7 @@ class AttentionMap:
     @property
     def multi(self) -> bool:
         """Whether the map holds several targets (or steps) per image: values (B, K, H, W)."""
-        return self.values.dim() == 4
+        return len(self.shape) == 4
 
     def __getitem__(self, index: Index | tuple[Index, int]) -> AttentionMap:
         """`amap[i]`, `amap[2:5]`: some images; `amap[:, k]`: target column k, a (B, H, W) map."""
@@ -205,10 +241,11 @@ class Explanation(dict):
     """
 
     def __init__(self, maps: Mapping[str, AttentionMap], logits: torch.Tensor | None,
-                 targets: torch.Tensor | None) -> None:
+                 targets: torch.Tensor | None, class_names: Sequence[str] | None = None) -> None:
         super().__init__(maps)
         self.logits = logits
         self.targets = targets
+        self.class_names = None if class_names is None else tuple(class_names)  # the model's, where it has them
 
     def __getitem__(self, key: str | Index) -> Any:
         """`maps["gradcam"]`: one method's `AttentionMap`; `maps[:3]`, `maps[i]`, `maps[[0, 2]]`: those images."""
@@ -225,11 +262,12 @@ class Explanation(dict):
             raise InputError(f"no map of {', '.join(map(repr, unknown))} here; this explanation holds "
                              f"{', '.join(self) or 'no map'}")
         if images is None:
-            return Explanation({n: dict.__getitem__(self, n) for n in names}, self.logits, self.targets)
+            return Explanation({n: dict.__getitem__(self, n) for n in names}, self.logits, self.targets,
+                               self.class_names)
         index = self._index(images)
         pick = lambda t: None if t is None else _pick(t, index)
         return Explanation({n: dict.__getitem__(self, n)[index] for n in names}, pick(self.logits),
-                           pick(self.targets))
+                           pick(self.targets), self.class_names)
 
     def _index(self, images: Index) -> Index:
         """`images` as an index of the batch, refused with the batch size when it does not fit."""
@@ -272,14 +310,15 @@ class Explanation(dict):
 
     def cpu(self) -> Explanation:
         move = lambda t: t.cpu() if isinstance(t, torch.Tensor) else t
-        return Explanation({k: v.cpu() for k, v in self.items()}, move(self.logits), move(self.targets))
+        return Explanation({k: v.cpu() for k, v in self.items()}, move(self.logits), move(self.targets),
+                           self.class_names)
 
     @staticmethod
     def cat(parts: Sequence[Explanation]) -> Explanation:
         """Concatenate explanations of consecutive chunks of one batch."""
         maps = {k: type(parts[0][k]).cat([p[k] for p in parts]) for k in parts[0]}
         both = lambda name: None if getattr(parts[0], name) is None else _cat([getattr(p, name) for p in parts])
-        return Explanation(maps, both("logits"), both("targets"))
+        return Explanation(maps, both("logits"), both("targets"), parts[0].class_names)
 
 
 class Values(dict):

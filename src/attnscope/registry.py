@@ -90,6 +90,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "inits": ("attnscope.sanity", "attnscope.sanity.blocks:INITS"),
     "noises": ("attnscope.evaluate", "attnscope.evaluate.robustness:NOISES"),
     "robustness-metrics": ("attnscope.evaluate", "attnscope.evaluate.robustness:METRICS"),
+    "presets": ("attnscope.evaluate.presets", "attnscope.evaluate.presets:PRESETS"),
     "guides": ("attnscope.guide", "attnscope.guide.losses:GUIDES"),
     "regions": ("attnscope.train", "attnscope.train.guidance:REGIONS"),
     "tasks": ("attnscope.train", "attnscope.train.tasks:TASKS"),

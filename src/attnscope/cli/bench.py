@@ -10,6 +10,7 @@ the shards' sums (`stream.bench_dataset`), resumable.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -63,17 +64,21 @@ FOLDER_NOTE = ("images of a folder have no boxes or masks: the localisation colu
 @click.option("--radius", default=0.02, show_default=True, type=float, help="Robustness: noise radius U(-r, r).")
 @seed_option("Seed of every random draw of the metrics.")
 @click.option("--estimate", "estimate_only", is_flag=True, help="Print the time estimate and stop.")
+@click.option("--preset", "preset_name", default="default", show_default=True,
+              help="'fast': 5 one-pass methods, every group's cheapest columns, 8 curve steps, 3 robustness copies "
+                   "(bench/README.md); options given explicitly win.")
 @compute_options()
 def bench_command(source: ModelSource, output: Output, images: ImageChoice, data: str | None, streaming: StreamChoice,
                   how: How, metrics: str, tolerance: float, step: int | None, forward_batch: int | None,
                   old_forward_batch: int | None, perturbations: int, radius: float, seed: int, estimate_only: bool,
-                  compute: Compute) -> None:
+                  preset_name: str, compute: Compute) -> None:
     """Score every applicable method (post-hoc and intrinsic) on CHECKPOINT's test images: against
     the digits' boxes and masks, by asking the model (deletion, insertion, ROAD, ...), by the maps'
     robustness to small perturbations and their complexity. Calibration rows bound each column."""
     from attnscope.evaluate import Settings
     from attnscope.evaluate.columns import select
 
+    how, metrics, perturbations, chosen = _preset(preset_name, how, metrics, perturbations)
     settings = Settings(tolerance=tolerance, step=step, batch_size=_forward_batch(forward_batch, old_forward_batch),
                         seed=seed, perturbations=perturbations, radius=radius, progress=compute.progress)
     _check(output, settings, how, streaming, estimate_only)
@@ -83,8 +88,10 @@ def bench_command(source: ModelSource, output: Output, images: ImageChoice, data
     model, header = source.load()
     model.to(compute.torch_device())
     test = checkpoint_images(source, header, images, data, streaming.on)
+    if chosen is not None and step is None and len(test.dataset):  # the preset's curve steps, in pixels
+        settings = replace(settings, step=chosen.step(*test.dataset[0][0].shape[-2:]))
     predicted = how.targets == "predicted" or not hasattr(test.dataset, "data")
-    meta = {"checkpoint": source.source, "data": test.name, "tolerance": tolerance, "step": step,
+    meta = {"checkpoint": source.source, "data": test.name, "tolerance": tolerance, "step": settings.step,
             "targets": "predicted" if predicted else "label", "perturbations": perturbations, "radius": radius,
             "seed": seed}
     if streaming.on:
@@ -92,6 +99,22 @@ def bench_command(source: ModelSource, output: Output, images: ImageChoice, data
         return _stream(model, test, how, columns, settings, {**meta, **source.recorded()},
                        predicted, output, streaming, compute)
     _in_memory(model, test, how, columns, settings, meta, predicted, output, estimate_only, compute)
+
+
+def _preset(name: str, how: How, metrics: str, perturbations: int) -> tuple[How, str, int, Any]:
+    """`how`, the columns and the robustness copies of the preset `name` (`evaluate.presets`) where the command line
+    gave none of its own (an option given explicitly wins), and the preset (None: "default", nothing to change)."""
+    from attnscope.evaluate.presets import preset
+
+    chosen, source = preset(name), click.get_current_context().get_parameter_source
+    given = lambda option: source(option) != click.core.ParameterSource.DEFAULT  # noqa: E731
+    if name == "default":
+        return how, metrics, perturbations, None
+    if not given("methods") and chosen.methods is not None:
+        how = replace(how, methods=tuple(chosen.methods))
+        how.explainer()  # names, options and fields checked before any work
+    return (how, metrics if given("metrics") else chosen.metrics,
+            perturbations if given("perturbations") else chosen.perturbations, chosen)
 
 
 def _forward_batch(value: int | None, old: int | None) -> int:
@@ -145,7 +168,7 @@ def _in_memory(model, test: TestImages, how: How, columns: list[str], settings: 
     guess = estimate(model, images, labels, *truth, **common)
     parts = ", ".join(f"{g} {s:.0f} s" for g, s in guess.groups.items() if s >= 0.5)
     click.echo(f"estimated time: {guess.total:.0f} s (explaining {guess.explain:.0f} s{', ' + parts if parts else ''}; "
-               f"timed on 1 and {guess.measured_on} images)", err=True)
+               f"a probe of {guess.measured_on} image, scaled to {len(images)})", err=True)
     if estimate_only:
         return
     board = leaderboard(model, images, labels, *truth, **common)

@@ -1,6 +1,6 @@
-"""`attnscope caption`: captions of images by a trained Show, Attend and Tell model, with a strip of
-per-word attention overlays per image (as in the paper's figures), and BLEU / grounding when the
-images come from a captioning data set with references.
+"""`attnscope caption`: captions of images by a captioner (Show, Attend and Tell, captioner-tiny, a Hugging Face
+captioner or VLM), with a strip of per-word maps per image and method (as in the paper's figures), and BLEU /
+grounding when the images come from a captioning data set with references.
 
 Everything is written into a temporary folder that is renamed to `--out` at the end, so a failed
 run never leaves a half-written output; an earlier caption output is replaced only with `--overwrite`
@@ -26,7 +26,11 @@ if TYPE_CHECKING:
 
 
 @cli.command("caption")
-@model_options(help="Run folder or .safetensors of a trained sat model.")
+@model_options(help="Run folder or checkpoint of a trained sat or captioner-tiny, or hf:CLASS (a Hugging Face "
+                   "captioner or VLM) with --weights FOLDER (its save_pretrained folder).")
+@click.option("--methods", default="auto", show_default=True,
+              help="Per-word maps: auto (the model's own attention, sat, for sat and captioner-tiny; gradcam for "
+                   "others) or names, e.g. alpha,cross-attention,chefer-mm,gradcam (greedy captions).")
 @click.option("--images", required=True,
               help="An image file or folder, or a captioning data set name (scenes, karpathy).")
 @output_options("caption", help="Folder to write captions.json and attention/*.png into.")
@@ -40,22 +44,33 @@ if TYPE_CHECKING:
               help="Images captioned (with their attention) per call.")
 @click.option("--batch-size", "old_batch", default=None, type=int, hidden=True)
 @compute_options()
-def caption_command(source: ModelSource, images: str, output: Output, n: int, split: str, data_opt: tuple[str, ...],
-                    beam_size: int, max_len: int | None, size: int | None, explain_batch: int, old_batch: int | None,
-                    compute: Compute) -> None:
+def caption_command(source: ModelSource, methods: str, images: str, output: Output, n: int, split: str,
+                    data_opt: tuple[str, ...], beam_size: int, max_len: int | None, size: int | None,
+                    explain_batch: int, old_batch: int | None, compute: Compute) -> None:
     """Caption IMAGES with the model in CHECKPOINT; write captions.json and per-word attention strips."""
+    from attnscope.cli.options import parse_list
+    from attnscope.explain.multimodal import captioner
+
     batch_size = explain_batch if old_batch is None else old_batch
     if n < 1 or batch_size < 1 or beam_size < 1:
         raise InputError("--n, --explain-batch and --beam-size must be >= 1")
     output.check()
     model, header = source.load()
-    if getattr(model, "attention_kind", None) != "sat":
-        raise InputError(f"{source.source} holds a {header['model']['name']!r} model, not a captioning model (sat)")
-    _check_decoding(model, beam_size, max_len)
+    own = getattr(model, "attention_kind", None) == "sat"
+    if not own and captioner(model, header.get("tokenizer")) is None:
+        raise InputError(f"{source.source} holds a {header['model']['name']!r} model, not a captioning model "
+                         "attnscope knows")
+    names = (["sat"] if own else ["gradcam"]) if methods == "auto" else parse_list(methods, "--methods")
+    if names != ["sat"] and beam_size > 1:
+        raise InputError("--beam-size goes with the model's own attention (--methods sat); other maps explain "
+                         "the greedy caption")
+    if own:
+        _check_decoding(model, beam_size, max_len)
     model.to(compute.torch_device())
     data = _source(images, header, n, split, parse_settings(data_opt, "--data-opt"), size)
     with output.building() as partial:
-        summary = write_captions(model, data, partial, beam_size, max_len, batch_size, compute.quiet)
+        how = {"methods": names, "tokenizer": header.get("tokenizer")}
+        summary = write_captions(model, data, partial, beam_size, max_len, batch_size, compute.quiet, how)
         summary["checkpoint"] = source.source
         fileio.write_json(partial / "captions.json", summary)
     for key, value in summary.get("metrics", {}).items():
@@ -103,14 +118,15 @@ def _source(images: str, header: dict[str, Any], n: int, split: str, data_cfg: d
 
 
 def write_captions(model: torch.nn.Module, source: dict[str, Any], out: Path, beam_size: int, max_len: int | None,
-                   batch_size: int, quiet: bool) -> dict[str, Any]:
-    """Caption every image of `source`; write one attention strip per image; return the summary."""
+                   batch_size: int, quiet: bool, how: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Caption every image of `source`; write one attention strip per image (and method); return the summary."""
     from attnscope.modules import device_of
-    from attnscope.train.caption_eval import CaptionScores, add_generated
+    from attnscope.train.caption_eval import CaptionScores
 
+    how = how or {"methods": ["sat"], "tokenizer": None}
     images, names, samples = source["images"], source["names"], source["samples"]
     vocab = source.get("vocabulary")
-    if vocab is not None and vocab != model.vocab:
+    if vocab is not None and vocab != getattr(model, "vocab", vocab):
         warnings.warn("the data set's vocabulary differs from the model's: reference words the model never "
                       "learnt count as misses in BLEU", stacklevel=2)
     scores, records = CaptionScores(), []
@@ -119,13 +135,17 @@ def write_captions(model: torch.nn.Module, source: dict[str, Any], out: Path, be
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size].to(device_of(model))
             part = None if samples is None else samples[start : start + len(chunk)]
-            seq = add_generated(scores, model, chunk, part, beam_size, max_len)
-            values = seq.values.cpu()  # (b, T, H, W)
-            for i, w in enumerate(seq.words):
+            seqs = _per_word(model, chunk, part, scores, beam_size, max_len, how)
+            first = next(iter(seqs.values()))
+            for i, w in enumerate(first.words):
                 k = start + i
-                strip = Path("attention") / f"{stems[k]}.png"
-                _write_strip(out / strip, chunk[i].cpu(), w, values[i])
-                record = {"image": names[k], "caption": " ".join(w), "words": w, "strip": str(strip)}
+                strips = {}
+                for method, seq in seqs.items():
+                    strip = Path("attention") / (f"{stems[k]}.png" if len(seqs) == 1 else f"{stems[k]}-{method}.png")
+                    _write_strip(out / strip, chunk[i].cpu(), w, seq.values[i].cpu())
+                    strips[method] = str(strip)
+                record = {"image": names[k], "caption": " ".join(w), "words": w, "strip": next(iter(strips.values())),
+                          "strips": strips}
                 if samples is not None:
                     record["references"] = list(samples[k].captions)
                 records.append(record)
@@ -134,6 +154,23 @@ def write_captions(model: torch.nn.Module, source: dict[str, Any], out: Path, be
     if samples is not None:
         summary["metrics"] = scores.result()
     return summary
+
+
+def _per_word(model: torch.nn.Module, chunk: torch.Tensor, part: list | None, scores: Any, beam_size: int,
+              max_len: int | None, how: dict[str, Any]) -> dict[str, Any]:
+    """The SequenceMap of each method for the captions of `chunk`: `sat` (the model's own, greedy or beam), or
+    any method on the greedy caption (`Caption` targets); scored against the references when there are some."""
+    from attnscope.explain import explain
+    from attnscope.explain.multimodal import Caption
+    from attnscope.train.caption_eval import add_generated
+
+    if how["methods"] == ["sat"]:
+        return {"sat": add_generated(scores, model, chunk, part, beam_size, max_len)}
+    out = explain(model, chunk, how["methods"], targets=Caption(tokenizer=how["tokenizer"], max_len=max_len))
+    first = out[how["methods"][0]]
+    if part is not None:
+        scores.add(first.words, (first.lowres if first.lowres is not None else first.values).cpu(), part)
+    return {m: out[m] for m in how["methods"]}
 
 
 def _write_strip(path: Path, image: torch.Tensor, words: list[str], values: torch.Tensor) -> None:

@@ -8,7 +8,8 @@
     @images_options()     --images, --n, --data-seed, --size/--resize/--crop/--pad    →  images: ImageChoice
     @stream_options()     --stream, --shard-size, --workers, --resume                 →  streaming: StreamChoice
 
-(the last two in `cli/inputs.py`). A new flag of a group is one option here and one field of the value it
+(the last two in `cli/inputs.py`; `explain`'s prompts, `text_options` → prompts: Prompts, in `cli/texts.py`).
+A new flag of a group is one option here and one field of the value it
 builds: every command with the group gets it. Renamed options keep their old spelling as a hidden alias
 where it kept its meaning (CHANGELOG).
 """
@@ -61,17 +62,21 @@ class ModelSource:
     num_classes: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
     given: tuple[str, ...] = ()  # the --model-opt texts as given (what a streamed run records)
+    classes: str | None = None  # --classes: a file of class names, one a line, or a named list ("imagenet")
 
     def load(self) -> tuple[Any, dict[str, Any]]:
-        """(model in eval mode, its header or spec with "source"), from any source `models.sources.build` takes."""
-        from attnscope.models import sources
+        """(model in eval mode, its header or spec with "source"), from any source `models.sources.build` takes;
+        with the class names of `--classes` where given."""
+        from attnscope.models import sources, with_class_names
 
-        return sources.build(self.source, self.weights, self.num_classes, self.options)
+        model, info = sources.build(self.source, self.weights, self.num_classes, self.options)
+        return (model if self.classes is None else with_class_names(model, self.classes)), info
 
     def recorded(self) -> dict[str, Any]:
         """What a streamed run records of the model beyond its source: only what was given, so that a run
         folder of the previous version, which recorded none of it, resumes."""
-        given = {"weights": self.weights, "model_opts": list(self.given) or None, "num_classes": self.num_classes}
+        given = {"weights": self.weights, "model_opts": list(self.given) or None, "num_classes": self.num_classes,
+                 "classes": self.classes}
         return {k: v for k, v in given.items() if v is not None}
 
 
@@ -86,10 +91,15 @@ def model_options(help: str = "Run folder or checkpoint file of a trained classi
                                                                "from the weights' head).")),
         (("--model-opt", "model_opts"), dict(multiple=True, metavar="KEY=VALUE", help="A keyword argument of the "
                                              "model's builder or factory, e.g. depth=2 (values as JSON).")),
+        (("--classes",), dict(default=None, metavar="FILE|imagenet|digits", help="The model's class names (a file, "
+                                                                                 "one a line), for --targets NAME "
+                                                                                 "and the labels of pictures.")),
     ]
 
-    def build(checkpoint: str, weights: str | None, num_classes: int | None, model_opts: tuple[str, ...]):
-        return ModelSource(checkpoint, weights, num_classes, parse_settings(model_opts, "--model-opt"), model_opts)
+    def build(checkpoint: str, weights: str | None, num_classes: int | None, model_opts: tuple[str, ...],
+              classes: str | None):
+        return ModelSource(checkpoint, weights, num_classes, parse_settings(model_opts, "--model-opt"), model_opts,
+                           classes)
 
     return group("source", specs, build)
 
@@ -281,9 +291,9 @@ def explain_options(methods: str | None = "gradcam", targets: str = "predicted",
         (("--method-opt", "method_opts"), dict(multiple=True, metavar="METHOD.KEY=VALUE",
                                                help="A method option, e.g. ig.steps=64 or gradcam.relu=false.")),
         (("--option", "old_method_opts"), dict(multiple=True, hidden=True)),
-        (("--targets",), dict(default=targets, show_default=True, metavar="predicted|label|INT",
-                              help="The class each map explains: predicted (the model's), label (the data set's) "
-                                   "or a class index.")),
+        (("--targets",), dict(default=targets, show_default=True, metavar="predicted|label|INT|NAME",
+                              help="The class each map explains: predicted (the model's), label (the data set's), "
+                                   "a class index or a class name (of a model that has names; see --classes).")),
         (("--explain-batch",), dict(default=batch_size, show_default=batch_size is not None, type=int,
                                     help="Images per explain call" + (" (default: all at once)."
                                                                       if batch_size is None else "."))),

@@ -27,16 +27,21 @@ OPTIONS = {"ig": {"steps": 16}, "smoothgrad": {"n": 16}, "occlusion": {"window":
 OPTIONS |= {"gradientshap": {"n": 16}}
 SHOWN = ("gradcam", "hirescam", "layercam", "ig", "occlusion", "ablationcam", "centre")  # in grid.png
 BASELINES = ("centre", "random")  # calibration maps (`sanity.calibration`), scored like the methods
-_RUN_IT = "; run it with `attnscope explain --model efficientnet_lite0 --images photos --methods {}`"
-# Methods left out, with why (shown in the report).
+# Methods left out, with why (shown in the report, with the command that runs each: `commands`).
 SKIPPED = {
-    "scorecam": "one forward pass per channel of the layer (1,280 per image at 224 px): minutes per photo on a CPU"
-                + _RUN_IT.format("scorecam"),
-    "sscam": "Score-CAM's 1,280 passes per photo, 35 times (noisy copies)" + _RUN_IT.format("sscam"),
-    "iscam": "Score-CAM's 1,280 passes per photo, 10 times (integration steps)" + _RUN_IT.format("iscam"),
-    "rise": "4,000 masked forward passes per photo" + _RUN_IT.format("rise"),
-    "extremal": "800 optimisation steps (forward + backward) per photo and area" + _RUN_IT.format("extremal"),
+    "scorecam": "one forward pass per channel of the layer (1,280 per image at 224 px): minutes per photo on a CPU",
+    "sscam": "Score-CAM's 1,280 passes per photo, 35 times (noisy copies)",
+    "iscam": "Score-CAM's 1,280 passes per photo, 10 times (integration steps)",
+    "rise": "4,000 masked forward passes per photo",
+    "extremal": "800 optimisation steps (forward + backward) per photo and area",
 }
+
+
+def commands(methods: Sequence[str]) -> dict[str, str]:
+    """The complete command that explains the photos with each of `methods` (as the demo's table does: each
+    object's labelled class), into a new folder."""
+    return {m: f"attnscope explain --model {MODEL} --images photos --targets label --methods {m} "
+               f"--out runs/photos-{m}" for m in methods}
 
 
 def available() -> str | None:
@@ -71,15 +76,21 @@ def run_photos(out: Path, quiet: bool, methods: Sequence[str] | None = None) -> 
     classes = imagenet_classes()
     top5 = _top5(model, images[names.index(TOP5_PHOTO)], classes)
 
+    from attnscope.explain import method_spec
     from attnscope.report import figures
+    from attnscope.report.labels import row_labels
 
     out.mkdir(parents=True, exist_ok=True)
     fileio.save_tensors(out / "maps.safetensors", {**maps, "images": images, "labels": labels, "boxes": boxes})
-    shown = {k: v for k, v in maps.items() if k in SHOWN}
-    figures.save_png(out / "grid.png", figures.grid(images, shown, boxes, scale=1))
-    figures.save_png(out / "top5.png", figures.grid(top5["image"][None], top5["maps"], scale=1))
     with torch.no_grad():
         probs = model(images).softmax(1)
+    shown = {k: v for k, v in maps.items() if k in SHOWN}
+    kinds = {k: method_spec(k).kind if k not in BASELINES else "calibration" for k in shown}
+    rows = row_labels(labels, classes, probs, labels, names)
+    figures.save_png(out / "grid.png", figures.grid(images, shown, boxes, zoom=0.6, kinds=kinds, rows=rows))
+    figures.save_png(out / "top5.png", figures.grid(top5["image"][None], top5["maps"], zoom=0.75, scale="row",
+                                                    groups={k: "gradcam" for k in top5["maps"]},
+                                                    rows=[f"{TOP5_PHOTO}\nGrad-CAM of its top-5 classes"]))
     summary = {
         "model": MODEL,
         "weights": model.attnscope_weights,
@@ -90,6 +101,7 @@ def run_photos(out: Path, quiet: bool, methods: Sequence[str] | None = None) -> 
                                   "ms_per_image": round(r["ms_per_image"], 1)} for r in board.rows},
         "baselines": list(BASELINES),
         "skipped": {**SKIPPED, **not_applicable(model, POST_HOC)},
+        "commands": commands(SKIPPED),
         "options": OPTIONS,
         "top5": {"photo": TOP5_PHOTO, "classes": top5["classes"]},
         "files": {"grid": "grid.png", "top5": "top5.png", "maps": "maps.safetensors"},
@@ -116,11 +128,12 @@ def _score(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, b
 def _top5(model: torch.nn.Module, image: torch.Tensor, classes: list[str]) -> dict[str, Any]:
     """Grad-CAM of one photo's five most probable classes, from one call with targets (1, 5)."""
     from attnscope.explain import explain
+    from attnscope.report.labels import class_text, prob
 
     with torch.no_grad():
         probs = model(image[None]).softmax(1)[0]
     top = probs.topk(5).indices
     amap = explain(model, image[None], "gradcam", targets=top[None])["gradcam"]  # values (1, 5, H, W)
-    labels = [f"{classes[int(c)]} {float(probs[c]):.2f}" for c in top]
+    labels = [f"{class_text(int(c), classes)} p {prob(float(probs[c]))}" for c in top]
     return {"image": image, "maps": {label: amap.values[:, j] for j, label in enumerate(labels)},
             "classes": [{"class": int(c), "name": classes[int(c)], "p": round(float(probs[c]), 4)} for c in top]}

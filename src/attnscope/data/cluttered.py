@@ -82,6 +82,7 @@ class ClutteredDigits(Dataset):
         self.decoy_size, self.noise, self.grey = decoy_size, noise, bool(grey)
         self.glyphs, self.labels = source_digits(split)  # raises on a bad split
         self.num_classes = 10
+        self.class_names = tuple(str(d) for d in range(10))  # what the labels mean: the digit drawn
 
     def __len__(self) -> int:
         return self.n

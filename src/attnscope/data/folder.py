@@ -66,6 +66,7 @@ class ImageFolderData(Dataset):
             raise DataError(f"no class folders in {self.root} (expected {self.root}/<class>/<image>)")
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         self.num_classes = len(self.classes)
+        self.class_names = tuple(self.classes)
 
         samples: list[tuple[Path, int]] = []
         skipped: list[tuple[Path, str]] = []

@@ -79,16 +79,17 @@ class NamedData(Dataset):
 
         self.name, self.data, self.fit = name, data.get(name, "test", n, seed=seed, **(config or {})), fit
         self.n = min(n, len(self.data))  # a fixed set (the photos) may hold fewer
-        if not hasattr(self.data[0], "label"):
+        self.captions = getattr(self.data, "kind", None) == "captioning"  # scenes for prompts (--text): no labels
+        if not hasattr(self.data[0], "label") and not self.captions:
             raise DataError(f"data set {name!r} has no class labels to explain; use a classification data set")
 
     def __len__(self) -> int:
         return self.n
 
     def photo(self, i: int) -> tuple[torch.Tensor, int]:
-        """Sample i's image before any fit, and its label."""
+        """Sample i's image before any fit, and its label (−1 in a captioning data set)."""
         sample = self.data[i]
-        return sample.image, int(sample.label)
+        return sample.image, -1 if self.captions else int(sample.label)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return fitted(self, i)[:2]

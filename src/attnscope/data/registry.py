@@ -14,7 +14,7 @@ from attnscope.data.cluttered import ClutteredDigits
 from attnscope.data.karpathy import KarpathyCaptions
 from attnscope.data.permuted import permuted
 from attnscope.data.photos import Photos
-from attnscope.data.scenes import DigitScenes
+from attnscope.data.scenes import DigitScenes, shuffled
 from attnscope.errors import InputError
 from attnscope.registry import DATASETS
 
@@ -51,6 +51,7 @@ def _scenes(split: str, n: int, seed: int, **cfg: Any) -> DigitScenes:
 
 
 register("permuted", permuted)
+register("scenes-shuffled", shuffled)
 
 
 @register("karpathy")

@@ -303,3 +303,43 @@ def _choose_captions(objects: list[SceneObject], n: int, rng: np.random.Generato
 def _orders(k: int) -> list[tuple[int, ...]]:
     """Every ordering of every subset of at least two of `k` objects."""
     return [p for r in range(2, k + 1) for c in combinations(range(k), r) for p in permutations(c)]
+
+
+def phrases(sample: SceneSample) -> list[tuple[str, int]]:
+    """The noun phrase of every object of a scene ("a red three") with the object's index into `objects`: the
+    short texts a dual encoder learns besides the captions (each names exactly one object of the scene)."""
+    return [(detokenize([w for w, _ in _noun(sample.objects, i)]), i) for i in range(len(sample.objects))]
+
+
+def phrase_of(colour: str, digit: int) -> str:
+    """The phrase naming an object of `colour` and `digit`: "a red three"."""
+    return f"a {colour} {NUMBER_WORDS[digit]}"
+
+
+class ShuffledCaptions(Dataset):
+    """DigitScenes whose training captions belong to other images: sample i keeps its image and takes the captions
+    (and word boxes) of sample π(i), π drawn from `caption_seed` — the data of a captioner's data randomisation test
+    (Adebayo et al., NeurIPS 2018, §5). A captioner can fit them only by memorising; its maps should not ground."""
+
+    kind = "captioning"
+
+    def __init__(self, base: DigitScenes, caption_seed: int = 0) -> None:
+        self.base = base
+        self.perm = torch.randperm(len(base), generator=torch.Generator().manual_seed(caption_seed)).tolist()
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> SceneSample:
+        own, other = self.base[index], self.base[self.perm[index]]
+        return own._replace(captions=other.captions, tokens=other.tokens, alignments=other.alignments)
+
+    def vocabulary(self) -> Vocabulary:
+        return self.base.vocabulary()
+
+
+def shuffled(split: str, n: int, seed: int, caption_seed: int = 0, **cfg: object) -> Dataset:
+    """Data set "scenes-shuffled": DigitScenes with the training split's captions shuffled across images (the test
+    split as it is, so test scores measure what was learnt of the true captions)."""
+    scenes = DigitScenes(split, n, seed=seed, **cfg)
+    return ShuffledCaptions(scenes, caption_seed) if split == "train" else scenes

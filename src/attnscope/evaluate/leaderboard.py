@@ -24,6 +24,7 @@ from attnscope.evaluate import robustness as rob
 from attnscope.evaluate.columns import COLUMNS, GROUPS, Batch, select
 from attnscope.evaluate.scorers import class_probability, correct_class
 from attnscope.explain import HOW_KEYWORDS, Explainer, as_explainer, into_how
+from attnscope.explain import progress as explain_progress
 from attnscope.metrics import localisation as loc
 from attnscope.metrics.similarity import mean_ci
 from attnscope.modules import device_of
@@ -231,11 +232,13 @@ def image_scores(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, 
     settings = settings or Settings()
     plan = _plan(model, images, targets, (boxes, masks, mosaics), how, metrics, settings, index)
     names, batch, fns = plan.columns, plan.batch, plan.explainers
-    per_method = [c for c in names if COLUMNS.get(c).per_method]
+    per_method = [c for c in names if COLUMNS.get(c).per_method and c not in SHARED_PASSES]
     scores = Scores(names, {}, {}, {}, plan.skipped, {})
     all_maps: dict[str, torch.Tensor] = {}
-    with console.progress(len(fns) + 1, "leaderboard", settings.progress) as bar:
+    with console.progress(len(fns) + 1, "leaderboard", settings.progress) as bar, \
+            explain_progress.reporting(explain_progress.to_bar(bar, images_per_method=False)):  # passes as they run
         for name, (kind, fn) in fns.items():
+            bar.advance(0, method=name)
             started = time.perf_counter()
             maps = {k: v.detach() for k, v in fn(batch.images, batch.labels, index=batch.index).items()}
             scores.seconds[name] = time.perf_counter() - started
@@ -244,6 +247,8 @@ def image_scores(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, 
                 scores.kinds[key], scores.labels[key] = kind, name
                 all_maps[key] = values
             bar.advance(1, method=name)
+        for key, columns in _passes_shared_by_maps(names, all_maps, batch).items():
+            scores.values[key].update(columns)
         shared = _shared_columns(plan, all_maps, settings, mosaics, model, scores.seconds)
         bar.advance(1, method="robustness/focus")
     for key, columns in shared.items():
@@ -254,8 +259,8 @@ def image_scores(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, 
 
 @dataclass
 class Estimate:
-    """Seconds a `leaderboard` call is expected to take: per group and in total, from timing every
-    method and column on one and on two images (`measured_on`) and extrapolating to the batch."""
+    """Seconds a `leaderboard` call is expected to take: per group and in total, from timing every method and
+    column on one image (`measured_on`) and scaling to the batch (every cost of a leaderboard is per image)."""
 
     groups: dict[str, float]
     explain: float
@@ -269,44 +274,35 @@ class Estimate:
 def estimate(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, boxes: torch.Tensor | None = None,
              masks: torch.Tensor | None = None, how: How = None, metrics: Sequence[str] | str | None = None,
              settings: Settings | None = None, *, mosaics: Mosaics | None = None) -> Estimate:
-    """How long `leaderboard` with the same arguments will take: every explainer and column timed on
-    one image and on two, and extrapolated linearly to the batch (fixed cost + cost per image)."""
+    """How long `leaderboard` with the same arguments will take: a probe of one image — every explainer and
+    every column timed once on the first image (its first calls include one-time costs, so it errs long) —
+    scaled to the batch. Columns whose passes every map shares (`SHARED_PASSES`) count once per image."""
     settings = settings or Settings()
     b = images.shape[0]
-    part = lambda t, k: None if t is None else t[:k]  # noqa: E731
-    plans = {k: _plan(model, images[:k], targets[:k], (part(boxes, k), part(masks, k), None if mosaics is None
-                      else Mosaics(mosaics.images[:k], mosaics.labels[:k], mosaics.quadrants[:k])), how, metrics,
-                      settings)
-             for k in (1, min(2, b))}
+    one = lambda t: None if t is None else t[:1]  # noqa: E731
+    plan = _plan(model, images[:1], targets[:1], (one(boxes), one(masks), None if mosaics is None else Mosaics(
+        *(one(t) for t in (mosaics.images, mosaics.labels, mosaics.quadrants)))), how, metrics, settings)
     groups = dict.fromkeys(GROUPS, 0.0)
-    explain_s = 0.0
-    maps: dict[int, dict[str, torch.Tensor]] = {k: {} for k in plans}
-    for name in plans[1].explainers:
-        explain_s += _linear(lambda k, n=name: maps[k].update(plans[k].explainers[n][1](plans[k].batch.images,
-                                                                                       plans[k].batch.labels)), b)
-    rows = len(maps[1])
-    first = {k: next(iter(maps[k].values())) for k in plans}  # any map: a column costs the same for each
-    for col in (c for c in plans[1].columns if COLUMNS.get(c).per_method):
-        groups[COLUMNS.get(col).group] += rows * _linear(lambda k, c=col: COLUMNS.get(c).fn(first[k],
-                                                                                           plans[k].batch), b)
-    if any(COLUMNS.get(c).group == "robustness" for c in plans[1].columns):
+    maps: dict[str, torch.Tensor] = {}
+    explain_s = sum(_timed(lambda fn=fn: maps.update(fn(plan.batch.images, plan.batch.labels)))
+                    for _kind, fn in plan.explainers.values())
+    first = {next(iter(maps)): next(iter(maps.values()))}  # any map: a column costs the same for each
+    for col in (c for c in plan.columns if COLUMNS.get(c).per_method):
+        share = 1 if col in SHARED_PASSES else len(maps)
+        groups[COLUMNS.get(col).group] += share * _timed(lambda c=col: COLUMNS.get(c).values(
+            next(iter(first.values())), plan.batch))
+    if any(COLUMNS.get(c).group == "robustness" for c in plan.columns):
         groups["robustness"] += explain_s * settings.perturbations
-    if "focus" in plans[1].columns:
+    if "focus" in plan.columns:
         groups["localisation"] += explain_s * 4  # mosaics have 4× the pixels
-    return Estimate(groups, explain_s, min(2, b))
+    return Estimate({k: v * b for k, v in groups.items()}, explain_s * b, 1)
 
 
-def _linear(run: Callable[[int], object], b: int) -> float:
-    """Seconds `run(b)` should take, from timing `run(1)` and `run(2)`: fixed cost + cost per image."""
-    times = []
-    for k in (1, min(2, b)):
-        started = time.perf_counter()
-        run(k)
-        times.append(time.perf_counter() - started)
-    one, two = times
-    per_image = max(two - one, 0.0) if b > 1 else one
-    fixed = max(one - per_image, 0.0)
-    return max(fixed + per_image * b, two if b > 1 else one)
+def _timed(run: Callable[[], object]) -> float:
+    """Seconds `run()` takes."""
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
 
 
 Truth = tuple  # (boxes, masks, mosaics), each None where not given
@@ -340,6 +336,23 @@ def _plan(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, truth: 
                   draws.indices(index, images.shape[0]))
     return Plan(names, batch, explainers(model, how, settings.calibration, settings.seed),
                 joint_explainer(model, how, settings.calibration, settings.seed), skipped)
+
+
+SHARED_PASSES = ("faith_corr", "infidelity")  # their perturbed inputs do not depend on the map
+
+
+def _passes_shared_by_maps(columns: Sequence[str], maps: Mapping[str, torch.Tensor],
+                           batch: Batch) -> dict[str, dict[str, torch.Tensor]]:
+    """The columns whose model passes do not depend on the map (faithfulness correlation's subsets, infidelity's
+    perturbations), for every map at once: one set of passes per image (its own seed, `Batch.one`), not one per
+    map — the same numbers as map by map."""
+    out: dict[str, dict[str, torch.Tensor]] = {k: {} for k in maps}
+    for col in (c for c in columns if c in SHARED_PASSES):
+        fn = COLUMNS.get(col).fn
+        per_image = [fn({k: v[i : i + 1] for k, v in maps.items()}, batch.one(i)) for i in range(len(batch.images))]
+        for k in maps:
+            out[k][col] = torch.cat([p[k].reshape(1) for p in per_image]).double().cpu()
+    return out
 
 
 def _shared_columns(plan: Plan, maps: Mapping[str, torch.Tensor], settings: Settings, mosaics: Mosaics | None,

@@ -26,7 +26,7 @@ from attnscope.explain.tasks import BoxScore, RegionScore, Similarity
 
 for _family in ("cam", "gradient", "sampled", "perturbation", "transformer", "intrinsic", "captioning", "lrp",
                 "fullgrad", "reference", "cam_extra", "scorecam_smooth",
-                "masking", "attnlrp", "legrad"):
+                "masking", "attnlrp", "legrad", "multimodal", "crossmodal", "text", "mm_adapters"):
     importlib.import_module(f"attnscope.explain.{_family}")
 
 

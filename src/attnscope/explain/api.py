@@ -36,7 +36,8 @@ def explain(
     """Attention maps of `model` for `images` (B, C, H, W): an `Explanation`, one `AttentionMap` per method.
 
     `targets`: None (predicted class), int, LongTensor[B], LongTensor[B, K] (K targets per image:
-    maps (B, K, H, W)), or callable(output) → scores (B,) or (B, K).
+    maps (B, K, H, W)), or callable(output) → scores (B,) or (B, K); for a model with class names
+    (`ats.models.class_names(model)`), also a name ("Egyptian cat", every image), B names, or B lists of K names.
     `layer`: "auto", a dotted module name, a module or a `Layer` (for layer-based methods).
     `options`: per-method keyword options, e.g. `{"ig": {"steps": 64}}`.
     `batch_size`: explain in chunks of this many images (same maps, bounded memory).

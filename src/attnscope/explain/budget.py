@@ -1,26 +1,29 @@
-"""How many inputs one rerun of the model takes at once: chunks chosen from a memory budget.
+"""How many inputs one rerun of the model takes at once: the fastest chunk within a memory budget.
 
 The cost of an input is the bytes one forward allocates for it (the sum of every operator's new
 output, counted on fake tensors: nothing is allocated or computed), twice that when the chunk is
-differentiated (the saved activations plus their gradients). A chunk is the most inputs whose cost
-fits the budget. On a CPU that is 64 MiB for forwards alone (masked and ablated inputs: larger
-working sets fall out of the caches and page-fault on every allocation) and 256 MiB for chunks
-that are differentiated (IG, SmoothGrad: a backward amortises more per pass, and at 64 MiB a
-224 px resnet18 got chunks of one, 25 % slower; bench/chunk_budget.py measured both); on a GPU a
-quarter of the free memory. A setting whose chunk of one does not fit the memory there is
-is refused with the estimate (`ResourceError`), before anything runs.
+differentiated (the saved activations plus their gradients). The budget bounds a chunk's bytes: on a
+CPU 512 MiB (bench/chunk_budget.py), on a GPU a quarter of the free memory. Within it, a rerun of many
+inputs takes the chunk that a short probe measured fastest per input (`fastest`: a few chunk sizes
+timed once per model, input shape and kind of pass, cached for the process), since the fastest chunk
+depends on the model and the machine (resnet18 at 224 px: 8; a SmallCNN at 64 px: ~35; chunks of 1–2
+cost resnet18 15–25 % more); chunks and so float rounding then follow the machine's speed (maps agree across
+processes to rounding; `fixed_chunks` or ATTNSCOPE_CHUNK_PROBE=0 for the budget's fixed chunks). A setting whose
+chunk of one does not fit the memory there is refused with the estimate (`ResourceError`), before anything runs.
 
 The estimate runs the model's forward once per input shape as Python on fake tensors (cached per
-model): hooks on its modules see fake tensors then.
+model and its module structure, `structure`): hooks on its modules see fake tensors then.
 """
 
 from __future__ import annotations
 
 import contextvars
 import os
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -28,11 +31,50 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnscope.errors import InputError, ResourceError
 
-CPU_BUDGET = 64 * 2**20  # bytes per forward-only chunk on a CPU (bench/chunk_budget.py)
-CPU_GRAD_BUDGET = 256 * 2**20  # bytes per differentiated chunk on a CPU (bench/chunk_budget.py)
+CPU_BUDGET = 512 * 2**20  # bytes per forward-only chunk on a CPU: a bound; the probe picks within it
+CPU_GRAD_BUDGET = 512 * 2**20  # bytes per differentiated chunk on a CPU (bench/chunk_budget.py)
 GPU_SHARE = 0.25  # of the free device memory, per chunk
+PROBE_MIN = 64  # reruns of fewer inputs take the budget's chunk: a probe would cost more than it saves
+PROBE_MAX = 64  # the largest chunk a probe tries (per-input time is flat beyond it on every model measured)
 _BUDGET: contextvars.ContextVar[int | None] = contextvars.ContextVar("attnscope_memory_budget", default=None)
 _COSTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int | None]] = weakref.WeakKeyDictionary()
+_FASTEST: dict[tuple, tuple[int, float]] = {}  # (architecture, kind of pass, ...) → (chunk, seconds per input)
+
+
+def architecture(model: nn.Module) -> tuple:
+    """What a model's cost per input depends on: its module types and their parameter shapes and dtypes — the same
+    for two loads of one checkpoint, so they share a probe (and so the same chunks and the same rounding)."""
+    return tuple((type(m).__qualname__, tuple((tuple(p.shape), p.dtype) for p in m.parameters(recurse=False)))
+                 for m in model.modules())
+
+
+def structure(model: nn.Module) -> tuple:
+    """What identifies a model's computation apart from its values: each module, parameter and buffer object
+    (and an instance-level `forward`). A replaced submodule or parameter changes it; an in-place update of a
+    parameter (a training step) does not — caches keyed by it then still read the new values."""
+    modules = tuple((id(m), id(m.__dict__.get("forward"))) for m in model.modules())
+    tensors = tuple(id(t) for t in model.parameters()) + tuple(id(t) for t in model.buffers())
+    return modules + tensors
+
+
+_PROBING: contextvars.ContextVar[bool] = contextvars.ContextVar("attnscope_chunk_probe", default=True)
+
+
+@contextmanager
+def fixed_chunks() -> Iterator[None]:
+    """Inside the block, reruns take the budget's chunk, never a probed one (also `ATTNSCOPE_CHUNK_PROBE=0`): the
+    probe follows the machine's speed, and a different chunk rounds batched kernels differently (1e-7 of a
+    logit), so bitwise-reproducible numbers across processes need fixed chunks."""
+    token = _PROBING.set(False)
+    try:
+        yield
+    finally:
+        _PROBING.reset(token)
+
+
+def probing() -> bool:
+    """Whether reruns may take a probed chunk (`fixed_chunks`, $ATTNSCOPE_CHUNK_PROBE)."""
+    return _PROBING.get() and os.environ.get("ATTNSCOPE_CHUNK_PROBE", "1") != "0"
 
 
 @contextmanager
@@ -118,7 +160,7 @@ def input_cost(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype,
     cannot = (fake.DataDependentOutputException, fake.DynamicOutputShapeException, fake.UnsupportedOperatorException,
               fake.UnsupportedFakeTensorException)  # what fake tensors cannot do; any other error is the model's
 
-    key = (tuple(shape), dtype, None if after is None else id(after))
+    key = (tuple(shape), dtype, None if after is None else id(after), structure(model))
     known = _COSTS.setdefault(model, {})
     if key not in known:
         count, at = _Allocations(), []
@@ -172,6 +214,76 @@ def chunk_size(cost: int | None, device: torch.device, requested: int | None, to
                             f"estimated from one {'forward + backward' if grad else 'forward'} on fake tensors) "
                             f"and {gib(free)} is available{hint}")
     return chunk
+
+
+@dataclass(frozen=True)
+class Probe:
+    """How to time a chunk of n inputs of one kind of pass: `run(n)` does the work of n inputs (on any data of
+    the right shape); `kind` names the pass (layout, tail, …) so different passes are measured apart."""
+
+    kind: str
+    run: Callable[[int], object]
+
+
+def sizes(limit: int) -> list[int]:
+    """The chunks a probe tries: 2, 4, 8, … up to `limit` (and `PROBE_MAX`), and `limit` itself when smaller."""
+    top = min(limit, PROBE_MAX)
+    out = [1 << k for k in range(1, top.bit_length()) if 1 << k <= top]
+    return out + [top] if not out or out[-1] != top else out
+
+
+def _seconds(run: Callable[[int], object], n: int, device: torch.device) -> float:
+    """Time of `run(n)`: CPU time of the process on a CPU (what the work costs, whatever the machine's load),
+    wall time between synchronisations on a GPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        run(n)
+        torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+    start = time.process_time()
+    run(n)
+    return time.process_time() - start
+
+
+def fastest(model: nn.Module, key: tuple, probe: Probe, limit: int, device: torch.device) -> tuple[int, float]:
+    """The chunk (≤ `limit`) with the least time per input for `probe`, and that time, measured once per model
+    `architecture`, `key` and `probe.kind`, then cached for the process (every model of that architecture gets the
+    same chunks, so the same float rounding): one warm-up, then each of `sizes(limit)` once, in increasing order,
+    stopping after two sizes that were no faster per input than the best."""
+    known = _FASTEST
+    key = (*key, probe.kind, limit, device.type, architecture(model))
+    if key not in known:
+        tried = sizes(limit)
+        probe.run(tried[0])  # warm-up: the first pass of a shape allocates and picks its kernels
+        best, best_time, worse = tried[0], float("inf"), 0
+        for n in tried:
+            per_input = _seconds(probe.run, n, device) / n
+            if per_input < best_time:
+                best, best_time, worse = n, per_input, 0
+            else:
+                worse += 1
+                if worse == 2:
+                    break
+        known[key] = (best, best_time)
+    return known[key]
+
+
+def probed_chunk(model: nn.Module, cost: int | None, device: torch.device, requested: int | None, total: int,
+                 grad: bool, key: tuple, probe: Probe | None) -> int:
+    """`chunk_size`'s chunk, or — for a rerun of `PROBE_MIN` inputs or more with nothing requested — the
+    fastest chunk within it (`fastest`)."""
+    return probed(model, cost, device, requested, total, grad, key, probe)[0]
+
+
+def probed(model: nn.Module, cost: int | None, device: torch.device, requested: int | None, total: int,
+           grad: bool, key: tuple, probe: Probe | None) -> tuple[int, float | None]:
+    """`probed_chunk`'s chunk and, where the probe ran (or had run), its time per input."""
+    limit = chunk_size(cost, device, requested, total, grad)
+    if requested is not None or probe is None or total < PROBE_MIN or limit <= 2 or not probing():
+        return limit, None
+    chunk, per_input = fastest(model, key, probe, limit, device)
+    return min(chunk, total), per_input
 
 
 LARGE_INPUT = 1 / 64  # of the available memory: inputs at least this large are checked before the shared pass

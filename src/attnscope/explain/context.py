@@ -11,7 +11,7 @@ output when the chosen layer's output is replaced; the target and token layout a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from typing import Any
 
@@ -19,13 +19,14 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
-from attnscope.explain import budget, engine, split
-from attnscope.explain.attention import explicit_attention
+from attnscope.explain import budget, engine, progress, split
+from attnscope.explain.attention import AttentionLayer, explicit_attention
 from attnscope.explain.layers import LayerSpec, Reading, reading
 from attnscope.explain.method import INPUTS
 from attnscope.explain.rewrites import rewritten
 from attnscope.explain.targets import Target, TargetSpec
-from attnscope.explain.tokens import TokenLayout, detect_layout
+from attnscope.explain.tokens import TokenLayout
+from attnscope.explain.windowed import TokenGraph, per_row, token_graph
 from attnscope.modules import as_nhwc, unwrap
 
 
@@ -70,15 +71,38 @@ class Oracle:
         self._layer, self._reading, self._raw = layer, reading, raw
         self._tail: tuple[nn.Module | None, str] | None = None
 
-    def chunk(self, requested: int | None, total: int, grad: bool = False, after_layer: bool = False) -> int:
-        """Inputs per rerun: `requested`, or the most that fit the memory budget (`explain.budget`); refuses
-        a chunk that cannot fit the memory there is, with the estimate.
-
-        `after_layer`: the inputs are outputs of the chosen layer: only what runs from it on counts.
-        """
+    def chunk(self, requested: int | None, total: int, grad: bool = False, after_layer: bool = False,
+              probe: budget.Probe | None = None) -> int:
+        """Inputs per rerun: `requested`, or within the memory budget the chunk `probe` measures fastest
+        (`budget.probed_chunk`; refused with the estimate where none fits); `after_layer`: inputs of the layer."""
         after = self._layer if after_layer else None
-        cost = budget.input_cost(self.core, tuple(self.images.shape[1:]), self.images.dtype, after)
-        return budget.chunk_size(cost, self.images.device, requested, total, grad)
+        shape = tuple(self.images.shape[1:])
+        cost = budget.input_cost(self.core, shape, self.images.dtype, after)
+        name = None if after is None else next(n for n, m in self.core.named_modules() if m is after)  # 2 loads: 1 key
+        key = (shape, self.images.dtype, grad, name)
+        return budget.probed_chunk(self.core, cost, self.images.device, requested, total, grad, key, probe)
+
+    def plan(self, setting: bool | str, requested: int | None, total: int,
+             probe_for: Callable[[bool], budget.Probe], grad: bool = False) -> tuple[bool, int]:
+        """The layout (NHWC?) and chunk of a rerun of `total` inputs: `channels_last` resolved as `channels_last`
+        does, except that "auto" on a run the probe measures (`budget.PROBE_MIN` inputs or more, no chunk
+        requested, a model with no declared layout) takes the layout whose chunk the probe found faster."""
+        nhwc = self.channels_last(setting)
+        chunk, per_input = self.chunk_timed(requested, total, grad, probe_for(nhwc))
+        if setting != "auto" or nhwc or per_input is None or self.images.shape[1] == 1:
+            return nhwc, chunk
+        try:
+            other, other_time = self.chunk_timed(requested, total, grad, probe_for(True))
+        except (RuntimeError, InputError):  # a forward that cannot take NHWC (x.view on a feature map): keep NCHW
+            return False, chunk
+        return (True, other) if other_time < per_input else (False, chunk)
+
+    def chunk_timed(self, requested: int | None, total: int, grad: bool,
+                    probe: budget.Probe) -> tuple[int, float | None]:
+        """`chunk`'s chunk and the probe's time per input (None where no probe ran)."""
+        shape, dtype = tuple(self.images.shape[1:]), self.images.dtype
+        return budget.probed(self.core, budget.input_cost(self.core, shape, dtype), self.images.device, requested,
+                             total, grad, (shape, dtype, grad, None), probe)
 
     def channels_last(self, setting: bool | str) -> bool:
         """"auto": NHWC when the images already are, or the model declares `prefers_channels_last`."""
@@ -89,19 +113,23 @@ class Oracle:
         return bool(setting)
 
     @torch.no_grad()
-    def logits(self, x: torch.Tensor, channels_last: bool | str = "auto") -> torch.Tensor:
+    def logits(self, x: torch.Tensor, channels_last: bool | str = "auto", fold: bool = False) -> torch.Tensor:
         """The model's (selected) output for inputs `x` (N, C, H, W), without gradients (in NHWC strides when
-        `channels_last`, also for one channel: `as_nhwc`, as `input_gradients`)."""
+        `channels_last`, also for one channel: `as_nhwc`, as `input_gradients`). `fold`: through the model's copy
+        with BatchNorm folded into its convolutions where there is one (`split.folded`; to float rounding)."""
         if self.channels_last(channels_last):
             x = as_nhwc(x)
-        return self._out(x)
+        return self._out(x, split.folded(self.core) if fold else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's (selected) output for inputs `x`, with gradients when they are enabled (optimised inputs)."""
         return self._out(x)
 
-    def _out(self, x: torch.Tensor) -> torch.Tensor:
-        return engine.logits_of(engine.select_output(engine.run_model(self.model, x), self.output), x.shape[0])
+    def _out(self, x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+        """The (selected) logits of `x` through the model, or through `model` (its folded copy) when given."""
+        progress.inputs(x.shape[0])
+        run = engine.run_model(self.model if model is None else model, x)
+        return engine.logits_of(engine.select_output(run, self.output), x.shape[0])
 
     def scores(self, x: torch.Tensor, rows: torch.Tensor, channels_last: bool | str = "auto") -> torch.Tensor:
         """The explained score (N,) of inputs `x`, input i explained for row `rows[i]`, without gradients."""
@@ -118,6 +146,7 @@ class Oracle:
         """
         if self.channels_last(channels_last):
             return self.input_gradients(as_nhwc(x), rows, rewrite, False, **kw).contiguous()
+        progress.inputs(x.shape[0])
         with ExitStack() as stack:
             if rewrite is not None:
                 stack.enter_context(rewritten(self.core, rewrite, **kw))
@@ -132,6 +161,7 @@ class Oracle:
         `rewrite`: a registered rewrite that makes the attention explicit itself and yields its
         `AttentionLayer`s (e.g. `attnlrp`); else the plain explicit attention of the shared pass.
         """
+        progress.inputs(x.shape[0])
         with ExitStack() as stack:
             if rewrite is None:
                 layers = stack.enter_context(explicit_attention(self.core))
@@ -149,6 +179,7 @@ class Oracle:
         """
         if self._layer is None:
             raise NotApplicableError("this method reads the chosen layer's gradients, and no layer was chosen")
+        progress.inputs(x.shape[0])
         cap, _ = engine.capture(self.model, x, self.target.take(rows) if target is None else target,
                                 frozenset({"layer", "layer_grad"}), layer=self._layer, output=self.output)
         grads = cap.gradients
@@ -169,6 +200,7 @@ class Oracle:
         if self._reading is not None:
             outputs = self._reading.from_map(outputs, self._raw[image])
         n = outputs.shape[0]
+        progress.inputs(n)
         handle = self._layer.register_forward_hook(lambda _m, _i, _o: outputs)
         hint = (f"with {n} outputs of the chosen layer for one image, the model's later layers also read tensors "
                 "from before the layer; pass the option tail='repeat' (the whole model per output)")
@@ -200,6 +232,7 @@ class Oracle:
             raise NotApplicableError(f"the layers after the chosen one cannot run alone: {why}")
         if self._reading is not None:
             outputs = self._reading.from_map(outputs, self._raw[image])
+        progress.inputs(outputs.shape[0])
         return engine.logits_of(engine.select_output(tail(outputs), self.output), outputs.shape[0])
 
     @torch.no_grad()
@@ -220,13 +253,14 @@ class Pass:
     def __init__(self, model: nn.Module, images: torch.Tensor, needs: frozenset[str], differentiable: bool,
                  output: engine.OutputSpec, capture: engine.Capture | None, target: Target | None,
                  layer: tuple[str, nn.Module] | None, reading: Reading | None = None,
-                 raw: torch.Tensor | None = None) -> None:
+                 raw: torch.Tensor | None = None, attention: Sequence[AttentionLayer] = ()) -> None:
         self.model, self.images, self.needs = model, images, needs
         self.core = unwrap(model)  # a DDP / DataParallel wrapper runs the passes; its module answers questions
         self.differentiable, self.output = differentiable, output
         self.capture, self.target, self.layer = capture, target, layer  # capture and target: None when no pass ran
         self.reading = reading  # how the chosen layer's output reads as (B, C, h, w)
         self._raw = raw  # that layer's output as it is (B, ...)
+        self._attention, self._graph = list(attention), None  # the attention layers read; their token graph
 
     @property
     def size(self) -> tuple[int, int]:
@@ -291,20 +325,24 @@ class Pass:
         return self.capture.guided_grad
 
     def _input_attentions(self) -> tuple[torch.Tensor, ...]:
-        b = self.images.shape[0]
-        for name, attn in zip(self.capture.probe_names, self.capture.probes, strict=True):
-            if attn.dim() != 4 or attn.shape[0] != b or attn.shape[-1] != attn.shape[-2]:
-                raise NotApplicableError(
-                    f"attention layer {name!r} gives weights {tuple(attn.shape)} for {b} images; attnscope reads "
-                    f"global self-attention (B, heads, T, T), not windowed or cross-attention")
-        return tuple(self.rows(a) for a in self.capture.probes)
+        return per_row(self.capture.probes, self.images.shape[0], self.capture.rows)
 
     def _input_attention_grads(self) -> tuple[torch.Tensor, ...]:
-        return self.capture.probe_grads
+        return per_row(self.capture.probe_grads, self.images.shape[0], self.capture.rows, grads=True)
+
+    def _input_token_graph(self) -> TokenGraph:
+        if self._graph is None:
+            self._graph = token_graph(self.core, self._attention, self.capture, self.images, self.output)
+        return self._graph
+
+    def _input_attention_maps(self) -> dict[str, torch.Tensor]:
+        return {n: self.rows(a) for n, a in zip(self.capture.probe_names, self.capture.probes, strict=True)}
+
+    def _input_attention_map_grads(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.capture.probe_names, self.capture.probe_grads, strict=True))
 
     def _input_token_layout(self) -> TokenLayout:
-        probes = self.capture.probes
-        return detect_layout(self.core, probes[-1].shape[-1], self.size)
+        return self._input_token_graph().layout()
 
     def _input_own_attention(self) -> dict[str, torch.Tensor]:
         return {k: self.rows(v) for k, v in self.capture.own_attention.items()}
@@ -343,12 +381,12 @@ def shared_pass(model: nn.Module, images: torch.Tensor, targets: TargetSpec, nee
             biased=[m for _, m in bias_layers(core)] if "bias_grad" in needs else (),
             differentiable=differentiable, output=output)
     if capture.activations is None:
-        return Pass(model, images, needs, differentiable, output, capture, target, layer)
+        return Pass(model, images, needs, differentiable, output, capture, target, layer, attention=attention)
     read = reading(core, layer_spec, capture.activations, layer[0], images, layer[1])
     grid = capture if read.layout == "nchw" else dataclasses.replace(
         capture, activations=read.to_map(capture.activations),
         gradients=None if capture.gradients is None else read.to_map(capture.gradients))
-    return Pass(model, images, needs, differentiable, output, grid, target, layer, read, capture.activations)
+    return Pass(model, images, needs, differentiable, output, grid, target, layer, read, capture.activations, attention)
 
 
 def no_pass(model: nn.Module, images: torch.Tensor, needs: frozenset[str], differentiable: bool = False,

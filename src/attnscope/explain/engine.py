@@ -70,8 +70,8 @@ def _recorder(keep: Callable[[torch.Tensor], None], leaf: bool, what: str) -> Ca
         if not isinstance(output, torch.Tensor):
             kind = type(output).__name__
             raise InputError(f"{what} returns {kind}, not a tensor; choose another layer")
-        if leaf:
-            output = output.detach().requires_grad_(torch.is_grad_enabled())
+        if leaf or (torch.is_grad_enabled() and not output.requires_grad):  # no path from the input: a leaf,
+            output = output.detach().requires_grad_(torch.is_grad_enabled())  # so its gradient exists (text attention)
         keep(output)
         return output.clone()
 
@@ -123,13 +123,13 @@ def capture(
     `needs` (a subset of `NEEDS`): "layer" records `layer`'s output, "layer_grad" its gradient;
     "input_grad" d score / d x; "guided_grad" the same with guided ReLUs, from a second backward over the
     same graph, so Grad-CAM, saliency, Guided Backprop and gradient-weighted rollout asked together cost
-    one forward; "attention" records each of `probes` ((name, module) pairs that must run exactly once;
-    outputs in the order they ran), "attention_grad" their gradients; "own_attention" runs
-    `model(x, return_attention=True)` and keeps the model's own maps; "bias_grad" the gradients of the
-    outputs of `biased` (layers with a bias, FullGrad's terms) from the same backward. `target` may be
-    unresolved (None, int, tensor, callable). `differentiable`: nothing is detached and the gradients keep
-    their graph (create_graph), so maps built from them can be trained through. `output` selects what the
-    targets score from the model's output (`select_output`).
+    one forward; "attention" records each of `probes` ((name, module) pairs that run once or, an unused
+    tower's, not at all; the outputs of those that ran, in the order they ran), "attention_grad" their
+    gradients; "own_attention" runs `model(x, return_attention=True)` and keeps the model's own maps;
+    "bias_grad" the gradients of the outputs of `biased` (layers with a bias, FullGrad's terms) from the
+    same backward. `target` may be unresolved (None, int, tensor, callable). `differentiable`: nothing is
+    detached and the gradients keep their graph (create_graph), so maps built from them can be trained
+    through. `output` selects what the targets score from the model's output (`select_output`).
     """
     unknown = sorted(set(needs) - NEEDS)
     if unknown:
@@ -149,7 +149,7 @@ def capture(
         forward = _keeping_attention(model, attention) if "own_attention" in needs else model
         raw = run_model(forward, x.clone())  # a model that edits its input in place edits a copy
         logits = logits_of(select_output(raw, output), x.shape[0])
-        recorded.check()
+        recorded.check(model)
         if isinstance(target, Target):
             table, k = target.classes, None
         else:
@@ -187,11 +187,12 @@ class _Recorded:
         if self.biased:
             stack.enter_context(recording_each(self.biased, self.bias_seen))
 
-    def check(self) -> None:
+    def check(self, model: nn.Module) -> None:
         if self.module is not None and len(self.layer) != 1:
             ran = "did not run" if not self.layer else f"ran {len(self.layer)} times"
-            raise InputError(f"the chosen layer {ran} in the forward pass; choose a layer that runs once")
-        _check_ran_once([name for name, _ in self.probes], [i for i, _ in self.seen])
+            name = next((n for n, m in model.named_modules() if m is self.module), "?")
+            raise InputError(f"the chosen layer {name!r} {ran} in the forward pass; choose a layer that runs once")
+        _check_ran_once([name for name, _ in self.probes], [i for i, _ in self.seen], may_skip=True)
         _check_ran_once([f"bias layer {i}" for i in range(len(self.biased))], [i for i, _ in self.bias_seen])
 
     @property
@@ -264,10 +265,11 @@ def _attention_maps(attention: object, batch: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def _check_ran_once(names: list[str], ran: list[int]) -> None:
+def _check_ran_once(names: list[str], ran: list[int], may_skip: bool = False) -> None:
+    """Each module ran once (`may_skip`: or not at all — an attention layer of a tower the call does not use)."""
     for i, name in enumerate(names):
         count = ran.count(i)
-        if count != 1:
+        if count != 1 and not (may_skip and count == 0):
             times = "did not run" if count == 0 else f"ran {count} times"
             raise InputError(f"{name!r} {times} in the forward pass; a recorded module must run once")
 
@@ -284,6 +286,9 @@ def row_grads(scores: torch.Tensor, wrt: list[torch.Tensor], retain: bool, creat
     b, k = scores.shape
     if not scores.requires_grad:
         return [torch.zeros_like(t).repeat_interleave(k, 0) for t in wrt]
+    if not all(t.requires_grad for t in wrt):  # no path from these (a decoder's object queries): zeros
+        live = iter(row_grads(scores, [t for t in wrt if t.requires_grad], retain, create_graph, batched))
+        return [next(live) if t.requires_grad else torch.zeros_like(t).repeat_interleave(k, 0) for t in wrt]
     if k == 1:
         return _grad(scores.sum(), wrt, retain or create_graph, create_graph)
     if batched and not create_graph:

@@ -1,9 +1,13 @@
 """LeGrad (Bousselham et al., ICCV 2025): how sensitive each layer's own class score is to that layer's attention.
 
 For every attention layer l the token stream after its block is read out as the model reads its last
-one (final norm + head: s_l), and E_l = mean over heads and queries of ReLU(∂s_l / ∂A_l); the map is
-the mean of E_l over the layers, at the patch keys. One forward records every block's output and
-attention; each ∂s_l / ∂A_l is one backward through block l's tail and the head only.
+one (s_l), and E_l = mean over heads and queries of ReLU(∂s_l / ∂A_l); the map is the mean of E_l over
+the layers, at the keys, placed on the grid (`explain.windowed`: windows scattered back). "As the model
+reads its last one" is the model's own head: one forward in which the last block's output is replaced by
+the streams of every layer, stacked (L·N rows), so whatever follows the last block — final norm,
+pooling, projection, classifier, of any library — reads each of them. The layers are those whose block
+outputs a stream of the last block's shape (a hierarchical model: its last stage; earlier stages have
+another width the head cannot read). Each ∂s_l / ∂A_l is one backward through block l's tail and the head.
 """
 
 from __future__ import annotations
@@ -18,16 +22,14 @@ from attnscope.explain import engine
 from attnscope.explain.attention import explicit_attention, no_attention_reason
 from attnscope.explain.context import Oracle
 from attnscope.explain.method import register_method
-from attnscope.explain.tokens import TokenLayout
+from attnscope.explain.windowed import TokenGraph, key_scores, per_sequence
 
-POOLS = ("cls", "mean")
+POOLS = ("model", "cls", "mean")
 
 
 def readout(model: nn.Module, pool: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """tokens (N, T, D) → logits (N, classes) as the model reads its last block: timm's `forward_head`,
-    torchvision's `encoder.ln` + `heads`, or a `norm` + `head` pair (TinyViT); `pool` picks CLS or the mean."""
-    if pool not in POOLS:
-        raise InputError(f"legrad pool must be one of {POOLS}, got {pool!r}")
+    """tokens (N, T, D) → logits with `pool` "cls" or "mean" before the head: timm's `forward_head`, torchvision's
+    `encoder.ln` + `heads`, or a `norm` + `head` pair (TinyViT) — torchcam's LeGrad pools the mean this way."""
     pooled = (lambda t: t[:, 0]) if pool == "cls" else (lambda t: t.mean(dim=1))
     encoder = getattr(model, "encoder", None)
     if callable(getattr(model, "forward_head", None)) and isinstance(getattr(model, "norm", None), nn.Module):
@@ -37,50 +39,141 @@ def readout(model: nn.Module, pool: str) -> Callable[[torch.Tensor], torch.Tenso
         return lambda t: model.heads(encoder.ln(t)[:, 0]) if pool == "cls" else model.heads(encoder.ln(t.mean(dim=1)))
     if isinstance(getattr(model, "norm", None), nn.Module) and isinstance(getattr(model, "head", None), nn.Module):
         return lambda t: model.head(pooled(model.norm(t)))
-    raise NotApplicableError("legrad reads every layer's tokens through the model's head, and found none: it knows "
-                             "timm ViTs (forward_head), torchvision ViTs (encoder.ln + heads) and norm + head")
+    raise NotApplicableError(f"legrad pool={pool!r} reads tokens through a known head (timm's forward_head, "
+                             "torchvision's encoder.ln + heads, norm + head); pool='model' reads any model's own")
 
 
-def _blocks(model: nn.Module, names: list[str]) -> list[nn.Module]:
-    """The block around each attention layer (its parent module), whose output is the layer's token stream."""
-    return [model.get_submodule(name.rpartition(".")[0]) for name in names]
+def blocks(model: nn.Module, names: list[str]) -> list[list[nn.Module]]:
+    """For each attention layer, its ancestors that hold no other attention layer, nearest first."""
+    out = []
+    for name in names:
+        parts, chain = name.split("."), []
+        for i in range(len(parts) - 1, 0, -1):
+            prefix = ".".join(parts[:i])
+            if sum(n == prefix or n.startswith(prefix + ".") for n in names) > 1:
+                break
+            chain.append(model.get_submodule(prefix))
+        out.append(chain)
+    return out
 
 
-def layer_sensitivities(oracle: Oracle, x: torch.Tensor, rows: torch.Tensor, pool: str) -> list[torch.Tensor]:
-    """ReLU(∂s_l / ∂A_l) averaged over heads and queries (N, T) for every attention layer l, forward order."""
-    head = readout(oracle.core, pool)
+def _first(t: object) -> torch.Tensor | None:
+    if isinstance(t, torch.Tensor):
+        return t
+    if isinstance(t, (tuple, list)) and t and isinstance(t[0], torch.Tensor):
+        return t[0]
+    return None
+
+
+def _replaced(output: object, tokens: torch.Tensor) -> object:
+    return tokens if isinstance(output, torch.Tensor) else (tokens, *output[1:])
+
+
+def layer_sensitivities(oracle: Oracle, x: torch.Tensor, rows: torch.Tensor, pool: str, graph: TokenGraph
+                        ) -> list[tuple[int, torch.Tensor]]:
+    """(layer index, ReLU(∂s_l / ∂A_l) averaged over heads and queries (N, T_k)) for each layer of the last stage."""
+    if pool not in POOLS:
+        raise InputError(f"legrad pool must be one of {POOLS}, got {pool!r}")
+    head = None if pool == "model" else readout(oracle.core, pool)
     target = oracle.target.take(rows)
-    with explicit_attention(oracle.core) as layers:
-        blocks = _blocks(oracle.core, [a.name for a in layers])
+    with explicit_attention(oracle.core) as layers, torch.enable_grad():
+        chains = blocks(oracle.core, [a.name for a in layers])
         attn: list[tuple[int, torch.Tensor]] = []
-        outs: list[tuple[int, torch.Tensor]] = []
-        with torch.enable_grad(), engine.recording_each([a.probe for a in layers], attn), \
-                engine.recording_each(blocks, outs):
-            engine.run_model(oracle.model, x.detach().requires_grad_())
-            if len(attn) != len(layers) or len(outs) != len(blocks):
-                raise NotApplicableError("legrad needs every attention layer and its block to run once per forward")
-            found = dict(attn)
-            sens = []
-            for i, tokens in sorted(outs, key=lambda pair: pair[0]):
-                score = target.score(head(tokens)).sum()
-                (grad,) = torch.autograd.grad(score, found[i], retain_graph=True)
-                sens.append(grad.clamp_min(0).mean(dim=(1, 2)))  # (N, T) per key token
+        seen: dict[int, tuple[tuple, torch.Tensor]] = {}
+        hooks = [m.register_forward_hook(lambda m, i, o: seen.__setitem__(id(m), (_shape(i), _first(o))))
+                 for chain in chains for m in chain]
+        try:
+            with engine.recording_each([a.probe for a in layers], attn):
+                out = engine.run_model(oracle.model, x.detach().requires_grad_())
+        finally:
+            for h in hooks:
+                h.remove()
+        ran = [i for i, _ in attn]
+        found = [_stream(chains[i], seen) for i in ran]
+        if found[-1] is None:
+            raise NotApplicableError(f"legrad reads the token stream after each attention layer's block, and found "
+                                     f"no residual block around the last one, {layers[ran[-1]].name!r}")
+        streams = [None if f is None else f[1] for f in found]
+        last, keys = streams[-1], graph.layers[-1].keys
+        chosen = [k for k, s in enumerate(streams)
+                  if s is not None and s.shape == last.shape and graph.layers[k].keys == keys]
+        if head is None:
+            scores = _scores(oracle, x, found[-1][0], last, [streams[k] for k in chosen], target, rows)
+        else:
+            scores = target.take(rows.repeat(len(chosen))).score(head(torch.cat([streams[k] for k in chosen])))
+        n, sens = x.shape[0], []
+        for j, k in enumerate(chosen):
+            (grad,) = torch.autograd.grad(scores[j * n : (j + 1) * n].sum(), attn[k][1], retain_graph=True)
+            p = graph.layers[k]
+            per_key = per_sequence(grad.clamp_min(0), p).mean(dim=2).sum(dim=2)  # (N, nW, Nk): over queries
+            sens.append((k, key_scores(per_key, p) / (p.windows * grad.shape[-2])))
+        del out
     return sens
 
 
-@register_method("legrad", "transformer", applies=no_attention_reason)
-def legrad(images: torch.Tensor, token_layout: TokenLayout, oracle: Oracle, *, last: int | None = None,
-           pool: str = "cls") -> torch.Tensor:
-    """LeGrad (Bousselham et al., ICCV 2025, Eq. 4–6): (1/L) Σ_l mean_{heads, queries} ReLU(∂s_l / ∂A_l) at the
-    patch keys, s_l the explained score of layer l's tokens read out by the model's head.
+def _shape(inputs: tuple) -> tuple:
+    first = _first(inputs)
+    return tuple(first.shape) if first is not None else ()
 
-    `last`: only the last so many layers (None: all); `pool`: "cls" (the paper for CLS-token ViTs) or "mean"
-    (mean over tokens before the final norm, as torchcam's LeGrad for torchvision ViTs).
+
+def _stream(chain: list[nn.Module], seen: dict) -> tuple[nn.Module, torch.Tensor] | None:
+    """The token stream after an attention layer's block: the output of its outermost ancestor that holds no
+    other attention layer and keeps its input's shape (a residual block), else of its outermost such ancestor
+    (a block that downsamples as it starts a stage); None if none outputs a tensor."""
+    ran = [(m, seen[id(m)]) for m in reversed(chain) if id(m) in seen and seen[id(m)][1] is not None]
+    for module, (shape, out) in ran:
+        if shape == tuple(out.shape):
+            return module, out
+    return (ran[0][0], ran[0][1][1]) if ran else None
+
+
+def _scores(oracle: Oracle, x: torch.Tensor, block: nn.Module, last: torch.Tensor, streams: list[torch.Tensor],
+            target, rows: torch.Tensor) -> torch.Tensor:
+    """s_l of every stream (L·N,): one rerun on the streams stacked, or one per stream where what follows the last
+    block cannot take them stacked (a multi-scale head, which also reads earlier stages)."""
+    n = x.shape[0]
+    try:
+        return target.take(rows.repeat(len(streams))).score(_tail(oracle, x, block, last, torch.cat(streams),
+                                                                  n * len(streams)))
+    except NotApplicableError:
+        if len(streams) == 1:
+            raise
+    return torch.cat([target.score(_tail(oracle, x, block, last, s, n)) for s in streams])
+
+
+def _tail(oracle: Oracle, x: torch.Tensor, block: nn.Module, last: torch.Tensor, stacked: torch.Tensor,
+          rows: int) -> torch.Tensor:
+    """The model's output (`rows` of them) when its last block outputs `stacked` (L streams) instead of `last`."""
+    handle = block.register_forward_hook(lambda _m, _i, o: _replaced(o, stacked) if _first(o).shape == last.shape
+                                         else None)
+    try:
+        out = engine.select_output(engine.run_model(oracle.model, x), oracle.output)
+    except (RuntimeError, InputError) as e:
+        raise NotApplicableError("legrad reads every layer's stream through what follows the last block, and what "
+                                 "follows this model's last block does not run on the streams of several layers "
+                                 f"stacked ({str(e).splitlines()[0][:80]})") from e
+    finally:
+        handle.remove()
+    if not isinstance(out, torch.Tensor) or out.shape[0] != rows:
+        raise NotApplicableError("legrad reads every layer's stream through what follows the last block, and this "
+                                 "model's head does not give one output per stream")
+    return out
+
+
+@register_method("legrad", "transformer", applies=no_attention_reason)
+def legrad(images: torch.Tensor, token_graph: TokenGraph, oracle: Oracle, *, last: int | None = None,
+           pool: str = "model") -> torch.Tensor:
+    """LeGrad (Bousselham et al., ICCV 2025, Eq. 4–6): (1/L) Σ_l mean_{heads, queries} ReLU(∂s_l / ∂A_l) at the keys,
+    s_l the explained score of layer l's stream read out by the model's own head.
+
+    `last`: only the last so many layers (None: all of the last stage); `pool`: "model" (the model's own head,
+    whatever it pools), or "cls" / "mean" before a known head (torchcam's LeGrad pools the mean).
     """
     rows = torch.arange(images.shape[0], device=images.device)
-    sens = layer_sensitivities(oracle, images, rows, pool)
+    sens = layer_sensitivities(oracle, images, rows, pool, token_graph)
     if last is not None:
         if not 1 <= last <= len(sens):
             raise InputError(f"legrad last must be between 1 and {len(sens)} (the attention layers), got {last}")
         sens = sens[-last:]
-    return token_layout.to_grid(torch.stack(sens).mean(dim=0))
+    space = token_graph.layers[sens[-1][0]].keys
+    return token_graph.to_grid(torch.stack([s for _, s in sens]).mean(dim=0), space)

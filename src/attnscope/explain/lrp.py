@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
+from attnscope.explain import relevance as relevance_rules
 from attnscope.explain.context import Oracle
 from attnscope.explain.gradient import reduce_channels
 from attnscope.explain.method import register_method
@@ -94,9 +95,9 @@ COMPOSITES.register("epsilon", _epsilon_only)
 
 @register_rewrite("lrp", applies=None)
 def _composite(_name: str, model: nn.Module, composite: Any) -> tuple[Any, Callable[[], None]]:
-    """A zennit composite registered on the whole model (its canonizers applied); undo removes both."""
-    composite.register(model)
-    return composite, composite.remove
+    """A zennit composite's canonizers and rules on the whole model, the rules evaluated from the forward's saved
+    tensors (`explain.relevance`); undo removes both."""
+    return composite, relevance_rules.register(model, composite)
 
 
 def box_bounds(images: torch.Tensor, low: float | None, high: float | None) -> tuple[torch.Tensor, torch.Tensor]:

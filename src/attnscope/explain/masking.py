@@ -18,6 +18,7 @@ from attnscope.errors import InputError
 from attnscope.explain.context import Oracle
 from attnscope.explain.method import register_method
 from attnscope.explain.options import positive_int
+from attnscope.explain.perturbation import folds, forward_probe
 from attnscope.explain.targets import Target
 
 RISE_SCORES = ("probability", "sigmoid", "logit")
@@ -52,13 +53,15 @@ def _rise_score(target: Target, logits: torch.Tensor, how: str) -> torch.Tensor:
 
 @register_method("rise", "perturbation")
 def rise(oracle: Oracle, *, n: int = 4000, cells: int = 7, p: float = 0.5, score: str = "probability", seed: int = 0,
-         batch_size: int | None = None, draw: int = 64, channels_last: bool | str = "auto") -> torch.Tensor:
+         batch_size: int | None = None, draw: int = 64, channels_last: bool | str = "auto",
+         fold_batchnorm: bool = False) -> torch.Tensor:
     """RISE (Petsiuk et al., BMVC 2018, Eq. 6): M = (1 / (n p)) Σ_i s(x ⊙ M_i) M_i over n random masks M_i.
 
     score: "probability" (the softmax of the target class, the paper's), "sigmoid" of the logit (TorchRay's),
     "logit"; a callable target gives its raw score (sigmoid'd for "sigmoid"). The masks come from `seed`,
     drawn `draw` at a time as TorchRay draws them (its batch_size), the same for every image and
-    every `batch_size` (masks per forward; None: from the memory budget).
+    every `batch_size` (masks per forward; None: from the memory budget). `channels_last` and `fold_batchnorm` as
+    for Score-CAM (`explain.perturbation`).
     """
     positive_int("n", n, at_most=100_000)
     positive_int("cells", cells)
@@ -71,12 +74,15 @@ def rise(oracle: Oracle, *, n: int = 4000, cells: int = 7, p: float = 0.5, score
     size = tuple(x.shape[-2:])
     gen = torch.Generator().manual_seed(seed)
     total = x.new_zeros(x.shape[0] * k, *size)
-    batch_size = oracle.chunk(batch_size, min(n, draw))
+    fold = folds(n * x.shape[0], fold_batchnorm)
+    channels_last, batch_size = oracle.plan(channels_last, batch_size, n * x.shape[0],
+                                            lambda nhwc: forward_probe(oracle, nhwc, fold))
+    batch_size = min(batch_size, draw)
     for start in range(0, n, draw):
         drawn = rise_masks(min(draw, n - start), cells, p, size, gen).to(x)  # (M, H, W)
         for i, s in itertools.product(range(x.shape[0]), range(0, len(drawn), batch_size)):
             masks = drawn[s : s + batch_size]
-            logits = oracle.logits(x[i] * masks[:, None], channels_last)
+            logits = oracle.logits(x[i] * masks[:, None], channels_last, fold)
             for t in range(k):
                 row = i * k + t
                 weights = _rise_score(oracle.target.take(torch.full((len(masks),), row)), logits, score)

@@ -39,9 +39,17 @@ INPUTS: dict[str, tuple[str, frozenset[str]]] = {
     "class_bias": ("the linear head's bias of each row's class (N,)", frozenset()),
     "input_grad": ("d score / d input (N, C, H, W)", frozenset({"input_grad"})),
     "guided_grad": ("d score / d input with guided ReLUs (N, C, H, W)", frozenset({"guided_grad"})),
-    "attentions": ("every attention layer's weights, forward order: (N, heads, T, T) each", frozenset({"attention"})),
+    "attentions": ("every attention layer's weights that ran, in run order: (N·nW, heads, Nq, Nk) each — (N, heads, "
+                   "T, T) for a ViT, nW windows per row for windowed attention", frozenset({"attention"})),
     "attention_grads": ("d score / d each of `attentions`", frozenset({"attention", "attention_grad"})),
-    "token_layout": ("the attention layers' token layout (CLS, registers, patch grid)", frozenset({"attention"})),
+    "token_layout": ("the attention layers' token layout (CLS, registers, patch grid) of a ViT-like model",
+                     frozenset({"attention"})),
+    "token_graph": ("every attention layer placed on the image's token grid (windows, stages) and the tokens the "
+                    "output reads: `explain.windowed.TokenGraph`", frozenset({"attention"})),
+    "attention_maps": ("every attention layer's weights by module name, forward order: {name: (N, heads, Tq, Tk)}, "
+                       "cross-attention included", frozenset({"attention"})),
+    "attention_map_grads": ("d score / d each of `attention_maps`: {name: (N, heads, Tq, Tk)}",
+                            frozenset({"attention", "attention_grad"})),
     "bias_grads": ("b ⊙ d score / d output of every Conv2d / BatchNorm2d with a bias, module order: (N, C, h, w) "
                    "each (FullGrad; the whole backward to the input)", frozenset({"bias_grad"})),
     "own_attention": ("the maps of forward(x, return_attention=True): {name: (N, h, w)}",

@@ -26,15 +26,15 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
-from attnscope.explain import budget
+from attnscope.explain import budget, progress
 from attnscope.explain.context import Pass, no_pass, shared_pass
-from attnscope.explain.layers import LayerSpec, resolve_layer
+from attnscope.explain.layers import LayerSpec, layer_choice, resolve_layer
 from attnscope.explain.method import Method, MethodResult, Result
 from attnscope.explain.run import OutputSpec, model_guard
-from attnscope.explain.targets import TargetSpec
+from attnscope.explain.targets import TargetSpec, by_name
 from attnscope.explain.wrappers import Wrapped, explain_wrapped
-from attnscope.maps import AttentionMap, Explanation, SequenceMap, upsample, upsample_density
-from attnscope.modules import device_of, unwrap
+from attnscope.maps import AttentionMap, Explanation, SequenceMap, Upsampled, upsample, upsample_density
+from attnscope.modules import class_names, device_of, unwrap
 from attnscope.registry import METHODS
 
 
@@ -98,6 +98,12 @@ def plan(how: Explainer, batch: int) -> Plan:
 
 def explain_with(how: Explainer, model: nn.Module, images: torch.Tensor, targets: TargetSpec) -> Explanation:
     """The maps of `model` for `images` as `how` says, for `targets` (see `explain`)."""
+    from attnscope.explain import multimodal
+
+    if multimodal.bound_target(model, targets, [s.uses_pass for s in how.specs]):  # texts, captions: bound to them
+        return multimodal.explain_bound(how, model, images, targets)
+    names = class_names(model) if isinstance(model, nn.Module) else None
+    targets = by_name(targets, names, images.shape[0] if isinstance(images, torch.Tensor) else 0)
     images = _checked(how, model, images, targets)
     todo = plan(how, images.shape[0])
     if len(todo.chunks) > 1:
@@ -109,18 +115,22 @@ def explain_with(how: Explainer, model: nn.Module, images: torch.Tensor, targets
         todo = todo.resolved(model, images, how.layer)
         if todo.runs and not how.differentiable:  # refused before it runs, with the estimate (`explain.budget`)
             budget.check_pass(unwrap(model), images, images.device, todo.gradients)
+        if todo.runs:
+            progress.inputs(images.shape[0])
         shared = shared_pass(model, images, targets, todo.needs, todo.layer, how.layer, how.differentiable,
                              how.output) if todo.runs else no_pass(model, images, todo.needs, how.differentiable,
                                                                    how.output)  # THE shared pass
         maps: dict[str, AttentionMap] = {}
         for spec in todo.plain:
             options = how.options.get(spec.name, {})
+            progress.method("start", spec.name)
             maps.update(_as_maps(spec, spec.run(shared.inputs(spec.inputs), options), shared, options))
+            progress.method("done", spec.name, images.shape[0])
         if todo.wrapped:
             maps = _with_wrapped(how, todo, model, shared, targets, maps)
     if not todo.runs:
-        return Explanation(maps, None, None)
-    return Explanation(maps, shared.capture.logits, shared.capture.table)
+        return Explanation(maps, None, None, class_names=names)
+    return Explanation(maps, shared.capture.logits, shared.capture.table, class_names=names)
 
 
 def _with_wrapped(how: Explainer, todo: Plan, model: nn.Module, shared: Pass, targets: TargetSpec,
@@ -132,7 +142,13 @@ def _with_wrapped(how: Explainer, todo: Plan, model: nn.Module, shared: Pass, ta
         return how.replace(methods=tuple(names), layer=layer, options=opts, batch_size=None,
                            differentiable=False)(model, x, t)
 
-    maps.update(explain_wrapped(again, todo.wrapped, how.options, shared.images, resolved, how.layer))
+    names = [w.name for w in todo.wrapped]
+    for name in names:
+        progress.method("start", name)
+    with progress.muted():  # the variants' own calls are this method's work
+        maps.update(explain_wrapped(again, todo.wrapped, how.options, shared.images, resolved, how.layer))
+    for name in names:
+        progress.method("done", name, shared.images.shape[0])
     return {s: maps[s] for s in how.methods if s in maps} | maps  # the order asked for
 
 
@@ -152,15 +168,17 @@ def _as_maps(spec: Method, result: MethodResult, shared: Pass, options: Mapping[
         low = low if low.dtype == torch.float64 else low.float()
         at_input = tuple(low.shape[-2:]) == size
         resize = upsample_density if part.resize == "density" else upsample
-        values = low if at_input else resize(low, size)
         if per_image is not None:  # rows back to (B, K, ...)
-            values = values.view(-1, per_image, *values.shape[1:])
             low = low.view(-1, per_image, *low.shape[1:])
+        values = low if at_input else Upsampled(lambda low=low, resize=resize: resize(low, size),
+                                                (*low.shape[:-2], *size))  # on first read of .values
         out[key] = AttentionMap(
             values=values, method=key, targets=table,
             layer=part.layer or (shared.layer[0] if reads_layer else None),
             lowres=None if at_input else low,
-            meta={**spec.defaults, **options, **part.meta},
+            meta={**spec.defaults, **options, **part.meta,
+                  **({"layer_choice": layer_choice(shared.core, shared.images, shared.layer[0])}
+                     if reads_layer and not part.layer else {})},
         )
     return out
 

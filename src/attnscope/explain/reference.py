@@ -1,18 +1,21 @@
 """Attributions relative to reference inputs: DeepLIFT (Rescale rule), DeepLIFT-SHAP and GradientSHAP.
 
 DeepLIFT (Shrikumar et al., ICML 2017) explains y(x) − y(x') by multipliers m = Δout / Δin that replace
-each nonlinearity's derivative. Here that is the registered rewrite `deeplift-rescale`: the input and
-its reference run as one batch [x; x'] (one forward), a hook on every elementwise activation module
-swaps its backward for the multiplier computed from the two halves, and one backward gives
-m_x; the attribution is (x − x') ⊙ m_x. Max pooling keeps its gradient (the paper's choice for max
-operations; captum applies its own rule to MaxPool, see docs/methods.md). DeepLIFT-SHAP averages
-DeepLIFT over a set of references; GradientSHAP (Lundberg & Lee, NeurIPS 2017; captum's estimator)
-averages (x̃ − b) ⊙ ∇y(b + α (x̃ − b)) over random references b, α ~ U(0, 1) and noisy inputs x̃.
+each nonlinearity's derivative. Here that is the registered rewrite `deeplift-rescale`: the references run
+once per call without gradients while every elementwise activation module records its input and output
+(`recorded`; one image for a constant baseline, shared by all images, targets and methods of the call), then
+the inputs run alone with a hook on each such module that swaps its backward for the multiplier against the
+recorded reference, and one backward gives m_x; the attribution is (x − x') ⊙ m_x. Max pooling keeps its
+gradient (the paper's choice for max operations; captum applies its own rule to MaxPool, see docs/methods.md).
+DeepLIFT-SHAP averages DeepLIFT over a set of references; GradientSHAP (Lundberg & Lee, NeurIPS 2017; captum's
+estimator) averages (x̃ − b) ⊙ ∇y(b + α (x̃ − b)) over random references b, α ~ U(0, 1) and noisy inputs x̃.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -22,8 +25,8 @@ from attnscope.explain.context import Oracle
 from attnscope.explain.gradient import reduce_channels
 from attnscope.explain.method import register_method
 from attnscope.explain.options import positive_int
-from attnscope.explain.rewrites import register_rewrite
-from attnscope.explain.sampled import MAX_POINTS
+from attnscope.explain.rewrites import register_rewrite, rewritten
+from attnscope.explain.sampled import MAX_POINTS, gradient_probe
 
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.GELU, nn.SiLU)
 RESCALE_EPS = 1e-10  # |Δin| below this: the activation's own derivative (captum's threshold)
@@ -43,24 +46,43 @@ class _Rescaled(torch.autograd.Function):
         return torch.where(near, 0.0, grad * multiplier), torch.where(near, grad, 0.0), None, None
 
 
+@dataclass
+class Recorded:
+    """Every activation module's (input, output) on the references, in call order (a module may run twice);
+    `done` once they are all recorded (then the rewrite rescales instead of recording)."""
+
+    calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
+    done: bool = False
+
+
 @register_rewrite("deeplift-rescale", applies=lambda m: isinstance(m, ELEMENTWISE))
-def _rescale(_name: str, module: nn.Module) -> tuple[None, Callable[[], None]]:
-    """DeepLIFT's Rescale rule on one activation module, for a batch [inputs; references] split in halves."""
+def _rescale(name: str, module: nn.Module, reference: Recorded,
+             index: torch.Tensor | None = None) -> tuple[None, Callable[[], None]]:
+    """DeepLIFT's Rescale rule on one activation module: while `reference` is not done, its (input, output) on
+    the references are recorded; then, for the inputs, its backward is the multiplier Δout / Δin against them
+    (reference row `index[i]` for input i; None: the one reference for every input)."""
     seen: list[torch.Tensor] = []
+    calls = reference.calls.setdefault(name, [])
+    count = [0]
 
     def before(_module: nn.Module, inputs):
         seen[:] = [inputs[0]]
         return (inputs[0].clone(), *inputs[1:])  # an in-place activation then leaves the input intact
 
     def after(_module: nn.Module, _inputs, output):
-        if not (isinstance(output, torch.Tensor) and output.requires_grad and output.shape[0] % 2 == 0):
+        if not reference.done:
+            calls.append((seen[0].detach(), output.detach()))
             return None
-        x_in, ref_in = seen[0].chunk(2)
-        x_out, ref_out = output.chunk(2)
-        delta_in, delta_out = (x_in - ref_in).detach(), (x_out - ref_out).detach()
+        if not (isinstance(output, torch.Tensor) and output.requires_grad):
+            return None
+        ref_in, ref_out = calls[count[0] % len(calls)]
+        count[0] += 1
+        if index is not None:
+            ref_in, ref_out = ref_in[index], ref_out[index]
+        delta_in, delta_out = (seen[0] - ref_in).detach(), (output - ref_out).detach()
         near = delta_in.abs() < RESCALE_EPS
         multiplier = torch.where(near, 0.0, delta_out / torch.where(near, 1.0, delta_in))
-        return torch.cat([_Rescaled.apply(x_in, x_out, multiplier, near), ref_out])
+        return _Rescaled.apply(seen[0], output, multiplier, near)
 
     handles = [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
     return None, lambda: [h.remove() for h in handles]
@@ -72,17 +94,48 @@ def _has_activation(model: nn.Module) -> str | None:
     return "DeepLIFT rewrites activation modules (nn.ReLU, nn.Sigmoid, ...) and this model has none"
 
 
-def deeplift_attributions(oracle: Oracle, images: torch.Tensor, references: torch.Tensor, rows: torch.Tensor,
-                          batch_size: int) -> torch.Tensor:
-    """(x − x') ⊙ m_x (M, C, H, W) for inputs `images` (M, ...) against `references` (M, ...), input i for `rows[i]`.
+_REFERENCES: dict[int, dict[tuple, Recorded]] = {}  # id(a call's target) → the references recorded in that call
 
-    Each chunk of `batch_size` pairs is one forward of [inputs; references] and one backward.
+
+def _of_call(oracle: Oracle) -> dict[tuple, Recorded]:
+    """The references recorded in this call (its methods share the call's `Target`), dropped when the call ends."""
+    key = id(oracle.target)
+    if key not in _REFERENCES:
+        _REFERENCES[key] = {}
+        weakref.finalize(oracle.target, _REFERENCES.pop, key, None)
+    return _REFERENCES[key]
+
+
+def recorded(oracle: Oracle, references: torch.Tensor, key: tuple) -> Recorded:
+    """The activations of `references` (R, C, H, W): one forward without gradients (in budget chunks), shared by
+    every method and target of the call that uses the same references (`key`)."""
+    known = _of_call(oracle)
+    if key not in known:
+        step, parts = oracle.chunk(None, references.shape[0]), []
+        for s in range(0, references.shape[0], step):
+            parts.append(Recorded())
+            with rewritten(oracle.core, "deeplift-rescale", reference=parts[-1]):
+                oracle.logits(references[s : s + step], channels_last=False)
+        known[key] = Recorded({name: [tuple(torch.cat(t) for t in zip(*(p.calls[name][j] for p in parts), strict=True))
+                                      for j in range(len(calls))]
+                               for name, calls in parts[0].calls.items()}, done=True)
+    return known[key]
+
+
+def deeplift_attributions(oracle: Oracle, images: torch.Tensor, reference: Recorded, baselines: torch.Tensor,
+                          index: torch.Tensor | None, rows: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(x − x') ⊙ m_x (M, C, H, W) for inputs `images` (M, ...) against the recorded references (reference row
+    `index[i]` for input i, or the one reference), input i explained for `rows[i]`; `baselines`: x' per input.
+
+    Each chunk of `batch_size` inputs is one forward of the inputs alone (the references ran once, without
+    gradients, `recorded`) and one backward.
     """
     out = torch.empty_like(images)
     for s in range(0, images.shape[0], batch_size):
-        x, ref, r = images[s : s + batch_size], references[s : s + batch_size], rows[s : s + batch_size]
-        grads = oracle.input_gradients(torch.cat([x, ref]), torch.cat([r, r]), rewrite="deeplift-rescale")
-        out[s : s + batch_size] = (x - ref) * grads[: x.shape[0]]
+        x, r = images[s : s + batch_size], rows[s : s + batch_size]
+        grads = oracle.input_gradients(x, r, rewrite="deeplift-rescale", reference=reference,
+                                       index=None if index is None else index[s : s + batch_size])
+        out[s : s + batch_size] = (x - baselines[s : s + batch_size]) * grads
     return out
 
 
@@ -109,17 +162,30 @@ def reference_set(references: float | torch.Tensor | str, images: torch.Tensor, 
                      f"(M, {', '.join(map(str, shape))}) or 'uniform'")
 
 
+def _reference_key(references: float | torch.Tensor | str, *more: object) -> tuple:
+    """What identifies a set of references within a call (a tensor by its identity: the caller's own object)."""
+    return (id(references) if isinstance(references, torch.Tensor) else references, *more)
+
+
 @register_method("deeplift", "gradient", applies=_has_activation)
 def deeplift(images: torch.Tensor, oracle: Oracle, *, baseline: float | torch.Tensor = 0.0, reduce: str = "sum",
              batch_size: int | None = None) -> torch.Tensor:
     """DeepLIFT, Rescale rule (Shrikumar et al., ICML 2017): (x − x') ⊙ m, m the multipliers Δy / Δx through
-    activations rescaled by Δout / Δin; Σ attributions = y(x) − y(x') on nets of linear layers and such activations."""
-    batch_size = oracle.chunk(batch_size, images.shape[0], grad=True)
-    ref = reference_set(baseline, images, 1, 0)
+    activations rescaled by Δout / Δin; Σ attributions = y(x) − y(x') on nets of linear layers and such activations.
+
+    The baseline's forward runs once per call (one image for a number or one (C, H, W) tensor), shared with the
+    K targets of an image and any other DeepLIFT of the call with the same baseline.
+    """
+    batch_size = oracle.chunk(batch_size, images.shape[0], grad=True, probe=gradient_probe(oracle))
+    one = not isinstance(baseline, torch.Tensor) or baseline.dim() == 3
+    ref = reference_set(baseline, oracle.images[:1] if one else oracle.images, 1, 0)  # (B or 1, 1, C, H, W)
     if ref.shape[1] != 1:
         raise InputError("deeplift takes one baseline per image; for a set of references use deepliftshap")
+    rec = recorded(oracle, ref[:, 0], _reference_key(baseline, "deeplift"))
+    index = None if one else oracle.source
     rows = torch.arange(images.shape[0], device=images.device)
-    return reduce_channels(deeplift_attributions(oracle, images, ref[:, 0], rows, batch_size), reduce)
+    base = ref[:, 0].expand(images.shape[0], *images.shape[1:]) if one else ref[oracle.source, 0]
+    return reduce_channels(deeplift_attributions(oracle, images, rec, base, index, rows, batch_size), reduce)
 
 
 @register_method("deepliftshap", "gradient", applies=_has_activation)
@@ -129,13 +195,20 @@ def deepliftshap(images: torch.Tensor, oracle: Oracle, *, references: float | to
     """DeepLIFT-SHAP (Lundberg & Lee, NeurIPS 2017): the mean over references x'_j of DeepLIFT(x, x'_j).
 
     references: a tensor (M, C, H, W) of reference images shared by all images, a number, or "uniform"
-    (`n_references` images of uniform noise in each image's value range, from `seed`).
+    (`n_references` images of uniform noise in each image's value range, from `seed`). The references' forward
+    runs once per call, without gradients, shared with the K targets of an image.
     """
-    ref = reference_set(references, images, n_references, seed)  # (N, M, C, H, W)
-    n, m = ref.shape[:2]
-    batch_size = oracle.chunk(batch_size, n * m, grad=True)
+    per_image = reference_set(references, oracle.images, n_references, seed)  # (B, M, C, H, W)
+    b, m = per_image.shape[:2]
+    shared = not isinstance(references, str)  # the same M references for every image
+    refs = per_image[0] if shared else per_image.flatten(0, 1)
+    rec = recorded(oracle, refs, _reference_key(references, n_references, seed, "deepliftshap"))
+    n = images.shape[0]
+    batch_size = oracle.chunk(batch_size, n * m, grad=True, probe=gradient_probe(oracle))
     rows = torch.arange(n, device=images.device).repeat_interleave(m)
-    attr = deeplift_attributions(oracle, images[rows], ref.flatten(0, 1), rows, batch_size)
+    j = torch.arange(m, device=images.device).repeat(n)
+    index = j if shared else oracle.source[rows] * m + j
+    attr = deeplift_attributions(oracle, images[rows], rec, refs[index], index, rows, batch_size)
     return reduce_channels(attr.view(n, m, *images.shape[1:]).mean(dim=1), reduce)
 
 
@@ -175,7 +248,7 @@ def gradientshap(images: torch.Tensor, oracle: Oracle, *, references: float | to
     batch. references as in `deepliftshap`.
     """
     positive_int("n", n, at_most=MAX_POINTS)
-    batch_size = oracle.chunk(batch_size, images.shape[0] * n, grad=True)
+    batch_size = oracle.chunk(batch_size, images.shape[0] * n, grad=True, probe=gradient_probe(oracle))
     if not stdev >= 0:
         raise InputError(f"stdev must be >= 0, got {stdev!r}")
     ref = reference_set(references, images, n_references, seed)  # (N, M, C, H, W)

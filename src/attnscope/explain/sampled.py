@@ -13,12 +13,25 @@ import numpy as np
 import torch
 
 from attnscope.errors import InputError
+from attnscope.explain.budget import Probe
 from attnscope.explain.context import Oracle
 from attnscope.explain.gradient import reduce_channels
 from attnscope.explain.method import register_method
 from attnscope.explain.options import baseline_like, positive_int
 
 MAX_POINTS = 100_000  # path points / noise draws per image: beyond this a setting is refused, not run for days
+
+
+def gradient_probe(oracle: Oracle, channels_last: bool | str = False, kind: str = "input-gradients") -> Probe:
+    """Chunks of input gradients timed on copies of the first image (row 0's target), in the passes' layout."""
+    nhwc = oracle.channels_last(channels_last)
+    x = oracle.images[:1]
+
+    def run(n: int) -> object:
+        rows = torch.zeros(n, dtype=torch.long, device=x.device)
+        return oracle.input_gradients(x.expand(n, *x.shape[1:]).clone(), rows, channels_last=channels_last)
+
+    return Probe(f"{kind}-{'nhwc' if nhwc else 'nchw'}", run)
 
 
 def path_sum(
@@ -66,7 +79,8 @@ def smoothgrad(
     passes' layout ("auto": NHWC for a model that declares `prefers_channels_last`, `Oracle.channels_last`).
     """
     positive_int("n", n, at_most=MAX_POINTS)
-    batch_size = oracle.chunk(batch_size, images.shape[0] * n, grad=True)
+    channels_last, batch_size = oracle.plan(channels_last, batch_size, images.shape[0] * n,
+                                            lambda nhwc: gradient_probe(oracle, nhwc), grad=True)
     if not sigma >= 0:
         raise InputError(f"sigma must be >= 0 (a fraction of each image's value range), got {sigma!r}")
     x = images
@@ -128,7 +142,8 @@ def integrated_gradients(
     alphas = alphas.to(device=x.device, dtype=x.dtype)
     shared = _shared_start(baseline, classes, alphas)
     first = int(shared)  # the path points left to each row: alphas[first:]
-    batch_size = oracle.chunk(batch_size, x.shape[0] * (steps - first), grad=True)
+    channels_last, batch_size = oracle.plan(channels_last, batch_size, x.shape[0] * (steps - first),
+                                            lambda nhwc: gradient_probe(oracle, nhwc), grad=True)
     points = lambda i, j: base[i] + alphas[j + first].view(-1, 1, 1, 1) * (x[i] - base[i])
     total = path_sum(oracle, x, points, weights[first:], batch_size, channels_last)
     if shared:

@@ -15,6 +15,7 @@ from attnscope.explain.cam import weighted_sum
 from attnscope.explain.context import Oracle
 from attnscope.explain.method import register_method
 from attnscope.explain.options import positive_int
+from attnscope.explain.perturbation import folds, forward_probe
 from attnscope.explain.sampled import MAX_POINTS
 from attnscope.maps import normalize, upsample
 
@@ -28,20 +29,23 @@ def channel_masks(acts: torch.Tensor, size: tuple[int, int], upsample_first: boo
 
 
 def mean_masked_scores(oracle: Oracle, acts: torch.Tensor, upsample_first: bool, coeffs: torch.Tensor,
-                       noise: torch.Tensor, batch_size: int | None, channels_last: bool | str) -> torch.Tensor:
+                       noise: torch.Tensor, batch_size: int | None, channels_last: bool | str,
+                       fold_batchnorm: bool = False) -> torch.Tensor:
     """(N, C): mean over j of the score of x ⊙ (coeffs[j] · H_k + noise[j]) for each row's image and channel."""
     k = oracle.per_image
     n_img, c = acts.shape[0] // k, acts.shape[1]
     n = coeffs.shape[0]
     total = acts.new_zeros(n_img * k, c)
-    batch_size = oracle.chunk(batch_size, c * n)
+    fold = folds(n_img * c * n, fold_batchnorm)
+    channels_last, batch_size = oracle.plan(channels_last, batch_size, n_img * c * n,
+                                            lambda nhwc: forward_probe(oracle, nhwc, fold))
     for i in range(n_img):
         h = channel_masks(acts[i * k : i * k + 1], tuple(oracle.images.shape[-2:]), upsample_first)[0]  # (C, H, W)
         for s in range(0, c * n, batch_size):
             flat = torch.arange(s, min(s + batch_size, c * n), device=acts.device)
             ch, j = flat // n, flat % n
             mask = coeffs[j].view(-1, 1, 1) * h[ch] + noise[j]  # (M, H, W)
-            logits = oracle.logits(oracle.images[i] * mask[:, None], channels_last)
+            logits = oracle.logits(oracle.images[i] * mask[:, None], channels_last, fold)
             for t in range(k):
                 row = i * k + t
                 total[row].index_add_(0, ch, oracle.target.take(torch.full_like(ch, row)).score(logits))
@@ -74,7 +78,7 @@ def sscam(acts: torch.Tensor, oracle: Oracle, *, n: int = 35, sigma: float = 2.0
 @register_method("iscam", "perturbation")
 def iscam(acts: torch.Tensor, oracle: Oracle, *, n: int = 10, relu: bool = True, upsample_first: bool = True,
           batch_size: int | None = None, channels_last: bool | str = "auto",
-          eigen_smooth: bool = False) -> torch.Tensor:
+          eigen_smooth: bool = False, fold_batchnorm: bool = False) -> torch.Tensor:
     """IS-CAM (Naidu et al., 2020, arXiv:2010.03023): ReLU(Σ_k w_k A_k), w = softmax_k((1/n) Σ_i y(x ⊙ c_i H_k)),
     c_i = Σ_{j ≤ i} j / n for i = 1 … n (the masks' integration path, as torchcam's ISCAM reads the paper)."""
     _checked(n)
@@ -82,5 +86,5 @@ def iscam(acts: torch.Tensor, oracle: Oracle, *, n: int = 10, relu: bool = True,
     steps = torch.arange(1, n + 1, dtype=acts.dtype, device=acts.device)
     coeffs = torch.cumsum(steps / n, dim=0)  # (n,)
     scores = mean_masked_scores(oracle, acts, upsample_first, coeffs, acts.new_zeros(n, *size), batch_size,
-                                channels_last)
+                                channels_last, fold_batchnorm)
     return weighted_sum(acts, scores.softmax(dim=1), relu, eigen_smooth)

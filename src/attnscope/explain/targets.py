@@ -7,6 +7,7 @@ target per image explains K targets per image unchanged; `explain` folds the row
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import torch
 
 from attnscope.errors import InputError
 
-TargetSpec = None | int | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+TargetSpec = None | int | str | Sequence | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
@@ -67,6 +68,7 @@ def class_logits(output: object) -> torch.Tensor:
 def resolve(spec: TargetSpec, output: torch.Tensor) -> tuple[Target, torch.Tensor, int | None]:
     """Turn the user's `targets` into (row target, per-image table, K) given the shared pass's output.
 
+    (Class names are indices by then: `by_name`.)
     None → predicted class; int → that class for every image; LongTensor[B] → one class per image;
     LongTensor[B, K] → K classes per image (K = None for the one-target forms); callable(output) →
     scores (B,) or (B, K). The table is (B,) or (B, K) classes, -1 for a callable. A tensor of
@@ -94,7 +96,8 @@ def resolve(spec: TargetSpec, output: torch.Tensor) -> tuple[Target, torch.Tenso
         table = _class_table(spec, b).to(device=logits.device, dtype=torch.long)
     else:
         kind = type(spec).__name__
-        raise InputError(f"targets must be None, an int, a LongTensor[B] or [B, K], or a callable, got {kind}")
+        raise InputError(f"targets must be None, an int, a class name, a LongTensor[B] or [B, K], or a callable, "
+                         f"got {kind}")
     bad = (table < 0) | (table >= n)
     if bad.any():
         raise InputError(f"target class {int(table[bad][0])} is out of range for a model with {n} classes")
@@ -137,37 +140,104 @@ def checked_scores(scores: object, n: int) -> torch.Tensor:
     return scores
 
 
+def by_name(spec: TargetSpec, names: Sequence[str] | None, batch: int) -> TargetSpec:
+    """Class names in `targets` as indices: a name → its index (every image); B names → LongTensor[B]; B lists
+    of K names → LongTensor[B, K]. Any other spec is returned as it is. `names`: the model's class names."""
+    if isinstance(spec, str):
+        return class_index(spec, names)
+    if isinstance(spec, (list, tuple)) and spec and all(isinstance(s, str) or _names_row(s) for s in spec):
+        if len(spec) != batch:
+            raise InputError(f"targets names {len(spec)} classes for a batch of {batch} images: give one name per "
+                             f"image, a list of K names per image, or one name (a str) for every image")
+        rows = [[class_index(s, names)] if isinstance(s, str) else [class_index(n, names) for n in s] for s in spec]
+        if len({len(r) for r in rows}) != 1:
+            raise InputError("targets: every image needs the same number of class names")
+        table = torch.tensor(rows, dtype=torch.long)
+        return table[:, 0] if all(isinstance(s, str) for s in spec) else table
+    return spec
+
+
+def _names_row(item: object) -> bool:
+    return isinstance(item, (list, tuple)) and bool(item) and all(isinstance(n, str) for n in item)
+
+
+def class_index(name: str, names: Sequence[str] | None) -> int:
+    """The index of the class called `name` among the model's `names` (exact, else the one case-insensitive
+    match); an unknown name raises with the close ones, a name two classes share raises with both indices."""
+    if names is None:
+        raise InputError(f"targets={name!r} names a class, but this model carries no class names: pass the class "
+                         "index, or give the model its names (ats.models.with_class_names(model, names); "
+                         "--classes FILE|imagenet on the command line)")
+    found = [i for i, n in enumerate(names) if n == name]
+    if not found:
+        found = [i for i, n in enumerate(names) if n.casefold() == name.strip().casefold()]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise InputError(f"{name!r} names {len(found)} classes ({', '.join(map(str, found))}): pass the index")
+    close = close_names(name, names)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise InputError(f"no class is called {name!r} among the model's {len(names)} classes{hint}")
+
+
+def close_names(name: str, names: Sequence[str], n: int = 5) -> list[str]:
+    """Class names close to `name`: those containing it as a word, then the most similar spellings."""
+    import difflib
+
+    key = name.strip().casefold()
+    words = [c for c in names if re.search(rf"\b{re.escape(key)}\b", c.casefold())]
+    lowered = {c.casefold(): c for c in names}
+    similar = [lowered[c] for c in difflib.get_close_matches(key, list(lowered), n=n, cutoff=0.6)]
+    return list(dict.fromkeys(words + similar))[:n]
+
+
 # --targets of the command line: which class each image's map explains.
 TARGET_WORDS = {"predicted": "predicted", "pred": "predicted", "label": "label"}  # word → its one meaning
-TARGET_FORMS = "predicted (the model's class), label (the data set's) or a class index"
+TARGET_FORMS = "predicted (the model's class), label (the data set's), a class index or a class name"
 
 
 def parse_targets(text: str, classes: Sequence[str] | None = None, flag: str = "--targets") -> str | int:
-    """A `--targets` text → "predicted", "label" or a class index (≥ 0); "pred" means "predicted".
+    """A `--targets` text → "predicted", "label", a class index (≥ 0) or a class name; "pred" means "predicted".
 
-    `classes`: the model's class names, when it has them; a name among them is its index.
+    `classes`: the model's class names, when known; a name is then its index (close names suggested on a
+    miss). Without them a name stays a name, resolved once the model is loaded (`named_choice`).
     """
+    import difflib
+
     word = TARGET_WORDS.get(text.strip().lower())
     if word is not None:
         return word
-    if classes is not None and text in classes:
-        return list(classes).index(text)
-    try:
-        index = int(text)
-    except ValueError:
-        index = -1
-    if index < 0:
-        named = " or a class name" if classes is not None else ""
-        raise InputError(f"{flag} must be {TARGET_FORMS}{named}, got {text!r}")
-    return index
+    if re.fullmatch(r"\s*\+?\d+\s*", text):
+        return int(text)
+    if re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", text):  # a number, but no index
+        raise InputError(f"{flag} must be {TARGET_FORMS}, got {text!r}")
+    if classes is not None:
+        return class_index(text, classes)
+    close = difflib.get_close_matches(text.strip().lower(), list(TARGET_WORDS), n=1, cutoff=0.75)
+    if close or not text.strip():
+        hint = f" (did you mean {TARGET_WORDS[close[0]]}?)" if close else ""
+        raise InputError(f"{flag} must be {TARGET_FORMS}, got {text!r}{hint}")
+    return text
+
+
+def named_choice(choice: str | int, names: Sequence[str] | None, flag: str = "--targets") -> str | int:
+    """A parsed `--targets` with a class name made the model's index for it (its `names`: `class_index`, close
+    names suggested on a miss); "predicted", "label" and indices as they are."""
+    if not isinstance(choice, str) or choice in ("predicted", "label"):
+        return choice
+    if names is None:
+        raise InputError(f"{flag} {choice!r} names a class, but this model carries no class names: give {flag} "
+                         "predicted, label or the class index, or the model its names (--classes FILE|imagenet)")
+    return class_index(choice, names)
 
 
 def choice_targets(choice: str | int, labels: torch.Tensor | None) -> TargetSpec:
-    """What `explain` takes for a parsed `--targets`: None (predicted), the images' `labels`, or the class."""
+    """What `explain` takes for a parsed `--targets`: None (predicted), the images' `labels`, or the class (an index
+    or a name)."""
     if choice == "predicted":
         return None
     if choice == "label":
         if labels is None or bool((labels < 0).any()):
             raise InputError("--targets label needs a built-in data set (images from a folder have no labels)")
         return labels
-    return int(choice)
+    return choice if isinstance(choice, str) else int(choice)  # a class name: `explain` resolves it by the model's

@@ -3,8 +3,10 @@
 The maths are pure functions over the attention weights of one forward pass, one tensor
 (B, heads, T, T) per layer in forward order (row i: how token i attends to every token j; rows
 sum to 1). They return token-to-token relevance (B, T, T) or per-token scores (B, T). The
-registered methods read the weights (and their gradients) from the shared pass, take the CLS
-row and reshape its patch entries to the grid (B, h, w); `explain` upsamples that to the input.
+registered methods read the weights (and their gradients) from the shared pass and compose them
+on the image's token grid (`explain.windowed`): for a ViT that is the CLS row of the product,
+reshaped to the patch grid (B, h, w); windowed and hierarchical models have their windows
+scattered back and their stages joined. `explain` upsamples the grid to the input.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain.attention import no_attention_reason
 from attnscope.explain.method import register_method
 from attnscope.explain.tokens import TokenLayout
+from attnscope.explain.windowed import TokenGraph, at_layer, per_sequence, propagate, through
 
 HEAD_FUSIONS = ("mean", "max", "min")
 FLOW_SCALE = 1 << 20  # capacities are rounded to multiples of 2⁻²⁰ for the integer max-flow solver
@@ -119,12 +122,15 @@ def attention_flow(
     head_fusion: str = "mean",
     sink: int = 0,
     max_edges: int = FLOW_MAX_EDGES,
+    readout: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention flow (Abnar & Zuidema, ACL 2020): max-flow from each input token to output token `sink`.
 
     The graph has a node per token and layer (L + 1 layers); node j of layer l-1 feeds node i of
     layer l with capacity Â_l[i, j] (`with_residual` of the head-fused attention). Returns
-    (B, T): the maximum flow from input token j to `sink` at the top layer.
+    (B, T): the maximum flow from input token j to `sink` at the top layer. `readout` (T,): a head
+    that reads several tokens (a mean pool): the sink is one more node that top token i feeds with
+    capacity readout[i] (for a one-hot readout at `sink`, the same flow).
 
     Exact up to rounding: capacities are rounded to multiples of 1/FLOW_SCALE (2⁻²⁰) for scipy's
     integer solver, so each value is within (edges of a minimum cut) · 2⁻²¹ of the exact flow.
@@ -145,51 +151,110 @@ def attention_flow(
         raise InputError(f"sink token {sink} is out of range for {t} tokens")
     layers = [with_residual(fuse_heads(a, head_fusion)) for a in attentions]
     caps = torch.stack(layers, dim=1).detach().double().cpu().numpy()  # (B, L, T, T)
-    n_nodes = (n_layers + 1) * t
+    n_nodes = (n_layers + 1) * t + (readout is not None)
     # Edge (node j of layer l) → (node i of layer l + 1) for every l, i, j; node id = layer · T + token.
     lay, dst, src = np.meshgrid(np.arange(n_layers), np.arange(t), np.arange(t), indexing="ij")
     rows, cols = (lay * t + src).ravel(), ((lay + 1) * t + dst).ravel()
+    target = n_layers * t + sink
+    if readout is not None:  # top token i → the readout node, capacity readout[i]
+        rows = np.concatenate([rows, n_layers * t + np.arange(t)])
+        cols = np.concatenate([cols, np.full(t, n_nodes - 1)])
+        target = n_nodes - 1
+        read = np.rint(readout.detach().double().cpu().numpy() * FLOW_SCALE).astype(np.int32)
     out = torch.zeros(b, t, dtype=torch.float64)
     for i in range(b):
         weights = np.rint(caps[i].ravel() * FLOW_SCALE).astype(np.int32)  # same (l, i, j) order as rows/cols
+        if readout is not None:
+            weights = np.concatenate([weights, read])
         graph = csr_matrix((weights, (rows, cols)), shape=(n_nodes, n_nodes))
         for j in range(t):
-            out[i, j] = maximum_flow(graph, j, n_layers * t + sink).flow_value / FLOW_SCALE
+            out[i, j] = maximum_flow(graph, j, target).flow_value / FLOW_SCALE
     return out.to(dtype=attentions[0].dtype, device=attentions[0].device)
 
 
+def fused(attentions: torch.Tensor, graph: TokenGraph, index: int, how: str = "mean") -> torch.Tensor:
+    """Layer `index`'s weights (N·nW, heads, Nq, Nk) with heads fused, per sequence: (N, nW, Nq, Nk)."""
+    if how not in HEAD_FUSIONS:
+        raise InputError(f"head_fusion must be one of {HEAD_FUSIONS}, got {how!r}")
+    a = per_sequence(attentions, graph.layers[index])
+    return {"mean": lambda: a.mean(dim=2), "max": lambda: a.amax(dim=2), "min": lambda: a.amin(dim=2)}[how]()
+
+
+def _start(graph: TokenGraph, rows: int, like: torch.Tensor) -> torch.Tensor:
+    return graph.readout.to(like)[None].expand(rows, -1)
+
+
 @register_method("attention", "transformer", applies=no_attention_reason)
-def raw_attention(attentions: Sequence[torch.Tensor], token_layout: TokenLayout, *, head_fusion: str = "mean",
+def raw_attention(attentions: Sequence[torch.Tensor], token_graph: TokenGraph, *, head_fusion: str = "mean",
                   layer_index: int = -1) -> torch.Tensor:
-    """Raw attention: the CLS token's attention to each patch, A_l[CLS, patches], heads fused; l = last by default."""
-    cls = _cls(token_layout)
-    if not -len(attentions) <= layer_index < len(attentions):
-        raise InputError(f"layer_index {layer_index} is out of range for {len(attentions)} attention layers")
-    return token_layout.to_grid(fuse_heads(attentions[layer_index], head_fusion)[:, cls])
+    """Raw attention: what one layer's weights give each token from the tokens the output reads — A_l[CLS, patches]
+    in a ViT, the mean over the queries a pooled head reads otherwise — heads fused, placed on the grid (windows
+    scattered back); l = last by default."""
+    n = len(token_graph.layers)
+    if not -n <= layer_index < n:
+        raise InputError(f"layer_index {layer_index} is out of range for {n} attention layers")
+    i = layer_index % n
+    a = fused(attentions[i], token_graph, i, head_fusion)
+    u = at_layer(token_graph, i).to(a)[None].expand(a.shape[0], -1)
+    p = token_graph.layers[i]
+    return token_graph.to_grid(through(u, a, p), p.keys)
 
 
 @register_method("rollout", "transformer", applies=no_attention_reason)
-def attention_rollout(attentions: Sequence[torch.Tensor], token_layout: TokenLayout, *, head_fusion: str = "mean",
+def attention_rollout(attentions: Sequence[torch.Tensor], token_graph: TokenGraph, *, head_fusion: str = "mean",
                       discard_ratio: float = 0.0, discard_rule: str = "reference") -> torch.Tensor:
-    """Attention rollout (Abnar & Zuidema, ACL 2020): the CLS row of Â_L ··· Â_1, Â = (A + I) / 2 row-normalised."""
-    cls = _cls(token_layout)
-    return token_layout.to_grid(rollout(attentions, head_fusion, discard_ratio, cls, discard_rule)[:, cls])
+    """Attention rollout (Abnar & Zuidema, ACL 2020): the readout row (CLS) of Â_L ··· Â_1, Â = (A + I) / 2
+    row-normalised; windows, shifts and stages composed on the grid (`explain.windowed`)."""
+    graph = token_graph
+    graph.check_composes("rollout")
+    if discard_ratio and not graph.is_global:
+        raise NotApplicableError("discard_ratio discards the smallest entries of one global (T, T) matrix per layer; "
+                                 "this model's attention is windowed or hierarchical: use discard_ratio=0")
+    keep = graph.cls or 0
+    mats = [fused(a, graph, i, head_fusion) for i, a in enumerate(attentions)]
+    if discard_ratio:
+        mats = [discard_lowest(m[:, 0], discard_ratio, keep, discard_rule)[:, None] for m in mats]
+    return graph.to_grid(propagate(graph, mats, _start(graph, mats[0].shape[0], mats[0]), "rollout"))
 
 
 @register_method("grad-rollout", "transformer", applies=no_attention_reason)
 def gradient_rollout(attentions: Sequence[torch.Tensor], attention_grads: Sequence[torch.Tensor],
-                     token_layout: TokenLayout) -> torch.Tensor:
-    """Gradient-weighted rollout (Chefer et al., ICCV 2021): CLS row of Π_l (I + E_h[(∇A_l ⊙ A_l)⁺]); class-specific."""
-    cls = _cls(token_layout)
-    return token_layout.to_grid(grad_rollout(attentions, attention_grads)[:, cls])
+                     token_graph: TokenGraph) -> torch.Tensor:
+    """Gradient-weighted rollout (Chefer et al., ICCV 2021): readout row of Π_l (I + E_h[(∇A_l ⊙ A_l)⁺]);
+    class-specific; windows, shifts and stages composed on the grid (`explain.windowed`)."""
+    graph = token_graph
+    graph.check_composes("grad-rollout")
+    mats = weighted(attentions, attention_grads, graph)
+    return graph.to_grid(propagate(graph, mats, _start(graph, mats[0].shape[0], mats[0]), "add"))
+
+
+def weighted(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor], graph: TokenGraph
+             ) -> list[torch.Tensor]:
+    """E_h[(∇A_l ⊙ A_l)⁺] per layer and sequence (N, nW, Nq, Nk)."""
+    if len(gradients) != len(attentions):
+        raise InputError(f"{len(attentions)} attention layers but {len(gradients)} gradients")
+    out = []
+    for i, (a, g) in enumerate(zip(attentions, gradients, strict=True)):
+        if g.shape != a.shape:
+            raise InputError(f"gradient {tuple(g.shape)} does not match attention {tuple(a.shape)}")
+        out.append(per_sequence((g * a).clamp_min(0), graph.layers[i]).mean(dim=2))
+    return out
 
 
 @register_method("flow", "transformer", applies=no_attention_reason)
-def flow(attentions: Sequence[torch.Tensor], token_layout: TokenLayout, *, head_fusion: str = "mean",
+def flow(attentions: Sequence[torch.Tensor], token_graph: TokenGraph, *, head_fusion: str = "mean",
          max_edges: int = FLOW_MAX_EDGES) -> torch.Tensor:
-    """Attention flow (Abnar & Zuidema, ACL 2020): max-flow from each patch to the CLS output; small models only."""
-    cls = _cls(token_layout)
-    return token_layout.to_grid(attention_flow(attentions, head_fusion, cls, max_edges))
+    """Attention flow (Abnar & Zuidema, ACL 2020): max-flow from each patch to the CLS output (to the tokens a pooled
+    head reads, each with its share); small models only."""
+    graph = token_graph
+    graph.check_composes("flow")
+    if not graph.is_global:
+        raise NotApplicableError("attention flow is a max-flow through the layers of one token set (Abnar & Zuidema "
+                                 "2020); this model's attention is windowed or hierarchical, its token sets change "
+                                 "between layers: rollout, grad-rollout, attention, chefer, attnlrp, legrad apply")
+    if graph.reads_cls_only:
+        return graph.to_grid(attention_flow(attentions, head_fusion, graph.cls, max_edges))
+    return graph.to_grid(attention_flow(attentions, head_fusion, 0, max_edges, readout=graph.readout))
 
 
 def _cls(layout: TokenLayout) -> int:

@@ -16,7 +16,7 @@ from torch import nn
 
 from attnscope import fileio
 from attnscope.errors import AttnscopeError, CheckpointError
-from attnscope.modules import unwrap  # noqa: F401  (re-exported: checkpoint.unwrap)
+from attnscope.modules import class_names, unwrap  # noqa: F401  (re-exported: checkpoint.unwrap)
 
 FORMAT = "attnscope-checkpoint/1"
 RUN_WEIGHTS = "model.safetensors"
@@ -28,6 +28,9 @@ def save(model: nn.Module, path: str | Path, info: dict[str, Any] | None = None)
     if spec is None:
         raise CheckpointError("this model was not built by attnscope.models.get, so it has no spec to save")
     path = Path(path).with_suffix(".safetensors")
+    names = class_names(model)
+    if names is not None:  # what the outputs mean travels with the weights
+        spec = {**spec, "class_names": list(names)}
     header = {"format": FORMAT, "model": spec, "info": info or {}}
     fileio.save_tensors(path, unwrap(model).state_dict(), header)
     fileio.write_json(path.with_suffix(".json"), header)
@@ -90,6 +93,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn
         model = models.get(spec["name"], **spec.get("config", {}))
         if "normalize" in spec:  # saved from `models.normalized(...)`: the wrapper comes back
             model = models.normalized(model, spec["normalize"])
+        if "class_names" in spec:
+            model = models.with_class_names(model, spec["class_names"])
     except AttnscopeError as e:
         raise CheckpointError(f"{path}: cannot rebuild model {spec['name']!r}: {e}") from None
     try:

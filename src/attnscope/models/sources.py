@@ -5,6 +5,9 @@ Sources, tried in this order (`build`):
 - `timm:NAME`: timm's model NAME, built with `pretrained=False` (weights only from `--weights`);
 - a registered name (`attnscope.models.names()`, e.g. `smallcnn`, `efficientnet_lite0`);
 - any torchvision classification model name (`torchvision.models.list_models`);
+- `hf:CLASS`: an image–text class of transformers (CLIPModel, BlipForConditionalGeneration, ...) from a local
+  `save_pretrained` folder given as the weights, with its tokenizer (`models.image_text`);
+- `open_clip:NAME`: an open_clip architecture with random weights or a local weights file, with its tokenizer;
 - `module.path:factory`: the user's own code, `factory(**options)` returning an `nn.Module`.
 Weights (`weights_file`) are a safetensors file or a torch file read with `weights_only=True`;
 the class count is read from the file's head unless given. What was built is described in
@@ -23,7 +26,8 @@ from torch import nn
 from attnscope.errors import AttnscopeError, InputError, UnknownNameError
 from attnscope.models import weights as wfile
 
-KINDS = "a run folder or checkpoint, a registered name, a torchvision classifier, timm:NAME or module.path:factory"
+KINDS = ("a run folder or checkpoint, a registered name, a torchvision classifier, timm:NAME, hf:CLASS (with "
+         "--weights FOLDER), open_clip:NAME or module.path:factory")
 
 
 def build(source: str, weights: str | None = None, num_classes: int | None = None,
@@ -41,9 +45,21 @@ def build(source: str, weights: str | None = None, num_classes: int | None = Non
         model, header = checkpoint.load(path)
         file = checkpoint.resolve_path(path)
         return model, {**header, "source": _described("checkpoint", source, {}, file, None)}
+    if source.startswith("hf:"):  # an image–text model from a save_pretrained folder (`models.image_text`)
+        from attnscope.models import image_text
+
+        model, tokenizer = image_text.hf(source[3:], weights)
+        return model, {"model": {"name": source, "config": {}}, "info": {}, "tokenizer": tokenizer,
+                       "source": _described("transformers", source, {}, None, None) | {"weights": weights,
+                                                                                       "random_weights": False}}
     state = wfile.read_state_dict(weights) if weights is not None else None
     classes = num_classes if num_classes is not None else _head_rows(state)
-    if source.startswith("timm:"):
+    tokenizer = None
+    if source.startswith("open_clip:"):
+        from attnscope.models import image_text
+
+        kind, (model, tokenizer) = "open_clip", image_text.open_clip(source[len("open_clip:"):])
+    elif source.startswith("timm:"):
         kind, model = "timm", _timm(source[len("timm:"):], classes, options)
     elif source in models.names():
         kind, model = "registered", _registered(source, classes, options, weights)
@@ -64,7 +80,8 @@ def build(source: str, weights: str | None = None, num_classes: int | None = Non
     loaded = getattr(model, "attnscope_weights", None)
     file = Path(loaded["path"]) if loaded else (Path(weights) if weights is not None else None)
     spec = getattr(model, "attnscope_spec", None) or {"name": source, "config": options}
-    return model.eval(), {"model": spec, "info": {}, "source": _described(kind, source, options, file, classes)}
+    return model.eval(), {"model": spec, "info": {}, "source": _described(kind, source, options, file, classes),
+                          **({"tokenizer": tokenizer} if tokenizer is not None else {})}
 
 
 def _described(kind: str, name: str, options: dict, file: Path | None, classes: int | None) -> dict[str, Any]:

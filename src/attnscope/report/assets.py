@@ -11,14 +11,15 @@ h1 { font-size: 22px; margin: 8px 0 4px; } h2 { font-size: 18px; margin: 28px 0 
 h3 { font-size: 15px; margin: 16px 0 6px; }
 .sub { color: #666; margin: 0 0 12px; }
 .charts { display: flex; flex-wrap: wrap; gap: 8px 18px; }
-svg.chart { background: #fff; font-size: 10px; }
+svg.chart { background: #fff; font-size: 11px; max-width: 100%; height: auto; }
 svg.chart .title { font-size: 12px; font-weight: 600; }
 svg.chart .frame { fill: none; stroke: #bbb; } svg.chart .grid { stroke: #eee; }
 svg.chart .tick, svg.chart .legend { fill: #444; }
 svg.chart .cursor { stroke: #000; stroke-width: 1; stroke-dasharray: 3 3; }
 table { border-collapse: collapse; margin: 6px 0 12px; font-size: 13px; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; } th { background: #f5f5f5; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.key { white-space: nowrap; }
 td { overflow-wrap: anywhere; }
 .table-wrap { max-width: 100%; max-height: 70vh; overflow: auto; margin: 6px 0 12px; border: 1px solid #eee; }
 .table-wrap table { margin: 0; }
@@ -28,9 +29,17 @@ td { overflow-wrap: anywhere; }
 .maps .row { display: flex; align-items: center; gap: 10px; margin: 4px 0; }
 .maps .name { width: 150px; flex: none; font-weight: 600; overflow-wrap: anywhere; }
 .maps img, img.grid, img.strip { image-rendering: pixelated; display: block; }
+img.picture, img.grid, img.strip { max-width: 100%; height: auto; }
+figure { margin: 8px 0 14px; } figcaption { color: #555; font-size: 12px; }
+.what { margin: 10px 0 4px; max-width: 900px; }
+tr.calibration td, span.calibration { color: #777; font-style: italic; }
+td.best { background: #f2f8ee; }
+pre.command { background: #f4f4f4; padding: 6px 8px; white-space: pre-wrap; overflow-wrap: anywhere; margin: 4px 0; }
+code.hash { overflow-wrap: anywhere; }
+ul.skipped li { margin: 6px 0; }
 .stack { display: grid; flex: none; }
 .stack > img { grid-area: 1 / 1; }
-.map-legend { font-size: 10px; font-weight: normal; color: #555; margin-top: 4px; width: 120px; }
+.map-legend { font-size: 11px; font-weight: normal; color: #555; margin-top: 4px; width: 120px; }
 .map-legend .ends { display: flex; justify-content: space-between; }
 .flags { color: #a34700; font-size: 11px; font-weight: 600; }
 .controls { position: sticky; top: 0; background: #fff; padding: 8px 0; z-index: 2; border-bottom: 1px solid #eee; }
@@ -54,13 +63,18 @@ JS = """
   var measures = document.getElementById("frame-measures");
   var preds = document.getElementById("frame-preds");
 
-  function fmt(v) { return (v === null || v === undefined) ? "–" : Number(v).toFixed(3); }
+  function fmt(v) {  // as the tables: 3 significant digits, whole numbers from 100 up
+    if (v === null || v === undefined || !isFinite(v)) { return "–"; }
+    v = Number(v);
+    return Math.abs(v) >= 100 ? v.toFixed(0) : String(Number(v.toPrecision(3)));
+  }
 
   function measureTable(frame) {
     var table = document.createElement("table");
     var head = document.createElement("tr");
     ["map"].concat(data.measures).forEach(function (name) {
-      var th = document.createElement("th"); th.textContent = name; head.appendChild(th);
+      var th = document.createElement("th");
+      th.textContent = (data.headers && data.headers[name]) || name; head.appendChild(th);
     });
     table.appendChild(head);
     data.keys.forEach(function (key) {

@@ -13,13 +13,18 @@ The rule, the same for every figure, overlay and report panel:
   grows with |v|: zero is transparent, so the photo shows where the map is 0.
 - `shared=True` gives every image of a batch the same limits: the `percentile`-th percentile of |v|
   (signed) or of v (sequential, from the batch's minimum), values beyond it clipped.
+- In a figure, `scale="image"` (the default) keeps each map's own limits: every map shows its shape, and a
+  map whose peak is below `WEAK` (10 %) of the strongest map of its method in the figure is marked "weak",
+  so a weak map never looks strong without a mark. `scale="row"` gives the maps of one method in a row
+  (e.g. one image's top-5 classes) their widest limits, `scale="figure"` every map of a method in the
+  figure (`pooled`): then how bright a map is says how strong it is.
 
 NaN pixels (e.g. outside a centre crop) are transparent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +137,42 @@ def scale(values: torch.Tensor, signed: bool, shared: bool = False, percentile: 
             lows[i], highs[i] = row.min(), row.max()
     rule = f"±p{percentile:g} of |v| per image" if signed else "min–max per image"
     return Scale(signed, torch.from_numpy(lows), torch.from_numpy(highs), rule, percentile)
+
+
+SCALES = ("image", "row", "figure")  # what maps of one method share one scale in a figure (`pooled`)
+WEAK = 0.1  # a map whose peak is below this share of the strongest of its method in the figure is marked weak
+
+
+def pooled(limits: Sequence[Scale], rows: bool) -> list[Scale]:
+    """Scales of one method's maps in a figure (one `Scale` per column, (B,) entries each) made to share
+    limits: over the figure (every entry of every column: the lowest low, the highest high), or over each
+    row (`rows=True`: entry i of every column). Each map then shows how strong it is beside the others."""
+    low = torch.stack([s.low for s in limits])  # (columns, B)
+    high = torch.stack([s.high for s in limits])
+    if rows:
+        low, high = low.min(0, keepdim=True).values.expand_as(low), high.max(0, keepdim=True).values.expand_as(high)
+        where = "over the row"
+    else:
+        low, high = torch.full_like(low, float(low.min())), torch.full_like(high, float(high.max()))
+        where = "over the figure"
+    if limits and limits[0].signed:
+        high = torch.maximum(high, -low)
+        low = -high
+    rule = (f"±p{limits[0].percentile:g} of |v|, largest {where}" if limits and limits[0].signed
+            else f"min–max {where}")
+    return [Scale(s.signed, low[j].clone(), high[j].clone(), rule, s.percentile) for j, s in enumerate(limits)]
+
+
+def peaks(values: torch.Tensor) -> np.ndarray:
+    """The peak max |v| of each of (B, H, W) maps, NaN ignored (0 for an all-NaN map)."""
+    v = np.abs(values.detach().double().cpu().flatten(1).numpy())
+    v[~np.isfinite(v)] = 0.0
+    return v.max(1) if v.shape[1] else np.zeros(v.shape[0])
+
+
+def weak(peak: float, strongest: float) -> bool:
+    """Whether a map's `peak` is far below (< `WEAK` ×) the `strongest` peak of its method in the figure."""
+    return strongest > 0 and peak < WEAK * strongest
 
 
 def rgba(unit: torch.Tensor, signed: bool, alpha: float | None = None) -> np.ndarray:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from attnscope import fileio
-from attnscope.metrics.declare import header
 from attnscope.report import assets, logged, training
+from attnscope.report import tables as tables_mod
 from attnscope.report.charts import line_chart
 from attnscope.report.sources import RunSources, number, read_run
 
@@ -45,20 +45,22 @@ def build(run_dir: str | Path, out: str | Path | None = None, images: int = 8, m
     title = title or f"attnscope report: {src.folder.resolve().name}"
     axis = logged.axis(src.store) if src.store else "epoch"  # steps for a loop that gave no epochs
     sections = [
-        _header(src, title),
-        _photos(src),
-        _training(src.metrics),
-        training.maps_section(src.store, src.snapshots, images, max_frames, src.classes, axis)
-        if src.store else "",
-        logged.scalars_section(src.store, axis) if src.store else "",
-        training.measures_section(src.snapshots, src.metrics, axis) if src.store else "",
-        _sanity(src.sanity),
-        _leaderboards(src.leaderboards),
-        _captions(src.captions),
-        _summary(src.summary),
-        _config(src.config),
+        ("top", _header(src, title)),
+        ("photos", _photos(src)),
+        ("training", _training(src.metrics)),
+        ("maps", training.maps_section(src.store, src.snapshots, images, max_frames, src.classes, axis)
+         if src.store else ""),
+        ("logged", logged.scalars_section(src.store, axis) if src.store else ""),
+        ("measures", training.measures_section(src.snapshots, src.metrics, axis) if src.store else ""),
+        ("sanity", _sanity(src.sanity)),
+        ("leaderboard", _leaderboards(src.leaderboards)),
+        ("captions", _captions(src.captions)),
+        ("tokens", _tokens(src.tokens)),
+        ("demo", _summary(src.summary, src.folder)),
+        ("configuration", _config(src.config)),
     ]
-    fileio.write_text(out, page(title, "".join(sections)))
+    body = "".join(f'<section id="{name}">{part}</section>' for name, part in sections if part)
+    fileio.write_text(out, page(title, body))
     return out
 
 
@@ -124,32 +126,33 @@ def _sanity(tables: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
         heading = f"{name} ({test})" if test else name
         grids = "".join(f'<img class="grid" alt="maps along the randomisation" src="{_data_uri(g)}">'
                         for g in table.get("grids", []))
-        parts.append(f"<h3>{_text(heading)}</h3><p class='note'>Blocks: {order}.</p>"
+        parts.append(f"<h3>{_text(heading)}</h3><p class='what'>How similar each method's maps stay to the trained "
+                     "model's maps as the model's blocks are randomised one after the other: a map that depends on "
+                     "the weights falls toward the calibration lines (random, sobel), which look at nothing. "
+                     f"Lines: mean over the images, bands: 95 % intervals.</p><p class='note'>Blocks: {order}.</p>"
                      f'<div class="charts">{"".join(charts)}</div>'
                      + (f'<p class="note">Maps of the trained model, then after each randomisation step.</p>'
-                        f'<div class="scroll">{grids}</div>' if grids else ""))
+                        f'<div class="pictures">{grids}</div>' if grids else ""))
     return "<h2>Sanity checks</h2>" + "".join(parts) if parts else ""
 
 
 def _leaderboards(tables: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> str:
-    parts = [f"<h3>{_text(name)}</h3>{_table(rows, metric_headers(rows))}{_legend(metric_headers(rows))}"
-             for name, rows in tables if rows]
+    """Each leaderboard as one table per metric group (localisation, faithfulness, ...), so none is wider
+    than the page, each saying what its columns score against."""
+    parts = []
+    for name, rows in tables:
+        if not rows:
+            continue
+        groups = tables_mod.by_group(rows)
+        parts.append(f"<h3>{_text(name)}</h3>" + "".join(
+            tables_mod.table(rows, _group_sentence(group), columns) for group, columns in groups))
     return "<h2>Leaderboard</h2>" + "".join(parts) if parts else ""
 
 
-def metric_headers(rows: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
-    """{column: (short header, legend)} of the declared metrics among the rows' columns (`metrics.declare`)."""
-    columns = dict.fromkeys(str(k) for r in rows for k in r)
-    return {c: header(c) for c in columns if header(c) != (c, c)}
-
-
-def _legend(headers: Mapping[str, tuple[str, str]]) -> str:
-    """One line under a table saying what each short header means (and ↓)."""
-    if not headers:
-        return ""
-    words = [f"<b>{html.escape(h)}</b> {html.escape(legend)}" for h, legend in headers.values()]
-    lower = any(h.endswith("↓") for h, _ in headers.values())
-    return f'<p class="note">{" · ".join(words)}{" · ↓ lower is better" if lower else ""}</p>'
+def _group_sentence(group: str) -> str:
+    if group == "other":
+        return "Time: milliseconds per image of each method's maps, on this machine (they vary with its load)."
+    return f"{group.capitalize()}: every method's maps of the explained class, scored {tables_mod.GROUP_WORDS[group]}."
 
 
 def _photos(src: RunSources) -> str:
@@ -162,21 +165,39 @@ def _photos(src: RunSources) -> str:
             for k, v in real["methods"].items() if isinstance(v, dict)]
     photos = [{k: p.get(k) for k in ("name", "class_name", "p_class", "predicted")}
               for p in real.get("photos", []) if isinstance(p, dict)]
+    n = len(photos)
     figures_html = "".join(
-        f'<figure><img alt="{html.escape(what)}" src="{_data_uri(path.read_bytes())}">'
+        f'<figure><img class="picture" alt="{html.escape(what)}" src="{_data_uri(path.read_bytes())}">'
         f"<figcaption>{html.escape(what)}</figcaption></figure>"
-        for what, path in (("maps of each object's class; boxes drawn by hand", src.folder / "photos" / "grid.png"),
+        for what, path in (("maps of each object's labelled class; boxes drawn by hand; each row says which photo, "
+                            "which class, the model's probability for it and its prediction",
+                            src.folder / "photos" / "grid.png"),
                            (f"Grad-CAM of the top-5 classes of {real.get('top5', {}).get('photo', '')}, one call "
-                            "with targets (1, 5)", src.folder / "photos" / "top5.png"))
+                            "with targets (1, 5), on one scale per row", src.folder / "photos" / "top5.png"))
         if path.is_file())
-    skipped = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>"
-                      for k, v in (real.get("skipped") or {}).items())
+    sentence = (f"Maps of each object's labelled class ({n} objects in the photos), scored against the box drawn by "
+                "hand around it: pointing game = the map's peak inside the box, energy in box = the share of the "
+                "map's positive mass inside it.")
     return (f"<h2>A pretrained model on real photos</h2>"
             f'<p class="sub">model <b>{html.escape(str(real.get("model")))}</b> · weights '
             f'<code>{html.escape(str(weights.get("file")))}</code> sha256 '
-            f'<code>{html.escape(str(weights.get("sha256")))}</code></p>'
-            f'{_table(rows)}<div class="scroll">{figures_html}</div><h3>Photos</h3>{_table(photos)}'
-            + (f"<p>Not run here:</p><ul>{skipped}</ul>" if skipped else ""))
+            f'<code class="hash">{html.escape(str(weights.get("sha256")))}</code></p>'
+            f"{tables_mod.table(rows, sentence)}{figures_html}<h3>Photos</h3>"
+            f"{tables_mod.table(photos, 'Each object, its class, the probability the model gives it, its top class.')}"
+            + _not_run(real.get("skipped"), real.get("commands")))
+
+
+def _not_run(skipped: Any, commands: Any) -> str:
+    """Methods left out, why, and the complete command that runs each (copyable: no markup in it)."""
+    if not isinstance(skipped, dict) or not skipped:
+        return ""
+    commands = commands if isinstance(commands, dict) else {}
+    items = []
+    for name, why in skipped.items():
+        command = commands.get(name)
+        run = f'<pre class="command"><code>{html.escape(str(command))}</code></pre>' if command else ""
+        items.append(f"<li><b>{html.escape(str(name))}</b>: {html.escape(str(why))}{run}</li>")
+    return f"<p>Not run here:</p><ul class=\"skipped\">{''.join(items)}</ul>"
 
 
 def _captions(tables: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], limit: int = 16) -> str:
@@ -185,6 +206,9 @@ def _captions(tables: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], limit: 
         rows = []
         for r in images[:limit]:
             strip = f'<img class="strip" alt="attention per word" src="{_data_uri(r["strip"])}">' if r["strip"] else ""
+            if r.get("strips"):  # one strip per method (`attnscope caption --methods`)
+                strip = "".join(f'<p class="note">{_text(m)}</p><img class="strip" alt="{_text(m)} per word" '
+                                f'src="{_data_uri(png)}">' for m, png in r["strips"].items())
             refs = "".join(f"<li>{_text(x)}</li>" for x in r["references"])
             rows.append(f"<tr><td>{_text(r['image'])}</td><td><b>{_text(r['caption'])}</b>"
                         f"{f'<ul>{refs}</ul>' if refs else ''}{strip}</td></tr>")
@@ -194,42 +218,39 @@ def _captions(tables: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], limit: 
     return "<h2>Captions</h2>" + "".join(parts) if parts else ""
 
 
-def _summary(summary: Mapping[str, Any] | None) -> str:
+def _tokens(tables: Sequence[tuple[str, Mapping[str, Any]]], limit: int = 8) -> str:
+    """Prompt tokens highlighted by their relevance (`attnscope explain --text`), per method and image."""
+    from attnscope.report.tokens import token_page_body
+
+    parts = [f"<h3>{_text(name)}</h3>" + token_page_body({m: v[:limit] for m, v in t["methods"].items()},
+                                                          t["images"][:limit])
+             for name, t in tables]
+    return "<h2>Prompt tokens</h2>" + "".join(parts) if parts else ""
+
+
+def _summary(summary: Mapping[str, Any] | None, folder: Path) -> str:
     methods = summary.get("methods") if summary else None
     if not isinstance(methods, dict):
         return ""
     rows = [{"method": k, **(v if isinstance(v, dict) else {"value": v})} for k, v in methods.items()]
-    return f"<h2>Maps of the trained model (demo)</h2>{_table(rows)}"
+    n = summary.get("probe_images")
+    grid = folder / "grid.png"
+    picture = (f'<figure><img class="picture" alt="the demo\'s grid" src="{_data_uri(grid.read_bytes())}">'
+               "<figcaption>maps of the true class of the first test images; each row says which image, its class, "
+               "the model's probability and prediction</figcaption></figure>") if grid.is_file() else ""
+    sentence = (f"Maps of the true class of {n if isinstance(n, int) else 'the'} test images, scored against the "
+                "digit's box: pointing game = the map's peak inside the box, energy in box = the share of the map's "
+                "positive mass inside it. Times vary with the machine, its load and the threads.")
+    return (f"<h2>Maps of the trained model (demo)</h2>{tables_mod.table(rows, sentence)}{picture}"
+            + _not_run(summary.get("skipped"), summary.get("commands")))
 
 
 def _config(config: Mapping[str, Any]) -> str:
     if not config:
         return ""
     rows = [{"setting": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else v} for k, v in config.items()]
-    return f"<h2>Configuration</h2>{_table(rows)}<details><summary>config.json</summary><pre>" \
+    return f"<h2>Configuration</h2>{tables_mod.table(rows)}<details><summary>config.json</summary><pre>" \
            f"{html.escape(json.dumps(config, indent=2))}</pre></details>"
-
-
-def _table(rows: Sequence[Mapping[str, Any]], headers: Mapping[str, tuple[str, str]] | None = None) -> str:
-    """An HTML table in a box that scrolls on its own (the page never does), with a sticky header;
-    `headers`: {column: (shown header, its meaning)} for the columns shown by another name."""
-    columns = list(dict.fromkeys(str(k) for r in rows for k in r))
-    named = headers or {}
-    head = "".join(f'<th title="{html.escape(named[c][1])}">{html.escape(named[c][0])}</th>' if c in named
-                   else f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(_cell(r.get(c)) for c in columns) + "</tr>"
-                   for r in ({str(k): v for k, v in r.items()} for r in rows))
-    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f'<td class="num">{value:.4g}</td>'
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f'<td class="num">{value}</td>'
-    if isinstance(value, (dict, list)):
-        value = json.dumps(value)
-    return f"<td>{html.escape('' if value is None else str(value))}</td>"
 
 
 def _text(value: Any) -> str:

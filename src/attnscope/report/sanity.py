@@ -83,12 +83,16 @@ def similarity_plot(rows: Sequence[dict[str, Any]], steps: Sequence[str], title:
             line = ax.plot(x, mean, style or "-", marker="o", ms=3, lw=1.2, label=method,
                            color="0.5" if style else None)[0]
             ax.fill_between(x, low, high, color=line.get_color(), alpha=0.12, lw=0)
-        ax.axhline(0.0, color="k", lw=0.6)
         ax.set_title(metric, fontsize=9)
         ax.set_xticks(x, [s if len(s) <= 14 else "…" + s[-13:] for s in steps], rotation=90, fontsize=6)
         values = [r[k] for r in rows if r["metric"] == metric for k in ("mean", "ci_low", "ci_high")]
-        if all(v != v or -1 <= v <= 1 for v in values):  # similarities; other measures (eMPRT) keep their range
-            ax.set_ylim(-1.05, 1.05)
+        known = [v for v in values if v == v]
+        if known:  # the axis fitted to the data (plus a margin), with 0 marked where the data cross it
+            lo, hi = min(known), max(known)
+            pad = 0.08 * (hi - lo) or 0.05
+            ax.set_ylim(lo - pad, hi + pad)
+            if lo < 0 < hi:
+                ax.axhline(0.0, color="k", lw=0.6)
         ax.tick_params(axis="y", labelsize=7)
     axes[0].set_ylabel("similarity to the trained model's map", fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -100,24 +104,27 @@ def similarity_plot(rows: Sequence[dict[str, Any]], steps: Sequence[str], title:
     return buf.getvalue()
 
 
-def cascade_grid(image: torch.Tensor, maps: dict[str, dict[str, torch.Tensor]], index: int, scale: int = 2,
-                 label_width: int = 96, label_height: int = 14) -> np.ndarray:
+def cascade_grid(image: torch.Tensor, maps: dict[str, dict[str, torch.Tensor]], index: int, scale: float | None = None,
+                 label_width: int = 110, label_height: int = 16, width: int = 1180) -> np.ndarray:
     """Rows = methods, columns = the image, the trained model's map, then each randomisation step
     (`maps[step][method]` (K, H, W), drawn for image `index`), each map scaled on its own by the rule
-    of `report.colours` (signed or sequential per method), a colour bar under each method's name."""
+    of `report.colours` (signed or sequential per method), a colour bar under each method's name.
+    `scale`: pixels per map pixel (default: up to 2, so that the grid fits `width` pixels)."""
     steps = list(maps)
     methods = list(maps[steps[0]])
     _, h, w = image.shape
-    ch, cw = h * scale, w * scale
     cols = ["image", *steps]
-    foot = 14
+    zoom = scale if scale is not None else min(2.0, (width - label_width) / len(cols) / (w + 2))
+    ch, cw = max(1, round(h * zoom)), max(1, round(w * zoom))
+    foot = 16
     canvas = Image.new("RGB", (label_width + len(cols) * (cw + 2), label_height + len(methods) * (ch + 2) + foot),
                        (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    font = figures.font(10)
+    font = figures.font(11)
     for j, name in enumerate(cols):
         draw.text((label_width + j * (cw + 2) + 1, 1), figures.elide(name, max(4, cw // 6)), fill=(0, 0, 0), font=font)
     base = figures.to_rgb(image)
+    resample = Image.NEAREST if zoom >= 1 else Image.BILINEAR
     used = set()
     for i, method in enumerate(methods):
         along = torch.stack([maps[s][method][index] for s in steps])  # (steps, H, W)
@@ -125,13 +132,13 @@ def cascade_grid(image: torch.Tensor, maps: dict[str, dict[str, torch.Tensor]], 
         used.add(signed)
         limits = colours.scale(along, signed)
         y = label_height + i * (ch + 2)
-        draw.text((2, y + ch // 2 - 12), figures.elide(method, 16), fill=(0, 0, 0), font=font)
-        figures.draw_colour_bar(canvas, draw, limits, (0, y + ch // 2 + 2), label_width - 4, figures.font(9))
+        draw.text((2, y + ch // 2 - 16), figures.elide(method, 16), fill=(0, 0, 0), font=figures.font(12))
+        figures.draw_colour_bar(canvas, draw, limits, (0, y + ch // 2 + 2), label_width - 4, font)
         for j, name in enumerate(cols):
             tile = base if name == "image" else figures.overlay(image, along[j - 1], limits=limits, index=j - 1)
-            tile = np.asarray(Image.fromarray(tile).resize((cw, ch), Image.NEAREST))
+            tile = np.asarray(Image.fromarray(tile).resize((cw, ch), resample))
             canvas.paste(Image.fromarray(tile), (label_width + j * (cw + 2), y))
     note = "; ".join(f"{'signed' if s else 'sequential'}: {colours.meaning(s)}" for s in sorted(used))
-    draw.text((2, label_height + len(methods) * (ch + 2) + 1), f"each map scaled on its own. {note}",
-              fill=(80, 80, 80), font=figures.font(9))
+    draw.text((2, label_height + len(methods) * (ch + 2) + 2), f"each map scaled on its own. {note}",
+              fill=(80, 80, 80), font=font)
     return np.asarray(canvas)

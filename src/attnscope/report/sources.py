@@ -40,6 +40,7 @@ class RunSources:
     sanity: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (file name, {"steps", "rows", ...})
     leaderboards: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
     captions: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)  # (file name, images)
+    tokens: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (file name, `explain --text` tokens)
     classes: list[str] | None = None  # class names, where the run records them
 
 
@@ -77,8 +78,11 @@ def read_run(folder: str | Path, extra: Sequence[str | Path] = ()) -> RunSources
                 src.sanity.append((path.name, sanity))
             if captions is not None:
                 src.captions.append((path.name, captions))
+            tokens = _tokens(path, data)
+            if tokens is not None:
+                src.tokens.append((path.name, tokens))
     if not (src.config or src.metrics or src.store or src.summary or src.photos or src.sanity or src.leaderboards
-            or src.captions):
+            or src.captions or src.tokens):
         raise DataError(f"{folder} holds nothing to report (no config.json, metrics.jsonl, track/, "
                         "summary.json, sanity, leaderboard or captions table)")
     return src
@@ -189,9 +193,28 @@ def _captions(path: Path, data: Any) -> list[dict[str, Any]] | None:
     for i, r in enumerate(images):
         refs = r.get("references")
         strip = png(inside(path.parent, r["strip"], f"{path} image {i} strip")) if r.get("strip") else None
+        strips = r.get("strips") if isinstance(r.get("strips"), dict) else {}  # one per method (`caption --methods`)
         out.append({"image": str(r.get("image", i)), "caption": str(r["caption"]),
-                    "references": [str(x) for x in refs] if isinstance(refs, list) else [], "strip": strip})
+                    "references": [str(x) for x in refs] if isinstance(refs, list) else [], "strip": strip,
+                    "strips": {str(m): png(inside(path.parent, f, f"{path} image {i} strip {m}"))
+                               for m, f in strips.items() if isinstance(f, str)}})
     return out
+
+
+def _tokens(path: Path, data: Any) -> dict[str, Any] | None:
+    """The prompt tokens of an `attnscope explain --text` output (tokens.json): per method, image and prompt,
+    (token, relevance) pairs; values that are not numbers are read as 0."""
+    if path.name != "tokens.json" or not (isinstance(data, dict) and isinstance(data.get("texts"), list)
+                                         and isinstance(data.get("methods"), dict)
+                                         and isinstance(data.get("images"), list)):
+        return None
+    methods = {}
+    for method, per_image in data["methods"].items():
+        if not isinstance(per_image, list):
+            raise DataError(f"{path}: method {method!r} holds no list of images")
+        methods[str(method)] = [[[(str(w), number(v) or 0.0) for w, v in prompt] for prompt in prompts]
+                                for prompts in per_image]
+    return {"texts": [str(t) for t in data["texts"]], "images": [str(i) for i in data["images"]], "methods": methods}
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:

@@ -83,6 +83,7 @@ def maps_section(store: TrackStore, entries: Sequence[Mapping[str, Any]], n_imag
     measures = list(dict.fromkeys(m.rpartition("/")[2] for e in frames for m in e["measures"]
                                   if m.rpartition("/")[0] in keys))  # map keys may hold "/" (ltpa/stages.1)
     data = {"frames": frame_data, "keys": keys, "images": layers, "measures": measures,
+            "headers": {m: _title(m) for m in measures},
             "labels": probe.labels[:n].tolist(), "tile": tile, "classes": list(classes) if classes else None}
     width = round(n * tile)
     photo, boxes = png_uri(_photos(probe, n)), png_uri(_boxes(probe, n))

@@ -21,7 +21,7 @@ usual, so every method sees exactly what it would see without reuse.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -84,7 +84,7 @@ class PrefixReuse:
         self.used = 0
         self.hits = self.misses = 0
         self._current: _Slot | None = None
-        self._ours: set[int] = set()  # modules whose forward this object wrapped
+        self._ours: dict[int, Callable] = {}  # id of a module whose forward this object wrapped → the wrapper
 
     def start_of(self, name: str) -> int:
         return self.spans[name].start
@@ -103,22 +103,21 @@ class PrefixReuse:
                 self.used -= slot.entries.pop(name).nbytes
         keep = valid
         modules = dict(self.model.named_modules())
-        self._ours = set()
+        self._ours = {}
         handle = self.model.register_forward_pre_hook(self._find_slot)
         try:
             for name in keep:
                 module = modules[name]
                 if "forward" in vars(module):
                     continue  # someone else's rewrite: leave it alone
-                module.forward = self._wrap(name, module, module.forward)
-                self._ours.add(id(module))
+                module.forward = self._ours[id(module)] = self._wrap(name, module, module.forward)
             yield
         finally:
             handle.remove()
             for module in modules.values():
                 if id(module) in self._ours:
                     del module.forward
-            self._ours = set()
+            self._ours = {}
             self._current = None
 
     def clear(self) -> None:
@@ -144,7 +143,9 @@ class PrefixReuse:
         def replaying(*args, **kwargs):
             slot = self._current
             simple = len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor)
-            if slot is None or not simple or _hooked_inside(module, self._ours):
+            rewrapped = vars(module).get("forward") is not replaying  # someone else's rewrite on top of ours
+            watched = torch._C._len_torch_function_stack() > 0  # a function mode reads the calls inside (attention)
+            if slot is None or not simple or rewrapped or watched or _hooked_inside(module, self._ours):
                 return forward(*args, **kwargs)
             x = args[0]
             needs_graph = torch.is_grad_enabled() and x.requires_grad
@@ -186,7 +187,7 @@ class PrefixReuse:
         return entry
 
 
-def _hooked_inside(module: nn.Module, ours: set[int]) -> bool:
+def _hooked_inside(module: nn.Module, ours: dict[int, Callable]) -> bool:
     """Whether anything below `module` has hooks or a forward rewritten by someone else (then its pass
     must really run)."""
     if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
@@ -194,7 +195,8 @@ def _hooked_inside(module: nn.Module, ours: set[int]) -> bool:
     for m in module.modules():
         if m is module:
             continue
-        if m._forward_hooks or m._forward_pre_hooks or ("forward" in vars(m) and id(m) not in ours):
+        rewritten = "forward" in vars(m) and vars(m)["forward"] is not ours.get(id(m))
+        if m._forward_hooks or m._forward_pre_hooks or rewritten:
             return True
     return False
 

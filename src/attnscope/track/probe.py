@@ -47,8 +47,9 @@ def _regions(boxes: Any) -> dict[str, torch.Tensor]:
 
 
 def same_probe(a: Probe, b: Probe) -> bool:
-    """Whether two probes hold the same images, labels and regions."""
+    """Whether two probes hold the same images, labels, regions and texts."""
     return (a.images.shape == b.images.shape and torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+            and a.texts == b.texts
             and a.regions.keys() == b.regions.keys()
             and all(torch.equal(a.regions[k], b.regions[k]) for k in a.regions))
 
@@ -63,6 +64,8 @@ def probe_from(dataset: Dataset, n: int) -> Probe:
         raise InputError(f"probe must be >= 1 images, got {n!r}")
     if n > len(dataset):
         raise InputError(f"probe of {n} images asked for, but the data set has only {len(dataset)}")
+    if getattr(dataset, "kind", None) == "captioning":
+        return caption_probe(dataset, n)
     samples = [dataset[i] for i in range(n)]
     labels = [_label(s) for s in samples]
     images = torch.stack([s[0] for s in samples]).float()  # (P, C, H, W)
@@ -77,6 +80,33 @@ def probe_from(dataset: Dataset, n: int) -> Probe:
     split = getattr(dataset, "split", None)
     source = f"the first {n} images of {type(dataset).__name__}" + (f" ({split} split)" if split else "")
     return Probe(images, torch.tensor(labels, dtype=torch.long), regions, source, masks)
+
+
+def caption_probe(dataset: Dataset, n: int) -> Probe:
+    """A captioner's probe from the first `n` scenes: one entry per word of their first reference caption that
+    names an object (a colour or number word with a box), with the caption up to that word as its text, the
+    word's id as its label and the named object's box as region "box" (what the word's map is scored on)."""
+    vocab = dataset.vocabulary()
+    images, labels, boxes, texts = [], [], [], []
+    for i in range(n):
+        sample = dataset[i]
+        alignment = getattr(sample, "alignments", None)
+        if alignment is None:
+            raise InputError("a captioner's probe needs captions whose words come with boxes (e.g. --data scenes)")
+        words = alignment[0]
+        for t, token in enumerate(words):
+            if token.box is not None:
+                images.append(sample.image)
+                labels.append(vocab.index(token.word))
+                boxes.append(torch.as_tensor(token.box))
+                texts.append(" ".join(w.word for w in words[: t + 1]))
+    if not images:
+        raise InputError(f"the first {n} scenes name no object with a box")
+    split = getattr(dataset, "split", None)
+    source = (f"the object words of the first caption of the first {n} images of {type(dataset).__name__}"
+              + (f" ({split} split)" if split else ""))
+    return Probe(torch.stack(images).float(), torch.tensor(labels), {"box": torch.stack(boxes).long()}, source,
+                 texts=tuple(texts))
 
 
 def _label(sample: Any) -> int:

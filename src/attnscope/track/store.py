@@ -47,6 +47,7 @@ class Probe:
     regions: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (P, 4) long boxes
     source: str | None = None  # where the images came from, for the report (e.g. "the first 64 images of ...")
     masks: torch.Tensor | None = None  # (P, H, W) bool, the object's pixels (not stored by the tracker)
+    texts: tuple[str, ...] | None = None  # a captioner's probe: the caption up to the word each image explains
 
     @property
     def boxes(self) -> torch.Tensor | None:
@@ -55,6 +56,8 @@ class Probe:
 
     def __post_init__(self) -> None:
         p = self.images.shape[0]
+        if self.texts is not None and (len(self.texts) != p or not all(isinstance(t, str) for t in self.texts)):
+            raise DataError(f"probe texts must be {p} strings, one per image")
         if self.images.dim() != 4 or self.labels.shape != (p,):
             raise DataError(f"probe images (P, C, H, W) and labels (P,) do not fit: "
                             f"{tuple(self.images.shape)}, {tuple(self.labels.shape)}")
@@ -107,7 +110,8 @@ class TrackStore:
             "format": FORMAT,
             "settings": dict(settings),
             "probe": {"file": PROBE, "count": int(probe.images.shape[0]), "size": list(probe.images.shape[-2:]),
-                      "regions": list(probe.regions), "source": source},
+                      "regions": list(probe.regions), "source": source,
+                      **({"texts": list(probe.texts)} if probe.texts is not None else {})},
             "steps_per_epoch": steps_per_epoch,
             "snapshots": [],
         })
@@ -145,7 +149,9 @@ class TrackStore:
     def probe(self) -> Probe:
         arrays = _read_npz(self.folder / PROBE)
         regions = {k.split(".", 1)[1]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("region.")}
-        return Probe(torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"]), regions)
+        texts = self.index["probe"].get("texts")
+        return Probe(torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"]), regions,
+                     texts=None if texts is None else tuple(texts))
 
     def add(self, entry: Mapping[str, Any], maps: Mapping[str, torch.Tensor], predictions: torch.Tensor) -> None:
         """Record a snapshot: its maps file first, then the index that names it."""

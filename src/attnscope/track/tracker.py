@@ -31,6 +31,7 @@ from torch import nn
 from attnscope.deprecated import moved
 from attnscope.errors import AttnscopeError, InputError
 from attnscope.explain import HOW_KEYWORDS, Explainer, as_explainer, into_how
+from attnscope.explain.multimodal import Caption
 from attnscope.explain.spec import ALWAYS_RECORDED
 from attnscope.modules import device_of, unwrap
 from attnscope.track.board import Board
@@ -285,6 +286,8 @@ class AttentionTracker:
         device = device_of(core)
         n = images.shape[0]
         targets = self.probe.labels[:n].to(device) if self.targets == "label" else None
+        if self.probe.texts is not None:  # a captioner's probe: the map of each text's last word
+            targets = Caption(list(self.probe.texts[:n]), last=True)
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed * 1_000_003 + step)

@@ -25,6 +25,7 @@ from attnscope.models import checkpoint
 from attnscope.train import (
     captioning,  # noqa: F401  (registers the "captioning" task)
     distributed,
+    multimodal,  # noqa: F401  (registers the "contrastive" and "transformer-captioning" tasks)
     state,
 )
 from attnscope.train.config import TrainConfig
@@ -84,11 +85,13 @@ def _fit(config: TrainConfig, callbacks: tuple[Callback, ...], device: torch.dev
     world.barrier()
     train_data = Cached(data.get(config.data, "train", config.n, seed=config.data_seed, **config.data_cfg))
     test_data = Cached(data.get(config.data, "test", config.n_test, seed=config.data_seed, **config.data_cfg))
-    task: Task = TASKS.get(train_data.kind)(config)
+    task: Task = TASKS.get(getattr(models.MODELS.get(config.model), "task", None) or train_data.kind)(config)
     getattr(task, "check", lambda _data: None)(train_data)  # bad settings fail before anything is written
 
     torch.manual_seed(config.seed)
     model = models.get(config.model, **{**task.model_kwargs(train_data), **config.model_cfg}).to(device)
+    if getattr(train_data, "class_names", None) is not None:  # saved in its checkpoints' spec
+        model.class_names = tuple(train_data.class_names)
     trained: nn.Module = model
     if world.distributed:
         if device.type == "cuda":
