@@ -92,12 +92,7 @@ def _fit(config: TrainConfig, callbacks: tuple[Callback, ...], device: torch.dev
     model = models.get(config.model, **{**task.model_kwargs(train_data), **config.model_cfg}).to(device)
     if getattr(train_data, "class_names", None) is not None:  # saved in its checkpoints' spec
         model.class_names = tuple(train_data.class_names)
-    trained: nn.Module = model
-    if world.distributed:
-        if device.type == "cuda":
-            trained = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ids = [device.index] if device.type == "cuda" else None
-        trained = nn.parallel.DistributedDataParallel(trained, device_ids=ids)
+    trained = _parallel(model, device, world)
     sampler = DistributedSampler(train_data, num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed)
     loader = DataLoader(train_data, batch_size=config.batch_size // world.size, sampler=sampler,
                         num_workers=config.workers, collate_fn=task.collate)
@@ -118,35 +113,7 @@ def _fit(config: TrainConfig, callbacks: tuple[Callback, ...], device: torch.dev
     for epoch in range(run.epoch, min(until_epoch, config.epochs)):
         torch.manual_seed(config.seed * 1_000_003 + epoch * 1_009 + world.rank)  # (seed, epoch, rank)
         sampler.set_epoch(epoch)
-        trained.train()
-        sums: dict[str, float] = {"loss": 0.0}
-        started = time.perf_counter()
-        show = world.main and not config.quiet
-        with console.progress(len(loader), f"epoch {epoch + 1}/{config.epochs}", show) as bar:
-            for batch in loader:
-                loss, stats = task.loss(trained, batch, device)
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"the loss became {loss.item()} at step {run.step + 1}; lower --lr")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                run.step += 1
-                sums["loss"] += loss.item() * stats["count"]
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0) + v
-                bar.advance(1, loss=sums["loss"] / sums["count"], **_rates(sums))
-                for cb in callbacks:
-                    getattr(cb, "on_step_end", lambda r: None)(run)
-        sums = _all_reduce(sums, world)
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": run.step,
-            "lr": scheduler.get_last_lr()[0],
-            "train_loss": sums["loss"] / sums["count"],
-            **{f"train_{k}": v for k, v in _rates(sums).items()},
-            "train_time_s": time.perf_counter() - started,
-        }
+        record = _train_epoch(run, trained, loader, (optimizer, scheduler), callbacks, epoch)
         run.epoch = epoch + 1
         if world.main:
             model.eval()
@@ -163,6 +130,50 @@ def _fit(config: TrainConfig, callbacks: tuple[Callback, ...], device: torch.dev
         if _all_reduce({"stop": float(run.stop)}, world)["stop"] > 0:  # callbacks run on rank 0 only
             break
     return run
+
+
+def _parallel(model: nn.Module, device: torch.device, world: distributed.World) -> nn.Module:
+    """What the steps train: the model itself, or under torchrun its DistributedDataParallel (SyncBatchNorm on GPUs)."""
+    if not world.distributed:
+        return model
+    trained = nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(trained, device_ids=ids)
+
+
+def _train_epoch(run: Run, trained: nn.Module, loader: DataLoader, stepping: tuple[torch.optim.Optimizer, Any],
+                 callbacks: tuple[Callback, ...], epoch: int) -> dict[str, Any]:
+    """One epoch of optimiser steps on `trained`; its record (loss, the task's rates, summed over processes)."""
+    optimizer, scheduler = stepping
+    config, world = run.config, run.world
+    trained.train()
+    sums: dict[str, float] = {"loss": 0.0}
+    started = time.perf_counter()
+    with console.progress(len(loader), f"epoch {epoch + 1}/{config.epochs}", world.main and not config.quiet) as bar:
+        for batch in loader:
+            loss, stats = run.task.loss(trained, batch, run.device)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"the loss became {loss.item()} at step {run.step + 1}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            run.step += 1
+            sums["loss"] += loss.item() * stats["count"]
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0) + v
+            bar.advance(1, loss=sums["loss"] / sums["count"], **_rates(sums))
+            for cb in callbacks:
+                getattr(cb, "on_step_end", lambda r: None)(run)
+    sums = _all_reduce(sums, world)
+    return {
+        "epoch": epoch + 1,
+        "step": run.step,
+        "lr": scheduler.get_last_lr()[0],
+        "train_loss": sums["loss"] / sums["count"],
+        **{f"train_{k}": v for k, v in _rates(sums).items()},
+        "train_time_s": time.perf_counter() - started,
+    }
 
 
 def epoch_line(record: dict[str, Any], epochs: int) -> str:
