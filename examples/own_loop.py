@@ -7,6 +7,11 @@ digit's box; the tracker records Grad-CAM and saliency on 64 training images as 
     PYTHONPATH=src python examples/own_loop.py --out runs/own_loop               # guided, λ = 1
     PYTHONPATH=src python examples/own_loop.py --out runs/own_loop_plain --guide-weight 0
     attnscope report runs/own_loop --overwrite                                  # (also written at the end)
+    PYTHONPATH=src python examples/own_loop.py --out runs/own_loop_faith --faithfulness   # + causal references
+
+With --faithfulness each snapshot also records how faithful the maps are (`ats.track.CausalMeasures`): their rank
+correlation with the logit's drop when each cell of a 4 × 4 grid is blanked out, and the logit's drop when the
+decoy patch, the digit or the fragments are removed from the probe images (the exact counterfactual).
 """
 
 import argparse
@@ -27,6 +32,7 @@ p.add_argument("--widths", default="16,32,64,128", help="SmallCNN channels per b
 p.add_argument("--probe", type=int, default=64, help="training images the tracker explains")
 p.add_argument("--guide-weight", type=float, default=1.0, help="λ of ats.guide.cam; 0: no guidance")
 p.add_argument("--seed", type=int, default=0)
+p.add_argument("--faithfulness", action="store_true", help="also record blank-out and part-removal references")
 args = p.parse_args()
 
 shape = {"size": args.size, **({} if args.size >= 64 else {"digit_size": [10, 16]})}
@@ -41,8 +47,9 @@ model = ats.models.get("smallcnn", num_classes=10, widths=[int(w) for w in args.
 loader = torch.utils.data.DataLoader(samples, batch_size=args.batch_size, shuffle=True)
 optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
 schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=args.epochs * len(loader), pct_start=0.2)
+causal = ats.track.CausalMeasures(grid=4, parts=ats.track.parts_from(train, args.probe)) if args.faithfulness else None
 tracker = ats.track.AttentionTracker(args.out, ats.track.probe_from(train, args.probe), ("gradcam", "saliency"),
-                                     every=max(1, len(loader) // 3))
+                                     every=max(1, len(loader) // 3), causal=causal)
 
 step = 0
 tracker.epoch_end(model, epoch=0, step=0)  # the untrained model
@@ -64,5 +71,9 @@ for epoch in range(args.epochs):
     tracker.log(step=step, **accuracy)
     tracker.epoch_end(model, epoch=epoch + 1, step=step)
     print(f"epoch {epoch + 1}: loss {loss.item():.3f}, " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
+    if causal is not None:
+        last = tracker.store.snapshots[-1]["measures"]
+        print("  faithfulness: " + ", ".join(f"{k} {last[k]:.3f}" for k in ("gradcam/blankout_rho",
+              "saliency/blankout_rho", "parts/drop@decoy", "parts/drop@digit") if last.get(k) is not None))
 tracker.close()
 print(f"wrote {ats.report.build(args.out, title=f'own loop, cam guide λ = {args.guide_weight}')}")

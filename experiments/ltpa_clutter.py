@@ -47,6 +47,12 @@ for _est in (3, 2):
     for _comp in ("pc", "dp"):
         VARIANTS[f"att{_est}-{_comp}-softmax"] = ("ltpa", {"estimators": _est, "compatibility": _comp}, {})
 VARIANTS["att3-pc-sigmoid"] = ("ltpa", {"estimators": 3, "compatibility": "pc", "normalisation": "sigmoid"}, {})
+# Pooling baselines (src/attnscope/models/pooling.py): is LTPA's gain attention, or how it pools?
+VARIANTS["gmp-cnn"] = ("pooling-cnn", {"widths": BACKBONE, "pool": "max"},
+                       {"gmp-cnn grad-cam (last layer)": ("gradcam", "auto", "gradcam"),
+                        "gmp-cnn grad-cam (features.3.2)": ("gradcam", "features.3.2", "gradcam")})
+VARIANTS["attention-pool"] = ("pooling-cnn", {"widths": BACKBONE[:4], "pool": "attention"}, {})  # one 8x8 head
+VARIANTS["att3-pc-softmax-nog"] = ("ltpa-nog", {"estimators": 3}, {})
 
 
 _CACHE: dict[tuple, Cached] = {}  # every run reuses one generation of each split
@@ -66,7 +72,7 @@ def scores(m: AttentionMap, boxes: torch.Tensor, masks: torch.Tensor) -> dict[st
     return {
         "grid": list(m.lowres.shape[-2:]) if m.lowres is not None else list(maps.shape[-2:]),
         "pointing": metrics.pointing_game(maps, boxes).tolist(),
-        "energy": metrics.energy_in_box(maps, boxes).tolist(),
+        "energy": metrics.energy_in_box(maps, boxes).tolist(),  # (per image: the bootstrap over images reads them)
         "jaccard": {t: metrics.jaccard(normalized, masks, float(t)).tolist() for t in THRESHOLDS},
     }
 
@@ -77,9 +83,9 @@ def localisation(model: torch.nn.Module, name: str, test: Dataset, n: int) -> di
     x = torch.stack([s.image for s in samples])
     boxes = torch.stack([s.box for s in samples])
     masks = torch.stack([s.mask for s in samples])
-    model_name, _, asked = VARIANTS[name]
+    _, _, asked = VARIANTS[name]
     out = {}
-    if model_name == "ltpa":
+    if getattr(model, "attention_kind", None) == "ltpa":
         for key, m in explain(model, x, ("ltpa",), batch_size=100).items():
             out[f"{name} {key}"] = scores(m, boxes, masks)
     for row, (method, layer, key) in asked.items():
@@ -153,6 +159,8 @@ def compact(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str
     for r in results:
         maps = {row: {"grid": s["grid"], "pointing": statistics.mean(s["pointing"]),
                       "energy": statistics.mean(s["energy"]),
+                      **({"per_image": {"pointing": s["pointing"], "energy": [round(e, 5) for e in s["energy"]]}}
+                         if args.per_image else {}),
                       "jaccard": {t: statistics.mean(v) for t, v in s["jaccard"].items()}}
                 for row, s in r["maps"].items()}
         kept = ("variant", "seed", "test_acc", "train_acc", "history", "train_s")
@@ -195,6 +203,8 @@ def main() -> None:
     p.add_argument("--gamma", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--figure", help="also draw maps of the seed-0 models into this PNG")
+    p.add_argument("--summary", help="where the summary JSON goes (default <out>/summary.json)")
+    p.add_argument("--per-image", action="store_true", help="keep every image's pointing and energy in the summary")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -215,7 +225,7 @@ def main() -> None:
                   f"in {time.perf_counter() - started:.0f} s", flush=True)
     table = summarise([r for r in results if r["variant"] in args.variants and r["seed"] in args.seeds])
     fileio.write_text(out / "table.md", table)
-    fileio.write_json(out / "summary.json", compact(results, args))
+    fileio.write_json(Path(args.summary or out / "summary.json"), compact(results, args))
     print(table, flush=True)
     if args.figure:
         figure(out, args.figure)

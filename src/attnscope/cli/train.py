@@ -28,7 +28,7 @@ from attnscope.cli.common import (
     output_options,
     seed_option,
 )
-from attnscope.cli.options import COUNT, SEED, WORKERS, parse_settings
+from attnscope.cli.options import COUNT, SEED, WORKERS, parse_list, parse_settings
 from attnscope.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
 D = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # the CLI's defaults are the config's
@@ -73,6 +73,12 @@ RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "model.json", 
               help="Also record every STEPS optimizer steps (default: at epoch ends only).")
 @click.option("--track-split", default="test", show_default=True, type=click.Choice(["test", "train"]),
               help="Split the probe images come from.")
+@click.option("--track-measures", default=None, metavar="METRICS",
+              help="Declared metrics taken on each tracked map (default pointing,energy_box,entropy; e.g. add "
+                   "blankout_rho, which asks the model).")
+@click.option("--track-faithfulness", is_flag=True,
+              help="Also record faithfulness per snapshot: blank-out and exact part-removal references, attention "
+                   "substitution, ViT sinks (docs/learning.md).")
 @click.option("--tensorboard", is_flag=True, help="Also log tracked measures and maps to OUT/tensorboard.")
 @click.option("--guide", default=None, metavar="NAME",
               help="Attention guidance loss: rrr, cam, ltpa (classifiers); sat (captioners, per-word boxes).")
@@ -84,8 +90,8 @@ RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "model.json", 
 @compute_options()
 def train_command(model, data, output: Output, epochs, n, n_test, batch_size, optimizer, lr, momentum, weight_decay,
                   schedule, step_size, gamma, seed, data_seed, attention, model_opt, data_opt, task_opt, workers,
-                  resume, how: How, probe, track_every, track_split, tensorboard, guide, guide_weight, guide_region,
-                  list_, compute: Compute) -> None:
+                  resume, how: How, probe, track_every, track_split, track_measures, track_faithfulness, tensorboard,
+                  guide, guide_weight, guide_region, list_, compute: Compute) -> None:
     """Train MODEL on DATA; checkpoints each epoch (safetensors + JSON), metrics.jsonl, --resume.
 
     Runs unchanged under `torchrun --nproc_per_node=N` (DistributedDataParallel; rank 0 writes).
@@ -120,7 +126,8 @@ def train_command(model, data, output: Output, epochs, n, n_test, batch_size, op
         GUIDES.get(guide)
     compute.torch_device()  # an unusable --device fails before the run folder is written
     with claimed(Path(out), resume, output.overwrite) as resume:
-        callbacks = tracking(out, resume, how, probe, track_every, track_split, tensorboard)
+        callbacks = tracking(out, resume, how, probe, track_every, track_split, tensorboard, track_measures,
+                             track_faithfulness)
         run = fit(dataclasses.replace(config, resume=resume), callbacks=callbacks)
     if run.world.main and run.history:
         click.echo(f"trained {model} on {data} → {out}: {epoch_line(run.history[-1], epochs)}")
@@ -184,7 +191,7 @@ def _is_run(out: Path) -> bool:
 
 
 def tracking(out: str, resume: bool, how: How, probe: int, every: int | None, split: str,
-             tensorboard: bool) -> tuple:
+             tensorboard: bool, measures: str | None = None, faithfulness: bool = False) -> tuple:
     """The tracker the options ask for; on --resume without --track, the run's own tracker continues."""
     from pathlib import Path
 
@@ -198,8 +205,14 @@ def tracking(out: str, resume: bool, how: How, probe: int, every: int | None, sp
                              "give --track")
         if resume and TrackStore.exists(folder):
             return (FitTracker.from_store(folder, tensorboard=tensorboard),)
-        if tensorboard or every is not None:
-            raise InputError("--tensorboard and --track-every go with --track METHODS")
+        if tensorboard or every is not None or measures is not None or faithfulness:
+            raise InputError("--tensorboard and --track-every go with --track METHODS, as do --track-measures and "
+                             "--track-faithfulness")
         return ()
+    from attnscope.track import CausalMeasures
+    from attnscope.track.measures import DEFAULT
+
+    taken = DEFAULT if measures is None else parse_list(measures, "--track-measures")
     return (FitTracker(how.explainer(), probe=probe, every=every, targets=how.targets, split=split,
-                       tensorboard=tensorboard),)
+                       tensorboard=tensorboard, measures=taken,
+                       causal=CausalMeasures(images=32) if faithfulness else None),)

@@ -1,4 +1,4 @@
-"""LeGrad (Bousselham et al., 2024): how sensitive each layer's own class score is to that layer's attention.
+"""LeGrad (Bousselham et al., ICCV 2025): how sensitive each layer's own class score is to that layer's attention.
 
 For every attention layer l the token stream after its block is read out as the model reads its last
 one (s_l), and E_l = mean over heads and queries of ReLU(∂s_l / ∂A_l); the map is the mean of E_l over
@@ -163,7 +163,7 @@ def _tail(oracle: Oracle, x: torch.Tensor, block: nn.Module, last: torch.Tensor,
 @register_method("legrad", "transformer", applies=no_attention_reason)
 def legrad(images: torch.Tensor, token_graph: TokenGraph, oracle: Oracle, *, last: int | None = None,
            pool: str = "model") -> torch.Tensor:
-    """LeGrad (Bousselham et al., 2024, Eq. 4–6): (1/L) Σ_l mean_{heads, queries} ReLU(∂s_l / ∂A_l) at the keys,
+    """LeGrad (Bousselham et al., ICCV 2025, Eq. 4–6): (1/L) Σ_l mean_{heads, queries} ReLU(∂s_l / ∂A_l) at the keys,
     s_l the explained score of layer l's stream read out by the model's own head.
 
     `last`: only the last so many layers (None: all of the last stage); `pool`: "model" (the model's own head,

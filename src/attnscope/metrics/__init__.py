@@ -14,6 +14,7 @@ group, direction, the ground truth it needs, the short name and legend of the ta
 
 from __future__ import annotations
 
+from attnscope.metrics import causal  # noqa: F401  (declares blankout_rho)
 from attnscope.metrics.captions import corpus_bleu, grounding
 from attnscope.metrics.complexity import complexity, effective_complexity, sparseness
 from attnscope.metrics.concentration import entropy

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from attnscope import stats
 from attnscope.errors import InputError
 from attnscope.maps import normalize
 from attnscope.metrics.checks import as_values, check_pair
@@ -257,13 +258,9 @@ def mean_ci(values: torch.Tensor, level: float = 0.95) -> tuple[float, float, fl
 
 
 def _t_interval(mean: float, std: float, n: int, level: float) -> tuple[float, float, float, int]:
-    """(mean, mean ∓ t_{(1+level)/2, n−1} · std / √n, n); the interval NaN for n < 2."""
-    from scipy.stats import t
-
-    if n < 2:
-        return mean, float("nan"), float("nan"), n
-    half = float(t.ppf(0.5 + level / 2, n - 1)) * std / n**0.5
-    return mean, mean - half, mean + half, n
+    """(mean, mean ∓ t_{(1+level)/2, n−1} · std / √n, n): `attnscope.stats.t_interval_of` as a tuple."""
+    ci = stats.t_interval_of(mean, std, n, level)
+    return ci.mean, ci.low, ci.high, ci.n
 
 
 def sums(values: torch.Tensor) -> torch.Tensor:

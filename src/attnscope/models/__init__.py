@@ -14,7 +14,7 @@ import importlib
 from attnscope.models.registry import MODELS, check_fields, get, names, register
 
 # Model modules register themselves on import. Each line is one family of models.
-for _module in ("smallcnn", "torchvision_models", "vit", "swin", "ltpa", "sat", "pretrained", "clip_tiny",
+for _module in ("smallcnn", "torchvision_models", "vit", "swin", "ltpa", "pooling", "sat", "pretrained", "clip_tiny",
                 "captioner_tiny"):
     importlib.import_module(f"attnscope.models.{_module}")
 

@@ -5,10 +5,12 @@
 
 from __future__ import annotations
 
+from attnscope.track.causal import CausalMeasures, Parts, parts_from
 from attnscope.track.fit import FitTracker
 from attnscope.track.measures import measure
 from attnscope.track.probe import as_probe, probe_from
 from attnscope.track.store import Probe, TrackStore
 from attnscope.track.tracker import AttentionTracker
 
-__all__ = ["AttentionTracker", "FitTracker", "Probe", "TrackStore", "as_probe", "measure", "probe_from"]
+__all__ = ["AttentionTracker", "CausalMeasures", "FitTracker", "Parts", "Probe", "TrackStore", "as_probe", "measure",
+           "parts_from", "probe_from"]

@@ -13,6 +13,7 @@ from attnscope.deprecated import moved
 from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain import HOW_KEYWORDS, Explainer, into_how
 from attnscope.track.board import Board
+from attnscope.track.causal import CausalMeasures, parts_from
 from attnscope.track.measures import DEFAULT, checked_measures
 from attnscope.track.probe import probe_from
 from attnscope.track.store import Probe, TrackStore
@@ -28,7 +29,8 @@ class FitTracker:
     """Record maps explained as `how` says on a probe set during `fit`: at step 0, every epoch end, and every
     `every` steps.
 
-    `probe`: that many first images of the `split` ("test" or "train"), or a `Probe`. The other
+    `probe`: that many first images of the `split` ("test" or "train"), or a `Probe`. `causal`: the faithfulness
+    measures (`CausalMeasures`); on a generated data set without their `parts`, the probe's own are drawn. The other
     arguments are the tracker's (`AttentionTracker`).
     """
 
@@ -43,6 +45,7 @@ class FitTracker:
         tensorboard: bool = False,
         probe_source: str | None = None,
         measures: str | Sequence[str] = DEFAULT,
+        causal: CausalMeasures | None = None,
     ) -> None:
         if isinstance(probe, int) and probe < 1:
             raise InputError(f"probe must be >= 1 images, got {probe}")
@@ -50,10 +53,14 @@ class FitTracker:
             raise InputError(f"split must be one of {SPLITS}, got {split!r}")
         self.how = checked_settings(how, every, targets)  # fail before any training
         measures = checked_measures(measures)
+        if causal is not None and "blankout_rho" in measures:
+            raise InputError("blankout_rho is both a measure and part of causal= (CausalMeasures records it on its own "
+                             "grid): keep one")
         if tensorboard:
             Board.check()  # a missing package fails now, not after the run folder is written
         self.probe, self.split, self.probe_source = probe, split, probe_source
         self.kwargs = dict(every=every, targets=targets, tensorboard=tensorboard, measures=measures)
+        self.causal, self._wants_parts = causal, causal is not None and causal.parts is None
         self.tracker: AttentionTracker | None = None
         self._seconds = 0.0
 
@@ -67,8 +74,12 @@ class FitTracker:
                              f"({s['layer']!r}); continue it from Python with the same `how`")
         how = Explainer(tuple(s["methods"]), s["layer"], s["options"], batch_size=s.get("batch_size"),
                         **{k: v for k, v in s.get("how", {}).items() if k in ("output", "differentiable")})
-        return cls(how, store.probe(), s["every"], s["targets"], tensorboard=tensorboard,
-                   probe_source=store.index["probe"].get("source"), measures=s.get("measures", DEFAULT))
+        causal = CausalMeasures.from_settings(s["causal"]) if s.get("causal") else None
+        tracker = cls(how, store.probe(), s["every"], s["targets"], tensorboard=tensorboard,
+                      probe_source=store.index["probe"].get("source"), measures=s.get("measures", DEFAULT),
+                      causal=causal)
+        tracker._wants_parts = bool(s.get("causal") and s["causal"].get("parts"))
+        return tracker
 
     # -- fit's callback hooks --------------------------------------------------------------------
 
@@ -86,15 +97,18 @@ class FitTracker:
                 raise NotApplicableError(f"cannot track {spec.name!r} on {type(run.model).__name__}: {reason}")
 
     def on_fit_start(self, run: Run) -> None:
+        dataset = run.test_data if self.split == "test" else run.train_data
         if isinstance(self.probe, Probe):
             probe, source = self.probe, self.probe_source
         else:
-            dataset = run.test_data if self.split == "test" else run.train_data
             probe = probe_from(dataset, self.probe)
             source = f"the first {self.probe} images of the {self.split} split of {run.config.data}"
+        causal = self.causal
+        if causal is not None and self._wants_parts and hasattr(dataset, "without"):
+            causal = causal.with_parts(parts_from(dataset, probe.images.shape[0]))  # the probe is the first images
         self.tracker = AttentionTracker(run.out, probe, self.how, resume=run.config.resume,
                                         steps_per_epoch=steps_per_epoch(run), seed=run.config.seed,
-                                        probe_source=source, **self.kwargs)
+                                        probe_source=source, causal=causal, **self.kwargs)
         self._seconds = 0.0
         self._timed(self.tracker.epoch_end, run.model, epoch=run.epoch, step=run.step)  # step 0: untrained
         self._seconds = 0.0

@@ -10,8 +10,9 @@ Keys (every value the mean over the probe's P images):
 
 The measures are metrics declared in `attnscope.metrics` (`metrics.declare`), by name; by default the pointing
 game (a flat map points nowhere: 0), the energy in the box and the normalised entropy of the positive mass
-(`DEFAULT`). Any declared metric that reads only the map and boxes can be tracked; those that ask the model
-(faithfulness) or need masks or mosaics cannot, since the store must recompute them from its maps alone.
+(`DEFAULT`). Any declared metric that reads only the map and boxes can be tracked, and those that ask the model
+(faithfulness: `blankout_rho`, `deletion_zero`, ...) when the tracker gives a scorer — those are taken on the
+model at the snapshot and cannot be recomputed from the store's maps; metrics that need masks or mosaics cannot.
 
 Spearman ρ (average ranks for ties) is undefined where a map is constant; those images are left
 out of the mean, and a mean over no image is None.
@@ -31,7 +32,7 @@ import torch
 
 import attnscope.metrics  # noqa: F401  (every family's declarations)
 from attnscope.errors import InputError
-from attnscope.metrics.declare import METRICS, Batch
+from attnscope.metrics.declare import METRICS, Batch, Scorer
 from attnscope.metrics.similarity import pearson, rank
 from attnscope.track.store import Probe
 
@@ -43,8 +44,6 @@ def trackable(name: str) -> str | None:
     metric = METRICS.get(name)
     if not metric.per_method:
         return "it is computed from maps of other images (perturbed copies, mosaics)"
-    if metric.model:
-        return "it asks the model, and the store recomputes measures from its maps alone"
     if metric.needs not in ("", "boxes"):
         return f"it needs {metric.needs}, and a probe has boxes only"
     return None
@@ -76,24 +75,28 @@ def measure(
     ranked: Mapping[str, torch.Tensor] | None = None,
     previous_ranked: Mapping[str, torch.Tensor] | None = None,
     measures: Sequence[str] = DEFAULT,
+    scorer: Scorer | None = None,
 ) -> dict[str, float | None]:
     """The measures of one snapshot: `maps` (P, H, W) per key and `previous`, both as stored.
 
     `ranked` / `previous_ranked`: `rank_maps` of either, when the caller already has them. `measures`:
-    declared metric names (`checked_measures`).
+    declared metric names (`checked_measures`). `scorer`: `f(x, source)` of the model for the measures that ask it.
     """
+    asking = [n for n in measures if METRICS.get(n).model]
+    if asking and scorer is None:
+        raise InputError(f"measures {asking} ask the model: give a scorer (the tracker does)")
     out: dict[str, float | None] = {"probe_acc": _mean((predictions.cpu() == probe.labels.cpu()).float())}
     ranked = rank_maps(maps) if ranked is None else ranked
     if previous is not None and previous_ranked is None:
         previous_ranked = rank_maps(previous)
-    batch = Batch(probe.images, probe.labels)
+    batch = Batch(probe.images, probe.labels, scorer=scorer)
     for key, values in maps.items():
         for name in measures:
             metric = METRICS.get(name)
             if metric.needs == "boxes":
                 for region, boxes in probe.regions.items():
-                    out[f"{key}/{name}@{region}"] = _mean(metric.values(values, Batch(probe.images, probe.labels,
-                                                                                      boxes=boxes)))
+                    out[f"{key}/{name}@{region}"] = _mean(metric.values(values, Batch(
+                        probe.images, probe.labels, scorer=scorer, boxes=boxes)))
             else:
                 out[f"{key}/{name}"] = _mean(metric.values(values, batch))
         if previous_ranked is not None and key in previous_ranked:

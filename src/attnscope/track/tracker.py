@@ -35,6 +35,7 @@ from attnscope.explain.multimodal import Caption
 from attnscope.explain.spec import ALWAYS_RECORDED
 from attnscope.modules import device_of, unwrap
 from attnscope.track.board import Board
+from attnscope.track.causal import CausalMeasures, evaluating, logit_scorer
 from attnscope.track.measures import DEFAULT, checked_measures, measure, rank_maps
 from attnscope.track.probe import ProbeSpec, as_probe, same_probe
 from attnscope.track.store import TrackStore, roundtrip
@@ -55,9 +56,11 @@ class AttentionTracker:
     `steps_per_epoch`: gives step snapshots a fractional epoch when `step()` is not told one.
     `seed`: stochastic methods (SmoothGrad) draw from (seed, step), so a resumed run repeats them.
     `probe_source`: where the probe images came from, for the report (default: the `Probe`'s own
-    `source`, set by `probe_from`). `tensorboard`: also log the
+    `source`, set by `probe_from`). `causal`: a `CausalMeasures` adds the faithfulness measures of
+    `causal.py` (blank-out, exact part removal, attention substitution, ViT sinks). `tensorboard`: also log the
     measures, the scalars and map images to `<folder>/tensorboard` (needs the `tensorboard` package).
-    `measures`: the declared metrics (`ats.list("metrics")`) taken on every snapshot, by name (`measures.py`).
+    `measures`: the declared metrics (`ats.list("metrics")`) taken on every snapshot, by name (`measures.py`); those
+    that ask the model (e.g. "blankout_rho") score the true class's logit (`targets`).
     """
 
     @moved("how", HOW_KEYWORDS, into_how)
@@ -74,6 +77,7 @@ class AttentionTracker:
         probe_source: str | None = None,
         tensorboard: bool = False,
         measures: str | Sequence[str] = DEFAULT,
+        causal: CausalMeasures | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.measures = checked_measures(measures)
@@ -85,6 +89,10 @@ class AttentionTracker:
         self.resume, self.steps_per_epoch, self.seed = resume, steps_per_epoch, int(seed)
         self.probe_source = probe_source or self.probe.source or "given to the tracker"
         self.board = Board.check() if tensorboard else None  # fails now if tensorboard is missing
+        self.causal = causal
+        if causal is not None and "blankout_rho" in self.measures:
+            raise InputError("blankout_rho is both a measure and part of causal= (CausalMeasures records it on its own "
+                             "grid): keep one")
         self.store: TrackStore | None = None
         self.main = True  # False on the ranks > 0 of a distributed run: they record nothing
         self._begun = self._closed = self._model_checked = False
@@ -102,7 +110,8 @@ class AttentionTracker:
         return {"methods": record["methods"], "probe": int(self.probe.images.shape[0]), "every": self.every,
                 "targets": self.targets, "layer": record["layer"], "options": record["options"],
                 "batch_size": record["batch_size"], "seed": self.seed, "measures": self.measures,
-                **({"how": others} if others else {})}
+                **({"how": others} if others else {}),
+                **({"causal": self.causal.settings} if self.causal is not None else {})}
 
     @property
     def methods(self) -> list[str]:
@@ -251,8 +260,13 @@ class AttentionTracker:
         predictions = maps.predicted.cpu()  # the shared pass's logits: no extra forward
         values = {k: roundtrip(m.values) for k, m in maps.items()}  # (P, H, W) each, as the store keeps them
         ranked = rank_maps(values)
-        measures = measure(values, self.probe, predictions, ranked=ranked, previous_ranked=self._previous,
-                           measures=self.measures)
+        targets = self.probe.labels if self.targets == "label" else predictions
+        core = unwrap(model)
+        with evaluating(core):  # the measures that ask the model run it in eval mode, no gradients
+            measures = measure(values, self.probe, predictions, ranked=ranked, previous_ranked=self._previous,
+                               measures=self.measures, scorer=logit_scorer(core, targets))
+        if self.causal is not None:
+            measures.update(self.causal(core, self.probe.images, targets, values, self.probe.regions))
         seconds = time.perf_counter() - started
         self.store.add({"step": step, "epoch": epoch, "kind": kind, "measures": measures,
                         "seconds": round(seconds, 4)}, values, predictions)

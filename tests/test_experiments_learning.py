@@ -1,0 +1,47 @@
+"""The study's own measure code (experiments/learning_sat.py, learning_runs.py) on hand-made inputs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+@pytest.fixture(scope="module")
+def learning():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        import learning_runs
+        import learning_sat
+
+        yield learning_runs, learning_sat
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+def test_box_mass_spreads_each_cell_over_its_pixels(learning) -> None:
+    _, sat = learning
+    alpha = torch.zeros(4)
+    alpha[0], alpha[3] = 0.25, 0.75  # a 2 x 2 grid on an 8 px image: cells of 4 x 4 px
+    assert sat.box_mass(alpha, (2, 2), (0, 0, 4, 4), 8) == pytest.approx(0.25)
+    assert sat.box_mass(alpha, (2, 2), (2, 2, 6, 6), 8) == pytest.approx(0.25 / 4 + 0.75 / 4)  # a quarter of each
+    assert sat.box_mass(alpha, (2, 2), (0, 0, 8, 8), 8) == pytest.approx(1.0)
+
+
+def test_snapshots_every_third_of_an_epoch_and_resume(learning, tmp_path) -> None:
+    runs, _ = learning
+    runs.JOBS["tiny"] = {"model": "smallcnn", "model_cfg": {"widths": [4, 8]}, "data": "clutter", "n": 96, "n_test": 32,
+                         "epochs": 1, "data_cfg": {"size": 32, "digit_size": [8, 12]}}
+    try:
+        folder = runs.train("tiny", 0, tmp_path, None)
+    finally:
+        del runs.JOBS["tiny"]
+    snaps = json.loads((folder / "snaps" / "snaps.json").read_text())["snaps"]
+    assert [s["step"] for s in snaps] == [0, 1, 2]  # 96 / 64 → 2 steps an epoch, every max(1, 2 // 3) = 1 step
+    assert all((folder / "snaps" / f"{s['step']:06d}.safetensors").exists() for s in snaps)
+    assert json.loads((folder / "done.json").read_text())["job"] == "tiny"
