@@ -75,11 +75,11 @@ def test_a_declared_metric_is_a_column_a_measure_and_a_report_column(new_metric,
     assert measures["gradcam/peak_in_box@box"] == pytest.approx(
         new_metric.peak_in_box(stored, boxes).double().mean().item(), abs=1e-6)
 
-    # the report: the leaderboard's column under its short header, its legend in the note; the measure's chart
+    # the report: the leaderboard's column headed by its legend (the short name and metric in the tooltip), in the
+    # table of its group; the measure's chart
     fileio.write_text(tmp_path / "run" / "leaderboard.json", json.dumps({"rows": board.rows}))
     page = ats.report.build(tmp_path / "run").read_text()
-    assert '<th title="share of the map&#x27;s peak reached in the box">peak</th>' in page
-    assert "<b>peak</b> share of the map&#x27;s peak reached in the box" in page
+    assert '<th title="peak (peak_in_box)">share of the map&#x27;s peak reached in the box</th>' in page
     assert "share of the map&#x27;s peak reached in the box @box" in page  # the measure's chart title
 
 

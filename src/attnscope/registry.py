@@ -86,6 +86,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "rewrites": ("attnscope.explain", "attnscope.explain.rewrites:REWRITES"),
     "lrp-composites": ("attnscope.explain", "attnscope.explain.lrp:COMPOSITES"),
     "lrp-canonizers": ("attnscope.explain", "attnscope.explain.lrp:CANONIZERS"),
+    "attention-adapters": ("attnscope.explain", "attnscope.explain.adapters:ATTENTION"),
     "calibrations": ("attnscope.sanity", "attnscope.sanity.calibration:CALIBRATIONS"),
     "inits": ("attnscope.sanity", "attnscope.sanity.blocks:INITS"),
     "noises": ("attnscope.evaluate", "attnscope.evaluate.robustness:NOISES"),
