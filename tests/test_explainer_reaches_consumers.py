@@ -96,7 +96,7 @@ def _recipes(tiny, tmp_path):
 
     def fit_tracker(how):
         tracker = track.FitTracker(how, probe=Probe(x, y, {}), every=None)
-        run = SimpleNamespace(out=tmp_path / "fit", model=model, epoch=0, step=0, train_data=[0] * 4,
+        run = SimpleNamespace(out=tmp_path / "fit", model=model, epoch=0, step=0, train_data=[0] * 4, test_data=[0] * 4,
                               world=SimpleNamespace(size=1, main=True),
                               config=SimpleNamespace(resume=False, seed=0, batch_size=2))
         tracker.on_fit_start(run)
