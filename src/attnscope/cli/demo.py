@@ -58,10 +58,10 @@ def demo_command(output: Output, probe: int, epochs: int, n: int, seed: int, pho
     compute.torch_device()  # an unusable --device fails before the work
     with output.building() as partial:
         real = photo_step(partial / "photos", compute.quiet) if photos else None
+        if real is not None:
+            _print_photos(real)  # the first table on screen, while the small model trains (issue 30: <= 90 s)
         summary = run_demo(partial, probe=probe, epochs=epochs, n=n, seed=seed, quiet=compute.quiet,
                            final=output.path, device=compute.device)
-    if real is not None:
-        _print_photos(real)
     from attnscope.report.terminal import demo_table
 
     console.table(*demo_table(summary))
