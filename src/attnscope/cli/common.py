@@ -44,6 +44,8 @@ def group(name: str, specs: list[Spec], build: Callable[..., Any]) -> Callable[[
             return command(*args, **kwargs)
 
         for decls, attrs in reversed(specs):
+            if attrs.get("required") and attrs.get("default", 0) is None:  # click >= 8.3 reads default=None as
+                attrs = {k: v for k, v in attrs.items() if k != "default"}  # a given default: required unenforced
             wrapper = click.option(*decls, **attrs)(wrapper)
         return wrapper
 
