@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from attnscope import data, fileio
+from attnscope import data, fileio, stats
 from attnscope.evaluate import Settings, leaderboard
 from attnscope.models import checkpoint
 from attnscope.train import TrainConfig, fit
@@ -39,7 +37,6 @@ METHODS = {
     "legrad": ("legrad", {}),
     "gradcam (norm)": ("gradcam", {}),
 }
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # two-sided 95 % t quantiles by degrees of freedom
 
 
 def train(seed: int, out: Path, args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
@@ -64,11 +61,9 @@ def score(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, bo
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95 % t-interval (0 for one value)."""
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return m, 0.0
-    return m, T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+    """Mean and the half-width of its 95 % t-interval (`attnscope.stats.t_interval`; 0 for one value)."""
+    interval = stats.t_interval(values)
+    return interval.mean, 0.0 if interval.n < 2 else (interval.high - interval.low) / 2
 
 
 def summarise(per_seed: dict[int, dict]) -> list[dict]:
