@@ -126,3 +126,15 @@ def test_explain_texts_of_a_hugging_face_clip_from_its_folder(tmp_path) -> None:
     assert [w for w, _ in tokens["methods"]["chefer-mm"][1][0]] == ["[BOS]", "a", "red", "three", "[EOS]"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["source"]["kind"] == "transformers" and len(manifest["methods"]) == 4
+
+
+def test_token_highlights_are_classes_in_tenths_of_the_prompts_largest_value() -> None:
+    """The report's Content-Security-Policy refuses inline styles, so a token's shade is a class of TOKEN_CSS."""
+    from attnscope.report.assets import CSS
+    from attnscope.report.tokens import TOKEN_CSS, highlighted
+
+    spans = highlighted([("a", 2.0), ("<b>", -1.0), ("c", 0.09), ("d", -0.11)])
+    assert spans.count('class="tok-') == 4 and "style=" not in spans and "&lt;b&gt;" in spans
+    assert [c for c in ("tok-p10", "tok-n5", "tok-p0", "tok-n1") if f'class="{c}"' in spans] == [
+        "tok-p10", "tok-n5", "tok-p0", "tok-n1"]
+    assert ".tok-n5 { background: rgba(40,80,220,0.5)" in TOKEN_CSS and TOKEN_CSS in CSS

@@ -161,7 +161,8 @@ def test_a_50_epoch_6_method_64_probe_report_loads_in_under_2_s_and_weighs_under
     _quiet(problems, requests)
 
 
-SECTIONS = ("top", "photos", "training", "maps", "measures", "sanity", "leaderboard", "demo", "configuration")
+SECTIONS = ("top", "photos", "training", "maps", "measures", "sanity", "leaderboard", "captions", "tokens", "demo",
+            "configuration")
 SIGNIFICANT = r"^-?(\d{3,}|\d+(\.\d+)?(e[+-]\d+)?|<?0\.\d+)$"  # "0.778", "281", "2.93e-05"
 
 
@@ -214,6 +215,9 @@ def test_every_section_fits_1280_px_reads_at_11_px_and_is_screenshotted(tmp_path
             tables = page.locator("section:not(#configuration) .table-wrap")
             assert all(tables.nth(i).evaluate("t => t.previousElementSibling.className === 'what'")
                        for i in range(tables.count()))
+            colours = page.locator("#tokens span[title]").evaluate_all(
+                "spans => spans.map(s => getComputedStyle(s).backgroundColor)")  # the style sheet reached them
+            assert "rgb(220, 40, 40)" in colours and len(set(colours)) >= 3, colours
             commands = page.locator("pre.command").all_inner_texts()
             assert commands and all(c.startswith("attnscope ") and "--out " in c and "`" not in c for c in commands)
         finally:

@@ -157,4 +157,26 @@ def full_run(out: Path) -> Path:
     figures.save_png(out / "grid.png", figures.grid(x, board.maps, boxes, zoom=4, rows=row_labels(y, None, probs, y)))
     randomised = model_randomization(model, x[:2], ("gradcam", "saliency"), comparison=Comparison(keep=1))
     sanity_files.write(randomised, out / "sanity")
+    image_text_parts(out)
     return out
+
+
+def image_text_parts(out: Path) -> None:
+    """What the image–text commands add to a report, made by those commands on tiny models trained for one
+    epoch: `explain --text` of a clip-tiny (the prompt tokens, out/text) and `caption --methods` of a
+    captioner-tiny (per-word strips, out/captions)."""
+    from attnscope.cli import main
+
+    scenes = ["--data", "scenes", "--data-opt", "size=48", "--data-opt", "digit_size=[10,14]"]
+    small = ["--model-opt", "image_size=48", "--model-opt", "dim=16", "--model-opt", "depth=1", "--model-opt",
+             "heads=2"]
+    train = ["--n", "16", "--n-test", "8", "--epochs", "1", "--batch-size", "8", "--quiet"]
+    main(["train", "--model", "clip-tiny", *scenes, *small, "--model-opt", "text_dim=16", "--model-opt",
+          "embed_dim=8", *train, "--out", str(out / "models" / "clip")])
+    main(["explain", "--model", str(out / "models" / "clip"), "--images", "scenes", "--size", "48", "--n", "2",
+          "--text", "a red three", "--text", "a blue seven left of a green two", "--methods", "gradcam",
+          "--token-methods", "inputxgrad,chefer-mm", "--out", str(out / "text"), "--quiet"])
+    main(["train", "--model", "captioner-tiny", *scenes, *small, "--model-opt", "decoder_depth=1", *train,
+          "--out", str(out / "models" / "captioner")])
+    main(["caption", "--checkpoint", str(out / "models" / "captioner"), "--images", "scenes", "--n", "2",
+          "--methods", "alpha,gradcam", "--out", str(out / "captions"), "--quiet"])

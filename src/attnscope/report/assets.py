@@ -4,6 +4,8 @@ The page's Content-Security-Policy allows exactly these two texts by their hashe
 its own listeners (no inline handlers anywhere) and writes every value as text, never as markup.
 """
 
+from attnscope.report.tokens import TOKEN_CSS
+
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1180px;
        padding: 16px 24px 48px; color: #222; }
@@ -50,7 +52,7 @@ ul.skipped li { margin: 6px 0; }
 .preds .wrong { color: #c00; font-weight: 600; }
 .note { color: #666; font-size: 12px; }
 details pre { background: #f7f7f7; padding: 8px; overflow-x: auto; }
-"""
+""" + TOKEN_CSS
 
 JS = """
 (function () {

@@ -213,7 +213,9 @@ def _captions(tables: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], limit: 
             rows.append(f"<tr><td>{_text(r['image'])}</td><td><b>{_text(r['caption'])}</b>"
                         f"{f'<ul>{refs}</ul>' if refs else ''}{strip}</td></tr>")
         shown = f"first {limit} of {len(images)}" if len(images) > limit else f"{len(images)}"
-        parts.append(f"<h3>{_text(name)}</h3><p class='note'>{shown} images.</p><div class='table-wrap'><table>"
+        parts.append(f"<h3>{_text(name)}</h3><p class='what'>The caption each of {shown} images was given, its "
+                     "reference captions, and where the map of each method puts each word (one strip per method, "
+                     "one frame per word).</p><div class='table-wrap'><table>"
                      f"<tr><th>image</th><th>caption (references)</th></tr>{''.join(rows)}</table></div>")
     return "<h2>Captions</h2>" + "".join(parts) if parts else ""
 
@@ -225,7 +227,9 @@ def _tokens(tables: Sequence[tuple[str, Mapping[str, Any]]], limit: int = 8) -> 
     parts = [f"<h3>{_text(name)}</h3>" + token_page_body({m: v[:limit] for m, v in t["methods"].items()},
                                                           t["images"][:limit])
              for name, t in tables]
-    return "<h2>Prompt tokens</h2>" + "".join(parts) if parts else ""
+    legend = ("<p class='what'>How much each token of a prompt adds to the image–text score: red positive, blue "
+              "negative, each prompt scaled by its largest |value| (hover a token for its value).</p>")
+    return "<h2>Prompt tokens</h2>" + legend + "".join(parts) if parts else ""
 
 
 def _summary(summary: Mapping[str, Any] | None, folder: Path) -> str:

@@ -7,14 +7,19 @@ import html
 from collections.abc import Mapping, Sequence
 
 
+LEVELS = 10  # the background's opacity in steps of 1/LEVELS: classes, so the report's style-src hash holds
+TOKEN_CSS = "".join(f".tok-{sign}{k} {{ background: rgba({rgb},{k / LEVELS:.1f}); padding: 1px 3px; }}\n"
+                    for sign, rgb in (("p", "220,40,40"), ("n", "40,80,220")) for k in range(LEVELS + 1))
+
+
 def highlighted(words: Sequence[tuple[str, float]]) -> str:
-    """One prompt as HTML spans: (token, relevance) pairs, the background's opacity |r| / max|r|."""
+    """One prompt as HTML spans: (token, relevance) pairs, the background's opacity |r| / max|r| rounded to
+    tenths (a class of TOKEN_CSS: no inline style, which the report's Content-Security-Policy refuses)."""
     top = max((abs(v) for _, v in words), default=0.0) or 1.0
     spans = []
     for word, value in words:
-        colour = "220,40,40" if value >= 0 else "40,80,220"
-        alpha = abs(value) / top
-        spans.append(f'<span title="{value:.4g}" style="background: rgba({colour},{alpha:.3f}); padding: 1px 3px">'
+        level = round(LEVELS * abs(value) / top)
+        spans.append(f'<span title="{value:.4g}" class="tok-{"p" if value >= 0 else "n"}{level}">'
                      f"{html.escape(word)}</span>")
     return " ".join(spans)
 
@@ -36,7 +41,8 @@ def token_page(data: Mapping[str, Sequence[Sequence[Sequence[tuple[str, float]]]
     """A self-contained page: per method, per image, every prompt's tokens highlighted by their relevance."""
     rows = [token_page_body(data, images)]
     head = ("<!doctype html><meta charset='utf-8'><meta http-equiv='Content-Security-Policy' "
-            "content=\"default-src 'none'; style-src 'unsafe-inline'\"><title>prompt tokens</title>")
+            "content=\"default-src 'none'; style-src 'unsafe-inline'\"><title>prompt tokens</title>"
+            f"<style>{TOKEN_CSS}</style>")
     legend = (f"<p>Relevance of each token of {len(texts)} prompt(s) for the image–text score: red positive, "
-              "blue negative, per prompt scaled by its largest |value| (hover for the value).</p>")
+              "blue negative, per prompt scaled by its largest |value| in tenths (hover for the value).</p>")
     return head + "<body style='font-family: sans-serif'>" + legend + "".join(rows) + "</body>"
