@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 
-
 LEVELS = 10  # the background's opacity in steps of 1/LEVELS: classes, so the report's style-src hash holds
 TOKEN_CSS = "".join(f".tok-{sign}{k} {{ background: rgba({rgb},{k / LEVELS:.1f}); padding: 1px 3px; }}\n"
                     for sign, rgb in (("p", "220,40,40"), ("n", "40,80,220")) for k in range(LEVELS + 1))
