@@ -138,3 +138,18 @@ def test_token_highlights_are_classes_in_tenths_of_the_prompts_largest_value() -
     assert [c for c in ("tok-p10", "tok-n5", "tok-p0", "tok-n1") if f'class="{c}"' in spans] == [
         "tok-p10", "tok-n5", "tok-p0", "tok-n1"]
     assert ".tok-n5 { background: rgba(40,80,220,0.5)" in TOKEN_CSS and TOKEN_CSS in CSS
+
+
+@pytest.mark.parametrize("model", ["clip-tiny", "captioner-tiny"])
+def test_train_builds_the_tiny_transformers_for_the_datas_image_size(tmp_path, model) -> None:
+    """`attnscope train --model clip-tiny --data scenes` as written: the data's 48 px, not the model's default 64,
+    unless --model-opt image_size says otherwise (then the model refuses the data's size in one line)."""
+    opts = ["--model-opt", "dim=16", "--model-opt", "depth=1", "--model-opt", "heads=2"]
+    main(["train", "--model", model, "--data", "scenes", *SCENES, *opts, "--n", "8", "--n-test", "4", "--epochs", "1",
+          "--batch-size", "8", "--out", str(tmp_path / "run"), "--quiet"])
+    spec = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert spec["model"]["config"]["image_size"] == 48
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--model", model, "--data", "scenes", *SCENES, *opts, "--model-opt", "image_size=64", "--n",
+              "8", "--n-test", "4", "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "other"), "--quiet"])
+    assert exit_.value.code == 2

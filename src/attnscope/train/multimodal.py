@@ -61,7 +61,7 @@ class Contrastive:
 
     def model_kwargs(self, dataset: Dataset) -> dict[str, Any]:
         self.vocab = dataset.vocabulary()
-        return {"vocab": self.vocab.to_json()}
+        return {"vocab": self.vocab.to_json(), **image_size(dataset)}
 
     def collate(self, samples: list[Any]) -> PairBatch:
         """One text per image: a phrase of one of its objects (`phrase_prob`) or a caption, drawn with torch's RNG."""
@@ -134,3 +134,16 @@ class TransformerCaptioning(captioning.Captioning):
         given = dict(config.task_cfg)
         super().__init__(config)
         self.opts["doubly_stochastic"] = float(given.get("doubly_stochastic", 0.0))
+
+    def model_kwargs(self, dataset: Dataset) -> dict[str, Any]:
+        return {**super().model_kwargs(dataset), **image_size(dataset)}
+
+
+def image_size(dataset: Dataset) -> dict[str, int]:
+    """The transformer's `image_size` read off the data's square images (DigitScenes draws 96 px by default, the
+    tiny models are built for 64), so `attnscope train --model clip-tiny --data scenes` runs as written; a
+    `--model-opt image_size=...` still wins. Nothing for an empty data set or non-square images."""
+    if not len(dataset):
+        return {}
+    height, width = dataset[0].image.shape[-2:]
+    return {"image_size": int(height)} if height == width else {}
