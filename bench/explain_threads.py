@@ -4,6 +4,7 @@ process, the settings taking turns (so each sees the same load on average), the 
     python bench/explain_threads.py --repeats 3              # the library call, threads × OpenMP wait policy
     python bench/explain_threads.py --cli --repeats 3        # `attnscope explain` as a user runs it: default
                                                               # settings vs OMP_NUM_THREADS=1 (issue 30)
+    python bench/explain_threads.py --cli --repeats 3 --load 6   # the same beside 6 busy processes of its own
 
 Library sides: `1 thread`; `2 threads, spinning` (libgomp's own default: torch imported before attnscope, so
 attnscope's OMP_WAIT_POLICY=PASSIVE is not applied); `2 threads, passive`. Writes
@@ -79,31 +80,53 @@ def run_cli(name: str, out: Path) -> dict:
                            - before.children_system, 1), "said": said[:1]}
 
 
+def busy(n: int) -> list[subprocess.Popen]:
+    """`n` processes that keep one core busy each (a controlled load: the 1-minute load average rises by about
+    `n` within a minute); the caller stops them."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=32, help="IG steps of the library sides (the default is 32)")
     parser.add_argument("--cli", action="store_true")
     parser.add_argument("--child", nargs=3)
+    parser.add_argument("--load", type=int, default=0, help="busy processes run beside the timed ones (the load "
+                                                             "they add is recorded before each run)")
     args = parser.parse_args()
     if args.child:
         threads, wait, steps = args.child
         return child(threads, None if wait == "-" else wait, int(steps))
-    rows = []
     names = ["default settings", "OMP_NUM_THREADS=1"] if args.cli else list(SIDES)
+    load = busy(args.load)
+    try:
+        if load:
+            time.sleep(75)  # the 1-minute load average climbs to the added load first
+        rows = timed(args, names)
+    finally:
+        for proc in load:
+            proc.kill()
+    key = "wall_s" if args.cli else "explain_s"
+    summary = {n: sorted(row[key] for row in rows if row["side"] == n) for n in names}
+    result = {"command": " ".join(["python", "bench/explain_threads.py", *sys.argv[1:]]), "cores": os.cpu_count(),
+              "date": time.strftime("%Y-%m-%d %H:%M"), "busy_processes": args.load, "runs": rows,
+              "sorted_seconds": summary}
+    name = f"explain_threads{'_cli' if args.cli else ''}{f'_load{args.load}' if args.load else ''}.json"
+    (HERE / "results" / name).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(summary))
+
+
+def timed(args: argparse.Namespace, names: list[str]) -> list[dict]:
+    """The runs, the sides taking turns (A B, B A, ...), each in a fresh process."""
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
             for k, name in enumerate(names if r % 2 == 0 else names[::-1]):
                 row = run_cli(name, Path(tmp) / f"out{r}_{k}") if args.cli else run_library(name, args.steps)
                 rows.append({**row, "repeat": r})
                 print(json.dumps(rows[-1]), flush=True)
-    key = "wall_s" if args.cli else "explain_s"
-    summary = {n: sorted(row[key] for row in rows if row["side"] == n) for n in names}
-    result = {"command": " ".join(["python", "bench/explain_threads.py", *sys.argv[1:]]), "cores": os.cpu_count(),
-              "date": time.strftime("%Y-%m-%d %H:%M"), "runs": rows, "sorted_seconds": summary}
-    name = "explain_threads_cli.json" if args.cli else "explain_threads.json"
-    (HERE / "results" / name).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(summary))
+    return rows
 
 
 if __name__ == "__main__":
