@@ -23,7 +23,7 @@ def main(source: str | None, out: str) -> None:
     boxes = torch.stack([test[i].box for i in range(3)])  # (3, 4)
     labels = torch.tensor([test[i].label for i in range(3)])
     maps = ats.explain(model, images, ("gradcam", "guided-backprop", "ig", "occlusion"), targets=labels)
-    ats.show(images, maps, boxes=boxes).save(out)
+    ats.show(images, maps, boxes=boxes, labels=labels).save(out)  # rows: explained class, p, true class
     print(f"wrote {out}")
 
 

@@ -64,6 +64,23 @@ def test_demo_writes_its_folder_and_replaces_only_its_own_with_overwrite(tmp_pat
     assert {"cam", "gradcam", "saliency", "random"} <= set(summary["methods"])
     for scores in summary["methods"].values():
         assert 0 <= scores["pointing"] <= 1 and 0 <= scores["energy_in_box"] <= 1
+    import torch
+    from safetensors.torch import load_file
+
+    from attnscope.models import checkpoint
+
+    probe = load_file(str(out / "probe.safetensors"))
+    model = checkpoint.load(out)[0].eval()
+    with torch.no_grad():
+        p = model(probe["images"][:8]).softmax(1)
+    names = getattr(model, "class_names", None)
+    said = lambda k: f"{names[k]} ({k})" if names else f"class {k}"  # noqa: E731
+    share = lambda q: f"{q:.2f}" if q >= 0.01 else f"{q:.2g}" if q >= 1e-4 else "<0.0001"  # noqa: E731
+    for i, row in enumerate(summary["grid_rows"]):  # grid.png says which image, class and probability each row is
+        truth, top = int(probe["labels"][i]), int(p[i].argmax())
+        wrong = "" if top == truth else f" · predicted {said(top)} p {share(float(p[i, top]))}"
+        assert row.split("\n") == [f"test image {i}", f"explains {said(truth)} p {share(float(p[i, truth]))}",
+                                    "the true class" + wrong]
     for name in ("grid.png", "summary.md", "model.safetensors", "maps.safetensors", "probe.safetensors"):
         assert (out / name).is_file(), name
     assert json.loads((out / "config.json").read_text())["out"] == str(out)

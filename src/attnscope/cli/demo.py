@@ -99,9 +99,14 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool,
     from attnscope.evaluate import not_applicable
     from attnscope.explain import list_methods
     from attnscope.report import figures
+    from attnscope.report.labels import probabilities, row_labels
 
+    with torch.no_grad():
+        probs = probabilities(run.model.eval()(images[:8]))
+    rows = row_labels(labels[:8], getattr(run.model, "class_names", None), probs, labels[:8],
+                      [f"test image {i}" for i in range(len(probs))])
     figures.save_png(out / "grid.png", figures.grid(images[:8], {k: v[:8] for k, v in maps.items()}, boxes[:8],
-                                                    kinds=list_methods()))
+                                                    kinds=list_methods(), rows=rows))
     summary = {
         "model": "smallcnn",
         "data": "clutter (64 px)",
@@ -113,6 +118,7 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool,
         "methods": {r["method"]: {"pointing": r["pointing"], "energy_in_box": r["energy_box"],
                                   "ms_per_image": round(r["ms_per_image"], 2)} for r in board.rows},
         "skipped": {**SLOW, **not_applicable(run.model, POST_HOC)},
+        "grid_rows": rows,  # grid.png's row labels: image, explained class and p, true / predicted class
     }
     fileio.write_json(out / "summary.json", summary)
     fileio.write_text(out / "summary.md", _markdown(summary))
