@@ -66,7 +66,7 @@ def train(cfg: TrainConfig, track: tuple[str, ...], probe: int) -> dict[str, Any
         resume = (out / "config.json").exists()
         callbacks = ()
         if track:
-            callbacks = (FitTracker.from_store(out) if resume and (out / "track").exists()
+            callbacks = (FitTracker.from_store(out / "track") if resume and (out / "track").exists()
                          else FitTracker(list(track), probe=probe),)
         fit(TrainConfig(**{**cfg.to_dict(), "resume": resume}), callbacks=callbacks)
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

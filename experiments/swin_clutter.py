@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import torch
+from vit_clutter import score  # the same rows and columns as TinyViT's table
 
 from attnscope import data, fileio, stats
-from attnscope.evaluate import Settings, leaderboard
 from attnscope.models import checkpoint
 from attnscope.train import TrainConfig, fit
 
@@ -49,15 +49,6 @@ def train(seed: int, out: Path, args: argparse.Namespace) -> tuple[torch.nn.Modu
         fit(config)
     net, _ = checkpoint.load(out)
     return net.eval(), json.loads(metrics.read_text().splitlines()[-1])
-
-
-def score(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor) -> list[dict]:
-    """The leaderboard rows of each method for the true class (and the random-map calibration)."""
-    board = leaderboard(model, images, labels, boxes, metrics=("pointing", "energy_box", "energy_box_norm"),
-                        methods=[(label, method, opts) for label, (method, opts) in METHODS.items()],
-                        calibration=("random",), settings=Settings(explain_batch=50))
-    return [{"method": r["method"], "pointing": r["pointing"], "energy_in_box": r["energy_box"],
-             "energy_in_box_normalized": r["energy_box_norm"], "ms_per_image": r["ms_per_image"]} for r in board.rows]
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
@@ -114,7 +105,8 @@ def main() -> None:
         model, last = train(seed, out / f"seed{seed}", args)
         if args.train_only:
             continue
-        per_seed[seed] = {"test_acc": last.get("test_acc", float("nan")), "rows": score(model, images, labels, boxes)}
+        per_seed[seed] = {"test_acc": last.get("test_acc", float("nan")),
+                          "rows": score(model, METHODS, images, labels, boxes, calibration=("random",))}
         print(f"seed {seed}: test accuracy {per_seed[seed]['test_acc']:.3f}", flush=True)
     if args.train_only:
         return
