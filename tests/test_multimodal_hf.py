@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import attnscope as ats
 from attnscope.errors import NotApplicableError
@@ -138,6 +139,59 @@ def test_open_clip_vit_b_32() -> None:
     words = explain_tokens(model, x[:1], text, "inputxgrad")["inputxgrad"].words(0, 0)
     assert [w for w, _ in words] == ["<start_of_text>", "a</w>", "red</w>", "cat</w>", "<end_of_text>"]
 
+
+
+def test_open_clip_text_tower_attention_and_chefer_equal_the_clip_notebook_on_its_own_weights() -> None:
+    """The text tower's masked `nn.MultiheadAttention` (causal mask, 77-token context): `attention` is the last
+    layer's head-averaged row of the end-of-text token, `chefer-mm` the CLIP notebook's `interpret()` R_text row
+    (the reference's loop, ported in test_multimodal_parity.py), with the attention written out by hand in each
+    block (its own weights and causal mask) and autograd — no attnscope code on the reference side."""
+    open_clip = pytest.importorskip("open_clip", reason="the dev extra installs open_clip_torch")
+    from test_multimodal_parity import ref_interpret_relevance
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    x, prompts = images(1, 224), ["a red cat", "a dog sitting on a mat"]
+    found = explain_tokens(model, x, Text(prompts, tokenizer=tokenizer), ["attention", "chefer-mm"],
+                           {"chefer-mm": {"start_layer": 0}})
+    seen: list[torch.Tensor] = []
+    blocks = [b.attn for b in model.transformer.resblocks]
+
+    def by_hand(attn: torch.nn.MultiheadAttention):
+        def call(query, key, value, need_weights=False, attn_mask=None, **_):
+            """softmax(q kᵀ / √d + mask) v, written out (Vaswani et al. 2017, Eq. 1), per head."""
+            x_ = query if attn.batch_first else query.transpose(0, 1)  # (K, L, E)
+            k_, l_, e_ = x_.shape
+            q, kk, v = (t.reshape(k_, l_, attn.num_heads, -1).transpose(1, 2)
+                        for t in F.linear(x_, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
+            scores = q @ kk.transpose(-2, -1) / q.shape[-1] ** 0.5
+            weights = (scores if attn_mask is None else scores + attn_mask).softmax(dim=-1)  # (K, heads, L, L)
+            seen.append(weights)
+            out = F.linear((weights @ v).transpose(1, 2).reshape(k_, l_, e_), attn.out_proj.weight, attn.out_proj.bias)
+            return (out if attn.batch_first else out.transpose(0, 1)), None
+        return call
+
+    ids = tokenizer(prompts)
+    with torch.no_grad():
+        own = model.get_logits(x, ids)[0]
+    try:
+        for a in blocks:
+            a.forward = by_hand(a)
+        logits = model.get_logits(x, ids)[0]  # (1, K)
+        grads = torch.autograd.grad(logits.sum(), seen)  # prompt k's attention reaches only logit k
+    finally:
+        for a in blocks:
+            del a.forward
+    torch.testing.assert_close(logits.detach(), own, rtol=1e-5, atol=1e-5)  # the written-out attention is the model's
+    eot = ids.argmax(dim=-1)  # open_clip reads the text at its end-of-text token, the largest id
+    r_text = ref_interpret_relevance([(w.detach(), g) for w, g in zip(seen, grads, strict=True)])
+    for k, e in enumerate(eot.tolist()):
+        attention = seen[-1][k].mean(dim=0)[e, : e + 1].detach()
+        torch.testing.assert_close(found["attention"].values[0, k, : e + 1], attention, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(found["chefer-mm"].values[0, k, : e + 1], r_text[k, e, : e + 1],
+                                   rtol=1e-4, atol=1e-5)
+    assert all(a.forward.__func__ is type(a).forward for a in blocks)
 
 # --- captioners ------------------------------------------------------------------------------------------------
 
