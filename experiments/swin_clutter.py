@@ -58,12 +58,19 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(per_seed: dict[int, dict]) -> list[dict]:
+    """Per method: the mean ± 95 % t half-width over seeds of each column, and a paired t-test over seeds of its
+    pointing game against the random map's (`attnscope.stats.paired_t`)."""
     methods = [r["method"] for r in next(iter(per_seed.values()))["rows"]]
+    of = lambda method, key: [next(r[key] for r in s["rows"] if r["method"] == method)  # noqa: E731
+                              for s in per_seed.values()]
     rows = []
     for method in methods:
         row = {"method": method}
         for key in ("pointing", "energy_in_box", "energy_in_box_normalized", "ms_per_image"):
-            row[key] = mean_ci([next(r[key] for r in s["rows"] if r["method"] == method) for s in per_seed.values()])
+            row[key] = mean_ci(of(method, key))
+        if method != "random" and len(per_seed) > 1:
+            test = stats.paired_t(of(method, "pointing"), of("random", "pointing"))
+            row["pointing_vs_random"] = {"test": test.name, "p": test.p, "n": test.n, "difference": test.effect}
         rows.append(row)
     return rows
 
@@ -72,12 +79,15 @@ def markdown(summary: dict) -> str:
     accs = ", ".join(f"{s['test_acc']:.3f}" for s in summary["seeds"].values())
     lines = [f"TinySwin, seeds {', '.join(map(str, summary['seeds']))} (test accuracy {accs}); mean ± 95 % CI "
              "over seeds", "",
-             "| method | pointing game | energy in box | energy in box (min–max) | ms / image |",
-             "| --- | --- | --- | --- | --- |"]
+             "| method | pointing game | energy in box | energy in box (min–max) | ms / image | pointing − random, "
+             "paired t over seeds |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for row in summary["rows"]:
         keys = ("pointing", "energy_in_box", "energy_in_box_normalized")
         cells = [f"{row[k][0]:.3f} ± {row[k][1]:.3f}" for k in keys]
-        lines.append(f"| {row['method']} | {' | '.join(cells)} | {row['ms_per_image'][0]:.1f} |")
+        vs = row.get("pointing_vs_random")
+        test = f"{vs['difference']:+.3f}, {stats.p_text(vs['p'])}" if vs else "–"
+        lines.append(f"| {row['method']} | {' | '.join(cells)} | {row['ms_per_image'][0]:.1f} | {test} |")
     return "\n".join(lines) + "\n"
 
 
