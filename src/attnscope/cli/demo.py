@@ -97,16 +97,9 @@ def run_demo(out: Path, probe: int, epochs: int, n: int, seed: int, quiet: bool,
     fileio.save_tensors(out / "maps.safetensors", {k: v for k, v in maps.items()}, {"targets": "labels"})
 
     from attnscope.evaluate import not_applicable
-    from attnscope.explain import list_methods
-    from attnscope.report import figures
-    from attnscope.report.labels import probabilities, row_labels
 
-    with torch.no_grad():
-        probs = probabilities(run.model.eval()(images[:8]))
-    rows = row_labels(labels[:8], getattr(run.model, "class_names", None), probs, labels[:8],
-                      [f"test image {i}" for i in range(len(probs))])
-    figures.save_png(out / "grid.png", figures.grid(images[:8], {k: v[:8] for k, v in maps.items()}, boxes[:8],
-                                                    kinds=list_methods(), rows=rows))
+    rows = _draw_grid(out / "grid.png", run.model, images[:8], labels[:8], boxes[:8],
+                      {k: v[:8] for k, v in maps.items()})
     summary = {
         "model": "smallcnn",
         "data": "clutter (64 px)",
@@ -160,6 +153,22 @@ def score_all(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
     return leaderboard(model, images, labels, boxes, how=methods, metrics=("pointing", "energy_box"),
                        settings=Settings(calibration=("random",), progress=not quiet, keep_maps=True))
 
+
+def _draw_grid(path: Path, model: Any, images: Any, labels: Any, boxes: Any, maps: dict[str, Any]) -> list[str]:
+    """grid.png of the first test images, each row labelled (image, explained class with p, true / predicted
+    class); returns the labels."""
+    import torch
+
+    from attnscope.explain import list_methods
+    from attnscope.report import figures
+    from attnscope.report.labels import probabilities, row_labels
+
+    with torch.no_grad():
+        probs = probabilities(model.eval()(images))
+    rows = row_labels(labels, getattr(model, "class_names", None), probs, labels,
+                      [f"test image {i}" for i in range(len(images))])
+    figures.save_png(path, figures.grid(images, maps, boxes, kinds=list_methods(), rows=rows))
+    return rows
 
 def _markdown(summary: dict[str, Any]) -> str:
     lines = [
