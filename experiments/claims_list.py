@@ -17,6 +17,7 @@ from claims import (
     by_seed,
     claim,
     diff_row,
+    load,
     one_seed_row,
     runs,
 )
@@ -352,6 +353,28 @@ def vit_attnlrp() -> Row:
     return _az_row("AttnLRP follows blank-out more closely than Chefer et al.'s (CVPR 2021) relevance",
                    "Achtibat et al., ICML 2024", "attnlrp", "chefer", "blankout_rho")
 
+
+
+def _swin(method: str) -> dict[int, float]:
+    """Pointing game of `method` on TinySwin per seed (experiments/swin_clutter.py)."""
+    summary = load("swin_clutter.json")
+    return {int(seed): next(r["pointing"] for r in run["rows"] if r["method"] == method)
+            for seed, run in summary["seeds"].items()}
+
+
+@claim("vit")
+def swin_rollout_points() -> Row:
+    """Rollout composed over shifted windows points at the object"""
+    return diff_row("On a windowed Swin, rollout composed over shifted windows and patch merging points at the digit "
+                    "more often than a random map", "ours (rule: docs/vit.md)", _swin("rollout"), _swin("random"),
+                    what="pointing, rollout − random")
+
+
+@claim("vit")
+def swin_gradcam_away() -> Row:
+    """Grad-CAM on a Swin's last stage points away from the object"""
+    return diff_row("On a windowed Swin, Grad-CAM at the last stage points at the digit less often than a random map",
+                    "ours", _swin("random"), _swin("gradcam (norm)"), what="pointing, random − Grad-CAM")
 
 # -- docs/sanity.md ----------------------------------------------------------------------------------------------
 
