@@ -212,3 +212,14 @@ def test_a_missing_required_option_is_one_line_for_every_command(tmp_path, monke
             assert err.startswith("error: Missing option") and param.opts[0] in err, (name, err)
             checked += 1
     assert checked >= 11 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["bench", "interventions"])
+def test_commands_that_score_the_images_own_class_refuse_a_class_name_and_point_to_explain(command, ckpt, tmp_path,
+                                                                                          capsys):
+    """bench's columns and interventions' parts are the image's own object: a fixed class would be scored against
+    another class's box. Both refuse it in one line, before any work, and say where a named class is explained."""
+    argv = [command, "--checkpoint", ckpt, "--targets", "Egyptian cat", "--out", str(tmp_path / command)]
+    err = _fails(argv, capsys)
+    assert "(label)" in err and "(predicted)" in err and "attnscope explain --targets NAME" in err
+    assert not (tmp_path / command).exists()

@@ -135,7 +135,9 @@ def _check(output: Output, settings: Any, how: How, streaming: StreamChoice, est
                 "--out is required (or pass --estimate to only print the time estimate)"),
                (streaming.on and estimate_only, "--estimate times the in-memory run; leave out --stream"),
                (how.targets not in ("label", "predicted"), "--targets: `attnscope bench` scores the true class "
-                                                           "(label) or the predicted one (predicted)")]
+                                                           "(label) or the predicted one (predicted), whose boxes the "
+                                                           "columns compare with; a class by name or index: "
+                                                           "`attnscope explain --targets NAME`")]
     for bad, message in refused:
         if bad:
             raise InputError(message)

@@ -50,7 +50,8 @@ def interventions_command(source: ModelSource, output: Output, data: str | None,
 
     if how.targets not in ("predicted", "label"):
         raise InputError("--targets: `attnscope interventions` explains the predicted class (predicted) or the "
-                         "digit's (label)")
+                         "digit's (label), the parts it removes being the digit's; a class by name or index: "
+                         "`attnscope explain --targets NAME`")
     if n is not None and old_n is not None:
         raise InputError("--n and --images are one option under two names; give one")
     n = next((v for v in (n, old_n) if v is not None), 32)
