@@ -76,6 +76,13 @@ def split_images(name: str, split: str, n: int, cfg: dict[str, Any]) -> tuple[to
     return torch.stack([s[0] for s in samples]), torch.tensor([int(s[1]) for s in samples])
 
 
+def training_cpu_s(times: list[float]) -> float:
+    """The training process's CPU seconds between the first and the last snapshot, from each snapshot's
+    `time.process_time()`. A run resumed after a kill starts a new process whose clock starts again at 0: the
+    interval across the resume counts as the new process's time to its first snapshot."""
+    return sum(b - a if b >= a else b for a, b in zip(times, times[1:], strict=False))
+
+
 def measure_run(folder: Path) -> dict[str, Any]:
     """Replay every snapshot of one classification run through the tracker; the series and the costs."""
     job, seed = job_of(folder)
@@ -106,7 +113,7 @@ def measure_run(folder: Path) -> dict[str, Any]:
             row["clean_acc"] = accuracy(model, *clean)
         series.append(row)
     tracker.close()
-    train_s = snaps[-1]["time"] - snaps[0]["time"]  # the training process's CPU seconds between the snapshots
+    train_s = training_cpu_s([snap["time"] for snap in snaps])
     metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     probe_info = {"split": split, "images": PROBE, "grid": GRID, "blanked": BLANKED}
     return {"job": job, "seed": seed, "config": config, "probe": probe_info,
