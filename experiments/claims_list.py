@@ -354,7 +354,6 @@ def vit_attnlrp() -> Row:
                    "Achtibat et al., ICML 2024", "attnlrp", "chefer", "blankout_rho")
 
 
-
 def _swin(method: str) -> dict[int, float]:
     """Pointing game of `method` on TinySwin per seed (experiments/swin_clutter.py)."""
     summary = load("swin_clutter.json")
@@ -375,6 +374,7 @@ def swin_gradcam_away() -> Row:
     """Grad-CAM on a Swin's last stage points away from the object"""
     return diff_row("On a windowed Swin, Grad-CAM at the last stage points at the digit less often than a random map",
                     "ours", _swin("random"), _swin("gradcam (norm)"), what="pointing, random − Grad-CAM")
+
 
 # -- docs/sanity.md ----------------------------------------------------------------------------------------------
 

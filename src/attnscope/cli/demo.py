@@ -170,6 +170,7 @@ def _draw_grid(path: Path, model: Any, images: Any, labels: Any, boxes: Any, map
     figures.save_png(path, figures.grid(images, maps, boxes, kinds=list_methods(), rows=rows))
     return rows
 
+
 def _markdown(summary: dict[str, Any]) -> str:
     lines = [
         "# attnscope demo",

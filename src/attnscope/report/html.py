@@ -222,13 +222,12 @@ def _captions(tables: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], limit: 
 
 def _tokens(tables: Sequence[tuple[str, Mapping[str, Any]]], limit: int = 8) -> str:
     """Prompt tokens highlighted by their relevance (`attnscope explain --text`), per method and image."""
-    from attnscope.report.tokens import token_page_body
+    from attnscope.report.tokens import SCALE, token_page_body
 
     parts = [f"<h3>{_text(name)}</h3>" + token_page_body({m: v[:limit] for m, v in t["methods"].items()},
                                                           t["images"][:limit])
              for name, t in tables]
-    legend = ("<p class='what'>How much each token of a prompt adds to the image–text score: red positive, blue "
-              "negative, each prompt scaled by its largest |value| (hover a token for its value).</p>")
+    legend = f"<p class='what'>How much each token of a prompt adds to the image–text score: {SCALE}.</p>"
     return "<h2>Prompt tokens</h2>" + legend + "".join(parts) if parts else ""
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 
+SCALE = ("red positive, blue negative, each prompt scaled by its largest |value|, in tenths (hover a token for its "
+         "value)")  # how the shades read: the report's section and tokens.html say it alike
 LEVELS = 10  # the background's opacity in steps of 1/LEVELS: classes, so the report's style-src hash holds
 TOKEN_CSS = "".join(f".tok-{sign}{k} {{ background: rgba({rgb},{k / LEVELS:.1f}); padding: 1px 3px; }}\n"
                     for sign, rgb in (("p", "220,40,40"), ("n", "40,80,220")) for k in range(LEVELS + 1))
@@ -42,6 +44,5 @@ def token_page(data: Mapping[str, Sequence[Sequence[Sequence[tuple[str, float]]]
     head = ("<!doctype html><meta charset='utf-8'><meta http-equiv='Content-Security-Policy' "
             "content=\"default-src 'none'; style-src 'unsafe-inline'\"><title>prompt tokens</title>"
             f"<style>{TOKEN_CSS}</style>")
-    legend = (f"<p>Relevance of each token of {len(texts)} prompt(s) for the image–text score: red positive, "
-              "blue negative, per prompt scaled by its largest |value| in tenths (hover for the value).</p>")
+    legend = f"<p>Relevance of each token of {len(texts)} prompt(s) for the image–text score: {SCALE}.</p>"
     return head + "<body style='font-family: sans-serif'>" + legend + "".join(rows) + "</body>"
