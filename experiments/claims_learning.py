@@ -35,8 +35,9 @@ def _lags(job: str, key: str, reference: str = "test_acc", falling: bool | None 
     return out
 
 
-def _final(job: str, key: str) -> dict[int, float]:
-    return {s: float(r["series"][-1][key]) for s, r in _study(job).items() if r["series"][-1].get(key) is not None}
+def _final(job: str, key: str, at: int = -1) -> dict[int, float]:
+    """`key` at snapshot `at` (the last by default; 0: at initialisation) of each seed where it is defined."""
+    return {s: float(r["series"][at][key]) for s, r in _study(job).items() if r["series"][at].get(key) is not None}
 
 
 def _lag_row(text: str, job: str, key: str, reference: str = "test_acc", paper: str = "the question of the seed",
@@ -146,8 +147,23 @@ def learning_registers_accuracy() -> Row:
 def learning_sat_uses() -> Row:
     """SAT's decoder does not use its attention during training"""
     return against_row("SAT (soft, unsupervised): uniform α costs the decoder nothing, at the end of training",
-                       XU + " (test: Wiegreffe & Pinter)", _final("sat/scenes", "uniform_gap"), 0.0, sign=0, digits=3,
+                       OURS + " (model: " + XU + "; test: Wiegreffe & Pinter, EMNLP 2019)", _final("sat/scenes", "uniform_gap"), 0.0, sign=0, digits=3,
                        what="NLL gap (nats/word)", chance="zero")
+
+
+@claim("learning")
+def learning_sat_need_lag() -> Row:
+    """SAT's words come to need their object with (or after) word accuracy"""
+    return _lag_row("SAT: the words' need of the object they name (log p drop on its removal) rises with object-word "
+                    "accuracy (half-rise lag)", "sat/scenes", "named_drop", reference="word_acc")
+
+
+@claim("learning")
+def learning_sat_grounds() -> Row:
+    """SAT's attention comes to point at the object a word names"""
+    return diff_row("SAT: α's arg-max lies in the named object's box more often at the end of training than at "
+                    "initialisation", XU + " (attention aligned with the words)", _final("sat/scenes", "grounding_ref"),
+                    _final("sat/scenes", "grounding_ref", at=0), digits=3, what="grounding, end − start")
 
 
 @claim("learning")
