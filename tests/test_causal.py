@@ -131,6 +131,34 @@ def test_permuted_substitution_on_ltpa_uses_the_permuted_weights() -> None:
     assert torch.allclose(permuted, by_hand, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["ltpa", "smallcnn"])
+def test_the_nhwc_passes_of_models_that_prefer_them_give_the_nchw_measures(name) -> None:
+    """LTPA and SmallCNN declare `prefers_channels_last`: the tracker's blank-out, part-removal and substitution
+    passes run NHWC (the weights' NHWC views) and give the logits of the NCHW passes to float rounding."""
+    data = ats.data.get("clutter-decoy", "train", 4, seed=0, size=32, digit_size=(8, 12))
+    probe = probe_from(data, 4)
+    torch.manual_seed(0)
+    model = ats.models.get(name, widths=[8, 16, 16, 16]).eval()
+    assert model.prefers_channels_last
+    seen = []
+    handle = model.get_submodule(("stages.0" if name == "ltpa" else "features.0") + ".0").register_forward_pre_hook(
+        lambda _m, i: seen.append(i[0].is_contiguous(memory_format=torch.channels_last)))
+    with evaluating(model):
+        auto = causal.blank_out(logit_scorer(model, probe.labels), probe.images, 4)
+        nchw = causal.blank_out(logit_scorer(model, probe.labels, channels_last=False), probe.images, 4)
+    handle.remove()
+    assert seen[0] and not seen[-1]  # "auto" ran NHWC, False NCHW
+    assert (auto - nchw).abs().max() <= 1e-3 * nchw.abs().max() and nchw.abs().max() > 1e-4
+    measures = CausalMeasures(grid=4, parts=parts_from(data, 4), sinks=False)
+    with evaluating(model):
+        out = measures(model, probe.images, probe.labels, {}, {})
+    with evaluating(model):  # the part drops by hand, NCHW
+        f = logit_scorer(model, probe.labels, channels_last=False)
+        base = f(probe.images, torch.arange(4))
+        drop = base - f(measures.parts.removed[:, 1], torch.arange(4))  # "fragments", present in each image
+    assert out["parts/drop@fragments"] == pytest.approx(float(drop.double().mean()), rel=1e-3, abs=1e-6)  # measures keep 6 decimals
+
+
 def test_tracker_records_the_causal_measures_and_resumes(tmp_path) -> None:
     data = ats.data.get("clutter-decoy", "train", 6, seed=0, size=32, digit_size=(8, 12))
     probe = probe_from(data, 6)

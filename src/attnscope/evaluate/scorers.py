@@ -32,7 +32,7 @@ def nhwc(model: nn.Module, setting: bool | str = "auto") -> bool:
     return setting
 
 
-def _runner(model: nn.Module, channels_last: bool) -> Callable[[torch.Tensor, int], torch.Tensor]:
+def runner(model: nn.Module, channels_last: bool) -> Callable[[torch.Tensor, int], torch.Tensor]:
     """`run(x, chunk)`: the model's outputs for `x`, `chunk` inputs per forward; in NHWC, the weights' NHWC
     views are made once per call, not once per chunk."""
     from torch.func import functional_call
@@ -51,7 +51,7 @@ def _runner(model: nn.Module, channels_last: bool) -> Callable[[torch.Tensor, in
 def _scorer(model: nn.Module, targets: torch.Tensor, read, channels_last: bool | str) -> Scorer:
     device = device_of(model)
     classes = targets.to(device)
-    forward = _runner(model, nhwc(model, channels_last))
+    forward = runner(model, nhwc(model, channels_last))
 
     def score(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         x = x.to(device)
