@@ -1,6 +1,8 @@
-"""The passes of IG's and SmoothGrad's reruns: in NHWC layout (`channels_last`, "auto" for a model that declares
-`prefers_channels_last`) they really run NHWC, also for one channel, and give the maps of the NCHW passes; IG's
-point α = 0 with one baseline for all images is differentiated once per class, and gives the maps of once per row."""
+"""The layout of explain's passes. The shared pass of a torchvision or timm classifier runs NHWC
+(`modules.nhwc_pass`) and gives the NCHW maps. IG's and SmoothGrad's reruns in NHWC layout (`channels_last`,
+"auto" for a model that declares `prefers_channels_last`) really run NHWC, also for one channel, and give the maps
+of the NCHW passes; IG's point α = 0 with one baseline for all images is differentiated once per class, and gives
+the maps of once per row."""
 
 import pytest
 import torch
@@ -67,3 +69,52 @@ def test_igs_baseline_point_once_per_class_gives_the_maps_of_once_per_row() -> N
     differentiated.clear()
     ats.explain(net, x, "ig", lambda out: out[:, 0], options={"ig": {"steps": 5, "rule": "riemann-left"}})
     assert sum(differentiated) == 6 * 5  # a callable target: every row's own point
+
+
+def _layouts(model: nn.Module, batch: int) -> list[bool]:
+    """Whether each input of `batch` images into the model's first convolution has NHWC strides."""
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    seen: list[bool] = []
+    first.register_forward_pre_hook(
+        lambda _m, i: seen.append(i[0].is_contiguous(memory_format=torch.channels_last)) if len(i[0]) == batch else None)
+    return seen
+
+
+def test_the_shared_pass_of_a_torchvision_classifier_runs_nhwc_and_gives_the_nchw_maps(monkeypatch) -> None:
+    """resnet18's Grad-CAM, saliency and Guided Backprop from one NHWC pass equal the NCHW pass's to float rounding
+    (`modules.nhwc_pass`); the maps come back in the usual layout; the model is left as found."""
+    from torchvision.models import resnet18
+
+    from attnscope.explain import engine
+
+    torch.manual_seed(0)
+    model, x, y = resnet18(num_classes=5).eval(), torch.rand(2, 3, 64, 64), torch.tensor([1, 3])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = _layouts(model, 2)
+    methods = ("gradcam", "saliency", "guided-backprop")
+    maps = ats.explain(model, x, methods, targets=y)
+    assert seen == [True]  # one shared pass, NHWC
+    monkeypatch.setattr(engine, "nhwc_pass", lambda *_: False)  # the same pass in the images' own layout
+    plain = ats.explain(model, x, methods, targets=y)
+    assert seen == [True, False]
+    for name in methods:
+        a, b = maps[name].values, plain[name].values
+        assert a.is_contiguous() and b.abs().max() > 0
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max(), name
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert maps["gradcam"].values.shape == (2, 64, 64)
+
+
+def test_nhwc_pass_takes_classifiers_of_torchvision_and_timm_only() -> None:
+    from torchvision.models import resnet18
+    from torchvision.models.segmentation import fcn_resnet50
+
+    from attnscope.modules import nhwc_pass
+
+    x = torch.rand(1, 3, 32, 32)
+    assert nhwc_pass(resnet18(), x)
+    assert not nhwc_pass(resnet18(), x[:, :1])  # one channel: NCHW and NHWC are one block
+    assert not nhwc_pass(resnet18(), x[0])  # not a batch of images
+    assert not nhwc_pass(fcn_resnet50(weights=None, weights_backbone=None, num_classes=2), x)  # segmentation
+    assert not nhwc_pass(_net(prefers=True), x)  # a model's own preference is for its reruns (Oracle)
+    assert not nhwc_pass(ats.models.get("smallcnn"), x)

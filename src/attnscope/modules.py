@@ -33,6 +33,24 @@ def as_nhwc(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(t, memory_format=torch.channels_last).copy_(t) if t.dim() == 4 else t
 
 
+# The packages of torchvision's and timm's image classifiers (`torchvision.models.resnet`, `timm.models.convnext`,
+# not torchvision's segmentation or detection subpackages): their forwards reshape with flatten/reshape, never
+# with `view` across channels, so they take NHWC inputs as they take NCHW ones.
+NHWC_SAFE = re.compile(r"(torchvision|timm)\.models\.[a-z0-9_]+")
+
+
+def nhwc_pass(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether explain's shared pass runs `x` in NHWC layout: a CPU batch of several channels into a convolutional
+    image classifier of torchvision or timm, where oneDNN's NHWC convolutions give the same outputs to float rounding
+    (Grad-CAM maps within 2e-6 of the NCHW pass) with 1.2-1.3 × less CPU (resnet18/50, bench/README.md).
+    Models that declare `prefers_channels_last` (SmallCNN, LTPA) take NHWC in their reruns only (`Oracle`)."""
+    if x.dim() != 4 or x.shape[1] < 2 or x.device.type != "cpu" or not x.is_floating_point():
+        return False
+    core = unwrap(model)
+    return bool(NHWC_SAFE.fullmatch(type(core).__module__)) and \
+        sum(isinstance(m, nn.Conv2d) for m in core.modules()) >= 2
+
+
 def device_problem(spec: str) -> str | None:
     """Why `spec` is no device this machine can compute on (None: it is)."""
     if not re.fullmatch(r"[a-z_]+(:\d{1,4})?", spec):

@@ -30,6 +30,7 @@ from attnscope.explain.run import OutputSpec, logits_of, run_model, select_outpu
 from attnscope.explain.run import logits as logits  # re-exported: older code reads them here
 from attnscope.explain.run import model_guard as model_guard
 from attnscope.explain.targets import Target, TargetSpec, resolve
+from attnscope.modules import as_nhwc, nhwc_pass
 
 
 @contextmanager
@@ -148,7 +149,9 @@ def capture(
             stack.enter_context(rewritten(model, "guided-relu", switch=switch))
         attention: dict[str, torch.Tensor] = {}
         forward = _keeping_attention(model, attention) if "own_attention" in needs else model
-        raw = run_model(forward, x.clone())  # a model that edits its input in place edits a copy
+        # a model that edits its input in place edits a copy; NHWC where the model runs faster so (gradients reach
+        # `x` in its own layout)
+        raw = run_model(forward, as_nhwc(x) if not differentiable and nhwc_pass(model, x) else x.clone())
         logits = logits_of(select_output(raw, output), x.shape[0])
         recorded.check(model)
         if isinstance(target, Target):
