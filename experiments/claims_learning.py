@@ -147,15 +147,16 @@ def learning_registers_accuracy() -> Row:
 def learning_sat_uses() -> Row:
     """SAT's decoder does not use its attention during training"""
     return against_row("SAT (soft, unsupervised): uniform α costs the decoder nothing, at the end of training",
-                       OURS + " (model: " + XU + "; test: Wiegreffe & Pinter, EMNLP 2019)", _final("sat/scenes", "uniform_gap"), 0.0, sign=0, digits=3,
-                       what="NLL gap (nats/word)", chance="zero")
+                       f"{OURS} (model: {XU}; test: Wiegreffe & Pinter, EMNLP 2019)",
+                       _final("sat/scenes", "uniform_gap"), 0.0, sign=0, digits=3, what="NLL gap (nats/word)",
+                       chance="zero")
 
 
 @claim("learning")
 def learning_sat_need_lag() -> Row:
     """SAT's words come to need their object with (or after) word accuracy"""
-    return _lag_row("SAT: the words' need of the object they name (log p drop on its removal) rises with object-word "
-                    "accuracy (half-rise lag)", "sat/scenes", "named_drop", reference="word_acc")
+    return _lag_row("SAT: the words' need of the object they name (log p drop on its removal) rises with "
+                    "object-word accuracy (half-rise lag)", "sat/scenes", "named_drop", reference="word_acc")
 
 
 @claim("learning")

@@ -156,7 +156,8 @@ def test_the_nhwc_passes_of_models_that_prefer_them_give_the_nchw_measures(name)
         f = logit_scorer(model, probe.labels, channels_last=False)
         base = f(probe.images, torch.arange(4))
         drop = base - f(measures.parts.removed[:, 1], torch.arange(4))  # "fragments", present in each image
-    assert out["parts/drop@fragments"] == pytest.approx(float(drop.double().mean()), rel=1e-3, abs=1e-6)  # measures keep 6 decimals
+    # the measures keep 6 decimals
+    assert out["parts/drop@fragments"] == pytest.approx(float(drop.double().mean()), rel=1e-3, abs=1e-6)
 
 
 def test_tracker_records_the_causal_measures_and_resumes(tmp_path) -> None:

@@ -76,7 +76,8 @@ def _layouts(model: nn.Module, batch: int) -> list[bool]:
     first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     seen: list[bool] = []
     first.register_forward_pre_hook(
-        lambda _m, i: seen.append(i[0].is_contiguous(memory_format=torch.channels_last)) if len(i[0]) == batch else None)
+        lambda _m, i: seen.append(i[0].is_contiguous(memory_format=torch.channels_last)) if len(i[0]) == batch
+        else None)
     return seen
 
 
@@ -85,8 +86,6 @@ def test_the_shared_pass_of_a_torchvision_classifier_runs_nhwc_and_gives_the_nch
     (`modules.nhwc_pass`); the maps come back in the usual layout; the model is left as found."""
     from torchvision.models import resnet18
 
-    from attnscope.explain import engine
-
     torch.manual_seed(0)
     model, x, y = resnet18(num_classes=5).eval(), torch.rand(2, 3, 64, 64), torch.tensor([1, 3])
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -94,7 +93,7 @@ def test_the_shared_pass_of_a_torchvision_classifier_runs_nhwc_and_gives_the_nch
     methods = ("gradcam", "saliency", "guided-backprop")
     maps = ats.explain(model, x, methods, targets=y)
     assert seen == [True]  # one shared pass, NHWC
-    monkeypatch.setattr(engine, "nhwc_pass", lambda *_: False)  # the same pass in the images' own layout
+    monkeypatch.setattr("attnscope.explain.engine.nhwc_pass", lambda *_: False)  # the pass in the images' layout
     plain = ats.explain(model, x, methods, targets=y)
     assert seen == [True, False]
     for name in methods:

@@ -133,8 +133,7 @@ def capture(
     detached and the gradients keep their graph (create_graph), so maps built from them can be trained
     through. `output` selects what the targets score from the model's output (`select_output`).
     """
-    unknown = sorted(set(needs) - NEEDS)
-    if unknown:
+    if unknown := sorted(set(needs) - NEEDS):
         raise ValueError(f"capture: unknown needs {unknown}; known: {sorted(NEEDS)}")
     from_input = bool(needs & FROM_INPUT)  # the graph from the input, not from the chosen layer
     x = x.detach().requires_grad_(from_input)
@@ -149,9 +148,8 @@ def capture(
             stack.enter_context(rewritten(model, "guided-relu", switch=switch))
         attention: dict[str, torch.Tensor] = {}
         forward = _keeping_attention(model, attention) if "own_attention" in needs else model
-        # a model that edits its input in place edits a copy; NHWC where the model runs faster so (gradients reach
-        # `x` in its own layout)
-        raw = run_model(forward, as_nhwc(x) if not differentiable and nhwc_pass(model, x) else x.clone())
+        nhwc = not differentiable and nhwc_pass(model, x)  # NHWC where faster; x's gradient keeps x's layout
+        raw = run_model(forward, as_nhwc(x) if nhwc else x.clone())  # a model that edits its input edits a copy
         logits = logits_of(select_output(raw, output), x.shape[0])
         recorded.check(model)
         if isinstance(target, Target):
