@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ def scene_words(samples: list[Any]) -> list[tuple[int, int, int]]:
 
 
 def word_logp(model: torch.nn.Module, images: torch.Tensor, captions: torch.Tensor, uniform: bool = False):
-    """log p of every caption token given the previous ones (B, T) and α (B, T, L)."""
+    """log p of every caption token given the previous ones (B, T), α (B, T, L), the grid and the arg-max words."""
     if uniform:
         attend = model.decoder.attend
         model.decoder.attend = lambda keys, h, emb: torch.full(keys.shape[:2], 1.0 / keys.shape[1])
@@ -53,7 +55,7 @@ def word_logp(model: torch.nn.Module, images: torch.Tensor, captions: torch.Tens
         if uniform:
             model.decoder.attend = attend
     logp = out.logits.log_softmax(-1).gather(2, captions[:, 1:, None])[..., 0]  # (B, T)
-    return logp, out.alphas, out.grid
+    return logp, out.alphas, out.grid, out.logits.argmax(-1)
 
 
 def box_mass(alpha: torch.Tensor, grid: tuple[int, int], box: tuple[int, int, int, int], size: int) -> float:
@@ -65,18 +67,58 @@ def box_mass(alpha: torch.Tensor, grid: tuple[int, int], box: tuple[int, int, in
     return float(cells[y0:y1, x0:x1].sum())
 
 
+def scene_inputs(ds: Any, samples: list[Any]) -> list[torch.Tensor]:
+    """The probe's scenes, then for each object index k the scenes redrawn without object k (a scene with fewer
+    objects as it is): rendered once per run, since every snapshot measures the same scenes."""
+    k_max = max(len(s.objects) for s in samples)
+    return [torch.stack([s.image for s in samples])] + [
+        torch.stack([ds.without(i, k) if k < len(s.objects) else s.image for i, s in enumerate(samples)])
+        for k in range(k_max)]
+
+
+class FeatureCache:
+    """The encoder's outputs for the probe's image batches, computed again only when the encoder's weights differ
+    from those they were computed with (the study's frozen encoder: once per run)."""
+
+    def __init__(self, batches: list[torch.Tensor]) -> None:
+        self.batches, self.weights, self.outputs = batches, None, None
+
+    @contextmanager
+    def serving(self, model: torch.nn.Module) -> Iterator[None]:
+        """For the block, `model.encoder(batch)` returns the cached output of each of the batches."""
+        encoder = model.encoder
+        weights = [t.clone() for t in encoder.state_dict().values()]
+        if self.weights is None or any(not torch.equal(a, b) for a, b in zip(weights, self.weights, strict=True)):
+            self.weights, self.outputs = weights, [encoder(b) for b in self.batches]
+        pairs = list(zip(self.batches, self.outputs, strict=True))
+        model.encoder = _Lookup(pairs)
+        try:
+            yield
+        finally:
+            model.encoder = encoder
+
+
+class _Lookup(torch.nn.Module):
+    def __init__(self, pairs: list[tuple[torch.Tensor, Any]]) -> None:
+        super().__init__()
+        self.pairs = pairs
+
+    def forward(self, images: torch.Tensor) -> Any:
+        return next(out for batch, out in self.pairs if batch is images)
+
+
 @torch.no_grad()
-def snapshot(model: torch.nn.Module, ds: Any, samples: list[Any]) -> dict[str, float]:
+def snapshot(model: torch.nn.Module, samples: list[Any], inputs: list[torch.Tensor],
+             cache: FeatureCache | None = None) -> dict[str, float]:
+    """The measures of one snapshot on `samples` and their `scene_inputs`; `cache`: the encoder's outputs for
+    `inputs` (None: the encoder runs on every pass)."""
     batch = collate_captions(samples, model.vocab)
     words = scene_words(samples)
     size = batch.images.shape[-1]
-    logp, alphas, grid = word_logp(model, batch.images, batch.captions)
-    uniform_logp, _, _ = word_logp(model, batch.images, batch.captions, uniform=True)
-    k_max = max(len(s.objects) for s in samples)
-    removed = []  # per object index k: log p with object k removed (scenes without it: unused)
-    for k in range(k_max):
-        imgs = torch.stack([ds.without(i, k) if k < len(s.objects) else s.image for i, s in enumerate(samples)])
-        removed.append(word_logp(model, imgs, batch.captions)[0])
+    with cache.serving(model) if cache is not None else nullcontext():
+        logp, alphas, grid, guess = word_logp(model, inputs[0], batch.captions)
+        uniform_logp = word_logp(model, inputs[0], batch.captions, uniform=True)[0]
+        removed = [word_logp(model, imgs, batch.captions)[0] for imgs in inputs[1:]]  # per object index k
     hits, drops, tops = [], [], []
     for i, t, o in words:
         objects = samples[i].objects
@@ -95,7 +137,6 @@ def snapshot(model: torch.nn.Module, ds: Any, samples: list[Any]) -> dict[str, f
         mask[i, : len(s.tokens) + 1] = True  # the words and <end>
     w_idx = torch.tensor([(i, t) for i, t, _ in words])
     truth = batch.captions[:, 1:]  # the reference's next word at every step
-    guess = model(batch.images, batch.captions).logits.argmax(-1)
     i, t = w_idx[:, 0], w_idx[:, 1]
     return {"grounding_ref": _mean(hits), "named_drop": _mean(drops), "parts_top": _mean(tops),
             "uniform_gap": float((logp - uniform_logp)[mask].mean()), "nll": float(-logp[mask].mean()),
@@ -113,12 +154,15 @@ def measure_run(folder: Path) -> dict[str, Any]:
     samples = [ds[i] for i in range(PROBE)]
     model, _ = checkpoint.load(folder)  # the architecture and vocabulary; each snapshot's weights go into it
     snaps = json.loads((folder / "snaps" / "snaps.json").read_text())["snaps"]
-    series, spent = [], 0.0
+    started = time.process_time()
+    inputs = scene_inputs(ds, samples)
+    cache = FeatureCache(inputs)
+    series, spent = [], time.process_time() - started  # the rendering counts once
     for snap in snaps:
         model.load_state_dict(load_file(str(folder / "snaps" / f"{snap['step']:06d}.safetensors")))
         started = time.process_time()
         with evaluating(model):
-            series.append({"step": snap["step"], "epoch": snap["epoch"], **snapshot(model, ds, samples)})
+            series.append({"step": snap["step"], "epoch": snap["epoch"], **snapshot(model, samples, inputs, cache)})
         spent += time.process_time() - started
     train_s = snaps[-1]["time"] - snaps[0]["time"]
     return {"job": done["job"], "seed": done["seed"], "config": config, "series": series,

@@ -33,6 +33,37 @@ def test_box_mass_spreads_each_cell_over_its_pixels(learning) -> None:
     assert sat.box_mass(alpha, (2, 2), (0, 0, 8, 8), 8) == pytest.approx(1.0)
 
 
+def test_sat_snapshot_with_the_feature_cache_equals_the_encoder_run_each_time(learning) -> None:
+    """The encoder's outputs computed once give the same measures as the encoder on every pass, and a changed
+    encoder (not frozen) is run again, not served stale features."""
+    import attnscope as ats
+    from attnscope import data
+    from attnscope.track.causal import evaluating
+
+    _, sat = learning
+    ds = data.get("scenes", "test", 6, seed=0, size=64, digit_size=(15, 23))
+    samples = [ds[i] for i in range(6)]
+    torch.manual_seed(0)
+    model = ats.models.get("sat", vocab=data.DigitScenes.vocabulary().to_json())
+    inputs = sat.scene_inputs(ds, samples)
+    assert len(inputs) == 1 + max(len(s.objects) for s in samples)
+    assert torch.equal(inputs[1][0], ds.without(0, 0))  # the first scene without its first object
+    cache = sat.FeatureCache(inputs)
+    runs: list[int] = []
+    model.encoder.register_forward_hook(lambda *_: runs.append(1))
+    with evaluating(model):
+        plain = sat.snapshot(model, samples, inputs)
+        assert len(runs) == 2 + len(inputs) - 1  # the scenes twice (own and uniform alpha), each removal once
+        runs.clear()
+        assert sat.snapshot(model, samples, inputs, cache) == plain and len(runs) == len(inputs)
+        assert sat.snapshot(model, samples, inputs, cache) == plain and len(runs) == len(inputs)  # served
+        next(model.encoder.parameters()).add_(0.5)
+        changed = sat.snapshot(model, samples, inputs)
+        runs.clear()
+        assert sat.snapshot(model, samples, inputs, cache) == changed and len(runs) == len(inputs)
+    assert changed != plain
+
+
 def test_snapshots_every_third_of_an_epoch_and_resume(learning, tmp_path) -> None:
     runs, _ = learning
     runs.JOBS["tiny"] = {"model": "smallcnn", "model_cfg": {"widths": [4, 8]}, "data": "clutter", "n": 96, "n_test": 32,
