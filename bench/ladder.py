@@ -153,7 +153,8 @@ def budget_mib(work: Workload, batch: int) -> float:
     from attnscope.explain import budget
 
     model, x, _ = build(work.model, 1)
-    cost = budget.input_cost(model, tuple(x.shape[1:]), x.dtype) or 0
+    net = model.encoder if work.model == "sat" else model  # a captioner's images go through its encoder alone
+    cost = budget.input_cost(net, tuple(x.shape[1:]), x.dtype) or 0
     grad = work.forward_backwards > 0
     return (batch * cost * (2 if grad else 1) + budget.budget(torch.device("cpu"), grad)) / 2**20
 
