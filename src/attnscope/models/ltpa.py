@@ -144,7 +144,7 @@ class LTPA(nn.Module):
     """VGG-style stages with attention estimators; see the module docstring for the equations."""
 
     # Forwards without gradients (perturbation reruns, the tracker's blank-out) go NHWC for this model
-    # (channels_last="auto"): 1.9 × less CPU for the blank-out passes at 64 px (bench/README.md).
+    # (channels_last="auto"): the study's faithfulness measures took 1.4 × less CPU at 64 px (bench/README.md).
     prefers_channels_last = True
 
     attention_kind = "ltpa"  # what `attnscope.explain`'s intrinsic `ltpa` method looks for

@@ -91,7 +91,7 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
 def logit_scorer(model: nn.Module, targets: torch.Tensor, batch_size: int = 256, channels_last: bool | str = "auto"):
     """`f(x, source)`: the logit of the source image's target class, in chunks (call inside `evaluating`); in NHWC
     layout where `channels_last` says so ("auto": the model declares `prefers_channels_last`; the same logits to
-    float rounding, 1.6 × less CPU for the SmallCNN's and LTPA's blank-out passes, bench/README.md)."""
+    float rounding; the study's faithfulness measures took 1.3-1.4 × less CPU on SmallCNN and LTPA, bench/README.md)."""
     run = runner(model, nhwc(model, channels_last))
 
     def f(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
