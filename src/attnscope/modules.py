@@ -42,7 +42,7 @@ NHWC_SAFE = re.compile(r"(torchvision|timm)\.models\.[a-z0-9_]+")
 def nhwc_pass(model: nn.Module, x: torch.Tensor) -> bool:
     """Whether explain's shared pass runs `x` in NHWC layout: a CPU batch of several channels into a convolutional
     image classifier of torchvision or timm, where oneDNN's NHWC convolutions give the same outputs to float rounding
-    (Grad-CAM maps within 2e-6 of the NCHW pass) with 1.2-1.3 × less CPU (resnet18/50, bench/README.md).
+    (Grad-CAM maps within 2e-6 of the NCHW pass) with 1.25-1.35 × less CPU (resnet18/50, bench/nhwc_pass.py).
     Models that declare `prefers_channels_last` (SmallCNN, LTPA) take NHWC in their reruns only (`Oracle`)."""
     if x.dim() != 4 or x.shape[1] < 2 or x.device.type != "cpu" or not x.is_floating_point():
         return False
