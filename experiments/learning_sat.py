@@ -99,6 +99,8 @@ class FeatureCache:
 
 
 class _Lookup(torch.nn.Module):
+    """An encoder stand-in that returns the stored output of each batch it was given (matched by identity)."""
+
     def __init__(self, pairs: list[tuple[torch.Tensor, Any]]) -> None:
         super().__init__()
         self.pairs = pairs

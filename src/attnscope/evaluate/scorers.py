@@ -4,7 +4,7 @@ the forward-only memory budget (`explain.budget`: 64 MiB on a CPU, e.g. 35 input
 whatever number of inputs the metric builds at once (its `batch_size`): on a CPU a chunk of 256 such
 inputs falls out of the caches (pixel flipping 1.6× slower than at 32, bench/README.md).
 
-`channels_last="auto"` runs those forwards in NHWC layout when the model declares
+`channels_last="auto"` runs those forwards in NHWC layout (`explain.nhwc`, `explain.runner`) when the model declares
 `prefers_channels_last` (SmallCNN: 1.6–1.9× faster perturbation metrics on a CPU, bench/README.md),
 through `torch.func.functional_call` with channels-last views of the 4-D weights: the model itself is
 neither copied nor changed. `True` forces it, `False` keeps the model's layout.
@@ -12,40 +12,13 @@ neither copied nor changed. `True` forces it, `False` keeps the model's layout.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
-from attnscope.errors import InputError
-from attnscope.explain import budget, model_guard, run_model
+from attnscope.explain import budget, model_guard, nhwc, runner
 from attnscope.metrics.faithfulness import Scorer
-from attnscope.modules import as_nhwc, device_of
-
-
-def nhwc(model: nn.Module, setting: bool | str = "auto") -> bool:
-    """Whether the scorer's forwards run in NHWC: "auto" where the model declares `prefers_channels_last`."""
-    if setting == "auto":
-        return bool(getattr(model, "prefers_channels_last", False))
-    if not isinstance(setting, bool):
-        raise InputError(f"channels_last must be true, false or 'auto', got {setting!r}")
-    return setting
-
-
-def runner(model: nn.Module, channels_last: bool) -> Callable[[torch.Tensor, int], torch.Tensor]:
-    """`run(x, chunk)`: the model's outputs for `x`, `chunk` inputs per forward; in NHWC, the weights' NHWC
-    views are made once per call, not once per chunk."""
-    from torch.func import functional_call
-
-    def run(x: torch.Tensor, chunk: int) -> torch.Tensor:
-        if channels_last:
-            weights = {k: as_nhwc(v) for k, v in model.named_parameters()}
-            forward = lambda inputs: functional_call(model, weights, (as_nhwc(inputs),))  # noqa: E731
-        else:
-            forward = model
-        return torch.cat([run_model(forward, x[s : s + chunk]) for s in range(0, len(x), chunk)])
-
-    return run
+from attnscope.modules import as_nhwc as as_nhwc  # re-exported beside nhwc: the scorers' layout helpers
+from attnscope.modules import device_of
 
 
 def _scorer(model: nn.Module, targets: torch.Tensor, read, channels_last: bool | str) -> Scorer:

@@ -19,7 +19,7 @@ from attnscope.explain.api import differentiable_methods, explain, list_methods,
 from attnscope.explain.context import Oracle
 from attnscope.explain.layers import Layer, LayerSpec, resolve_layer
 from attnscope.explain.method import INPUTS, Method, Result, register_method
-from attnscope.explain.run import OutputSpec, logits, model_guard, run_model, select_output
+from attnscope.explain.run import OutputSpec, logits, model_guard, nhwc, run_model, runner, select_output
 from attnscope.explain.spec import HOW_KEYWORDS, Explainer, as_explainer, into_how
 from attnscope.explain.targets import TargetSpec
 from attnscope.explain.tasks import BoxScore, RegionScore, Similarity
@@ -47,8 +47,8 @@ def _mirror(name: str, value: object) -> None:
 
 __all__ = ["HOW_KEYWORDS", "INPUTS", "BoxScore", "Explainer", "Layer", "LayerSpec", "Method", "Oracle", "OutputSpec",
            "RegionScore", "Result", "Similarity", "TargetSpec", "as_explainer", "differentiable_methods", "explain",
-           "into_how", "list_methods", "logits", "method_spec", "model_guard", "register_method", "resolve_layer",
-           "run_model", "select_output"]
+           "into_how", "list_methods", "logits", "method_spec", "model_guard", "nhwc", "register_method",
+           "resolve_layer", "run_model", "runner", "select_output"]
 
 for _name, _value in list(globals().items()):
     _mirror(_name, _value)

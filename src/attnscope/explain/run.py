@@ -3,7 +3,8 @@
 `model_guard` leaves a model exactly as found (training flags, `requires_grad`, `.grad`), also when
 something raises; `run_model` turns a model's `RuntimeError` into an `InputError` that quotes it;
 `select_output` picks what targets score from any output (`ModelOutput.logits`, a dict's "logits", or
-what `output=` says); `logits` runs the model without gradients in chunks. These are public names of
+what `output=` says); `logits` runs the model without gradients in chunks; `runner` does so in NHWC layout
+where `nhwc` says (a model's `prefers_channels_last`). These are public names of
 `attnscope.explain`: code outside the package imports them from there, never from `explain.engine`.
 """
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError
+from attnscope.modules import as_nhwc
 
 
 @contextmanager
@@ -112,3 +114,29 @@ def logits(model: nn.Module, x: torch.Tensor, chunk: int | None = None, output: 
     parts = [logits_of(select_output(run_model(model, x[i:i + step]), output), x[i:i + step].shape[0])
              for i in range(0, x.shape[0], step)]
     return torch.cat(parts)
+
+
+def nhwc(model: nn.Module, setting: bool | str = "auto") -> bool:
+    """Whether forwards without gradients (scorers, the tracker's causal passes) run in NHWC: "auto" where the
+    model declares `prefers_channels_last`."""
+    if setting == "auto":
+        return bool(getattr(model, "prefers_channels_last", False))
+    if not isinstance(setting, bool):
+        raise InputError(f"channels_last must be true, false or 'auto', got {setting!r}")
+    return setting
+
+
+def runner(model: nn.Module, channels_last: bool) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """`run(x, chunk)`: the model's outputs for `x`, `chunk` inputs per forward; in NHWC, the weights' NHWC
+    views are made once per call, not once per chunk."""
+    from torch.func import functional_call
+
+    def run(x: torch.Tensor, chunk: int) -> torch.Tensor:
+        if channels_last:
+            weights = {k: as_nhwc(v) for k, v in model.named_parameters()}
+            forward = lambda inputs: functional_call(model, weights, (as_nhwc(inputs),))  # noqa: E731
+        else:
+            forward = model
+        return torch.cat([run_model(forward, x[s : s + chunk]) for s in range(0, len(x), chunk)])
+
+    return run

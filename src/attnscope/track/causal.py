@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
-from attnscope.evaluate.scorers import nhwc, runner
+from attnscope.explain import nhwc, runner
 from attnscope.metrics import causal, energy_in_box, pointing_game
 from attnscope.modules import device_of
 
