@@ -109,7 +109,8 @@ def test_uniform_substitution_is_average_pooling() -> None:
         att.estimators[0].u.weight.zero_()
     labels = torch.zeros(4, dtype=torch.long)
     with evaluating(att):
-        out = CausalMeasures(grid=2, sinks=False)._substituted(att, x, labels)
+        base = logit_scorer(att, labels)(x, torch.arange(4))
+        out = CausalMeasures(grid=2, sinks=False)._substituted(att, x, labels, base)
     assert out["own/gap@uniform"] == pytest.approx(0, abs=1e-6)
     assert out["own/gap@permuted"] == pytest.approx(0, abs=1e-6)
 
@@ -248,3 +249,24 @@ def test_train_cli_records_faithfulness_and_resumes_it(tmp_path) -> None:
                                      "--probe", "8", "--track-faithfulness", "--track-measures", "blankout_rho"])
     assert clash.exit_code != 0 and "keep one" in str(clash.exception)
     assert not (tmp_path / "b" / "config.json").exists()  # refused before anything is written
+
+
+def test_the_unperturbed_pass_runs_once_per_snapshot() -> None:
+    """blank-out, part removal and substitution share f(x): P + P·G² + (parts present) + 2P rows, not 3P more; the
+    references equal those computed with their own unperturbed pass, and a base of the wrong shape is refused."""
+    torch.manual_seed(0)
+    model = ats.models.get("pooling-cnn", widths=[8, 16], pool="attention").eval()
+    x, labels = torch.rand(6, 3, 16, 16), torch.arange(6) % 3
+    rows: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _m, inputs: rows.append(inputs[0].shape[0]))
+    try:
+        CausalMeasures(grid=2, sinks=False)(model, x, labels, {"m": torch.rand(6, 16, 16)}, {})
+    finally:
+        handle.remove()
+    assert sum(rows) == 6 + 6 * 4 + 2 * 6
+    with evaluating(model):
+        f = logit_scorer(model, labels)
+        base = f(x, torch.arange(6))
+        torch.testing.assert_close(causal.blank_out(f, x, 2, base=base), causal.blank_out(f, x, 2), rtol=0, atol=0)
+        with pytest.raises(InputError, match="base must be"):
+            causal.blank_out(f, x, 2, base=base[:3])

@@ -97,13 +97,15 @@ def layer_sensitivities(oracle: Oracle, x: torch.Tensor, rows: torch.Tensor, poo
         last, keys = streams[-1], graph.layers[-1].keys
         chosen = [k for k, s in enumerate(streams)
                   if s is not None and s.shape == last.shape and graph.layers[k].keys == keys]
+        leaves = [streams[k].detach().requires_grad_() for k in chosen]  # s_l reads only its own stream
         if head is None:
-            scores = _scores(oracle, x, found[-1][0], last, [streams[k] for k in chosen], target, rows)
+            scores = _scores(oracle, x, found[-1][0], last, leaves, target, rows)
         else:
-            scores = target.take(rows.repeat(len(chosen))).score(head(torch.cat([streams[k] for k in chosen])))
-        n, sens = x.shape[0], []
-        for j, k in enumerate(chosen):
-            (grad,) = torch.autograd.grad(scores[j * n : (j + 1) * n].sum(), attn[k][1], retain_graph=True)
+            scores = target.take(rows.repeat(len(chosen))).score(head(torch.cat(leaves)))
+        reads = torch.autograd.grad(scores.sum(), leaves)  # ∂s_l/∂stream_l for every l: one backward of the head
+        sens = []
+        for k, read in zip(chosen, reads, strict=True):  # then block l's tail alone, not the later blocks
+            (grad,) = torch.autograd.grad(streams[k], attn[k][1], read, retain_graph=True)
             p = graph.layers[k]
             per_key = per_sequence(grad.clamp_min(0), p).mean(dim=2).sum(dim=2)  # (N, nW, Nk): over queries
             sens.append((k, key_scores(per_key, p) / (p.windows * grad.shape[-2])))

@@ -58,8 +58,9 @@ def cell_sums(maps: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 def blank_out(f: Scorer, images: torch.Tensor, grid: int, substrate: torch.Tensor | None = None,
-              batch_size: int = 256) -> torch.Tensor:
-    """Δ (B, grid²): f(x) − f(x with one cell replaced by `substrate` (default 0)), every cell, batched."""
+              batch_size: int = 256, base: torch.Tensor | None = None) -> torch.Tensor:
+    """Δ (B, grid²): f(x) − f(x with one cell replaced by `substrate` (default 0)), every cell, batched;
+    `base`: f(x) (B,) where the caller has it (one pass saved)."""
     if images.dim() != 4:
         raise InputError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
     b, c, h, w = images.shape
@@ -69,7 +70,7 @@ def blank_out(f: Scorer, images: torch.Tensor, grid: int, substrate: torch.Tenso
     cell = torch.arange(h * w, device=images.device).reshape(h, w)
     cell = (cell // w // (h // grid)) * grid + (cell % w) // (w // grid)  # (H, W) cell index of each pixel
     drops = []
-    base = f(images, torch.arange(b, device=images.device)).double()  # (B,)
+    base = _unperturbed(f, images, base)  # (B,)
     flat = torch.arange(b * g, device=images.device)
     for start in range(0, b * g, batch_size):
         rows = flat[start:start + batch_size]
@@ -78,6 +79,15 @@ def blank_out(f: Scorer, images: torch.Tensor, grid: int, substrate: torch.Tenso
         x = torch.where(off, fill[src], images[src])
         drops.append(base[src] - f(x, src).double())
     return torch.cat(drops).reshape(b, g)
+
+
+def _unperturbed(f: Scorer, images: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
+    """f(x) (B,) in float64: `base` where given (checked against the batch), else one pass."""
+    if base is None:
+        return f(images, torch.arange(images.shape[0], device=images.device)).double()
+    if base.shape != images.shape[:1]:
+        raise InputError(f"base must be f(images) of shape ({images.shape[0]},), got {tuple(base.shape)}")
+    return base.to(images.device).double()
 
 
 def causal_agreement(maps: torch.Tensor, reference: torch.Tensor, grid: int) -> torch.Tensor:
@@ -104,14 +114,14 @@ declare("blankout_rho", "faithfulness", _blankout_column, model=True, default=Fa
 
 
 def part_drops(f: Scorer, images: torch.Tensor, removed: torch.Tensor, present: torch.Tensor,
-               batch_size: int = 256) -> torch.Tensor:
+               batch_size: int = 256, base: torch.Tensor | None = None) -> torch.Tensor:
     """(B, K) f(x) − f(x without part k) from the exact counterfactuals `removed` (B, K, C, H, W); NaN where
-    part k is not in the image (`present` (B, K) bool)."""
+    part k is not in the image (`present` (B, K) bool); `base`: f(x) (B,) where the caller has it."""
     b, k = present.shape
     if removed.shape[:2] != (b, k) or removed.shape[2:] != images.shape[1:]:
         raise InputError(f"removed must be (B, K, C, H, W) = ({b}, {k}, {', '.join(map(str, images.shape[1:]))}), "
                          f"got {tuple(removed.shape)}")
-    base = f(images, torch.arange(b, device=images.device)).double()
+    base = _unperturbed(f, images, base)
     rows = present.flatten().nonzero()[:, 0]
     out = torch.full((b * k,), float("nan"), dtype=torch.float64, device=images.device)
     for start in range(0, rows.numel(), batch_size):

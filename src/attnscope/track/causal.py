@@ -134,18 +134,19 @@ class CausalMeasures:
         out: dict[str, float | None] = {}
         with evaluating(model):
             f = logit_scorer(model, targets, self.batch_size)
-            out.update(self._blank_out(f, images, maps, regions))
+            base = f(images, torch.arange(images.shape[0]))  # the unperturbed pass, shared by all three references
+            out.update(self._blank_out(f, images, maps, regions, base))
             if self.parts is not None:
-                out.update(self._parts(f, images, maps))
+                out.update(self._parts(f, images, maps, base))
             if self.substitution and getattr(model, "estimators", None) is not None:
-                out.update(self._substituted(model, images, targets))
+                out.update(self._substituted(model, images, targets, base))
             if self.sinks and _is_vit(model):
                 out.update(sink_measures(model, images, regions.get("box")))
         return out
 
-    def _blank_out(self, f, images, maps, regions) -> dict[str, float | None]:
+    def _blank_out(self, f, images, maps, regions, base) -> dict[str, float | None]:
         n = images.shape[0] if self.images is None else min(self.images, images.shape[0])
-        reference = causal.blank_out(f, images[:n], self.grid, batch_size=self.batch_size)  # (n, G)
+        reference = causal.blank_out(f, images[:n], self.grid, batch_size=self.batch_size, base=base[:n])  # (n, G)
         out = {f"{k}/blankout_rho": _mean(causal.causal_agreement(m[:n].float(), reference, self.grid))
                for k, m in maps.items()}
         h, w = images.shape[-2:]
@@ -157,14 +158,14 @@ class CausalMeasures:
             out[f"blankout/energy_box@{name}"] = _mean(energy_in_box(as_map, boxes[:n]))
         return out
 
-    def _parts(self, f, images, maps) -> dict[str, float | None]:
+    def _parts(self, f, images, maps, base) -> dict[str, float | None]:
         p = self.parts
         if p.removed.shape[0] < images.shape[0] or p.removed.shape[2:] != images.shape[1:]:
             raise InputError(f"parts hold {p.removed.shape[0]} images of {tuple(p.removed.shape[2:])}; the probe has "
                              f"{images.shape[0]} of {tuple(images.shape[1:])}")
         n = images.shape[0]
         present = p.present[:n]
-        drops = causal.part_drops(f, images, p.removed[:n], present, self.batch_size)  # (n, K)
+        drops = causal.part_drops(f, images, p.removed[:n], present, self.batch_size, base)  # (n, K)
         out = {f"parts/drop@{name}": _mean(drops[:, k]) for k, name in enumerate(p.names)}
         several = present.sum(1) >= 2
         top = drops.nan_to_num(nan=float("-inf")).argmax(1)  # the part the model needs most, per image
@@ -174,9 +175,8 @@ class CausalMeasures:
             out[f"{key}/parts_rho"], out[f"{key}/parts_top"] = _mean(rho), _mean(top)
         return out
 
-    def _substituted(self, model, images, targets) -> dict[str, float | None]:
+    def _substituted(self, model, images, targets, scores) -> dict[str, float | None]:
         x, run = images.to(device_of(model)), runner(model, nhwc(model))
-        scores = run(x, self.batch_size).cpu().gather(1, targets[:, None].cpu())[:, 0]
         out = {}
         for kind in self.substitution:
             with substituted_attention(model, kind, self.seed):
