@@ -177,6 +177,55 @@ def test_legrads_last_layer_is_the_shared_pass_attention_gradient() -> None:
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-9)
 
 
+def legrad_reference(model: VisionTransformer, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """LeGrad from the formula on a torchvision ViT, layer by layer: s_l = heads(ln(z_l)[:, 0])[t] from block l's
+    output z_l, E_l = mean over heads and queries of ReLU(∂s_l/∂A_l) at the patch keys, the map the mean of E_l."""
+    from attnscope.explain.attention import explicit_attention
+
+    with explicit_attention(model) as layers:
+        attn, streams = [], []
+        hooks = [a.probe.register_forward_hook(lambda _m, _i, o: attn.append(o)) for a in layers]
+        hooks += [b.register_forward_hook(lambda _m, _i, o: streams.append(o)) for b in model.encoder.layers]
+        model(x)
+        for h in hooks:
+            h.remove()
+    maps = []
+    for a, z in zip(attn, streams, strict=True):
+        s = model.heads(model.encoder.ln(z)[:, 0])[torch.arange(x.shape[0]), t].sum()
+        (g,) = torch.autograd.grad(s, a, retain_graph=True)
+        maps.append(g.clamp_min(0).mean(dim=(1, 2))[:, 1:])
+    side = int(maps[0].shape[1] ** 0.5)
+    return torch.stack(maps).mean(dim=0).reshape(x.shape[0], side, side)
+
+
+class BatchFromInput(nn.Module):
+    """A torchvision ViT whose head reshapes by the input's batch size: it cannot read several streams stacked."""
+
+    def __init__(self, vit: VisionTransformer) -> None:
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit(x).reshape(x.shape[0], -1)
+
+
+def test_legrad_with_the_models_head_is_the_formula_in_one_forward() -> None:
+    """pool="model": the last block outputs every layer's stream stacked in the one forward that records the
+    attention (the patch embedding runs twice in a warm call: the shared pass and that forward); a head that cannot read
+    the stack falls back to one rerun per stream. Both equal the layer-by-layer formula."""
+    model = torchvision_vit(3)
+    ref = legrad_reference(model, X, T)
+    ats.explain(model, X, "legrad", targets=T)  # the first call also traces which tokens the head reads (cached)
+    calls = []
+    handle = model.conv_proj.register_forward_hook(lambda _m, _i, _o: calls.append(1))
+    ours = ats.explain(model, X, "legrad", targets=T)["legrad"].lowres
+    handle.remove()
+    assert len(calls) == 2
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-9)
+    wrapped = ats.explain(BatchFromInput(model), X, "legrad", targets=T)["legrad"].lowres
+    torch.testing.assert_close(wrapped, ref, rtol=1e-5, atol=1e-9)
+
+
 def snapshot(model: nn.Module) -> tuple:
     hooks = [(n, len(m._forward_hooks), len(m._forward_pre_hooks), "forward" in m.__dict__, getattr(m, "fused_attn", 0))
              for n, m in model.named_modules()]

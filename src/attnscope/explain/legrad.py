@@ -71,46 +71,94 @@ def _replaced(output: object, tokens: torch.Tensor) -> object:
 
 def layer_sensitivities(oracle: Oracle, x: torch.Tensor, rows: torch.Tensor, pool: str, graph: TokenGraph
                         ) -> list[tuple[int, torch.Tensor]]:
-    """(layer index, ReLU(∂s_l / ∂A_l) averaged over heads and queries (N, T_k)) for each layer of the last stage."""
+    """(layer index, ReLU(∂s_l / ∂A_l) averaged over heads and queries (N, T_k)) for each layer of the last stage.
+
+    With the model's own head (pool "model") the last block's output is replaced, in the very forward that
+    records the attention, by every chosen layer's stream stacked: one forward in all. Where that cannot be
+    (the last block is not the outermost module of its chain, the head fails on the stack), the forward runs
+    plain and the head reads the streams in a second pass (`_scores`).
+    """
     if pool not in POOLS:
         raise InputError(f"legrad pool must be one of {POOLS}, got {pool!r}")
     head = None if pool == "model" else readout(oracle.core, pool)
     target = oracle.target.take(rows)
+    n = x.shape[0]
     with explicit_attention(oracle.core) as layers, torch.enable_grad():
         chains = blocks(oracle.core, [a.name for a in layers])
-        attn: list[tuple[int, torch.Tensor]] = []
-        seen: dict[int, tuple[tuple, torch.Tensor]] = {}
-        hooks = [m.register_forward_hook(lambda m, i, o: seen.__setitem__(id(m), (_shape(i), _first(o))))
-                 for chain in chains for m in chain]
+        stacking = head is None and bool(chains[-1])
         try:
-            with engine.recording_each([a.probe for a in layers], attn):
-                out = engine.run_model(oracle.model, x.detach().requires_grad_())
-        finally:
-            for h in hooks:
-                h.remove()
-        ran = [i for i, _ in attn]
-        found = [_stream(chains[i], seen) for i in ran]
+            attn, found, out, leaves = _forward(oracle, x, layers, chains, graph, stacking)
+            if leaves is not None:
+                out = engine.select_output(out, oracle.output)
+                if not isinstance(out, torch.Tensor) or out.shape[0] != n * len(leaves):
+                    leaves = None
+        except (RuntimeError, InputError, NotApplicableError):
+            if not stacking:
+                raise
+            leaves = None
+        if stacking and leaves is None:  # the stack did not pass through the head: a plain forward, then the head
+            attn, found, out, _ = _forward(oracle, x, layers, chains, graph, False)
         if found[-1] is None:
             raise NotApplicableError(f"legrad reads the token stream after each attention layer's block, and found "
-                                     f"no residual block around the last one, {layers[ran[-1]].name!r}")
-        streams = [None if f is None else f[1] for f in found]
-        last, keys = streams[-1], graph.layers[-1].keys
-        chosen = [k for k, s in enumerate(streams)
-                  if s is not None and s.shape == last.shape and graph.layers[k].keys == keys]
-        leaves = [streams[k].detach().requires_grad_() for k in chosen]  # s_l reads only its own stream
-        if head is None:
-            scores = _scores(oracle, x, found[-1][0], last, leaves, target, rows)
+                                     f"no residual block around the last one, {layers[attn[-1][0]].name!r}")
+        chosen = _chosen(found, graph)
+        if leaves is not None:
+            scores = target.take(rows.repeat(len(chosen))).score(out)
         else:
-            scores = target.take(rows.repeat(len(chosen))).score(head(torch.cat(leaves)))
+            leaves = [found[k][1].detach().requires_grad_() for k in chosen]  # s_l reads only its own stream
+            if head is None:
+                scores = _scores(oracle, x, found[-1][0], found[-1][1], leaves, target, rows)
+            else:
+                scores = target.take(rows.repeat(len(chosen))).score(head(torch.cat(leaves)))
         reads = torch.autograd.grad(scores.sum(), leaves)  # ∂s_l/∂stream_l for every l: one backward of the head
         sens = []
         for k, read in zip(chosen, reads, strict=True):  # then block l's tail alone, not the later blocks
-            (grad,) = torch.autograd.grad(streams[k], attn[k][1], read, retain_graph=True)
+            (grad,) = torch.autograd.grad(found[k][1], attn[k][1], read, retain_graph=True)
             p = graph.layers[k]
             per_key = per_sequence(grad.clamp_min(0), p).mean(dim=2).sum(dim=2)  # (N, nW, Nk): over queries
             sens.append((k, key_scores(per_key, p) / (p.windows * grad.shape[-2])))
         del out
     return sens
+
+
+def _forward(oracle: Oracle, x: torch.Tensor, layers: list, chains: list[list[nn.Module]], graph: TokenGraph,
+             stacking: bool) -> tuple[list, list, object, list[torch.Tensor] | None]:
+    """One forward with grad: (the attention in the order it ran, each one's block and stream (`_stream`), the
+    model's output, the stacked leaves or None). `stacking`: the outermost module of the last layer's chain
+    outputs, once, the chosen streams as leaves stacked, if it is that layer's stream module and the last to run."""
+    attn: list[tuple[int, torch.Tensor]] = []
+    seen: dict[int, tuple[tuple, torch.Tensor]] = {}
+    state: dict[str, object] = {}
+
+    def stack(module: nn.Module, _inputs: tuple, output: object) -> object:
+        if "leaves" in state or not attn or attn[-1][0] != len(layers) - 1:
+            return None
+        found = [_stream(chains[i], seen) for i, _ in attn]
+        if found[-1] is None or found[-1][0] is not module:
+            return None
+        state["leaves"] = [found[k][1].detach().requires_grad_() for k in _chosen(found, graph)]
+        state["ran"] = len(attn)
+        return _replaced(output, torch.cat(state["leaves"]))
+
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.__setitem__(id(m), (_shape(i), _first(o))))
+             for chain in chains for m in chain]
+    if stacking:
+        hooks.append(chains[-1][-1].register_forward_hook(stack))
+    try:
+        with engine.recording_each([a.probe for a in layers], attn):
+            out = engine.run_model(oracle.model, x.detach().requires_grad_())
+    finally:
+        for h in hooks:
+            h.remove()
+    leaves = state.get("leaves") if state.get("ran") == len(attn) else None  # nothing ran on the stack after it
+    return attn, [_stream(chains[i], seen) for i, _ in attn], out, leaves
+
+
+def _chosen(found: list, graph: TokenGraph) -> list[int]:
+    """The layers (positions in the order they ran) whose stream has the last one's shape and keys."""
+    last, keys = found[-1][1], graph.layers[-1].keys
+    return [k for k, f in enumerate(found)
+            if f is not None and f[1].shape == last.shape and graph.layers[k].keys == keys]
 
 
 def _shape(inputs: tuple) -> tuple:
