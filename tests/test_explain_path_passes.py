@@ -87,9 +87,10 @@ def test_the_shared_pass_of_a_torchvision_classifier_runs_nhwc_and_gives_the_nch
     from torchvision.models import resnet18
 
     torch.manual_seed(0)
-    model, x, y = resnet18(num_classes=5).eval(), torch.rand(2, 3, 64, 64), torch.tensor([1, 3])
+    model, x = resnet18(num_classes=5).eval(), torch.rand(49, 3, 64, 64)  # 49 · 64² = NHWC_MIN_PIXELS
+    y = torch.arange(49) % 5
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    seen = _layouts(model, 2)
+    seen = _layouts(model, 49)
     methods = ("gradcam", "saliency", "guided-backprop")
     maps = ats.explain(model, x, methods, targets=y)
     assert seen == [True]  # one shared pass, NHWC
@@ -101,7 +102,7 @@ def test_the_shared_pass_of_a_torchvision_classifier_runs_nhwc_and_gives_the_nch
         assert a.is_contiguous() and b.abs().max() > 0
         assert (a - b).abs().max() <= 1e-5 * b.abs().max(), name
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
-    assert maps["gradcam"].values.shape == (2, 64, 64)
+    assert maps["gradcam"].values.shape == (49, 64, 64)
 
 
 def test_nhwc_pass_takes_classifiers_of_torchvision_and_timm_only() -> None:
@@ -110,8 +111,10 @@ def test_nhwc_pass_takes_classifiers_of_torchvision_and_timm_only() -> None:
 
     from attnscope.modules import nhwc_pass
 
-    x = torch.rand(1, 3, 32, 32)
+    x = torch.rand(4, 3, 224, 224)
     assert nhwc_pass(resnet18(), x)
+    assert not nhwc_pass(resnet18(), x[:3])  # under 4 images of 224 px: the weights' reorder is not amortised
+    assert nhwc_pass(resnet18(), torch.rand(1, 3, 448, 448))  # the same pixels in one image
     assert not nhwc_pass(resnet18(), x[:, :1])  # one channel: NCHW and NHWC are one block
     assert not nhwc_pass(resnet18(), x[0])  # not a batch of images
     assert not nhwc_pass(fcn_resnet50(weights=None, weights_backbone=None, num_classes=2), x)  # segmentation

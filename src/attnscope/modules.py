@@ -39,12 +39,20 @@ def as_nhwc(t: torch.Tensor) -> torch.Tensor:
 NHWC_SAFE = re.compile(r"(torchvision|timm)\.models\.[a-z0-9_]+")
 
 
+NHWC_MIN_PIXELS = 4 * 224 * 224  # the batch from which the NHWC pass is faster (resnet18, 1 thread)
+
+
 def nhwc_pass(model: nn.Module, x: torch.Tensor) -> bool:
     """Whether explain's shared pass runs `x` in NHWC layout: a CPU batch of several channels into a convolutional
     image classifier of torchvision or timm, where oneDNN's NHWC convolutions give the same outputs to float rounding
     (Grad-CAM maps within 2e-6 of the NCHW pass) with 1.25-1.35 × less CPU (resnet18/50, bench/nhwc_pass.py).
-    Models that declare `prefers_channels_last` (SmallCNN, LTPA) take NHWC in their reruns only (`Oracle`)."""
+    Models that declare `prefers_channels_last` (SmallCNN, LTPA) take NHWC in their reruns only (`Oracle`).
+    Only from `NHWC_MIN_PIXELS` pixels in the batch: oneDNN reorders every NCHW weight on each call, which one
+    224 px image does not amortise (resnet18 at batch 1: Grad-CAM 1.48 ×, a forward 1.56 × the NCHW pass's CPU;
+    batch 4: 0.82 ×, 0.99 ×; 1 machine, not tested)."""
     if x.dim() != 4 or x.shape[1] < 2 or x.device.type != "cpu" or not x.is_floating_point():
+        return False
+    if x.shape[0] * x.shape[2] * x.shape[3] < NHWC_MIN_PIXELS:
         return False
     core = unwrap(model)
     return bool(NHWC_SAFE.fullmatch(type(core).__module__)) and \
