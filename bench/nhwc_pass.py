@@ -3,7 +3,10 @@
 a fresh process, the sides alternating (A/B/A/B); CPU seconds, 1 thread, the median of `--repeats` calls after
 a warm-up, and the same process's plain NCHW forward (what a user's own forward costs).
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/nhwc_pass.py --rounds 3
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/nhwc_pass.py --rounds 3 [--cases "resnet18, 1;resnet18, 2"]
+
+The NHWC side runs NHWC at every batch; the default (`nhwc_pass`) does so only from NHWC_MIN_PIXELS, the
+batch from which these rows find it faster.
 
 Writes bench/results/nhwc_pass.json and prints one markdown row per model and methods.
 """
@@ -29,7 +32,11 @@ from alone import fresh_row  # noqa: E402
 CASES = {"resnet18, 16": ("resnet18", 16, ("gradcam",)),
          "resnet18, 16, 5 CAMs": ("resnet18", 16, ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")),
          "resnet18, 16, saliency": ("resnet18", 16, ("saliency",)),
-         "resnet50, 8": ("resnet50", 8, ("gradcam",))}
+         "resnet50, 8": ("resnet50", 8, ("gradcam",)),
+         "resnet18, 1": ("resnet18", 1, ("gradcam",)),  # under NHWC_MIN_PIXELS: the default pass is NCHW
+         "resnet18, 2": ("resnet18", 2, ("gradcam",)),
+         "resnet18, 4": ("resnet18", 4, ("gradcam",)),
+         "resnet50, 1": ("resnet50", 1, ("gradcam",))}
 
 
 def child(case: str, side: str, repeats: int) -> dict:
@@ -43,6 +50,8 @@ def child(case: str, side: str, repeats: int) -> dict:
     model, x, classes = build(name, batch)
     if side == "nchw":  # the pass in the images' own layout, as before 2026-12-07
         importlib.import_module("attnscope.explain.engine").nhwc_pass = lambda *_: False
+    else:  # NHWC whatever the batch (the default takes NHWC from NHWC_MIN_PIXELS only)
+        importlib.import_module("attnscope.modules").NHWC_MIN_PIXELS = 0
     times, bases = [], []
     ats.explain(model, x, methods, targets=classes)  # warm-up
     for _ in range(repeats):
@@ -60,6 +69,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--cases", default=None, help="cases separated by ';' (default: all)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--side", default="nhwc", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -70,7 +80,7 @@ def main() -> None:
     rows = []
     print("| model, batch, methods | NHWC pass s | NCHW pass s | NCHW / NHWC | NHWC / its forward | load |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for case in CASES:
+    for case in args.cases.split(";") if args.cases else CASES:
         runs = [fresh_row(__file__, ["--child", case, "--side", side, "--repeats", str(args.repeats)])
                 for _ in range(args.rounds) for side in ("nhwc", "nchw")]
         med = {s: statistics.median(r["seconds"] for r in runs if r["side"] == s) for s in ("nhwc", "nchw")}
@@ -79,7 +89,10 @@ def main() -> None:
         rows.append({"case": case, **med, "forward": fwd, "runs": runs, "load": load, "rounds": args.rounds})
         print(f"| {case} | {med['nhwc']:.3f} | {med['nchw']:.3f} | {med['nchw'] / med['nhwc']:.2f}× | "
               f"{med['nhwc'] / fwd:.2f} | {load} |", flush=True)
-    (HERE / "results" / "nhwc_pass.json").write_text(json.dumps(rows, indent=1) + "\n")
+    path = HERE / "results" / "nhwc_pass.json"  # rows of cases not run this time are kept
+    kept = [r for r in json.loads(path.read_text()) if r["case"] not in {r["case"] for r in rows}] \
+        if path.exists() else []
+    path.write_text(json.dumps(kept + rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":

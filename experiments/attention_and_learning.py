@@ -129,7 +129,7 @@ def measure_run(folder: Path) -> dict[str, Any]:
 def measure(args: argparse.Namespace) -> None:
     for folder in run_folders(Path(args.out)):
         job, seed = job_of(folder)
-        path = RESULTS / f"{folder.name}.json"
+        path = Path(args.results) / f"{folder.name}.json"
         if path.exists() or learning_runs.JOBS[job]["model"] == "sat" or (args.jobs and job not in args.jobs):
             continue
         started = time.perf_counter()
@@ -145,10 +145,12 @@ def main() -> None:
     p.add_argument("what", choices=("measure", "report"))
     p.add_argument("--out", default="runs/learning", help="the runs of learning_runs.py")
     p.add_argument("--jobs", nargs="*", help="only these jobs (default: every finished run)")
+    p.add_argument("--results", default=str(RESULTS), help="measure: where the JSONs go (a run already there is "
+                   "skipped); a re-measure of the cost goes to its own folder")
     args = p.parse_args()
     torch.set_num_threads(1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     if args.what == "measure":
+        Path(args.results).mkdir(parents=True, exist_ok=True)
         measure(args)
     else:
         import learning_report

@@ -48,8 +48,8 @@ def nhwc_pass(model: nn.Module, x: torch.Tensor) -> bool:
     (Grad-CAM maps within 2e-6 of the NCHW pass) with 1.25-1.35 × less CPU (resnet18/50, bench/nhwc_pass.py).
     Models that declare `prefers_channels_last` (SmallCNN, LTPA) take NHWC in their reruns only (`Oracle`).
     Only from `NHWC_MIN_PIXELS` pixels in the batch: oneDNN reorders every NCHW weight on each call, which one
-    224 px image does not amortise (resnet18 at batch 1: Grad-CAM 1.48 ×, a forward 1.56 × the NCHW pass's CPU;
-    batch 4: 0.82 ×, 0.99 ×; 1 machine, not tested)."""
+    224 px image does not amortise (Grad-CAM on resnet18: 1.26 × the NCHW pass's CPU at batch 1, 1.05 × at 2,
+    1.02 × at 4, 0.74 × at 16; bench/nhwc_pass.py, 1 machine, not tested)."""
     if x.dim() != 4 or x.shape[1] < 2 or x.device.type != "cpu" or not x.is_floating_point():
         return False
     if x.shape[0] * x.shape[2] * x.shape[3] < NHWC_MIN_PIXELS:
