@@ -82,22 +82,12 @@ def layer_sensitivities(oracle: Oracle, x: torch.Tensor, rows: torch.Tensor, poo
         raise InputError(f"legrad pool must be one of {POOLS}, got {pool!r}")
     head = None if pool == "model" else readout(oracle.core, pool)
     target = oracle.target.take(rows)
-    n = x.shape[0]
     with explicit_attention(oracle.core) as layers, torch.enable_grad():
         chains = blocks(oracle.core, [a.name for a in layers])
-        stacking = head is None and bool(chains[-1])
         try:
-            attn, found, out, leaves = _forward(oracle, x, layers, chains, graph, stacking)
-            if leaves is not None:
-                out = engine.select_output(out, oracle.output)
-                if not isinstance(out, torch.Tensor) or out.shape[0] != n * len(leaves):
-                    leaves = None
-        except (RuntimeError, InputError, NotApplicableError):
-            if not stacking:
-                raise
-            leaves = None
-        if stacking and leaves is None:  # the stack did not pass through the head: a plain forward, then the head
-            attn, found, out, _ = _forward(oracle, x, layers, chains, graph, False)
+            attn, found, out, leaves = _forward(oracle, x, layers, chains, graph, head is None)
+        except _Unstackable:  # the stack did not pass through the head: a plain forward, then the head (`_scores`)
+            attn, found, out, leaves = _forward(oracle, x, layers, chains, graph, False)
         if found[-1] is None:
             raise NotApplicableError(f"legrad reads the token stream after each attention layer's block, and found "
                                      f"no residual block around the last one, {layers[attn[-1][0]].name!r}")
@@ -121,11 +111,16 @@ def layer_sensitivities(oracle: Oracle, x: torch.Tensor, rows: torch.Tensor, poo
     return sens
 
 
+class _Unstackable(Exception):
+    """The stacked streams were put in the forward and did not come out as one output per stream."""
+
+
 def _forward(oracle: Oracle, x: torch.Tensor, layers: list, chains: list[list[nn.Module]], graph: TokenGraph,
              stacking: bool) -> tuple[list, list, object, list[torch.Tensor] | None]:
     """One forward with grad: (the attention in the order it ran, each one's block and stream (`_stream`), the
     model's output, the stacked leaves or None). `stacking`: the outermost module of the last layer's chain
-    outputs, once, the chosen streams as leaves stacked, if it is that layer's stream module and the last to run."""
+    outputs, once, the chosen streams as leaves stacked, if it is that layer's stream module and the last to run;
+    the output is then the explained output of every stream (N·L rows), or _Unstackable is raised."""
     attn: list[tuple[int, torch.Tensor]] = []
     seen: dict[int, tuple[tuple, torch.Tensor]] = {}
     state: dict[str, object] = {}
@@ -142,15 +137,24 @@ def _forward(oracle: Oracle, x: torch.Tensor, layers: list, chains: list[list[nn
 
     hooks = [m.register_forward_hook(lambda m, i, o: seen.__setitem__(id(m), (_shape(i), _first(o))))
              for chain in chains for m in chain]
-    if stacking:
+    if stacking and chains[-1]:
         hooks.append(chains[-1][-1].register_forward_hook(stack))
     try:
         with engine.recording_each([a.probe for a in layers], attn):
             out = engine.run_model(oracle.model, x.detach().requires_grad_())
+        if "leaves" in state:
+            out = engine.select_output(out, oracle.output)
+    except (RuntimeError, InputError, NotApplicableError) as e:
+        if "leaves" in state:
+            raise _Unstackable from e
+        raise
     finally:
         for h in hooks:
             h.remove()
-    leaves = state.get("leaves") if state.get("ran") == len(attn) else None  # nothing ran on the stack after it
+    leaves = state.get("leaves")
+    if leaves is not None and (state["ran"] != len(attn) or not isinstance(out, torch.Tensor)
+                               or out.shape[0] != x.shape[0] * len(leaves)):  # attention ran on the stack, a head
+        raise _Unstackable  # that mixes the rows
     return attn, [_stream(chains[i], seen) for i, _ in attn], out, leaves
 
 
