@@ -177,7 +177,8 @@ def test_legrads_last_layer_is_the_shared_pass_attention_gradient() -> None:
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-9)
 
 
-def legrad_reference(model: VisionTransformer, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def legrad_reference(model: VisionTransformer, x: torch.Tensor, t: torch.Tensor,
+                     blocks: list[nn.Module] | None = None) -> torch.Tensor:
     """LeGrad from the formula on a torchvision ViT, layer by layer: s_l = heads(ln(z_l)[:, 0])[t] from block l's
     output z_l, E_l = mean over heads and queries of ReLU(∂s_l/∂A_l) at the patch keys, the map the mean of E_l."""
     from attnscope.explain.attention import explicit_attention
@@ -185,7 +186,8 @@ def legrad_reference(model: VisionTransformer, x: torch.Tensor, t: torch.Tensor)
     with explicit_attention(model) as layers:
         attn, streams = [], []
         hooks = [a.probe.register_forward_hook(lambda _m, _i, o: attn.append(o)) for a in layers]
-        hooks += [b.register_forward_hook(lambda _m, _i, o: streams.append(o)) for b in model.encoder.layers]
+        hooks += [b.register_forward_hook(lambda _m, _i, o: streams.append(o))
+                  for b in blocks or model.encoder.layers]
         model(x)
         for h in hooks:
             h.remove()
@@ -207,6 +209,33 @@ class BatchFromInput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.vit(x).reshape(x.shape[0], -1)
+
+
+class Grow(nn.Module):
+    """A last layer that wraps its block and appends a token: its output is not the block's stream."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        return torch.cat([y, torch.zeros_like(y[:, :1])], dim=1)
+
+
+def test_legrad_where_the_last_block_is_not_its_layers_outermost_module() -> None:
+    """The stack cannot go in at the outermost module (it is not the stream): the one forward is the plain one
+    (not repeated) and the head reads the streams in one rerun, three passes in a warm call; the formula's map."""
+    model = torchvision_vit(3)
+    model.encoder.layers[-1] = Grow(model.encoder.layers[-1])
+    ref = legrad_reference(model, X, T, [*model.encoder.layers[:-1], model.encoder.layers[-1].block])
+    ats.explain(model, X, "legrad", targets=T)
+    calls = []
+    handle = model.conv_proj.register_forward_hook(lambda _m, _i, _o: calls.append(1))
+    ours = ats.explain(model, X, "legrad", targets=T)["legrad"].lowres
+    handle.remove()
+    assert len(calls) == 3
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-9)
 
 
 def test_legrad_with_the_models_head_is_the_formula_in_one_forward() -> None:
