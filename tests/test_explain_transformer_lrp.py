@@ -223,33 +223,37 @@ class Grow(nn.Module):
         return torch.cat([y, torch.zeros_like(y[:, :1])], dim=1)
 
 
+def warm_legrad(model: VisionTransformer) -> tuple[torch.Tensor, int]:
+    """LeGrad's map of a warm call (the first call also traces which tokens the head reads, cached) and how many
+    passes that call ran (the patch embedding's forwards)."""
+    ats.explain(model, X, "legrad", targets=T)
+    calls = []
+    handle = model.conv_proj.register_forward_hook(lambda _m, _i, _o: calls.append(1))
+    try:
+        return ats.explain(model, X, "legrad", targets=T)["legrad"].lowres, len(calls)
+    finally:
+        handle.remove()
+
+
 def test_legrad_where_the_last_block_is_not_its_layers_outermost_module() -> None:
     """The stack cannot go in at the outermost module (it is not the stream): the one forward is the plain one
     (not repeated) and the head reads the streams in one rerun, three passes in a warm call; the formula's map."""
     model = torchvision_vit(3)
     model.encoder.layers[-1] = Grow(model.encoder.layers[-1])
     ref = legrad_reference(model, X, T, [*model.encoder.layers[:-1], model.encoder.layers[-1].block])
-    ats.explain(model, X, "legrad", targets=T)
-    calls = []
-    handle = model.conv_proj.register_forward_hook(lambda _m, _i, _o: calls.append(1))
-    ours = ats.explain(model, X, "legrad", targets=T)["legrad"].lowres
-    handle.remove()
-    assert len(calls) == 3
+    ours, passes = warm_legrad(model)
+    assert passes == 3
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-9)
 
 
 def test_legrad_with_the_models_head_is_the_formula_in_one_forward() -> None:
     """pool="model": the last block outputs every layer's stream stacked in the one forward that records the
-    attention (the patch embedding runs twice in a warm call: the shared pass and that forward); a head that cannot read
-    the stack falls back to one rerun per stream. Both equal the layer-by-layer formula."""
+    attention (two passes in a warm call: the shared pass and that forward); a head that cannot read the stack
+    falls back to one rerun per stream. Both equal the layer-by-layer formula."""
     model = torchvision_vit(3)
     ref = legrad_reference(model, X, T)
-    ats.explain(model, X, "legrad", targets=T)  # the first call also traces which tokens the head reads (cached)
-    calls = []
-    handle = model.conv_proj.register_forward_hook(lambda _m, _i, _o: calls.append(1))
-    ours = ats.explain(model, X, "legrad", targets=T)["legrad"].lowres
-    handle.remove()
-    assert len(calls) == 2
+    ours, passes = warm_legrad(model)
+    assert passes == 2
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-9)
     wrapped = ats.explain(BatchFromInput(model), X, "legrad", targets=T)["legrad"].lowres
     torch.testing.assert_close(wrapped, ref, rtol=1e-5, atol=1e-9)
