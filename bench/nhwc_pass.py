@@ -48,10 +48,9 @@ def child(case: str, side: str, repeats: int) -> dict:
 
     name, batch, methods = CASES[case]
     model, x, classes = build(name, batch)
-    if side == "nchw":  # the pass in the images' own layout, as before 2026-12-07
-        importlib.import_module("attnscope.explain.engine").nhwc_pass = lambda *_: False
-    else:  # NHWC whatever the batch (the default takes NHWC from NHWC_MIN_PIXELS only)
-        importlib.import_module("attnscope.modules").NHWC_MIN_PIXELS = 0
+    # nchw: the pass in the images' own layout, as before 2026-12-07; nhwc: NHWC whatever the batch (the default
+    # takes NHWC from NHWC_MIN_PIXELS only)
+    importlib.import_module("attnscope.modules").NHWC_MIN_PIXELS = float("inf") if side == "nchw" else 0
     times, bases = [], []
     ats.explain(model, x, methods, targets=classes)  # warm-up
     for _ in range(repeats):

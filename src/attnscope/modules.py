@@ -37,8 +37,6 @@ def as_nhwc(t: torch.Tensor) -> torch.Tensor:
 # not torchvision's segmentation or detection subpackages): their forwards reshape with flatten/reshape, never
 # with `view` across channels, so they take NHWC inputs as they take NCHW ones.
 NHWC_SAFE = re.compile(r"(torchvision|timm)\.models\.[a-z0-9_]+")
-
-
 NHWC_MIN_PIXELS = 4 * 224 * 224  # the batch from which the NHWC pass is faster (resnet18, 1 thread)
 
 
