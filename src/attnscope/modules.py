@@ -47,7 +47,7 @@ def nhwc_pass(model: nn.Module, x: torch.Tensor) -> bool:
     Models that declare `prefers_channels_last` (SmallCNN, LTPA) take NHWC in their reruns only (`Oracle`).
     Only from `NHWC_MIN_PIXELS` pixels in the batch: oneDNN reorders every NCHW weight on each call, which one
     224 px image does not amortise (Grad-CAM on resnet18: 1.26 × the NCHW pass's CPU at batch 1, 1.05 × at 2,
-    1.02 × at 4, 0.74 × at 16; bench/nhwc_pass.py, 1 machine, not tested)."""
+    1.02 × at 4, 0.74 × at 16; bench/nhwc_pass.py, 1 machine; 1 seed, not tested)."""
     if x.dim() != 4 or x.shape[1] < 2 or x.device.type != "cpu" or not x.is_floating_point():
         return False
     if x.shape[0] * x.shape[2] * x.shape[3] < NHWC_MIN_PIXELS:
