@@ -263,16 +263,16 @@ def _seconds(run: Callable[[int], object], n: int, device: torch.device) -> floa
 def fastest(model: nn.Module, key: tuple, probe: Probe, limit: int, device: torch.device) -> tuple[int, float]:
     """The chunk (≤ `limit`) with the least time per input for `probe`, and that time, measured once per model
     `architecture`, `key` and `probe.kind`, then cached for the process (every model of that architecture gets the
-    same chunks, so the same float rounding): one warm-up, then each of `sizes(limit)` once, in increasing order,
-    stopping after two sizes that were no faster per input than the best."""
+    same chunks, so the same float rounding): each of `sizes(limit)` twice, in increasing order, the faster of the
+    two (the first pass of a new batch size picks and builds its kernels: SmallCNN's first pass of 32 at 64 px
+    took longer per input than one of 64, its second 1.8 × less), stopping after two sizes that were no faster
+    per input than the best."""
     known = _FASTEST
-    key = (*key, probe.kind, limit, device.type, architecture(model))
+    key = (*key, probe.kind, min(limit, PROBE_MAX), device.type, architecture(model))  # what `sizes` tries
     if key not in known:
-        tried = sizes(limit)
-        probe.run(tried[0])  # warm-up: the first pass of a shape allocates and picks its kernels
-        best, best_time, worse = tried[0], float("inf"), 0
-        for n in tried:
-            per_input = _seconds(probe.run, n, device) / n
+        best, best_time, worse = 0, float("inf"), 0
+        for n in sizes(limit):
+            per_input = min(_seconds(probe.run, n, device) for _ in range(2)) / n
             if per_input < best_time:
                 best, best_time, worse = n, per_input, 0
             else:
@@ -298,6 +298,19 @@ def probed(model: nn.Module, cost: int | None, device: torch.device, requested: 
         return limit, None
     chunk, per_input = fastest(model, key, probe, limit, device)
     return min(chunk, total), per_input
+
+
+def forward_chunk(model: nn.Module, images: torch.Tensor, requested: int | None,
+                  run: Callable[[torch.Tensor, int], object], kind: str) -> int:
+    """Inputs per no-grad forward for a rerun over `images` (B, ...) through `run(x, chunk)`: `requested`, or
+    the chunk a probe on copies of the first image measures fastest within the memory budget (`probed`; cached
+    per architecture, input shape and `kind`). A cache-sized chunk can beat a large one several times over
+    (SmallCNN at 64 px, NHWC: 32 inputs per forward cost 2.6 × less CPU per input than 256, bench/README.md)."""
+    shape, one = tuple(images.shape[1:]), images[:1]
+    probe = Probe(kind, lambda n: run(one.expand(n, *shape).clone(), n))
+    cost = input_cost(model, shape, images.dtype)
+    return probed_chunk(model, cost, images.device, requested, len(images), False,
+                        (shape, images.dtype, False, kind), probe)
 
 
 LARGE_INPUT = 1 / 64  # of the available memory: inputs at least this large are checked before the shared pass
