@@ -18,6 +18,15 @@ X = torch.rand(3, 2, 8, 8, generator=G)
 W = torch.randn(2, 8, 8, generator=G)
 
 
+def counting(rows: list[int]):
+    """A forward pre-hook that appends each real batch's size to `rows` (not the fake tensor of a memory
+    estimate: `explain.budget.input_cost` runs the model on one)."""
+    def hook(_module, inputs) -> None:
+        if type(inputs[0]) is torch.Tensor:
+            rows.append(inputs[0].shape[0])
+    return hook
+
+
 def linear(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     """A model whose score is Σ w · x: blanking a cell drops it by exactly that cell's Σ w · x."""
     return (x * W).flatten(1).sum(1)
@@ -142,8 +151,12 @@ def test_the_nhwc_passes_of_models_that_prefer_them_give_the_nchw_measures(name)
     model = ats.models.get(name, widths=[8, 16, 16, 16]).eval()
     assert model.prefers_channels_last
     seen = []
+
+    def layout(_module, inputs) -> None:  # of real batches, not the fake one of the memory estimate
+        if type(inputs[0]) is torch.Tensor:
+            seen.append(inputs[0].is_contiguous(memory_format=torch.channels_last))
     handle = model.get_submodule(("stages.0" if name == "ltpa" else "features.0") + ".0").register_forward_pre_hook(
-        lambda _m, i: seen.append(i[0].is_contiguous(memory_format=torch.channels_last)))
+        layout)
     with evaluating(model):
         auto = causal.blank_out(logit_scorer(model, probe.labels), probe.images, 4)
         nchw = causal.blank_out(logit_scorer(model, probe.labels, channels_last=False), probe.images, 4)
@@ -258,7 +271,7 @@ def test_the_unperturbed_pass_runs_once_per_snapshot() -> None:
     model = ats.models.get("pooling-cnn", widths=[8, 16], pool="attention").eval()
     x, labels = torch.rand(6, 3, 16, 16), torch.arange(6) % 3
     rows: list[int] = []
-    handle = model.register_forward_pre_hook(lambda _m, inputs: rows.append(inputs[0].shape[0]))
+    handle = model.register_forward_pre_hook(counting(rows))
     try:
         CausalMeasures(grid=2, sinks=False)(model, x, labels, {"m": torch.rand(6, 16, 16)}, {})
     finally:
@@ -270,3 +283,37 @@ def test_the_unperturbed_pass_runs_once_per_snapshot() -> None:
         torch.testing.assert_close(causal.blank_out(f, x, 2, base=base), causal.blank_out(f, x, 2), rtol=0, atol=0)
         with pytest.raises(InputError, match="base must be"):
             causal.blank_out(f, x, 2, base=base[:3])
+
+
+def test_the_scorer_runs_in_the_chunk_the_probe_measures_fastest(monkeypatch) -> None:
+    """batch_size=None: per-input time by hand, least at 8 inputs per forward, so the blank-out's 96 rows and the
+    base's 64 run in forwards of 8 (one probe for both: the choice is cached per architecture and kind), with the
+    logits of a fixed chunk to rounding; a chunk asked for is kept; `fixed_chunks` gives the budget's."""
+    from attnscope.explain import budget
+
+    monkeypatch.setattr(budget, "_FASTEST", {})
+    monkeypatch.setattr(budget, "_seconds", lambda run, n, device: (run(n), n * (0.1 * abs(n - 8) + 1))[1])
+    torch.manual_seed(0)
+    model = ats.models.get("smallcnn", widths=[4, 6]).eval()
+    x, labels = torch.rand(64, 3, 8, 8), torch.arange(64) % 10
+    rows: list[int] = []
+    handle = model.register_forward_pre_hook(counting(rows))
+    try:
+        with evaluating(model):
+            f = logit_scorer(model, labels)
+            base = f(x, torch.arange(64))
+            assert rows == [2, 2, 4, 4, 8, 8, 16, 16, 32, 32] + [8] * 8  # probe: each size twice to 32 (two no
+            # faster than 8), then the 64 in 8s
+            rows.clear()
+            ref = causal.blank_out(f, x[:6], 4, base=base[:6])  # 6 · 16 = 96 rows, built 256 at a time
+            assert rows == [8] * 12  # no second probe
+            fixed = logit_scorer(model, labels, batch_size=96)
+            rows.clear()
+            torch.testing.assert_close(causal.blank_out(fixed, x[:6], 4, base=base[:6]), ref, rtol=0, atol=1e-6)
+            assert rows == [96]
+            with budget.fixed_chunks():
+                rows.clear()
+                f(x, torch.arange(64))
+                assert rows == [64]  # the budget's chunk: every input at once
+    finally:
+        handle.remove()

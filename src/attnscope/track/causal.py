@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
-from attnscope.explain import nhwc, runner
+from attnscope.explain import budget, nhwc, runner, split
 from attnscope.metrics import causal, energy_in_box, pointing_game
 from attnscope.modules import device_of
 
@@ -88,52 +88,73 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
             m.training = flag
 
 
-def logit_scorer(model: nn.Module, targets: torch.Tensor, batch_size: int = 256, channels_last: bool | str = "auto"):
+def logit_scorer(model: nn.Module, targets: torch.Tensor, batch_size: int | None = None,
+                 channels_last: bool | str = "auto", fold_batchnorm: bool = False):
     """`f(x, source)`: the logit of the source image's target class, in chunks (call inside `evaluating`); in NHWC
     layout where `channels_last` says so ("auto": the model declares `prefers_channels_last`; the same logits to
-    float rounding; the study's faithfulness measures took 1.3-1.4 × less CPU on SmallCNN and LTPA, bench/README.md)."""
-    run = runner(model, nhwc(model, channels_last))
+    float rounding; the study's faithfulness measures took 1.3-1.4 × less CPU on SmallCNN and LTPA, bench/README.md).
+    `batch_size`: inputs per forward; None: the chunk a short probe measures fastest within the memory budget
+    (`explain.budget.forward_chunk`, once per process and architecture; `budget.fixed_chunks` for the budget's).
+    `fold_batchnorm`: through a copy with BatchNorm folded into the convolutions (`explain.split.folded`; the same
+    logits to float rounding) where the model has one to fold."""
+    layout = nhwc(model, channels_last)
+    net = (split.folded(model) if fold_batchnorm else None) or model
+    run = runner(net, layout)
+    kind = f"scorer-{'nhwc' if layout else 'nchw'}{'-folded' if net is not model else ''}"
 
     def f(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         device = device_of(model)
-        return run(x.to(device), batch_size).gather(1, targets.to(device)[source.to(device)][:, None])[:, 0].cpu()
+        x = x.to(device)
+        chunk = budget.forward_chunk(net, x, batch_size, run, kind)
+        return run(x, chunk).gather(1, targets.to(device)[source.to(device)][:, None])[:, 0].cpu()
     return f
 
 
 class CausalMeasures:
     """The faithfulness measures of a snapshot (module docstring). `grid` must divide the probe's size;
     `images`: blank out only the first N probe images (None: all); `parts`: the probe's counterfactuals;
-    `substitution`, `sinks`: measured where the model applies (LTPA-like `estimators`; a ViT's attention)."""
+    `substitution`, `sinks`: measured where the model applies (LTPA-like `estimators`; a ViT's attention);
+    `batch_size`: inputs per forward (None: the chunk `logit_scorer`'s probe measures fastest); `fold_batchnorm`:
+    the blank-out and part passes through a copy with BatchNorm folded into the convolutions (to float rounding;
+    on SmallCNN and LTPA 10–17 % of a forward, bench/README.md)."""
 
     def __init__(self, grid: int = 4, images: int | None = None, parts: Parts | None = None,
-                 substitution: tuple[str, ...] = SUBSTITUTIONS, sinks: bool = True, batch_size: int = 256,
-                 seed: int = 0) -> None:
+                 substitution: tuple[str, ...] = SUBSTITUTIONS, sinks: bool = True, batch_size: int | None = None,
+                 seed: int = 0, fold_batchnorm: bool = True) -> None:
         unknown = set(substitution) - set(SUBSTITUTIONS)
         if unknown:
             raise InputError(f"substitution must be among {SUBSTITUTIONS}, got {sorted(unknown)}")
         self.grid, self.images, self.parts, self.substitution = grid, images, parts, tuple(substitution)
-        self.sinks, self.batch_size, self.seed = sinks, batch_size, seed
+        self.sinks, self.batch_size, self.seed, self.fold_batchnorm = sinks, batch_size, seed, fold_batchnorm
 
     def with_parts(self, parts: Parts) -> CausalMeasures:
         """The same measures with the probe's counterfactuals `parts`."""
-        return CausalMeasures(self.grid, self.images, parts, self.substitution, self.sinks, self.batch_size, self.seed)
+        return CausalMeasures(self.grid, self.images, parts, self.substitution, self.sinks, self.batch_size, self.seed,
+                              self.fold_batchnorm)
+
+    @property
+    def assembled(self) -> int:
+        """Perturbed copies built at a time (the scorer runs them in its own chunks)."""
+        return self.batch_size or 256
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> CausalMeasures:
         """The measures a store's `settings["causal"]` describes (its parts are drawn again from the data set)."""
-        return cls(settings["grid"], settings["images"], None, tuple(settings["substitution"]), settings["sinks"])
+        return cls(settings["grid"], settings["images"], None, tuple(settings["substitution"]), settings["sinks"],
+                   fold_batchnorm=settings.get("fold_batchnorm", True))
 
     @property
     def settings(self) -> dict[str, Any]:
         return {"grid": self.grid, "images": self.images, "parts": list(self.parts.names) if self.parts else None,
-                "substitution": list(self.substitution), "sinks": self.sinks}
+                "substitution": list(self.substitution), "sinks": self.sinks,
+                **({} if self.fold_batchnorm else {"fold_batchnorm": False})}  # stores made before the option match
 
     def __call__(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                  maps: Mapping[str, torch.Tensor], regions: Mapping[str, torch.Tensor]) -> dict[str, float | None]:
         """The measures of `maps` (P, H, W) of `images` (P, C, H, W) for `targets` (P,); `regions`: named boxes."""
         out: dict[str, float | None] = {}
         with evaluating(model):
-            f = logit_scorer(model, targets, self.batch_size)
+            f = logit_scorer(model, targets, self.batch_size, fold_batchnorm=self.fold_batchnorm)
             base = f(images, torch.arange(images.shape[0]))  # the unperturbed pass, shared by all three references
             out.update(self._blank_out(f, images, maps, regions, base))
             if self.parts is not None:
@@ -146,7 +167,7 @@ class CausalMeasures:
 
     def _blank_out(self, f, images, maps, regions, base) -> dict[str, float | None]:
         n = images.shape[0] if self.images is None else min(self.images, images.shape[0])
-        reference = causal.blank_out(f, images[:n], self.grid, batch_size=self.batch_size, base=base[:n])  # (n, G)
+        reference = causal.blank_out(f, images[:n], self.grid, batch_size=self.assembled, base=base[:n])  # (n, G)
         out = {f"{k}/blankout_rho": _mean(causal.causal_agreement(m[:n].float(), reference, self.grid))
                for k, m in maps.items()}
         h, w = images.shape[-2:]
@@ -165,7 +186,7 @@ class CausalMeasures:
                              f"{images.shape[0]} of {tuple(images.shape[1:])}")
         n = images.shape[0]
         present = p.present[:n]
-        drops = causal.part_drops(f, images, p.removed[:n], present, self.batch_size, base)  # (n, K)
+        drops = causal.part_drops(f, images, p.removed[:n], present, self.assembled, base)  # (n, K)
         out = {f"parts/drop@{name}": _mean(drops[:, k]) for k, name in enumerate(p.names)}
         several = present.sum(1) >= 2
         top = drops.nan_to_num(nan=float("-inf")).argmax(1)  # the part the model needs most, per image
@@ -176,11 +197,16 @@ class CausalMeasures:
         return out
 
     def _substituted(self, model, images, targets, scores) -> dict[str, float | None]:
-        x, run = images.to(device_of(model)), runner(model, nhwc(model))
+        layout = nhwc(model)
+        copy = split.folded(model) if self.fold_batchnorm else None
+        net = copy if getattr(copy, "estimators", None) is not None else model  # the copy has them: fold_sequential
+        x, run = images.to(device_of(model)), runner(net, layout)
+        kind_of = f"scorer-{'nhwc' if layout else 'nchw'}{'-folded' if net is not model else ''}"
+        chunk = budget.forward_chunk(net, x, self.batch_size, run, kind_of)
         out = {}
         for kind in self.substitution:
-            with substituted_attention(model, kind, self.seed):
-                sub = run(x, self.batch_size).cpu()
+            with substituted_attention(net, kind, self.seed):
+                sub = run(x, chunk).cpu()
             out[f"own/gap@{kind}"] = _mean(causal.substitution_gap(scores, sub.gather(1, targets[:, None].cpu())[:, 0]))
             out[f"own/acc@{kind}"] = _mean((sub.argmax(1) == targets.cpu()).double())
         return out
