@@ -83,22 +83,30 @@ def training_cpu_s(times: list[float]) -> float:
     return sum(b - a if b >= a else b for a, b in zip(times, times[1:], strict=False))
 
 
+def study_tracker(folder: Path, job: str, seed: int, model: str, dataset: str,
+                  data_cfg: dict[str, Any]) -> tuple[AttentionTracker, TimedCausal]:
+    """The study's tracker of one run (its maps and faithfulness measures on the 64-image probe) writing to
+    `folder`, and its timed faithfulness measures."""
+    split = learning_runs.JOBS[job].get("probe_split", "test")
+    probe_data = data.get(dataset, split, PROBE, seed=0, **data_cfg)
+    causal = TimedCausal(grid=GRID, images=BLANKED, parts=parts_from(probe_data, PROBE), seed=seed)
+    tracker = AttentionTracker(folder, probe_from(probe_data, PROBE), METHODS[model], every=1, causal=causal,
+                               seed=seed)
+    return tracker, causal
+
+
 def measure_run(folder: Path) -> dict[str, Any]:
     """Replay every snapshot of one classification run through the tracker; the series and the costs."""
     job, seed = job_of(folder)
-    spec = learning_runs.JOBS[job]
     config = json.loads((folder / "config.json").read_text())
     model = models.get(config["model"], num_classes=10, **config["model_cfg"])
-    split = spec.get("probe_split", "test")
-    probe_data = data.get(config["data"], split, PROBE, seed=0, **config["data_cfg"])
-    probe = probe_from(probe_data, PROBE)
-    causal = TimedCausal(grid=GRID, images=BLANKED, parts=parts_from(probe_data, PROBE), seed=seed)
+    split = learning_runs.JOBS[job].get("probe_split", "test")
     tracker_dir = folder / "study"
     if tracker_dir.exists():  # a replay cut short: start it again
         import shutil
 
         shutil.rmtree(tracker_dir)
-    tracker = AttentionTracker(tracker_dir, probe, METHODS[config["model"]], every=1, causal=causal, seed=seed)
+    tracker, causal = study_tracker(tracker_dir, job, seed, config["model"], config["data"], config["data_cfg"])
     test_x, test_y = split_images(config["data"], "test", TEST, config["data_cfg"])
     clean = split_images("clutter", "test", TEST, {}) if config["data"] == "clutter-decoy" else None
     snaps = json.loads((folder / "snaps" / "snaps.json").read_text())["snaps"]

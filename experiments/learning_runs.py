@@ -10,6 +10,13 @@ What is measured on those snapshots (maps, faithfulness, sinks) is computed afte
         --jobs vit-r0/clutter vit-r4/clutter --seeds 0 1 2
 
 A finished run (its `done.json` written) is skipped; an interrupted one resumes from its last epoch.
+
+`--tracked RESULTS` trains the same runs with the study's tracker *in* the training process instead (no
+snapshots kept) and writes what it cost there — faithfulness and maps CPU against the training's — to
+`RESULTS/<run>.json` (bench/README.md, the tracker's faithfulness cost):
+
+    nice -n 10 env OMP_NUM_THREADS=1 PYTHONPATH=src:experiments python experiments/learning_runs.py \
+        --out runs/learning_tracked --tracked experiments/results/learning_cost_tracked --jobs cnn/decoy --seeds 0
 """
 
 from __future__ import annotations
@@ -85,6 +92,47 @@ class SnapshotSaver:
         fileio.write_json(self.folder / "snaps.json", self.index)
 
 
+class Tracked:
+    """A `fit` callback: the study's tracker (`attention_and_learning.study_tracker`: maps and faithfulness measures
+    of the 64-image probe) run in the training process at the snapshots `SnapshotSaver` keeps — step 0, every
+    `every` steps, every epoch end — with its CPU seconds counted apart from the training's."""
+
+    def __init__(self, folder: Path, job: str, seed: int, cfg: TrainConfig, every: int) -> None:
+        import attention_and_learning as study
+
+        self.tracker, self.causal = study.study_tracker(folder, job, seed, cfg.model, cfg.data, cfg.data_cfg)
+        self.every, self.steps, self.times = every, [], []  # times: (CPU clock before, CPU spent) per snapshot
+
+    def on_fit_start(self, run: Any) -> None:
+        self.steps_per_epoch = -(-len(run.train_data) // run.config.batch_size)
+        self._track(run)
+
+    def on_step_end(self, run: Any) -> None:
+        if run.step % self.every == 0:
+            self._track(run)
+
+    def on_epoch_end(self, run: Any) -> None:
+        if run.step not in self.steps:
+            self._track(run)
+
+    def _track(self, run: Any) -> None:
+        started = time.process_time()
+        self.tracker.step(run.model, step=run.step, epoch=round(run.step / self.steps_per_epoch, 4))
+        self.steps.append(run.step)
+        self.times.append((started, time.process_time() - started))
+
+    def cost(self) -> dict[str, Any]:
+        """As `attention_and_learning.measure` counts a replay: the training's CPU seconds between the first and
+        the last snapshot (the tracker's own taken out), against the tracker's at every snapshot — its maps and
+        its faithfulness measures."""
+        train = self.times[-1][0] - self.times[0][0] - sum(spent for _, spent in self.times[:-1])
+        causal = self.causal.seconds
+        maps = sum(spent for _, spent in self.times) - causal
+        return {"snapshots": len(self.steps), "train_cpu_s": round(train, 1), "maps_cpu_s": round(maps, 1),
+                "causal_cpu_s": round(causal, 1), "causal_share": round(causal / train, 4),
+                "tracker_share": round((causal + maps) / train, 4)}
+
+
 def config_of(job: str, seed: int, out: Path, encoder: Path | None = None) -> TrainConfig:
     """The `TrainConfig` of one job and seed (the study's extra keys left out)."""
     spec = {k: v for k, v in JOBS[job].items() if k not in STUDY_ONLY}
@@ -107,13 +155,42 @@ def train(job: str, seed: int, out: Path, encoder: Path | None) -> Path:
     cfg.resume = (folder / "checkpoints").exists()
     snaps = folder / "snaps"
     snaps.mkdir(parents=True, exist_ok=True)
-    steps_per_epoch = -(-cfg.n // cfg.batch_size)
     started = time.process_time()
-    fit(cfg, callbacks=(SnapshotSaver(snaps, max(1, steps_per_epoch // 3)),))
+    fit(cfg, callbacks=(SnapshotSaver(snaps, snapshot_every(cfg)),))
     fileio.write_json(folder / "done.json", {"job": job, "seed": seed, "cpu_s": round(time.process_time() - started, 1),
-                                             "steps_per_epoch": steps_per_epoch})
+                                             "steps_per_epoch": -(-cfg.n // cfg.batch_size)})
     print(f"{job} seed {seed}: {time.process_time() - started:.0f} CPU s", flush=True)
     return folder
+
+
+def snapshot_every(cfg: TrainConfig) -> int:
+    """Steps between snapshots: a third of an epoch."""
+    return max(1, -(-cfg.n // cfg.batch_size) // 3)
+
+
+def train_tracked(job: str, seed: int, out: Path, results: Path) -> None:
+    """Train one job with the study's tracker in the training process; its cost to `results/<run>.json` (a run
+    already there is skipped; one cut short starts again: nothing of it is kept but its own folder)."""
+    folder = run_folder(out, job, seed)
+    path = results / f"{folder.name}.json"
+    if path.exists():
+        return
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)  # this function's own output of an attempt cut short
+    cfg = config_of(job, seed, out, None)
+    tracked = Tracked(folder / "study", job, seed, cfg, snapshot_every(cfg))
+    fit(cfg, callbacks=(tracked,))
+    tracked.tracker.close()
+    metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    record = {"job": job, "seed": seed, "where": "the training process (learning_runs.py --tracked)",
+              "final": {"test_acc": metrics[-1]["test_acc"], "train_acc": metrics[-1]["train_acc"]},
+              "cost": tracked.cost()}
+    fileio.write_json(path, record)
+    c = record["cost"]
+    print(f"{job} seed {seed} (tracked): faithfulness {c['causal_share']:.1%} of training, tracker "
+          f"{c['tracker_share']:.1%}", flush=True)
 
 
 def main() -> None:
@@ -121,9 +198,19 @@ def main() -> None:
     p.add_argument("--out", default="runs/learning")
     p.add_argument("--jobs", nargs="+", default=list(JOBS), choices=list(JOBS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--tracked", metavar="RESULTS", help="train with the study's tracker in the training process (not "
+                   "the replay) and write each run's cost there; use its own --out")
     args = p.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
+    if args.tracked:
+        if any(JOBS[j].get("encoder") or JOBS[j]["model"] == "sat" for j in args.jobs):
+            p.error("--tracked: the captioner's measures are learning_sat.py's; choose classification jobs")
+        Path(args.tracked).mkdir(parents=True, exist_ok=True)
+        for seed in args.seeds:
+            for job in args.jobs:
+                train_tracked(job, seed, out, Path(args.tracked))
+        return
     encoder = None
     if any(JOBS[j].get("encoder") for j in args.jobs):
         import sat_scenes  # the (digit, colour) encoder of the SAT experiments, trained once
