@@ -223,6 +223,34 @@ def test_deepliftshap_equals_captum(relu_net: nn.Module) -> None:
     assert_max_diff(ours, ref, 1e-5)
 
 
+def test_deepliftshap_per_image_references_in_groups_equal_captum_per_image(relu_net: nn.Module) -> None:
+    """"uniform" references are drawn per image; under a budget of one input per forward each image's references
+    are recorded alone (one forward each, then let go) and the map is captum's DeepLiftShap on that image's own
+    references, for both targets of each image; the default budget (every image's at once) gives the same."""
+    from attnscope.explain import budget
+    from attnscope.explain.reference import reference_set
+
+    x, _ = x_and_targets(3, 8)
+    targets = torch.tensor([[0, 2], [1, 3], [3, 0]])
+    options = {"deepliftshap": {"n_references": 4, "seed": 2}}
+    seen: list[int] = []
+    handle = relu_net[0].register_forward_pre_hook(
+        lambda _m, i: seen.append(i[0].shape[0]) if type(i[0]) is torch.Tensor and not i[0].requires_grad else None)
+    try:
+        with budget.memory_budget(1):  # one input per forward: one image's references per group
+            grouped = ats.explain(relu_net, x, "deepliftshap", targets=targets, options=options)["deepliftshap"]
+    finally:
+        handle.remove()
+    assert sum(seen) - 3 == 3 * 4  # after the shared pass (3 images), each image's 4 references once
+    whole = ats.explain(relu_net, x, "deepliftshap", targets=targets, options=options)["deepliftshap"].values
+    assert_max_diff(grouped.values, whole, 1e-6)
+    refs = reference_set("uniform", x, 4, 2)  # (3, 4, C, H, W)
+    for i in range(3):
+        for k in range(2):
+            ref = DeepLiftShap(captum_copy(relu_net)).attribute(x[i : i + 1], refs[i], target=int(targets[i, k]))
+            assert_max_diff(grouped.values[i, k][None], ref.sum(dim=1), 1e-5)
+
+
 def test_gradientshap_equals_captum_on_captums_own_draws(relu_net: nn.Module, monkeypatch) -> None:
     """captum draws the references (np.random.choice), α (np.random.uniform) and noise (torch.normal); we
     record its draws and give them to our estimator: the two agree on the same samples."""

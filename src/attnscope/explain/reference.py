@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from attnscope.errors import InputError
+from attnscope.explain import budget
 from attnscope.explain.context import Oracle
 from attnscope.explain.gradient import reduce_channels
 from attnscope.explain.method import register_method
@@ -111,15 +112,21 @@ def recorded(oracle: Oracle, references: torch.Tensor, key: tuple) -> Recorded:
     every method and target of the call that uses the same references (`key`)."""
     known = _of_call(oracle)
     if key not in known:
-        step, parts = oracle.chunk(None, references.shape[0]), []
-        for s in range(0, references.shape[0], step):
-            parts.append(Recorded())
-            with rewritten(oracle.core, "deeplift-rescale", reference=parts[-1]):
-                oracle.logits(references[s : s + step], channels_last=False)
-        known[key] = Recorded({name: [tuple(torch.cat(t) for t in zip(*(p.calls[name][j] for p in parts), strict=True))
-                                      for j in range(len(calls))]
-                               for name, calls in parts[0].calls.items()}, done=True)
+        known[key] = record(oracle, references)
     return known[key]
+
+
+def record(oracle: Oracle, references: torch.Tensor) -> Recorded:
+    """The activations of `references` (R, C, H, W) from forwards without gradients in budget chunks (not kept
+    for the call: `recorded` keeps them)."""
+    step, parts = oracle.chunk(None, references.shape[0]), []
+    for s in range(0, references.shape[0], step):
+        parts.append(Recorded())
+        with rewritten(oracle.core, "deeplift-rescale", reference=parts[-1]):
+            oracle.logits(references[s : s + step], channels_last=False)
+    return Recorded({name: [tuple(torch.cat(t) for t in zip(*(p.calls[name][j] for p in parts), strict=True))
+                            for j in range(len(calls))]
+                     for name, calls in parts[0].calls.items()}, done=True)
 
 
 def deeplift_attributions(oracle: Oracle, images: torch.Tensor, reference: Recorded, baselines: torch.Tensor,
@@ -188,6 +195,9 @@ def deeplift(images: torch.Tensor, oracle: Oracle, *, baseline: float | torch.Te
     return reduce_channels(deeplift_attributions(oracle, images, rec, base, index, rows, batch_size), reduce)
 
 
+RESCALE_MEMORY = 1.7  # a rescaled pass's peak over the plain forward + backward the budget estimates (resnet18)
+
+
 @register_method("deepliftshap", "gradient", applies=_has_activation)
 def deepliftshap(images: torch.Tensor, oracle: Oracle, *, references: float | torch.Tensor | str = "uniform",
                  n_references: int = 8, seed: int = 0, reduce: str = "sum",
@@ -196,20 +206,38 @@ def deepliftshap(images: torch.Tensor, oracle: Oracle, *, references: float | to
 
     references: a tensor (M, C, H, W) of reference images shared by all images, a number, or "uniform"
     (`n_references` images of uniform noise in each image's value range, from `seed`). The references' forward
-    runs once per call, without gradients, shared with the K targets of an image.
+    runs once per call, without gradients, shared with the K targets of an image; per-image references are
+    recorded a group of images at a time (their activations within a quarter of the memory budget, the
+    differentiated chunks within the rest), then let go.
     """
     per_image = reference_set(references, oracle.images, n_references, seed)  # (B, M, C, H, W)
     b, m = per_image.shape[:2]
-    shared = not isinstance(references, str)  # the same M references for every image
-    refs = per_image[0] if shared else per_image.flatten(0, 1)
-    rec = recorded(oracle, refs, _reference_key(references, n_references, seed, "deepliftshap"))
     n = images.shape[0]
-    batch_size = oracle.chunk(batch_size, n * m, grad=True, probe=gradient_probe(oracle))
-    rows = torch.arange(n, device=images.device).repeat_interleave(m)
-    j = torch.arange(m, device=images.device).repeat(n)
-    index = j if shared else oracle.source[rows] * m + j
-    attr = deeplift_attributions(oracle, images[rows], rec, refs[index], index, rows, batch_size)
-    return reduce_channels(attr.view(n, m, *images.shape[1:]).mean(dim=1), reduce)
+    shared = not isinstance(references, str)
+    cost = budget.input_cost(oracle.core, tuple(images.shape[1:]), images.dtype)  # bytes of one forward per input
+    whole = budget.budget(images.device, grad=True)
+    # per-image references: a group of images whose references' activations take at most a quarter of the budget,
+    # and the differentiated chunks the rest of it (the recorded activations live while the group's chunks run)
+    group = b if shared or cost is None else max(1, whole // 4 // (cost * m))
+    kept = 0 if shared or cost is None else min(b, group) * m * cost
+    with budget.memory_budget(max(1, int((whole - kept) / RESCALE_MEMORY))):
+        batch_size = oracle.chunk(batch_size, n * m, grad=True, probe=gradient_probe(oracle))
+    if shared:  # the same M references for every image: recorded once for the call
+        rec = recorded(oracle, per_image[0], _reference_key(references, n_references, seed, "deepliftshap"))
+        rows = torch.arange(n, device=images.device).repeat_interleave(m)
+        j = torch.arange(m, device=images.device).repeat(n)
+        attr = deeplift_attributions(oracle, images[rows], rec, per_image[0][j], j, rows, batch_size)
+        return reduce_channels(attr.view(n, m, *images.shape[1:]).mean(dim=1), reduce)
+    attr = torch.empty((n, m, *images.shape[1:]), dtype=images.dtype, device=images.device)
+    for first in range(0, b, group):
+        refs = per_image[first : first + group].flatten(0, 1)  # (G·M, C, H, W): recorded, used, then let go
+        rec = record(oracle, refs)
+        mine = ((oracle.source >= first) & (oracle.source < first + group)).nonzero()[:, 0].to(images.device)
+        rows = mine.repeat_interleave(m)
+        j = torch.arange(m, device=images.device).repeat(len(mine))
+        index = (oracle.source.to(images.device)[rows] - first) * m + j
+        attr[rows, j] = deeplift_attributions(oracle, images[rows], rec, refs[index], index, rows, batch_size)
+    return reduce_channels(attr.mean(dim=1), reduce)
 
 
 def sample_mean(oracle: Oracle, n_rows: int, n: int, sample: Callable[[torch.Tensor, torch.Tensor], tuple],
