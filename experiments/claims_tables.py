@@ -246,6 +246,51 @@ def learning_cost() -> str:
     return "\n".join(lines)
 
 
+TRACKED_JOBS = ("ltpa/clutter", "ltpa/decoy", "cnn/decoy", "cnn-cam/decoy", "cnn-cam-notdecoy/decoy",
+                "cnn-rrr10/decoy", "cnn-rrr100-notdecoy/decoy")
+
+
+@block("learning_cost_tracked")
+def learning_cost_tracked() -> str:
+    """The tracker's cost measured in the training process (`learning_runs.py --tracked`), per job over seeds."""
+    import json
+
+    from claims import RESULTS
+
+    lines = ["| run | seeds | training CPU s | maps CPU s | faithfulness CPU s | faithfulness / training (95 % CI) | "
+             "per seed | against 10 % | maps + faithfulness / training |", "| --- " * 9 + "|"]
+    found = False
+    for job in TRACKED_JOBS:
+        files = sorted((RESULTS / "learning_cost_tracked").glob(f"{job.replace('/', '-')}-s[0-9]*.json"))
+        if not files:
+            continue
+        found = True
+        c = [json.loads(f.read_text())["cost"] for f in files]
+        share = [x["causal_share"] for x in c]
+        mean = lambda k, c=c: statistics.mean(x[k] for x in c)  # noqa: E731
+        test = stats.paired_t(share, [0.10] * len(share))
+        per_seed = ", ".join(f"{100 * v:.1f}" for v in share)
+        versus = f"{'below' if test.statistic < 0 else 'above'}, p = {stats.fmt_p(test.p)}" if len(share) > 1 \
+            else "1 seed, not tested"
+        lines.append(f"| {job} | {len(c)} | {mean('train_cpu_s'):.0f} | {mean('maps_cpu_s'):.1f} | "
+                     f"{mean('causal_cpu_s'):.1f} | {_pct(stats.t_interval(share))} | {per_seed} % | {versus} | "
+                     f"{100 * statistics.mean(x['tracker_share'] for x in c):.1f} % |")
+    if not found:
+        raise Missing("learning_cost_tracked/*.json")
+    lines += ["", "(Each run trained with the study's tracker in its own process, `learning_runs.py --tracked`; shares "
+              "are each run's faithfulness CPU over its training CPU between the first and the last snapshot, the "
+              "tracker's own taken out; CI: Student t over the seeds; \"against 10 %\": paired t-test of the "
+              "per-seed shares against 0.10.)"]
+    return "\n".join(lines)
+
+
+def _pct(interval: stats.Interval) -> str:
+    """A share's interval in per cent: mean [low, high] %."""
+    if interval.n < 2:
+        return f"{100 * interval.mean:.1f} % (1 seed)"
+    return f"{100 * interval.mean:.1f} % [{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
+
+
 SUMMARY_JOBS = (("vit-r0/clutter", ("attention", "rollout", "grad-rollout", "gradcam", "saliency")),
                 ("vit-r4/clutter", ("attention", "rollout", "grad-rollout", "gradcam", "saliency")),
                 ("ltpa/clutter", ("ltpa", "ltpa/stages.3", "gradcam", "saliency")),
