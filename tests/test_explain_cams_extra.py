@@ -122,6 +122,19 @@ def test_iscam_and_sscam_equal_torchcam(model, data) -> None:
     assert float((normalize(out["sscam"].lowres) - normalize(ref_score)).abs().max()) <= 1e-4
 
 
+def test_iscam_makes_only_each_chunks_masks(model, data, monkeypatch) -> None:
+    """The masks at input size are made per chunk of masked inputs, never an image's C of them at once (98 MiB for
+    resnet18 at 224 px); the values are torchcam's (the test above)."""
+    from attnscope.explain import scorecam_smooth
+
+    x, t = data
+    sizes: list[int] = []
+    made = scorecam_smooth.channel_masks
+    monkeypatch.setattr(scorecam_smooth, "channel_masks", lambda a, *rest: sizes.append(a.shape[1]) or made(a, *rest))
+    ats.explain(model, x, "iscam", targets=t, layer=LAYER, options={"iscam": {"n": 3, "batch_size": 5}})
+    assert max(sizes) == 5 and sum(sizes) == 2 * 16 * 3  # 2 images × 16 channels × n = 3 masked inputs
+
+
 @pytest.mark.parametrize(("ours", "theirs"), [("gradcam", GradCAM), ("layercam", LayerCAM)])
 def test_eigen_smooth_equals_pytorch_grad_cam_up_to_the_svd_sign(model, data, ours, theirs) -> None:
     x, t = data

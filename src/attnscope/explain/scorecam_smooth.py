@@ -31,7 +31,9 @@ def channel_masks(acts: torch.Tensor, size: tuple[int, int], upsample_first: boo
 def mean_masked_scores(oracle: Oracle, acts: torch.Tensor, upsample_first: bool, coeffs: torch.Tensor,
                        noise: torch.Tensor, batch_size: int | None, channels_last: bool | str,
                        fold_batchnorm: bool = False) -> torch.Tensor:
-    """(N, C): mean over j of the score of x ⊙ (coeffs[j] · H_k + noise[j]) for each row's image and channel."""
+    """(N, C): mean over j of the score of x ⊙ (coeffs[j] · H_k + noise[j]) for each row's image and channel; the
+    masks H_k of each chunk's channels are made for that chunk (an image's C masks at input size are 98 MiB for
+    resnet18's layer4 at 224 px: held beside the chunks, they took IS-CAM over its memory budget)."""
     k = oracle.per_image
     n_img, c = acts.shape[0] // k, acts.shape[1]
     n = coeffs.shape[0]
@@ -39,12 +41,13 @@ def mean_masked_scores(oracle: Oracle, acts: torch.Tensor, upsample_first: bool,
     fold = folds(n_img * c * n, fold_batchnorm)
     channels_last, batch_size = oracle.plan(channels_last, batch_size, n_img * c * n,
                                             lambda nhwc: forward_probe(oracle, nhwc, fold))
+    size = tuple(oracle.images.shape[-2:])
     for i in range(n_img):
-        h = channel_masks(acts[i * k : i * k + 1], tuple(oracle.images.shape[-2:]), upsample_first)[0]  # (C, H, W)
         for s in range(0, c * n, batch_size):
             flat = torch.arange(s, min(s + batch_size, c * n), device=acts.device)
             ch, j = flat // n, flat % n
-            mask = coeffs[j].view(-1, 1, 1) * h[ch] + noise[j]  # (M, H, W)
+            h = channel_masks(acts[i * k, ch][None], size, upsample_first)[0]  # (M, H, W): the chunk's channels only
+            mask = coeffs[j].view(-1, 1, 1) * h + noise[j]  # (M, H, W)
             logits = oracle.logits(oracle.images[i] * mask[:, None], channels_last, fold)
             for t in range(k):
                 row = i * k + t
