@@ -4,7 +4,7 @@ images, straight from experiments/results, so no doc table can drift from its re
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from claims import Missing, block, load
 
@@ -216,6 +216,19 @@ def adebayo_crops() -> str:
     return "\n".join(lines)
 
 
+def _per_job(jobs: Sequence[str], read: Callable[[str], list], pattern: str) -> list[tuple[str, list]]:
+    """(job, read(job)) for each job whose results exist; `Missing(pattern)` when none does."""
+    found = []
+    for job in jobs:
+        try:
+            found.append((job, read(job)))
+        except Missing:
+            continue
+    if not found:
+        raise Missing(pattern)
+    return found
+
+
 COST_JOBS = ("vit-r0/clutter", "vit-r4/clutter", "ltpa/clutter", "cnn/decoy", "ltpa/decoy", "cnn-cam/decoy",
              "cnn-rrr10/decoy", "cnn-rrr100-notdecoy/decoy", "cnn-cam-notdecoy/decoy", "sat/scenes")
 
@@ -224,13 +237,7 @@ COST_JOBS = ("vit-r0/clutter", "vit-r4/clutter", "ltpa/clutter", "cnn/decoy", "l
 def learning_cost() -> str:
     lines = ["| run | seeds | steps between snapshots | snapshots | training CPU s | maps CPU s | faithfulness CPU s | "
              "faithfulness / training | maps + faithfulness / training |", "| --- " * 9 + "|"]
-    found = False
-    for job in COST_JOBS:
-        try:
-            runs_ = list(learning_runs(job).values())
-        except Missing:
-            continue
-        found = True
+    for job, runs_ in _per_job(COST_JOBS, lambda job: list(learning_runs(job).values()), "learning/*.json"):
         c = [r["cost"] for r in runs_]
         mean = lambda k, c=c: statistics.mean(x.get(k, 0.0) for x in c)  # noqa: E731
         steps = runs_[0]["series"][1]["step"] - runs_[0]["series"][0]["step"]
@@ -239,8 +246,6 @@ def learning_cost() -> str:
         lines.append(f"| {job} | {len(runs_)} | {steps} | {int(mean('snapshots'))} | {mean('train_cpu_s'):.0f} | "
                      f"{maps:.0f} | {causal:.0f} | {100 * causal / mean('train_cpu_s'):.1f} % | "
                      f"{100 * (causal + maps) / mean('train_cpu_s'):.1f} % |")
-    if not found:
-        raise Missing("learning/*.json")
     lines += ["", "(Means over the seeds. sat/scenes: its snapshot measures of `learning_sat.py` — teacher-forced "
               "passes, object removal, uniform α — are all counted as faithfulness.)"]
     return "\n".join(lines)
@@ -259,13 +264,13 @@ def learning_cost_tracked() -> str:
 
     lines = ["| run | seeds | training CPU s | maps CPU s | faithfulness CPU s | faithfulness / training (95 % CI) | "
              "per seed | against 10 % | maps + faithfulness / training |", "| --- " * 9 + "|"]
-    found = False
-    for job in TRACKED_JOBS:
+    def tracked(job: str) -> list[dict]:
         files = sorted((RESULTS / "learning_cost_tracked").glob(f"{job.replace('/', '-')}-s[0-9]*.json"))
         if not files:
-            continue
-        found = True
-        c = [json.loads(f.read_text())["cost"] for f in files]
+            raise Missing(f"learning_cost_tracked/{job.replace('/', '-')}-s*.json")
+        return [json.loads(f.read_text())["cost"] for f in files]
+
+    for job, c in _per_job(TRACKED_JOBS, tracked, "learning_cost_tracked/*.json"):
         share = [x["causal_share"] for x in c]
         mean = lambda k, c=c: statistics.mean(x[k] for x in c)  # noqa: E731
         test = stats.paired_t(share, [0.10] * len(share))
@@ -275,8 +280,6 @@ def learning_cost_tracked() -> str:
         lines.append(f"| {job} | {len(c)} | {mean('train_cpu_s'):.0f} | {mean('maps_cpu_s'):.1f} | "
                      f"{mean('causal_cpu_s'):.1f} | {_pct(stats.t_interval(share))} | {per_seed} % | {versus} | "
                      f"{100 * statistics.mean(x['tracker_share'] for x in c):.1f} % |")
-    if not found:
-        raise Missing("learning_cost_tracked/*.json")
     lines += ["", "(Each run trained with the study's tracker in its own process, `learning_runs.py --tracked`; shares "
               "are each run's faithfulness CPU over its training CPU between the first and the last snapshot, the "
               "tracker's own taken out; CI: Student t over the seeds; \"against 10 %\": paired t-test of the "
