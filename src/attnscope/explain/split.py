@@ -99,14 +99,12 @@ def folded(model: nn.Module) -> nn.Module | None:
     key = (structure(model), versions)
     known = _FOLDED.get(model)
     if known is None or known[0] != key:
-        copy = fold_sequential(model)
-        if copy is None or any(isinstance(m, nn.BatchNorm2d) for m in copy.modules()):  # pairs outside Sequentials
-            try:
-                from torch.fx.experimental.optimization import fuse
+        try:
+            from torch.fx.experimental.optimization import fuse
 
-                copy = relu_in_place(fuse(model))
-            except Exception:  # noqa: BLE001 — symbolic tracing: any failure means "not traceable"
-                pass  # the Sequentials' pairs folded, or None
+            copy = relu_in_place(fuse(model))
+        except Exception:  # noqa: BLE001 — symbolic tracing: any failure means "not traceable"
+            copy = fold_sequential(model)
         if copy is not None:
             for p in copy.parameters():
                 p.requires_grad_(False)

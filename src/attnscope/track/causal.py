@@ -31,7 +31,7 @@ Everything is batched: the blank-out reference is one pass over P · grid² imag
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -97,17 +97,25 @@ def logit_scorer(model: nn.Module, targets: torch.Tensor, batch_size: int | None
     (`explain.budget.forward_chunk`, once per process and architecture; `budget.fixed_chunks` for the budget's).
     `fold_batchnorm`: through a copy with BatchNorm folded into the convolutions (`explain.split.folded`; the same
     logits to float rounding) where the model has one to fold."""
-    layout = nhwc(model, channels_last)
-    net = (split.folded(model) if fold_batchnorm else None) or model
-    run = runner(net, layout)
-    kind = f"scorer-{'nhwc' if layout else 'nchw'}{'-folded' if net is not model else ''}"
+    _, run = chunked(model, batch_size, channels_last, fold_batchnorm)
 
     def f(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         device = device_of(model)
-        x = x.to(device)
-        chunk = budget.forward_chunk(net, x, batch_size, run, kind)
-        return run(x, chunk).gather(1, targets.to(device)[source.to(device)][:, None])[:, 0].cpu()
+        return run(x.to(device)).gather(1, targets.to(device)[source.to(device)][:, None])[:, 0].cpu()
     return f
+
+
+def chunked(model: nn.Module, batch_size: int | None, channels_last: bool | str = "auto", fold_batchnorm: bool = False,
+            keep: str | None = None) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+    """(net, run): `net` the model or its BatchNorm-folded copy (`fold_batchnorm`, where there is one and it has the
+    attribute `keep` the caller needs), `run(x)` its outputs for `x` in `batch_size` chunks (None: the probed
+    chunk), NHWC where `channels_last` says so."""
+    layout = nhwc(model, channels_last)
+    copy = split.folded(model) if fold_batchnorm else None
+    net = copy if copy is not None and (keep is None or getattr(copy, keep, None) is not None) else model
+    run = runner(net, layout)
+    kind = f"scorer-{'nhwc' if layout else 'nchw'}{'-folded' if net is not model else ''}"
+    return net, lambda x: run(x, budget.forward_chunk(net, x, batch_size, run, kind))
 
 
 class CausalMeasures:
@@ -197,16 +205,12 @@ class CausalMeasures:
         return out
 
     def _substituted(self, model, images, targets, scores) -> dict[str, float | None]:
-        layout = nhwc(model)
-        copy = split.folded(model) if self.fold_batchnorm else None
-        net = copy if getattr(copy, "estimators", None) is not None else model  # the copy has them: fold_sequential
-        x, run = images.to(device_of(model)), runner(net, layout)
-        kind_of = f"scorer-{'nhwc' if layout else 'nchw'}{'-folded' if net is not model else ''}"
-        chunk = budget.forward_chunk(net, x, self.batch_size, run, kind_of)
+        net, run = chunked(model, self.batch_size, fold_batchnorm=self.fold_batchnorm, keep="estimators")
+        x = images.to(device_of(model))
         out = {}
         for kind in self.substitution:
             with substituted_attention(net, kind, self.seed):
-                sub = run(x, chunk).cpu()
+                sub = run(x).cpu()
             out[f"own/gap@{kind}"] = _mean(causal.substitution_gap(scores, sub.gather(1, targets[:, None].cpu())[:, 0]))
             out[f"own/acc@{kind}"] = _mean((sub.argmax(1) == targets.cpu()).double())
         return out
