@@ -250,6 +250,36 @@ def test_folded_copy_follows_the_weights_and_steps_aside_for_hooks() -> None:
     torch.testing.assert_close(folded, plain, rtol=1e-4, atol=1e-5)
 
 
+def test_pair_max_is_max_pool_and_replaces_only_plain_two_by_two_pools() -> None:
+    """PairMax equals nn.MaxPool2d(2) value for value (NaN and ±inf kept, odd sizes floored, NCHW and NHWC, NHWC
+    out for NHWC in); `pairwise_pools` swaps only kernel-2 stride-2 pools without padding, dilation, ceil mode or
+    indices, and the folded copy of SmallCNN carries them with the model's logits unchanged to rounding."""
+    from attnscope.explain import split
+
+    pool, pair = nn.MaxPool2d(2), split.PairMax()
+    x = torch.randn(3, 5, 9, 7, generator=torch.Generator().manual_seed(0))
+    x[0, 0, 0, 0], x[1, 2, 4, 4], x[2, 1, 3, 2] = float("nan"), float("inf"), float("-inf")
+    for t in (x, x.contiguous(memory_format=torch.channels_last)):
+        assert torch.equal(pair(t).nan_to_num(nan=7.0), pool(t).nan_to_num(nan=7.0))
+        assert pair(t).isnan().sum() == 1  # the window holding the NaN
+    nhwc = x[:, :, :8, :6].contiguous(memory_format=torch.channels_last)
+    assert pair(nhwc).is_contiguous(memory_format=torch.channels_last)
+    kept = [nn.MaxPool2d(3), nn.MaxPool2d(2, 1), nn.MaxPool2d(2, padding=1), nn.MaxPool2d(2, ceil_mode=True),
+            nn.MaxPool2d(2, return_indices=True), nn.MaxPool2d(2, dilation=2), nn.AvgPool2d(2)]
+    seq = nn.Sequential(nn.MaxPool2d((2, 2), 2), *kept, nn.Sequential(nn.MaxPool2d(2)))
+    assert split.pairwise_pools(seq) == 2
+    assert isinstance(seq[0], split.PairMax) and isinstance(seq[-1][0], split.PairMax)
+    assert [type(m) for m in seq[1:-1]] == [type(m) for m in kept]
+    torch.manual_seed(0)
+    net = ats.models.get("smallcnn", widths=[4, 8, 8]).eval()
+    copy = split.folded(net)
+    assert sum(isinstance(m, split.PairMax) for m in copy.modules()) == 2
+    assert sum(isinstance(m, nn.MaxPool2d) for m in net.modules()) == 2  # the model keeps its own
+    image = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(copy(image), net(image), rtol=1e-5, atol=1e-6)
+
+
 def test_a_model_that_does_not_trace_is_folded_inside_its_sequentials() -> None:
     """LTPA does not trace with torch.fx: `split.folded` folds each Conv2d → BatchNorm2d pair of its Sequentials
     (the BatchNorm an Identity), makes in place only the ReLUs whose input a convolution just made, gives the
@@ -287,7 +317,8 @@ def test_a_model_that_does_not_trace_is_folded_inside_its_sequentials() -> None:
     with budget.fixed_chunks():  # no chunk probe
         measures = [CausalMeasures(grid=4, sinks=False, fold_batchnorm=fold)(net, x, labels, maps, {})
                     for fold in (True, False)]
-    assert through_copy == [5, 80, 5, 5]  # the unperturbed, blank-out and both substituted passes: the copy's
+    assert through_copy == [5, 80]  # the unperturbed and blank-out passes ran the copy; the substituted passes
+    # reused its backbone's outputs (track.replay)
     assert measures[0].keys() == measures[1].keys()
     for key, value in measures[1].items():
         assert value is None and measures[0][key] is None or abs(measures[0][key] - value) < 1e-5, key
