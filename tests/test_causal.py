@@ -117,9 +117,7 @@ def test_uniform_substitution_is_average_pooling() -> None:
     with torch.no_grad():
         att.estimators[0].u.weight.zero_()
     labels = torch.zeros(4, dtype=torch.long)
-    with evaluating(att):
-        base = logit_scorer(att, labels)(x, torch.arange(4))
-        out = CausalMeasures(grid=2, sinks=False)._substituted(att, x, labels, base)
+    out = CausalMeasures(grid=2, sinks=False)(att, x, labels, {}, {})
     assert out["own/gap@uniform"] == pytest.approx(0, abs=1e-6)
     assert out["own/gap@permuted"] == pytest.approx(0, abs=1e-6)
 

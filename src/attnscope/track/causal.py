@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain import budget, nhwc, runner, split
 from attnscope.metrics import causal, energy_in_box, pointing_game
 from attnscope.modules import device_of
+from attnscope.track.replay import Upstream
 
 SUBSTITUTIONS = ("uniform", "permuted")
 
@@ -97,25 +98,36 @@ def logit_scorer(model: nn.Module, targets: torch.Tensor, batch_size: int | None
     (`explain.budget.forward_chunk`, once per process and architecture; `budget.fixed_chunks` for the budget's).
     `fold_batchnorm`: through a copy with BatchNorm folded into the convolutions (`explain.split.folded`; the same
     logits to float rounding) where the model has one to fold."""
-    _, run = chunked(model, batch_size, channels_last, fold_batchnorm)
+    return scorer(chunked(model, batch_size, channels_last, fold_batchnorm)[1], targets, device_of(model))
 
+
+def scorer(run: Callable[[torch.Tensor], torch.Tensor], targets: torch.Tensor, device: torch.device):
+    """`f(x, source)`: the logit of the source image's target class in the outputs `run(x)`, on the CPU."""
     def f(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        device = device_of(model)
         return run(x.to(device)).gather(1, targets.to(device)[source.to(device)][:, None])[:, 0].cpu()
     return f
 
 
+Run = Callable[..., torch.Tensor]  # run(x, around=None): outputs of x in chunks, `around` entered after the probe
+
+
 def chunked(model: nn.Module, batch_size: int | None, channels_last: bool | str = "auto", fold_batchnorm: bool = False,
-            keep: str | None = None) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+            keep: str | None = None) -> tuple[nn.Module, Run]:
     """(net, run): `net` the model or its BatchNorm-folded copy (`fold_batchnorm`, where there is one and it has the
-    attribute `keep` the caller needs), `run(x)` its outputs for `x` in `batch_size` chunks (None: the probed
-    chunk), NHWC where `channels_last` says so."""
+    attribute `keep` the caller needs), `run(x, around=None)` its outputs for `x` in `batch_size` chunks (None: the
+    probed chunk), NHWC where `channels_last` says so; `around`, a context manager, is entered once the chunk is
+    known (the probe's own forwards run outside it) and held over the chunks' forwards."""
     layout = nhwc(model, channels_last)
     copy = split.folded(model) if fold_batchnorm else None
     net = copy if copy is not None and (keep is None or getattr(copy, keep, None) is not None) else model
     run = runner(net, layout)
     kind = f"scorer-{'nhwc' if layout else 'nchw'}{'-folded' if net is not model else ''}"
-    return net, lambda x: run(x, budget.forward_chunk(net, x, batch_size, run, kind))
+
+    def go(x: torch.Tensor, around: AbstractContextManager | None = None) -> torch.Tensor:
+        chunk = budget.forward_chunk(net, x, batch_size, run, kind)
+        with around if around is not None else nullcontext():
+            return run(x, chunk)
+    return net, go
 
 
 class CausalMeasures:
@@ -161,14 +173,20 @@ class CausalMeasures:
                  maps: Mapping[str, torch.Tensor], regions: Mapping[str, torch.Tensor]) -> dict[str, float | None]:
         """The measures of `maps` (P, H, W) of `images` (P, C, H, W) for `targets` (P,); `regions`: named boxes."""
         out: dict[str, float | None] = {}
+        own = bool(self.substitution) and getattr(model, "estimators", None) is not None
         with evaluating(model):
-            f = logit_scorer(model, targets, self.batch_size, fold_batchnorm=self.fold_batchnorm)
-            base = f(images, torch.arange(images.shape[0]))  # the unperturbed pass, shared by all three references
+            net, run = chunked(model, self.batch_size, fold_batchnorm=self.fold_batchnorm,
+                               keep="estimators" if own else None)
+            device = device_of(model)
+            f = scorer(run, targets, device)
+            upstream = Upstream(net, list(net.estimators), budget.available(device) // 8) if own else None
+            logits = run(images.to(device), upstream.recording() if upstream else None)  # the unperturbed pass,
+            base = logits.gather(1, targets.to(device)[:, None])[:, 0].cpu()  # shared by all the references
             out.update(self._blank_out(f, images, maps, regions, base))
             if self.parts is not None:
                 out.update(self._parts(f, images, maps, base))
-            if self.substitution and getattr(model, "estimators", None) is not None:
-                out.update(self._substituted(model, images, targets, base))
+            if own:
+                out.update(self._substituted(net, run, upstream, images, targets, base))
             if self.sinks and _is_vit(model):
                 out.update(sink_measures(model, images, regions.get("box")))
         return out
@@ -204,13 +222,13 @@ class CausalMeasures:
             out[f"{key}/parts_rho"], out[f"{key}/parts_top"] = _mean(rho), _mean(top)
         return out
 
-    def _substituted(self, model, images, targets, scores) -> dict[str, float | None]:
-        net, run = chunked(model, self.batch_size, fold_batchnorm=self.fold_batchnorm, keep="estimators")
-        x = images.to(device_of(model))
+    def _substituted(self, net, run, upstream, images, targets, scores) -> dict[str, float | None]:
+        """The substitution passes: only the attention modules and what follows them run again (`Upstream`)."""
+        x = images.to(device_of(net))
         out = {}
         for kind in self.substitution:
             with substituted_attention(net, kind, self.seed):
-                sub = run(x).cpu()
+                sub = run(x, upstream.replaying()).cpu()
             out[f"own/gap@{kind}"] = _mean(causal.substitution_gap(scores, sub.gather(1, targets[:, None].cpu())[:, 0]))
             out[f"own/acc@{kind}"] = _mean((sub.argmax(1) == targets.cpu()).double())
         return out
