@@ -65,7 +65,7 @@ def blank_out(f: Scorer, images: torch.Tensor, grid: int, substrate: torch.Tenso
         raise InputError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
     b, c, h, w = images.shape
     _cells(h, w, grid)
-    fill = torch.zeros_like(images) if substrate is None else substrate.expand_as(images)
+    fill = None if substrate is None else substrate.expand_as(images)
     g = grid * grid
     cell = torch.arange(h * w, device=images.device).reshape(h, w)
     cell = (cell // w // (h // grid)) * grid + (cell % w) // (w // grid)  # (H, W) cell index of each pixel
@@ -76,7 +76,7 @@ def blank_out(f: Scorer, images: torch.Tensor, grid: int, substrate: torch.Tenso
         rows = flat[start:start + batch_size]
         src, which = rows // g, rows % g
         off = (cell[None] == which[:, None, None])[:, None]  # (n, 1, H, W)
-        x = torch.where(off, fill[src], images[src])
+        x = images[src].masked_fill_(off, 0.0) if fill is None else torch.where(off, fill[src], images[src])
         drops.append(base[src] - f(x, src).double())
     return torch.cat(drops).reshape(b, g)
 
