@@ -237,26 +237,57 @@ def warm_legrad(model: VisionTransformer) -> tuple[torch.Tensor, int]:
 
 def test_legrad_where_the_last_block_is_not_its_layers_outermost_module() -> None:
     """The stack cannot go in at the outermost module (it is not the stream): the one forward is the plain one
-    (not repeated) and the head reads the streams in one rerun, three passes in a warm call; the formula's map."""
+    (not repeated; it is also the call's shared pass) and the head reads the streams in one rerun, two passes in a
+    warm call; the formula's map."""
     model = torchvision_vit(3)
     model.encoder.layers[-1] = Grow(model.encoder.layers[-1])
     ref = legrad_reference(model, X, T, [*model.encoder.layers[:-1], model.encoder.layers[-1].block])
     ours, passes = warm_legrad(model)
-    assert passes == 3
+    assert passes == 2
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-9)
 
 
 def test_legrad_with_the_models_head_is_the_formula_in_one_forward() -> None:
     """pool="model": the last block outputs every layer's stream stacked in the one forward that records the
-    attention (two passes in a warm call: the shared pass and that forward); a head that cannot read the stack
-    falls back to one rerun per stream. Both equal the layer-by-layer formula."""
+    attention, and that forward is the call's shared pass (one pass in a warm call); a head that cannot read the
+    stack falls back to one rerun per stream. Both equal the layer-by-layer formula."""
     model = torchvision_vit(3)
     ref = legrad_reference(model, X, T)
     ours, passes = warm_legrad(model)
-    assert passes == 2
+    assert passes == 1
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-9)
     wrapped = ats.explain(BatchFromInput(model), X, "legrad", targets=T)["legrad"].lowres
     torch.testing.assert_close(wrapped, ref, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("targets", [None, 2, "tensor"])
+def test_legrads_own_forward_as_the_shared_pass_gives_the_calls_outputs(targets) -> None:
+    """LeGrad alone (its forward is the shared pass) gives the maps, logits, targets and scores of LeGrad asked with
+    another method (a separate shared pass), for predicted, int and per-image targets; targets (B, K) and
+    pool="mean" take the shared pass (two passes, the same maps as before)."""
+    model = torchvision_vit(3)
+    t = T if targets == "tensor" else targets
+    alone = ats.explain(model, X, "legrad", targets=t)
+    both = ats.explain(model, X, ["legrad", "attention"], targets=t)
+    torch.testing.assert_close(alone["legrad"].values, both["legrad"].values, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(alone.logits, both.logits, rtol=1e-5, atol=1e-5)
+    assert torch.equal(alone.targets, both.targets) and alone.targets.shape == (2,)
+    with torch.no_grad():
+        torch.testing.assert_close(alone.logits, model(X), rtol=1e-5, atol=1e-5)
+    calls = []
+    handle = model.conv_proj.register_forward_hook(lambda _m, _i, _o: calls.append(1))
+    try:
+        top2 = ats.explain(model, X, "legrad", targets=torch.stack([T, (T + 1) % 5], 1))
+        assert len(calls) == 2  # K targets per image: the shared pass resolves them first
+        calls.clear()
+        mean = ats.explain(model, X, "legrad", targets=T, options={"legrad": {"pool": "mean"}})
+        assert len(calls) == 2
+    finally:
+        handle.remove()
+    given = ats.explain(model, X, "legrad", targets=T)["legrad"].values
+    torch.testing.assert_close(top2["legrad"].values[:, 0], given, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(mean["legrad"].values, ats.explain(model, X, ["legrad", "attention"], targets=T, options={
+        "legrad": {"pool": "mean"}})["legrad"].values, rtol=1e-5, atol=1e-8)
 
 
 def snapshot(model: nn.Module) -> tuple:

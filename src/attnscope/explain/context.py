@@ -247,6 +247,17 @@ class Oracle:
             handle.remove()
 
 
+@dataclasses.dataclass(frozen=True)
+class OwnPass:
+    """A method's own forward standing in for the call's shared pass (`Method.own_pass`): what it captured, the
+    target resolved from it, the attention layers it read, and what the method keeps for its backward."""
+
+    capture: engine.Capture
+    target: Target
+    attention: Sequence[AttentionLayer]
+    state: Any
+
+
 class Pass:
     """The shared pass of one call, run (`shared_pass`): what it captured, read by input name."""
 
@@ -261,6 +272,7 @@ class Pass:
         self.reading = reading  # how the chosen layer's output reads as (B, C, h, w)
         self._raw = raw  # that layer's output as it is (B, ...)
         self._attention, self._graph = list(attention), None  # the attention layers read; their token graph
+        self.own: Any = None  # the method's kept state where its own forward was this pass (`OwnPass.state`)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -359,6 +371,9 @@ class Pass:
     def _input_model(self) -> nn.Module:
         return self.core
 
+    def _input_own_pass(self) -> Any:
+        return self.own
+
     def _input_oracle(self) -> Oracle:
         layer = None if self.layer is None else self.layer[1]
         return Oracle(self.model, self.images, self.target, self.capture.rows, layer, self.reading,
@@ -387,6 +402,14 @@ def shared_pass(model: nn.Module, images: torch.Tensor, targets: TargetSpec, nee
         capture, activations=read.to_map(capture.activations),
         gradients=None if capture.gradients is None else read.to_map(capture.gradients))
     return Pass(model, images, needs, differentiable, output, grid, target, layer, read, capture.activations, attention)
+
+
+def own_pass(model: nn.Module, images: torch.Tensor, needs: frozenset[str], output: engine.OutputSpec,
+             own: OwnPass) -> Pass:
+    """The pass of a call whose one method's own forward stood in for the shared pass (`Method.own_pass`)."""
+    shared = Pass(model, images, needs, False, output, own.capture, own.target, None, attention=own.attention)
+    shared.own = own.state
+    return shared
 
 
 def no_pass(model: nn.Module, images: torch.Tensor, needs: frozenset[str], differentiable: bool = False,

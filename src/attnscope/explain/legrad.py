@@ -13,6 +13,8 @@ another width the head cannot read). Each ∂s_l / ∂A_l is one backward throug
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,9 +22,13 @@ from torch import nn
 from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain import engine
 from attnscope.explain.attention import explicit_attention, no_attention_reason
-from attnscope.explain.context import Oracle
+from attnscope.explain.context import Oracle, OwnPass
+from attnscope.explain.engine import Capture
 from attnscope.explain.method import register_method
-from attnscope.explain.windowed import TokenGraph, key_scores, per_sequence
+from attnscope.explain.run import logits_of, select_output
+from attnscope.explain.targets import TargetSpec, resolve
+from attnscope.explain.windowed import TokenGraph, key_scores, per_sequence, read_tokens, token_graph
+from attnscope.modules import unwrap
 
 POOLS = ("model", "cls", "mean")
 
@@ -69,25 +75,28 @@ def _replaced(output: object, tokens: torch.Tensor) -> object:
     return tokens if isinstance(output, torch.Tensor) else (tokens, *output[1:])
 
 
-def layer_sensitivities(oracle: Oracle, x: torch.Tensor, rows: torch.Tensor, pool: str, graph: TokenGraph
-                        ) -> list[tuple[int, torch.Tensor]]:
+def layer_sensitivities(oracle: Oracle, x: torch.Tensor, rows: torch.Tensor, pool: str, graph: TokenGraph,
+                        own: tuple | None = None) -> list[tuple[int, torch.Tensor]]:
     """(layer index, ReLU(∂s_l / ∂A_l) averaged over heads and queries (N, T_k)) for each layer of the last stage.
 
     With the model's own head (pool "model") the last block's output is replaced, in the very forward that
     records the attention, by every chosen layer's stream stacked: one forward in all. Where that cannot be
     (the last block is not the outermost module of its chain, the head fails on the stack), the forward runs
-    plain and the head reads the streams in a second pass (`_scores`).
+    plain and the head reads the streams in a second pass (`_scores`). `own`: (attention layers, what `_forward`
+    returned) where that forward already ran as the call's shared pass (`own_forward`).
     """
     if pool not in POOLS:
         raise InputError(f"legrad pool must be one of {POOLS}, got {pool!r}")
     head = None if pool == "model" else readout(oracle.core, pool)
     target = oracle.target.take(rows)
-    with explicit_attention(oracle.core) as layers, torch.enable_grad():
-        chains = blocks(oracle.core, [a.name for a in layers])
-        try:
-            attn, found, out, leaves = _forward(oracle, x, layers, chains, graph, head is None)
-        except _Unstackable:  # the stack did not pass through the head: a plain forward, then the head (`_scores`)
-            attn, found, out, leaves = _forward(oracle, x, layers, chains, graph, False)
+    with ExitStack() as stack:
+        stack.enter_context(torch.enable_grad())
+        if own is not None:  # the call's shared pass was this method's own forward (`own_forward`)
+            layers, (attn, found, out, leaves) = own
+        else:
+            layers = stack.enter_context(explicit_attention(oracle.core))
+            attn, found, out, leaves = _forwards(oracle.model, oracle.output, x, layers, lambda _attn: graph,
+                                                 head is None)
         if found[-1] is None:
             raise NotApplicableError(f"legrad reads the token stream after each attention layer's block, and found "
                                      f"no residual block around the last one, {layers[attn[-1][0]].name!r}")
@@ -115,12 +124,65 @@ class _Unstackable(Exception):
     """The stacked streams were put in the forward and did not come out as one output per stream."""
 
 
-def _forward(oracle: Oracle, x: torch.Tensor, layers: list, chains: list[list[nn.Module]], graph: TokenGraph,
-             stacking: bool) -> tuple[list, list, object, list[torch.Tensor] | None]:
+def _forwards(model: nn.Module, output: object, x: torch.Tensor, layers: list, graph: Callable[[list], TokenGraph],
+              stacking: bool) -> tuple[list, list, object, list[torch.Tensor] | None]:
+    """`_forward`, stacking where asked and where the stack passes through the head; else a plain forward (the
+    head then reads the streams in `_scores`). Inside `explicit_attention` and with gradients enabled."""
+    chains = blocks(unwrap(model), [a.name for a in layers])
+    try:
+        return _forward(model, output, x, layers, chains, graph, stacking)
+    except _Unstackable:  # the stack did not pass through the head: a plain forward, then the head (`_scores`)
+        return _forward(model, output, x, layers, chains, graph, False)
+
+
+def own_forward(model: nn.Module, images: torch.Tensor, targets: TargetSpec, output: object,
+                options: dict) -> OwnPass | None:
+    """LeGrad's forward with gradients as the call's shared pass (`Method.own_pass`): with the model's own head
+    (pool "model") the forward that records the attention and stacks every layer's stream already gives the model's
+    output (the last layer's rows), so the targets are resolved from it and no separate pass runs."""
+    if options.get("pool", "model") != "model":
+        return None
+    core = unwrap(model)
+    read_tokens(core, images, output)  # which tokens the head reads: traced now (cached), not inside the forward
+
+    def graph(attn: list) -> TokenGraph:  # the token graph of the attention that has run, from its shapes
+        return token_graph(core, layers, _Ran(attn, layers), images, output)
+
+    with explicit_attention(core) as layers, torch.enable_grad():
+        attn, found, out, leaves = state = _forwards(model, output, images, layers, graph, True)
+    raw = out if leaves is None else out[-images.shape[0]:]  # stacked: the last layer's rows are the model's output
+    logits = logits_of(select_output(raw, output) if leaves is None else raw, images.shape[0])
+    if not isinstance(logits, torch.Tensor):
+        return None
+    target, table, k = resolve(targets, logits.detach())
+    capture = Capture(logits=logits.detach(), scores=target.score(logits.detach()), table=table, per_image=k,
+                      probes=tuple(a.detach() for _, a in attn), probe_names=tuple(layers[i].name for i, _ in attn))
+    return OwnPass(capture, target, layers, (layers, state))
+
+
+@dataclass(frozen=True)
+class _Ran:
+    """What `token_graph` reads of a capture, from the attention that has run: (index, weights) pairs."""
+
+    attn: list
+    layers: list
+
+    @property
+    def probes(self) -> tuple[torch.Tensor, ...]:
+        return tuple(a for _, a in self.attn)
+
+    @property
+    def probe_names(self) -> tuple[str, ...]:
+        return tuple(self.layers[i].name for i, _ in self.attn)
+
+
+def _forward(model: nn.Module, output: object, x: torch.Tensor, layers: list, chains: list[list[nn.Module]],
+             graph: Callable[[list], TokenGraph], stacking: bool) -> tuple[list, list, object, list | None]:
     """One forward with grad: (the attention in the order it ran, each one's block and stream (`_stream`), the
     model's output, the stacked leaves or None). `stacking`: the outermost module of the last layer's chain
     outputs, once, the chosen streams as leaves stacked, if it is that layer's stream module and the last to run;
-    the output is then the explained output of every stream (N·L rows), or _Unstackable is raised."""
+    the output is then the explained output of every stream (N·L rows), or _Unstackable is raised. `graph(attn)`:
+    the token graph of the attention that ran."""
     attn: list[tuple[int, torch.Tensor]] = []
     seen: dict[int, tuple[tuple, torch.Tensor]] = {}
     state: dict[str, object] = {}
@@ -131,7 +193,7 @@ def _forward(oracle: Oracle, x: torch.Tensor, layers: list, chains: list[list[nn
         found = [_stream(chains[i], seen) for i, _ in attn]
         if found[-1] is None or found[-1][0] is not module:
             return None
-        state["leaves"] = [found[k][1].detach().requires_grad_() for k in _chosen(found, graph)]
+        state["leaves"] = [found[k][1].detach().requires_grad_() for k in _chosen(found, graph(attn))]
         state["ran"] = len(attn)
         return _replaced(output, torch.cat(state["leaves"]))
 
@@ -141,9 +203,9 @@ def _forward(oracle: Oracle, x: torch.Tensor, layers: list, chains: list[list[nn
         hooks.append(chains[-1][-1].register_forward_hook(stack))
     try:
         with engine.recording_each([a.probe for a in layers], attn):
-            out = engine.run_model(oracle.model, x.detach().requires_grad_())
+            out = engine.run_model(model, x.detach().requires_grad_())
         if "leaves" in state:
-            out = engine.select_output(out, oracle.output)
+            out = engine.select_output(out, output)
     except (RuntimeError, InputError, NotApplicableError) as e:
         if "leaves" in state:
             raise _Unstackable from e
@@ -214,9 +276,9 @@ def _tail(oracle: Oracle, x: torch.Tensor, block: nn.Module, last: torch.Tensor,
     return out
 
 
-@register_method("legrad", "transformer", applies=no_attention_reason)
-def legrad(images: torch.Tensor, token_graph: TokenGraph, oracle: Oracle, *, last: int | None = None,
-           pool: str = "model") -> torch.Tensor:
+@register_method("legrad", "transformer", applies=no_attention_reason, own_pass=own_forward)
+def legrad(images: torch.Tensor, token_graph: TokenGraph, oracle: Oracle, own_pass: tuple | None, *,
+           last: int | None = None, pool: str = "model") -> torch.Tensor:
     """LeGrad (Bousselham et al., ICCV 2025, Eq. 4–6): (1/L) Σ_l mean_{heads, queries} ReLU(∂s_l / ∂A_l) at the keys,
     s_l the explained score of layer l's stream read out by the model's own head.
 
@@ -224,7 +286,7 @@ def legrad(images: torch.Tensor, token_graph: TokenGraph, oracle: Oracle, *, las
     whatever it pools), or "cls" / "mean" before a known head (torchcam's LeGrad pools the mean).
     """
     rows = torch.arange(images.shape[0], device=images.device)
-    sens = layer_sensitivities(oracle, images, rows, pool, token_graph)
+    sens = layer_sensitivities(oracle, images, rows, pool, token_graph, own_pass)
     if last is not None:
         if not 1 <= last <= len(sens):
             raise InputError(f"legrad last must be between 1 and {len(sens)} (the attention layers), got {last}")

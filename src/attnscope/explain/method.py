@@ -57,6 +57,8 @@ INPUTS: dict[str, tuple[str, frozenset[str]]] = {
     "model": ("the model itself, for intrinsic methods that run its own protocol (captioning)", frozenset()),
     "oracle": ("reruns of the model (scores, input gradients, layer replacement): `explain.context.Oracle`",
                frozenset()),
+    "own_pass": ("what the method's own forward kept where that forward was the call's shared pass "
+                 "(`Method.own_pass`), else None", frozenset()),
 }
 RERUNS = frozenset({"oracle", "model"})  # inputs of methods that run the model again: not differentiable
 PASS_FREE = frozenset({"images", "model"})  # the only inputs that do not need the shared pass
@@ -90,6 +92,9 @@ class Method:
     options: dict[str, inspect.Parameter]
     applies: Callable[[nn.Module], str | None] = lambda model: None
     can_differentiate: bool | None = None  # None: derived from the inputs
+    # own_pass(model, images, targets, output, options) -> OwnPass | None: where this method is a call's only one,
+    # its own forward gives the call's logits, targets and attention, and no separate shared pass runs
+    own_pass: Callable[..., Any] | None = None
 
     @property
     def needs(self) -> frozenset[str]:
@@ -129,11 +134,12 @@ class Method:
 
 
 def register_method(name: str, kind: str, applies: Callable[[nn.Module], str | None] | None = None,
-                    differentiable: bool | None = None):
+                    differentiable: bool | None = None, own_pass: Callable[..., Any] | None = None):
     """Decorator registering `fn(<inputs>, *, <options>)` as method `name` of `kind`.
 
     `applies(model)` returns None when the method applies to `model`, else the reason it does not.
-    `differentiable` overrides the default (False for methods that read `oracle` or `model`).
+    `differentiable` overrides the default (False for methods that read `oracle` or `model`). `own_pass`: see
+    `Method.own_pass` (the method then reads its input `own_pass`).
     """
     if kind not in KINDS:
         raise ValueError(f"method {name!r}: kind must be one of {KINDS}, got {kind!r}")
@@ -154,7 +160,7 @@ def register_method(name: str, kind: str, applies: Callable[[nn.Module], str | N
                 raise ValueError(f"method {name!r}: parameter {p.name!r} must be an input (before `*`, no default) "
                                  f"or a keyword-only option with a default")
         METHODS.register(name, Method(name, kind, fn, tuple(inputs), options, applies or (lambda model: None),
-                                      differentiable))
+                                      differentiable, own_pass))
         return fn
 
     return add

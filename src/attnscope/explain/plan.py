@@ -27,14 +27,14 @@ from torch import nn
 
 from attnscope.errors import InputError, NotApplicableError
 from attnscope.explain import budget, guards, progress
-from attnscope.explain.context import Pass, no_pass, shared_pass
+from attnscope.explain.context import Pass, no_pass, own_pass, shared_pass
 from attnscope.explain.layers import LayerSpec, layer_choice, resolve_layer
 from attnscope.explain.method import Method, MethodResult, Result
 from attnscope.explain.run import OutputSpec, model_guard
 from attnscope.explain.targets import TargetSpec, by_name
 from attnscope.explain.wrappers import Wrapped, explain_wrapped
 from attnscope.maps import AttentionMap, Explanation, SequenceMap, Upsampled, upsample, upsample_density
-from attnscope.modules import class_names, device_of, unwrap
+from attnscope.modules import all_finite, class_names, device_of, unwrap
 from attnscope.registry import METHODS
 
 
@@ -118,9 +118,11 @@ def explain_with(how: Explainer, model: nn.Module, images: torch.Tensor, targets
             budget.check_pass(unwrap(model), images, images.device, todo.gradients)
         if todo.runs:
             progress.inputs(images.shape[0])
-        shared = shared_pass(model, images, targets, todo.needs, todo.layer, how.layer, how.differentiable,
-                             how.output) if todo.runs else no_pass(model, images, todo.needs, how.differentiable,
-                                                                   how.output)  # THE shared pass
+        shared = _by_the_method(how, todo, model, images, targets) if todo.runs else None
+        if shared is None:
+            shared = shared_pass(model, images, targets, todo.needs, todo.layer, how.layer, how.differentiable,
+                                 how.output) if todo.runs else no_pass(model, images, todo.needs, how.differentiable,
+                                                                       how.output)  # THE shared pass
         maps: dict[str, AttentionMap] = {}
         for spec in todo.plain:
             options = how.options.get(spec.name, {})
@@ -132,6 +134,20 @@ def explain_with(how: Explainer, model: nn.Module, images: torch.Tensor, targets
     if not todo.runs:
         return Explanation(maps, None, None, class_names=names)
     return Explanation(maps, shared.capture.logits, shared.capture.table, class_names=names)
+
+
+def _by_the_method(how: Explainer, todo: Plan, model: nn.Module, images: torch.Tensor, targets: TargetSpec
+                   ) -> Pass | None:
+    """The call's pass from its one method's own forward (`Method.own_pass`, e.g. LeGrad's forward with gradients),
+    where the call has one method that has one, one target per image known before the forward (None, an int, a
+    LongTensor[B]) and no differentiable maps; else None (the shared pass runs)."""
+    one = targets is None or isinstance(targets, int) and not isinstance(targets, bool) or \
+        isinstance(targets, torch.Tensor) and targets.dim() == 1
+    if len(todo.plain) != 1 or todo.wrapped or how.differentiable or not one or todo.plain[0].own_pass is None:
+        return None
+    spec = todo.plain[0]
+    own = spec.own_pass(model, images, targets, how.output, how.options.get(spec.name, {}))
+    return None if own is None else own_pass(model, images, todo.needs, how.output, own)
 
 
 def _with_wrapped(how: Explainer, todo: Plan, model: nn.Module, shared: Pass, targets: TargetSpec,
@@ -216,7 +232,7 @@ def _checked_images(images: object, model: nn.Module) -> torch.Tensor:
         raise InputError(f"images must be a floating point tensor, got {images.dtype}")
     if images.shape[0] == 0:
         raise InputError("images is an empty batch")
-    if not torch.isfinite(images).all():
+    if not all_finite(images):
         raise InputError("images contain NaN or infinite values")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), images.dtype)
     if images.dtype != dtype:

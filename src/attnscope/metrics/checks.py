@@ -17,6 +17,7 @@ import torch
 
 from attnscope.errors import InputError
 from attnscope.maps import AttentionMap
+from attnscope.modules import all_finite
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,7 +81,7 @@ def check_maps(maps: torch.Tensor, name: str = "maps") -> torch.Tensor:
         raise InputError(f"{name} is an empty batch")
     if not maps.is_floating_point():
         raise InputError(f"{name} must be a floating point tensor, got {maps.dtype}")
-    if not torch.isfinite(maps).all():
+    if not all_finite(maps):
         raise InputError(f"{name} contain NaN or infinite values")
     return maps
 
@@ -90,7 +91,7 @@ def check_images(images: torch.Tensor, maps: torch.Tensor | None = None) -> torc
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise InputError(f"images must be a float tensor (B, C, H, W), got {shape}")
-    if not torch.isfinite(images).all():
+    if not all_finite(images):
         raise InputError("images contain NaN or infinite values")
     if maps is not None:
         check_maps(maps)

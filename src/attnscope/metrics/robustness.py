@@ -14,6 +14,7 @@ import torch
 from attnscope.errors import InputError
 from attnscope.metrics.checks import check_maps, takes_maps
 from attnscope.metrics.declare import declare
+from attnscope.modules import all_finite
 
 EPS_MIN = 1e-6  # Agarwal et al.'s ε_min: the smallest denominator of a relative change
 
@@ -29,7 +30,7 @@ def _checked(maps: torch.Tensor, perturbed: torch.Tensor, valid: torch.Tensor | 
             or perturbed.shape[2:] != maps.shape[1:]:
         raise InputError(f"perturbed maps must be (B, n, H, W) with (B, H, W) = {tuple(maps.shape)}, "
                          f"got {tuple(getattr(perturbed, 'shape', ()))}")
-    if not torch.isfinite(perturbed).all():
+    if not all_finite(perturbed):
         raise InputError("perturbed maps contain NaN or infinite values")
     shape = perturbed.shape[:2]
     if valid is None:
