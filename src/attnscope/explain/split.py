@@ -108,12 +108,19 @@ def folded(model: nn.Module) -> nn.Module | None:
     return known[1]
 
 
-def _fold(model: nn.Module) -> nn.Module | None:
-    try:
-        from torch.fx.experimental.optimization import fuse
+_UNTRACEABLE: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()  # model → its structure
 
-        copy = relu_in_place(fuse(model))
-    except Exception:  # noqa: BLE001 — symbolic tracing: any failure means "not traceable"
+
+def _fold(model: nn.Module) -> nn.Module | None:
+    copy = None
+    if _UNTRACEABLE.get(model) != structure(model):  # a failed trace (15 ms on LTPA) is not tried again
+        try:
+            from torch.fx.experimental.optimization import fuse
+
+            copy = relu_in_place(fuse(model))
+        except Exception:  # noqa: BLE001 — symbolic tracing: any failure means "not traceable"
+            _UNTRACEABLE[model] = structure(model)
+    if copy is None:
         copy = fold_sequential(model)
     if copy is not None:
         pairwise_pools(copy)
