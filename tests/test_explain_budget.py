@@ -286,7 +286,10 @@ def test_a_model_that_does_not_trace_is_folded_inside_its_sequentials() -> None:
     """LTPA does not trace with torch.fx: `split.folded` folds each Conv2d → BatchNorm2d pair of its Sequentials
     (the BatchNorm an Identity), makes in place only the ReLUs whose input a convolution just made, gives the
     logits to rounding and leaves the model as it was; the tracker's measures through it (the substitutions on the
-    copy's own attention modules) equal those without."""
+    copy's own attention modules) equal those without. A weight changed in place is folded into the same copy
+    without tracing the model again (a failed trace is remembered per structure)."""
+    from torch.fx.experimental import optimization
+
     from attnscope.explain import split
     from attnscope.track import CausalMeasures
 
@@ -298,7 +301,22 @@ def test_a_model_that_does_not_trace_is_folded_inside_its_sequentials() -> None:
                 m.running_mean.uniform_(-0.3, 0.3)
                 m.running_var.uniform_(0.5, 1.5)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    copy = split.folded(net)
+    traces: list[int] = []
+    real_fuse = optimization.fuse
+    optimization.fuse = lambda *a, **k: (traces.append(1), real_fuse(*a, **k))[1]
+    try:
+        copy = split.folded(net)
+        with torch.no_grad():
+            net.stages[0][1].running_mean.add_(0.1)  # a training step's change: folded again, not traced again
+            assert split.folded(net) is copy and traces == [1]
+            x0 = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+            torch.testing.assert_close(copy(x0), net(x0), rtol=1e-5, atol=1e-6)
+        with torch.no_grad():
+            net.stages[0][1].running_mean.sub_(0.1)
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        assert split.folded(net) is copy and traces == [1]
+    finally:
+        optimization.fuse = real_fuse
     assert copy is not None and not any(isinstance(m, nn.BatchNorm2d) for m in copy.modules())
     assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 4  # the model keeps its own
     relus = [m for m in copy.modules() if isinstance(m, nn.ReLU)]
