@@ -137,7 +137,8 @@ def part_mass(maps: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
         raise InputError(f"regions must be (B, K, H, W) with (B, H, W) = {tuple(pos.shape)}, got "
                          f"{tuple(regions.shape)}")
     total = pos.flatten(1).sum(1).clamp_min(1e-300)
-    return (pos[:, None] * regions).flatten(2).sum(2) / total[:, None]
+    inside = torch.bmm(regions.flatten(2).to(pos.dtype), pos.flatten(1)[:, :, None])[:, :, 0]  # (B, K)
+    return inside / total[:, None]
 
 
 def part_agreement(maps: torch.Tensor, regions: torch.Tensor, drops: torch.Tensor,
@@ -145,15 +146,20 @@ def part_agreement(maps: torch.Tensor, regions: torch.Tensor, drops: torch.Tenso
     """(ρ, top), each (B,): Spearman over the parts present between mass and drop (NaN with < 3 parts or a
     tie everywhere), and 1 where the part with most mass is the part whose removal costs most (NaN with < 2)."""
     mass = part_mass(maps, regions)
-    rho = torch.full((mass.shape[0],), float("nan"), dtype=torch.float64)
+    present = present.to(mass.device)
+    drops = drops.to(mass.device, torch.float64)
+    rho = torch.full((mass.shape[0],), float("nan"), dtype=torch.float64, device=mass.device)
     top = torch.full_like(rho, float("nan"))
-    for i in range(mass.shape[0]):
-        keep = present[i].nonzero()[:, 0]
-        if keep.numel() >= 3:
-            rho[i] = row_spearman(mass[i, keep][None], drops[i, keep][None])[0]
-        if keep.numel() >= 2 and bool(mass[i, keep].amax() > mass[i, keep].amin()):
-            top[i] = float(keep[mass[i, keep].argmax()] == keep[drops[i, keep].argmax()])
-    return rho, top
+    counts = present.sum(1)
+    for pattern in present[counts >= 3].unique(dim=0):  # images with the same parts present: one batched ρ
+        rows = (present == pattern).all(1).nonzero()[:, 0]
+        rho[rows] = row_spearman(mass[rows][:, pattern], drops[rows][:, pattern])
+    inf = torch.tensor(float("inf"), dtype=torch.float64, device=mass.device)
+    high, low = mass.where(present, -inf), mass.where(present, inf)
+    several = (counts >= 2) & (high.amax(1) > low.amin(1))  # two parts or more, not all of the same mass
+    same = high.argmax(1) == drops.where(present, -inf).argmax(1)  # the first part of most mass, of most drop
+    top[several] = same[several].double()
+    return rho.cpu(), top.cpu()
 
 
 def substitution_gap(scores: torch.Tensor, substituted: torch.Tensor) -> torch.Tensor:
