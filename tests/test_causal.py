@@ -77,6 +77,33 @@ def test_part_drops_and_agreement_by_hand() -> None:
     assert top.isnan().all() and rho[:2].isnan().all()
 
 
+def test_part_agreement_batched_equals_each_image_alone() -> None:
+    """Images grouped by the parts they have give what each image gives alone (scipy's Spearman over its present
+    parts; the first part of most mass against the first of most drop): absent parts, tied drops, flat maps."""
+    from scipy.stats import spearmanr
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        n, k = 12, 2 + trial % 3
+        maps = torch.rand(n, 8, 8, generator=g)
+        maps[:2] = 0.25  # flat
+        regions = torch.rand(n, k, 8, 8, generator=g) > 0.7
+        drops = torch.randn(n, k, generator=g).double()
+        drops[3, 1] = drops[3, 0]  # a tie
+        present = torch.rand(n, k, generator=g) > 0.25
+        drops[~present] = float("nan")
+        rho, top = causal.part_agreement(maps, regions, drops, present)
+        mass = causal.part_mass(maps, regions)
+        for i in range(n):
+            keep = present[i].nonzero()[:, 0].tolist()
+            m, d = mass[i, keep].numpy(), drops[i, keep].numpy()
+            want = spearmanr(m, d).statistic if len(keep) >= 3 and m.std() > 0 and d.std() > 0 else float("nan")
+            assert rho[i].item() == pytest.approx(want, abs=1e-9, nan_ok=True), (trial, i)
+            first = len(keep) >= 2 and m.max() > m.min()
+            assert top[i].item() == pytest.approx(float(m.argmax() == d.argmax()) if first else float("nan"),
+                                                  nan_ok=True), (trial, i)
+
+
 def test_sink_and_norm_functions_by_hand() -> None:
     rows = torch.tensor([[0.5, 0.1, 0.1, 0.2, 0.1]])  # CLS, 1 register, 3 patches
     assert causal.prefix_share(rows, 2).item() == pytest.approx(0.6)
