@@ -199,11 +199,31 @@ def test_a_layer_that_runs_twice_is_refused() -> None:
         (torch.zeros(2, 3, 12, 12, dtype=torch.long), "floating"),
         (torch.full((1, 3, 12, 12), float("nan")), "NaN"),
         (torch.randn(0, 3, 12, 12), "empty"),
+        (torch.randn(2, 3, 12, 12).index_put_((torch.tensor(1), torch.tensor(2), torch.tensor(5), torch.tensor(7)),
+                                              torch.tensor(float("nan"))), "NaN"),  # one NaN among finite values
+        (torch.randn(2, 3, 12, 12).index_put_((torch.tensor(0), torch.tensor(0), torch.tensor(0), torch.tensor(0)),
+                                              torch.tensor(float("-inf"))), "infinite"),
     ],
 )
 def test_bad_images_raise(images, message: str) -> None:
     with pytest.raises(InputError, match=message):
         ats.explain(Counting(), images, "gradcam")
+
+
+def test_all_finite_in_one_pass_agrees_with_isfinite() -> None:
+    """`modules.all_finite` (min and max of one pass) says what isfinite().all() says, for each float dtype, a
+    single NaN or ±inf anywhere, integer, complex and empty tensors."""
+    from attnscope.modules import all_finite
+
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        for bad in (None, float("nan"), float("inf"), float("-inf")):
+            t = torch.randn(3, 4, 5, generator=g).to(dtype)
+            if bad is not None:
+                t.view(-1)[int(torch.randint(60, (1,), generator=g))] = bad
+            assert all_finite(t) is bool(torch.isfinite(t).all()), (dtype, bad)
+    assert all_finite(torch.tensor([1, 2])) and all_finite(torch.empty(0))
+    assert not all_finite(torch.tensor([1 + 1j, complex(0, float("nan"))])) and all_finite(torch.tensor([1 + 1j]))
 
 
 def test_unknown_method_and_options_raise() -> None:
