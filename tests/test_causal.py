@@ -149,6 +149,21 @@ def test_uniform_substitution_is_average_pooling() -> None:
     assert out["own/gap@permuted"] == pytest.approx(0, abs=1e-6)
 
 
+def test_permuted_substitution_is_the_same_whatever_the_chunks() -> None:
+    """One permutation per image and module, not per draw: the permuted gap of 6 images run 6, 4 + 2 or 1 at a time
+    is the same (before, the chunks decided which image got which permutation)."""
+    torch.manual_seed(0)
+    model = ats.models.get("ltpa", widths=[8, 16, 16, 16], estimators=2).eval()
+    with torch.no_grad():
+        for e in model.estimators:
+            e.u.weight.mul_(50.0)
+    x, labels = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1)), torch.arange(6) % 10
+    gaps = {size: CausalMeasures(grid=2, sinks=False, batch_size=size, substitution=("permuted",))(
+        model, x, labels, {}, {})["own/gap@permuted"] for size in (6, 4, 1)}
+    assert abs(gaps[6]) > 1e-3 and gaps[4] == pytest.approx(gaps[6], abs=2e-6) and gaps[1] == pytest.approx(gaps[6],
+                                                                                                        abs=2e-6)
+
+
 def test_permuted_substitution_on_ltpa_uses_the_permuted_weights() -> None:
     torch.manual_seed(0)
     model = ats.models.get("ltpa", widths=[8, 16, 16], estimators=1).eval()
@@ -159,8 +174,8 @@ def test_permuted_substitution_on_ltpa_uses_the_permuted_weights() -> None:
             permuted = model(x)
         a = maps["stages.1"]  # (2, 8, 8)
         local = model.stages[1](model.stages[0](x))
-        g = torch.Generator().manual_seed(3)
-        order = torch.stack([torch.randperm(64, generator=g) for _ in range(2)])
+        order = torch.stack([torch.randperm(64, generator=torch.Generator().manual_seed((3 * 1_000_003 + 0) * 1_000_003
+                                                                                       + i)) for i in range(2)])
         w = a.flatten(1).gather(1, order).view_as(a)
         by_hand = model.classifier(torch.einsum("bhw,bdhw->bd", w, local))
     assert torch.allclose(permuted, by_hand, atol=1e-5)

@@ -119,6 +119,6 @@ def test_the_substitution_passes_run_the_attention_and_head_only_with_the_full_p
             with substituted_attention(model, kind, seed=0):
                 sub = model(x)
             gap = float((base - sub.gather(1, labels[:, None])[:, 0].double()).mean())
-            assert abs(gap) > 1e-3
+            assert abs(gap) > 1e-4  # the substitution changed the scores (the tolerance below is 2e-6)
             assert out[f"own/gap@{kind}"] == pytest.approx(gap, abs=2e-6)
             assert out[f"own/acc@{kind}"] == pytest.approx(float((sub.argmax(1) == labels).double().mean()))

@@ -237,7 +237,8 @@ class CausalMeasures:
 @contextmanager
 def substituted_attention(model: nn.Module, kind: str, seed: int = 0) -> Iterator[None]:
     """For the block, every attention module in `model.estimators` pools with uniform weights 1/N or with its own
-    weights permuted across positions (one fixed permutation per image and module, from `seed`).
+    weights permuted across positions: one fixed permutation per image and module, drawn from `seed`, the module's
+    place and the image's place among the rows the module has seen in the block — the same whatever the chunks.
 
     The protocol (LTPA, `pooling-cnn`): a module takes the attended features (B, D, h, w) first (projected by
     its `project_l` if it has one) and returns (a, Σ_i w_i l_i), w = a under softmax, a / Σ a under sigmoid."""
@@ -246,7 +247,13 @@ def substituted_attention(model: nn.Module, kind: str, seed: int = 0) -> Iterato
     modules = list(getattr(model, "estimators", None) or [])
     if not modules:
         raise NotApplicableError(f"{type(model).__name__} has no attention pooling modules (`estimators`)")
-    generator = torch.Generator().manual_seed(seed)
+    seen = [0] * len(modules)  # rows each module has pooled in the block: the next row's place
+
+    def permutations(module: nn.Module, b: int, n: int) -> torch.Tensor:
+        k = next(i for i, m in enumerate(modules) if m is module)
+        first, seen[k] = seen[k], seen[k] + b
+        return torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(
+            (seed * 1_000_003 + k) * 1_000_003 + first + i)) for i in range(b)])
 
     def hook(module: nn.Module, inputs: tuple, output: tuple) -> tuple:
         local = inputs[0]
@@ -259,7 +266,7 @@ def substituted_attention(model: nn.Module, kind: str, seed: int = 0) -> Iterato
         else:
             softmax = getattr(module, "normalisation", "softmax") == "softmax"
             w = a if softmax else a / a.flatten(1).sum(1)[:, None, None]
-            order = torch.stack([torch.randperm(n, generator=generator) for _ in range(b)]).to(a.device)
+            order = permutations(module, b, n).to(a.device)
             w = w.flatten(1).gather(1, order).view_as(a)
         return a, torch.einsum("bhw,bdhw->bd", w, local)
 
