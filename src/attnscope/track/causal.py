@@ -253,7 +253,7 @@ def substituted_attention(model: nn.Module, kind: str, seed: int = 0) -> Iterato
         k = next(i for i, m in enumerate(modules) if m is module)
         first, seen[k] = seen[k], seen[k] + b
         return torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(
-            (seed * 1_000_003 + k) * 1_000_003 + first + i)) for i in range(b)])
+            ((seed * 1_000_003 + k) * 1_000_003 + first + i) & (1 << 63) - 1)) for i in range(b)])  # any int seed
 
     def hook(module: nn.Module, inputs: tuple, output: tuple) -> tuple:
         local = inputs[0]
