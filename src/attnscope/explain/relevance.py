@@ -16,7 +16,9 @@ backward, from its input and output saved by the forward:
   flat rule's ones) runs on one row;
 - the rest run their convolution or linear map once, and the gradient of every term is the transposed map
   (`convolution_backward` for the input only, or a product with the weight), never a re-run under autograd;
-- layers with the `Pass` rule hand the relevance down unchanged; the layer's own backward never runs.
+- layers with the `Pass` rule hand the relevance down unchanged; the layer's own backward never runs;
+- z⁺ on a non-negative input, the flat rule and the Norm rule of a sum are evaluated in closed form
+  (`explain.relevance_closed`: the same numbers in a few tensor passes).
 
 Any other rule (zennit's ReLU hooks) and any layer this cannot evaluate (several tensor inputs, a padding mode
 other than zeros) keep zennit's own hook. The relevance equals zennit's to float rounding
@@ -32,6 +34,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from attnscope.explain import relevance_closed
 
 Undo = Callable[[], None]
 
@@ -132,9 +136,12 @@ class _Evaluated:
         self.terms = _terms(module, hook)
         self.op = _conv_op(module)
         self.reads_output = self.op is None or any(t.own for t in self.terms)  # a term that is the layer itself
+        self.closed = relevance_closed.closed_form(module, hook, self.terms, self.op)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, relevance: torch.Tensor,
                  graph: torch.Tensor | None) -> torch.Tensor:
+        if self.closed is not None and (done := self.closed(x, y, relevance)) is not None:
+            return done
         if self.op is None:
             return self._generic(x, y, relevance, graph)
         forward, grad = self.op
