@@ -11,7 +11,7 @@ from attnscope.explain import relevance, relevance_closed
 zennit = pytest.importorskip("zennit")
 from zennit.composites import EpsilonPlusFlat  # noqa: E402
 from zennit.core import Stabilizer, stabilize  # noqa: E402
-from zennit.rules import Flat, Norm, ZPlus  # noqa: E402
+from zennit.rules import AlphaBeta, Flat, Gamma, Norm, ZPlus  # noqa: E402
 
 
 def randomise_batchnorm(model: nn.Module) -> nn.Module:
@@ -85,10 +85,35 @@ def test_zplus_closed_form_on_a_hand_computed_layer() -> None:
     assert torch.allclose(got, torch.tensor([[2.0 * 5 / z, 3.0 * 5 / z]]), rtol=1e-6, atol=0)
 
 
+def test_alpha_beta_and_gamma_closed_forms_on_a_hand_computed_layer() -> None:
+    """Linear(2 → 1), w = (2, −1), b = 0.5, R = 5.
+    α2β1 at x = (1, 3): W⁺x + b⁺ = 2.5, W⁻x + b⁻ = −3 (b⁻ = min(b, 0) = 0):
+    R_in = 2·(1·2·5/2.5, 0) − (0, 3·(−1)·5/(−3)) = (8, −5).
+    γ = 0.25 at x = (1, 3): z = −0.5 < 0, so W + γW⁻ = (2, −1.25), b = 0.5: z⁻ = −1.25,
+    R_in = (1·2, 3·(−1.25)) · 5/(−1.25) = (−8, 15); at x = (1, 1): z = 1.5 > 0, W + γW⁺ = (2.5, −1),
+    b + γb⁺ = 0.625: z⁺ = 2.125, R_in = (2.5, −1) · 5/2.125."""
+    layer = nn.Linear(2, 1)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[2.0, -1.0]]))
+        layer.bias.fill_(0.5)
+    r = torch.tensor([[5.0]])
+    cases = [(AlphaBeta(alpha=2.0, beta=1.0), [1.0, 3.0], [8.0, -5.0]),
+             (Gamma(gamma=0.25), [1.0, 3.0], [-8.0, 15.0]),
+             (Gamma(gamma=0.25), [1.0, 1.0], [2.5 * 5 / 2.125, -5 / 2.125])]
+    for rule, x, expected in cases:
+        evaluated, x = relevance._Evaluated(layer, rule), torch.tensor([x])
+        got = evaluated.closed(x, layer(x).detach(), r)
+        assert torch.allclose(got, torch.tensor([expected]), rtol=1e-5, atol=0), (rule, got)
+        evaluated.closed = None
+        assert torch.allclose(evaluated(x, layer(x).detach(), r, None), got, rtol=1e-6, atol=0)
+
+
 def test_only_zennits_own_rules_with_a_plain_stabilizer_are_closed() -> None:
     conv = nn.Conv2d(2, 3, 3)
     assert relevance._Evaluated(conv, ZPlus()).closed is not None
     assert relevance._Evaluated(conv, Flat()).closed is not None
+    assert relevance._Evaluated(conv, AlphaBeta(alpha=1.5, beta=0.5)).closed is not None
+    assert relevance._Evaluated(conv, Gamma(gamma=0.5)).closed is not None
     assert relevance._Evaluated(conv, ZPlus(stabilizer=Stabilizer(1e-6, clip=True))).closed is None
     assert relevance._Evaluated(conv, ZPlus(stabilizer=lambda z: z + 1.0)).closed is None
     changed = ZPlus()
@@ -97,20 +122,24 @@ def test_only_zennits_own_rules_with_a_plain_stabilizer_are_closed() -> None:
     assert relevance._Evaluated(nn.AvgPool2d(2), Norm()).closed is None  # Norm is closed on zennit's Sum only
 
 
-def test_closed_forms_give_resnet18s_relevance_element_for_element(monkeypatch, taken) -> None:
-    """torchvision's resnet18 under EpsilonPlusFlat (ResNet canonizer) in NHWC (a batch of 16 at 64 px is
-    past the NHWC threshold): 19 z⁺ convolutions, the flat first layer and 8 residual sums closed, the maps
-    equal to the term-by-term evaluation's, bit for bit."""
+@pytest.mark.parametrize(("composite", "counts"), [
+    ("epsilon-plus-flat", {"built": 28, "answered": 28, "declined": 0}),  # 19 z⁺, flat first layer, 8 sums
+    ("epsilon-gamma-box", {"built": 27, "answered": 27, "declined": 0}),  # 19 γ, 8 sums; z^B term by term
+    ("epsilon-alpha2-beta1", {"built": 28, "answered": 27, "declined": 1}),  # α β on the image declines
+])
+def test_closed_forms_give_resnet18s_relevance_element_for_element(monkeypatch, taken, composite, counts) -> None:
+    """torchvision's resnet18 under each composite (ResNet canonizer) in NHWC (a batch of 16 at 64 px is past the
+    NHWC threshold): the maps equal to the term-by-term evaluation's, bit for bit."""
     torch.manual_seed(0)
     model = randomise_batchnorm(ats.models.get("resnet18", num_classes=10))
     x = torch.randn(16, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     t = torch.arange(16) % 10
 
     def run() -> torch.Tensor:
-        return ats.explain(model, x, "lrp", targets=t)["lrp"].values
+        return ats.explain(model, x, "lrp", targets=t, options={"lrp": {"composite": composite}})["lrp"].values
 
     ours = run()
-    assert taken == {"built": 28, "answered": 28, "declined": 0}
+    assert taken == counts
     reference = term_by_term(monkeypatch, run)
     assert torch.equal(ours, reference)
 

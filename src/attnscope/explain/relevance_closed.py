@@ -1,15 +1,19 @@
-"""Three of zennit's LRP rules in closed form: the same relevance as their terms, in a few tensor passes.
+"""zennit's commonest LRP rules in closed form: the same relevance as their terms, in a few tensor passes.
 
 `explain.relevance` evaluates any zennit `BasicHook` term by term: each term's input modifier, a forward with
 its parameters, the gradient mapper (the relevance over zennit's stabilised sum of the terms' outputs), one
-transposed map per term, the reducer. For the three rules that carry most of LRP's cost on a ReLU network with
-the default composite (`EpsilonPlusFlat`), that general evaluation spends as much CPU on whole-tensor
-elementwise passes (modifiers, a zero term's zeros, the stabiliser's six passes, the reducer's products and
-sums) as on the convolutions. Written out, with R the relevance of the layer's output and ε the stabiliser
-(zennit's `stabilize`: z + ε·sign(z), sign(0) = +1):
+transposed map per term, the reducer. For the rules that carry most of LRP's cost on a ReLU network (z⁺ and
+flat in the default `EpsilonPlusFlat`, α β and γ in the other composites, the Norm of the residual sums), that
+general evaluation spends as much CPU on whole-tensor elementwise passes (modifiers, a zero term's zeros, the
+stabiliser's six passes, the reducer's products and sums) as on the convolutions. Written out, with R the
+relevance of the layer's output and ε the stabiliser (zennit's `stabilize`: z + ε·sign(z), sign(0) = +1):
 
 - **z⁺** (`ZPlus`; Montavon et al., Pattern Recognition 2017) on an input x ≥ 0: the negative part of x is
   zero and the negative weights' term has no bias, so it adds nothing; R_in = x ⊙ W⁺ᵀ(R / (W⁺x + b⁺ + ε)).
+- **α β** (`AlphaBeta`; Bach et al., PLoS ONE 2015) on x ≥ 0: R_in = α x ⊙ W⁺ᵀ(R / (W⁺x + b⁺ + ε)) −
+  β x ⊙ W⁻ᵀ(R / (W⁻x + b⁻ ∓ ε)).
+- **γ** (`Gamma`, zennit's generalised form; Montavon et al. 2019) on x ≥ 0: where the layer's output is positive,
+  R through W + γW⁺ over (W + γW⁺)x + b + γb⁺; where it is negative, through W + γW⁻ over its own sum.
 - **flat** (`Flat`; Lapuschkin et al., Nat. Commun. 2019): weights and input all ones, so the denominator is
   the same for every image: computed on one row, R_in = 1ᵀ(R / (1 * 1 + ε)).
 - **Norm on a sum** (`Norm` on zennit's `Sum` layer, the residual additions its canonizers make explicit):
@@ -17,13 +21,14 @@ sums) as on the convolutions. Written out, with R the relevance of the layer's o
   out as R is (zennit's layout leaves every branch a strided slice, which the next convolution copies).
 
 Each applies only to the exact zennit class with its own gradient mapper and reducer and a plain `Stabilizer`,
-and z⁺ only while its input is finite and ≥ 0; anything else returns None and the layer is evaluated term by
-term. The values are those of the term-by-term evaluation, element for element (the same operations on the
-same numbers; tests/test_lrp_closed.py).
+and z⁺, α β and γ only while their input is finite and ≥ 0; anything else returns None and the layer is
+evaluated term by term. The values are the term-by-term evaluation's: the same operations on the same numbers,
+less additions of zeros (tests/test_lrp_closed.py: bit for bit on a ResNet-18 under each composite).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -69,20 +74,69 @@ def _epsilon(hook: Any, name: str) -> float | None:
     return float(found[0].epsilon)
 
 
+def _no_bias(term: Any) -> bool:
+    """Whether a term adds no bias (zennit zeroes it on the terms of an input's negative part)."""
+    bias = term.params.get("bias")
+    return bias is None or not bool(bias.any())
+
+
+def _finite_nonnegative(x: torch.Tensor) -> bool:
+    low, high = torch.aminmax(x)
+    return bool(low >= 0) and bool(high.isfinite())
+
+
+def _denominator(z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """`stabilized(z, ε)`, written into z where z ≥ 0 (W⁺x + b⁺ on x ≥ 0, checked: kernels transform)."""
+    return z.add_(epsilon) if bool(z.min() >= 0) else stabilized(z, epsilon)
+
+
 def _zplus(epsilon: float, op: Op, terms: list) -> Closed | None:
     positive, negative = terms
-    if negative.params.get("bias") is not None and bool(negative.params["bias"].any()):
+    if not _no_bias(negative):
         return None  # zennit zeroes the negative term's bias; a changed rule is evaluated term by term
     forward, grad = op
 
     def closed(x: torch.Tensor, _y: torch.Tensor | None, relevance: torch.Tensor) -> torch.Tensor | None:
-        low, high = torch.aminmax(x)
-        if not (bool(low >= 0) and bool(high.isfinite())):
+        if not _finite_nonnegative(x):
             return None
-        z = forward(x, positive.params)  # W⁺x + b⁺ ≥ 0 as arithmetic; checked, for kernels that transform
-        denominator = z.add_(epsilon) if bool(z.min() >= 0) else stabilized(z, epsilon)
+        denominator = _denominator(forward(x, positive.params), epsilon)
         quotient = torch.div(relevance, denominator, out=denominator)
         return grad(x, positive.params, quotient).mul_(x)
+
+    return closed
+
+
+def _alpha_beta(epsilon: float, alpha: float, beta: float, op: Op, terms: list) -> Closed | None:
+    """α·x⁺ ⊙ W⁺ᵀ(R / (W⁺x⁺ + b⁺)) − β·x⁺ ⊙ W⁻ᵀ(R / (W⁻x⁺ + b⁻)) on x ≥ 0 (the x⁻ terms vanish)."""
+    positive, _, negative, _ = terms
+    if not (_no_bias(terms[1]) and _no_bias(terms[3])):
+        return None
+    forward, grad = op
+
+    def closed(x: torch.Tensor, _y: torch.Tensor | None, relevance: torch.Tensor) -> torch.Tensor | None:
+        if not _finite_nonnegative(x):
+            return None
+        up = relevance / _denominator(forward(x, positive.params), epsilon)
+        down = relevance / stabilized(forward(x, negative.params), epsilon)
+        return alpha * (x * grad(x, positive.params, up)) - beta * (x * grad(x, negative.params, down))
+
+    return closed
+
+
+def _gamma(epsilon: float, op: Op, terms: list) -> Closed | None:
+    """Generalised γ on x ≥ 0: where the layer's output z > 0, R / ((W + γW⁺)x + b + γb⁺) through W + γW⁺; where
+    z < 0, R / ((W + γW⁻)x + b + γb⁻) through W + γW⁻ (the x⁻ terms vanish)."""
+    up_term, _, down_term, _, _ = terms
+    if not (_no_bias(terms[1]) and _no_bias(terms[3])):
+        return None
+    forward, grad = op
+
+    def closed(x: torch.Tensor, y: torch.Tensor | None, relevance: torch.Tensor) -> torch.Tensor | None:
+        if y is None or not _finite_nonnegative(x):
+            return None
+        up = (y > 0.0) * relevance / stabilized(forward(x, up_term.params), epsilon)
+        down = (y < 0.0) * relevance / stabilized(forward(x, down_term.params), epsilon)
+        return x * grad(x, up_term.params, up) + x * grad(x, down_term.params, down)
 
     return closed
 
@@ -124,6 +178,11 @@ def closed_form(module: nn.Module, hook: Any, terms: list, op: Op | None) -> Clo
         return _zplus(epsilon, op, terms)
     if op is not None and (epsilon := _epsilon(hook, "Flat")) is not None and len(terms) == 1:
         return _flat(epsilon, op, terms)
+    if op is not None and (epsilon := _epsilon(hook, "AlphaBeta")) is not None and len(terms) == 4:
+        weights = inspect.getclosurevars(hook.reducer).nonlocals
+        return _alpha_beta(epsilon, float(weights["alpha"]), float(weights["beta"]), op, terms)
+    if op is not None and (epsilon := _epsilon(hook, "Gamma")) is not None and len(terms) == 5:
+        return _gamma(epsilon, op, terms)
     from zennit.layer import Sum
 
     if type(module) is Sum and (epsilon := _epsilon(hook, "Norm")) is not None:
