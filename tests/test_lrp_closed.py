@@ -1,5 +1,6 @@
-"""zennit's z⁺, flat and Norm-of-a-sum rules in closed form (`explain.relevance_closed`): element for element the
-term-by-term evaluation, hand-computed on a fixed-weight layer, and term by term wherever the form does not apply."""
+"""zennit's z⁺, α β, γ, flat and Norm-of-a-sum rules in closed form (`explain.relevance_closed`): element for
+element the term-by-term evaluation, hand-computed on fixed-weight layers, and term by term where a form does not
+apply."""
 
 import pytest
 import torch
@@ -13,17 +14,7 @@ from zennit.composites import EpsilonPlusFlat  # noqa: E402
 from zennit.core import Stabilizer, stabilize  # noqa: E402
 from zennit.rules import AlphaBeta, Flat, Gamma, Norm, ZPlus  # noqa: E402
 
-
-def randomise_batchnorm(model: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.3, 0.3, generator=g)
-                m.running_var.uniform_(0.5, 1.5, generator=g)
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.uniform_(-0.2, 0.2, generator=g)
-    return model.eval()
+from test_explain_attributions import randomise_batchnorm  # noqa: E402
 
 
 @pytest.fixture
