@@ -108,6 +108,11 @@ def _terms(module: nn.Module, hook: Any) -> list[_Term]:
     return terms
 
 
+def _nhwc(t: torch.Tensor) -> bool:
+    """Whether a 4-D tensor is laid out NHWC (and not also NCHW, as a tensor of one channel or pixel is)."""
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
 def _conv_op(module: nn.Module) -> tuple[Callable, Callable] | None:
     """(forward with given parameters, input gradient) of a plain convolution or linear layer (the class's own
     forward, not a subclass's), else None."""
@@ -119,9 +124,12 @@ def _conv_op(module: nn.Module) -> tuple[Callable, Callable] | None:
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and module.padding_mode == "zeros" \
             and not isinstance(module.padding, str):
         def grad(x: torch.Tensor, p: dict[str, torch.Tensor], g: torch.Tensor) -> torch.Tensor:
-            empty = g.new_empty(1).expand(x.shape)
+            # the input's values are not read, only its shape and layout: the layout of g, so oneDNN copies neither
+            # (an NHWC g against a strideless stand-in went through an NCHW copy: 0.32 vs 0.14 s on resnet18's conv1)
+            shape = g.new_empty(1).expand(x.shape) if not _nhwc(g) else \
+                torch.empty(x.shape, dtype=g.dtype, device=g.device, memory_format=torch.channels_last)
             return torch.ops.aten.convolution_backward(
-                g, empty, p["weight"], None, module.stride, module.padding, module.dilation, False,
+                g, shape, p["weight"], None, module.stride, module.padding, module.dilation, False,
                 [0] * len(module.stride), module.groups, [True, False, False])[0]
 
         return (lambda x, p: module._conv_forward(x, p["weight"], p.get("bias")), grad)
