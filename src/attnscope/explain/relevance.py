@@ -17,7 +17,7 @@ backward, from its input and output saved by the forward:
 - the rest run their convolution or linear map once, and the gradient of every term is the transposed map
   (`convolution_backward` for the input only, or a product with the weight), never a re-run under autograd;
 - layers with the `Pass` rule hand the relevance down unchanged; the layer's own backward never runs;
-- z⁺ on a non-negative input, the flat rule and the Norm rule of a sum are evaluated in closed form
+- z⁺, α β and γ on a non-negative input, the flat rule and the Norm rule of a sum are evaluated in closed form
   (`explain.relevance_closed`: the same numbers in a few tensor passes).
 
 Any other rule (zennit's ReLU hooks) and any layer this cannot evaluate (several tensor inputs, a padding mode
