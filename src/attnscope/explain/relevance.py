@@ -108,11 +108,6 @@ def _terms(module: nn.Module, hook: Any) -> list[_Term]:
     return terms
 
 
-def _nhwc(t: torch.Tensor) -> bool:
-    """Whether a 4-D tensor is laid out NHWC (and not also NCHW, as a tensor of one channel or pixel is)."""
-    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
-
-
 def _conv_op(module: nn.Module) -> tuple[Callable, Callable] | None:
     """(forward with given parameters, input gradient) of a plain convolution or linear layer (the class's own
     forward, not a subclass's), else None."""
@@ -126,7 +121,7 @@ def _conv_op(module: nn.Module) -> tuple[Callable, Callable] | None:
         def grad(x: torch.Tensor, p: dict[str, torch.Tensor], g: torch.Tensor) -> torch.Tensor:
             # the input's values are not read, only its shape and layout: the layout of g, so oneDNN copies neither
             # (an NHWC g against a strideless stand-in went through an NCHW copy: 0.32 vs 0.14 s on resnet18's conv1)
-            shape = g.new_empty(1).expand(x.shape) if not _nhwc(g) else \
+            shape = g.new_empty(1).expand(x.shape) if not relevance_closed.nhwc(g) else \
                 torch.empty(x.shape, dtype=g.dtype, device=g.device, memory_format=torch.channels_last)
             return torch.ops.aten.convolution_backward(
                 g, shape, p["weight"], None, module.stride, module.padding, module.dilation, False,

@@ -43,6 +43,11 @@ Closed = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tenso
 Op = tuple[Callable, Callable]  # (forward with given parameters, input gradient), as `relevance._conv_op`
 
 
+def nhwc(t: torch.Tensor) -> bool:
+    """Whether a 4-D tensor is laid out NHWC (and not also NCHW, as a tensor of one channel or pixel is)."""
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
 def stabilized(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     """zennit's `stabilize(z, ε)` without clipping or norm scaling, z + ε·sign(z) with sign(0) = sign(-0) = +1,
     as one select: the same numbers (z − ε is z + (−ε) in IEEE arithmetic; NaN stays NaN)."""
@@ -160,10 +165,9 @@ def _sum_norm(epsilon: float, dim: int) -> Closed:
             return None
         axis = dim % x.dim()
         quotient = relevance / stabilized(y, epsilon)
-        count, layout = x.shape[axis], torch.contiguous_format
-        if quotient.dim() == 4 and quotient.is_contiguous(memory_format=torch.channels_last) \
-                and not quotient.is_contiguous():
-            layout = torch.channels_last  # (count·N, C, H, W) in NHWC, each summand's (N, C, H, W) a block of it
+        count = x.shape[axis]
+        # in NHWC: (count·N, C, H, W) laid out NHWC, each summand's (N, C, H, W) a block of it
+        layout = torch.channels_last if nhwc(quotient) else torch.contiguous_format
         parts = torch.empty((count * quotient.shape[0], *quotient.shape[1:]), dtype=quotient.dtype,
                             device=quotient.device, memory_format=layout).view(count, *quotient.shape)
         for k in range(count):
