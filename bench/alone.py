@@ -5,9 +5,11 @@ the kernels or the caches for another, and none leaves hooks behind for the next
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 
 def fresh(script: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[dict]:
@@ -29,3 +31,14 @@ def sides(script: str, argv: Sequence[str], names: Sequence[str]) -> list[dict]:
 def fresh_row(script: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> dict:
     """The last JSON object line of `fresh(script, argv)`: the result of a child that prints one."""
     return fresh(script, argv, env)[-1]
+
+
+def median_cpu(call: Callable[[], object], repeats: int) -> float:
+    """The median CPU time (`time.process_time`, this process) of `repeats` calls of `call` after one warm-up."""
+    call()
+    runs = []
+    for _ in range(repeats):
+        start = time.process_time()
+        call()
+        runs.append(time.process_time() - start)
+    return statistics.median(runs)

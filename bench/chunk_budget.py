@@ -24,7 +24,7 @@ import resource
 import time
 
 import torch
-from alone import fresh_row
+from alone import fresh_row, median_cpu
 
 
 def _faults() -> int:
@@ -74,8 +74,6 @@ def ig_passes(chunk: int | None) -> dict:
 
 def ablation(repeats: int) -> dict:
     """Ablation-CAM at resnet18 layer4 (tail split / shared) over one plain forward, CPU time, median."""
-    import statistics
-
     import torchvision
 
     import attnscope as ats
@@ -84,21 +82,12 @@ def ablation(repeats: int) -> dict:
     model = torchvision.models.resnet18().eval()
     x = torch.randn(1, 3, 224, 224)
 
-    def timed(fn) -> float:
-        fn()
-        runs = []
-        for _ in range(repeats):
-            t0 = time.process_time()
-            fn()
-            runs.append(time.process_time() - t0)
-        return statistics.median(runs)
-
     with torch.no_grad():
-        forward = timed(lambda: model(x))
+        forward = median_cpu(lambda: model(x), repeats)
     out = {"forward_s": round(forward, 3)}
     for tail in ("split", "shared"):
-        t = timed(lambda tail=tail: ats.explain(model, x, "ablationcam", targets=0, layer="layer4",
-                                                options={"ablationcam": {"tail": tail}}))
+        t = median_cpu(lambda tail=tail: ats.explain(model, x, "ablationcam", targets=0, layer="layer4",
+                                                     options={"ablationcam": {"tail": tail}}), repeats)
         out[f"ablationcam_{tail}_x_forward"] = round(t / forward, 2)
     return out
 

@@ -14,29 +14,18 @@ import argparse
 import json
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from alone import median_cpu  # noqa: E402
 from ladder import build  # noqa: E402
 
 import attnscope as ats  # noqa: E402
 from attnscope.explain import relevance_closed  # noqa: E402
 
 COMPOSITES = ("epsilon-plus-flat", "epsilon-gamma-box", "epsilon-alpha2-beta1")
-
-
-def _median_cpu(call: Callable[[], object], repeats: int) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        call()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -61,7 +50,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for way, form in ways.items():
                 relevance_closed.closed_form = form
-                seconds[way].append(round(_median_cpu(call, args.repeats), 3))
+                seconds[way].append(round(median_cpu(call, args.repeats), 3))
                 maps[way] = call()
         relevance_closed.closed_form = closed_form
         print(json.dumps({"composite": composite, "cpu_s": seconds,
