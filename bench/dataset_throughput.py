@@ -21,8 +21,9 @@ jobs, wall time would measure them). Throughput = images / CPU seconds.
              the same streamed DataLoader (shards of `--batch` images), into a temporary folder; timed whole,
              including the one image it scores first as a check. No peer has a leaderboard: no peer row.
              Before it, the time `evaluate.estimate` (what `attnscope bench --estimate` prints) expects for
-             512 images is printed (`--no-estimate` skips it: it times every method and column on 1 and 2
-             images, which on resnet18 at 224 px costs more than the leaderboard of 2 images).
+             512 images is printed (`--no-estimate` skips it: it times every method on one image and every
+             column on one map, about half the leaderboard of one image: 1,133 CPU s on resnet18 at 224 px);
+             `--parts leaderboard-estimate` prints the estimate alone (with the CPU time of its probe).
              `--parts leaderboard-methods` times instead each of its methods' `explain` on one image (a lower
              bound of its cost per image; the columns come on top).
 
@@ -169,9 +170,12 @@ def leaderboard_estimate(model: torch.nn.Module, n: int) -> dict[str, Any]:
     with torch.no_grad():
         labels = model(two).argmax(1)
     index = torch.arange(n) % 2  # n images, copies of the two it times (only images[:2] are run)
+    started = time.process_time()
     guess = estimate(model, two[index], labels[index], metrics=select("default"))
     return {"part": "leaderboard-estimate", "images": n, "estimated_s": round(guess.total, 1),
-            "explain_s": round(guess.explain, 1), "groups_s": {g: round(s, 1) for g, s in guess.groups.items()}}
+            "estimated_s_per_image": round(guess.total / n, 1), "explain_s": round(guess.explain, 1),
+            "groups_s": {g: round(s, 1) for g, s in guess.groups.items()},
+            "probe_cpu_s": round(time.process_time() - started, 1)}
 
 
 def methods_child() -> dict[str, Any]:
@@ -261,7 +265,7 @@ def main() -> None:
         print(json.dumps(_child(args)))
         return
     parts = args.parts.split(",")
-    if "leaderboard" in parts and not args.no_estimate:
+    if ("leaderboard" in parts and not args.no_estimate) or "leaderboard-estimate" in parts:
         print(json.dumps(_fresh(args, "leaderboard-estimate", "attnscope")), flush=True)
     rows = {}
     for part, library in [*RUNS, ("leaderboard-methods", "attnscope"), ("leaderboard", "attnscope"),
