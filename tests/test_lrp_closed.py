@@ -180,7 +180,7 @@ def test_sum_norm_lays_each_summand_out_as_its_relevance() -> None:
         assert got[..., k].is_contiguous(memory_format=torch.channels_last)
 
 
-def test_flat_closed_form_is_the_rule_for_any_input(monkeypatch) -> None:
+def test_flat_closed_form_is_the_rule_for_any_input() -> None:
     """The flat rule ignores its input's values: NaN images give the same relevance as any other."""
     conv = nn.Conv2d(3, 2, 3, padding=1)
     rule = relevance._Evaluated(conv, Flat())
